@@ -1,0 +1,287 @@
+"""The florence2-bench command line: one subcommand per job, each a thin layer over a module.
+
+Exit codes: 0 all good; 1 a regression (compare) or at least one failed cell (run); 2 bad usage or
+bad input, with one line naming the offending value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bench.errors import UsageError
+
+PROG = "florence2-bench"
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (progress bars, torchvision hints) out of the benchmark's output."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import store, sweep
+
+    config = sweep.load_sweep(args.sweep)
+    config = sweep.override(config, variants=args.variants, tasks=args.tasks, dtypes=args.dtypes,
+                            batch_sizes=args.batch_sizes, devices=args.devices, attn=args.attn,
+                            compile=args.compile, num_beams=args.num_beams, cache=args.cache,
+                            channels_last=args.channels_last, quant=args.quant)
+    updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
+                                 ("dataset", args.dataset), ("limit", args.limit),
+                                 ("max_new_tokens", args.max_new_tokens)) if v is not None}
+    if args.trust_remote_code:
+        updates["trust_remote_code"] = True
+    if args.allow_pickle:
+        updates["allow_pickle"] = True
+    if updates.get("model_path"):
+        if "weights" not in updates and config.weights == "auto":
+            updates["weights"] = "pretrained"
+        if args.variants is None:  # the checkpoint's own config.json is the architecture
+            updates["variants"] = ["custom"]
+    config = dataclasses.replace(config, **updates)
+    out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{_timestamp()}"
+    summary = sweep.run_sweep(config, out, resume=args.resume, quiet=args.quiet, executor=args.executor,
+                              ray_address=args.ray_address)
+    records = list(store.latest_by_cell(store.read_records(out)).values())
+    print(summary_table(records))
+    report = _write_report(out)
+    print(f"\nrun directory: {out}\n  results: {out / store.RESULTS}\n  environment: {out / store.ENV}\n"
+          f"  report: {report}")
+    if summary.skipped_resumed:
+        print(f"  resumed: {summary.skipped_resumed} cell(s) already done were skipped")
+    failed = [r for r in records if r["status"] in ("error", "oom")]
+    if failed:
+        print(f"{len(failed)} cell(s) failed; see the error column above and {out / store.RESULTS}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _timestamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _write_report(out: Path) -> Path:
+    from bench.report import build_report
+
+    return build_report([out], out / "report.html")
+
+
+def summary_table(records: list[dict]) -> str:
+    """A fixed-width table of the run's cells: what ran and the headline numbers."""
+    head = ("status", "variant", "task", "dtype", "bs", "device", "weights", "p50 ms", "p90 ms", "img/s", "tok/s",
+            "peak RSS MiB", "tokens")
+    rows = [head]
+    for r in records:
+        lat, thr, mem = r.get("latency_ms") or {}, r.get("throughput") or {}, r.get("memory") or {}
+        rss = mem.get("peak_rss_bytes")
+        rows.append((
+            r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], r["dtype"], str(r["batch_size"]),
+            r["device"], r["weights"], _num(lat.get("p50"), 0), _num(lat.get("p90"), 0),
+            _num(thr.get("images_per_s"), 3), _num(thr.get("tokens_per_s"), 1),
+            _num(rss / 2**20 if rss else None, 0), _num(r.get("gen_tokens_mean"), 1),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if any(r.get("unstable") for r in records):
+        lines.append("* unstable: coefficient of variation above the threshold")
+    return "\n".join(lines)
+
+
+def _num(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------- other verbs
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+
+    for d in args.run_dirs:
+        if not (Path(d) / "results.jsonl").exists():
+            raise UsageError(f"not a run directory: {d} (no results.jsonl); accepted: directories written by run")
+    out = Path(args.output) if args.output else Path(args.run_dirs[0]) / "report.html"
+    path = build_report([Path(d) for d in args.run_dirs], out, latency_bound_ms=args.latency_bound_ms,
+                        accuracy_floor=args.accuracy_floor, prices=Path(args.prices) if args.prices else None,
+                        baseline=Path(args.baseline) if args.baseline else None, title=args.title)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import run_compare
+
+    return run_compare(Path(args.baseline), Path(args.current), args.fail_on,
+                       Path(args.markdown) if args.markdown else None)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from bench.metrics import format_metrics, score_file
+    from bench.tasks import get_task
+
+    metrics = score_file(get_task(args.task).token, args.dataset, Path(args.predictions),
+                         Path(args.json) if args.json else None)
+    print(format_metrics(metrics))
+    return 0
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    from bench.variants import VARIANTS
+
+    print(f"{'variant':10s} {'params':>9s}  {'hub id (original)':32s} {'native id':38s} description")
+    for v in VARIANTS.values():
+        print(f"{v.name:10s} {v.params / 1e6:8.1f}M  {v.hub_id:32s} {v.native_id:38s} {v.description}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from bench import fetch
+
+    if args.action == "list":
+        print(fetch.format_rows(fetch.list_datasets(args.cache_dir)))
+        return 0
+    if args.action == "fetch":
+        path = fetch.fetch(_need_name(args), cache_dir=args.cache_dir)
+        print(f"ready: {path}")
+        return 0
+    report = fetch.verify(_need_name(args), cache_dir=args.cache_dir)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _need_name(args: argparse.Namespace) -> str:
+    if not args.name:
+        raise UsageError(f"datasets {args.action} needs a dataset NAME; see `{PROG} datasets list`")
+    return args.name
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from bench.environment import fingerprint
+
+    print(json.dumps(fingerprint(), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from bench.checkpoints import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(Path(args.directory), seed=args.seed)
+    print(f"tiny Florence-2 checkpoint written to {path} (random weights; load it with --model-path {path})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=(
+        "Benchmark Florence-2 models: accuracy, latency (per stage), throughput, memory and energy, "
+        "across variants, tasks, precisions, batch sizes and devices."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a sweep and write a run directory", description=(
+        "Run a sweep (a matrix of settings) and write results.jsonl, env.json and report.html. "
+        "Axis flags take comma-separated lists and replace the sweep file's axis. Without pretrained weights "
+        "(--model-path, HF cache or hub) the exact architecture runs with random weights: speed and memory "
+        "are faithful, accuracy is not measured, and every record says so."))
+    r.add_argument("--sweep", default="smoke", help="shipped sweep name (smoke, cpu-full, gpu-full, procurement) "
+                   "or a TOML file (default: smoke)")
+    r.add_argument("--variants", help="e.g. base,large (see `variants`)")
+    r.add_argument("--tasks", help="task tokens or bare names, e.g. '<CAPTION>,<OD>' or caption,od")
+    r.add_argument("--dtypes", help="fp32, fp16, bf16")
+    r.add_argument("--batch-sizes", help="e.g. 1,8,32")
+    r.add_argument("--devices", help="cpu, cuda, cuda:N, mps")
+    r.add_argument("--attn", help="attention implementation: eager, sdpa")
+    r.add_argument("--compile", help="true,false: torch.compile (with --cache static)")
+    r.add_argument("--num-beams", help="e.g. 1,3 (model card: 3)")
+    r.add_argument("--cache", help="KV cache: dynamic, static")
+    r.add_argument("--channels-last", help="true,false: vision tower in channels_last")
+    r.add_argument("--quant", help="none, int8-dynamic (CPU)")
+    r.add_argument("--weights", choices=None, help="auto (default), pretrained, random")
+    r.add_argument("--model-path", help="a local Florence-2 checkpoint directory (implies --weights pretrained and "
+                   "variant 'custom' unless --variants names the registry entry it is)")
+    r.add_argument("--trust-remote-code", action="store_true", help="allow an original checkpoint's own code")
+    r.add_argument("--allow-pickle", action="store_true", help="allow pickle (*.bin) weights")
+    r.add_argument("--dataset", help="synthetic-smoke (default), a fetched dataset, NAME:N, or coco-json:PATH")
+    r.add_argument("--limit", type=int, help="at most N images")
+    r.add_argument("--max-new-tokens", type=int, help="override the generation cap (random mode: forced count)")
+    r.add_argument("--out", help="run directory (default: runs/<sweep>-<time>)")
+    r.add_argument("--resume", action="store_true", help="continue a run directory, skipping cells already ok")
+    r.add_argument("--quiet", action="store_true", help="no progress bar; one line per cell (for CI logs)")
+    r.add_argument("--executor", default="local", help="local (default) or ray")
+    r.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: RAY_ADDRESS)")
+    r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="render one HTML report from one or more run directories")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("-o", "--output", help="HTML file (default: RUN_DIR/report.html)")
+    rp.add_argument("--latency-bound-ms", type=float, help="p90 bound for the recommendation table")
+    rp.add_argument("--accuracy-floor", type=float, help="accuracy floor for the recommendation table")
+    rp.add_argument("--prices", help="TOML price table (device -> USD per hour)")
+    rp.add_argument("--baseline", help="a baseline run directory: adds a regression section")
+    rp.add_argument("--title", help="page title")
+    rp.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="compare two run directories; exit 1 on a significant regression")
+    c.add_argument("baseline", metavar="BASELINE_DIR")
+    c.add_argument("current", metavar="CURRENT_DIR")
+    c.add_argument("--fail-on", help="thresholds, e.g. latency_p50=5%%,accuracy=-0.5")
+    c.add_argument("--markdown", help="also write a markdown summary (for CI)")
+    c.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("score", help="score predictions made elsewhere with the same metric code")
+    s.add_argument("--task", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--predictions", required=True, help="JSONL predictions (format in the README)")
+    s.add_argument("--json", help="also write the metrics as JSON")
+    s.set_defaults(func=cmd_score)
+
+    sub.add_parser("variants", help="list the variant registry with parameter counts").set_defaults(func=cmd_variants)
+
+    d = sub.add_parser("datasets", help="list, fetch or verify datasets")
+    d.add_argument("action", choices=("list", "fetch", "verify"))
+    d.add_argument("name", nargs="?")
+    d.add_argument("--cache-dir", help="default: $FLORENCE2_BENCH_DATA or ~/.cache/florence2-bench/datasets")
+    d.set_defaults(func=cmd_datasets)
+
+    sub.add_parser("env", help="print the environment fingerprint").set_defaults(func=cmd_env)
+
+    t = sub.add_parser("make-tiny-checkpoint", help="write a complete, tiny, random Florence-2 checkpoint")
+    t.add_argument("directory", metavar="DIR")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_make_tiny)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished cells are in results.jsonl (use --resume)", file=sys.stderr)
+        return 130

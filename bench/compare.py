@@ -1,0 +1,694 @@
+"""Regression compare of two run directories: matched cells, per-metric ratios with confidence
+intervals, a verdict per metric, and an exit code for CI gates.
+
+How a verdict is reached (docs/regression.md has the long form):
+
+- latency p50 / p90: a seeded percentile bootstrap of the ratio current/baseline of the two runs'
+  medians (p90s), resampling the raw ``samples_ms`` of each run independently. The verdict is
+  "regressed" only when the *whole* confidence interval lies beyond the threshold (``ci_low > 1 + t``)
+  and "improved" only when it lies wholly on the good side (``ci_high < 1 - t``). The threshold is an
+  equivalence margin, not a significance level: a run-to-run drift smaller than ``t`` (another user's
+  job, turbo clocks, page cache) fails the gate at most 5% of the time (a drift just under ``t``), far
+  less for smaller drifts, and ever less as samples grow; a shift well beyond ``t`` is flagged once
+  there are enough samples for the interval to clear it.
+- throughput: images/s at the median latency (``1000 / median ms``); its interval is the latency
+  interval inverted, so it agrees with latency p50 and is robust to single stalls (a mean is not).
+- peak memory: one number per run, so a plain ratio against the threshold ("single-value").
+- accuracy: the difference current - baseline in the metric's own points (the 0-100 scale of the
+  model card), against a negative threshold such as -1.0 ("single-value", kind "delta").
+
+A cell that is ``ok`` in the baseline but ``oom``/``error`` in the current run counts as a regression
+(it is listed in ``Comparison.newly_failed``); any other non-``ok`` status makes the cell's rows
+"not-comparable" without failing the gate. Cells present in only one run are listed, never failed:
+the sweep definition may legitimately change.
+
+Mann-Whitney U is deliberately not used: it asks "is there any shift at all", which with many samples
+flags a 1% drift, and says nothing about the size of the change that the gate must weigh.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import store
+from bench.errors import UsageError
+
+CI_LEVEL = 0.90
+"""Two-sided level of the percentile interval. Each verdict only looks at one side of it, so a
+regression is declared at one-sided 95% confidence (the TOST convention for equivalence margins)."""
+
+MIN_BOOTSTRAP_SAMPLES = 2
+"""Below this many samples in either run there is nothing to resample: fall back to single values."""
+
+FAILED_STATUSES = ("oom", "error")
+MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_bytes")
+"""Which peak to compare: the device's own when measured, else the process RSS (CPU runs)."""
+
+VERDICTS = ("regressed", "improved", "unchanged", "not-comparable")
+COLUMNS = (
+    "cell",
+    "metric",
+    "baseline",
+    "current",
+    "change",
+    f"{CI_LEVEL:.0%} CI",
+    "threshold",
+    "verdict",
+    "method",
+    "note",
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How one metric is compared: ratio or delta, which direction is good, the default threshold."""
+
+    name: str
+    kind: str  # "ratio" (current / baseline) or "delta" (current - baseline, in points)
+    higher_is_better: bool
+    default: float
+    unit: str
+
+
+# Defaults, and why (simulated with lognormal noise, 3% stalls; the table is in docs/regression.md):
+# - latency_p50 10%: on a shared 2-core CPU an A/A median drifts by up to ~5-8% between runs; with a
+#   10% margin an 8% drift fails <= 4% of the time (none at 0%), while a 25% slowdown is flagged in
+#   98% of runs with 32 samples per cell at CV 10% (100% with 48; 89% with 16).
+# - latency_p90 15%: a tail quantile moves with a neighbour's load far more than the median does and
+#   needs ~4x the samples for the same interval width; it is a tail gate, the median is the speed gate.
+# - throughput 10%: the same statistic as p50 seen from the other side, so the same margin.
+# - peak_memory 10%: one reading per run; allocator and page-cache effects move RSS by a few percent.
+# - accuracy -1.0 point: greedy decoding is deterministic on one machine, but a new library or kernel
+#   may flip a few tokens; on a 16-image smoke set one changed caption moves CIDEr by ~0.5 point.
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("latency_p50", "ratio", False, 0.10, "ms"),
+        MetricSpec("latency_p90", "ratio", False, 0.15, "ms"),
+        MetricSpec("throughput", "ratio", True, 0.10, "img/s"),
+        MetricSpec("peak_memory", "ratio", False, 0.10, "bytes"),
+        MetricSpec("accuracy", "delta", True, -1.0, "pt"),
+    )
+}
+ALIASES: dict[str, tuple[str, ...]] = {"latency": ("latency_p50", "latency_p90")}
+DEFAULT_THRESHOLDS: dict[str, float] = {name: spec.default for name, spec in METRICS.items()}
+ACCEPTED_NAMES = (*METRICS, *ALIASES, "accuracy.<name>")
+
+
+def _spec(metric: str) -> MetricSpec:
+    """The spec of a row's metric: ``accuracy.cider`` is governed by ``accuracy``."""
+    return METRICS[metric.split(".", 1)[0]]
+
+
+def _canonical(key: str, item: str) -> tuple[str, ...]:
+    """The metric names a threshold key sets; UsageError for anything else."""
+    key = key.strip()
+    if key in ALIASES:
+        return ALIASES[key]
+    if key in METRICS or (key.startswith("accuracy.") and len(key) > len("accuracy.")):
+        return (key,)
+    raise UsageError(f"unknown metric in --fail-on item {item!r}; accepted: {', '.join(ACCEPTED_NAMES)}")
+
+
+def _threshold_value(metric: str, text: str, item: str) -> float:
+    """'5%' or '0.05' for ratio metrics, '-0.5' points for accuracy, 'off' to never fail on it."""
+    spec = _spec(metric)
+    text = text.strip().lower()
+    accepted = (
+        "accepted: a percentage such as 5% (ratio metrics), a drop in points such as -0.5 (accuracy), or off"
+    )
+    if text == "off":
+        return -math.inf if spec.kind == "delta" else math.inf
+    percent = text.endswith("%")
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise UsageError(f"bad threshold in --fail-on item {item!r}; {accepted}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"bad threshold in --fail-on item {item!r}; {accepted}")
+    if spec.kind == "delta":
+        if percent or value > 0:
+            raise UsageError(
+                f"bad threshold in --fail-on item {item!r}: accuracy takes a drop in points (<= 0, no %), "
+                "such as accuracy=-0.5"
+            )
+        return value
+    if value < 0:
+        raise UsageError(f"bad threshold in --fail-on item {item!r}: must be >= 0; {accepted}")
+    if percent:
+        return value / 100
+    if value >= 1:
+        raise UsageError(
+            f"ambiguous threshold in --fail-on item {item!r}: write {value:g}% for a percentage "
+            f"(a bare number is a fraction below 1, such as 0.05)"
+        )
+    return value
+
+
+def parse_fail_on(spec: str) -> dict[str, float]:
+    """Parse ``--fail-on`` such as "latency_p50=5%,accuracy=-0.5" into {"latency_p50": 0.05, ...}.
+
+    Ratio metrics take a percentage (or a fraction below 1); accuracy takes a (negative) drop in points;
+    ``off`` removes a metric from the gate; ``latency`` sets both p50 and p90; ``accuracy.<name>`` sets
+    one accuracy metric. Metrics not named keep ``DEFAULT_THRESHOLDS``.
+    """
+    out: dict[str, float] = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UsageError(
+                f"bad --fail-on item {item!r}: expected METRIC=VALUE; accepted metrics: {', '.join(ACCEPTED_NAMES)}"
+            )
+        for metric in _canonical(key, item):
+            out[metric] = _threshold_value(metric, text, item)
+    return out
+
+
+def _resolve_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
+    resolved = dict(DEFAULT_THRESHOLDS)
+    for key, value in (thresholds or {}).items():
+        for metric in _canonical(key, f"{key}={value}"):
+            resolved[metric] = float(value)
+    return resolved
+
+
+def _threshold_for(metric: str, thresholds: dict[str, float]) -> float:
+    return thresholds.get(metric, thresholds[_spec(metric).name])
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows and the comparison
+
+
+@dataclass
+class Row:
+    """One metric of one matched cell. ``ratio`` holds current/baseline, or for kind "delta" the
+    difference current - baseline in points; ``ci_low``/``ci_high`` bound it (None for single values)."""
+
+    cell_id: str
+    label: str
+    metric: str
+    kind: str
+    baseline: float | None
+    current: float | None
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    method: str
+    verdict: str
+    threshold: float | None = None
+    note: str = ""
+
+    def value_text(self, value: float | None) -> str:
+        """A baseline/current value with its unit, as the table and the report show it."""
+        if value is None:
+            return "-"
+        unit = _spec(self.metric).unit
+        if unit == "bytes":
+            return f"{value / 2**20:.1f} MiB"
+        if unit == "ms":
+            return f"{value:.1f} ms"
+        if unit == "img/s":
+            return f"{value:.3g} img/s"
+        return f"{value:.2f}"
+
+    def change_text(self) -> str:
+        return _change(self.kind, self.ratio)
+
+    def ci_text(self) -> str:
+        if self.ci_low is None or self.ci_high is None:
+            return "-"
+        return f"[{_change(self.kind, self.ci_low)}, {_change(self.kind, self.ci_high)}]"
+
+    def threshold_text(self) -> str:
+        return _threshold_text(self.kind, self.threshold)
+
+
+def _change(kind: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f} pt" if kind == "delta" else f"{(value - 1) * 100:+.1f}%"
+
+
+def _threshold_text(kind: str, threshold: float | None) -> str:
+    if threshold is None:
+        return "-"
+    if math.isinf(threshold):
+        return "off"
+    return f"{threshold:+g} pt" if kind == "delta" else f"{threshold * 100:g}%"
+
+
+@dataclass
+class Comparison:
+    """The result of ``compare_dirs``: rows per matched cell and metric, plus what could not be compared."""
+
+    rows: list[Row]
+    unmatched_baseline: list[str]
+    unmatched_current: list[str]
+    env_warnings: list[str]
+    newly_failed: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    n_boot: int = 2000
+    seed: int = 0
+
+    @property
+    def regressed(self) -> bool:
+        """Any metric regressed beyond its threshold, or a cell that was ok now fails."""
+        return bool(self.newly_failed) or any(row.verdict == "regressed" for row in self.rows)
+
+    def counts(self) -> dict[str, int]:
+        counted = Counter(row.verdict for row in self.rows)
+        return {verdict: counted.get(verdict, 0) for verdict in VERDICTS}
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {verdict}" for verdict, n in self.counts().items())
+        failed = f", {len(self.newly_failed)} newly failed cell(s)" if self.newly_failed else ""
+        return f"{'REGRESSED' if self.regressed else 'OK'}: {counts}{failed}"
+
+    def method_text(self) -> str:
+        return (
+            f"{CI_LEVEL:.0%} percentile bootstrap of the median (p90) ratio, {self.n_boot} resamples, "
+            f"seed {self.seed}; regressed only when the whole interval is beyond the threshold"
+        )
+
+    def thresholds_text(self) -> str:
+        return ", ".join(
+            f"{name} {_threshold_text(_spec(name).kind, t)}" for name, t in self.thresholds.items()
+        )
+
+    def _cells(self) -> list[list[str]]:
+        return [
+            [
+                row.label,
+                row.metric,
+                row.value_text(row.baseline),
+                row.value_text(row.current),
+                row.change_text(),
+                row.ci_text(),
+                row.threshold_text(),
+                row.verdict,
+                row.method,
+                row.note,
+            ]
+            for row in self.rows
+        ]
+
+    def _notes(self) -> list[tuple[str, list[str]]]:
+        return [
+            ("cells that were ok in the baseline and now fail (counted as regressions)", self.newly_failed),
+            ("cells only in the baseline", self.unmatched_baseline),
+            ("cells only in the current run", self.unmatched_current),
+            ("environments differ", self.env_warnings),
+        ]
+
+    def to_table(self) -> str:
+        """Fixed-width text for the terminal: summary, table, then what could not be compared."""
+        header = list(COLUMNS)
+        body = self._cells()
+        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+        right = {2, 3, 4, 5, 6}
+
+        def fmt(line: list[str]) -> str:
+            parts = [
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            ]
+            return "  ".join(parts).rstrip()
+
+        lines = [self.summary(), f"method: {self.method_text()}", f"thresholds: {self.thresholds_text()}", ""]
+        lines += [fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in body)]
+        for title, items in self._notes():
+            if items:
+                lines += ["", f"{title}:", *(f"  {item}" for item in items)]
+        return "\n".join(lines) + "\n"
+
+    def to_markdown(self) -> str:
+        """GitHub-flavoured markdown for CI summaries (task tokens such as <OD> are escaped)."""
+        lines = [
+            f"### Regression check: {self.summary()}",
+            "",
+            f"Method: {_md(self.method_text())}. Thresholds: {_md(self.thresholds_text())}.",
+            "",
+        ]
+        if self.rows:
+            lines += [
+                "| " + " | ".join(COLUMNS) + " |",
+                "|" + "|".join(["---", "---"] + ["---:"] * 5 + ["---"] * 3) + "|",
+            ]
+            for cells in self._cells():
+                cells[0] = "`" + cells[0].replace("|", "\\|") + "`"
+                cells[1:] = [_md(c) for c in cells[1:]]
+                if cells[7] == "regressed":
+                    cells[7] = "**regressed**"
+                lines.append("| " + " | ".join(cells) + " |")
+        else:
+            lines.append("No matched cells.")
+        for title, items in self._notes():
+            if items:
+                lines += [
+                    "",
+                    f"**{title[0].upper()}{title[1:]}:**",
+                    "",
+                    *(f"- {_md(item)}" for item in items),
+                ]
+        return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def bootstrap_ratio(
+    baseline: np.ndarray,
+    current: np.ndarray,
+    quantiles: tuple[float, ...],
+    rng: np.random.Generator,
+    n_boot: int,
+    level: float = CI_LEVEL,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point ratio and percentile interval of quantile(current)/quantile(baseline), per quantile.
+
+    Both runs are resampled independently with replacement (they are independent runs); the same
+    resample serves all quantiles. Work is chunked so memory stays bounded for long runs.
+    """
+    point = np.quantile(current, quantiles) / np.quantile(baseline, quantiles)
+    chunk = max(1, 2_000_000 // max(len(baseline), len(current)))
+    ratios = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        b = baseline[rng.integers(0, len(baseline), (size, len(baseline)))]
+        c = current[rng.integers(0, len(current), (size, len(current)))]
+        ratios.append(np.quantile(c, quantiles, axis=1) / np.quantile(b, quantiles, axis=1))
+    boot = np.concatenate(ratios, axis=1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha], axis=1)
+    return point, low, high
+
+
+def classify(spec: MetricSpec, value: float, low: float | None, high: float | None, threshold: float) -> str:
+    """Verdict from the interval (or the single value) against the threshold, in the metric's direction."""
+    low = value if low is None else low
+    high = value if high is None else high
+    if spec.kind == "delta":  # threshold <= 0 points; a drop beyond it regresses
+        worse, better = high < threshold, low > -threshold
+    elif spec.higher_is_better:
+        worse, better = high < 1 - threshold, low > 1 + threshold
+    else:
+        worse, better = low > 1 + threshold, high < 1 - threshold
+    return "regressed" if worse else "improved" if better else "unchanged"
+
+
+def _samples(record: dict[str, Any]) -> np.ndarray:
+    x = np.asarray(record.get("samples_ms") or [], dtype=float)
+    return x[np.isfinite(x) & (x > 0)]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _memory(record: dict[str, Any], key: str) -> float | None:
+    return _number((record.get("memory") or {}).get(key))
+
+
+def _memory_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The first peak measured in both runs (one run may have been on a machine without NVML)."""
+    return next((k for k in MEMORY_KEYS if _memory(a, k) is not None and _memory(b, k) is not None), None)
+
+
+# Single values of one record, used when there are no samples and for the side of a failed cell.
+POINT_VALUES: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    "latency_p50": lambda r: _number((r.get("latency_ms") or {}).get("p50")),
+    "latency_p90": lambda r: _number((r.get("latency_ms") or {}).get("p90")),
+    "throughput": lambda r: _number((r.get("throughput") or {}).get("images_per_s")),
+    "peak_memory": lambda r: next((v for k in MEMORY_KEYS if (v := _memory(r, k)) is not None), None),
+}
+
+
+# The same values recomputed from the raw samples, so that they match the bootstrap's ratios.
+FROM_SAMPLES: dict[str, Callable[[np.ndarray], float]] = {
+    "latency_p50": lambda x: float(np.median(x)),
+    "latency_p90": lambda x: float(np.quantile(x, 0.9)),
+    "throughput": lambda x: 1000 / float(np.median(x)),
+}
+
+
+def _point(record: dict[str, Any], metric: str) -> float | None:
+    if metric.startswith("accuracy."):
+        return _number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
+    samples = _samples(record)
+    if len(samples) and metric in FROM_SAMPLES:
+        return FROM_SAMPLES[metric](samples)
+    return POINT_VALUES[metric](record)
+
+
+def _single(
+    row: dict[str, Any], metric: str, base: float | None, cur: float | None, threshold: float, note: str = ""
+) -> Row:
+    spec = _spec(metric)
+    change, verdict = None, "not-comparable"
+    if base is None or cur is None:
+        note = _join(note, f"not measured in the {'baseline' if base is None else 'current'} run")
+    elif spec.kind == "ratio" and base <= 0:
+        note = _join(note, "baseline value is 0")
+    else:
+        change = cur - base if spec.kind == "delta" else cur / base
+        verdict = classify(spec, change, None, None, threshold)
+    return Row(
+        **row,
+        metric=metric,
+        kind=spec.kind,
+        baseline=base,
+        current=cur,
+        ratio=change,
+        ci_low=None,
+        ci_high=None,
+        method="single-value",
+        verdict=verdict,
+        threshold=threshold,
+        note=note,
+    )
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _latency_rows(
+    row: dict[str, Any],
+    base: dict[str, Any],
+    cur: dict[str, Any],
+    thresholds: dict[str, float],
+    rng,
+    n_boot: int,
+) -> list[Row]:
+    """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples."""
+    metrics = ("latency_p50", "latency_p90", "throughput")
+    b, c = _samples(base), _samples(cur)
+    unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
+    if min(len(b), len(c)) < MIN_BOOTSTRAP_SAMPLES:
+        note = _join(f"too few samples for an interval (n={len(b)}/{len(c)})", unstable)
+        return [
+            _single(row, m, _point(base, m), _point(cur, m), _threshold_for(m, thresholds), note)
+            for m in metrics
+        ]
+    point, low, high = bootstrap_ratio(b, c, (0.5, 0.9), rng, n_boot)
+    # throughput at the median latency: the p50 ratio inverted, interval bounds swapped
+    estimates = {
+        "latency_p50": (point[0], low[0], high[0]),
+        "latency_p90": (point[1], low[1], high[1]),
+        "throughput": (1 / point[0], 1 / high[0], 1 / low[0]),
+    }
+    rows = []
+    for metric, (ratio, lo, hi) in estimates.items():
+        spec, threshold = METRICS[metric], _threshold_for(metric, thresholds)
+        verdict = classify(spec, ratio, lo, hi, threshold)
+        # "unchanged" but the interval reaches past a threshold: this run cannot rule out a change that size
+        wide = verdict == "unchanged" and (lo < 1 - threshold or hi > 1 + threshold)
+        rows.append(
+            Row(
+                **row,
+                metric=metric,
+                kind=spec.kind,
+                baseline=_point(base, metric),
+                current=_point(cur, metric),
+                ratio=float(ratio),
+                ci_low=float(lo),
+                ci_high=float(hi),
+                method=f"bootstrap-{'p90' if metric == 'latency_p90' else 'median'}-ratio",
+                verdict=verdict,
+                threshold=threshold,
+                note=_join(
+                    f"n={len(b)}/{len(c)}", "inconclusive: more samples needed" if wide else "", unstable
+                ),
+            )
+        )
+    return rows
+
+
+def _accuracy_metrics(*records: dict[str, Any]) -> list[str]:
+    names = {name for r in records for name in (r.get("accuracy") or {})}
+    return [f"accuracy.{name}" for name in sorted(names)]
+
+
+def compare_records(
+    base: dict[str, Any], cur: dict[str, Any], label: str, thresholds: dict[str, float], rng, n_boot: int
+) -> list[Row]:
+    """All rows of one matched cell (``thresholds`` already resolved, see ``compare_dirs``)."""
+    row = {"cell_id": base["cell_id"], "label": label}
+    statuses = base.get("status", "ok"), cur.get("status", "ok")
+    metrics = ["latency_p50", "latency_p90", "throughput", "peak_memory", *_accuracy_metrics(base, cur)]
+    if statuses != ("ok", "ok"):
+        error = cur.get("error") if statuses[1] != "ok" else base.get("error")
+        note = _join(f"baseline {statuses[0]}, current {statuses[1]}", error or "")
+        if statuses[0] == "ok" and statuses[1] in FAILED_STATUSES:
+            note += " (counts as a regression)"
+        return [
+            Row(
+                **row,
+                metric=m,
+                kind=_spec(m).kind,
+                baseline=_point(base, m) if statuses[0] == "ok" else None,
+                current=_point(cur, m) if statuses[1] == "ok" else None,
+                ratio=None,
+                ci_low=None,
+                ci_high=None,
+                method="status",
+                verdict="not-comparable",
+                threshold=_threshold_for(m, thresholds),
+                note=note,
+            )
+            for m in metrics
+        ]
+    rows = _latency_rows(row, base, cur, thresholds, rng, n_boot)
+    key = _memory_key(base, cur)
+    memory = [_memory(r, key) if key else None for r in (base, cur)]
+    rows.append(
+        _single(row, "peak_memory", *memory, thresholds["peak_memory"], f"memory.{key}" if key else "")
+    )
+    for metric in metrics[4:]:
+        rows.append(
+            _single(
+                row, metric, _point(base, metric), _point(cur, metric), _threshold_for(metric, thresholds)
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directories
+
+
+def _load(run_dir: Path, role: str) -> dict[str, dict[str, Any]]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(
+            f"{role} run directory {str(run_dir)!r} does not exist; accepted: a directory written by "
+            "`florence2-bench run --out DIR`"
+        )
+    records = store.latest_by_cell(store.read_records(run_dir))
+    if not records:
+        raise UsageError(
+            f"{role} run directory {str(run_dir)!r} has no records in {store.RESULTS}; accepted: a directory "
+            "written by `florence2-bench run --out DIR`"
+        )
+    return records
+
+
+def cell_label(record: dict[str, Any]) -> str:
+    """A readable name for a cell, such as "base <CAPTION> fp32 bs1 cpu"."""
+    return " ".join(
+        str(part)
+        for part in (
+            record.get("variant", "?"),
+            record.get("task", "?"),
+            record.get("dtype", "?"),
+            f"bs{record.get('batch_size', '?')}",
+            record.get("device", "?"),
+        )
+    )
+
+
+def _labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Labels by cell id; cells that share one (other beams, attention...) get their id appended."""
+    records = list(records)
+    counted = Counter(cell_label(r) for r in records)
+    return {
+        r["cell_id"]: cell_label(r) + (f" [{r['cell_id'][:8]}]" if counted[cell_label(r)] > 1 else "")
+        for r in records
+    }
+
+
+def _env_warnings(baseline: Path, current: Path) -> list[str]:
+    from bench.environment import differences  # the one implementation, owned by bench.environment
+
+    return differences(store.read_env(baseline), store.read_env(current))
+
+
+def compare_dirs(
+    baseline: Path,
+    current: Path,
+    thresholds: dict[str, float] | None = None,
+    *,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> Comparison:
+    """Compare two run directories cell by cell (matched by ``cell_id``).
+
+    ``thresholds`` overrides ``DEFAULT_THRESHOLDS`` per metric (keys as ``parse_fail_on`` returns).
+    The bootstrap of each cell is seeded from ``seed`` and the cell id, so a verdict does not depend on
+    which other cells are in the runs. Raises UsageError for a missing or empty run directory.
+    """
+    base_records, cur_records = _load(baseline, "baseline"), _load(current, "current")
+    resolved = _resolve_thresholds(thresholds)
+    labels = _labels({**cur_records, **base_records}.values())
+    rows: list[Row] = []
+    newly_failed = []
+    for cell_id, base in base_records.items():
+        cur = cur_records.get(cell_id)
+        if cur is None:
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(cell_id.encode())])
+        rows += compare_records(base, cur, labels[cell_id], resolved, rng, n_boot)
+        if base.get("status", "ok") == "ok" and cur.get("status") in FAILED_STATUSES:
+            newly_failed.append(f"{labels[cell_id]}: {cur.get('status')}: {cur.get('error') or 'no message'}")
+    return Comparison(
+        rows=rows,
+        unmatched_baseline=[labels[c] for c in base_records if c not in cur_records],
+        unmatched_current=[labels[c] for c in cur_records if c not in base_records],
+        env_warnings=_env_warnings(Path(baseline), Path(current)),
+        newly_failed=newly_failed,
+        thresholds=resolved,
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+def run_compare(
+    baseline: Path, current: Path, fail_on: str | None = None, markdown: Path | None = None
+) -> int:
+    """The ``compare`` command: print the table, write markdown if asked, return the exit code (1 = regressed)."""
+    thresholds = parse_fail_on(fail_on) if fail_on else None
+    comparison = compare_dirs(Path(baseline), Path(current), thresholds)
+    print(comparison.to_table(), end="")
+    if markdown is not None:
+        markdown = Path(markdown)
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(comparison.to_markdown())
+    return 1 if comparison.regressed else 0

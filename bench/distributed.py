@@ -1,0 +1,139 @@
+"""Scale-out on Ray: one Ray task per model-load group, results written by the driver as tasks end.
+
+Each task declares what it uses (one GPU for a CUDA group, ``num_cpus`` cores for a CPU group), so a
+sweep spreads over a multi-GPU, multi-node cluster. Workers may be on other nodes, so a task runs its
+cells in a temporary directory and returns the records plus the example images as bytes; the driver
+appends each record to the run directory with ``store.append``, which keeps the local executor's
+guarantees (atomic lines, ``--resume``). A task that dies becomes ``error`` records naming the Ray
+error, so the sweep goes on and ``--resume`` re-runs those cells.
+
+The checkpoint (``--model-path``, HF cache or hub) and the dataset must be reachable from every node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import store
+from bench.errors import UsageError
+from bench.measure import device_kind
+from bench.sweep import Cell, Progress, SweepConfig, _base_record, groups, run_cells
+
+RAY_MISSING = "--executor ray needs the ray extra: pip install 'florence2-bench[ray]'"
+
+
+def run_group(config: SweepConfig, cells: list[Cell], num_threads: int | None) -> dict[str, Any]:
+    """What one Ray task runs: a group's cells in a scratch directory; records and example files back."""
+    if num_threads:
+        import torch
+
+        torch.set_num_threads(num_threads)  # use the cores the task declared, not the whole node
+    with tempfile.TemporaryDirectory(prefix="florence2-bench-") as tmp:
+        scratch = Path(tmp)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the driver prints the progress lines
+                records = run_cells(config, cells, scratch, quiet=True)
+        except UsageError as exc:
+            return {"usage_error": str(exc)}
+        files = {
+            str(p.relative_to(scratch)): p.read_bytes()
+            for p in (scratch / "examples").rglob("*")
+            if p.is_file()
+        }
+    for record in records:
+        record["extra"]["ray"] = {"host": socket.gethostname(), "num_threads": num_threads}
+    return {"records": records, "files": files}
+
+
+def run_with_ray(
+    config: SweepConfig,
+    cells: list[Cell],
+    out: Path,
+    *,
+    ray_address: str | None = None,
+    quiet: bool = False,
+    num_cpus: int = 1,
+    max_retries: int = 1,
+) -> list[dict[str, Any]]:
+    """Run ``cells`` as Ray tasks (one per model group); returns the records written to ``out``."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(RAY_MISSING) from None
+    for cell in cells:
+        if device_kind(cell.device) == "cuda" and cell.device != "cuda":
+            raise UsageError(
+                f"device {cell.device!r} with --executor ray; accepted: cuda (Ray assigns the GPU)"
+            )
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(address=ray_address or None)
+    progress = Progress(len(cells), quiet)
+    by_id = {c.cell_id: c for c in cells}
+    written: list[dict[str, Any]] = []
+
+    def emit(record: store.Record) -> None:
+        store.append(out, record)
+        written.append(json.loads(record.to_json()))
+        progress.done(by_id[record.cell_id], record)
+
+    try:
+        has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        remote = ray.remote(run_group)
+        pending: dict[Any, list[Cell]] = {}
+        for group in groups(cells):
+            if device_kind(group[0].device) == "cuda":
+                if not has_gpu:
+                    for cell in group:
+                        emit(_marked(cell, "skipped", "the Ray cluster has no GPU"))
+                    continue
+                task = remote.options(num_gpus=1, num_cpus=1, max_retries=max_retries)
+                ref = task.remote(config, group, None)
+            else:
+                task = remote.options(num_cpus=num_cpus, max_retries=max_retries)
+                ref = task.remote(config, group, num_cpus)
+            pending[ref] = group
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            group = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                for cell in group:
+                    emit(_marked(cell, "error", _ray_failure(exc)))
+                continue
+            if "usage_error" in result:
+                for other in pending:
+                    ray.cancel(other)
+                raise UsageError(result["usage_error"])
+            for rel, data in result["files"].items():
+                path = out / rel
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+            for fields in result["records"]:
+                emit(store.Record(**fields))
+    finally:
+        progress.close()
+        if owned:
+            ray.shutdown()
+    return written
+
+
+def _marked(cell: Cell, status: str, reason: str) -> store.Record:
+    record = _base_record(cell)
+    record.status, record.error = status, reason
+    return record
+
+
+def _ray_failure(exc: Exception) -> str:
+    """One line naming the Ray error and, for an exception raised in the task, its cause."""
+    cause = getattr(exc, "cause", None)
+    detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc).strip()
+    return f"Ray task failed ({type(exc).__name__}): {detail.splitlines()[0][:500] if detail else ''}"

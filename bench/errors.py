@@ -1,0 +1,10 @@
+"""Errors that the CLI turns into exit code 2 with a one-line message."""
+
+
+class UsageError(Exception):
+    """Bad input from the user: names the offending value and what would be accepted."""
+
+
+def choice_error(kind: str, value: object, accepted) -> UsageError:
+    """The standard one-line message for a value outside a fixed set."""
+    return UsageError(f"unknown {kind} {value!r}; accepted: {', '.join(map(str, accepted))}")

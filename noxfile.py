@@ -1,0 +1,77 @@
+"""Sessions for users and CI. Every session installs the project with the CPU build of torch
+(pinned below), so CI never downloads a multi-GB CUDA wheel; on GPU machines install the CUDA
+build of torch yourself and run with `--no-venv` or `-R` to reuse it (see README)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+# The CPU build of torch: `pip install torch==2.13.0` takes it from local disk on this project's
+# machines. Override with FLORENCE2_BENCH_TORCH (e.g. "torch" on a CUDA machine).
+TORCH = os.environ.get("FLORENCE2_BENCH_TORCH", "torch==2.13.0")
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    session.install(TORCH)
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", spec)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (tiny checkpoints only; minutes on a 2-core CPU)."""
+    install(session, "test")
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "bench", "tests", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The main job: the default (smoke) sweep, offline, on this machine. Extra args go to `run`."""
+    install(session)
+    session.run("florence2-bench", "run", *session.posargs)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """Model-card snippet vs the harness's best setting: prints `speedup: N.NNx`."""
+    install(session)
+    session.run("python", "-m", "bench.perf", *session.posargs)
+
+
+@nox.session
+def gpu_check(session: nox.Session) -> None:
+    """On one GPU: base and large, fp32/fp16/bf16, batch 1/8/32; fails unless every figure is plausible."""
+    install(session)
+    session.run("python", "-m", "bench.gpucheck", *session.posargs)
+
+
+@nox.session
+def regression(session: nox.Session) -> None:
+    """Run the smoke sweep and compare it with the committed baseline (exit 1 on a regression)."""
+    install(session)
+    out = session.posargs[0] if session.posargs else "runs/regression-current"
+    shutil.rmtree(out, ignore_errors=True)
+    session.run("florence2-bench", "run", "--sweep", "smoke", "--weights", "random", "--out", out, "--quiet")
+    session.run("florence2-bench", "compare", "reports/baselines/smoke-cpu", out, "--markdown",
+                f"{out}/compare.md")
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """pytest-benchmark suites of the tiny-checkpoint pipeline (JSON under .benchmarks/)."""
+    install(session, "test")
+    session.run("python", "-m", "pytest", "tests/benchmarks", "--benchmark-enable", "--benchmark-autosave",
+                *session.posargs)

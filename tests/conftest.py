@@ -1,0 +1,30 @@
+"""Shared fixtures: one tiny Florence-2 checkpoint per test session, written by the project itself."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A complete tiny native checkpoint directory (config, safetensors, processor files)."""
+    from bench.checkpoints import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "florence2-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_checkpoint):
+    """The tiny checkpoint loaded through the same code path as real checkpoints."""
+    from bench.checkpoints import LoadOptions, load, resolve
+    from bench.variants import get_variant
+
+    variant = get_variant("base")
+    ref = resolve(variant, LoadOptions(model_path=str(tiny_checkpoint)))
+    return load(variant, ref)

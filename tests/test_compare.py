@@ -1,0 +1,364 @@
+"""bench.compare on synthetic run directories: noise must not fail the gate, a 25% shift must."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import store
+from bench.compare import (
+    DEFAULT_THRESHOLDS,
+    bootstrap_ratio,
+    compare_dirs,
+    parse_fail_on,
+    run_compare,
+)
+from bench.errors import UsageError
+
+TASKS = ("<CAPTION>", "<OD>", "<OCR>")
+N_SAMPLES = 40  # per cell; docs/regression.md says why a gate needs this many
+CV = 0.10
+ENV = {
+    "cpu": {"model": "Test CPU @ 2.0GHz"},
+    "gpu": None,
+    "torch": {"version": "2.13.0+cpu", "cuda": None, "cudnn": None, "num_threads": 2},
+    "libraries": {"transformers": "5.23.0"},
+}
+
+
+def record(task: str, samples, **changes) -> store.Record:
+    samples = np.asarray(samples, dtype=float)
+    fields = dict(
+        cell_id=f"id-{task}",
+        variant="base",
+        checkpoint="tiny",
+        weights="random",
+        task=task,
+        dataset="synthetic-smoke",
+        n_images=16,
+        device="cpu",
+        dtype="fp32",
+        batch_size=1,
+        attn="sdpa",
+        compile=False,
+        num_beams=1,
+        max_new_tokens=20,
+        samples_ms=samples.tolist(),
+        latency_ms={"p50": float(np.median(samples)), "p90": float(np.quantile(samples, 0.9))}
+        if len(samples)
+        else None,
+        throughput={"images_per_s": 1000 / float(np.mean(samples))} if len(samples) else None,
+        memory={"peak_rss_bytes": 500 * 2**20, "cuda_peak_allocated_bytes": None},
+    )
+    fields.update(changes)
+    return store.Record(**fields)
+
+
+def write_run(run_dir: Path, records, env=ENV) -> Path:
+    for r in records:
+        store.append(run_dir, r)
+    if env is not None:
+        store.write_env(run_dir, env)
+    return run_dir
+
+
+def noisy(rng: np.random.Generator, scale: float = 1.0, n: int = N_SAMPLES) -> np.ndarray:
+    """Per-image times with lognormal noise of CV ~10% around 200 ms times ``scale``."""
+    return 200.0 * scale * rng.lognormal(0.0, CV, n)
+
+
+def pair(tmp_path: Path, seed: int, scale: float, **current_changes) -> tuple[Path, Path]:
+    """Two independent runs of the same cells; the current run's times are multiplied by ``scale``."""
+    rng = np.random.default_rng(seed)
+    base = write_run(tmp_path / "base", [record(t, noisy(rng)) for t in TASKS])
+    cur = write_run(tmp_path / "cur", [record(t, noisy(rng, scale), **current_changes) for t in TASKS])
+    return base, cur
+
+
+def verdicts(comparison, metric: str) -> set[str]:
+    return {row.verdict for row in comparison.rows if row.metric == metric}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_aa_same_distribution_reports_no_regression(tmp_path, seed):
+    comparison = compare_dirs(*pair(tmp_path, seed, 1.0), seed=seed)
+    assert not comparison.regressed
+    assert {row.verdict for row in comparison.rows} == {"unchanged"}
+    assert comparison.env_warnings == []
+    assert run_compare(tmp_path / "base", tmp_path / "cur") == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_25_percent_slowdown_is_flagged(tmp_path, seed):
+    comparison = compare_dirs(*pair(tmp_path, seed, 1.25), seed=seed)
+    assert comparison.regressed
+    assert verdicts(comparison, "latency_p50") == {"regressed"}
+    assert verdicts(comparison, "throughput") == {"regressed"}
+    assert verdicts(comparison, "peak_memory") == {"unchanged"}
+    p50 = [row for row in comparison.rows if row.metric == "latency_p50"]
+    assert all(1.10 < row.ci_low <= row.ratio <= row.ci_high for row in p50)
+    assert all(abs(row.ratio - 1.25) < 0.1 for row in p50)
+    assert run_compare(tmp_path / "base", tmp_path / "cur") == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_25_percent_speedup_is_improved(tmp_path, seed):
+    comparison = compare_dirs(*pair(tmp_path, seed, 0.75), seed=seed)
+    assert not comparison.regressed
+    assert verdicts(comparison, "latency_p50") == {"improved"}
+    assert verdicts(comparison, "throughput") == {"improved"}
+
+
+def test_drift_within_threshold_does_not_fail(tmp_path):
+    """A shared machine drifts a few percent between runs: inside the margin it can never fail."""
+    comparison = compare_dirs(*pair(tmp_path, 7, 1.05))
+    assert not comparison.regressed
+
+
+def test_stalls_do_not_fail_the_median(tmp_path):
+    rng = np.random.default_rng(3)
+
+    def stalled():
+        x = noisy(rng)
+        x[rng.choice(len(x), 3, replace=False)] *= 3.0  # another user's job, 3 slow images of 40
+        return x
+
+    base = write_run(tmp_path / "base", [record(t, noisy(rng)) for t in TASKS])
+    cur = write_run(tmp_path / "cur", [record(t, stalled()) for t in TASKS])
+    comparison = compare_dirs(base, cur)
+    assert verdicts(comparison, "latency_p50") == {"unchanged"}
+
+
+def test_bootstrap_known_answers():
+    rng = np.random.default_rng(0)
+    flat = np.full(10, 100.0)
+    point, low, high = bootstrap_ratio(flat, flat * 1.25, (0.5, 0.9), rng, 200)
+    assert np.allclose([point, low, high], 1.25)
+    # the interval of a noisy ratio contains the point estimate and is narrower with more samples
+    narrow = bootstrap_ratio(noisy(rng, n=400), noisy(rng, n=400), (0.5,), rng, 500)
+    wide = bootstrap_ratio(noisy(rng, n=10), noisy(rng, n=10), (0.5,), rng, 500)
+    for point, low, high in (narrow, wide):
+        assert low[0] <= point[0] <= high[0]
+    assert narrow[2][0] - narrow[1][0] < wide[2][0] - wide[1][0]
+
+
+def test_seeded_and_independent_of_other_cells(tmp_path):
+    rng = np.random.default_rng(1)
+    base_records = [record(t, noisy(rng)) for t in TASKS]
+    cur_records = [record(t, noisy(rng)) for t in TASKS]
+    base, cur = write_run(tmp_path / "base", base_records), write_run(tmp_path / "cur", cur_records)
+    first = compare_dirs(base, cur, seed=5)
+    assert first.rows == compare_dirs(base, cur, seed=5).rows
+    assert first.rows != compare_dirs(base, cur, seed=6).rows
+    # a cell's interval does not depend on which other cells the runs hold
+    one = compare_dirs(
+        write_run(tmp_path / "b1", base_records[1:2]), write_run(tmp_path / "c1", cur_records[1:2]), seed=5
+    )
+    assert one.rows == [row for row in first.rows if row.cell_id == base_records[1].cell_id]
+
+
+def test_memory_single_value_against_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = noisy(rng)
+    base = write_run(tmp_path / "base", [record("<OD>", samples)])
+    more = {"peak_rss_bytes": 650 * 2**20, "cuda_peak_allocated_bytes": None}
+    cur = write_run(tmp_path / "cur", [record("<OD>", samples, memory=more)])
+    row = next(r for r in compare_dirs(base, cur).rows if r.metric == "peak_memory")
+    assert (row.method, row.verdict, row.ci_low) == ("single-value", "regressed", None)
+    assert row.ratio == pytest.approx(1.3)
+    assert "peak_rss_bytes" in row.note
+    assert not compare_dirs(base, cur, {"peak_memory": 0.5}).regressed
+
+
+def test_accuracy_delta_in_points(tmp_path):
+    samples = noisy(np.random.default_rng(0))
+    base = write_run(
+        tmp_path / "base", [record("<CAPTION>", samples, accuracy={"cider": 80.0, "bleu4": 30.0})]
+    )
+    cur = write_run(tmp_path / "cur", [record("<CAPTION>", samples, accuracy={"cider": 78.0, "bleu4": 29.5})])
+    rows = {r.metric: r for r in compare_dirs(base, cur).rows}
+    assert rows["accuracy.cider"].kind == "delta"
+    assert rows["accuracy.cider"].ratio == pytest.approx(-2.0)
+    assert rows["accuracy.cider"].verdict == "regressed"
+    assert rows["accuracy.bleu4"].verdict == "unchanged"  # -0.5 is inside the default -1.0
+    strict = {r.metric: r.verdict for r in compare_dirs(base, cur, {"accuracy.bleu4": -0.25}).rows}
+    assert strict["accuracy.bleu4"] == "regressed"
+    relaxed = compare_dirs(base, cur, parse_fail_on("accuracy=-5"))
+    assert not relaxed.regressed
+
+
+def test_failed_cells(tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(
+        tmp_path / "base",
+        [record("<CAPTION>", noisy(rng)), record("<OD>", [], status="error", error="RuntimeError: boom")],
+    )
+    cur = write_run(
+        tmp_path / "cur",
+        [record("<CAPTION>", [], status="oom", error="OutOfMemoryError: 2 GiB"), record("<OD>", noisy(rng))],
+    )
+    comparison = compare_dirs(base, cur)
+    assert {r.verdict for r in comparison.rows} == {"not-comparable"}
+    assert comparison.regressed  # <CAPTION> was ok and now runs out of memory
+    assert comparison.newly_failed == ["base <CAPTION> fp32 bs1 cpu: oom: OutOfMemoryError: 2 GiB"]
+    caption = next(r for r in comparison.rows if r.label.startswith("base <CAPTION>"))
+    assert caption.baseline is not None and caption.current is None
+    assert "counts as a regression" in caption.note
+    assert "newly failed" in comparison.summary()
+
+
+def test_skipped_or_fixed_cells_do_not_fail(tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", [record("<OD>", [], status="error"), record("<OCR>", noisy(rng))])
+    cur = write_run(tmp_path / "cur", [record("<OD>", noisy(rng)), record("<OCR>", [], status="skipped")])
+    comparison = compare_dirs(base, cur)
+    assert not comparison.regressed
+    assert {r.verdict for r in comparison.rows} == {"not-comparable"}
+
+
+def test_unmatched_cells_are_listed(tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", [record("<CAPTION>", noisy(rng)), record("<OD>", noisy(rng))])
+    cur = write_run(tmp_path / "cur", [record("<CAPTION>", noisy(rng)), record("<OCR>", noisy(rng))])
+    comparison = compare_dirs(base, cur)
+    assert comparison.unmatched_baseline == ["base <OD> fp32 bs1 cpu"]
+    assert comparison.unmatched_current == ["base <OCR> fp32 bs1 cpu"]
+    assert {r.label for r in comparison.rows} == {"base <CAPTION> fp32 bs1 cpu"}
+    assert not comparison.regressed
+    table = comparison.to_table()
+    assert "cells only in the baseline:\n  base <OD> fp32 bs1 cpu" in table
+
+
+def test_labels_of_cells_that_share_a_name_are_made_unique(tmp_path):
+    rng = np.random.default_rng(0)
+    records = [record("<OD>", noisy(rng)), record("<OD>", noisy(rng), cell_id="other", num_beams=3)]
+    base = write_run(tmp_path / "base", records)
+    labels = {r.label for r in compare_dirs(base, base).rows}
+    assert labels == {"base <OD> fp32 bs1 cpu [id-<OD>]", "base <OD> fp32 bs1 cpu [other]"}
+
+
+def test_environment_differences_are_warned(tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", [record("<OD>", noisy(rng))])
+    other = {**ENV, "torch": {**ENV["torch"], "version": "2.14.0+cpu"}, "cpu": {"model": "Other CPU"}}
+    cur = write_run(tmp_path / "cur", [record("<OD>", noisy(rng))], env=other)
+    warnings = compare_dirs(base, cur).env_warnings
+    assert any("CPU model" in w and "Other CPU" in w for w in warnings)
+    assert any("torch" in w and "2.14.0+cpu" in w for w in warnings)
+    bare = write_run(tmp_path / "bare", [record("<OD>", noisy(rng))], env=None)
+    assert any("no environment fingerprint" in w for w in compare_dirs(base, bare).env_warnings)
+
+
+def test_records_without_samples_fall_back_to_single_values(tmp_path):
+    base = write_run(tmp_path / "base", [record("<OD>", [], latency_ms={"p50": 100.0, "p90": 120.0})])
+    cur = write_run(tmp_path / "cur", [record("<OD>", [], latency_ms={"p50": 130.0, "p90": 125.0})])
+    rows = {r.metric: r for r in compare_dirs(base, cur).rows}
+    assert rows["latency_p50"].method == "single-value"
+    assert rows["latency_p50"].verdict == "regressed"
+    assert rows["latency_p90"].verdict == "unchanged"
+    assert rows["throughput"].verdict == "not-comparable"  # no images_per_s, no samples
+
+
+def test_too_few_samples_are_inconclusive_not_regressed(tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", [record("<OD>", noisy(rng, n=3))])
+    cur = write_run(tmp_path / "cur", [record("<OD>", noisy(rng, 1.15, n=3))])
+    row = next(r for r in compare_dirs(base, cur).rows if r.metric == "latency_p50")
+    assert row.method == "bootstrap-median-ratio"
+    assert row.verdict == "unchanged"
+    assert "inconclusive" in row.note
+
+
+def test_parse_fail_on_good_specs():
+    assert parse_fail_on("latency_p50=5%,accuracy=-0.5") == {"latency_p50": 0.05, "accuracy": -0.5}
+    assert parse_fail_on(" latency = 20% , peak_memory=0.25,") == {
+        "latency_p50": 0.20,
+        "latency_p90": 0.20,
+        "peak_memory": 0.25,
+    }
+    assert parse_fail_on("accuracy.cider=-2,throughput=off") == {
+        "accuracy.cider": -2.0,
+        "throughput": math.inf,
+    }
+    assert parse_fail_on("accuracy=off") == {"accuracy": -math.inf}
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("latency_p99=5%", ["latency_p99=5%", "latency_p50", "accuracy.<name>"]),
+        ("latency_p50", ["'latency_p50'", "METRIC=VALUE"]),
+        ("latency_p50=5", ["latency_p50=5", "5%"]),
+        ("latency_p50=-5%", ["latency_p50=-5%", ">= 0"]),
+        ("latency_p50=fast", ["latency_p50=fast", "off"]),
+        ("accuracy=0.5", ["accuracy=0.5", "<= 0"]),
+        ("accuracy=-1%", ["accuracy=-1%", "points"]),
+        ("throughput=nan%", ["throughput=nan%"]),
+    ],
+)
+def test_parse_fail_on_bad_specs_name_the_item(spec, words):
+    with pytest.raises(UsageError) as err:
+        parse_fail_on(spec)
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_unknown_threshold_key_in_api_is_a_usage_error(tmp_path):
+    base, cur = pair(tmp_path, 0, 1.0)
+    with pytest.raises(UsageError, match="latency_p99"):
+        compare_dirs(base, cur, {"latency_p99": 0.1})
+
+
+def test_defaults_cover_every_metric():
+    assert set(DEFAULT_THRESHOLDS) == {"latency_p50", "latency_p90", "throughput", "peak_memory", "accuracy"}
+    assert DEFAULT_THRESHOLDS["accuracy"] < 0 < DEFAULT_THRESHOLDS["latency_p50"] < 0.2
+
+
+def test_table_is_fixed_width(tmp_path):
+    comparison = compare_dirs(*pair(tmp_path, 0, 1.25))
+    lines = comparison.to_table().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("cell ")))
+    table = lines[start : start + 2 + len(comparison.rows)]
+    column = table[0].index("verdict")
+    for line, row in zip(table[2:], comparison.rows, strict=True):
+        assert line[column:].startswith(row.verdict)
+    assert comparison.to_table().startswith("REGRESSED: ")
+
+
+def test_markdown_has_a_table_and_escapes_task_tokens(tmp_path):
+    comparison = compare_dirs(*pair(tmp_path, 0, 1.25))
+    md = comparison.to_markdown()
+    lines = md.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| cell |")))
+    assert lines[header + 1].startswith("|---|")
+    body = lines[header + 2 : header + 2 + len(comparison.rows)]
+    assert all(line.count(" | ") == lines[header].count(" | ") for line in body)
+    assert "`base <CAPTION> fp32 bs1 cpu`" in md
+    assert "**regressed**" in md
+    assert "<OD>" not in md.replace("`base <OD> fp32 bs1 cpu`", "")
+
+
+def test_run_compare_prints_writes_markdown_and_exits(tmp_path, capsys):
+    base, cur = pair(tmp_path, 2, 1.25)
+    md = tmp_path / "summary" / "regression.md"
+    assert run_compare(base, cur, "latency_p50=5%", md) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("REGRESSED")
+    assert "latency_p50 5%" in out
+    assert md.read_text().startswith("### Regression check: REGRESSED")
+    # the same slowdown passes when the gate is told to tolerate it
+    assert run_compare(base, cur, "latency=40%,throughput=off") == 0
+
+
+def test_missing_or_empty_run_dirs_name_the_path(tmp_path):
+    base, _ = pair(tmp_path, 0, 1.0)
+    with pytest.raises(UsageError, match="nowhere"):
+        run_compare(base, tmp_path / "nowhere", None, None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="empty"):
+        run_compare(tmp_path / "empty", base, None, None)

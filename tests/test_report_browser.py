@@ -1,0 +1,131 @@
+"""The report in headless Chromium: it loads offline with no console message and every chart renders.
+
+Chromium is Debian's ``chromium`` package. Where it is missing, the test installs it once when the
+environment variable CI is set or FLORENCE2_BENCH_INSTALL_BROWSER=1, and otherwise skips with the
+reason. Screenshots are kept under test-artifacts/ (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
+from report_factory import HOSTILE_ESCAPED, failed_run, random_run, single_run  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    # a request the page makes fails fast (and is caught by the net log below)
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=20000",
+)
+
+
+def _install_once() -> str | None:
+    """apt-get install chromium, only where CI or FLORENCE2_BENCH_INSTALL_BROWSER=1 asks for it."""
+    if not (os.environ.get("CI") or os.environ.get("FLORENCE2_BENCH_INSTALL_BROWSER") == "1"):
+        return None
+    cmd = "apt-get install -y chromium || (apt-get update && apt-get install -y chromium)"
+    subprocess.run(["sh", "-c", cmd], check=False, capture_output=True, timeout=900)
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = shutil.which("chromium") or _install_once()
+    if path is None:
+        pytest.skip(
+            "headless Chromium not found (Debian package 'chromium'); install it, or set "
+            "CI=1 or FLORENCE2_BENCH_INSTALL_BROWSER=1 to let this test apt-get install it"
+        )
+    return path
+
+
+def _chromium(binary: str, profile: Path, page: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [binary, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _page_requests(net_log: Path) -> list[str]:
+    """Non-file URLs requested on behalf of the page (Chromium's own background requests excluded)."""
+    events = json.loads(net_log.read_text()).get("events", [])
+    return sorted(
+        {
+            e["params"]["url"]
+            for e in events
+            if str(e.get("params", {}).get("network_isolation_key", "")).startswith("file://")
+            and not str(e["params"].get("url", "file:")).startswith(("file:", "data:"))
+        }
+    )
+
+
+def _unrendered_charts(dom: str) -> list[str]:
+    """Ids of the plotly chart divs that hold no rendered SVG after the page settled."""
+    starts = [(m.start(), m.group(1)) for m in re.finditer(r'<div id="([^"]+)" class="plotly-graph-div', dom)]
+    missing = []
+    for n, (start, chart_id) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(dom)
+        if 'class="main-svg"' not in dom[start:end]:
+            missing.append(chart_id)
+    return missing
+
+
+@pytest.mark.parametrize(
+    "name, make", [("failed", failed_run), ("random", random_run), ("single", single_run)]
+)
+def test_report_loads_without_console_errors_and_every_chart_renders(tmp_path, chromium, name, make):
+    run = make(tmp_path / name)
+    page = report.build_report([run], tmp_path / f"{name}.html", latency_bound_ms=300, accuracy_floor=1.35)
+    charts = page.read_text().count('class="plotly-graph-div"')
+    assert charts > 0
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"report-{name}.png"
+    shot.unlink(missing_ok=True)
+    # one browser start both dumps the settled DOM and keeps a screenshot (each start costs seconds)
+    net_log = tmp_path / "net-log.json"
+    loaded = _chromium(
+        chromium,
+        tmp_path / "profile",
+        page,
+        "--dump-dom",
+        f"--screenshot={shot}",
+        "--window-size=1400,3000",
+        f"--log-net-log={net_log}",
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line] == []
+    assert _page_requests(net_log) == []
+    dom = loaded.stdout
+    assert dom.count('class="plotly-graph-div') == charts
+    assert _unrendered_charts(dom) == []
+    # the hostile strings are text in the live DOM too, never an element
+    assert "<script>alert(1)" not in dom and HOSTILE_ESCAPED in dom
+    assert shot.stat().st_size > 10_000
+    shutil.copy(page, ARTIFACTS / f"report-{name}.html")
