@@ -26,8 +26,9 @@ def install(session: nox.Session, *extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (tiny checkpoints only; minutes on a 2-core CPU)."""
-    install(session, "test")
+    """The test suite (tiny checkpoints only; minutes on a 2-core CPU). Ray is installed so the
+    distributed executor is tested against a local Ray instance."""
+    install(session, "test", "ray")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
@@ -73,5 +74,5 @@ def regression(session: nox.Session) -> None:
 def benchmarks(session: nox.Session) -> None:
     """pytest-benchmark suites of the tiny-checkpoint pipeline (JSON under .benchmarks/)."""
     install(session, "test")
-    session.run("python", "-m", "pytest", "tests/benchmarks", "--benchmark-enable", "--benchmark-autosave",
-                *session.posargs)
+    session.run("python", "-m", "pytest", "tests/benchmarks", "-p", "no:cacheprovider", "-o", "addopts=",
+                "-s", "--benchmark-enable", "--benchmark-autosave", *session.posargs)

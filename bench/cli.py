@@ -146,6 +146,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.store import export
+
+    print(f"exported: {export(Path(args.run_dir), Path(args.file))}")
+    return 0
+
+
 def cmd_variants(args: argparse.Namespace) -> int:
     from bench.variants import VARIANTS
 
@@ -256,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictions", required=True, help="JSONL predictions (format in the README)")
     s.add_argument("--json", help="also write the metrics as JSON")
     s.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("export", help="export a run directory's records as CSV or Parquet (flattened columns)")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("file", metavar="FILE.csv|FILE.parquet")
+    e.set_defaults(func=cmd_export)
 
     sub.add_parser("variants", help="list the variant registry with parameter counts").set_defaults(func=cmd_variants)
 

@@ -157,12 +157,18 @@ def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
-        raise UsageError(f"cannot export to {suffix or 'a file without suffix'!r} ({path}); accepted: .csv, .parquet")
+        raise UsageError(
+            f"cannot export to {suffix or 'a file without suffix'!r} ({path}); accepted: .csv, .parquet"
+        )
     if not (Path(run_dir) / RESULTS).exists():
-        raise UsageError(f"not a run directory: {run_dir} (no {RESULTS}); accepted: directories written by run")
+        raise UsageError(
+            f"not a run directory: {run_dir} (no {RESULTS}); accepted: directories written by run"
+        )
     frame = load(run_dir)
     for column in frame.columns:
-        frame[column] = [json.dumps(v, default=_jsonable) if isinstance(v, (list, dict)) else v for v in frame[column]]
+        frame[column] = [
+            json.dumps(v, default=_jsonable) if isinstance(v, (list, dict)) else v for v in frame[column]
+        ]
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         frame.to_csv(path, index=False)

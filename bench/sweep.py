@@ -369,6 +369,20 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
     return RunSummary(records, len(cells) - len(todo))
 
 
+def run(config_or_name: SweepConfig | str, out: str | Path, *, resume: bool = False, quiet: bool = True,
+        executor: str = "local", ray_address: str | None = None, **overrides: Any):
+    """Notebook API: run a sweep and return its results as ``store.load(out)`` does (a DataFrame).
+
+    Axis overrides take lists or comma-separated strings (``dtypes=["fp32", "bf16"]``); other keyword
+    arguments replace sweep fields (``limit=2``, ``weights="random"``).
+    """
+    config = load_sweep(config_or_name) if isinstance(config_or_name, str) else config_or_name
+    axes = {k: v if isinstance(v, str) else ",".join(map(str, v)) for k, v in overrides.items() if k in AXES}
+    config = dataclasses.replace(override(config, **axes), **{k: v for k, v in overrides.items() if k not in AXES})
+    run_sweep(config, Path(out), resume=resume, quiet=quiet, executor=executor, ray_address=ray_address)
+    return store.load(out)
+
+
 def groups(cells: Iterable[Cell]) -> list[list[Cell]]:
     """Adjacent cells sharing a model load, in order."""
     return [list(g) for _, g in itertools.groupby(cells, key=lambda c: c.group)]

@@ -48,7 +48,8 @@ def _reported(keys: tuple[str, ...], values: tuple[float, ...]) -> dict[str, flo
 
 @dataclass(frozen=True)
 class Variant:
-    """A registry entry. ``params`` is the count FLORENCE2.md measured (tests rebuild and check it)."""
+    """A registry entry. ``params`` counts the native layout (text vocab padded to 51328); the paper's
+    231.4 M / 770.2 M count vocab 51289, 29,952 (base) or 39,936 (large) fewer. Tests rebuild and check it."""
 
     name: str
     hub_id: str
@@ -60,8 +61,9 @@ class Variant:
     reported_source: str = PAPER
     revision: str | None = None
 
-    def config(self, vocab_size: int = 51289):
-        """The exact native ``Florence2Config`` for this variant (random-weights mode)."""
+    def config(self, vocab_size: int = 51328):
+        """The exact native ``Florence2Config`` (random-weights mode); the text vocab is padded to 51328
+        as in the native checkpoints, so that ``<image>`` (51289) has an embedding row."""
         from transformers import BartConfig, Florence2Config, Florence2VisionConfig
 
         a = self.arch
@@ -80,25 +82,25 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("base", "microsoft/Florence-2-base", "florence-community/Florence-2-base", BASE, 231_414_016,
+        Variant("base", "microsoft/Florence-2-base", "florence-community/Florence-2-base", BASE, 231_443_968,
                 "0.23B, pretrained on FLD-5B (zero-shot)",
                 _reported(_ZERO_SHOT_KEYS, (133.0, 118.7, 70.1, 34.7, 83.6, 53.9, 58.4, 49.7, 51.5, 56.4, 47.9,
                                             66.3, 65.1, 34.6))),
-        Variant("large", "microsoft/Florence-2-large", "florence-community/Florence-2-large", LARGE, 770_173_952,
+        Variant("large", "microsoft/Florence-2-large", "florence-community/Florence-2-large", LARGE, 770_213_888,
                 "0.77B, pretrained on FLD-5B (zero-shot); paper numbers are for the 1024-position model",
                 _reported(_ZERO_SHOT_KEYS, (135.6, 120.8, 72.8, 37.5, 84.4, 56.3, 61.6, 51.4, 53.6, 57.9, 49.9,
                                             68.0, 67.0, 35.8))),
         Variant("base-ft", "microsoft/Florence-2-base-ft", "florence-community/Florence-2-base-ft", BASE,
-                231_414_016, "0.23B, fine-tuned generalist",
+                231_443_968, "0.23B, fine-tuned generalist",
                 # RefCOCOg test is printed as 82.2 in the model card; kept as printed, see FLORENCE2.md
                 _reported(_FT_KEYS, (140.0, 116.7, 143.9, 79.7, 63.6, 63.6, 41.4, 84.0, 92.6, 94.8, 91.5, 86.8,
                                      91.7, 82.2, 89.8, 82.2, 78.0))),
         Variant("large-ft", "microsoft/Florence-2-large-ft", "florence-community/Florence-2-large-ft", LARGE,
-                770_173_952, "0.77B, fine-tuned generalist",
+                770_213_888, "0.77B, fine-tuned generalist",
                 _reported(_FT_KEYS, (143.3, 124.9, 151.1, 81.7, 73.5, 72.6, 43.4, 85.2, 93.4, 95.3, 92.0, 88.3,
                                      92.9, 83.6, 91.2, 91.7, 80.5))),
         Variant("large-4k", "microsoft/Florence-2-large", "florence-community/Florence-2-large", LARGE_4K,
-                776_465_408, "0.78B, the hub's current large revision: continued pretraining, 4096 text positions",
+                776_505_344, "0.78B, the hub's current large revision: continued pretraining, 4096 text positions",
                 {"coco_det_map": 39.8}, reported_source="microsoft/Florence-2-large model card (4k revision)"),
     )
 }

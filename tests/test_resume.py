@@ -16,14 +16,35 @@ import pytest
 from bench import cli, store, sweep
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared, loaded 2-core machine two spinning threads run several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_sweep(path: Path, tiny: Path, **matrix) -> Path:
     """A fast sweep file on the tiny checkpoint: 2 images, 4 tokens, 2 measured iterations per cell."""
     axes = {"variants": ["base"], "tasks": ["<CAPTION>"], "batch_sizes": [1], "num_beams": [1], **matrix}
     lines = [
-        'name = "test"', *(f"{k} = {json.dumps(v)}" for k, v in axes.items()),
-        f"model_path = {json.dumps(str(tiny))}", 'weights = "pretrained"', 'dataset = "synthetic-smoke"',
-        "limit = 2", "max_new_tokens = 4", "energy_idle_s = 0.0", "examples = 1",
-        "[repetition]", "warmup = 0", "min_iterations = 2", "max_iterations = 2", "min_duration_s = 0.0",
+        'name = "test"',
+        *(f"{k} = {json.dumps(v)}" for k, v in axes.items()),
+        f"model_path = {json.dumps(str(tiny))}",
+        'weights = "pretrained"',
+        'dataset = "synthetic-smoke"',
+        "limit = 2",
+        "max_new_tokens = 4",
+        "energy_idle_s = 0.0",
+        "examples = 1",
+        "[repetition]",
+        "warmup = 0",
+        "min_iterations = 2",
+        "max_iterations = 2",
+        "min_duration_s = 0.0",
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -34,14 +55,23 @@ def _lines(path: Path) -> list[str]:
 
 
 def test_sigkill_mid_sweep_then_resume_records_every_cell_once(tiny_checkpoint, tmp_path):
-    sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=["<CAPTION>", "<OD>", "<OCR>"],
-                             batch_sizes=[1, 2], num_beams=[1, 2])
+    sweep_file = write_sweep(
+        tmp_path / "s.toml",
+        tiny_checkpoint,
+        tasks=["<CAPTION>", "<OD>", "<OCR>"],
+        batch_sizes=[1, 2],
+        num_beams=[1, 2],
+    )
     expected = {c.cell_id for c in sweep.expand(sweep.load_sweep(str(sweep_file)))}
     assert len(expected) == 12
     out = tmp_path / "run"
     results = out / store.RESULTS
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--sweep", str(sweep_file), "--out", str(out),
-                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 60
         while not _lines(results) and proc.poll() is None and time.monotonic() < deadline:
@@ -67,8 +97,9 @@ def test_sigkill_mid_sweep_then_resume_records_every_cell_once(tiny_checkpoint, 
     assert after[: len(before)] == before  # finished cells were kept, not re-run
 
 
-def test_resume_reruns_failed_cells_only_and_a_plain_rerun_is_refused(tiny_checkpoint, tmp_path, monkeypatch,
-                                                                        capsys):
+def test_resume_reruns_failed_cells_only_and_a_plain_rerun_is_refused(
+    tiny_checkpoint, tmp_path, monkeypatch, capsys
+):
     sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=["<CAPTION>", "<OD>"])
     out = tmp_path / "run"
     args = ["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]

@@ -18,14 +18,35 @@ FAILURES = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared, loaded 2-core machine two spinning threads run several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_sweep(path: Path, tiny: Path, **matrix) -> Path:
     """A fast sweep file on the tiny checkpoint: 2 images, 4 tokens, 2 measured iterations per cell."""
     axes = {"variants": ["base"], "tasks": ["<CAPTION>"], "batch_sizes": [1], "num_beams": [1], **matrix}
     lines = [
-        'name = "test"', *(f"{k} = {json.dumps(v)}" for k, v in axes.items()),
-        f"model_path = {json.dumps(str(tiny))}", 'weights = "pretrained"', 'dataset = "synthetic-smoke"',
-        "limit = 2", "max_new_tokens = 4", "energy_idle_s = 0.0", "examples = 1",
-        "[repetition]", "warmup = 0", "min_iterations = 2", "max_iterations = 2", "min_duration_s = 0.0",
+        'name = "test"',
+        *(f"{k} = {json.dumps(v)}" for k, v in axes.items()),
+        f"model_path = {json.dumps(str(tiny))}",
+        'weights = "pretrained"',
+        'dataset = "synthetic-smoke"',
+        "limit = 2",
+        "max_new_tokens = 4",
+        "energy_idle_s = 0.0",
+        "examples = 1",
+        "[repetition]",
+        "warmup = 0",
+        "min_iterations = 2",
+        "max_iterations = 2",
+        "min_duration_s = 0.0",
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -92,8 +113,12 @@ def test_bad_sweep_files_exit_2_naming_the_problem(tmp_path, capsys):
     broken = tmp_path / "broken.toml"
     broken.write_text("variants = [base\n")
     unknown = tmp_path / "unknown.toml"
-    unknown.write_text('batchsize = [1]\n')
-    for path, named in ((broken, "invalid TOML"), (unknown, "'batchsize'"), (tmp_path / "missing.toml", "missing")):
+    unknown.write_text("batchsize = [1]\n")
+    for path, named in (
+        (broken, "invalid TOML"),
+        (unknown, "'batchsize'"),
+        (tmp_path / "missing.toml", "missing"),
+    ):
         assert cli.main(["run", "--sweep", str(path), "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and named in err[0] and str(path) in err[0]
@@ -123,7 +148,9 @@ def test_load_flattens_records_into_a_dataframe(failed_run):
     frame = store.load(run)
     records = store.read_records(run)
     assert len(frame) == len(records)
-    assert {"cell_id", "status", "latency_ms.p50", "throughput.images_per_s", "settings.quant"} <= set(frame.columns)
+    assert {"cell_id", "status", "latency_ms.p50", "throughput.images_per_s", "settings.quant"} <= set(
+        frame.columns
+    )
     by_id = frame.set_index("cell_id")
     for r in records:
         p50 = by_id.loc[r["cell_id"], "latency_ms.p50"]

@@ -1,0 +1,230 @@
+"""Model-level speed settings: the fast path keeps fp32 tokens, and the roofline/agreement figures are right."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from bench import optimize
+from bench.checkpoints import LoadOptions, load, resolve, weights_bytes
+from bench.data import synthetic_smoke
+from bench.optimize import (
+    TOKEN_PRESERVING,
+    agreement,
+    agreement_with_fp32,
+    apply_model_settings,
+    roofline,
+    roofline_for,
+    unsupported_reason,
+    vision_flops,
+)
+from bench.pipeline import GenerationSettings, Pipeline
+from bench.tasks import get_task
+from bench.variants import get_variant
+
+NEW_TOKENS = 8  # the tiny model never emits EOS: every image gets exactly this many tokens
+
+
+def _settings(**overrides):
+    """A cell-like object with the model-level axes (defaults: nothing applied)."""
+    return SimpleNamespace(
+        **{
+            "channels_last": False,
+            "quant": "none",
+            "compile": False,
+            "dtype": "fp32",
+            "device": "cpu",
+            **overrides,
+        }
+    )
+
+
+def _load(checkpoint, attn: str, **settings):
+    variant = get_variant("base")
+    loaded = load(variant, resolve(variant, LoadOptions(model_path=str(checkpoint))), attn=attn)
+    apply_model_settings(loaded, _settings(**settings))
+    return loaded
+
+
+def _token_ids(loaded, task: str, samples, batch_size: int, cache: str, num_beams: int) -> list[list[int]]:
+    generation = GenerationSettings(num_beams, NEW_TOKENS, forced=True, cache=cache)
+    pipeline = Pipeline(loaded, get_task(task), generation, device="cpu", dtype="fp32", clock=None)
+    ids: list[list[int]] = []
+    for i in range(0, len(samples), batch_size):
+        inputs = pipeline.preprocess(samples[i : i + batch_size])
+        if batch_size > 1 and task == "<CAPTION_TO_PHRASE_GROUNDING>":
+            assert (inputs["attention_mask"] == 0).any(), "prompts of different lengths must be padded"
+            assert (inputs["attention_mask"][:, 0] == 1).all(), "padding must be on the right"
+        ids += pipeline.generate(inputs).tolist()
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("task", "num_beams"),
+    [
+        ("<CAPTION>", 1),
+        ("<CAPTION_TO_PHRASE_GROUNDING>", 1),
+        ("<OD>", 1),
+        ("<CAPTION_TO_PHRASE_GROUNDING>", 3),
+    ],
+)
+def test_fast_path_generates_the_naive_tokens_in_fp32(tiny_checkpoint, task, num_beams):
+    """sdpa + batch 4 with right padding + static KV cache + channels_last == eager, batch 1, dynamic cache."""
+    samples = synthetic_smoke(4)
+    naive = _token_ids(_load(tiny_checkpoint, "eager"), task, samples, 1, "dynamic", num_beams)
+    fast = _token_ids(
+        _load(tiny_checkpoint, "sdpa", channels_last=True), task, samples, 4, "static", num_beams
+    )
+    assert [len(row) for row in naive] == [1 + NEW_TOKENS] * len(samples)
+    assert fast == naive
+    for axis in ("attn", "batch_size", "cache", "channels_last"):
+        assert TOKEN_PRESERVING[axis]
+
+
+def test_channels_last_changes_the_vision_tower_layout(tiny_checkpoint):
+    loaded = _load(tiny_checkpoint, "sdpa", channels_last=True)
+    conv = loaded.model.model.vision_tower.convs[0].conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert loaded.notes == ["vision tower in channels_last memory format"]
+
+
+def test_int8_quantization_counts_int8_weights_and_still_generates(tiny_checkpoint):
+    plain = _load(tiny_checkpoint, "sdpa")
+    before = plain.weights_bytes
+    assert before == weights_bytes(plain.model)
+    other = {p.data_ptr() for name, p in plain.model.named_parameters() if not name.endswith(".weight")}
+    other |= {
+        m.weight.data_ptr()
+        for m in plain.model.modules()
+        if not isinstance(m, torch.nn.Linear) and isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
+    linears = [m for m in plain.model.modules() if isinstance(m, torch.nn.Linear)]
+    tied = sum(
+        m.weight.numel() for m in linears if m.weight.data_ptr() in other
+    )  # lm_head shares the embedding
+    untied = sum(m.weight.numel() for m in linears if m.weight.data_ptr() not in other)
+    assert tied > 0 and untied > 0
+
+    quantized = _load(tiny_checkpoint, "sdpa", quant="int8-dynamic")
+    # fp32 weights (4 bytes) become int8 (1 byte); the tied lm_head gets its own int8 copy
+    assert quantized.weights_bytes == before - 3 * untied + tied
+    assert not any(isinstance(m, torch.nn.Linear) for m in quantized.model.modules())
+    ids = _token_ids(quantized, "<CAPTION>", synthetic_smoke(1), 1, "dynamic", 1)
+    assert len(ids[0]) == 1 + NEW_TOKENS
+
+
+def test_unsupported_combinations_are_named():
+    assert unsupported_reason(_settings()) is None
+    assert unsupported_reason(_settings(quant="int8-dynamic")) is None
+    assert "fp32" in unsupported_reason(_settings(quant="int8-dynamic", dtype="bf16"))
+    assert "CPU" in unsupported_reason(_settings(quant="int8-dynamic", device="cuda:0"))
+
+
+# ------------------------------------------------------------------------------------------ FLOPs
+
+
+def _hand_count(config, image_size: int = 768) -> float:
+    """DaViT + projector FLOPs by hand (multiply-add = 2): patch convs, depthwise convs, linears, attention.
+
+    Per block of dim C over N tokens: spatial and channel blocks each have two depthwise 3x3 convs
+    (2 * 2*9*N*C), qkv + proj + a 4x MLP (24*N*C^2); window attention (w = 144 tokens a window) costs
+    4*N*w*C; channel attention with g groups costs 4*N*C^2/g. The projector maps 577 tokens.
+    """
+    v = config.vision_config
+    total, side, in_ch = 0.0, image_size, 3
+    window = v.window_size**2
+    for stage, (dim, depth) in enumerate(zip(v.embed_dim, v.depths, strict=True)):
+        k, stride, pad = v.patch_size[stage], v.patch_stride[stage], v.patch_padding[stage]
+        side = (side + 2 * pad - k) // stride + 1
+        n = side * side
+        assert side % v.window_size == 0  # no window padding at 768 px: attention covers exactly n tokens
+        total += 2 * n * dim * in_ch * k * k
+        per_block = 2 * (2 * 2 * 9 * n * dim + 24 * n * dim * dim) + 4 * n * window * dim
+        per_block += 4 * n * dim * dim / v.num_groups[stage]
+        total += depth * per_block
+        in_ch = dim
+    return total + 2 * (side * side + 1) * v.embed_dim[-1] * v.projection_dim
+
+
+@pytest.mark.parametrize("which", ["tiny", "base"])
+def test_vision_flops_match_a_hand_count(tiny_loaded, which):
+    model = tiny_loaded.model if which == "tiny" else SimpleNamespace(config=get_variant("base").config())
+    counted = vision_flops(model)
+    assert counted == pytest.approx(_hand_count(model.config), rel=1e-9)
+    assert vision_flops(model, batch_size=4) == pytest.approx(4 * counted)
+    if which == "base":
+        assert 3.5e11 < counted < 4.0e11  # FLORENCE2.md: ~370 GFLOP per 768x768 image
+
+
+def test_roofline_known_answer():
+    r = roofline(vision_ms_per_image=2000.0, flops_per_image=380e9, matmul_gflops=200.0)
+    assert r["vision_gflops_per_s"] == pytest.approx(190.0)
+    assert r["fraction"] == pytest.approx(0.95)
+    assert r["matmul_gflops_per_s"] == 200.0 and r["vision_gflop_per_image"] == pytest.approx(380.0)
+    missing = roofline(None, 380e9, 200.0)
+    assert missing["vision_gflops_per_s"] is None and missing["fraction"] is None
+    assert roofline(1000.0, 380e9, None)["fraction"] is None
+
+
+# -------------------------------------------------------------------------------------- agreement
+
+
+def test_agreement_is_exact_match_over_shared_ids():
+    fp32 = {1: "a cat", 2: "a dog", 3: "a car"}
+    bf16 = {1: "a cat", 2: "a dog ", 3: "a car", 4: "extra"}
+    assert agreement(fp32, bf16) == pytest.approx(2 / 3)
+    assert agreement(fp32, fp32) == 1.0
+    assert agreement({1: "x"}, {1: "y"}) == 0.0
+    with pytest.raises(ValueError):
+        agreement({1: "x"}, {2: "x"})
+
+
+def _record(cell_id: str, dtype: str, texts: dict[int, str], quant: str = "none", **overrides):
+    base = {
+        "cell_id": cell_id,
+        "status": "ok",
+        "variant": "base",
+        "checkpoint": "c",
+        "weights": "pretrained",
+        "task": "<CAPTION>",
+        "dataset": "coco",
+        "num_beams": 3,
+        "max_new_tokens": 1024,
+        "dtype": dtype,
+        "batch_size": 1,
+        "settings": {"quant": quant},
+        "extra": {"texts": {str(k): v for k, v in texts.items()}},
+    }
+    return {**base, **overrides}
+
+
+def test_agreement_with_fp32_pairs_records_doing_the_same_work():
+    records = [
+        _record("fp32", "fp32", {1: "a", 2: "b"}),
+        _record("bf16", "bf16", {1: "a", 2: "x"}, batch_size=8),  # batch size does not change tokens: paired
+        _record("int8", "fp32", {1: "a", 2: "b"}, quant="int8-dynamic"),
+        _record("fp16-other-task", "fp16", {1: "a"}, task="<OD>"),  # no fp32 <OD> record: left out
+        _record("failed", "fp16", {1: "a"}, status="error"),
+    ]
+    assert agreement_with_fp32(records) == {"bf16": 0.5, "int8": 1.0}
+
+
+def test_roofline_for_uses_the_dtype_of_the_work(tiny_loaded, monkeypatch):
+    monkeypatch.setattr(
+        optimize, "matmul_reference", lambda device, dtype: {"fp32": 100.0, "bf16": 400.0}[dtype]
+    )
+    flops = vision_flops(tiny_loaded.model)
+    bf16 = roofline_for(tiny_loaded.model, 10.0, "cpu", "bf16")
+    assert bf16["vision_gflops_per_s"] == pytest.approx(flops / 1e9 / 0.01)
+    assert bf16["fraction"] == pytest.approx(bf16["vision_gflops_per_s"] / 400.0)
+    int8 = roofline_for(tiny_loaded.model, 10.0, "cpu", "fp32", quant="int8-dynamic")
+    assert int8["matmul_dtype"] == "fp32" and int8["matmul_gflops_per_s"] == 100.0
+
+
+def test_settings_disable_transformers_own_compile(tiny_checkpoint):
+    """Only the compile axis may compile: generate() would otherwise compile static-cache cells on GPUs."""
+    loaded = _load(tiny_checkpoint, "sdpa")
+    assert loaded.model.generation_config.disable_compile is True
+    assert loaded.notes == []
