@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import store
 from bench.errors import UsageError
+from bench.optimize import agreement_with_fp32
 
 try:
     import tomllib
@@ -346,7 +347,11 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
         name = path.resolve().name if names[path.resolve().name] == 1 else str(path)
         env = store.read_env(path)
         rows = []
-        for rec in store.latest_by_cell(store.read_records(path)).values():
+        records = list(store.latest_by_cell(store.read_records(path)).values())
+        for cell_id, rate in agreement_with_fp32(records).items():
+            rec = next(r for r in records if r["cell_id"] == cell_id)
+            rec.setdefault("extra", {})["agreement_fp32"] = rate
+        for rec in records:
             dev = device_name(rec, env)
             rows.append(Row(rec, name, dev, price=prices.lookup(dev), usd_per_kwh=prices.usd_per_kwh))
         runs.append(Run(name, path, env, rows))
@@ -946,7 +951,7 @@ def _why_unstable(r: Row) -> str:
     if _num(lat.get("cv")) is not None:
         parts.append(f"coefficient of variation {lat['cv'] * 100:.0f}%")
     if _num(lat.get("ci95_low")) is not None and _num(lat.get("ci95_high")) is not None:
-        parts.append(f"95% CI of the mean {lat['ci95_low']:.1f}–{lat['ci95_high']:.1f} ms")
+        parts.append(f"95% CI of the median {lat['ci95_low']:.1f}–{lat['ci95_high']:.1f} ms")
     if _num(lat.get("n")) is not None:
         parts.append(f"n = {lat['n']}")
     return "; ".join(parts) or "flagged unstable by the run (no spread recorded)"

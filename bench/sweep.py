@@ -258,7 +258,9 @@ def unsupported_reason(cell: Cell) -> str | None:
                     "emulated timings would mislead")
     if cell.compile and kind == "cpu" and cell.cache != "static":
         return "compile is measured with the static KV cache only (a dynamic cache recompiles every step)"
-    return None
+    from bench.optimize import unsupported_reason as model_setting_reason
+
+    return model_setting_reason(cell)
 
 
 def _cpu_flags() -> set[str]:
@@ -456,6 +458,7 @@ def load_group(config: SweepConfig, cell: Cell) -> LoadedModel:
 def run_cell(config: SweepConfig, cell: Cell, loaded: LoadedModel, out: Path) -> store.Record:
     """Measure one cell with an already-loaded model and build its record."""
     from bench.metrics import usable_samples
+    from bench.optimize import roofline_for
     from bench.pipeline import Pipeline, generation_settings
     from bench.scenario import measure, scenario_name
 
@@ -494,6 +497,8 @@ def run_cell(config: SweepConfig, cell: Cell, loaded: LoadedModel, out: Path) ->
     record.accuracy = _accuracy(cell, loaded, samples, m.answers)
     record.extra["reported"], record.extra["reported_metric"] = _reported(cell)
     record.extra["texts"] = {str(k): v for k, v in m.texts.items()}
+    record.extra["roofline"] = roofline_for(loaded.model, m.stages_ms.get("vision"), cell.device, cell.dtype,
+                                            cell.quant)
     record.extra["resolution_note"] = loaded.ref.note
     record.extra["model_settings"] = loaded.notes
     record.examples = _examples(out, cell.dataset, samples[: config.examples], m.answers, m.texts)

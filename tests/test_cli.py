@@ -128,3 +128,21 @@ def test_a_corrupt_image_is_named(tiny_checkpoint, tmp_path, capsys):
                         f"coco-json:{annotations}@{images}", "--out", str(tmp_path / "o"), *FAST)
     assert code == 2
     assert "broken.jpg" in _one_line_error(err)
+
+
+def test_bf16_cells_show_agreement_with_fp32_and_a_roofline(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, _ = _run(capsys, "run", "--model-path", str(tiny_checkpoint), "--tasks", "caption", "--dtypes",
+                      "fp32,bf16", "--out", str(out), *FAST)
+    assert code == 0
+    records = {r["dtype"]: r for r in store.read_records(out)}
+    if records["bf16"]["status"] == "skipped":
+        pytest.skip(records["bf16"]["error"])
+    for r in records.values():
+        roofline = r["extra"]["roofline"]
+        assert roofline["vision_gflops_per_s"] > 0 and roofline["matmul_gflops_per_s"] > 0
+    from bench.report import load_prices, load_runs
+
+    (run,) = load_runs([out], load_prices())
+    rates = {row.rec["dtype"]: row.rec["extra"].get("agreement_fp32") for row in run.rows}
+    assert rates["fp32"] is None and 0.0 <= rates["bf16"] <= 1.0
