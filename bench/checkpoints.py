@@ -7,6 +7,7 @@ Florence-2's special-token layout; its token ids are not BART's, which is fine f
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -303,8 +304,10 @@ def _corpus() -> list[str]:
     return prompts + captions + [" ".join(words)] * 4
 
 
+@functools.lru_cache(maxsize=1)
 def build_processor(extra_vocab: int = 0):
-    """A Florence2Processor built offline with the exact special-token layout.
+    """A Florence2Processor built offline with the exact special-token layout (built once per process:
+    training the BPE takes ~2 s, and the processor is only read afterwards).
 
     A byte-level BPE is trained on local text, padded with unused tokens so that ``<mask>`` sits at
     50264 as in BART, then the 1024 Florence-2 tokens are added in order (50265..51288) and
