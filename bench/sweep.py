@@ -495,7 +495,10 @@ def run_cell(config: SweepConfig, cell: Cell, loaded: LoadedModel, out: Path) ->
         "image_processor": type(loaded.processor.image_processor).__name__,
     }
     record.accuracy = _accuracy(cell, loaded, samples, m.answers)
-    record.extra["reported"], record.extra["reported_metric"] = _reported(cell)
+    variant = get_variant(cell.variant)
+    record.extra["reported"] = dict(variant.reported)  # paper/model-card numbers, always labelled "reported"
+    record.extra["reported_source"] = variant.reported_source
+    record.extra["reported_benchmark"] = _benchmark(cell)
     record.extra["texts"] = {str(k): v for k, v in m.texts.items()}
     record.extra["roofline"] = roofline_for(loaded.model, m.stages_ms.get("vision"), cell.device, cell.dtype,
                                             cell.quant)
@@ -517,15 +520,12 @@ def _accuracy(cell: Cell, loaded: LoadedModel, samples, answers: dict[int, Any])
     return score(cell.task, samples, [answers.get(s.image_id) for s in samples])
 
 
-def _reported(cell: Cell) -> tuple[dict[str, float], str | None]:
-    """The paper/model-card number for the benchmark this cell measures (and the metric it matches)."""
+def _benchmark(cell: Cell) -> dict[str, str] | None:
+    """Which reported benchmark this cell measures (its key and the metric that matches it), if any."""
     from bench.metrics import reported_benchmark
 
     benchmark = reported_benchmark(cell.dataset, cell.task)
-    reported = get_variant(cell.variant).reported
-    if benchmark is None or benchmark.key not in reported:
-        return {}, None
-    return {benchmark.key: reported[benchmark.key]}, benchmark.metric
+    return None if benchmark is None else {"key": benchmark.key, "metric": benchmark.metric}
 
 
 def _examples(out: Path, dataset: str, samples, answers: dict[int, Any], texts: dict[int, str]) -> list[dict[str, Any]]:
