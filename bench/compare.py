@@ -519,6 +519,11 @@ def _latency_rows(
     for metric, (ratio, lo, hi) in estimates.items():
         spec, threshold = METRICS[metric], _threshold_for(metric, thresholds)
         verdict = classify(spec, ratio, lo, hi, threshold)
+        tail_noise = ""
+        if metric == "latency_p90" and unstable and verdict in ("regressed", "improved"):
+            # An unstable run's tail is the machine's noise (bursts of foreign load hit a few samples,
+            # which iid resampling cannot see); its p90 supports no verdict. The median still gates.
+            verdict, tail_noise = "unchanged", "p90 not gated: its tail is noise in an unstable run"
         # "unchanged" but the interval reaches past a threshold: this run cannot rule out a change that size
         wide = verdict == "unchanged" and (lo < 1 - threshold or hi > 1 + threshold)
         rows.append(
@@ -535,7 +540,8 @@ def _latency_rows(
                 verdict=verdict,
                 threshold=threshold,
                 note=_join(
-                    f"n={len(b)}/{len(c)}", "inconclusive: more samples needed" if wide else "", unstable
+                    f"n={len(b)}/{len(c)}", "inconclusive: more samples needed" if wide else "", unstable,
+                    tail_noise,
                 ),
             )
         )

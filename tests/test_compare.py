@@ -132,6 +132,27 @@ def test_stalls_do_not_fail_the_median(tmp_path):
     assert verdicts(comparison, "latency_p50") == {"unchanged"}
 
 
+def test_an_unstable_runs_tail_does_not_gate_but_its_median_does(tmp_path):
+    """Foreign load that slows a burst of samples moves p90; in a run marked unstable it is not a verdict."""
+    rng = np.random.default_rng(5)
+
+    def burst(scale: float = 1.0):
+        x = noisy(rng, scale)
+        x[-8:] *= 2.0  # eight slow images in a row: the tail, not the median
+        return x
+
+    base = write_run(tmp_path / "base", [record(t, noisy(rng)) for t in TASKS])
+    cur = write_run(tmp_path / "cur", [record(t, burst(), unstable=True) for t in TASKS])
+    comparison = compare_dirs(base, cur)
+    assert not comparison.regressed
+    assert verdicts(comparison, "latency_p90") == {"unchanged"}
+    assert any("p90 not gated" in row.note for row in comparison.rows if row.metric == "latency_p90")
+    stable = write_run(tmp_path / "stable", [record(t, burst()) for t in TASKS])
+    assert "regressed" in verdicts(compare_dirs(base, stable), "latency_p90")  # the same tail, stable: gated
+    slow = write_run(tmp_path / "slow", [record(t, burst(1.25), unstable=True) for t in TASKS])
+    assert verdicts(compare_dirs(base, slow), "latency_p50") == {"regressed"}
+
+
 def test_bootstrap_known_answers():
     rng = np.random.default_rng(0)
     flat = np.full(10, 100.0)
