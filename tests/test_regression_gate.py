@@ -26,6 +26,9 @@ def _run(tiny_checkpoint, out):
 
 @pytest.mark.slow
 def test_aa_never_regresses_and_a_25_percent_slowdown_always_does(tiny_checkpoint, tmp_path, monkeypatch):
+    # The first run in a process measured ~13% slower than the following ones here (lazy initialisation,
+    # allocator growth); a baseline is never the first run of a cold process, so neither is this one.
+    _run(tiny_checkpoint, tmp_path / "process-warm-up")
     for attempt in range(5):
         a = _run(tiny_checkpoint, tmp_path / f"a{attempt}")
         _run(tiny_checkpoint, tmp_path / f"b{attempt}")
