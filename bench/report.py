@@ -347,11 +347,10 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
         name = path.resolve().name if names[path.resolve().name] == 1 else str(path)
         env = store.read_env(path)
         rows = []
-        records = list(store.latest_by_cell(store.read_records(path)).values())
-        for cell_id, rate in agreement_with_fp32(records).items():
-            rec = next(r for r in records if r["cell_id"] == cell_id)
-            rec.setdefault("extra", {})["agreement_fp32"] = rate
-        for rec in records:
+        by_cell = store.latest_by_cell(store.read_records(path))
+        for cell_id, rate in agreement_with_fp32(list(by_cell.values())).items():
+            by_cell[cell_id].setdefault("extra", {})["agreement_fp32"] = rate
+        for rec in by_cell.values():
             dev = device_name(rec, env)
             rows.append(Row(rec, name, dev, price=prices.lookup(dev), usd_per_kwh=prices.usd_per_kwh))
         runs.append(Run(name, path, env, rows))
