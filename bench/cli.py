@@ -44,7 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = sweep.override(config, variants=args.variants, tasks=args.tasks, dtypes=args.dtypes,
                             batch_sizes=args.batch_sizes, devices=args.devices, attn=args.attn,
                             compile=args.compile, num_beams=args.num_beams, cache=args.cache,
-                            channels_last=args.channels_last, quant=args.quant)
+                            channels_last=args.channels_last, quant=args.quant,
+                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),
                                  ("max_new_tokens", args.max_new_tokens)) if v is not None}
@@ -220,7 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-sizes", help="e.g. 1,8,32")
     r.add_argument("--devices", help="cpu, cuda, cuda:N, mps")
     r.add_argument("--attn", help="attention implementation: eager, sdpa")
-    r.add_argument("--compile", help="true,false: torch.compile (with --cache static)")
+    r.add_argument("--compile", help="decoder steps: false, true (torch.compile, with --cache static), graphs "
+                   "(compiled and replayed as CUDA graphs; CUDA, --cache static)")
+    r.add_argument("--compile-vision", help="vision tower + projector: false, true (torch.compile), graphs (CUDA)")
+    r.add_argument("--preprocess", help="host (the processor on the CPU), device (resize + normalise on the "
+                   "cell's device)")
+    r.add_argument("--prefetch", help="true,false: prepare the next batch on a background thread while this "
+                   "one runs (throughput from wall time)")
     r.add_argument("--num-beams", help="e.g. 1,3 (model card: 3)")
     r.add_argument("--cache", help="KV cache: dynamic, static")
     r.add_argument("--channels-last", help="true,false: vision tower in channels_last")

@@ -13,6 +13,7 @@ fp32, so the effect of precision on quality is visible without labels).
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,7 +27,10 @@ TOKEN_PRESERVING: dict[str, bool] = {
     "batch_size": True,  # right padding + attention mask: padded positions are masked out
     "cache": True,  # static vs dynamic KV cache: same values, preallocated
     "channels_last": True,  # memory layout of the vision tower's convolutions
-    "compile": True,  # same graph, fused kernels
+    "compile": True,  # same graph, fused kernels (also with CUDA graphs: the same kernels, replayed)
+    "compile_vision": True,
+    "prefetch": True,  # the same batches, prepared earlier on another thread
+    "preprocess": False,  # device pixels are within 2 grey levels of the processor's: see bench.preprocess
     "dtype": False,  # fp16/bf16 round every activation: see agreement()
     "quant": False,  # int8 weights and activations: see agreement()
     "num_beams": False,  # a different search, not a faster one
@@ -78,25 +82,131 @@ def _packed_linear_bytes(model) -> int:
     return total
 
 
+# Values of the ``compile`` (decoder steps) and ``compile_vision`` (vision tower + projector) axes.
+# True: torch.compile with fixed shapes (kernel fusion). "graphs": the same with mode="reduce-overhead",
+# i.e. the compiled kernels recorded once into CUDA graphs and replayed (one launch per graph instead of
+# one per kernel: what a launch-bound batch-1 decoder step needs). CUDA only; the decoder's needs the
+# static cache.
+COMPILE_MODES = (False, True, "graphs")
+
+
+def parse_compile(axis: str, value: object) -> bool | str:
+    """``true``/``false``/``graphs`` (any case; booleans as such) to a COMPILE_MODES value."""
+    from bench.errors import UsageError
+
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    if lowered == "graphs":
+        return "graphs"
+    raise UsageError(f"bad {axis} value {value!r}; accepted: false, true, graphs")
+
+
+def torch_compile(fn: Callable, graphs: bool) -> Callable:
+    """torch.compile with fixed shapes; with ``graphs``, CUDA graphs (tests replace this seam)."""
+    import torch
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if not graphs:
+        return torch.compile(fn, dynamic=False)
+    compiled = torch.compile(fn, dynamic=False, mode="reduce-overhead")
+
+    @functools.wraps(fn)
+    def step(*args, **kwargs):
+        # each call is a new step of an inference loop: outputs of the previous replay are dead
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args, **kwargs)
+
+    return step
+
+
 def _compile(loaded: LoadedModel, cell: Any) -> str | None:
     """torch.compile of the model's forward: inside generate() that is every decoder step.
 
     The vision tower and the text encoder run once per batch outside ``forward`` (generate prepares
-    the encoder outputs first), so they stay eager. Shapes are fixed only with the static KV cache.
+    the encoder outputs first), so they stay eager here (``compile_vision`` compiles the vision tower).
+    Shapes are fixed only with the static KV cache; with CUDA graphs that cache is also kept at fixed
+    addresses (``reuse_static_cache``).
     """
-    if not cell.compile:
+    mode = cell.compile
+    if not mode:
         return None
-    import torch
-
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    loaded.model.forward = torch.compile(loaded.model.forward, dynamic=False)
+    graphs = mode == "graphs"
+    loaded.model.forward = torch_compile(loaded.model.forward, graphs)
+    if graphs:
+        reuse_static_cache(loaded.model)
+        return ("torch.compile(model.forward, dynamic=False, mode='reduce-overhead'): decoder steps in CUDA "
+                "graphs, static cache at fixed addresses; vision + encoder outside")
     return "torch.compile(model.forward, dynamic=False): decoder steps compiled, vision + encoder eager"
+
+
+def _compile_vision(loaded: LoadedModel, cell: Any) -> str | None:
+    """torch.compile of the vision tower and the projector, each on its own so the timing hooks around
+    them stay outside the compiled code (images are always 768x768: fixed shapes per batch size)."""
+    mode = getattr(cell, "compile_vision", False)
+    if not mode:
+        return None
+    graphs = mode == "graphs"
+    inner = loaded.model.model
+    for module in (inner.vision_tower, inner.multi_modal_projector):
+        module.forward = torch_compile(module.forward, graphs)
+    return f"torch.compile of the vision tower and projector (dynamic=False{', CUDA graphs' if graphs else ''})"
+
+
+def reuse_static_cache(model) -> None:
+    """One static KV cache per shape for every generate() call, initialised eagerly, reordered in place.
+
+    CUDA graphs replay fixed memory addresses. transformers builds a new static cache on every
+    generate() call, initialises it lazily inside the first (compiled) decoder step, and beam search
+    reorders it by building new tensors (index_select); each of these would make the graphs re-record.
+    Here the cache of a shape is kept and ``reset()`` (zeroed in place), its tensors are allocated
+    before any compiled call, and beam reordering copies in place. The cross-attention cache is not
+    reordered: every beam of an image holds the same encoder keys and values.
+    """
+    original = getattr(model, "_prepare_static_cache", None)
+    if original is None:
+        raise RuntimeError("this transformers version has no _prepare_static_cache: CUDA graphs unsupported here")
+    signature = inspect.signature(original)
+    text = model.config.get_text_config(decoder=True)
+    heads = text.decoder_attention_heads
+    head_dim = text.d_model // heads
+    kept: dict[tuple, Any] = {}
+
+    def prepare(*args, **kwargs):
+        batch_size = signature.bind(*args, **kwargs).arguments["batch_size"]
+        cache = original(*args, **kwargs)
+        parts = [getattr(cache, "self_attention_cache", cache), getattr(cache, "cross_attention_cache", None)]
+        key = (batch_size, *(tuple(layer.max_cache_len for layer in p.layers) for p in parts if p is not None))
+        if key in kept:
+            kept[key].reset()
+            return kept[key]
+        for part in parts:
+            if part is not None:
+                part.early_initialization(batch_size=batch_size, num_heads=heads, head_dim=head_dim,
+                                          dtype=model.dtype, device=model.device)
+        if hasattr(cache, "is_updated"):
+            cache.is_updated = dict.fromkeys(cache.is_updated, False)
+        cache.reorder_cache = functools.partial(_reorder_in_place, parts[0].layers)
+        kept[key] = cache
+        return cache
+
+    model._prepare_static_cache = prepare
+
+
+def _reorder_in_place(layers, beam_idx) -> None:
+    for layer in layers:
+        index = beam_idx.to(layer.keys.device)
+        layer.keys.copy_(layer.keys.index_select(0, index))
+        layer.values.copy_(layer.values.index_select(0, index))
 
 
 MODEL_SETTINGS: dict[str, Callable[[LoadedModel, Any], str | None]] = {
     "channels_last": _channels_last,
     "quant": _quantize,
     "compile": _compile,
+    "compile_vision": _compile_vision,
 }
 
 
@@ -118,6 +228,11 @@ def unsupported_reason(cell: Any) -> str | None:
         return f"int8 dynamic quantisation starts from fp32 weights (dtype {cell.dtype} requested)"
     if cell.quant != "none" and not str(cell.device).startswith("cpu"):
         return "int8 dynamic quantisation runs on CPU only"
+    for axis in ("compile", "compile_vision"):
+        if getattr(cell, axis, False) == "graphs" and not str(cell.device).startswith("cuda"):
+            return f"{axis}=graphs records CUDA graphs: CUDA only (device {cell.device})"
+    if cell.compile == "graphs" and getattr(cell, "cache", "static") != "static":
+        return "compile=graphs needs fixed shapes: the static KV cache (cache static)"
     return None
 
 

@@ -3,7 +3,8 @@
 The stages are marked on the device's clock (CUDA events on GPUs, perf_counter on CPU) and read
 after a single synchronisation per batch:
 
-- ``preprocess``: image decode + processor (tokenise, resize, normalise) + copy to the device;
+- ``preprocess``: image decode + tokenise + resize/normalise + copy to the device, on the host with the
+  checkpoint's processor or on the device (``bench.preprocess``, the ``preprocess`` axis);
 - ``vision``: the vision tower and projector, timed by forward hooks *inside* generate (part of ttft);
 - ``ttft``: generate() start to the first token's logits (vision + text encoder + first decoder step);
 - ``decode``: first token to the end of generate(); ``per_token`` = decode / (new tokens - 1);
@@ -11,10 +12,17 @@ after a single synchronisation per batch:
 
 So end to end = preprocess + ttft + decode + postprocess (vision is inside ttft). Times of a batch
 are divided by its size: every per-image figure of a batch > 1 is amortised, and says so.
+
+A batch runs in two halves: ``prepare`` (host work and the copy; what a ``Prefetcher`` runs on a
+background thread for the next batch) and ``execute`` (generate and postprocess). ``run_batch`` runs
+both in line. A prefetched batch's ``preprocess`` is its own preparation time, measured on the worker
+thread with the host clock (its device work synchronised); it overlaps the previous batch, so stage
+times then add up to more than the wall time, and throughput must be taken from the wall time.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from contextlib import contextmanager
@@ -23,7 +31,8 @@ from typing import Any
 
 from bench.checkpoints import LoadedModel, torch_dtype
 from bench.data import Sample
-from bench.measure import Clock
+from bench.measure import Clock, device_kind
+from bench.preprocess import make_preprocessor
 from bench.tasks import Task
 
 # Test-only hook: adds this many milliseconds to every preprocessing step, so the regression gate can
@@ -69,6 +78,19 @@ class BatchResult:
     texts: list[str]
     answers: list[Any]
     samples: list[Sample] = field(default_factory=list)
+    started_s: float = 0.0  # host perf_counter when the batch's preparation began
+    finished_s: float = 0.0  # host perf_counter when its results were ready (after the sync)
+    overlapped: bool = False  # prepared ahead by a Prefetcher while the previous batch ran
+
+
+@dataclass
+class Prepared:
+    """A batch ready for ``Pipeline.execute``: its inputs on the device and how long preparing took."""
+
+    samples: list[Sample]
+    inputs: dict[str, Any]
+    prepare_ms: float  # host wall time of decode + tokenise + pixels + copy, device work included
+    started_s: float
 
 
 class _FirstTokenMarker:
@@ -100,10 +122,15 @@ def _vision_hooks(model, clock: Clock, marks: list):
 
 
 class Pipeline:
-    """Runs batches of one task through a loaded model and times each stage on ``clock``."""
+    """Runs batches of one task through a loaded model and times each stage on ``clock``.
+
+    ``preprocess`` names how pixels are made (``bench.preprocess.PREPROCESSORS``); ``prefetch`` says
+    that ``prepare`` will run on another thread, which then gets its own copy of the processor (a
+    tokenizer is not safe to share between threads) and, on CUDA, its own stream.
+    """
 
     def __init__(self, loaded: LoadedModel, task: Task, generation: GenerationSettings, *, device: str,
-                 dtype: str, clock: Clock) -> None:
+                 dtype: str, clock: Clock, preprocess: str = "host", prefetch: bool = False) -> None:
         self.loaded = loaded
         self.task = task
         self.generation = generation
@@ -111,16 +138,38 @@ class Pipeline:
         self.dtype = torch_dtype(dtype)
         self.clock = clock
         self.delay_s = float(os.environ.get(INJECT_DELAY_ENV, "0") or 0) / 1000.0
+        processor = copy.deepcopy(loaded.processor) if prefetch else loaded.processor
+        self.preprocessor = make_preprocessor(preprocess, processor, device, self.dtype)
+        self._streams = None
+        if prefetch and device_kind(device) == "cuda":
+            import torch
 
-    def preprocess(self, samples: list[Sample]):
+            main = torch.cuda.current_stream(torch.device(device))
+            self._streams = (torch.cuda.Stream(device=torch.device(device)), main)
+
+    def preprocess(self, samples: list[Sample]) -> dict[str, Any]:
         images = [s.load_image() for s in samples]
         texts = [self.task.text_for(s) for s in samples]
-        inputs = self.loaded.processor(images=images, text=texts, return_tensors="pt", padding="longest")
+        inputs = self.preprocessor(images, texts)
         if self.delay_s:
             time.sleep(self.delay_s)
-        inputs = inputs.to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
+
+    def prepare(self, samples: list[Sample]) -> Prepared:
+        """Host work and the copy to the device, timed with the host clock (safe on a worker thread)."""
+        started = time.perf_counter()
+        if self._streams is None:
+            inputs = self.preprocess(samples)
+        else:
+            import torch
+
+            side, main = self._streams
+            with torch.cuda.stream(side):
+                inputs = self.preprocess(samples)
+            side.synchronize()  # the batch is on the device when prepare returns
+            for tensor in inputs.values():
+                tensor.record_stream(main)  # its memory is not reused while the main stream reads it
+        return Prepared(list(samples), inputs, (time.perf_counter() - started) * 1000.0, started)
 
     def generate(self, inputs, first: _FirstTokenMarker | None = None):
         import torch
@@ -157,11 +206,21 @@ class Pipeline:
         return counts
 
     def run_batch(self, samples: list[Sample]) -> BatchResult:
+        """Prepare and execute one batch in line; preprocess is timed on the device's clock."""
+        started = time.perf_counter()
+        t0 = self.clock.mark()
+        inputs = self.preprocess(samples)
+        return self._execute(list(samples), inputs, started, t0=t0)
+
+    def execute(self, prepared: Prepared) -> BatchResult:
+        """Generate and postprocess a batch prepared earlier (e.g. by a Prefetcher)."""
+        return self._execute(prepared.samples, prepared.inputs, prepared.started_s, prepare_ms=prepared.prepare_ms)
+
+    def _execute(self, samples: list[Sample], inputs: dict[str, Any], started: float, *, t0: object = None,
+                 prepare_ms: float | None = None) -> BatchResult:
         clock = self.clock
         marks: list[tuple[str, object]] = []
         first = _FirstTokenMarker(clock)
-        t0 = clock.mark()
-        inputs = self.preprocess(samples)
         t1 = clock.mark()
         with _vision_hooks(self.loaded.model, clock, marks):
             sequences = self.generate(inputs, first)
@@ -169,6 +228,7 @@ class Pipeline:
         texts, answers = self.postprocess(sequences, samples)
         t3 = clock.mark()
         clock.sync()  # the one synchronisation of this measurement (a no-op on CPU)
+        finished = time.perf_counter()
         ms = clock.elapsed_ms
         n = len(samples)
         counts = self.new_token_counts(sequences)
@@ -179,13 +239,15 @@ class Pipeline:
         first_mark = first.mark if first.mark is not None else t2
         ttft = ms(t1, first_mark)
         decode = ms(first_mark, t2)
-        batch_ms = ms(t0, t3)
+        preprocess = ms(t0, t1) if prepare_ms is None else prepare_ms
+        batch_ms = preprocess + ms(t1, t3)  # the batch's own work; overlap shows in wall time only
         stages = {
-            "preprocess": ms(t0, t1) / n,
+            "preprocess": preprocess / n,
             "vision": vision / n,
             "ttft": ttft / n,
             "decode": decode / n,
             "per_token": decode / max(1, steps - 1),  # per decoding step of the whole batch
             "postprocess": ms(t2, t3) / n,
         }
-        return BatchResult(stages, batch_ms / n, batch_ms, counts, texts, answers, list(samples))
+        return BatchResult(stages, batch_ms / n, batch_ms, counts, texts, answers, samples, started, finished,
+                           overlapped=prepare_ms is not None)

@@ -287,7 +287,7 @@ def _fmt_axis(axis: str, value: Any) -> str:
     if axis == "batch_size":
         return f"bs{value}"
     if axis == "compile":
-        return "compiled" if value else "eager"
+        return {"graphs": "cuda-graphs"}.get(value, "compiled" if value else "eager")
     if axis in ("variant", "device", "dtype", "dataset", "run", "scenario"):
         return str(value)
     short = {"num_beams": "beams", "max_new_tokens": "max_new", "weights": "weights"}.get(axis, axis)

@@ -36,7 +36,7 @@ class Record:
     dtype: str
     batch_size: int
     attn: str
-    compile: bool
+    compile: bool | str  # False, True or "graphs" (bench.optimize.COMPILE_MODES)
     num_beams: int
     max_new_tokens: int
     status: str = "ok"

@@ -3,7 +3,9 @@
 A cell is one point of the matrix. Cells are grouped by what needs a model load (variant, dtype,
 device, attention, quantisation, channels-last, compile), so each model is loaded once per group.
 Each finished cell is appended to results.jsonl at once; ``resume`` skips cells already ``ok``.
-A failure in one cell (an exception, CUDA OOM, MemoryError) becomes a record and the sweep goes on.
+A failure in one cell (an exception, MemoryError) becomes a record and the sweep goes on; CUDA running
+out of memory at a batch size is a ``skipped`` record naming the memory asked for and the device's,
+and the larger batch sizes of the same setting are skipped without trying.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from bench.checkpoints import (
 from bench.data import get_dataset, load_samples
 from bench.errors import UsageError, choice_error
 from bench.measure import RepetitionPolicy, clock_for, device_kind
+from bench.optimize import parse_compile
+from bench.preprocess import PREPROCESSORS
 from bench.tasks import get_task
 from bench.variants import get_variant
 
@@ -51,8 +55,10 @@ QUANT = ("none", "int8-dynamic")
 # axes a user can override from the command line, with their element parser
 AXES: dict[str, Callable[[str], Any]] = {
     "variants": str, "tasks": str, "dtypes": str, "batch_sizes": int, "devices": str, "attn": str,
-    "compile": lambda v: _parse_bool("compile", v), "num_beams": int, "cache": str,
+    "compile": lambda v: parse_compile("compile", v), "num_beams": int, "cache": str,
     "channels_last": lambda v: _parse_bool("channels_last", v), "quant": str,
+    "compile_vision": lambda v: parse_compile("compile_vision", v), "preprocess": str,
+    "prefetch": lambda v: _parse_bool("prefetch", v),
 }
 
 
@@ -77,11 +83,14 @@ class SweepConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     attn: list[str] = field(default_factory=lambda: ["sdpa"])
-    compile: list[bool] = field(default_factory=lambda: [False])
+    compile: list[bool | str] = field(default_factory=lambda: [False])
     num_beams: list[int] = field(default_factory=lambda: [3])
     cache: list[str] = field(default_factory=lambda: ["dynamic"])
     channels_last: list[bool] = field(default_factory=lambda: [False])
     quant: list[str] = field(default_factory=lambda: ["none"])
+    compile_vision: list[bool | str] = field(default_factory=lambda: [False])
+    preprocess: list[str] = field(default_factory=lambda: ["host"])
+    prefetch: list[bool] = field(default_factory=lambda: [False])
     dataset: str = "synthetic-smoke"
     limit: int | None = 4
     max_new_tokens: int | None = None
@@ -146,6 +155,9 @@ def override(config: SweepConfig, **axes: str | None) -> SweepConfig:
     return dataclasses.replace(config, **changes)
 
 
+_LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False}
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of the matrix. ``cell_id`` hashes exactly these settings, so it is machine-independent."""
@@ -166,21 +178,32 @@ class Cell:
     weights: str
     model_path: str | None
     max_new_tokens: int | None
+    compile_vision: bool | str = False
+    preprocess: str = "host"
+    prefetch: bool = False
 
     @property
     def cell_id(self) -> str:
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Axes added after the first records were written count only when away from their default, so
+        older run directories and baselines keep their ids."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items()
+                  if not (k in _LATER_AXES and v == _LATER_AXES[k] and type(v) is type(_LATER_AXES[k]))}
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property
     def group(self) -> tuple:
         return (self.variant, self.model_path, self.dtype, self.device, self.attn, self.quant, self.channels_last,
-                self.compile)
+                self.compile, self.compile_vision)
 
     @property
     def label(self) -> str:
-        extra = [k for k, on in (("compile", self.compile), ("channels-last", self.channels_last),
-                                 (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"))
+        extra = [k for k, on in (("compile", self.compile is True), ("decoder-graphs", self.compile == "graphs"),
+                                 ("vision-compiled", self.compile_vision is True),
+                                 ("vision-graphs", self.compile_vision == "graphs"),
+                                 ("channels-last", self.channels_last),
+                                 (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"),
+                                 ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch))
                  if on]
         return " ".join([self.variant, self.task, self.dtype, f"bs{self.batch_size}", self.device, self.attn,
                          f"beams{self.num_beams}", *extra])
@@ -197,11 +220,19 @@ def validate(config: SweepConfig) -> None:
     get_dataset(config.dataset)
     checks = (("dtype", config.dtypes, DTYPES), ("attention implementation", config.attn, ATTN),
               ("cache", config.cache, CACHES), ("quantisation", config.quant, QUANT),
-              ("weights mode", [config.weights], WEIGHTS_MODES))
+              ("weights mode", [config.weights], WEIGHTS_MODES), ("preprocess", config.preprocess, PREPROCESSORS))
     for kind, values, accepted in checks:
         for value in values:
             if value not in accepted:
                 raise choice_error(kind, value, accepted)
+    for axis in ("compile", "compile_vision"):
+        for value in getattr(config, axis):
+            if not (isinstance(value, bool) or value == "graphs"):
+                raise choice_error(axis, value, ("false", "true", "graphs"))
+    for axis in ("channels_last", "prefetch"):
+        for value in getattr(config, axis):
+            if not isinstance(value, bool):
+                raise choice_error(axis, value, ("false", "true"))
     for device in config.devices:
         device_kind(device)
     for name, values in (("batch size", config.batch_sizes), ("num_beams", config.num_beams)):
@@ -225,14 +256,16 @@ def expand(config: SweepConfig) -> list[Cell]:
     n_images = len(load_samples(config.dataset, config.limit))
     cells = []
     for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
-                                   config.channels_last, config.compile, config.tasks, config.batch_sizes,
-                                   config.num_beams, config.cache):
-        variant, device, dtype, attn, quant, channels_last, compile_, task, bs, beams, cache = combo
+                                   config.channels_last, config.compile, config.compile_vision, config.tasks,
+                                   config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
+                                   config.cache):
+        (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess, prefetch,
+         bs, beams, cache) = combo
         if quant != "none" and device_kind(device) != "cpu":
             continue  # dynamic int8 is a CPU-only path; the combination is not a cell
         cells.append(Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn, compile_,
                           beams, cache, channels_last, quant, config.weights, config.model_path,
-                          config.max_new_tokens))
+                          config.max_new_tokens, compile_vision, preprocess, prefetch))
     return cells
 
 
@@ -284,18 +317,56 @@ def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.R
         device=cell.device, dtype=cell.dtype, batch_size=cell.batch_size, attn=cell.attn, compile=cell.compile,
         num_beams=cell.num_beams, max_new_tokens=cell.max_new_tokens or 0,
         settings={"cache": cell.cache, "channels_last": cell.channels_last, "quant": cell.quant,
-                  "weights_requested": cell.weights},
+                  "weights_requested": cell.weights, "compile_vision": cell.compile_vision,
+                  "preprocess": cell.preprocess, "prefetch": cell.prefetch},
     )
+
+
+class CellSkipped(Exception):
+    """A cell that cannot run here, found out once its model is loaded: a ``skipped`` record."""
 
 
 def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) -> store.Record:
     record = _base_record(cell, loaded.ref.checkpoint if loaded else "", loaded.ref.weights if loaded else "")
+    if isinstance(exc, CellSkipped):
+        record.status, record.error = "skipped", str(exc)
+        return record
     text = f"{type(exc).__name__}: {exc}"
+    if is_cuda_oom(exc):
+        record.status, record.error = "skipped", cuda_oom_reason(cell, exc)
+        return record
     oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
     record.status = "oom" if oom else "error"
     record.error = text.splitlines()[0][:2000]
     record.extra["traceback"] = traceback.format_exc(limit=8)
     return record
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def cuda_memory(device: str) -> tuple[int, int] | None:
+    """(free, total) bytes of a CUDA device, or None where it cannot be read."""
+    try:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free), int(total)
+    except Exception:  # no CUDA, or the device is in a bad state after the OOM
+        return None
+
+
+def cuda_oom_reason(cell: Cell, exc: BaseException) -> str:
+    """One line: the batch size, the allocation that failed and the device's memory."""
+    asked = re.search(r"Tried to allocate ([\d.]+ ?[KMGT]i?B)", str(exc))
+    memory = cuda_memory(cell.device)
+    device = (f"the device has {memory[1] / 2**30:.1f} GiB in all, {memory[0] / 2**30:.1f} GiB free after the "
+              "failure" if memory else "device capacity unknown")
+    need = f"tried to allocate {asked.group(1)} more" if asked else "allocation size not reported"
+    return f"CUDA out of memory at batch size {cell.batch_size}: {need}; {device}"
 
 
 def _free_memory() -> None:
@@ -390,10 +461,16 @@ def groups(cells: Iterable[Cell]) -> list[list[Cell]]:
     return [list(g) for _, g in itertools.groupby(cells, key=lambda c: c.group)]
 
 
-def run_cells(config: SweepConfig, cells: list[Cell], out: Path, *, quiet: bool = False) -> list[dict[str, Any]]:
-    """Run cells locally, loading each group's model once; every record is appended as it ends."""
+def run_cells(config: SweepConfig, cells: list[Cell], out: Path, *, quiet: bool = False,
+              gate: Callable[[Cell], str | None] | None = None) -> list[dict[str, Any]]:
+    """Run cells locally, loading each group's model once; every record is appended as it ends.
+
+    ``gate(cell)`` may refuse a cell before it starts (a time budget, say): its reason becomes the
+    ``skipped`` record's error.
+    """
     progress = Progress(len(cells), quiet)
     written: list[dict[str, Any]] = []
+    oom_at: dict[Cell, int] = {}  # a setting (batch size left out) -> the smallest batch that ran out of memory
 
     def emit(cell: Cell, record: store.Record) -> None:
         store.append(out, record)
@@ -404,7 +481,7 @@ def run_cells(config: SweepConfig, cells: list[Cell], out: Path, *, quiet: bool 
         for group in groups(cells):
             runnable = []
             for cell in group:
-                reason = unsupported_reason(cell)
+                reason = unsupported_reason(cell) or (gate(cell) if gate else None)
                 if reason:
                     record = _base_record(cell)
                     record.status, record.error = "skipped", reason
@@ -425,6 +502,16 @@ def run_cells(config: SweepConfig, cells: list[Cell], out: Path, *, quiet: bool 
                 _free_memory()
                 continue
             for cell in runnable:
+                setting = dataclasses.replace(cell, batch_size=0)
+                reason = gate(cell) if gate else None
+                if reason is None and setting in oom_at and cell.batch_size > oom_at[setting]:
+                    reason = (f"not tried: batch size {cell.batch_size} > {oom_at[setting]}, which ran out of CUDA "
+                              "memory with the same settings")
+                if reason:
+                    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
+                    record.status, record.error = "skipped", reason
+                    emit(cell, record)
+                    continue
                 progress.start(cell)
                 try:
                     record = run_cell(config, cell, loaded, out)
@@ -432,6 +519,9 @@ def run_cells(config: SweepConfig, cells: list[Cell], out: Path, *, quiet: bool 
                     raise
                 except (Exception, MemoryError) as exc:
                     record = _failure(cell, exc, loaded)
+                    if is_cuda_oom(exc):
+                        oom_at[setting] = min(cell.batch_size, oom_at.get(setting, cell.batch_size))
+                    del exc  # its traceback holds the failed batch's tensors
                     _free_memory()
                 emit(cell, record)
             del loaded
@@ -460,19 +550,23 @@ def run_cell(config: SweepConfig, cell: Cell, loaded: LoadedModel, out: Path) ->
     from bench.metrics import usable_samples
     from bench.optimize import roofline_for
     from bench.pipeline import Pipeline, generation_settings
+    from bench.preprocess import device_unsupported_reason
     from bench.scenario import measure, scenario_name
 
     task = get_task(cell.task)
     samples = usable_samples(task.token, load_samples(cell.dataset, config.limit))
     if not samples:
         raise UsageError(f"dataset {cell.dataset!r} has no image usable for {task.token} (no query or reference)")
+    if cell.preprocess == "device" and (reason := device_unsupported_reason(loaded.processor)):
+        raise CellSkipped(reason)
     generation = generation_settings(task, loaded.ref.weights, cell.num_beams, cell.max_new_tokens, cell.cache)
     clock = clock_for(cell.device)
-    pipeline = Pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock)
+    pipeline = Pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock,
+                        preprocess=cell.preprocess, prefetch=cell.prefetch)
     policy = config.policy(cell.device)
     started = time.time()
     m = measure(pipeline, samples, cell.batch_size, policy, cell.device, loaded.weights_bytes,
-                energy_idle_s=config.energy_idle_s)
+                energy_idle_s=config.energy_idle_s, prefetch=cell.prefetch)
     record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
     record.max_new_tokens = generation.max_new_tokens
     record.params = loaded.params
@@ -493,6 +587,10 @@ def run_cell(config: SweepConfig, cell: Cell, loaded: LoadedModel, out: Path) ->
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "injected_preprocess_delay_ms": pipeline.delay_s * 1000 or None,
         "image_processor": type(loaded.processor.image_processor).__name__,
+        "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
+                       "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
+        "prefetch": ("next batch prepared on a background thread while this one runs; throughput = images / wall "
+                     "time, stage times are each stage's own" if cell.prefetch else None),
     }
     record.accuracy = _accuracy(cell, loaded, samples, m.answers)
     variant = get_variant(cell.variant)

@@ -228,3 +228,82 @@ def test_settings_disable_transformers_own_compile(tiny_checkpoint):
     loaded = _load(tiny_checkpoint, "sdpa")
     assert loaded.model.generation_config.disable_compile is True
     assert loaded.notes == []
+
+
+# ------------------------------------------------------------------------- compile and CUDA graphs
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """torch.compile with the eager backend: dynamo traces exactly what inductor would get, without a
+    C++ compiler or a GPU; records what was compiled and whether CUDA graphs were asked for."""
+    calls = []
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+
+    def compile_(fn, graphs):
+        calls.append((fn.__qualname__, graphs))
+        return torch.compile(fn, backend="eager", dynamic=False)
+
+    monkeypatch.setattr(optimize, "torch_compile", compile_)
+    yield calls
+    torch._dynamo.reset()
+
+
+def _graph_stats():
+    counters = torch._dynamo.utils.counters
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+
+
+def test_compiled_decoder_and_vision_generate_the_eager_tokens(tiny_checkpoint, eager_compile):
+    samples = synthetic_smoke(2)
+    naive = _token_ids(_load(tiny_checkpoint, "sdpa"), "<CAPTION>", samples, 2, "static", 3)
+    compiled = _load(tiny_checkpoint, "sdpa", compile=True, compile_vision=True)
+    assert eager_compile == [("Florence2ForConditionalGeneration.forward", False),
+                             ("Florence2VisionBackbone.forward", False),
+                             ("Florence2MultiModalProjector.forward", False)]
+    assert len(compiled.notes) == 2 and "vision tower and projector" in compiled.notes[1]
+    assert _token_ids(compiled, "<CAPTION>", samples, 2, "static", 3) == naive
+    graphs, breaks = _graph_stats()
+    assert breaks == 0  # a graph break would split a CUDA graph
+    assert graphs == 4  # decoder: first step (fills the cross-attention cache) and the others; vision; projector
+
+
+def test_graphs_keep_one_static_cache_at_fixed_addresses(tiny_checkpoint, eager_compile):
+    """What CUDA graphs need, checked on CPU: one cache per shape, allocated before any compiled call,
+    reordered in place by beam search, and no recompilation on the next batch; tokens unchanged."""
+    samples = synthetic_smoke(4)
+    naive = _token_ids(_load(tiny_checkpoint, "sdpa"), "<CAPTION>", samples, 1, "dynamic", 3)
+    loaded = _load(tiny_checkpoint, "sdpa", compile="graphs")
+    assert eager_compile == [("Florence2ForConditionalGeneration.forward", True)]
+    assert "CUDA graphs" in loaded.notes[0]
+    addresses = []
+    prepare = loaded.model._prepare_static_cache
+
+    def spy(*args, **kwargs):
+        cache = prepare(*args, **kwargs)
+        addresses.append([layer.keys.data_ptr() for layer in cache.self_attention_cache.layers])
+        return cache
+
+    loaded.model._prepare_static_cache = spy
+    assert _token_ids(loaded, "<CAPTION>", samples, 2, "static", 3) == naive
+    assert len(addresses) == 2 and addresses[0] == addresses[1]  # two batches, one cache
+    graphs, breaks = _graph_stats()
+    assert (graphs, breaks) == (2, 0)
+
+
+def test_graph_steps_tell_cudagraphs_where_a_step_begins(monkeypatch):
+    marks = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: (marks.append(kwargs), fn)[1])
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append("step"))
+    step = optimize.torch_compile(lambda x: x + 1, graphs=True)
+    assert [step(1), step(2)] == [2, 3]
+    assert marks == [{"dynamic": False, "mode": "reduce-overhead"}, "step", "step"]
+
+
+def test_cuda_graphs_are_cuda_only_and_need_the_static_cache():
+    assert "CUDA only" in unsupported_reason(_settings(compile="graphs", cache="static"))
+    assert "CUDA only" in unsupported_reason(_settings(compile_vision="graphs"))
+    assert "static KV cache" in unsupported_reason(_settings(compile="graphs", cache="dynamic", device="cuda"))
+    assert unsupported_reason(_settings(compile="graphs", cache="static", device="cuda:0")) is None
+    assert unsupported_reason(_settings(compile_vision=True)) is None

@@ -1,0 +1,219 @@
+"""How a batch of images and prompts becomes model inputs: pixels on the host or on the device.
+
+Two ways, a sweep axis (``preprocess``), registered in ``PREPROCESSORS``:
+
+- ``host``: the checkpoint's own processor on the CPU (the CLIP image processor resizes, rescales and
+  normalises; the tokenizer builds the prompt), then a copy of the float pixel values to the device.
+  This is what the model card does.
+- ``device``: the host only decodes each image to a uint8 tensor (a quarter of the bytes of float
+  pixels) and copies it; resize, rescale and normalise run on the cell's device with plain torch ops
+  (no torchvision, so the same code runs on ``cpu``). The resize reproduces what the CLIP processor
+  does with PIL: an antialiased bicubic filter applied as two separable passes, horizontal then
+  vertical, each rounded to uint8 (torch's ``bicubic`` with ``antialias=True`` uses PIL's kernel).
+  Against the reference processor, on images from 33x47 to 2000x300 (down- and up-scaling, smooth and
+  noise content): at most 2 grey levels apart, i.e. ``MAX_ABS_DIFF`` after normalisation, with a mean
+  absolute difference below ``MEAN_ABS_DIFF`` (tests/test_preprocess.py measures both). Single-pass
+  float resizing, for comparison, was up to 28 grey levels off. Tokens come from the processor itself:
+  each distinct prompt is tokenised once (with a 1x1 placeholder image) and cached.
+
+Copies to a CUDA device come from pinned host memory and are non-blocking; the caller orders them
+(``Pipeline.prepare`` synchronises its stream before handing the batch over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.errors import choice_error
+
+# Device pixels vs the reference CLIP processor (measured, see the module docstring): 2 grey levels
+# divided by the smallest ImageNet std (0.224) and 255, and the mean over every pixel and channel.
+MAX_ABS_DIFF = 2 / 255 / 0.224
+MEAN_ABS_DIFF = 1e-3
+BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the CLIP processor's resample
+
+
+class UnsupportedPreprocess(ValueError):
+    """The checkpoint's image processor does something the device path does not reproduce."""
+
+
+@dataclass(frozen=True)
+class PixelSpec:
+    """What the image processor does to every image: resize to (height, width), rescale, normalise."""
+
+    height: int
+    width: int
+    rescale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, image_processor: Any) -> PixelSpec:
+        """Read the spec from a CLIP-style image processor; UnsupportedPreprocess names what differs."""
+        ip = image_processor
+        size = dict(getattr(ip, "size", None) or {})
+        problems = []
+        if not getattr(ip, "do_resize", False) or not {"height", "width"} <= size.keys():
+            problems.append(f"resize to a fixed height x width (size={size})")
+        if getattr(ip, "do_center_crop", False):
+            problems.append("no centre crop")
+        resample = getattr(ip, "resample", None)
+        if not (resample == BICUBIC or "BICUBIC" in str(resample).upper()):
+            problems.append(f"bicubic resampling (resample={resample!r})")
+        if not getattr(ip, "do_rescale", False) or not getattr(ip, "do_normalize", False):
+            problems.append("rescale and normalise")
+        if problems:
+            raise UnsupportedPreprocess(
+                f"{type(ip).__name__} differs from what device preprocessing reproduces: needs {', '.join(problems)}"
+            )
+        mean, std = tuple(ip.image_mean), tuple(ip.image_std)
+        return cls(int(size["height"]), int(size["width"]), float(ip.rescale_factor), mean, std)
+
+
+def device_unsupported_reason(processor: Any) -> str | None:
+    """Why this processor's pixels cannot be reproduced on the device (a ``skipped`` cell), or None."""
+    try:
+        PixelSpec.of(processor.image_processor)
+    except UnsupportedPreprocess as exc:
+        return str(exc)
+    return None
+
+
+def rgb_array(image: Any) -> np.ndarray:
+    """HWC uint8 RGB, as the processor's ``do_convert_rgb`` makes it (transparency onto white)."""
+    from PIL import Image
+
+    if image.mode != "RGB":
+        if "A" in image.getbands() or image.info.get("transparency") is not None:
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        image = image.convert("RGB")
+    return np.array(image, dtype=np.uint8)
+
+
+def to_device(tensor: Any, device: str, dtype: Any = None) -> Any:
+    """Copy to ``device``: from pinned memory and non-blocking when the device is a GPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    else:
+        tensor = tensor.to(device)
+    return tensor if dtype is None else tensor.to(dtype)
+
+
+def _pil_bicubic(x: Any, height: int, width: int) -> Any:
+    """PIL's antialiased bicubic resize of (N, C, H, W) values in 0..255: horizontal pass, round to
+    uint8, vertical pass, round to uint8 (a pass is skipped where the size already matches, as in PIL)."""
+    import torch.nn.functional as F
+
+    if x.shape[-1] != width:
+        x = F.interpolate(x, size=(x.shape[-2], width), mode="bicubic", antialias=True, align_corners=False)
+        x = x.round_().clamp_(0, 255)
+    if x.shape[-2] != height:
+        x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        x = x.round_().clamp_(0, 255)
+    return x
+
+
+def device_pixels(arrays: list[Any], spec: PixelSpec, dtype: Any) -> Any:
+    """(N, 3, H, W) pixel values from HWC uint8 tensors already on the device; images of one size are
+    resized together."""
+    import torch
+
+    device = arrays[0].device
+    out = torch.empty((len(arrays), 3, spec.height, spec.width), dtype=torch.float32, device=device)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(arrays):
+        by_shape.setdefault(tuple(a.shape), []).append(i)
+    for indices in by_shape.values():
+        x = torch.stack([arrays[i] for i in indices]).permute(0, 3, 1, 2).float()
+        out[indices] = _pil_bicubic(x, spec.height, spec.width)
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    return ((out * spec.rescale - mean) / std).to(dtype)
+
+
+class TokenCache:
+    """The processor's own input ids for each distinct prompt, computed once, padded per batch."""
+
+    def __init__(self, processor: Any) -> None:
+        from PIL import Image
+
+        self.processor = processor
+        self._placeholder = Image.new("RGB", (1, 1))
+        self._ids: dict[str, list[int]] = {}
+        tokenizer = processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+
+    def ids(self, text: str) -> list[int]:
+        if text not in self._ids:
+            encoded = self.processor(images=[self._placeholder], text=[text], return_tensors="np")
+            self._ids[text] = [int(t) for t in encoded["input_ids"][0]]
+        return self._ids[text]
+
+    def __call__(self, texts: list[str]) -> dict[str, Any]:
+        """``input_ids`` and ``attention_mask`` (CPU int64), padded to the longest, as the processor pads."""
+        import torch
+
+        rows = [self.ids(t) for t in texts]
+        longest = max(len(r) for r in rows)
+        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, row in enumerate(rows):
+            span = slice(longest - len(row), longest) if self.left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+class HostPreprocessor:
+    """The checkpoint's processor on the CPU, then one copy of every tensor to the device."""
+
+    name = "host"
+
+    def __init__(self, processor: Any, device: str, dtype: Any) -> None:
+        self.processor, self.device, self.dtype = processor, device, dtype
+
+    def __call__(self, images: list[Any], texts: list[str]) -> dict[str, Any]:
+        inputs = self.processor(images=images, text=texts, return_tensors="pt", padding="longest")
+        out = {k: to_device(v, self.device) for k, v in inputs.items()}
+        out["pixel_values"] = out["pixel_values"].to(self.dtype)
+        return out
+
+
+class DevicePreprocessor:
+    """uint8 images copied to the device, resized and normalised there; tokens from the cache."""
+
+    name = "device"
+
+    def __init__(self, processor: Any, device: str, dtype: Any) -> None:
+        self.spec = PixelSpec.of(processor.image_processor)
+        self.tokens = TokenCache(processor)
+        self.device, self.dtype = device, dtype
+
+    def __call__(self, images: list[Any], texts: list[str]) -> dict[str, Any]:
+        import torch
+
+        out = {k: to_device(v, self.device) for k, v in self.tokens(texts).items()}
+        arrays = [to_device(torch.from_numpy(rgb_array(im)), self.device) for im in images]
+        out["pixel_values"] = device_pixels(arrays, self.spec, self.dtype)
+        return out
+
+
+PREPROCESSORS: dict[str, Callable[[Any, str, Any], Any]] = {
+    "host": HostPreprocessor,
+    "device": DevicePreprocessor,
+}
+
+
+def make_preprocessor(name: str, processor: Any, device: str, dtype: Any):
+    """The preprocessor registered as ``name`` for this processor, device and pixel dtype."""
+    if name not in PREPROCESSORS:
+        raise choice_error("preprocess", name, tuple(PREPROCESSORS))
+    return PREPROCESSORS[name](processor, device, dtype)

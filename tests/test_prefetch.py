@@ -1,0 +1,136 @@
+"""Overlap: the Prefetcher prepares batch k+1 while batch k runs; stage times stay honest."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bench.data import synthetic_smoke
+from bench.measure import CpuClock, RepetitionPolicy
+from bench.pipeline import BatchResult, GenerationSettings, Pipeline, Prepared
+from bench.prefetch import Prefetcher
+from bench.scenario import measure
+from bench.tasks import get_task
+
+PREPARE_S = EXECUTE_S = 0.08  # sleeps release the GIL, as image decoding and waiting on a GPU do
+
+
+def test_items_come_back_in_order_prepared_one_ahead_on_another_thread():
+    threads, started = set(), []
+
+    def prepare(item: int) -> int:
+        threads.add(threading.current_thread().name)
+        started.append(item)
+        return item * 10
+
+    with Prefetcher(prepare, iter(range(5))) as prefetcher:
+        first = next(prefetcher)
+        deadline = time.monotonic() + 10
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert started == [0, 1]  # item 1 is prepared while the caller holds item 0, and nothing further
+        assert [first, *prefetcher] == [0, 10, 20, 30, 40]
+    assert threads and all(name.startswith("prefetch") for name in threads)
+
+
+def test_an_error_while_preparing_reaches_the_caller():
+    def prepare(item: int) -> int:
+        if item == 1:
+            raise ValueError("corrupt image 1")
+        return item
+
+    with Prefetcher(prepare, iter(range(3))) as prefetcher:
+        assert next(prefetcher) == 0
+        with pytest.raises(ValueError, match="corrupt image 1"):
+            next(prefetcher)
+
+
+def test_wall_time_is_the_max_not_the_sum_of_the_stages():
+    """Six batches whose two halves take 80 ms each: in line ~960 ms, overlapped ~560 ms."""
+    prepare_s, execute_s = [], []
+
+    def prepare(item: int) -> int:
+        t = time.perf_counter()
+        time.sleep(PREPARE_S)
+        prepare_s.append(time.perf_counter() - t)
+        return item
+
+    start = time.perf_counter()
+    with Prefetcher(prepare, iter(range(6))) as prefetcher:
+        for _ in prefetcher:
+            t = time.perf_counter()
+            time.sleep(EXECUTE_S)
+            execute_s.append(time.perf_counter() - t)
+    wall = time.perf_counter() - start
+    stages = sum(prepare_s) + sum(execute_s)  # each stage's own time, as measured where it ran
+    assert wall >= sum(execute_s)
+    assert wall < 0.75 * stages, (wall, stages)  # in line it would be >= stages
+
+
+class FakePipeline:
+    """Known service times: prepare and execute each sleep; the stage times are what they measured."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def prepare(self, samples) -> Prepared:
+        started = time.perf_counter()
+        self.threads.add(threading.current_thread().name)
+        time.sleep(PREPARE_S)
+        return Prepared(list(samples), {}, (time.perf_counter() - started) * 1000, started)
+
+    def execute(self, prepared: Prepared) -> BatchResult:
+        t = time.perf_counter()
+        time.sleep(EXECUTE_S)
+        execute_ms = (time.perf_counter() - t) * 1000
+        n = len(prepared.samples)
+        batch_ms = prepared.prepare_ms + execute_ms
+        stages = {"preprocess": prepared.prepare_ms / n, "vision": 0.0, "ttft": execute_ms / n, "per_token": 0.0,
+                  "decode": 0.0, "postprocess": 0.0}
+        return BatchResult(stages, batch_ms / n, batch_ms, [1] * n, ["t"] * n, ["a"] * n, prepared.samples,
+                           prepared.started_s, time.perf_counter(), overlapped=True)
+
+    def run_batch(self, samples) -> BatchResult:
+        return self.execute(self.prepare(samples))
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_offline_throughput_comes_from_wall_time_when_prefetching(prefetch):
+    fake = FakePipeline()
+    policy = RepetitionPolicy(warmup=1, min_iterations=6, min_duration_s=0.0, max_iterations=6, cv_threshold=1.0)
+    m = measure(fake, synthetic_smoke(4), 2, policy, "cpu", None, energy_idle_s=0.0, prefetch=prefetch)
+    assert m.iterations == 6
+    own_work = 2 / (PREPARE_S + EXECUTE_S)  # images/s if the two halves ran one after the other
+    assert m.stages_ms["preprocess"] >= PREPARE_S * 1000 / 2  # each stage keeps its own time
+    assert m.throughput["wall_s"] > 0
+    if prefetch:
+        assert m.throughput["images_per_s"] == pytest.approx(12 / m.throughput["wall_s"])
+        assert m.throughput["images_per_s"] > 1.35 * own_work
+        assert any(name.startswith("prefetch") for name in fake.threads)
+    else:
+        assert m.throughput["images_per_s"] < 1.05 * own_work
+        assert fake.threads == {threading.current_thread().name}
+
+
+def test_a_prepared_batch_executes_to_the_same_outputs(tiny_loaded):
+    """prepare on another thread (own processor copy) + execute == run_batch, with honest stage times."""
+    generation = GenerationSettings(num_beams=1, max_new_tokens=4, forced=True)
+    inline = Pipeline(tiny_loaded, get_task("<OD>"), generation, device="cpu", dtype="fp32", clock=CpuClock())
+    ahead = Pipeline(tiny_loaded, get_task("<OD>"), generation, device="cpu", dtype="fp32", clock=CpuClock(),
+                     preprocess="device", prefetch=True)
+    assert ahead.preprocessor.tokens.processor is not tiny_loaded.processor  # a thread gets its own tokenizer
+    samples = synthetic_smoke(4)
+    batches = iter([samples[:2], samples[2:]])
+    with Prefetcher(ahead.prepare, batches) as prefetcher:
+        results = [ahead.execute(prepared) for prepared in prefetcher]
+    expected = [inline.run_batch(samples[:2]), inline.run_batch(samples[2:])]
+    for got, want in zip(results, expected, strict=True):
+        assert got.overlapped and not want.overlapped
+        assert got.new_tokens == want.new_tokens == [4, 4]
+        assert got.stages_ms["preprocess"] > 0
+        assert got.batch_ms == pytest.approx(sum(got.stages_ms[s] for s in ("preprocess", "ttft", "decode",
+                                                                               "postprocess")) * 2, rel=0.02)
+        assert got.started_s < got.finished_s
