@@ -256,7 +256,8 @@ def load(variant: Variant, ref: CheckpointRef, *, device: str = "cpu", dtype: st
     if ref.directory is None:
         config = native_config(ref.config_directory) if ref.config_directory else variant.config()
         torch.manual_seed(0)
-        model = Florence2ForConditionalGeneration._from_config(config, attn_implementation=attn, dtype=dt)
+        with torch.device(device):  # built where it runs, in its dtype: no host init and copy (seconds on a GPU)
+            model = Florence2ForConditionalGeneration._from_config(config, attn_implementation=attn, dtype=dt)
         processor = build_processor()
     else:
         directory = ref.directory

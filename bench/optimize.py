@@ -324,16 +324,26 @@ def agreement(texts_a: Mapping[int, str], texts_b: Mapping[int, str]) -> float:
     return sum(texts_a[i] == texts_b[i] for i in shared) / len(shared)
 
 
-# Records that must match for two texts to be comparable; batch size, attention, cache, layout and compile
+# Records that must match for two texts to be comparable; batch size, attention, cache, layout and prefetch
 # are left out because they preserve tokens (TOKEN_PRESERVING).
 _SAME_WORK = ("variant", "checkpoint", "weights", "task", "dataset", "num_beams", "max_new_tokens")
+# The reference: fp32, not quantised, the processor's pixels, eager (compiled kernels fuse and reorder
+# floating-point operations, so compiled records are checked against it, not used as it).
+_EAGER_FP32 = ("fp32", "none", "host", False, False)
+
+
+def _token_setting(r: Mapping[str, Any]) -> tuple:
+    settings = r.get("settings") or {}
+    return (r.get("dtype"), settings.get("quant", "none"), settings.get("preprocess", "host"),
+            r.get("compile") or False, settings.get("compile_vision") or False)
 
 
 def agreement_with_fp32(records: list[Mapping[str, Any]]) -> dict[str, float]:
-    """For each ok fp16/bf16/int8 record, exact-match agreement with an fp32 record of the same work.
+    """For each ok record that may change tokens (fp16/bf16, int8, device pixels, compiled), exact-match
+    agreement with an eager fp32 record of the same work.
 
     Texts are read from ``record["extra"]["texts"]`` (image id -> generated text). Returns
-    cell_id -> agreement; records with no fp32 counterpart are left out.
+    cell_id -> agreement; records with no eager fp32 counterpart are left out.
     """
 
     def texts(r: Mapping[str, Any]) -> dict[int, str]:
@@ -342,21 +352,14 @@ def agreement_with_fp32(records: list[Mapping[str, Any]]) -> dict[str, float]:
     def key(r: Mapping[str, Any]) -> tuple:
         return tuple(r.get(f) for f in _SAME_WORK)
 
-    def quant(r: Mapping[str, Any]) -> str:
-        return (r.get("settings") or {}).get("quant", "none")
-
     ok = [r for r in records if r.get("status") == "ok" and texts(r)]
     references: dict[tuple, dict[int, str]] = {}
     for r in ok:
-        if r.get("dtype") == "fp32" and quant(r) == "none":
+        if _token_setting(r) == _EAGER_FP32:
             references.setdefault(key(r), texts(r))
     out = {}
     for r in ok:
         reference = references.get(key(r))
-        if (
-            (r.get("dtype") != "fp32" or quant(r) != "none")
-            and reference
-            and reference.keys() & texts(r).keys()
-        ):
+        if _token_setting(r) != _EAGER_FP32 and reference and reference.keys() & texts(r).keys():
             out[r["cell_id"]] = agreement(reference, texts(r))
     return out

@@ -333,7 +333,7 @@ def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) 
         return record
     text = f"{type(exc).__name__}: {exc}"
     if is_cuda_oom(exc):
-        record.status, record.error = "skipped", cuda_oom_reason(cell, exc)
+        record.status, record.error = "skipped", cuda_oom_reason(cell.device, cell.batch_size, exc)
         return record
     oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
     record.status = "oom" if oom else "error"
@@ -359,14 +359,14 @@ def cuda_memory(device: str) -> tuple[int, int] | None:
         return None
 
 
-def cuda_oom_reason(cell: Cell, exc: BaseException) -> str:
+def cuda_oom_reason(device: str, batch_size: int, exc: BaseException) -> str:
     """One line: the batch size, the allocation that failed and the device's memory."""
     asked = re.search(r"Tried to allocate ([\d.]+ ?[KMGT]i?B)", str(exc))
-    memory = cuda_memory(cell.device)
-    device = (f"the device has {memory[1] / 2**30:.1f} GiB in all, {memory[0] / 2**30:.1f} GiB free after the "
-              "failure" if memory else "device capacity unknown")
+    memory = cuda_memory(device)
+    capacity = (f"the device has {memory[1] / 2**30:.1f} GiB in all, {memory[0] / 2**30:.1f} GiB free after the "
+                "failure" if memory else "device capacity unknown")
     need = f"tried to allocate {asked.group(1)} more" if asked else "allocation size not reported"
-    return f"CUDA out of memory at batch size {cell.batch_size}: {need}; {device}"
+    return f"CUDA out of memory at batch size {batch_size}: {need}; {capacity}"
 
 
 def _free_memory() -> None:

@@ -307,3 +307,17 @@ def test_cuda_graphs_are_cuda_only_and_need_the_static_cache():
     assert "static KV cache" in unsupported_reason(_settings(compile="graphs", cache="dynamic", device="cuda"))
     assert unsupported_reason(_settings(compile="graphs", cache="static", device="cuda:0")) is None
     assert unsupported_reason(_settings(compile_vision=True)) is None
+
+
+def test_compiled_and_device_pixel_records_are_checked_against_eager_fp32():
+    records = [
+        _record("compiled-first", "fp32", {1: "a", 2: "x"}, compile=True),  # listed first, still not the reference
+        _record("eager", "fp32", {1: "a", 2: "b"}, batch_size=4),
+        _record("graphs", "fp32", {1: "a", 2: "b"}, compile="graphs"),
+        _record("device-pixels", "fp32", {1: "y", 2: "b"},
+                settings={"quant": "none", "preprocess": "device", "prefetch": True}),
+        _record("vision", "fp16", {1: "a", 2: "b"}, settings={"quant": "none", "compile_vision": "graphs"}),
+        _record("prefetch-only", "fp32", {1: "a", 2: "b"}, settings={"quant": "none", "prefetch": True}),
+    ]
+    assert agreement_with_fp32(records) == {"compiled-first": 0.5, "graphs": 1.0, "device-pixels": 0.5,
+                                            "vision": 1.0}

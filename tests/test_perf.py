@@ -95,3 +95,126 @@ def test_bad_arguments_exit_2(capsys):
     assert perf.main(["--device", "tpu"]) == 2
     assert "accepted" in capsys.readouterr().err
     assert perf.main(["--images", "0"]) == 2
+
+
+def test_candidate_keys_name_every_setting_and_parse_back():
+    for candidate in perf.cpu_candidates() + perf.cuda_candidates():
+        assert perf.parse_candidate(candidate.key) == candidate
+    assert perf.parse_candidate("fp16-b128-static-graphs-vgraphs-dev-prefetch") == Candidate(
+        dtype="fp16", batch_size=128, cache="static", compile="graphs", compile_vision="graphs",
+        preprocess="device", prefetch=True)
+    for bad, named in (("fp8-b1", "'fp8-b1'"), ("fp16-64", "'fp16-64'"), ("fp16-b64-turbo", "'turbo'")):
+        with pytest.raises(perf.UsageError, match=named):
+            perf.parse_candidate(bad)
+
+
+def test_cuda_candidates_reach_batch_128_and_put_the_compiled_ones_last():
+    candidates = perf.cuda_candidates()
+    assert {64, 128} <= {c.batch_size for c in candidates}
+    first_compiled = next(i for i, c in enumerate(candidates) if c.compiled)
+    assert first_compiled >= 6  # six settings are measured before any compilation can eat the budget
+    assert all(c.compiled for c in candidates[first_compiled:])
+    assert all(c.cache == "static" for c in candidates if c.compile == "graphs")
+    assert any(c.preprocess == "device" and c.prefetch for c in candidates)
+
+
+def test_random_models_are_built_on_their_device_in_their_dtype(tiny_checkpoint, monkeypatch):
+    """No host init and copy: the model is created under the target device (meta here: no memory at all)."""
+    import torch
+    from transformers import Florence2ForConditionalGeneration
+
+    from bench.checkpoints import CheckpointRef
+
+    seen = []
+    real = Florence2ForConditionalGeneration._from_config.__func__
+
+    def spy(cls, config, **kwargs):
+        seen.append((torch.get_default_device(), kwargs.get("dtype")))
+        return real(cls, config, **kwargs)
+
+    monkeypatch.setattr(Florence2ForConditionalGeneration, "_from_config", classmethod(spy))
+    ref = CheckpointRef("random", "random:tiny", None, config_directory=tiny_checkpoint)
+    loaded = load(get_variant("base"), ref, device="meta", dtype="bf16")
+    assert seen == [(torch.device("meta"), torch.bfloat16)]
+    assert all(p.device.type == "meta" and p.dtype == torch.bfloat16 for p in loaded.model.parameters())
+
+
+class VirtualClock:
+    """The budget's clock: loading a model takes 100 s, every batch 4 s, nothing else any time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_loading_is_outside_the_budget_warm_ups_are_lazy_and_budgeted(tiny_checkpoint, monkeypatch):
+    clock = VirtualClock()
+    variant = get_variant("base")
+    ref = resolve(variant, LoadOptions(model_path=str(tiny_checkpoint)))
+    loads = []
+
+    def load_model(dtype, attn):
+        loads.append(clock.now)
+        clock.now += 100.0
+        return load(variant, ref, dtype=dtype, attn=attn)
+
+    for runner in (perf.PipelineRunner, perf.SnippetRunner):
+        real = runner.run
+
+        def timed(self, batches, real=real):
+            clock.now += 4.0
+            return real(self, batches)
+
+        monkeypatch.setattr(runner, "run", timed)
+    candidates = [Candidate(batch_size=2, preprocess="device", prefetch=True), Candidate(channels_last=True),
+                  Candidate(batch_size=2)]
+    report = measure_settings(load_model, candidates, device="cpu", samples=synthetic_smoke(2), rounds=3,
+                              max_new_tokens=2, budget_s=30.0, log=lambda line: None, clock=clock)
+    # snippet 8 s (warm-up + one batch), then 8 s per setting while < 22.5 s are spent; loading never counts
+    assert loads == [0.0, 116.0]  # the channels_last model is built only when its turn comes
+    prefetching, channels_last, late = report.settings
+    assert len(prefetching.batch_s) == 1 and prefetching.load_s is None  # shares the snippet's model
+    assert channels_last.load_s == 100.0 and len(channels_last.batch_s) == 1
+    assert late.skipped == "budget" and "24 s of the 30 s budget" in late.error
+    assert report.spent_s == 24.0 and report.load_s == 200.0
+    assert report.rounds == 1 and any("rounds cut from 3 to 1" in n for n in report.notes)
+    assert set(prefetching.texts) == {s.image_id for s in synthetic_smoke(2)}
+    assert report.speedup is not None
+
+
+def test_out_of_memory_skips_a_setting_and_no_speedup_says_why(tiny_checkpoint, monkeypatch):
+    import torch
+
+    variant = get_variant("base")
+    ref = resolve(variant, LoadOptions(model_path=str(tiny_checkpoint)))
+    real = perf.PipelineRunner.run
+
+    def run(self, batches):
+        if self.batch_size > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB. GPU 0 ...")
+        return real(self, batches)
+
+    monkeypatch.setattr(perf.PipelineRunner, "run", run)
+    report = measure_settings(lambda d, a: load(variant, ref, dtype=d, attn=a),
+                              [Candidate(batch_size=64), Candidate(batch_size=128)], device="cpu",
+                              samples=synthetic_smoke(2), rounds=1, max_new_tokens=2, log=lambda line: None)
+    assert [s.skipped for s in report.settings] == ["oom", "oom"]
+    assert report.settings[0].error.startswith("skipped: CUDA out of memory at batch size 64: tried to allocate "
+                                               "6.00 GiB more")
+    assert report.speedup is None
+    assert report.speedup_line().startswith("speedup: n/a: no harness setting was measured: 2 out of device memory")
+    assert report.target_line().startswith("target: >= 1.5x on cpu: not measured (no harness setting was measured")
+    cuda = perf.PerfReport("cuda", 2, 1, 2, report.baseline, report.settings, {}, 1.0)
+    assert cuda.target_line().startswith("target: >= 30.0x on cuda: not measured")
+    faster = perf.SettingResult("x", 8, "fp16", "harness Pipeline", batch_s=[8 / (31 * report.baseline.images_per_s)])
+    assert perf.PerfReport("cuda", 2, 1, 2, report.baseline, [faster], {}, 1.0).target_line() == (
+        "target: >= 30.0x on cuda: met")
+
+
+def test_candidates_flag_picks_settings_and_refuses_bad_ones(capsys):
+    args = perf.parse_args(["--device", "cpu", "--candidates", "fp32-b1-int8,bf16-b2"])
+    assert args.candidates == [Candidate(quant="int8-dynamic"), Candidate(dtype="bf16", batch_size=2)]
+    assert perf.main(["--candidates", "fp32-b1-warp"]) == 2
+    assert "unknown flag 'warp'" in capsys.readouterr().err
