@@ -1,14 +1,21 @@
 """The GPU check: base and large in fp32/fp16/bf16 at batch 1, 8 and 32 on one CUDA device.
 
-Fails (exit 1) unless every cell's CUDA-event latencies, torch and NVML memory and NVML energy come
-back plausible and non-null. Runs from a plain checkout with already-installed packages
+Fails (exit 1) unless every measured cell's CUDA-event latencies, torch and NVML memory and NVML
+energy come back plausible and non-null. Runs from a plain checkout with already-installed packages
 (``python -m bench.gpucheck OUT``), so it works on a GPU machine without network; a missing package
 is named with the exact install line instead of a traceback.
+
+``--targets`` also runs the cells that measure issue 12's targets (``bench.targets``) and prints
+every target as measured, met or not; ``--budget-s`` bounds the wall time: a cell that would not fit
+(eager cells are estimated at ``--eager-cell-s``, compiled ones at ``--compiled-cell-s``: compilation
+dominates) becomes a ``skipped`` record saying so. ``--device cpu`` with ``--model-path`` is a dry run
+of the same code on a small checkpoint (its figures are not GPU figures and meet no target).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 import time
@@ -25,14 +32,62 @@ def missing(modules: dict[str, str]) -> list[str]:
     return [dist for name, dist in modules.items() if importlib.util.find_spec(name) is None]
 
 
+def budget_gate(budget_s: float | None, eager_s: float, compiled_s: float, clock=time.monotonic):
+    """``gate(cell)`` for ``sweep.run_cells``: refuses a cell whose estimate exceeds what is left."""
+    started = clock()
+
+    def gate(cell) -> str | None:
+        if budget_s is None:
+            return None
+        left = budget_s - (clock() - started)
+        need = compiled_s if (cell.compile or cell.compile_vision) else eager_s
+        if need > left:
+            return (f"not run: {max(left, 0.0):.0f} s of the GPU check's {budget_s:.0f} s budget left, "
+                    f"{'a compiled' if need == compiled_s else 'an eager'} cell is estimated at {need:.0f} s")
+        return None
+
+    return gate
+
+
+def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_size: int | None = None) -> list:
+    """The cells to run, in order, without duplicates: with ``targets``, the eager target cells, the
+    compiled ones, the plausibility matrix, then the late target cells. ``max_batch_size`` caps every
+    batch size (dry runs on a CPU)."""
+    from bench.sweep import expand
+
+    check = expand(config)
+    if targets:
+        from bench.targets import cell_overrides, expand_overrides
+
+        eager, compiled, late = (expand_overrides(config, group) for group in cell_overrides(variant_map))
+        check = [*eager, *compiled, *check, *late]
+    if max_batch_size:
+        check = [dataclasses.replace(c, batch_size=min(c.batch_size, max_batch_size)) for c in check]
+    ordered, seen = [], set()
+    for cell in check:
+        if cell.cell_id not in seen:
+            seen.add(cell.cell_id)
+            ordered.append(cell)
+    return ordered
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.gpucheck", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", default="runs/gpu-check", help="results directory (default runs/gpu-check)")
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N; cpu for a dry run")
     p.add_argument("--variants", default="base,large")
     p.add_argument("--dtypes", default="fp32,fp16,bf16")
     p.add_argument("--batch-sizes", default="1,8,32")
     p.add_argument("--tasks", default="<CAPTION>")
+    p.add_argument("--limit", type=int, default=16, help="synthetic-smoke images (default 16)")
+    p.add_argument("--targets", action="store_true", help="also measure and print issue 12's targets")
+    p.add_argument("--budget-s", type=float, help="wall-time budget for the cells, seconds (default: none)")
+    p.add_argument("--eager-cell-s", type=float, default=15.0, help="budget estimate of an eager cell (15)")
+    p.add_argument("--compiled-cell-s", type=float, default=90.0,
+                   help="budget estimate of a cell that compiles (90: torch.compile's warm-up)")
+    p.add_argument("--model-path", help="a checkpoint for every variant (dry runs on a tiny checkpoint)")
+    p.add_argument("--max-new-tokens", type=int, help="override the generation length (dry runs)")
+    p.add_argument("--max-batch-size", type=int, help="cap every cell's batch size (dry runs)")
     args = p.parse_args(argv)
 
     absent = missing(REQUIRED)
@@ -42,34 +97,58 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    if not torch.cuda.is_available():
+    from bench.measure import device_kind
+
+    kind = device_kind(args.device)
+    if kind == "cuda" and not torch.cuda.is_available():
         print(f"gpu_check: CUDA is not available (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
               "accepted: a machine with an NVIDIA GPU and a CUDA build of torch", file=sys.stderr)
         return 2
+    if kind != "cuda":
+        print(f"gpu_check: dry run on {args.device}: the code paths run, the figures are not GPU figures")
 
     from bench import store
     from bench.cli import _quiet_libraries, summary_table
+    from bench.environment import fingerprint
     from bench.measure import matmul_gflops, plausibility_problems
-    from bench.sweep import SweepConfig, override, run_sweep
+    from bench.optimize import MATMUL_N
+    from bench.sweep import SweepConfig, override, run_cells, validate
 
     _quiet_libraries()
-    config = override(SweepConfig(name="gpu-check", weights="random", dataset="synthetic-smoke", limit=16,
-                                  num_beams=[3], repetition={"warmup": 2, "min_iterations": 5,
+    config = override(SweepConfig(name="gpu-check", weights="random", dataset="synthetic-smoke", limit=args.limit,
+                                  num_beams=[3], repetition={"warmup": 3, "min_iterations": 5,
                                                              "min_duration_s": 1.0, "max_iterations": 50},
-                                  energy_idle_s=0.5),
+                                  energy_idle_s=0.5, max_new_tokens=args.max_new_tokens),
                       variants=args.variants, tasks=args.tasks, dtypes=args.dtypes, batch_sizes=args.batch_sizes,
                       devices=args.device)
+    variant_map = None
+    if args.model_path:
+        config = dataclasses.replace(config, model_path=args.model_path, weights="pretrained", variants=["custom"])
+        variant_map = {"base": "custom", "large": "custom"}
+    validate(config)
+    cells = plan(config, args.targets, variant_map, args.max_batch_size)
     out = Path(args.out)
     if (out / store.RESULTS).exists():
         (out / store.RESULTS).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    store.write_env(out, {**fingerprint(), "sweep": dataclasses.asdict(config),
+                          "gpucheck": {"targets": args.targets, "budget_s": args.budget_s, "cells": len(cells)}})
     start = time.perf_counter()
-    run_sweep(config, out, quiet=True)
-    records = store.read_records(out)
+    budget = f", budget {args.budget_s:.0f} s" if args.budget_s else ""
+    print(f"gpu_check: {len(cells)} cells{budget}", flush=True)
+    run_cells(config, cells, out, quiet=True,
+              gate=budget_gate(args.budget_s, args.eager_cell_s, args.compiled_cell_s))
+    records = list(store.latest_by_cell(store.read_records(out)).values())
     print(summary_table(records))
-    for dtype in ("fp32", "bf16", "fp16"):
-        print(f"matrix product ({dtype}, 8192^2): {matmul_gflops(args.device, dtype, n=8192):,.0f} GFLOP/s")
-    failures = {r["cell_id"]: plausibility_problems(r) for r in records}
+    n = MATMUL_N[kind]
+    for dtype in ("fp32", "bf16", "fp16") if kind == "cuda" else ("fp32",):
+        print(f"matrix product ({dtype}, {n}^2): {matmul_gflops(args.device, dtype, n=n):,.0f} GFLOP/s")
+    measured = [r for r in records if r["status"] != "skipped"]
     for r in records:
+        if r["status"] == "skipped":
+            print(f"skipped {r['variant']} {r['dtype']} bs{r['batch_size']}: {r['error']}")
+    failures = {r["cell_id"]: plausibility_problems(r) for r in measured}
+    for r in measured:
         for problem in failures[r["cell_id"]]:
             print(f"IMPLAUSIBLE {r['variant']} {r['dtype']} bs{r['batch_size']}: {problem}")
     bad = sum(1 for v in failures.values() if v)
@@ -77,8 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench.report import build_report
 
         print(f"report: {build_report([out], out / store.REPORT)}")
-    print(f"gpu_check: {len(records) - bad} passed, {bad} failed in {time.perf_counter() - start:.0f} s; results in {out}")
-    return 1 if bad or not records else 0
+    if args.targets:
+        from bench.targets import evaluate_run, table
+
+        print(table(evaluate_run(out)))
+    print(f"gpu_check: {len(measured) - bad} passed, {bad} failed, {len(records) - len(measured)} skipped in "
+          f"{time.perf_counter() - start:.0f} s; results in {out}")
+    return 1 if bad or not measured else 0
 
 
 if __name__ == "__main__":

@@ -293,12 +293,17 @@ def roofline(
     }
 
 
+# Size of the reference matrix product: 2048² keeps a CPU busy for a while; a GPU needs 8192² (1.1
+# TFLOP a product) before launch overhead stops mattering and the rate is its attainable peak.
+MATMUL_N = {"cpu": 2048, "cuda": 8192, "mps": 4096}
+
+
 @functools.lru_cache(maxsize=8)
 def matmul_reference(device: str, dtype: str) -> float:
     """Matrix-product GFLOP/s in ``dtype`` on ``device``, measured once per process (the same run)."""
-    from bench.measure import matmul_gflops
+    from bench.measure import device_kind, matmul_gflops
 
-    return matmul_gflops(device, dtype, seconds=0.5)
+    return matmul_gflops(device, dtype, n=MATMUL_N[device_kind(device)], seconds=0.5)
 
 
 def roofline_for(
@@ -310,7 +315,10 @@ def roofline_for(
     """
     reference_dtype = "fp32" if quant != "none" else dtype
     figure = roofline(vision_ms_per_image, vision_flops(model), matmul_reference(device, reference_dtype))
-    return {**figure, "matmul_dtype": reference_dtype, "flop_convention": "multiply-add = 2 FLOPs"}
+    from bench.measure import device_kind
+
+    return {**figure, "matmul_dtype": reference_dtype, "matmul_n": MATMUL_N[device_kind(device)],
+            "flop_convention": "multiply-add = 2 FLOPs"}
 
 
 # --------------------------------------------------------------------------------------- agreement

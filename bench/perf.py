@@ -28,9 +28,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from bench.checkpoints import CheckpointRef, LoadedModel, load
+from bench.checkpoints import CheckpointRef, LoadedModel, LoadOptions, load, resolve
 from bench.data import Sample, synthetic_smoke
 from bench.errors import UsageError
 from bench.measure import clock_for, device_kind
@@ -40,6 +41,7 @@ from bench.optimize import (
     apply_model_settings,
     matmul_reference,
     roofline,
+    unsupported_reason,
     vision_flops,
 )
 from bench.pipeline import GenerationSettings, Pipeline
@@ -218,7 +220,7 @@ class SettingResult:
     candidate: dict[str, Any] | None = None
     key: str | None = None
     error: str | None = None
-    skipped: str | None = None  # "budget" | "oom" where the setting was not measured for that reason
+    skipped: str | None = None  # "budget" | "oom" | "unsupported": why the setting was not measured
 
     @property
     def images_per_s(self) -> float | None:
@@ -366,7 +368,8 @@ class PerfReport:
             return "no harness setting was given"
         counts: dict[str, int] = {}
         for s in self.settings:
-            what = {"budget": "skipped by the time budget", "oom": "out of device memory"}.get(
+            what = {"budget": "skipped by the time budget", "oom": "out of device memory",
+                    "unsupported": "not supported here"}.get(
                 s.skipped or "", "failed" if s.error else "not measured")
             counts[what] = counts.get(what, 0) + 1
         first = next((s.error for s in self.settings if s.error and not s.skipped), None)
@@ -477,6 +480,7 @@ def measure_settings(
     budget_s: float = 420.0,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.perf_counter,
+    compiled_warmup_s: float = 60.0,
 ) -> PerfReport:
     """Measure the snippet and every candidate in interleaved rounds, within a time budget.
 
@@ -484,7 +488,9 @@ def measure_settings(
     channels_last, compile) are applied here with ``optimize.apply_model_settings``. Models are loaded
     and warmed up lazily, in the candidates' order, when a setting is first needed; loading is timed
     apart and not counted in ``budget_s``. A setting whose warm-up would start after 3/4 of the budget
-    is skipped (and says so); further rounds run while the budget allows one more (never below one).
+    is skipped (and says so), and so is a compiled one when less than ``compiled_warmup_s`` (the
+    estimated compilation time) is left; further rounds run while the budget allows one more (never
+    below one).
     Running out of device memory skips a setting, naming the memory; other failures are errors.
     """
     started = clock()
@@ -547,8 +553,16 @@ def measure_settings(
     last_round: dict[int, float] = {}
     for result, candidate in order:  # round 1: each setting is warmed up (lazily) and measured once
         if candidate is not None:
-            if spent() > 0.75 * budget_s:
+            reason = unsupported_reason(SimpleNamespace(**asdict(candidate), device=device))
+            if reason:
+                result.error, result.skipped = f"skipped: {reason}", "unsupported"
+                log(f"  {result.name}: {result.error}")
+                continue
+            late = spent() > 0.75 * budget_s
+            if late or (candidate.compiled and spent() + compiled_warmup_s > budget_s):
                 result.error = f"skipped: {spent():.0f} s of the {budget_s:.0f} s budget spent before its warm-up"
+                if not late:
+                    result.error += f" (compiling is estimated at {compiled_warmup_s:.0f} s)"
                 result.skipped = "budget"
                 notes.append(f"{result.name}: {result.error}")
                 log(f"  {notes[-1]}")
@@ -607,11 +621,14 @@ def _free_device_memory() -> None:
 # ------------------------------------------------------------------------------------------ main
 
 
-def random_model_loader(device: str) -> Callable[[str, str], LoadedModel]:
+def random_model_loader(device: str, model_path: str | None = None) -> Callable[[str, str], LoadedModel]:
     """Random base weights through ``checkpoints.load``, built on the device in their dtype (no host
-    init and copy); the exact architecture, the offline processor."""
+    init and copy); the exact architecture, the offline processor. ``model_path``: that checkpoint
+    instead (a fine-tune, or a tiny checkpoint for a dry run)."""
     variant = get_variant(VARIANT)
     ref = CheckpointRef("random", f"random:{VARIANT}", None)
+    if model_path:
+        ref = resolve(variant, LoadOptions(model_path=model_path))
 
     def load_model(dtype: str, attn: str) -> LoadedModel:
         with warnings.catch_warnings():
@@ -635,8 +652,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--budget-s", type=float, default=420.0,
         help="seconds for warming up and measuring, model loading not counted (default 420)"
     )
+    parser.add_argument("--compiled-warmup-s", type=float, default=60.0,
+                        help="estimated warm-up of a setting that compiles; it starts only if that much of the "
+                        "budget is left (default 60)")
     parser.add_argument("--candidates", help=f"comma-separated settings to measure instead of the device's "
                         f"default list: {KEY_SYNTAX}")
+    parser.add_argument("--model-path", help="measure this checkpoint instead of random base weights (e.g. a "
+                        "tiny checkpoint for a dry run)")
     parser.add_argument("--out", default="runs/perf", help="folder for perf.json (default: runs/perf)")
     args = parser.parse_args(argv)
     kind = device_kind(args.device)
@@ -671,19 +693,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     candidates = args.candidates
     samples = synthetic_smoke(args.images)
     print(
-        f"perf: {VARIANT} (random weights), {TASK}, num_beams={NUM_BEAMS}, {NEW_TOKENS} new tokens, "
+        f"perf: {args.model_path or VARIANT + ' (random weights)'}, {TASK}, num_beams={NUM_BEAMS}, {NEW_TOKENS} new tokens, "
         f"{len(samples)} images, up to {args.rounds} rounds, {args.device}, torch threads {torch.get_num_threads()}, "
         f"budget {args.budget_s:.0f} s (loading not counted)"
     )
     print(f"candidates: {', '.join(c.key for c in candidates)}", flush=True)
     wall = time.perf_counter()
     report = measure_settings(
-        random_model_loader(args.device),
+        random_model_loader(args.device, args.model_path),
         candidates,
         device=args.device,
         samples=samples,
         rounds=args.rounds,
         budget_s=args.budget_s,
+        compiled_warmup_s=args.compiled_warmup_s,
     )
     from bench.environment import fingerprint
 

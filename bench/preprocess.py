@@ -217,3 +217,80 @@ def make_preprocessor(name: str, processor: Any, device: str, dtype: Any):
     if name not in PREPROCESSORS:
         raise choice_error("preprocess", name, tuple(PREPROCESSORS))
     return PREPROCESSORS[name](processor, device, dtype)
+
+
+# ------------------------------------------------------------------------- checking it on a device
+
+CHECK_SIZES = ((640, 480), (320, 240), (1920, 1080), (100, 700), (2000, 300), (33, 47), (1024, 1024))
+
+
+def check_images(seed: int = 0) -> list[Any]:
+    """Smooth and noise images of every CHECK_SIZES size (noise is a resampling filter's worst case)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for width, height in CHECK_SIZES:
+        yy, xx = np.mgrid[0:height, 0:width]
+        smooth = np.stack([xx * 255 // max(1, width - 1), yy * 255 // max(1, height - 1), (xx + yy) % 64 * 4], -1)
+        images.append(Image.fromarray(smooth.astype(np.uint8)))
+        images.append(Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)))
+    return images
+
+
+def reference_image_processor(processor: Any) -> Any:
+    """The PIL-backed CLIP processor with this processor's settings (with torchvision installed,
+    transformers otherwise picks its torchvision backend)."""
+    ip = processor.image_processor
+    if type(ip).__name__.endswith("Pil"):
+        return ip
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(do_resize=True, size=dict(ip.size), resample=BICUBIC, do_center_crop=False,
+                                 do_rescale=True, rescale_factor=ip.rescale_factor, do_normalize=True,
+                                 image_mean=list(ip.image_mean), image_std=list(ip.image_std), do_convert_rgb=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.preprocess --device cuda``: device pixels against the reference, and the time
+    per image of both ways on a batch of 640x480 images."""
+    import argparse
+    import time
+
+    import torch
+
+    from bench.checkpoints import build_processor
+    from bench.measure import clock_for
+
+    p = argparse.ArgumentParser(prog="python -m bench.preprocess", description=main.__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--images", type=int, default=32, help="batch timed for each way (default 32)")
+    args = p.parse_args(argv)
+    processor = build_processor()
+    reference = reference_image_processor(processor)
+    device = DevicePreprocessor(processor, args.device, torch.float32)
+    worst, means = 0.0, []
+    for image in check_images():
+        expected = reference(images=[image], return_tensors="pt")["pixel_values"]
+        diff = (device([image], ["<CAPTION>"])["pixel_values"].cpu() - expected).abs()
+        worst, means = max(worst, diff.max().item()), means + [diff.mean().item()]
+    ok = worst <= MAX_ABS_DIFF + 1e-5 and max(means) <= MEAN_ABS_DIFF
+    print(f"device pixels on {args.device} vs {type(reference).__name__}: max |diff| {worst:.4f} (tolerance "
+          f"{MAX_ABS_DIFF:.4f}), mean |diff| {float(np.mean(means)):.6f} (worst image {max(means):.6f}, tolerance "
+          f"{MEAN_ABS_DIFF}) over {len(means)} images: {'within tolerance' if ok else 'OUT OF TOLERANCE'}")
+    batch = [check_images(1)[1].resize((640, 480))] * args.images
+    clock = clock_for(args.device)
+    for name in PREPROCESSORS:
+        pre = make_preprocessor(name, processor, args.device, torch.float16 if args.device != "cpu" else torch.float32)
+        pre(batch[:2], ["<CAPTION>"] * 2)  # warm-up
+        start = time.perf_counter()
+        pre(batch, ["<CAPTION>"] * len(batch))
+        clock.sync()
+        ms = (time.perf_counter() - start) * 1000 / len(batch)
+        print(f"preprocess={name} ({type(processor.image_processor).__name__ if name == 'host' else 'torch ops'}): "
+              f"{ms:.2f} ms per image ({len(batch)} images of 640x480, to {args.device})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -218,3 +218,22 @@ def test_candidates_flag_picks_settings_and_refuses_bad_ones(capsys):
     assert args.candidates == [Candidate(quant="int8-dynamic"), Candidate(dtype="bf16", batch_size=2)]
     assert perf.main(["--candidates", "fp32-b1-warp"]) == 2
     assert "unknown flag 'warp'" in capsys.readouterr().err
+
+
+def test_a_compiled_setting_starts_only_if_its_estimated_warm_up_fits(tiny_checkpoint, monkeypatch):
+    clock = VirtualClock()
+    variant = get_variant("base")
+    ref = resolve(variant, LoadOptions(model_path=str(tiny_checkpoint)))
+    real = perf.PipelineRunner.run
+
+    def timed(self, batches):
+        clock.now += 4.0
+        return real(self, batches)
+
+    monkeypatch.setattr(perf.PipelineRunner, "run", timed)
+    compiled = Candidate(cache="static", compile=True)
+    report = measure_settings(lambda d, a: load(variant, ref, dtype=d, attn=a), [Candidate(batch_size=2), compiled],
+                              device="cpu", samples=synthetic_smoke(2), rounds=1, max_new_tokens=2,
+                              budget_s=40.0, log=lambda line: None, clock=clock, compiled_warmup_s=35.0)
+    assert report.settings[0].images_per_s and report.settings[1].skipped == "budget"
+    assert "compiling is estimated at 35 s" in report.settings[1].error

@@ -18,6 +18,7 @@ from bench.preprocess import (
     UnsupportedPreprocess,
     device_unsupported_reason,
     make_preprocessor,
+    reference_image_processor,
 )
 from bench.tasks import TASKS
 
@@ -41,16 +42,7 @@ def processor():
 
 @pytest.fixture(scope="module")
 def reference(processor):
-    """The PIL-backed CLIP image processor (the reference); with torchvision installed transformers would
-    otherwise pick its torchvision backend."""
-    ip = processor.image_processor
-    if type(ip).__name__.endswith("Pil"):
-        return ip
-    from transformers import CLIPImageProcessorPil
-
-    return CLIPImageProcessorPil(do_resize=True, size=dict(ip.size), resample=3, do_center_crop=False,
-                                 do_rescale=True, rescale_factor=ip.rescale_factor, do_normalize=True,
-                                 image_mean=ip.image_mean, image_std=ip.image_std, do_convert_rgb=True)
+    return reference_image_processor(processor)
 
 
 def test_device_pixels_match_the_reference_processor(processor, reference):
@@ -121,3 +113,11 @@ def test_unknown_preprocess_name_is_a_usage_error(processor):
 
     with pytest.raises(UsageError, match="unknown preprocess 'gpu'; accepted: host, device"):
         make_preprocessor("gpu", processor, "cpu", torch.float32)
+
+
+def test_the_device_check_command_runs_and_reports_the_tolerance(capsys):
+    from bench import preprocess
+
+    assert preprocess.main(["--device", "cpu", "--images", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "within tolerance" in out and "preprocess=host" in out and "preprocess=device" in out

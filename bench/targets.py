@@ -1,0 +1,231 @@
+"""Issue 12's GPU targets: the cells that measure them, and each target said measured, met or not.
+
+The work is fixed: Florence-2-base (or -large) with random weights, ``<CAPTION>``, num_beams 3, 20
+new tokens, one CUDA device. A target is a declarative entry (``TARGETS``): what it reads from the
+run directory's records or from ``perf.json``, its threshold and direction. Records from any other
+device, or other work, never count: without a GPU every target reads "not measured" and none is met.
+
+``TARGET_CELLS`` are the sweep cells that measure the targets, in the order ``bench.gpucheck
+--targets`` runs them under its time budget (cheap eager cells first, compiled ones after).
+
+``python -m bench.targets RUN_DIR`` prints the table and writes ``RUN_DIR/targets.json``; it reads
+``RUN_DIR/perf.json`` when ``python -m bench.perf --out RUN_DIR`` wrote one there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import store
+
+TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
+TARGETS_FILE = "targets.json"
+PERF_FILE = "perf.json"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A target's figure, and where it came from (or why there is none)."""
+
+    value: float | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    description: str
+    threshold: float
+    unit: str
+    higher_is_better: bool
+    measure: Callable[[list[dict[str, Any]], dict[str, Any] | None], Measured]
+
+    def verdict(self, measured: Measured) -> str:
+        if measured.value is None:
+            return "not measured"
+        ok = measured.value >= self.threshold if self.higher_is_better else measured.value <= self.threshold
+        return "met" if ok else "NOT met"
+
+    @property
+    def goal(self) -> str:
+        return f"{'>=' if self.higher_is_better else '<='} {self.threshold:g} {self.unit}"
+
+
+def _describe(r: dict[str, Any]) -> str:
+    s = r.get("settings") or {}
+    parts = [r["variant"], r["dtype"], f"bs{r['batch_size']}", r.get("scenario") or "",
+             f"cache={s.get('cache', 'dynamic')}"]
+    parts += [f"compile={r['compile']}"] if r.get("compile") else []
+    parts += [f"compile_vision={s['compile_vision']}"] if s.get("compile_vision") else []
+    parts += [f"preprocess={s['preprocess']}"] if s.get("preprocess", "host") != "host" else []
+    parts += ["prefetch"] if s.get("prefetch") else []
+    return " ".join(p for p in parts if p) + f" (cell {r['cell_id']})"
+
+
+def _the_work(records: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+    """ok CUDA records of the targets' work for one variant."""
+    return [r for r in records if r.get("status") == "ok" and str(r.get("device", "")).startswith("cuda")
+            and r.get("variant") == variant and r.get("task") == TASK and r.get("num_beams") == NUM_BEAMS
+            and r.get("max_new_tokens") == NEW_TOKENS]
+
+
+def _none(records: list[dict[str, Any]], variant: str, what: str) -> Measured:
+    others = sorted({str(r.get("device")) for r in records if r.get("status") == "ok"})
+    where = f"only {', '.join(others)} records" if others else "no ok record"
+    return Measured(None, f"no CUDA record of {variant} {TASK}, num_beams {NUM_BEAMS}, {NEW_TOKENS} tokens "
+                          f"{what} ({where})")
+
+
+def _best_offline(variant: str):
+    def measure(records, perf) -> Measured:
+        rows = [r for r in _the_work(records, variant) if r["batch_size"] > 1]
+        if not rows:
+            return _none(records, variant, "at a batch size > 1")
+        best = max(rows, key=lambda r: r["throughput"]["images_per_s"])
+        return Measured(best["throughput"]["images_per_s"], f"best of {len(rows)}: {_describe(best)}")
+
+    return measure
+
+
+def _single_stream(records, perf) -> Measured:
+    rows = [r for r in _the_work(records, "base") if r["batch_size"] == 1 and (r.get("latency_ms") or {}).get("p50")]
+    if not rows:
+        return _none(records, "base", "at batch 1")
+    best = min(rows, key=lambda r: r["latency_ms"]["p50"])
+    return Measured(best["latency_ms"]["p50"], f"best of {len(rows)}: {_describe(best)}")
+
+
+def _speedup(records, perf) -> Measured:
+    if perf is None:
+        return Measured(None, f"no {PERF_FILE} (run python -m bench.perf --device cuda --out RUN_DIR)")
+    if not str(perf.get("device", "")).startswith("cuda"):
+        return Measured(None, f"{PERF_FILE} was measured on {perf.get('device')!r}, not a CUDA device")
+    if perf.get("speedup") is None:
+        return Measured(None, f"{PERF_FILE}: {perf.get('why_no_speedup') or 'no speedup computed'}")
+    return Measured(perf["speedup"], f"{PERF_FILE}: {perf.get('best')} vs the model-card snippet "
+                                     f"({perf.get('measured')} settings measured)")
+
+
+def _vision_fraction(records, perf) -> Measured:
+    rows = [r for r in _the_work(records, "base")
+            if ((r.get("extra") or {}).get("roofline") or {}).get("fraction")]
+    if not rows:
+        return _none(records, "base", "with a vision time and a matrix-product rate")
+    best = max(rows, key=lambda r: r["extra"]["roofline"]["fraction"])
+    roof = best["extra"]["roofline"]
+    return Measured(roof["fraction"], f"{roof['vision_gflops_per_s']:.0f} of {roof['matmul_gflops_per_s']:.0f} "
+                                      f"GFLOP/s ({roof.get('matmul_dtype')} {roof.get('matmul_n', '')}² matrix "
+                                      f"product, same run): {_describe(best)}")
+
+
+TARGETS: dict[str, Target] = {t.key: t for t in (
+    Target("base_offline", "base offline throughput, best setting", 300.0, "images/s", True, _best_offline("base")),
+    Target("base_single_stream_p50", "base single-stream p50 latency, best setting", 40.0, "ms", False,
+           _single_stream),
+    Target("large_offline", "large offline throughput, best setting", 120.0, "images/s", True,
+           _best_offline("large")),
+    Target("perf_speedup", "bench.perf speedup over the model-card snippet", 30.0, "x", True, _speedup),
+    Target("vision_roofline", "vision tower, fraction of the matrix-product rate in its dtype", 0.35, "", True,
+           _vision_fraction),
+)}
+
+# The cells that measure the targets, in the order they run (each a set of sweep-axis overrides on
+# <CAPTION>, num_beams 3, random weights, one CUDA device). Eager first: they are cheap and always fit.
+_FAST = {"preprocess": ["device"], "prefetch": [True]}
+_GRAPHS = {"cache": ["static"], "compile": ["graphs"]}
+EAGER_CELLS: list[dict[str, Any]] = [
+    {"variants": ["base"], "dtypes": ["fp32"], "batch_sizes": [1]},  # the eager fp32 reference of agreement
+    {"variants": ["base"], "dtypes": ["fp16"], "batch_sizes": [1]},
+    {"variants": ["base"], "dtypes": ["fp16"], "batch_sizes": [64, 128], **_FAST},
+    {"variants": ["large"], "dtypes": ["fp16"], "batch_sizes": [64, 128], **_FAST},
+]
+COMPILED_CELLS: list[dict[str, Any]] = [
+    {"variants": ["base"], "dtypes": ["fp16"], "batch_sizes": [1], "compile_vision": ["graphs"],
+     "preprocess": ["device"], **_GRAPHS},
+    {"variants": ["base"], "dtypes": ["fp16"], "batch_sizes": [128], "compile_vision": [True], **_GRAPHS, **_FAST},
+]
+LATE_CELLS: list[dict[str, Any]] = [  # after the plausibility cells, if the budget allows
+    {"variants": ["base"], "dtypes": ["fp32"], "batch_sizes": [1], **_GRAPHS},  # do CUDA graphs keep fp32 tokens?
+    {"variants": ["large"], "dtypes": ["fp16"], "batch_sizes": [128], "compile_vision": [True], **_GRAPHS, **_FAST},
+]
+
+
+def evaluate(records: list[dict[str, Any]], perf: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every target: its goal, the measured value, the verdict and where the value came from."""
+    out = []
+    for target in TARGETS.values():
+        measured = target.measure(records, perf)
+        out.append({"key": target.key, "description": target.description, "goal": target.goal,
+                    "threshold": target.threshold, "unit": target.unit, "higher_is_better": target.higher_is_better,
+                    "value": measured.value, "verdict": target.verdict(measured), "source": measured.source})
+    return out
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [f"{'target':62s} {'goal':>14s} {'measured':>10s}  verdict", "-" * 100]
+    for r in results:
+        value = "-" if r["value"] is None else f"{r['value']:.3g}"
+        lines.append(f"{r['description']:62s} {r['goal']:>14s} {value:>10s}  {r['verdict']}")
+        lines.append(f"    {r['source']}")
+    return "\n".join(lines)
+
+
+def evaluate_run(run_dir: Path, perf_path: Path | None = None) -> list[dict[str, Any]]:
+    """Evaluate a run directory (latest record per cell) and write ``targets.json`` into it."""
+    records = list(store.latest_by_cell(store.read_records(run_dir)).values())
+    perf_path = perf_path or run_dir / PERF_FILE
+    perf = json.loads(perf_path.read_text()) if perf_path.exists() else None
+    results = evaluate(records, perf)
+    (run_dir / TARGETS_FILE).write_text(json.dumps(
+        {"work": {"task": TASK, "num_beams": NUM_BEAMS, "max_new_tokens": NEW_TOKENS, "weights": "random"},
+         "targets": results}, indent=2))
+    return results
+
+
+def cell_overrides(variant_map: dict[str, str] | None = None) -> list[list[dict[str, Any]]]:
+    """EAGER_CELLS, COMPILED_CELLS, LATE_CELLS with variants renamed (a dry run maps them to 'custom')."""
+    def rename(entry: dict[str, Any]) -> dict[str, Any]:
+        if not variant_map:
+            return dict(entry)
+        return {**entry, "variants": sorted({variant_map.get(v, v) for v in entry["variants"]})}
+
+    return [[rename(e) for e in group] for group in (EAGER_CELLS, COMPILED_CELLS, LATE_CELLS)]
+
+
+def expand_overrides(config: Any, entries: Sequence[dict[str, Any]]) -> list[Any]:
+    """The cells of each override entry applied to ``config`` (a ``sweep.SweepConfig``), in order."""
+    from bench.sweep import expand
+
+    cells = []
+    for entry in entries:
+        cells += expand(dataclasses.replace(config, tasks=[TASK], num_beams=[NUM_BEAMS], **entry))
+    return cells
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.targets", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", help="a run directory written by bench.gpucheck --targets (or any run)")
+    p.add_argument("--perf", help=f"perf.json to read (default: RUN_DIR/{PERF_FILE})")
+    args = p.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / store.RESULTS).exists():
+        print(f"error: not a run directory: {run_dir} (no {store.RESULTS}); accepted: a directory written by "
+              "bench.gpucheck or florence2-bench run", file=sys.stderr)
+        return 2
+    results = evaluate_run(run_dir, Path(args.perf) if args.perf else None)
+    print(table(results))
+    counts = {v: sum(r["verdict"] == v for r in results) for v in ("met", "NOT met", "not measured")}
+    print(f"targets: {counts['met']} met, {counts['NOT met']} not met, {counts['not measured']} not measured; "
+          f"wrote {run_dir / TARGETS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
