@@ -91,7 +91,7 @@ def test_make_tiny_checkpoint_writes_a_loadable_directory(tmp_path, capsys):
         (["run", "--model-path", "/nonexistent/florence"], "model path not found: /nonexistent/florence"),
         (["run", "--weights", "sometimes"], "unknown weights mode 'sometimes'; accepted: auto, pretrained, random"),
         (["run", "--limit", "0"], "bad limit 0"),
-        (["run", "--compile", "maybe"], "bad compile value 'maybe'; accepted: true, false"),
+        (["run", "--compile", "maybe"], "bad compile value 'maybe'; accepted: false, true, graphs"),
         (["run", "--sweep", "nightly"], "unknown sweep 'nightly'; accepted: cpu-full, gpu-full, procurement, smoke"),
         (["score", "--task", "<BOGUS>", "--dataset", "synthetic-smoke", "--predictions", "x.jsonl"],
          "unknown task '<BOGUS>'"),
