@@ -171,6 +171,30 @@ class Pipeline:
                 tensor.record_stream(main)  # its memory is not reused while the main stream reads it
         return Prepared(list(samples), inputs, (time.perf_counter() - started) * 1000.0, started)
 
+    def collate(self, parts: list[Prepared]) -> Prepared:
+        """One batch from requests prepared one at a time (a server prepares each as it arrives): token
+        rows padded to the longest as the processor pads them, pixels stacked. Its preparation time is
+        the sum of the parts' (each its own work); it started when the first part did."""
+        import torch
+
+        if len(parts) == 1:
+            return parts[0]
+        tokenizer = self.loaded.processor.tokenizer
+        left = getattr(tokenizer, "padding_side", "right") == "left"
+        rows = [p.inputs["input_ids"] for p in parts]
+        longest = max(r.shape[1] for r in rows)
+        ids = torch.full((len(parts), longest), tokenizer.pad_token_id, dtype=rows[0].dtype, device=rows[0].device)
+        mask = torch.zeros((len(parts), longest), dtype=parts[0].inputs["attention_mask"].dtype, device=ids.device)
+        for i, part in enumerate(parts):
+            width = part.inputs["input_ids"].shape[1]
+            span = slice(longest - width, longest) if left else slice(0, width)
+            ids[i, span] = part.inputs["input_ids"][0]
+            mask[i, span] = part.inputs["attention_mask"][0]
+        pixels = torch.cat([p.inputs["pixel_values"] for p in parts])
+        return Prepared([s for p in parts for s in p.samples], {"input_ids": ids, "attention_mask": mask,
+                                                                "pixel_values": pixels},
+                        sum(p.prepare_ms for p in parts), min(p.started_s for p in parts))
+
     def generate(self, inputs, first: _FirstTokenMarker | None = None):
         import torch
         from transformers import LogitsProcessorList

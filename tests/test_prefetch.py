@@ -134,3 +134,26 @@ def test_a_prepared_batch_executes_to_the_same_outputs(tiny_loaded):
         assert got.batch_ms == pytest.approx(sum(got.stages_ms[s] for s in ("preprocess", "ttft", "decode",
                                                                                "postprocess")) * 2, rel=0.02)
         assert got.started_s < got.finished_s
+
+
+@pytest.mark.parametrize("preprocess", ["host", "device"])
+def test_requests_prepared_one_by_one_collate_into_the_batch(tiny_loaded, preprocess):
+    """A server prepares each request as it arrives; collated, they equal the batch prepared at once."""
+    import torch
+
+    from bench.data import synthetic_smoke
+
+    pipeline = Pipeline(tiny_loaded, get_task("<CAPTION_TO_PHRASE_GROUNDING>"),
+                        GenerationSettings(num_beams=1, max_new_tokens=2, forced=True), device="cpu", dtype="fp32",
+                        clock=CpuClock(), preprocess=preprocess)
+    samples = synthetic_smoke(3)
+    whole = pipeline.prepare(samples)
+    assert (whole.inputs["attention_mask"] == 0).any()  # prompts of different lengths: padding is exercised
+    parts = [pipeline.prepare([s]) for s in samples]
+    collated = pipeline.collate(parts)
+    assert collated.samples == samples
+    for key in ("input_ids", "attention_mask", "pixel_values"):
+        assert torch.equal(collated.inputs[key], whole.inputs[key]), key
+    assert collated.prepare_ms == pytest.approx(sum(p.prepare_ms for p in parts))
+    assert collated.started_s == parts[0].started_s
+    assert pipeline.execute(collated).new_tokens == [2, 2, 2]
