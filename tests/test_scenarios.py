@@ -193,10 +193,23 @@ def test_a_bound_below_the_service_time_stops_the_search_as_unreachable():
     assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server["curve"]) == 1
 
 
+def test_a_bound_within_the_service_times_own_spread_is_unreachable():
+    calls = []
+
+    def every_fifth_slow(batch: int) -> float:  # median S, but p99 6 S: no load can meet a 3 S bound
+        calls.append(batch)
+        return 6 * S if len(calls) % 5 == 0 else S
+
+    settings = ServerSettings(qps="auto", latency_bound_ms=3 * S * 1000, min_requests=30, min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(every_fifth_slow, server=settings)[0])
+    assert m.capacity_qps is None and "no request waited" in m.extra["capacity_search"]["stop"]
+    assert len(m.server["curve"]) < capacity.MAX_STEPS and not any(s["valid"] for s in m.server["curve"])
+
+
 class _Step:
     def __init__(self, qps: float, limit: float) -> None:
         self.target_qps, self.valid = qps, qps <= limit
-        self.latencies_ms, self.latency_bound_ms = [1.0], 10.0
+        self.latencies_ms, self.latency_bound_ms, self.queued = [1.0], 10.0, 1
 
 
 @pytest.mark.parametrize("limit", [130.0, 37.0, 3.0])

@@ -47,6 +47,7 @@ from bench.scenarios.base import (
 )
 
 QPS_TOLERANCE = 0.05  # achieved QPS may fall at most this far below the target (MLPerf: the run kept up)
+QUEUE_SLACK_S = 0.001  # a wait this much past the batching delay is queueing (not the timer's own lateness)
 LATENCY_BASIS = ("request latency = completion - scheduled arrival (Poisson schedule), queueing included; "
                  "one sample per request")
 
@@ -95,6 +96,12 @@ class ServerRun:
     def wall_s(self) -> float:
         """From the window's start to the last completion."""
         return float(self.completions_s.max())
+
+    @property
+    def queued(self) -> int:
+        """Requests that waited for a busy model, beyond the batcher's own wait for a fuller batch."""
+        waits = self.dispatches_s - self.arrivals_s
+        return int(np.sum(waits > self.max_queue_delay_ms / 1000.0 + QUEUE_SLACK_S))
 
     @property
     def achieved_qps(self) -> float:
