@@ -33,7 +33,7 @@ def missing(modules: dict[str, str]) -> list[str]:
 
 
 def budget_gate(budget_s: float | None, eager_s: float, compiled_s: float, clock=time.monotonic):
-    """``gate(cell)`` for ``sweep.run_cells``: refuses a cell whose estimate exceeds what is left."""
+    """``gate(cell)`` for ``runner.run_cells``: refuses a cell whose estimate exceeds what is left."""
     started = clock()
 
     def gate(cell) -> str | None:
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.environment import fingerprint
     from bench.measure import matmul_gflops, plausibility_problems
     from bench.optimize import MATMUL_N
-    from bench.sweep import SweepConfig, override, run_cells, validate
+    from bench.runner import run_cells
+    from bench.sweep import SweepConfig, override, validate
 
     _quiet_libraries()
     config = override(SweepConfig(name="gpu-check", weights="random", dataset="synthetic-smoke", limit=args.limit,

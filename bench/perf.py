@@ -524,7 +524,7 @@ def measure_settings(
 
     def fail(result: SettingResult, exc: BaseException, when: str) -> None:
         if type(exc).__name__ == "OutOfMemoryError":  # torch's, raised by the CUDA allocator
-            from bench.sweep import cuda_oom_reason
+            from bench.runner import cuda_oom_reason
 
             result.error, result.skipped = f"skipped: {cuda_oom_reason(device, result.batch_size, exc)}", "oom"
         else:

@@ -59,3 +59,49 @@ class Prefetcher(Generic[T, R]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ScheduledPreparer(Generic[T, R]):
+    """``prepare(item)`` for each item at its scheduled time, in order, on one worker thread.
+
+    A server's requests arrive while the model is busy with an earlier batch; each is prepared as it
+    arrives, so the batch the server takes next is ready when the model frees up. ``take(indices)``
+    waits for those items (a worker that falls behind makes the server wait: it shows in latency).
+    """
+
+    def __init__(self, prepare: Callable[[T], R], items: list[T], due: list[float], sleep_until: Callable[[float],
+                 None]) -> None:
+        import threading
+
+        self._prepare, self._items, self._due, self._sleep_until = prepare, items, due, sleep_until
+        self._ready = [threading.Event() for _ in items]
+        self._results: list[R | None] = [None] * len(items)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="prefetch-arrivals", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        for k, item in enumerate(self._items):
+            if self._stop.is_set():
+                return
+            self._sleep_until(self._due[k])
+            try:
+                self._results[k] = self._prepare(item)
+            except BaseException as exc:  # handed to the caller by take()
+                self._error = exc
+                for event in self._ready[k:]:
+                    event.set()
+                return
+            self._ready[k].set()
+
+    def take(self, indices: list[int]) -> list[R]:
+        for k in indices:
+            self._ready[k].wait()
+        if self._error is not None:
+            raise self._error
+        return [self._results[k] for k in indices]  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

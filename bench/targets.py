@@ -77,17 +77,18 @@ def _the_work(records: list[dict[str, Any]], variant: str) -> list[dict[str, Any
 
 
 def _none(records: list[dict[str, Any]], variant: str, what: str) -> Measured:
-    others = sorted({str(r.get("device")) for r in records if r.get("status") == "ok"})
-    where = f"only {', '.join(others)} records" if others else "no ok record"
+    ok = [r for r in records if r.get("status") == "ok" and r.get("variant") == variant]
+    devices = ", ".join(sorted({str(r.get("device")) for r in ok}))
+    where = f"{variant}: {len(ok)} ok record(s) on {devices}" if ok else f"no ok record of {variant}"
     return Measured(None, f"no CUDA record of {variant} {TASK}, num_beams {NUM_BEAMS}, {NEW_TOKENS} tokens "
                           f"{what} ({where})")
 
 
 def _best_offline(variant: str):
     def measure(records, perf) -> Measured:
-        rows = [r for r in _the_work(records, variant) if r["batch_size"] > 1]
+        rows = [r for r in _the_work(records, variant) if r.get("scenario") == "offline"]
         if not rows:
-            return _none(records, variant, "at a batch size > 1")
+            return _none(records, variant, "in the offline scenario")
         best = max(rows, key=lambda r: r["throughput"]["images_per_s"])
         return Measured(best["throughput"]["images_per_s"], f"best of {len(rows)}: {_describe(best)}")
 
@@ -95,9 +96,10 @@ def _best_offline(variant: str):
 
 
 def _single_stream(records, perf) -> Measured:
-    rows = [r for r in _the_work(records, "base") if r["batch_size"] == 1 and (r.get("latency_ms") or {}).get("p50")]
+    rows = [r for r in _the_work(records, "base")
+            if r.get("scenario") == "single-stream" and (r.get("latency_ms") or {}).get("p50")]
     if not rows:
-        return _none(records, "base", "at batch 1")
+        return _none(records, "base", "in the single-stream scenario")
     best = min(rows, key=lambda r: r["latency_ms"]["p50"])
     return Measured(best["latency_ms"]["p50"], f"best of {len(rows)}: {_describe(best)}")
 
