@@ -104,3 +104,11 @@ def test_cell_ids_of_earlier_runs_are_unchanged_by_the_new_axes():
                                                 "8076fe2f70702fac"]
     for axis, value in (("preprocess", "device"), ("prefetch", True), ("compile_vision", True), ("compile", "graphs")):
         assert dataclasses.replace(cells[0], **{axis: value}).cell_id != cells[0].cell_id
+
+
+def test_single_stream_with_prefetch_is_skipped_saying_why(tiny_checkpoint, tmp_path):
+    sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, batch_sizes=[1], prefetch=[True])
+    assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    (record,) = store.read_records(tmp_path / "run")
+    assert record["scenario"] == "single-stream" and record["status"] == "skipped"
+    assert "single-stream sends a request only when the last completed" in record["error"]
