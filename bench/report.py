@@ -67,6 +67,8 @@ _IF_VARYING = ("weights", "dataset", "attn", "compile", "num_beams", "max_new_to
 # Axes that do not start a new line in a chart: a line joins the batch sizes (and with them the
 # scenarios: batch 1 is single-stream, larger batches offline) of one setting.
 _ALONG_A_LINE = ("batch_size", "scenario")
+# Settings that repeat a top-level axis (the weights mode asked for; the label shows the one used).
+_NOT_IN_LABELS = ("weights_requested",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +401,7 @@ def _label_rows(rows: list[Row]) -> None:
     """Give each row a short setting label naming the axes that vary, unique within its task, and a
     series label (the same without batch size and scenario) for chart lines."""
     varying = [a for a in _IF_VARYING if len({json.dumps(r.rec.get(a)) for r in rows}) > 1]
-    settings_keys = sorted({k for r in rows for k in (r.rec.get("settings") or {})})
+    settings_keys = sorted({k for r in rows for k in (r.rec.get("settings") or {}) if k not in _NOT_IN_LABELS})
     varying_settings = [
         k for k in settings_keys if len({json.dumps((r.rec.get("settings") or {}).get(k)) for r in rows}) > 1
     ]
@@ -619,7 +621,7 @@ def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
     note = ""
     if best.unstable:
         stable = _best([r for r in valid if not r.unstable], goal, bound)
-        note = "unstable: its latency varied too much between iterations to trust; rerun on a quiet machine"
+        note = "unstable: its request latency varied too much to trust one figure; rerun on a quiet machine"
         if stable is not None:
             note += f". Best stable: {stable.setting}, {goal.show(goal.value(stable, bound), stable, bound)}"
     return Pick(goal, best, text, note)
