@@ -1005,7 +1005,11 @@ def _regression(baseline: Path | None, current: Path) -> dict[str, Any] | None:
         from bench.compare import COLUMNS, compare_dirs
     except ImportError as exc:
         return {"unavailable": f"regression compare unavailable (bench.compare could not be imported: {exc})"}
-    return {"baseline": str(baseline), "comparison": compare_dirs(Path(baseline), Path(current)), "columns": COLUMNS}
+    try:
+        comparison = compare_dirs(Path(baseline), Path(current))
+    except UsageError as exc:  # compare refuses the pair (e.g. another record schema): say why, keep the report
+        return {"baseline": str(baseline), "refused": str(exc)}
+    return {"baseline": str(baseline), "comparison": comparison, "columns": COLUMNS}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -709,8 +709,8 @@ def _cost_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list[C
         axis="USD per million images (derived)", higher_is_better=False, several_tasks=several_tasks,
         hover=lambda r, v: _hover(r, f"${v:.4g} per million images", f"{r.ips:.4g} images/s measured",
                                   f"price: {r.price.text}"),
-        note="Batch work with the device kept busy (offline and single-stream cells); the price and its "
-             "source are in each bar's hover and in the cost table.",
+        note="Batch work with the device kept busy (offline and single-stream cells). Prices used: "
+             + "; ".join(dict.fromkeys(f"{r.kind.label}: {r.price.text}" for r in ok if r.price)) + ".",
     )
     return [chart] if chart else []
 

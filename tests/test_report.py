@@ -384,6 +384,20 @@ def test_regression_section_says_when_nothing_is_comparable(tmp_path):
     assert "OK:" not in section[: section.index("</section>")]
 
 
+def test_regression_section_says_when_compare_refuses_the_pair(tmp_path, monkeypatch):
+    import bench.compare
+
+    def refuse(baseline, current):
+        raise UsageError(f"cannot compare: records of another schema {HOSTILE}")
+
+    monkeypatch.setattr(bench.compare, "compare_dirs", refuse)
+    base = single_run(tmp_path / "base")
+    text = report.build_report([single_run(tmp_path / "cur")], tmp_path / "r.html", baseline=base).read_text()
+    section = text[text.index('<section id="regression"') :]
+    assert "NOT COMPARED" in section and f"records of another schema {HOSTILE_ESCAPED}" in section
+    assert "not run: cannot compare" in text[: text.index("<main>")]
+
+
 def test_regression_section_says_when_compare_is_missing(tmp_path, monkeypatch):
     base = single_run(tmp_path / "base")
     monkeypatch.setitem(sys.modules, "bench.compare", None)  # import fails

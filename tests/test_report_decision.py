@@ -233,6 +233,10 @@ def test_charts_use_log_axes_distinct_colours_and_lines_across_batch_sizes(rows)
     order = per_joule[1]["yaxis"]["categoryarray"]
     value = {y: x for t in per_joule[0] for y, x in zip(t["y"], t["x"], strict=True)}
     assert [value[y] for y in order] == sorted(value.values(), reverse=True)
+    # each device kind's price and its source stand under the cost chart
+    cost_note = charts["cost"][0].note
+    assert "NVIDIA H100 80GB HBM3: NVIDIA H100 80GB HBM3 at $3.00/h (source: example" in cost_note
+    assert "CPU Synthetic CPU @ 2.0GHz (2 cores used): 2 vCPU × $0.045/vCPU-h" in cost_note
     # reported accuracy against measured cost, labelled "reported"
     reported = next(c for c in charts["size"] if "reported vs cost" in c.title)
     data, layout = _figures(reported)
