@@ -361,6 +361,7 @@ def test_regression_section_shows_exactly_what_compare_prints(tmp_path):
         for cell in cells:
             assert html.escape(cell, quote=False) in section, cell
     assert "90% CI" in section and "95% CI" not in section
+    assert '<details id="regression-details" open' in section  # a regression: the table is shown open
     assert html.escape(comparison.thresholds_text(), quote=False) in section
     assert html.escape(comparison.summary(), quote=False) in section
     assert " MiB" in section and "regressed" in section
