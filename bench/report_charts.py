@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.page import DTYPE_DASHES, DTYPE_SYMBOLS, FLAG_COLOR, Chart, Palette, axis_type, figure_html
 from bench.page import plot_text as _t
-
-if TYPE_CHECKING:
-    from bench.report import Row
+from bench.report_rows import MEMORY_FIELDS, STAGES, Row, lower_is_better, metric_label
 
 FLAG_NAME = "⚠ unstable or invalid (red ring)"
 DTYPE_PATTERNS = {"fp32": "", "fp16": "/", "bf16": ".", "int8": "+"}
@@ -313,8 +311,6 @@ def _size_quality_charts(
 ) -> list[Chart]:
     import plotly.graph_objects as go
 
-    from bench.report import metric_label
-
     charts = []
     measured = [r for r in rows if r.ok and r.acc is not None and _num(r.rec.get("params"))]
     for task in _tasks(measured):
@@ -439,6 +435,23 @@ def _reported_vs_cost(
     return charts
 
 
+def pareto_front(
+    points: list[tuple[float, float]], *, x_lower: bool = True, y_higher: bool = True
+) -> list[int]:
+    """Indices of the non-dominated points, ordered along x (best x first)."""
+    sx = 1.0 if x_lower else -1.0
+    sy = -1.0 if y_higher else 1.0
+    order = sorted(range(len(points)), key=lambda i: (sx * points[i][0], sy * points[i][1]))
+    front: list[int] = []
+    best_y = math.inf
+    for i in order:
+        y = sy * points[i][1]
+        if y < best_y:
+            front.append(i)
+            best_y = y
+    return front
+
+
 _PARETO_AXES = (
     ("request latency p50 (ms)", lambda r: r.p50, True),
     ("request latency p90 (ms)", lambda r: r.p90, True),
@@ -450,8 +463,6 @@ _PARETO_AXES = (
 def _pareto_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
-    from bench.report import lower_is_better, metric_label, pareto_front
 
     charts = []
     ok = [r for r in rows if r.ok and r.acc is not None]
@@ -577,7 +588,7 @@ def _stage_chart(sel: list[Row], several_tasks: bool, kind: str) -> Chart:
     sel = sorted(sel, key=lambda r: sum(r.stages.values()))
     labels = [_t(_name(r, several_tasks)) for r in sel]
     fig = go.Figure()
-    for (key, name), color in zip(_stage_names(), STAGE_COLORS, strict=True):
+    for (key, name), color in zip(STAGES, STAGE_COLORS, strict=True):
         fig.add_trace(
             go.Bar(y=labels, x=[r.stages[key] for r in sel], name=_t(name), orientation="h", marker={"color": color})
         )
@@ -614,16 +625,8 @@ def _stage_chart(sel: list[Row], several_tasks: bool, kind: str) -> Chart:
     return Chart(title, figure_html(fig, max(280, 120 + 26 * len(sel))), note)
 
 
-def _stage_names() -> tuple[tuple[str, str], ...]:
-    from bench.report import STAGES
-
-    return STAGES
-
-
 def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
     import plotly.graph_objects as go
-
-    from bench.report import MEMORY_FIELDS
 
     def peak(r: Row) -> float:
         return r.peak_memory[0] if r.peak_memory else 0.0
