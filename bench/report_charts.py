@@ -196,6 +196,8 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
         ys: list[float] = []
         invalid: list[tuple[float, float]] = []
         capacity_points: list[tuple[float, float, str]] = []
+        # each line is one setting (settings of one family differ by batch size here): its own colour
+        colour = Palette()
         for r in (r for r in servers if r.task == task):
             steps = [s for s in (r.server.get("curve") or []) if isinstance(s, dict)]
             if not steps and r.p99 is not None:
@@ -206,7 +208,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
             steps.sort(key=lambda s: s["target_qps"])
             if not steps:
                 continue
-            x = [_num(s.get("achieved_qps")) or s["target_qps"] for s in steps]
+            x = [s["target_qps"] for s in steps]
             y = [s["p99"] for s in steps]
             xs += x
             ys += y
@@ -215,11 +217,12 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     x=x,
                     y=y,
                     mode="lines+markers",
-                    line={"color": styles.color(r), "dash": styles.dash(r)},
-                    marker={"symbol": styles.symbol(r), "size": 8, "color": styles.color(r)},
+                    line={"color": colour(r.setting), "dash": styles.dash(r)},
+                    marker={"symbol": styles.symbol(r), "size": 8, "color": colour(r.setting)},
                     name=_t(r.setting + _flag_suffix(r)),
                     hovertext=[
-                        _hover(r, f"offered {s['target_qps']:.4g} requests/s, achieved {xx:.4g}",
+                        _hover(r, f"offered {xx:.4g} requests/s, achieved "
+                               f"{_num(s.get('achieved_qps')) or float('nan'):.4g}",
                                f"request latency p50 {_num(s.get('p50')) or float('nan'):.4g} ms, "
                                f"p99 {s['p99']:.4g} ms",
                                "valid" if s.get("valid") is not False else
@@ -264,11 +267,11 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
             ys = [*ys, bound]
         fig.update_layout(
             title=_t(f"{task}: request latency p99 vs offered load (server scenario, measured)"),
-            xaxis={"title": "achieved requests per second (Poisson arrivals)", "type": axis_type(xs)},
+            xaxis={"title": "offered load: target requests per second (Poisson arrivals)", "type": axis_type(xs)},
             yaxis={"title": "request latency p99, ms (queueing included)", "type": axis_type(ys)},
         )
-        note = ("Each point is one run at a fixed arrival rate (a step of the capacity search); a setting's "
-                "capacity is its highest valid rate whose p99 is within the bound.")
+        note = ("Each point is one run at a fixed arrival rate (a step of the capacity search; the achieved rate "
+                "is in its hover); a setting's capacity (★) is its highest valid rate whose p99 is within the bound.")
         charts.append(Chart(f"{task}: latency vs QPS", figure_html(fig, 460), note))
     return charts
 
@@ -465,7 +468,9 @@ def _pareto_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     from plotly.subplots import make_subplots
 
     charts = []
-    ok = [r for r in rows if r.ok and r.acc is not None]
+    # closed-loop cells: a server cell's latency includes queueing at the rate it was offered, and its
+    # throughput is that rate; it is on the latency-vs-QPS chart instead
+    ok = [r for r in rows if r.ok and r.acc is not None and r.scenario != "server"]
     for task in _tasks(ok):
         pts = [r for r in ok if r.task == task]
         metric = pts[0].metric

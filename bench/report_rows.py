@@ -78,12 +78,13 @@ def lower_is_better(metric: str | None) -> bool:
 
 
 def metric_label(metric: str | None) -> str:
-    """A metric as a reader sees it, with its scale and unit from the registry."""
+    """A metric as a reader sees it, with its scale and direction from the registry: "CIDEr-D (×100, higher
+    is better)", "CER (%, lower is better)"."""
     info = metric_info(metric) if metric else None
     if info is None:
         return str(metric or "accuracy")
-    unit = f", {info.unit}" if info.unit else ""
-    return f"{info.label} ({info.scale}{unit}, {'higher' if info.higher_is_better else 'lower'} is better)"
+    scale = info.unit or info.scale.split(" (")[0]
+    return f"{info.label} ({scale}, {'higher' if info.higher_is_better else 'lower'} is better)"
 
 
 def primary_metric(accuracy: dict[str, Any] | None, task: str | None = None) -> str | None:
