@@ -262,3 +262,17 @@ def test_hostile_strings_in_server_fields_stay_text(tmp_path):
     assert "<script>alert(1)" not in text
     invalid = text[text.index('id="invalid-cells"') :]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in invalid[: invalid.index("</table>")]
+
+
+def test_report_cli_takes_demand_qps_and_refuses_a_bad_one(runs, tmp_path, capsys):
+    from bench import cli
+
+    out = tmp_path / "cli.html"
+    args = ["report", *map(str, runs), "-o", str(out), "--latency-bound-ms", "100"]
+    assert cli.main([*args, "--demand-qps", "240"]) == 0
+    planner = out.read_text().split('id="capacity-planner"', 1)[1]
+    assert "<strong>2</strong>" in planner  # ceil(240 / 120) H100s
+    capsys.readouterr()
+    assert cli.main([*args, "--demand-qps", "-3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "demand -3.0 images/s" in err[0] and "--demand-qps" in err[0]
