@@ -107,6 +107,9 @@ def load_prices(path: Path | None = None) -> PriceTable:
             f"price table {path} is in the old format ([prices] device = USD per hour, matched by substring, "
             f"'cpu' priced per machine whatever its cores); {ACCEPTED}"
         )
+    for section in ("gpu", "cpu", "energy"):
+        if section in data and not isinstance(data[section], dict):
+            raise UsageError(f"price table {path}: {section} is {data[section]!r}, not a [{section}] table; {ACCEPTED}")
     unknown = sorted(set(data) - {"gpu", "cpu", "energy"})
     if unknown or not (data.get("gpu") or data.get("cpu")):
         what = f"unknown section(s) {', '.join(unknown)}" if unknown else "no [gpu] or [cpu] section"

@@ -41,6 +41,7 @@ from bench.report_rows import (
     lower_is_better,
     metric_label,
     primary_metric,
+    table,
 )
 from bench.report_rows import dig as _get
 from bench.report_rows import kinds_of as _kinds
@@ -702,8 +703,8 @@ def build_report(
     if demand_qps is not None and not (_num(demand_qps) and demand_qps > 0):
         raise UsageError(f"demand {demand_qps!r} images/s; accepted: a number > 0 (--demand-qps)")
     run_dirs = [Path(d) for d in run_dirs]
-    table = load_prices(prices)
-    runs = load_runs(run_dirs, table)
+    price_table = load_prices(prices)
+    runs = load_runs(run_dirs, price_table)
     rows = [r for run in runs for r in run.rows]
     tasks = _tasks(rows)
     reported_keys = {t: _reported_key(t, rows) for t in tasks}
@@ -727,13 +728,13 @@ def build_report(
         "recommendations": [recommend(rows, t, latency_bound_ms, accuracy_floor) for t in tasks],
         "latency_bound_ms": latency_bound_ms,
         "accuracy_floor": accuracy_floor,
-        "prices": table,
+        "prices": price_table,
         "unpriced": [k.label for k in _kinds([r for r in rows if r.ok and r.price is None])],
         "charts": charts,
         "facts": facts,
         "differing": [f for f in facts if f.differs],
         "envs": [(run.name, _env_table(run.env)) for run in runs],
-        "method": _method(rows, table),
+        "method": _method(rows, price_table),
         "examples": _examples(runs),
         "regression": _regression(baseline, run_dirs[0]),
         "random_only": {r.rec.get("weights") for r in rows} == {"random"},
@@ -742,6 +743,7 @@ def build_report(
         "reported_label": REPORTED_LABEL,
         "reported": _reported_table(rows),
         "metric_label": metric_label,
+        "table": table,
     }
     return write_html(Path(out), render("report.html.j2", **context))
 
@@ -758,7 +760,7 @@ def _reported_table(rows: list[Row]) -> list[dict[str, Any]]:
         if r.ok and r.acc is not None:
             key = f"{r.rec.get('task')} {r.metric} ({r.rec.get('dataset')})"
             v["measured"].setdefault(key, []).append(r.acc)
-        for key, value in (_get(r.rec, "extra", "reported") or {}).items():
+        for key, value in table(r.rec, "extra", "reported").items():
             if _num(value) is not None:
                 v["reported"][str(key)] = value
     for v in out.values():

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.page import DTYPE_DASHES, DTYPE_SYMBOLS, FLAG_COLOR, Chart, Palette, axis_type, figure_html
 from bench.page import plot_text as _t
-from bench.report_rows import MEMORY_FIELDS, STAGES, Row, lower_is_better, metric_label
+from bench.report_rows import MEMORY_FIELDS, STAGES, Row, lower_is_better, metric_label, table
 
 FLAG_NAME = "⚠ unstable or invalid (red ring)"
 DTYPE_PATTERNS = {"fp32": "", "fp16": "/", "bf16": ".", "int8": "+"}
@@ -344,7 +344,7 @@ def _size_quality_charts(
     reported: dict[str, dict[str, tuple[float, float]]] = {}
     for r in rows:
         params = _num(r.rec.get("params"))
-        for key, value in ((r.rec.get("extra") or {}).get("reported") or {}).items():
+        for key, value in table(r.rec, "extra", "reported").items():
             if params and _num(value) is not None:
                 reported.setdefault(str(key), {})[str(r.rec.get("variant"))] = (params / 1e6, float(value))
     if reported:
@@ -389,7 +389,7 @@ def _reported_vs_cost(
         pts = [
             r for r in rows
             if r.ok and r.task == task and r.scenario != "server" and r.ips
-            and _num(((r.rec.get("extra") or {}).get("reported") or {}).get(key)) is not None
+            and _num(table(r.rec, "extra", "reported").get(key)) is not None
         ]
         if not pts:
             continue
@@ -618,8 +618,8 @@ def _stage_chart(sel: list[Row], several_tasks: bool, kind: str) -> Chart:
         xaxis={"title": "milliseconds per image (medians of each stage, measured)", "type": axis_type(totals)},
         yaxis={"autorange": "reversed"},
     )
-    bases = sorted({str((r.rec.get("timing") or {}).get("stages_basis")) for r in sel
-                    if (r.rec.get("timing") or {}).get("stages_basis")})
+    bases = sorted({str(table(r.rec, "timing").get("stages_basis")) for r in sel
+                    if table(r.rec, "timing").get("stages_basis")})
     note = (
         "Stage times are per image, amortised over the batch"
         + (f" (the records say: {'; '.join(bases)})" if bases else "")
@@ -636,7 +636,7 @@ def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
     def peak(r: Row) -> float:
         return r.peak_memory[0] if r.peak_memory else 0.0
 
-    sel = [r for r in rows if r.ok and any(_num((r.rec.get("memory") or {}).get(k)) for k, _ in MEMORY_FIELDS)]
+    sel = [r for r in rows if r.ok and any(_num(table(r.rec, "memory").get(k)) for k, _ in MEMORY_FIELDS)]
     if not sel:
         return None
     sel.sort(key=peak)
@@ -644,7 +644,7 @@ def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
     fig = go.Figure()
     values_all: list[float] = []
     for (key, name), color in zip(MEMORY_FIELDS, MEMORY_COLORS, strict=True):
-        values = [(_num((r.rec.get("memory") or {}).get(key)) or 0) / 2**20 or None for r in sel]
+        values = [(_num(table(r.rec, "memory").get(key)) or 0) / 2**20 or None for r in sel]
         if any(values):
             values_all += [v for v in values if v]
             fig.add_trace(go.Bar(y=labels, x=values, name=_t(name), orientation="h", marker={"color": color}))
@@ -696,7 +696,7 @@ def _energy_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list
     ok = [r for r in rows if r.ok]
 
     def source(r: Row) -> str:
-        return str((r.rec.get("energy") or {}).get("source") or "")
+        return str(table(r.rec, "energy").get("source") or "")
 
     charts = [
         _bars(ok, styles, lambda r: r.joules, title="energy per image (measured)", axis="joules per image",

@@ -65,6 +65,12 @@ def dig(d: Any, *keys: str) -> Any:
     return d
 
 
+def table(d: Any, *keys: str) -> dict[str, Any]:
+    """A nested table of a record (records are untrusted input): {} when missing or not a table."""
+    value = dig(d, *keys)
+    return value if isinstance(value, dict) else {}
+
+
 def number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

@@ -216,6 +216,7 @@ def test_default_price_table_is_documented_and_covers_the_lent_gpus():
         ('[gpu]\n"NVIDIA L4" = { usd_per_hour = -1 }\n', "usd_per_hour is -1"),
         ("[cpu]\nsource = 'x'\n", "usd_per_vcpu_hour"),
         ('[prices]\ncpu = 0.2\n"H100" = 3.0\n', "old format"),
+        ("energy = 5\n[cpu]\nusd_per_vcpu_hour = 1\n", "energy is 5, not a [energy] table"),
     ],
 )
 def test_bad_price_tables_are_usage_errors(tmp_path, content, fragment):

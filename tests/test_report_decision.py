@@ -276,3 +276,30 @@ def test_report_cli_takes_demand_qps_and_refuses_a_bad_one(runs, tmp_path, capsy
     assert cli.main([*args, "--demand-qps", "-3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "demand -3.0 images/s" in err[0] and "--demand-qps" in err[0]
+
+
+def test_schema_2_fields_of_the_wrong_type_render_as_missing(tmp_path):
+    """Records are untrusted: a server, curve, capacity or nested figure of the wrong type is no figure."""
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [
+        {"cell_id": "a", "task": "<CAPTION>", "status": "ok", "scenario": "server", "device": "cuda",
+         "memory": [1], "energy": 5, "server": "bad", "capacity_qps": "x", "time_per_image_ms": 3,
+         "latency_ms": {"p50": 1, "p90": 2, "p99": 3}, "throughput": {"images_per_s": 2}},
+        {"cell_id": "b", "task": "<CAPTION>", "status": "ok", "scenario": "server", "device": "cpu",
+         "server": {"curve": "nope", "valid": "yes", "latency_bound_ms": "x", "achieved_qps": [1]},
+         "latency_ms": {"p50": 1, "p99": "z"}},
+        {"cell_id": "c", "task": "<CAPTION>", "status": "ok", "scenario": "server", "device": "cpu",
+         "server": {"curve": [{"target_qps": "a", "p99": 1}, 5, {"target_qps": 2, "p99": 3, "valid": True}],
+                    "latency_bound_ms": 5}, "capacity_qps": 2, "latency_ms": {"p50": 1, "p90": 2, "p99": 3}},
+        {"cell_id": "d", "task": "<OD>", "status": "ok", "scenario": "offline", "device": "cpu", "timing": "t",
+         "extra": {"reported": [1]}, "stages_ms": {"preprocess": 1}, "latency_ms": {"p50": 1, "p90": 2, "p99": 3},
+         "throughput": {"images_per_s": 2}},
+    ]
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "env.json").write_text(json.dumps({"cpu": "str", "gpu": [1], "torch": {"num_threads": "x"}}))
+    text = report.build_report([run], tmp_path / "r.html", latency_bound_ms=10, demand_qps=5).read_text()
+    rows = {r.rec["cell_id"]: r for run_ in report.load_runs([run], report.load_prices()) for r in run_.rows}
+    assert rows["a"].capacity(None) is None and rows["b"].capacity(10.0) is None
+    assert rows["c"].capacity(10.0)[0] == 2.0  # the one well-formed step of its curve
+    assert 'id="capacity-planner"' in text
