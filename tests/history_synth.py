@@ -48,10 +48,15 @@ def _run(
         drawn = base * level * np.exp(rng.normal(0, s, samples or len(template["samples_ms"])))
         record["samples_ms"] = drawn.tolist()
         record["latency_ms"].update(
-            p50=float(np.median(drawn)), p90=float(np.quantile(drawn, 0.9)), mean=float(drawn.mean()),
-            cv=float(drawn.std(ddof=1) / drawn.mean()), n=len(drawn),
+            p50=float(np.median(drawn)),
+            p90=float(np.quantile(drawn, 0.9)),
+            mean=float(drawn.mean()),
+            cv=float(drawn.std(ddof=1) / drawn.mean()),
+            n=len(drawn),
         )
-        record["memory"]["peak_rss_bytes"] = int(template["memory"]["peak_rss_bytes"] * (1 + rng.normal(0, 0.002)))
+        record["memory"]["peak_rss_bytes"] = int(
+            template["memory"]["peak_rss_bytes"] * (1 + rng.normal(0, 0.002))
+        )
         out.append(record)
     return out
 
@@ -76,7 +81,9 @@ def history(
     rng = np.random.default_rng(seed)
     entries = []
     for i in range(n_runs):
-        factor = (step if step_at is not None and i >= step_at else 1.0) * (outlier if i == outlier_at else 1.0)
+        factor = (step if step_at is not None and i >= step_at else 1.0) * (
+            outlier if i == outlier_at else 1.0
+        )
         records = _run(recs, rng, factor, drift_sd, samples)
         commit = hashlib.sha1(f"{tag}{seed}-{i}".encode()).hexdigest()
         entries.append(
@@ -114,7 +121,9 @@ def aa_shifts(seeds: int = 200) -> np.ndarray:
     return np.array(out)
 
 
-def rates(seeds: int = 1000, n_runs: int = 20, samples: int | None = None, step: float = 1.25) -> dict[str, float]:
+def rates(
+    seeds: int = 1000, n_runs: int = 20, samples: int | None = None, step: float = 1.25
+) -> dict[str, float]:
     """The rates docs/history.md quotes: per history (any cell) and per cell (latency_p50)."""
     from bench.history.detect import check, steps
 
@@ -125,7 +134,11 @@ def rates(seeds: int = 1000, n_runs: int = 20, samples: int | None = None, step:
     )
     for seed in range(seeds):
         h = history(n_runs, seed, step_at=at, step=step, samples=samples)
-        cells = {s.cell_id for s in steps(h) if s.index == at and s.metric == "latency_p50" and s.verdict == "regressed"}
+        cells = {
+            s.cell_id
+            for s in steps(h)
+            if s.index == at and s.metric == "latency_p50" and s.verdict == "regressed"
+        }
         counts["step_h"] += bool(cells)
         counts["step_c"] += len(cells)
         result = check(history(n_runs, seed, step_at=n_runs - 1, step=step, samples=samples))
@@ -154,8 +167,10 @@ if __name__ == "__main__":
     import sys
 
     shifts = aa_shifts()
-    print(f"A/A run-to-run |shift| of the median: p50 {np.median(shifts):.1%}, p95 {np.quantile(shifts, 0.95):.1%}, "
-          f"max {shifts.max():.1%}")
+    print(
+        f"A/A run-to-run |shift| of the median: p50 {np.median(shifts):.1%}, p95 {np.quantile(shifts, 0.95):.1%}, "
+        f"max {shifts.max():.1%}"
+    )
     n_seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     for n_samples, factor in ((None, 1.25), (None, 1.2), (None, 1.5), (32, 1.25), (32, 1.15)):
         print(f"\n{n_samples or 'template (3)'} samples per cell, {n_seeds} seeds:")

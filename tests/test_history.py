@@ -90,8 +90,11 @@ def test_a_regression_and_its_fix_are_two_steps_and_the_gate_judges_against_the_
                 record["samples_ms"] = [x / 1.25 for x in record["samples_ms"]]
         found = [s for s in steps(entries) if s.metric == "latency_p50"]
         # never a step that is not there, never the wrong way
-        assert all((abs(s.index - 10) <= 1, s.verdict) == (True, "regressed")
-                   or (abs(s.index - 20) <= 1, s.verdict) == (True, "improved") for s in found), found
+        assert all(
+            (abs(s.index - 10) <= 1, s.verdict) == (True, "regressed")
+            or (abs(s.index - 20) <= 1, s.verdict) == (True, "improved")
+            for s in found
+        ), found
         for cell in {r["cell_id"] for r in entries[0].records}:
             both += sorted(s.verdict for s in found if s.cell_id == cell) == ["improved", "regressed"]
         located += sum(s.index in (10, 20) for s in found)
@@ -230,15 +233,20 @@ def _bad(tmp_path: Path) -> list[tuple[list[str], str]]:
     return [
         (["history", "check", str(tmp_path / "missing")], "missing"),
         (["history", "steps", str(empty)], "empty"),
-        (["history", "report", str(corrupt), "-o", str(tmp_path / "t.html")], "run-20260101T000000Z-abc-0123.json"),
+        (
+            ["history", "report", str(corrupt), "-o", str(tmp_path / "t.html")],
+            "run-20260101T000000Z-abc-0123.json",
+        ),
         (["history", "check", str(foreign)], "something-else"),
         (["history", "check", str(a_file)], "a-file.txt"),
         (["history", "add", str(tmp_path / "nowhere"), "--history", str(tmp_path / "h")], "nowhere"),
         (["history", "add", str(not_bench), "--history", str(tmp_path / "h")], "not-bench.json"),
         (["history", "add", str(no_records), "--history", str(tmp_path / "h")], "no-records"),
         (["history", "add", str(synth.BASELINE), "--history", str(a_file)], "a-file.txt"),
-        (["history", "add", str(synth.BASELINE), "--history", str(tmp_path / "h"), "--date", "yesterday"],
-         "yesterday"),
+        (
+            ["history", "add", str(synth.BASELINE), "--history", str(tmp_path / "h"), "--date", "yesterday"],
+            "yesterday",
+        ),
         (["history", "check", str(good), "--fail-on", "latency_p5=5%"], "latency_p5=5%"),
         (["history", "check", str(good), "--baseline-runs", "2"], "--baseline-runs 2"),
     ]
@@ -301,8 +309,14 @@ def _benchmark_files(tmp_path: Path, n: int, slow_last: float) -> list[Path]:
         run = copy.deepcopy(data)
         level = np.exp(rng.normal(0, 0.02)) * (slow_last if i == n - 1 else 1.0)
         for bench in run["benchmarks"]:
-            times = np.array(bench["stats"]["data"]) * level * np.exp(rng.normal(0, 0.02, len(bench["stats"]["data"])))
-            bench["stats"].update(data=times.tolist(), median=float(np.median(times)), mean=float(times.mean()))
+            times = (
+                np.array(bench["stats"]["data"])
+                * level
+                * np.exp(rng.normal(0, 0.02, len(bench["stats"]["data"])))
+            )
+            bench["stats"].update(
+                data=times.tolist(), median=float(np.median(times)), mean=float(times.mean())
+            )
         run["datetime"] = f"2026-03-{i + 1:02d}T10:00:00+00:00"
         run["commit_info"]["id"] = hashlib.sha1(str(i).encode()).hexdigest()
         path = tmp_path / f"bench-{i}.json"
@@ -330,7 +344,9 @@ def test_pytest_benchmark_files_get_the_same_checks(tmp_path, capsys):
 
 
 def test_the_benchmark_suite_records_this_projects_fingerprint(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_conftest", ROOT / "tests" / "benchmarks" / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_conftest", ROOT / "tests" / "benchmarks" / "conftest.py"
+    )
     conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conftest)
     data = json.loads(BENCH_JSON.read_text())
@@ -379,7 +395,11 @@ def _fake_sweep(out: Path, seed: int, factor: float) -> int:
     """What `florence2-bench run` would leave: a run directory, here with synthetic records."""
     (entry,) = synth.history(1, seed, step=factor, step_at=0, tag=str(seed))
     out.mkdir(parents=True)
-    env = dict(entry.env, timestamp_utc=f"2026-05-01T{seed:02d}:00:00+00:00", git={"commit": f"{seed:040x}", "dirty": False})
+    env = dict(
+        entry.env,
+        timestamp_utc=f"2026-05-01T{seed:02d}:00:00+00:00",
+        git={"commit": f"{seed:040x}", "dirty": False},
+    )
     (out / "env.json").write_text(json.dumps(env))
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in entry.records))
     return 0
@@ -391,14 +411,23 @@ def test_regression_session_with_history_adds_reports_and_checks(tmp_path, capsy
     results = []
     for seed in range(6):
         out = tmp_path / f"run-{seed}"
-        _, commands = plan([str(out), "--history", str(history), "--limit", "2"], {"GITHUB_STEP_SUMMARY": str(summary)})
+        _, commands = plan(
+            [str(out), "--history", str(history), "--limit", "2"], {"GITHUB_STEP_SUMMARY": str(summary)}
+        )
         assert [argv[1:3] for argv, _ in commands] == [
-            ["run", "--sweep"], ["history", "add"], ["history", "report"], ["history", "check"]
+            ["run", "--sweep"],
+            ["history", "add"],
+            ["history", "report"],
+            ["history", "check"],
         ]
         assert commands[0][0][-2:] == ["--limit", "2"] and commands[0][1] == (0, 1)
         rc = None
         for argv, codes in commands:
-            rc = _fake_sweep(out, seed, 1.6 if seed == 5 else 1.0) if argv[1] == "run" else _main(capsys, *argv[1:])[0]
+            rc = (
+                _fake_sweep(out, seed, 1.6 if seed == 5 else 1.0)
+                if argv[1] == "run"
+                else _main(capsys, *argv[1:])[0]
+            )
             if rc not in codes:
                 break
         results.append((argv[1:3], rc))

@@ -19,7 +19,17 @@ from bench.history.entries import Entry, MachineClass, add, load
 
 __all__ = ["Entry", "MachineClass", "Step", "add", "check", "load", "steps", "steps_table"]
 
-STEP_COLUMNS = ("cell", "metric", "first commit after", "date", "before", "after", "change", "size", "verdict")
+STEP_COLUMNS = (
+    "cell",
+    "metric",
+    "first commit after",
+    "date",
+    "before",
+    "after",
+    "change",
+    "size",
+    "verdict",
+)
 
 
 def steps_table(found: list[Step], entries: list[Entry]) -> str:
@@ -35,8 +45,15 @@ def steps_table(found: list[Step], entries: list[Entry]) -> str:
             continue
         body = [
             [
-                s.label, s.metric, s.commit[:12], s.date[:19], compare.value_text(s.metric, s.before),
-                compare.value_text(s.metric, s.after), s.change_text(), f"{s.z:.1f} se", s.verdict,
+                s.label,
+                s.metric,
+                s.commit[:12],
+                s.date[:19],
+                compare.value_text(s.metric, s.before),
+                compare.value_text(s.metric, s.after),
+                s.change_text(),
+                f"{s.z:.1f} se",
+                s.verdict,
             ]
             for s in mine
         ]
@@ -54,8 +71,10 @@ def run_add(source: Path, history: Path, commit: str | None = None, date: str | 
     entry, new = add(Path(source), Path(history), commit=commit, date=date)
     where = entry.path.name if entry.path else "?"
     if new:
-        print(f"added {source} as {where}: commit {entry.short}, {entry.date}, {len(entry.records)} cell(s), "
-              f"class {entry.machine.id} ({entry.machine.label})")
+        print(
+            f"added {source} as {where}: commit {entry.short}, {entry.date}, {len(entry.records)} cell(s), "
+            f"class {entry.machine.id} ({entry.machine.label})"
+        )
     else:
         print(f"already in the history as {where} (run {entry.run_id[:16]}): nothing changed")
     return 0

@@ -190,7 +190,7 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
     y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
     s1, s2 = np.r_[0, np.cumsum(y)], np.r_[0, np.cumsum(y**2)]
     best = np.full(n + 1, np.inf)
-    best[0] = -z**2
+    best[0] = -(z**2)
     start = np.zeros(n + 1, dtype=int)
     for j in range(min_segment, n + 1):
         i = np.arange(0, j - min_segment + 1)
@@ -205,7 +205,10 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
     breaks.sort()
     while breaks:
         bounds = [0, *breaks, n]
-        zs = [_step_z(x[bounds[m] : bounds[m + 1]], x[bounds[m + 1] : bounds[m + 2]], sigma) for m in range(len(breaks))]
+        zs = [
+            _step_z(x[bounds[m] : bounds[m + 1]], x[bounds[m + 1] : bounds[m + 2]], sigma)
+            for m in range(len(breaks))
+        ]
         weakest = int(np.argmin(zs))
         if zs[weakest] > z:
             break
@@ -232,20 +235,24 @@ class HistoryCheck(compare.Comparison):
     z: float = Z_CHECK
 
     def summary(self) -> str:
-        short = f", {len(self.unmatched_current)} not judged (too few earlier runs)" if self.unmatched_current else ""
-        return super().summary() + short
+        short = len(self.unmatched_current)
+        return super().summary() + (f", {short} not judged (too few earlier runs)" if short else "")
 
     def _notes(self) -> list[tuple[str, list[str]]]:
         return [
-            ("cells that were ok in the previous run of this class and now fail (counted as regressions)",
-             self.newly_failed),
+            (
+                "cells that were ok in the previous run of this class and now fail (counted as regressions)",
+                self.newly_failed,
+            ),
             ("not judged: too few earlier runs of this machine class", self.unmatched_current),
             ("cells of the class's previous run that the newest run does not have", self.unmatched_baseline),
             ("other machine classes in this history (never compared with this one)", self.env_warnings),
         ]
 
     def method_text(self) -> str:
-        run = f"run {self.run.short} of {self.run.date[:19]} on {self.run.machine.label}; " if self.run else ""
+        run = (
+            f"run {self.run.short} of {self.run.date[:19]} on {self.run.machine.label}; " if self.run else ""
+        )
         return (
             f"{run}each metric against the median of the previous {self.k} runs of this machine class; "
             f"regressed when the change is beyond the threshold and the noise band "
@@ -254,7 +261,11 @@ class HistoryCheck(compare.Comparison):
 
 
 def check(
-    entries: list[Entry], thresholds: dict[str, float] | None = None, *, k: int = K_BASELINE, z: float = Z_CHECK
+    entries: list[Entry],
+    thresholds: dict[str, float] | None = None,
+    *,
+    k: int = K_BASELINE,
+    z: float = Z_CHECK,
 ) -> HistoryCheck:
     """Judge the newest run of ``entries`` (oldest first) against the previous ``k`` runs of its class."""
     resolved = compare._resolve_thresholds(thresholds)
@@ -266,14 +277,19 @@ def check(
     newly_failed, short = [], []
     previous = same[-1][1].records if same else []
     gone = [r for r in previous if r["cell_id"] not in current]
+    earlier = [(i, {r["cell_id"]: r for r in e.records}) for i, e in same]
     for cell_id, record in current.items():
-        history = [(i, {r["cell_id"]: r for r in e.records}.get(cell_id)) for i, e in same]
-        history = [(i, r) for i, r in history if r is not None]
-        if record.get("status", "ok") in compare.FAILED_STATUSES and history and history[-1][1].get("status", "ok") == "ok":
-            newly_failed.append(f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}")
+        history = [(i, cells[cell_id]) for i, cells in earlier if cell_id in cells]
+        was_ok = bool(history) and history[-1][1].get("status", "ok") == "ok"
+        if record.get("status", "ok") in compare.FAILED_STATUSES and was_ok:
+            newly_failed.append(
+                f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}"
+            )
         earlier_ok = sum(r.get("status", "ok") == "ok" for _, r in history)
         if record.get("status", "ok") == "ok" and earlier_ok < MIN_BASELINE:
-            short.append(f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed")
+            short.append(
+                f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
+            )
             continue
         for metric in metrics_of(record):
             new = point(len(entries) - 1, record, metric)
@@ -281,7 +297,9 @@ def check(
             if new is None:
                 continue
             if len(prior) < MIN_BASELINE:
-                short.append(f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed")
+                short.append(
+                    f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed"
+                )
                 continue
             level = current_level(prior)
             since = entries[level[0].index].commit[:12] if len(level) < len(prior) else None
@@ -377,7 +395,6 @@ class Series:
     points: list[Point] = field(default_factory=list)
 
 
-
 def all_series(entries: list[Entry]) -> list[Series]:
     """Every (class, cell, metric) series with at least one value, in a stable order."""
     out: dict[tuple[str, str, str], Series] = {}
@@ -393,8 +410,13 @@ def all_series(entries: list[Entry]) -> list[Series]:
                 key = (entry.machine.id, record["cell_id"], metric)
                 if key not in out:
                     out[key] = Series(
-                        entry.machine, record["cell_id"], names[record["cell_id"]], str(record.get("task")),
-                        metric, compare._spec(metric).kind, source_of(record),
+                        entry.machine,
+                        record["cell_id"],
+                        names[record["cell_id"]],
+                        str(record.get("task")),
+                        metric,
+                        compare._spec(metric).kind,
+                        source_of(record),
                     )
                 out[key].points.append(p)
     return list(out.values())
@@ -411,7 +433,9 @@ def steps(
     return sorted(found, key=lambda st: (st.index, st.label, st.metric))
 
 
-def series_steps(s: Series, entries: list[Entry], thresholds: dict[str, float], z: float = Z_STEP) -> list[Step]:
+def series_steps(
+    s: Series, entries: list[Entry], thresholds: dict[str, float], z: float = Z_STEP
+) -> list[Step]:
     x = np.array([p.x for p in s.points])
     sigma = series_sigma(s.points)
     breaks = segment(x, sigma, z)
@@ -428,9 +452,20 @@ def series_steps(s: Series, entries: list[Entry], thresholds: dict[str, float], 
         first = entries[s.points[j].index]
         out.append(
             Step(
-                s.machine, s.cell_id, s.label, s.task, s.metric, s.kind, s.points[j].index, first.commit,
-                first.date, unscale(s.kind, before), unscale(s.kind, after), change,
-                _step_z(left, right, sigma), verdict,
+                s.machine,
+                s.cell_id,
+                s.label,
+                s.task,
+                s.metric,
+                s.kind,
+                s.points[j].index,
+                first.commit,
+                first.date,
+                unscale(s.kind, before),
+                unscale(s.kind, after),
+                change,
+                _step_z(left, right, sigma),
+                verdict,
             )
         )
     return out

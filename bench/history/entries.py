@@ -155,7 +155,9 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
 def read_run_dir(path: Path) -> Source:
     records = list(store.latest_by_cell(store.read_records(path)).values())
     if not records:
-        raise UsageError(f"run directory {str(path)!r} has no records in {store.RESULTS}; accepted: {ACCEPTED_SOURCE}")
+        raise UsageError(
+            f"run directory {str(path)!r} has no records in {store.RESULTS}; accepted: {ACCEPTED_SOURCE}"
+        )
     env = store.read_env(path)
     records = sorted(records, key=lambda r: str(r.get("cell_id")))
     git = env.get("git") or {}
@@ -212,7 +214,9 @@ def read_pytest_benchmark(path: Path) -> Source:
         device = "cuda" if _get(env, "gpu", "names") else "cpu"
         records = sorted((_benchmark_record(b, device) for b in benchmarks), key=lambda r: r["cell_id"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UsageError(f"{str(path)!r} is not a pytest-benchmark JSON file ({exc}); accepted: {ACCEPTED_SOURCE}") from None
+        raise UsageError(
+            f"{str(path)!r} is not a pytest-benchmark JSON file ({exc}); accepted: {ACCEPTED_SOURCE}"
+        ) from None
     cpu = machine_info.get("cpu") or {}
     machine = machine_from_env(env) if env else MachineClass(None, None, None, None, None)
     machine = MachineClass(
@@ -242,7 +246,9 @@ def read_source(path: Path) -> Source:
         return read_run_dir(path)
     if path.is_file() and path.suffix == ".json":
         return read_pytest_benchmark(path)
-    raise UsageError(f"cannot add {str(path)!r} to a history: not found or not a directory/.json file; accepted: {ACCEPTED_SOURCE}")
+    raise UsageError(
+        f"cannot add {str(path)!r} to a history: not found or not a directory/.json file; accepted: {ACCEPTED_SOURCE}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ the store
@@ -253,7 +259,9 @@ def _parse_date(text: str, what: str) -> datetime:
     try:
         value = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"bad {what} {text!r}; accepted: an ISO 8601 date or time such as 2026-11-26 or 2026-11-26T08:04:18Z") from None
+        raise UsageError(
+            f"bad {what} {text!r}; accepted: an ISO 8601 date or time such as 2026-11-26 or 2026-11-26T08:04:18Z"
+        ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
@@ -264,7 +272,9 @@ def run_id(identity: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def add(source: Path, history: Path, *, commit: str | None = None, date: str | None = None) -> tuple[Entry, bool]:
+def add(
+    source: Path, history: Path, *, commit: str | None = None, date: str | None = None
+) -> tuple[Entry, bool]:
     """Add a run to a history directory (created if missing). Returns the entry and whether it was new.
 
     ``commit``/``date`` override what the run recorded (a CI checkout may be detached or dirty); without
@@ -326,7 +336,9 @@ def _read_entry(path: Path) -> Entry:
             path=path,
         )
     except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
-        raise UsageError(f"history file {str(path)!r} is not a history entry ({exc}); accepted: {ACCEPTED_HISTORY}") from None
+        raise UsageError(
+            f"history file {str(path)!r} is not a history entry ({exc}); accepted: {ACCEPTED_HISTORY}"
+        ) from None
 
 
 def load(history: Path) -> list[Entry]:
@@ -339,4 +351,3 @@ def load(history: Path) -> list[Entry]:
     if not entries:
         raise UsageError(f"history directory {str(history)!r} holds no runs; accepted: {ACCEPTED_HISTORY}")
     return sorted(entries, key=lambda e: (e.date, e.commit, e.run_id))
-

@@ -53,8 +53,13 @@ def _chart(title: str, metric: str, series: list[Series], found: list[Step], ent
         ]
         fig.add_trace(
             go.Scatter(
-                x=xs, y=ys, mode="lines+markers", name=_t(f"{s.label} · {s.machine.id}"), text=hover,
-                hovertemplate="%{text}<extra></extra>", legendgroup=f"{s.machine.id}{s.cell_id}",
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=_t(f"{s.label} · {s.machine.id}"),
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+                legendgroup=f"{s.machine.id}{s.cell_id}",
             )
         )
         mine = [st for st in found if (st.machine, st.cell_id, st.metric) == (s.machine, s.cell_id, metric)]
@@ -69,8 +74,10 @@ def _chart(title: str, metric: str, series: list[Series], found: list[Step], ent
                     showlegend=False,
                     marker={
                         "size": 16,
-                        "symbol": ["triangle-up" if st.change > (1 if st.kind == "ratio" else 0) else "triangle-down"
-                                   for st in mine],
+                        "symbol": [
+                            "triangle-up" if st.change > (1 if st.kind == "ratio" else 0) else "triangle-down"
+                            for st in mine
+                        ],
                         "color": [STEP_COLOURS[st.verdict] for st in mine],
                         "line": {"width": 1, "color": "#1d2330"},
                     },
@@ -110,12 +117,18 @@ def build_trends(
         for source in ("run", "pytest-benchmark"):
             mine = [s for s in series if s.task == task and s.source == source]
             for metric in dict.fromkeys(s.metric for s in mine):
-                heading = f"{task} · {metric}" + (" · pytest-benchmark (ms per round)" if source != "run" else "")
-                charts.append(_chart(heading, metric, [s for s in mine if s.metric == metric], found, entries))
+                heading = f"{task} · {metric}" + (
+                    " · pytest-benchmark (ms per round)" if source != "run" else ""
+                )
+                charts.append(
+                    _chart(heading, metric, [s for s in mine if s.metric == metric], found, entries)
+                )
     classes = []
     for machine in dict.fromkeys(e.machine for e in entries):
         runs = [e for e in entries if e.machine == machine]
-        classes.append({"machine": machine, "runs": len(runs), "first": runs[0].date[:19], "last": runs[-1].date[:19]})
+        classes.append(
+            {"machine": machine, "runs": len(runs), "first": runs[0].date[:19], "last": runs[-1].date[:19]}
+        )
     context = {
         "title": title or f"Florence-2 benchmark history: {Path(history).name}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
