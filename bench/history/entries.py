@@ -178,7 +178,7 @@ PYTEST_BENCHMARK_ENV = "florence2_bench"
 environment fingerprint (GPU names and library versions, which pytest-benchmark does not record)."""
 
 
-def _benchmark_record(bench: dict[str, Any], device: str) -> dict[str, Any]:
+def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
     """A pytest-benchmark entry as a record: raw round times become ``samples_ms``."""
     stats = bench.get("stats")
     if not isinstance(stats, dict) or not isinstance(bench.get("fullname", bench.get("name")), str):
@@ -190,7 +190,6 @@ def _benchmark_record(bench: dict[str, Any], device: str) -> dict[str, Any]:
         "cell_id": hashlib.sha256(f"pytest-benchmark:{name}".encode()).hexdigest()[:16],
         "variant": "pytest-benchmark",
         "task": extra.get("task") or bench.get("group") or "pytest-benchmark",
-        "device": device,
         "status": "ok",
         "latency_ms": {
             "p50": float(stats["median"]) * 1000,
@@ -211,8 +210,7 @@ def read_pytest_benchmark(path: Path) -> Source:
         if not isinstance(benchmarks, list) or not benchmarks:
             raise ValueError("no benchmarks")
         env = machine_info.get(PYTEST_BENCHMARK_ENV) or {}
-        device = "cuda" if _get(env, "gpu", "names") else "cpu"
-        records = sorted((_benchmark_record(b, device) for b in benchmarks), key=lambda r: r["cell_id"])
+        records = sorted((_benchmark_record(b) for b in benchmarks), key=lambda r: r["cell_id"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"{str(path)!r} is not a pytest-benchmark JSON file ({exc}); accepted: {ACCEPTED_SOURCE}"
