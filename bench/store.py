@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from bench.schema import SCHEMA_VERSION, upgrade
+
 RESULTS = "results.jsonl"
 ENV = "env.json"
 REPORT = "report.html"
@@ -42,7 +43,8 @@ class Record:
     status: str = "ok"
     error: str | None = None
     params: int | None = None
-    latency_ms: dict[str, Any] | None = None
+    latency_ms: dict[str, Any] | None = None  # request latency: what one request waits
+    time_per_image_ms: dict[str, Any] | None = None  # amortised: batch wall time / batch size
     stages_ms: dict[str, float] | None = None
     throughput: dict[str, float] | None = None
     memory: dict[str, Any] | None = None
@@ -52,6 +54,8 @@ class Record:
     gen_tokens_mean: float | None = None
     # extras (documented in README): how the figures were obtained
     scenario: str = "single-stream"
+    server: dict[str, Any] | None = None  # server cells only
+    capacity_qps: float | None = None  # server cells with qps "auto"
     settings: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     unstable: bool | None = None
@@ -98,7 +102,7 @@ def _repair_tail(path: Path) -> None:
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """All complete records of a run directory, in the order written."""
+    """All complete records of a run directory, in the order written, in the current schema's meaning."""
     path = Path(run_dir) / RESULTS
     if not path.exists():
         return []
@@ -110,7 +114,7 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             warnings.warn(f"{path}:{n}: skipping a torn line (a run was killed mid-write)", stacklevel=2)
-    return records
+    return [upgrade(r, path) for r in records]  # older schemas in today's meaning, or one clear refusal
 
 
 def latest_by_cell(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -105,6 +105,8 @@ def sample_se(record: dict[str, Any], metric: str) -> float:
     samples = compare._samples(record)
     if metric not in SE_FACTOR or len(samples) < 2:
         return 0.0
+    if metric == "throughput" and not compare._closed_loop(record):
+        return 0.0  # a server cell's throughput is its achieved rate, not 1 / its latency
     return SE_FACTOR[metric] * float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples))
 
 
