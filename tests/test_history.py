@@ -290,6 +290,25 @@ def test_check_uses_compares_thresholds_and_directions(tmp_path):
     assert not any(r.verdict == "regressed" for r in relaxed.rows if r.metric == "accuracy.cer")
 
 
+def test_offline_batches_and_server_cells_are_judged_as_compare_values_them():
+    entries = synth.history(8, 6)
+    for n, entry in enumerate(entries):
+        offline, server = entry.records[0], entry.records[1]
+        offline.update(scenario="offline", batch_size=8)
+        server.update(scenario="server")
+        server["throughput"]["images_per_s"] = 2.0 if n < 7 else 1.0  # the achieved rate halves
+    rows = {(r.cell_id, r.metric): r for r in check(entries).rows}
+    offline, server = entries[-1].records[0], entries[-1].records[1]
+    # offline: a request waits its batch, so throughput is batch size x 1000 / median request latency
+    assert rows[offline["cell_id"], "throughput"].current == pytest.approx(
+        8 * 1000 / np.median(offline["samples_ms"])
+    )
+    # server: the achieved rate, not 1 / latency (latency includes queueing); it has no sample noise
+    row = rows[server["cell_id"], "throughput"]
+    assert (row.baseline, row.current, row.verdict) == (2.0, 1.0, "regressed")
+    assert row.ci_high == pytest.approx(1.0)
+
+
 def test_a_cell_that_was_ok_and_now_fails_is_a_regression():
     entries = synth.history(6, 4)
     failed = entries[-1].records[0]
