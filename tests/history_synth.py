@@ -1,6 +1,7 @@
 """Synthetic histories built from real records, with noise drawn at the CV measured on this machine.
 
-The templates are the records of ``reports/baselines/smoke-cpu`` (base and large, <CAPTION> and <OD>,
+The templates are the records of the smoke baseline as recorded on this machine kind (a frozen copy
+of ``reports/baselines/smoke-cpu``, read through ``bench.store``: base and large, <CAPTION> and <OD>,
 3 samples per cell, sample CVs 3.0-8.7% as measured). Each synthetic run draws:
 
 - a run-level factor exp(N(0, DRIFT_SD)) shared by every cell of the run (the machine's state that
@@ -26,7 +27,8 @@ import numpy as np
 from bench import store
 from bench.history.entries import Entry, MachineClass, machine_from_env
 
-BASELINE = Path(__file__).resolve().parent.parent / "reports" / "baselines" / "smoke-cpu"
+BASELINE = Path(__file__).resolve().parent / "fixtures" / "schema1-smoke-cpu"
+"""A frozen copy of reports/baselines/smoke-cpu as recorded (which a refreshed baseline replaces)."""
 DRIFT_SD = 0.03
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
