@@ -559,14 +559,14 @@ def _regression(baseline: Path | None, current: Path) -> dict[str, Any] | None:
             f"no {store.RESULTS} in baseline {baseline}; accepted: a run directory written by `run`"
         )
     try:
-        from bench.compare import COLUMNS, compare_dirs
+        from bench.compare import compare_dirs
     except ImportError as exc:
         return {"unavailable": f"regression compare unavailable (bench.compare could not be imported: {exc})"}
     try:
         comparison = compare_dirs(Path(baseline), Path(current))
     except UsageError as exc:  # compare refuses the pair (e.g. another record schema): say why, keep the report
         return {"baseline": str(baseline), "refused": str(exc)}
-    return {"baseline": str(baseline), "comparison": comparison, "columns": COLUMNS}
+    return {"baseline": str(baseline), "comparison": comparison, "columns": comparison.columns}
 
 
 # ---------------------------------------------------------------------------------------------
