@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench import inputs, store
 from bench.checkpoints import (
     ATTN,
     DTYPES,
@@ -35,7 +35,7 @@ from bench.checkpoints import (
     resolve,
 )
 from bench.data import get_dataset, load_samples
-from bench.errors import UsageError, choice_error
+from bench.errors import CellSkipped, UsageError, choice_error
 from bench.measure import RepetitionPolicy, clock_for, device_kind
 from bench.tasks import get_task
 from bench.variants import get_variant
@@ -114,7 +114,7 @@ def load_sweep(name_or_path: str) -> SweepConfig:
     elif not path.exists():
         raise UsageError(f"sweep file not found: {path}; accepted: a shipped sweep name or a TOML file")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(inputs.read_text(path, "sweep file"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
     flat: dict[str, Any] = {}
@@ -127,6 +127,7 @@ def load_sweep(name_or_path: str) -> SweepConfig:
     unknown = set(flat) - known
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {sorted(unknown)}; accepted: {sorted(known)}")
+    inputs.check_sweep(flat, str(path))
     return SweepConfig(**flat)
 
 
@@ -188,6 +189,8 @@ class Cell:
 
 def validate(config: SweepConfig) -> None:
     """Refuse invalid values and combinations before anything runs (exit 2 via UsageError)."""
+    inputs.check_sweep(dataclasses.asdict(config), "sweep")
+    inputs.check_ranges(config)
     for v in config.variants:
         get_variant(v)
     if "custom" in config.variants and not config.model_path:
@@ -221,18 +224,20 @@ def validate(config: SweepConfig) -> None:
 
 
 def expand(config: SweepConfig) -> list[Cell]:
-    """The matrix as cells, ordered so that cells sharing a model load are adjacent."""
+    """The matrix as cells, ordered so that cells sharing a model load are adjacent; one cell per id."""
     n_images = len(load_samples(config.dataset, config.limit))
-    cells = []
+    cells, seen = [], set()
     for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
                                    config.channels_last, config.compile, config.tasks, config.batch_sizes,
                                    config.num_beams, config.cache):
         variant, device, dtype, attn, quant, channels_last, compile_, task, bs, beams, cache = combo
         if quant != "none" and device_kind(device) != "cpu":
             continue  # dynamic int8 is a CPU-only path; the combination is not a cell
-        cells.append(Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn, compile_,
-                          beams, cache, channels_last, quant, config.weights, config.model_path,
-                          config.max_new_tokens))
+        cell = Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn, compile_,
+                    beams, cache, channels_last, quant, config.weights, config.model_path, config.max_new_tokens)
+        if cell.cell_id not in seen:  # repeated axis values (see inputs.dedupe_axes) make no second cell
+            seen.add(cell.cell_id)
+            cells.append(cell)
     return cells
 
 
@@ -348,31 +353,58 @@ class Progress:
 
 
 def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bool = False,
-              executor: str = "local", ray_address: str | None = None) -> RunSummary:
-    """Validate, expand, and run every cell not already done; returns the records written."""
+              executor: str = "local", ray_address: str | None = None, extend: bool = False) -> RunSummary:
+    """Validate, expand, and run every cell not already done; returns the records written.
+
+    The run directory is locked for the whole run; ``resume`` skips cells whose latest record is final
+    (``store.FINAL_STATUSES``) and refuses another sweep definition unless ``extend``.
+    """
+    if executor not in EXECUTORS:
+        raise choice_error("executor", executor, EXECUTORS)
+    if extend and not resume:
+        raise UsageError("--extend adds cells to an existing run; accepted: --resume --extend")
     validate(config)
+    config = inputs.dedupe_axes(config)
     cells = expand(config)
-    out.mkdir(parents=True, exist_ok=True)
-    done = {r["cell_id"] for r in store.read_records(out) if r.get("status") == "ok"} if resume else set()
-    if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
-        raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
-    todo = [c for c in cells if c.cell_id not in done]
-    from bench.environment import fingerprint
+    with store.run_lock(out):
+        if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
+            raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
+        done = store.finished_cells(out) if resume else set()
+        todo = [c for c in cells if c.cell_id not in done]
+        store.write_env(out, _env(out, config, resume, extend))
+        if executor == "ray":
+            from bench.distributed import run_with_ray
 
-    store.write_env(out, {**fingerprint(), "sweep": dataclasses.asdict(config)})
-    if executor == "ray":
-        from bench.distributed import run_with_ray
-
-        records = run_with_ray(config, todo, out, ray_address=ray_address, quiet=quiet)
-    elif executor == "local":
-        records = run_cells(config, todo, out, quiet=quiet)
-    else:
-        raise choice_error("executor", executor, ("local", "ray"))
+            records = run_with_ray(config, todo, out, ray_address=ray_address, quiet=quiet)
+        else:
+            records = run_cells(config, todo, out, quiet=quiet)
     return RunSummary(records, len(cells) - len(todo))
 
 
+EXECUTORS = ("local", "ray")
+
+
+def _env(out: Path, config: SweepConfig, resume: bool, extend: bool) -> dict[str, Any]:
+    """env.json: a first run records its machine and sweep; a resume keeps them and appends a note
+    (refusing a different sweep unless ``extend``, which makes the new sweep the recorded one)."""
+    from bench.environment import differences, fingerprint
+
+    current, sweep_now = fingerprint(), dataclasses.asdict(config)
+    env = store.read_env(out) if resume else {}
+    if not env:
+        return {**current, "sweep": sweep_now}
+    inputs.check_resume(out, env.get("sweep"), sweep_now, extend)
+    note: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "environment_differences": differences(env, current)}
+    if inputs.sweep_definition(env.get("sweep") or {}) != inputs.sweep_definition(sweep_now):
+        note["previous_sweep"] = env.get("sweep")
+        env["sweep"] = sweep_now
+    env["resumes"] = [*env.get("resumes", []), note]
+    return env
+
+
 def run(config_or_name: SweepConfig | str, out: str | Path, *, resume: bool = False, quiet: bool = True,
-        executor: str = "local", ray_address: str | None = None, **overrides: Any):
+        executor: str = "local", ray_address: str | None = None, extend: bool = False, **overrides: Any):
     """Notebook API: run a sweep and return its results as ``store.load(out)`` does (a DataFrame).
 
     Axis overrides take lists or comma-separated strings (``dtypes=["fp32", "bf16"]``); other keyword
@@ -381,7 +413,8 @@ def run(config_or_name: SweepConfig | str, out: str | Path, *, resume: bool = Fa
     config = load_sweep(config_or_name) if isinstance(config_or_name, str) else config_or_name
     axes = {k: v if isinstance(v, str) else ",".join(map(str, v)) for k, v in overrides.items() if k in AXES}
     config = dataclasses.replace(override(config, **axes), **{k: v for k, v in overrides.items() if k not in AXES})
-    run_sweep(config, Path(out), resume=resume, quiet=quiet, executor=executor, ray_address=ray_address)
+    run_sweep(config, Path(out), resume=resume, quiet=quiet, executor=executor, ray_address=ray_address,
+              extend=extend)
     return store.load(out)
 
 
@@ -428,6 +461,9 @@ def run_cells(config: SweepConfig, cells: list[Cell], out: Path, *, quiet: bool 
                 progress.start(cell)
                 try:
                     record = run_cell(config, cell, loaded, out)
+                except CellSkipped as exc:  # valid, but not runnable on its data: recorded, the sweep goes on
+                    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
+                    record.status, record.error = "skipped", str(exc)
                 except UsageError:
                     raise
                 except (Exception, MemoryError) as exc:
@@ -465,7 +501,7 @@ def run_cell(config: SweepConfig, cell: Cell, loaded: LoadedModel, out: Path) ->
     task = get_task(cell.task)
     samples = usable_samples(task.token, load_samples(cell.dataset, config.limit))
     if not samples:
-        raise UsageError(f"dataset {cell.dataset!r} has no image usable for {task.token} (no query or reference)")
+        raise CellSkipped(f"dataset {cell.dataset!r} has no image usable for {task.token} (no query or reference)")
     generation = generation_settings(task, loaded.ref.weights, cell.num_beams, cell.max_new_tokens, cell.cache)
     clock = clock_for(cell.device)
     pipeline = Pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock)
