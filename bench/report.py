@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 from bench import store
 from bench.errors import UsageError
+from bench.inputs import read_text
 from bench.optimize import agreement_with_fp32
 
 try:
@@ -36,6 +38,11 @@ NONE_MEETS = "none meets it"
 MAX_EXAMPLE_CELLS = 6
 MAX_EXAMPLES_PER_CELL = 3
 THUMB_WIDTH = 480
+# Records are untrusted: a declared image side beyond this is ignored, a canvas is never taller than
+# MAX_THUMB_HEIGHT, and at most MAX_SHAPES shapes are drawn per example.
+MAX_DECLARED_SIDE = 1_000_000
+MAX_THUMB_HEIGHT = 4 * THUMB_WIDTH
+MAX_SHAPES = 200
 
 # The metric a task is judged by, when a record carries several (first match wins).
 PRIMARY_METRICS = (
@@ -104,11 +111,7 @@ def load_prices(path: Path | None = None) -> PriceTable:
     """Read a price table; a missing or malformed file is a UsageError naming it."""
     path = Path(path) if path is not None else DEFAULT_PRICES
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(
-            f"price table not found: {path}; accepted: a TOML file with a [prices] table"
-        ) from None
+        data = tomllib.loads(read_text(path, "price table"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"price table {path} is not valid TOML: {exc}") from None
     prices = data.get("prices")
@@ -121,8 +124,9 @@ def load_prices(path: Path | None = None) -> PriceTable:
             raise UsageError(
                 f"price table {path}: price for {key!r} is {value!r}; accepted: a number >= 0 (USD per hour)"
             )
-    kwh = data.get("energy", {}).get("usd_per_kwh")
-    if kwh is not None and (not isinstance(kwh, (int, float)) or kwh < 0):
+    energy = data.get("energy", {})
+    kwh = energy.get("usd_per_kwh") if isinstance(energy, dict) else energy
+    if kwh is not None and (_num(kwh) is None or kwh < 0):
         raise UsageError(f"price table {path}: [energy] usd_per_kwh is {kwh!r}; accepted: a number >= 0")
     label = "the default example table (bench/data/prices.toml)" if path == DEFAULT_PRICES else str(path)
     return PriceTable({str(k): float(v) for k, v in prices.items()}, label, kwh)
@@ -138,6 +142,12 @@ def _get(d: Any, *keys: str) -> Any:
             return None
         d = d.get(key)
     return d
+
+
+def _table(d: Any, *keys: str) -> dict[str, Any]:
+    """A nested table of an untrusted record; {} when it is missing or not a table."""
+    value = _get(d, *keys)
+    return value if isinstance(value, dict) else {}
 
 
 def _num(value: Any) -> float | None:
@@ -531,7 +541,7 @@ def _size_quality_charts(rows: list[Row]) -> list[Chart]:
     reported: dict[str, dict[str, tuple[float, float]]] = {}
     for r in rows:
         params = _num(r.rec.get("params"))
-        for key, value in (_get(r.rec, "extra", "reported") or {}).items():
+        for key, value in _table(r.rec, "extra", "reported").items():
             if params and _num(value) is not None:
                 reported.setdefault(str(key), {})[str(r.rec.get("variant"))] = (params / 1e6, float(value))
     if reported:
@@ -787,8 +797,12 @@ def _shapes(answer: Any) -> list[tuple[str, list[float], str]]:
         return []
     out: list[tuple[str, list[float], str]] = []
 
+    def listed(key: str) -> list[Any]:  # answers in records are untrusted: a non-list is no shapes
+        value = answer.get(key)
+        return value if isinstance(value, list) else []
+
     def labels(key: str, n: int) -> list[str]:
-        values = answer.get(key) or []
+        values = listed(key)
         return [str(values[i]) if i < len(values) else "" for i in range(n)]
 
     def flat_polys(node: Any) -> list[list[float]]:
@@ -799,14 +813,14 @@ def _shapes(answer: Any) -> list[tuple[str, list[float], str]]:
         return []
 
     for key, label_key in (("bboxes", "bboxes_labels"), ("bboxes", "labels")):
-        boxes = answer.get(key) or []
+        boxes = listed(key)
         if boxes and (label_key in answer or label_key == "labels"):
             for box, label in zip(boxes, labels(label_key, len(boxes)), strict=True):
                 if isinstance(box, list) and len(box) == 4 and all(_num(v) is not None for v in box):
                     out.append(("box", [float(v) for v in box], label))
             break
     for key, label_key in (("quad_boxes", "labels"), ("polygons", "polygons_labels"), ("polygons", "labels")):
-        items = answer.get(key) or []
+        items = listed(key)
         if not items:
             continue
         for item, label in zip(items, labels(label_key, len(items)), strict=True):
@@ -828,7 +842,9 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
     """A PNG data URI of the example image with the predicted shapes drawn, and a note."""
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height = _num(example.get("width")), _num(example.get("height"))
+    width, height = (_num(example.get(k)) for k in ("width", "height"))
+    if not (width and height and 1 <= width <= MAX_DECLARED_SIDE and 1 <= height <= MAX_DECLARED_SIDE):
+        width = height = None  # an absurd declared size is not trusted (nor allocated)
     path = _inside(run_dir, example.get("image_file"))
     note = ""
     try:
@@ -836,11 +852,13 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
             with Image.open(path) as img:
                 img = img.convert("RGB")
         elif width and height:
-            img = Image.new("RGB", (int(width), int(height)), (235, 235, 235))
+            fit = min(1.0, THUMB_WIDTH / width)  # the canvas is made at thumbnail size, never at the declared one
+            size = (max(1, round(width * fit)), min(MAX_THUMB_HEIGHT, max(1, round(height * fit))))
+            img = Image.new("RGB", size, (235, 235, 235))
             note = "image file not saved: shapes drawn on a blank canvas of the image's size"
         else:
             return None, "image file not saved"
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         return None, f"image unreadable: {exc}"
     sx = img.width / width if width else 1.0
     sy = img.height / height if height else 1.0
@@ -850,9 +868,14 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     colors = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
-    for n, (kind, coords, label) in enumerate(_shapes(example.get("answer"))):
+    bound = 4.0 * max(img.width, img.height)  # shapes far outside the image are clipped, not overflowed
+
+    def clip(v: float) -> float:
+        return max(-bound, min(bound, v))
+
+    for n, (kind, coords, label) in enumerate(_shapes(example.get("answer"))[:MAX_SHAPES]):
         color = colors[n % len(colors)]
-        xy = [(coords[i] * sx, coords[i + 1] * sy) for i in range(0, len(coords) - 1, 2)]
+        xy = [(clip(coords[i] * sx), clip(coords[i + 1] * sy)) for i in range(0, len(coords) - 1, 2)]
         if kind == "box":
             (x1, y1), (x2, y2) = xy
             draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=color, width=2)
@@ -1113,7 +1136,7 @@ def build_report(
     text = _environment().get_template("report.html.j2").render(**context)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share one
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
     return out
@@ -1131,7 +1154,7 @@ def _reported_table(rows: list[Row]) -> list[dict[str, Any]]:
         if r.ok and r.acc is not None:
             key = f"{r.rec.get('task')} {r.metric} ({r.rec.get('dataset')})"
             v["measured"].setdefault(key, []).append(r.acc)
-        for key, value in (_get(r.rec, "extra", "reported") or {}).items():
+        for key, value in _table(r.rec, "extra", "reported").items():
             if _num(value) is not None:
                 v["reported"][str(key)] = value
     for v in out.values():
