@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -73,7 +74,7 @@ def run_with_ray(
             )
     owned = not ray.is_initialized()
     if owned:
-        ray.init(address=ray_address or None)
+        connect(ray, ray_address)
     progress = Progress(len(cells), quiet)
     by_id = {c.cell_id: c for c in cells}
     written: list[dict[str, Any]] = []
@@ -124,6 +125,29 @@ def run_with_ray(
         if owned:
             ray.shutdown()
     return written
+
+
+def connect(ray: Any, address: str | None, timeout_s: float = 10.0) -> None:
+    """``ray.init``, but an address nobody answers at is one UsageError line, not minutes of retries.
+
+    Ray retries an unreachable GCS for a long time before raising; a TCP connection tried first says
+    at once whether anything listens there.
+    """
+    accepted = ("accepted: the address of a running cluster (`ray start --head` prints it), "
+                "or no --ray-address for a local Ray instance")
+    match = re.fullmatch(r"(?:ray://)?(\[[^\]]+\]|[^:/\s]+):(\d+)", address or "")
+    if match:
+        host, port = match.group(1).strip("[]"), int(match.group(2))
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UsageError(f"cannot reach the Ray cluster at {address!r} ({reason}); {accepted}") from None
+    try:
+        ray.init(address=address or None)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot connect to the Ray cluster at {address!r} ({first}); {accepted}") from None
 
 
 def _marked(cell: Cell, status: str, reason: str) -> store.Record:
