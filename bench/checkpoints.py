@@ -102,7 +102,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+        raise UsageError(f"{path} is not valid JSON: {exc}; accepted: a UTF-8 JSON config object") from None
     if not isinstance(config, dict):
         raise UsageError(
             f"{path} holds a JSON {type(config).__name__}; accepted: a Florence-2 config object ({{\"model_type\": \"florence2\", ...}})"

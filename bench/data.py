@@ -2,7 +2,7 @@
 
 Every loader returns ``Sample`` objects so that tasks and metrics never see a dataset's own format.
 Boxes are ``(x1, y1, x2, y2)`` in pixels of the original image; polygons are flat ``[x, y, ...]``.
-Add a dataset by registering a ``DatasetSpec`` in ``DATASETS`` and a manifest in ``datasets_manifest/``.
+Add a dataset by registering a ``DatasetSpec`` in ``DATASETS`` and a manifest in ``bench/datasets_manifest/``.
 
 Downloaded datasets are read from the cache that ``bench.fetch`` fills; ``NAME:N`` takes the first N
 samples in the order of ``subset_key`` (sha256 of the id), so a subset is the same on every machine.
@@ -325,7 +325,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 def _bomb(path: object, exc: Exception) -> UsageError:
     """A header declaring more pixels than PIL will decode (a decompression bomb, or a huge scan)."""
     limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-    return UsageError(f"refusing image {path}: {exc}; accepted: images of at most {limit:,} pixels")
+    return UsageError(f"refusing image {path}: {str(exc).rstrip('.')}; accepted: images of at most {limit:,} pixels")
 
 
 def _read_json(path: Path) -> dict:

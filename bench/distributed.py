@@ -127,27 +127,31 @@ def run_with_ray(
     return written
 
 
-def connect(ray: Any, address: str | None, timeout_s: float = 10.0) -> None:
-    """``ray.init``, but an address nobody answers at is one UsageError line, not minutes of retries.
-
-    Ray retries an unreachable GCS for a long time before raising; a TCP connection tried first says
-    at once whether anything listens there.
-    """
-    accepted = ("accepted: the address of a running cluster (`ray start --head` prints it), "
+RAY_ACCEPTED = ("accepted: the address of a running cluster (`ray start --head` prints it), "
                 "or no --ray-address for a local Ray instance")
+
+
+def probe(address: str | None, timeout_s: float = 10.0) -> None:
+    """A UsageError at once when nothing listens at a ``host:port`` address (Ray itself retries for minutes)."""
     match = re.fullmatch(r"(?:ray://)?(\[[^\]]+\]|[^:/\s]+):(\d+)", address or "")
-    if match:
-        host, port = match.group(1).strip("[]"), int(match.group(2))
-        try:
-            socket.create_connection((host, port), timeout=timeout_s).close()
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise UsageError(f"cannot reach the Ray cluster at {address!r} ({reason}); {accepted}") from None
+    if not match:
+        return  # no address (a local instance), "auto", or a form Ray resolves itself
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot reach the Ray cluster at {address!r} ({reason}); {RAY_ACCEPTED}") from None
+
+
+def connect(ray: Any, address: str | None) -> None:
+    """``ray.init``, with an unreachable or malformed address as one UsageError line."""
+    probe(address)
     try:
         ray.init(address=address or None)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot connect to the Ray cluster at {address!r} ({first}); {accepted}") from None
+        raise UsageError(f"cannot connect to the Ray cluster at {address!r} ({first}); {RAY_ACCEPTED}") from None
 
 
 def _marked(cell: Cell, status: str, reason: str) -> store.Record:

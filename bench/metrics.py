@@ -847,7 +847,7 @@ def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
     except UnicodeDecodeError as exc:
         raise UsageError(f"predictions file {path} is not UTF-8 text: {exc}") from None
     except OSError as exc:
-        raise UsageError(f"cannot read predictions file {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read predictions file {path}: {exc.strerror}; accepted: a JSONL file") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

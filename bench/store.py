@@ -167,6 +167,8 @@ def repair_tail(path: Path) -> None:
             fh.write(b"\n")
         else:
             fh.truncate(start)
+            warnings.warn(f"{path}: removed a torn line at the end ({len(data) - start} bytes, a write killed midway)",
+                          stacklevel=2)
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -363,12 +363,17 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
         raise choice_error("executor", executor, EXECUTORS)
     if extend and not resume:
         raise UsageError("--extend adds cells to an existing run; accepted: --resume --extend")
+    if executor == "ray":
+        from bench.distributed import probe
+
+        probe(ray_address)  # before anything is written
     validate(config)
     config = inputs.dedupe_axes(config)
     cells = expand(config)
     with store.run_lock(out):
         if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
             raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
+        store.repair_tail(out / store.RESULTS)  # a record that lost its newline is completed, a torn one cut
         done = store.finished_cells(out) if resume else set()
         todo = [c for c in cells if c.cell_id not in done]
         store.write_env(out, _env(out, config, resume, extend))
