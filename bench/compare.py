@@ -74,7 +74,7 @@ class MetricSpec:
 
     name: str
     kind: str  # "ratio" (current / baseline) or "delta" (current - baseline, in points)
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: a metric whose direction is not known (never judged)
     default: float
     unit: str
 
@@ -105,8 +105,19 @@ ACCEPTED_NAMES = (*METRICS, *ALIASES, "accuracy.<name>")
 
 
 def _spec(metric: str) -> MetricSpec:
-    """The spec of a row's metric: ``accuracy.cider`` is governed by ``accuracy``."""
-    return METRICS[metric.split(".", 1)[0]]
+    """The spec of a row's metric. ``accuracy.<name>`` takes the ``accuracy`` gate's kind and default
+    threshold, and its direction and unit from the metric registry (``bench.metrics.METRICS``); a name
+    the registry does not define has no direction (``higher_is_better`` None) and gets no verdict."""
+    head, _, name = metric.partition(".")
+    spec = METRICS[head]
+    if not name:
+        return spec
+    from bench.metrics import metric_info
+
+    info = metric_info(name)
+    if info is None:
+        return MetricSpec(metric, spec.kind, None, spec.default, "pt")
+    return MetricSpec(metric, spec.kind, info.higher_is_better, spec.default, info.unit or "pt")
 
 
 def _canonical(key: str, item: str) -> tuple[str, ...]:
@@ -184,7 +195,7 @@ def _resolve_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]
 
 
 def _threshold_for(metric: str, thresholds: dict[str, float]) -> float:
-    return thresholds.get(metric, thresholds[_spec(metric).name])
+    return thresholds.get(metric, thresholds[metric.split(".", 1)[0]])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,8 +426,12 @@ def classify(spec: MetricSpec, value: float, low: float | None, high: float | No
     """Verdict from the interval (or the single value) against the threshold, in the metric's direction."""
     low = value if low is None else low
     high = value if high is None else high
-    if spec.kind == "delta":  # threshold <= 0 points; a drop beyond it regresses
+    if spec.higher_is_better is None:
+        return "not-comparable"
+    if spec.kind == "delta" and spec.higher_is_better:  # threshold <= 0 points; a drop beyond it regresses
         worse, better = high < threshold, low > -threshold
+    elif spec.kind == "delta":  # an error rate: a rise beyond -threshold points regresses
+        worse, better = low > -threshold, high < threshold
     elif spec.higher_is_better:
         worse, better = high < 1 - threshold, low > 1 + threshold
     else:
@@ -482,6 +497,10 @@ def _single(
     else:
         change = cur - base if spec.kind == "delta" else cur / base
         verdict = classify(spec, change, None, None, threshold)
+        if spec.higher_is_better is None:
+            note = _join(note, "direction unknown: not a metric of bench.metrics.METRICS, so no verdict")
+        elif spec.kind == "delta" and not spec.higher_is_better:
+            note = _join(note, "lower is better")
     return Row(
         **row,
         metric=metric,

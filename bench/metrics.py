@@ -635,15 +635,68 @@ def _score_region_category(task, samples, answers, opts):
 
 
 # --------------------------------------------------------------------------------------------
-# the registry: task token -> metrics, scorer and predictions-file row format
+# the metric registry: every accuracy metric's direction, scale and unit, stated once
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One accuracy metric as ``score`` returns it; compare, report and history read this, never guess."""
+
+    name: str
+    label: str  # how reports and tables name it
+    higher_is_better: bool
+    scale: str  # the range the value lives on, as printed in papers
+    unit: str  # "%" for rates and IoUs; "" for the caption scores (×100, not percentages)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("cider", "CIDEr-D", True, "×100 (COCO caption: 133.0)", ""),
+        Metric("bleu4", "BLEU-4", True, "×100", ""),
+        Metric("rouge_l", "ROUGE-L", True, "×100", ""),
+        Metric("meteor", "METEOR", True, "×100", ""),
+        Metric("spice", "SPICE", True, "×100", ""),
+        Metric("cer", "CER", False, "0-100+ (edits per 100 reference characters)", "%"),
+        Metric("wer", "WER", False, "0-100+ (edits per 100 reference words)", "%"),
+        Metric("exact_match", "exact match", True, "0-100", "%"),
+        Metric("map", "COCO mAP@[.5:.95]", True, "0-100", "%"),
+        Metric("ap50", "AP@0.5", True, "0-100", "%"),
+        Metric("ap75", "AP@0.75", True, "0-100", "%"),
+        Metric("recall_at_0.5", "recall@IoU0.5", True, "0-100", "%"),
+        Metric("precision_at_0.5", "precision@IoU0.5", True, "0-100", "%"),
+        Metric("acc_at_0.5", "Acc@IoU0.5", True, "0-100", "%"),
+        Metric("miou", "mIoU", True, "0-100", "%"),
+        Metric("mask_iou", "cumulative mask IoU", True, "0-100", "%"),
+        Metric("accuracy", "accuracy", True, "0-100", "%"),
+    )
+}
+
+
+def metric_info(name: str) -> Metric | None:
+    """The registry entry of a metric name, or None for a name this version does not define."""
+    return METRICS.get(name)
+
+
+# --------------------------------------------------------------------------------------------
+# the task registry: task token -> metrics (headline first), scorer and predictions-file row format
 
 
 @dataclass(frozen=True)
 class TaskScoring:
-    metrics: tuple[str, ...]
+    metrics: tuple[str, ...]  # the first is the task's headline metric
     scorer: Callable[[str, list[Sample], list[Any], Options], dict[str, float]]
     kind: str  # the predictions-file row format: text, boxes, ovd, polygons, quads
     usable: Callable[[Sample], bool]  # the sample has this task's query and references
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"metrics {unknown} are not in the metric registry (METRICS)")
+
+    @property
+    def headline(self) -> str:
+        return self.metrics[0]
 
 
 _CAPTION = ("cider", "bleu4", "rouge_l")
@@ -694,6 +747,12 @@ TASK_SCORING: dict[str, TaskScoring] = {
 }
 # The metric names each task produces (caption tasks add "meteor" and "spice" where Java allows).
 METRIC_FOR_TASK: dict[str, tuple[str, ...]] = {task: s.metrics for task, s in TASK_SCORING.items()}
+
+
+def headline_metric(task: str) -> str | None:
+    """The metric a task is judged by (its first), or None for a task without scoring."""
+    scoring = TASK_SCORING.get(task)
+    return scoring.headline if scoring else None
 
 
 def usable_samples(task: str, samples: list[Sample]) -> list[Sample]:

@@ -24,6 +24,7 @@ from typing import Any
 from bench import store
 from bench.errors import UsageError
 from bench.inputs import read_text
+from bench.metrics import METRICS, headline_metric, metric_info
 from bench.optimize import agreement_with_fp32
 
 try:
@@ -43,26 +44,6 @@ THUMB_WIDTH = 480
 MAX_DECLARED_SIDE = 1_000_000
 MAX_THUMB_HEIGHT = 4 * THUMB_WIDTH
 MAX_SHAPES = 200
-
-# The metric a task is judged by, when a record carries several (first match wins).
-PRIMARY_METRICS = (
-    "CIDEr",
-    "cider",
-    "mAP",
-    "map",
-    "AP",
-    "ap",
-    "accuracy",
-    "acc",
-    "recall@1",
-    "R@1",
-    "mIoU",
-    "miou",
-    "anls",
-    "f1",
-)
-# Metrics where smaller is better (error rates): the "accuracy floor" is then read as a ceiling.
-_LOWER_IS_BETTER = re.compile(r"(^|[_\-. ])(wer|cer|error|err)($|[_\-. @])", re.IGNORECASE)
 
 # Per-stage latency: vision is part of ttft, so the stack is preprocess, vision, ttft - vision,
 # decode, postprocess, which sums to about the end-to-end time.
@@ -157,19 +138,19 @@ def _num(value: Any) -> float | None:
 
 
 def lower_is_better(metric: str | None) -> bool:
-    return bool(metric) and bool(_LOWER_IS_BETTER.search(metric))
+    """From the metric registry (bench.metrics.METRICS): CER and WER are lower-is-better."""
+    info = metric_info(metric) if metric else None
+    return info is not None and not info.higher_is_better
 
 
-def primary_metric(accuracy: dict[str, Any] | None) -> str | None:
-    """The metric a task is judged by: a known headline metric, else the first higher-is-better one."""
-    if not accuracy:
-        return None
-    names = [k for k, v in accuracy.items() if _num(v) is not None]
-    for name in PRIMARY_METRICS:
-        if name in names:
-            return name
-    higher = sorted(n for n in names if not lower_is_better(n))
-    return (higher or sorted(names) or [None])[0]
+def primary_metric(accuracy: dict[str, Any] | None, task: str | None = None) -> str | None:
+    """The metric a cell is judged by: its task's headline metric, else the first registered metric it
+    carries (in registry order); names the registry does not define are never chosen."""
+    names = {k for k, v in (accuracy or {}).items() if _num(v) is not None}
+    headline = headline_metric(task) if task else None
+    if headline in names:
+        return headline
+    return next((name for name in METRICS if name in names), None)
 
 
 def _gpu_names(env: dict[str, Any]) -> list[str]:
@@ -328,7 +309,7 @@ def _task_metrics(rows: list[Row]) -> dict[str, str | None]:
     """One metric per task (the most common primary metric), so settings compare like with like."""
     out: dict[str, str | None] = {}
     for task in dict.fromkeys(r.rec.get("task") for r in rows):
-        names = [primary_metric(r.rec.get("accuracy")) for r in rows if r.rec.get("task") == task]
+        names = [primary_metric(r.rec.get("accuracy"), task) for r in rows if r.rec.get("task") == task]
         names = [n for n in names if n]
         out[task] = Counter(names).most_common(1)[0][0] if names else None
     return out

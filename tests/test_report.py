@@ -242,11 +242,16 @@ def test_error_rate_floor_is_a_ceiling(tmp_path):
     assert rec.best.rec["variant"] == "large" and "wer ≤ 0.2" in rec.constraint
 
 
-def test_primary_metric_prefers_the_headline_metric():
-    assert report.primary_metric({"BLEU-4": 0.3, "CIDEr": 1.2, "METEOR": 0.2}) == "CIDEr"
-    assert report.primary_metric({"wer": 0.2, "cer": 0.1, "exact": 0.5}) == "exact"
-    assert report.primary_metric({"wer": 0.2}) == "wer"
+def test_primary_metric_is_the_tasks_headline_from_the_registry():
+    assert report.primary_metric({"bleu4": 30.0, "cider": 120.0, "meteor": 20.0}, "<CAPTION>") == "cider"
+    assert report.primary_metric({"wer": 20.0, "cer": 10.0, "exact_match": 50.0}, "<OCR>") == "cer"
+    assert report.primary_metric({"map": 30.0, "ap50": 50.0}, "<OD>") == "map"
+    # without a task, or without its headline: the first registered metric, never an unknown name
+    assert report.primary_metric({"exact_match": 50.0, "wer": 20.0}) == "wer"
+    assert report.primary_metric({"CIDEr": 1.2}) is None
     assert report.primary_metric(None) is None
+    assert report.lower_is_better("cer") and report.lower_is_better("wer")
+    assert not report.lower_is_better("cider") and not report.lower_is_better("unknown")
 
 
 def test_device_name_comes_from_the_env_fingerprint():
