@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+EXIT_USAGE, EXIT_CRASH = 2, 3  # 0 and 1 are what the commands return (README: exit codes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,7 +224,7 @@ def write_env(run_dir: Path, env: dict[str, Any]) -> None:
 
 
 def read_env(run_dir: Path) -> dict[str, Any]:
-    """env.json as a dict; {} with a warning when it is missing a dict (damaged or foreign)."""
+    """env.json as a dict: {} when there is none, and {} with a warning when it is damaged or not an object."""
     path = Path(run_dir) / ENV
     if not path.is_file():
         return {}

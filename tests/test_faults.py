@@ -300,6 +300,12 @@ def test_unreadable_lines_are_skipped_with_a_count_by_report_compare_and_export(
         assert len(warned) == 1 and "skipped 5 unreadable line(s) (line 2, 3, 4, 5, 6)" in warned.pop(), args
     assert "internal error" not in capsys.readouterr().err
     assert len((tmp_path / "x.csv").read_text().splitlines()) == 3  # header + the two records
+    for damaged in (b"[1, 2]", b"\xff\xfe", b'{"cpu": '):  # env.json: a list, not UTF-8, torn
+        (run / store.ENV).write_bytes(damaged)
+        with pytest.warns(UserWarning, match="env.json: ignored"):
+            assert cli.main(["compare", str(run), str(run)]) == 0
+            assert cli.main(["report", str(run)]) == 0
+    assert "internal error" not in capsys.readouterr().err
 
 
 def test_a_crash_is_exit_3_with_a_traceback_file_never_1(finished_run, monkeypatch, capsys):
