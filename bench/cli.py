@@ -53,7 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = sweep.override(config, variants=args.variants, tasks=args.tasks, dtypes=args.dtypes,
                             batch_sizes=args.batch_sizes, devices=args.devices, attn=args.attn,
                             compile=args.compile, num_beams=args.num_beams, cache=args.cache,
-                            channels_last=args.channels_last, quant=args.quant)
+                            channels_last=args.channels_last, quant=args.quant, scenarios=args.scenarios)
+    config = _server_overrides(config, args)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),
                                  ("max_new_tokens", args.max_new_tokens)) if v is not None}
@@ -83,6 +84,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _server_overrides(config, args: argparse.Namespace):
+    """``--server-qps`` and friends replace the sweep's [server] settings; they need a server cell."""
+    flags = {"qps": args.server_qps, "max_queue_delay_ms": args.max_queue_delay_ms,
+             "latency_bound_ms": args.latency_bound_ms}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return config
+    if "server" not in (config.scenarios or ()):
+        raise UsageError(f"--{'server-qps' if 'qps' in given else next(iter(given)).replace('_', '-')} applies to "
+                         "the server scenario, which this run has not; accepted: add server to --scenarios")
+    return dataclasses.replace(config, server={**config.server, **given})
+
+
 def _timestamp() -> str:
     import time
 
@@ -97,24 +111,43 @@ def _write_report(out: Path) -> Path:
 
 def summary_table(records: list[dict]) -> str:
     """A fixed-width table of the run's cells: what ran and the headline numbers."""
-    head = ("status", "variant", "task", "dtype", "bs", "device", "weights", "p50 ms", "p90 ms", "img/s", "tok/s",
-            "peak RSS MiB", "tokens")
+    head = ("status", "variant", "task", "scenario", "dtype", "bs", "device", "weights", "p50 ms", "p90 ms",
+            "p99 ms", "img/s", "tok/s", "server", "peak RSS MiB", "tokens")
     rows = [head]
+    invalid = []
     for r in records:
         lat, thr, mem = r.get("latency_ms") or {}, r.get("throughput") or {}, r.get("memory") or {}
         rss = mem.get("peak_rss_bytes")
+        server = r.get("server") or {}
+        if server and not server.get("valid"):
+            invalid.append(f"! {r['variant']} {r['task']} bs{r['batch_size']} {r['device']} server: invalid at "
+                           f"{_num(server.get('target_qps'), 3)} QPS: {server.get('invalid_reason')}")
         rows.append((
-            r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], r["dtype"], str(r["batch_size"]),
-            r["device"], r["weights"], _num(lat.get("p50"), 0), _num(lat.get("p90"), 0),
-            _num(thr.get("images_per_s"), 3), _num(thr.get("tokens_per_s"), 1),
-            _num(rss / 2**20 if rss else None, 0), _num(r.get("gen_tokens_mean"), 1),
+            r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], r.get("scenario") or "-",
+            r["dtype"], str(r["batch_size"]), r["device"], r["weights"], _num(lat.get("p50"), 0),
+            _num(lat.get("p90"), 0), _num(lat.get("p99"), 0), _num(thr.get("images_per_s"), 3),
+            _num(thr.get("tokens_per_s"), 1), _server_text(r), _num(rss / 2**20 if rss else None, 0),
+            _num(r.get("gen_tokens_mean"), 1),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("latency = request latency, what one request waits (offline: the whole batch; server: queueing "
+                 "included)")
     if any(r.get("unstable") for r in records):
         lines.append("* unstable: coefficient of variation above the threshold")
-    return "\n".join(lines)
+    return "\n".join(lines + invalid)
+
+
+def _server_text(record: dict) -> str:
+    """Server cells: the capacity found, or the load run and whether the run was valid."""
+    server = record.get("server")
+    if not server:
+        return "-"
+    if record.get("capacity_qps") is not None:
+        return f"capacity {record['capacity_qps']:.3g} QPS"
+    verdict = "valid" if server.get("valid") else "INVALID"
+    return f"{verdict} @ {_num(server.get('target_qps'), 3)} QPS"
 
 
 def _num(value, digits: int) -> str:
@@ -242,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache", help="KV cache: dynamic, static")
     r.add_argument("--channels-last", help="true,false: vision tower in channels_last")
     r.add_argument("--quant", help="none, int8-dynamic (CPU)")
+    r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
+                   "default: the sweep's, else single-stream at batch 1 and offline above")
+    r.add_argument("--server-qps", help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
+                   "QPS whose p99 stays within --latency-bound-ms (capacity search)")
+    r.add_argument("--max-queue-delay-ms", type=float, help="server scenario: how long the dynamic batcher waits for "
+                   "a fuller batch (default 5)")
+    r.add_argument("--latency-bound-ms", type=float, help="server scenario: p99 bound a run must meet to be valid "
+                   "(required with --server-qps auto)")
     r.add_argument("--weights", choices=None, help="auto (default), pretrained, random")
     r.add_argument("--model-path", help="a local Florence-2 checkpoint directory (implies --weights pretrained and "
                    "variant 'custom' unless --variants names the registry entry it is)")

@@ -11,8 +11,10 @@ How a verdict is reached (docs/regression.md has the long form):
   job, turbo clocks, page cache) fails the gate at most 5% of the time (a drift just under ``t``), far
   less for smaller drifts, and ever less as samples grow; a shift well beyond ``t`` is flagged once
   there are enough samples for the interval to clear it.
-- throughput: images/s at the median latency (``1000 / median ms``); its interval is the latency
-  interval inverted, so it agrees with latency p50 and is robust to single stalls (a mean is not).
+- throughput: images/s at the median latency (``batch size x 1000 / median ms``: in the closed-loop
+  scenarios a request waits its whole batch); its interval is the latency interval inverted, so it
+  agrees with latency p50 and is robust to single stalls (a mean is not). Server cells' latency
+  includes queueing, so their throughput is the recorded achieved rate ("single-value").
 - peak memory: one number per run, so a plain ratio against the threshold ("single-value").
 - accuracy: the difference current - baseline in the metric's own points (the 0-100 scale of the
   model card), against a negative threshold such as -1.0 ("single-value", kind "delta").
@@ -41,6 +43,7 @@ import numpy as np
 
 from bench import store
 from bench.errors import UsageError
+from bench.schema import converted
 
 CI_LEVEL = 0.90
 """Two-sided level of the percentile interval. Each verdict only looks at one side of it, so a
@@ -468,20 +471,25 @@ POINT_VALUES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 }
 
 
-# The same values recomputed from the raw samples, so that they match the bootstrap's ratios.
-FROM_SAMPLES: dict[str, Callable[[np.ndarray], float]] = {
-    "latency_p50": lambda x: float(np.median(x)),
-    "latency_p90": lambda x: float(np.quantile(x, 0.9)),
-    "throughput": lambda x: 1000 / float(np.median(x)),
+# The same values recomputed from the raw samples (request latencies), so that they match the
+# bootstrap's ratios; throughput only where a request waits exactly its batch (closed loop).
+FROM_SAMPLES: dict[str, Callable[[np.ndarray, dict[str, Any]], float]] = {
+    "latency_p50": lambda x, r: float(np.median(x)),
+    "latency_p90": lambda x, r: float(np.quantile(x, 0.9)),
+    "throughput": lambda x, r: int(r.get("batch_size") or 1) * 1000 / float(np.median(x)),
 }
+
+
+def _closed_loop(record: dict[str, Any]) -> bool:
+    return record.get("scenario") != "server"
 
 
 def _point(record: dict[str, Any], metric: str) -> float | None:
     if metric.startswith("accuracy."):
         return _number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
     samples = _samples(record)
-    if len(samples) and metric in FROM_SAMPLES:
-        return FROM_SAMPLES[metric](samples)
+    if len(samples) and metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record)):
+        return FROM_SAMPLES[metric](samples, record)
     return POINT_VALUES[metric](record)
 
 
@@ -531,6 +539,7 @@ def _latency_rows(
 ) -> list[Row]:
     """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples."""
     metrics = ("latency_p50", "latency_p90", "throughput")
+    closed_loop = _closed_loop(base) and _closed_loop(cur)  # else queueing: throughput is not 1 / latency
     b, c = _samples(base), _samples(cur)
     unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
     if min(len(b), len(c)) < MIN_BOOTSTRAP_SAMPLES:
@@ -546,6 +555,8 @@ def _latency_rows(
         "latency_p90": (point[1], low[1], high[1]),
         "throughput": (1 / point[0], 1 / high[0], 1 / low[0]),
     }
+    if not closed_loop:
+        del estimates["throughput"]
     rows = []
     for metric, (ratio, lo, hi) in estimates.items():
         spec, threshold = METRICS[metric], _threshold_for(metric, thresholds)
@@ -576,6 +587,9 @@ def _latency_rows(
                 ),
             )
         )
+    if not closed_loop:
+        rows.append(_single(row, "throughput", _point(base, "throughput"), _point(cur, "throughput"),
+                            _threshold_for("throughput", thresholds), f"n={len(b)}/{len(c)}"))
     return rows
 
 
@@ -693,6 +707,14 @@ def compare_dirs(
     which other cells are in the runs. Raises UsageError for a missing or empty run directory.
     """
     base_records, cur_records = _load(baseline, "baseline"), _load(current, "current")
+    old = [name for name, records in (("baseline", base_records), ("current", cur_records))
+           if converted(list(records.values()))]
+    if len(old) == 1:
+        raise UsageError(
+            f"the {old[0]} run directory holds schema-1 records (latency was the amortised per-image time and cell "
+            "ids had no scenario), so no cell matches the other run's; accepted: two run directories of the same "
+            "schema (regenerate the old one with this version)"
+        )
     resolved = _resolve_thresholds(thresholds)
     labels = _labels({**cur_records, **base_records}.values())
     rows: list[Row] = []

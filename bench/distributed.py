@@ -22,14 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
+from bench.cell import Cell
 from bench.errors import UsageError
 from bench.measure import device_kind
-from bench.sweep import Cell, Progress, SweepConfig, _base_record, groups, run_cells
+from bench.runner import Progress, RunConfig, _base_record, groups, run_cells
 
 RAY_MISSING = "--executor ray needs the ray extra: pip install 'florence2-bench[ray]'"
 
 
-def run_group(config: SweepConfig, cells: list[Cell], num_threads: int | None) -> dict[str, Any]:
+class RayExecutor:
+    """The ``ray`` executor (``bench.executors``): ``run_with_ray`` on the cluster at ``ray_address``."""
+
+    def __init__(self, ray_address: str | None = None) -> None:
+        probe(ray_address)  # an address nobody answers at is refused before the run writes anything
+        self.ray_address = ray_address
+
+    def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[dict[str, Any]]:
+        return run_with_ray(config, cells, out, ray_address=self.ray_address, quiet=quiet)
+
+
+def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> dict[str, Any]:
     """What one Ray task runs: a group's cells in a scratch directory; records and example files back."""
     if num_threads:
         import torch
@@ -53,7 +65,7 @@ def run_group(config: SweepConfig, cells: list[Cell], num_threads: int | None) -
 
 
 def run_with_ray(
-    config: SweepConfig,
+    config: RunConfig,
     cells: list[Cell],
     out: Path,
     *,

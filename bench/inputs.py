@@ -2,8 +2,9 @@
 resumed run's recorded sweep. Every malformed input becomes one ``UsageError`` line naming the file,
 the key, the bad value and what is accepted; nothing malformed gets far enough to raise a traceback.
 
-Types are read from the dataclasses' annotations (``SweepConfig``, ``RepetitionPolicy``), so a setting
-added there is checked here without a second statement of its type.
+Types are read from the dataclasses' annotations (``SweepConfig``, ``RepetitionPolicy``, ...), so a
+setting added there is checked here without a second statement of its type. This module imports nothing
+of the harness but its errors: callers hand it the schemas and axes, so every module may use it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import types
 import typing
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,20 +97,17 @@ def check_fields(values: dict[str, Any], schema: type, where: str) -> None:
             raise UsageError(f"{where}: bad {key} = {_show(value)}; accepted: {_describe(hints[key])}")
 
 
-def check_sweep(values: dict[str, Any], where: str) -> None:
-    """Types of a sweep's settings and of its [repetition] table."""
-    from bench.measure import RepetitionPolicy
-    from bench.sweep import SweepConfig
+def check_sweep(values: dict[str, Any], schema: type, sections: dict[str, type], where: str) -> None:
+    """Types of a sweep's settings (``schema``) and of its tables (``sections``: table name -> schema)."""
+    check_fields(values, schema, where)
+    for name, section in sections.items():
+        if isinstance(values.get(name), dict):
+            check_fields(values[name], section, f"{where}: [{name}]")
 
-    check_fields(values, SweepConfig, where)
-    check_fields(values.get("repetition") or {}, RepetitionPolicy, f"{where}: [repetition]")
 
-
-def check_ranges(config: Any) -> None:
+def check_ranges(config: Any, axes: Iterable[str]) -> None:
     """Values of the right type but outside what the harness accepts."""
-    from bench.sweep import AXES
-
-    for axis in AXES:
+    for axis in axes:
         if isinstance(getattr(config, axis, None), list) and not getattr(config, axis):
             raise UsageError(f"the sweep's {axis} list is empty; accepted: at least one value")
     if config.max_new_tokens is not None and config.max_new_tokens < 1:
@@ -129,17 +128,14 @@ def _show(value: Any) -> str:
 # -------------------------------------------------------------------------------- axis lists
 
 
-def dedupe_axes(config: Any) -> Any:
+def dedupe_axes(config: Any, axes: Iterable[str], canonical: dict[str, Callable[[Any], Any]]) -> Any:
     """The config with repeated axis values dropped (first kept), each with a warning.
 
-    Two equal values (``caption`` and ``<CAPTION>`` name one task) would make two cells with one cell id.
+    Two equal values (``caption`` and ``<CAPTION>`` name one task: ``canonical`` maps an axis's values to
+    their one spelling) would make two cells with one cell id.
     """
-    from bench.sweep import AXES
-    from bench.tasks import get_task
-
-    canonical = {"tasks": lambda v: get_task(v).token}
     changes = {}
-    for axis in AXES:
+    for axis in axes:
         values = getattr(config, axis, None)
         if not isinstance(values, list):
             continue

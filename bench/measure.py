@@ -199,10 +199,12 @@ def median_ci95(sorted_samples: Sequence[float]) -> tuple[float, float, str]:
     returned and the method string says so.
     """
     n = len(sorted_samples)
-    # 2 * sum_{i<k} C(n, i) / 2^n <= 0.05, in exact integers
-    k, tail = 0, 0
-    while k < n and 40 * (tail + math.comb(n, k)) <= 2**n:
-        tail += math.comb(n, k)
+    # 2 * sum_{i<k} C(n, i) / 2^n <= 0.05, in exact integers; C(n, k) is updated incrementally
+    # (math.comb from scratch each step made a server cell's 20k samples take 40 s)
+    k, tail, term, limit = 0, 0, 1, 2**n
+    while k < n and 40 * (tail + term) <= limit:
+        tail += term
+        term = term * (n - k) // (k + 1)
         k += 1
     if k == 0:
         return sorted_samples[0], sorted_samples[-1], f"min-max (n={n} too small for a 95% median interval)"

@@ -656,10 +656,10 @@ def _stage_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
     fig.add_trace(
         go.Scatter(
             y=labels,
-            x=[r.p50 for r in sel],
+            x=[_num(_get(r.rec, "time_per_image_ms", "p50")) for r in sel],
             mode="markers",
             marker={"symbol": "line-ns-open", "size": 18, "color": "black"},
-            name="end-to-end p50",
+            name="time per image p50",
         )
     )
     fig.update_layout(
@@ -670,8 +670,9 @@ def _stage_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
     )
     note = (
         "The vision encoder runs inside time-to-first-token, so the stack shows vision and "
-        "ttft − vision separately; preprocess + ttft + decode + postprocess ≈ end to end. Each stage is "
-        "its own median, so the stack need not equal the end-to-end p50 (black tick) exactly."
+        "ttft − vision separately; preprocess + ttft + decode + postprocess ≈ end to end. Stages are per "
+        "image, amortised over the batch; each is its own median, so the stack need not equal the time per "
+        "image p50 (black tick) exactly."
     )
     return Chart("per-stage latency", _fig_html(fig, _bar_height(len(sel))), note)
 
@@ -717,7 +718,7 @@ def _distribution_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
             )
         )
     fig.update_layout(
-        title="end-to-end latency per image: raw samples",
+        title="request latency (what one request waits): raw samples",
         xaxis_title="milliseconds (measured)",
         yaxis={"autorange": "reversed"},
     )

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.inputs import conforms
+from bench.schema import SCHEMA_VERSION, upgrade
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock, as before
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 1
 RESULTS = "results.jsonl"
 ENV = "env.json"
 REPORT = "report.html"
@@ -57,7 +57,8 @@ class Record:
     status: str = "ok"
     error: str | None = None
     params: int | None = None
-    latency_ms: dict[str, Any] | None = None
+    latency_ms: dict[str, Any] | None = None  # request latency: what one request waits
+    time_per_image_ms: dict[str, Any] | None = None  # amortised: batch wall time / batch size
     stages_ms: dict[str, float] | None = None
     throughput: dict[str, float] | None = None
     memory: dict[str, Any] | None = None
@@ -67,6 +68,8 @@ class Record:
     gen_tokens_mean: float | None = None
     # extras (documented in README): how the figures were obtained
     scenario: str = "single-stream"
+    server: dict[str, Any] | None = None  # server cells only
+    capacity_qps: float | None = None  # server cells with qps "auto"
     settings: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     unstable: bool | None = None
@@ -116,14 +119,24 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
 # measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
+# NESTED_TABLES may also hold tables of scalars (``timing.server_run``) and lists of them (``server.curve``).
 SCALAR_TABLES = ("latency_ms", "time_per_image_ms", "stages_ms", "throughput", "memory", "energy", "accuracy",
-                 "settings", "timing")
+                 "settings")
 EXTRA_TABLES = ("reported", "reported_benchmark", "roofline", "texts", "ray")
+NESTED_TABLES = ("timing", "server")
 _SCALARS = (int, float, str, bool, type(None))
 
 
 def _scalar_table(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and all(isinstance(v, _SCALARS) for v in value.values()))
+
+
+def _nested_table(value: Any) -> bool:
+    def plain(v: Any) -> bool:
+        return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or (
+            isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v))
+
+    return value is None or (isinstance(value, dict) and all(map(plain, value.values())))
 
 
 def _well_formed(record: dict[str, Any]) -> bool:
@@ -132,9 +145,9 @@ def _well_formed(record: dict[str, Any]) -> bool:
     if not all(conforms(record[k], hints[k], shallow=True) for k in record.keys() & hints.keys()):
         return False
     extra = record.get("extra") or {}
-    if not all(_scalar_table(record.get(k)) for k in SCALAR_TABLES) or not all(
-        _scalar_table(extra.get(k)) for k in EXTRA_TABLES
-    ):
+    if not (all(_scalar_table(record.get(k)) for k in SCALAR_TABLES)
+            and all(_nested_table(record.get(k)) for k in NESTED_TABLES)
+            and all(_scalar_table(extra.get(k)) for k in EXTRA_TABLES)):
         return False
     samples = record.get("samples_ms") or []
     examples = record.get("examples") or []
@@ -174,7 +187,7 @@ def repair_tail(path: Path) -> None:
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """All complete records of a run directory, in the order written.
+    """All complete records of a run directory, in the order written, in the current schema's meaning.
 
     Lines that are not records (a torn write, bytes that are not UTF-8, JSON that is not a record) are
     skipped with one warning that counts them: a damaged line never makes the directory unreadable.
@@ -198,7 +211,7 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
             "write, or text that is not a record",
             stacklevel=2,
         )
-    return records
+    return [upgrade(r, path) for r in records]  # older schemas in today's meaning, or one clear refusal
 
 
 # A cell whose latest record has one of these statuses is done: --resume appends nothing for it.

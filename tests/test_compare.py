@@ -383,3 +383,27 @@ def test_missing_or_empty_run_dirs_name_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="empty"):
         run_compare(tmp_path / "empty", base, None, None)
+
+
+def test_closed_loop_throughput_counts_every_image_of_a_batch(tmp_path):
+    # schema 2: an offline sample is the batch's wall time, which each of its 4 images waited
+    rng = np.random.default_rng(5)
+    samples = 800.0 * rng.lognormal(0.0, 0.02, N_SAMPLES)
+    run = write_run(tmp_path / "run", [record("<OD>", samples, batch_size=4, scenario="offline")])
+    rows = {row.metric: row for row in compare_dirs(run, run).rows}
+    assert rows["throughput"].baseline == pytest.approx(4 * 1000 / float(np.median(samples)))
+    assert rows["throughput"].method == "bootstrap-median-ratio"
+
+
+def test_server_throughput_is_the_recorded_rate_not_one_over_latency(tmp_path):
+    # a server's request latency includes queueing: 1000 / median latency is no throughput
+    rng = np.random.default_rng(6)
+    base = write_run(tmp_path / "base", [record("<OD>", noisy(rng), scenario="server",
+                                                throughput={"images_per_s": 3.0})])
+    cur = write_run(tmp_path / "cur", [record("<OD>", noisy(rng), scenario="server",
+                                              throughput={"images_per_s": 2.0})])
+    rows = {row.metric: row for row in compare_dirs(base, cur).rows}
+    throughput = rows["throughput"]
+    assert (throughput.baseline, throughput.current, throughput.method) == (3.0, 2.0, "single-value")
+    assert throughput.verdict == "regressed"
+    assert rows["latency_p50"].method == "bootstrap-median-ratio"

@@ -338,6 +338,18 @@ def test_report_never_allocates_the_canvas_a_record_declares(tmp_path):
         assert report._draw_example(tmp_path, {"width": width, "height": height})[0] is None
 
 
+def test_schema_2_server_records_are_well_formed():
+    """The store's shape checks accept what the server scenario writes (nested run settings, the curve)."""
+    step = {"target_qps": 2.0, "achieved_qps": 1.9, "p50": 80.0, "p90": 95.0, "p99": 120.0, "n_requests": 40,
+            "batch_size_mean": 1.4, "valid": True, "invalid_reason": None}
+    record = {"cell_id": "s", "status": "ok", "scenario": "server", "capacity_qps": 2.0,
+              "timing": {"clock": "CpuClock", "server_run": {"min_duration_s": 10.0, "min_requests": 8, "seed": 0}},
+              "server": {"target_qps": 2.0, "valid": True, "curve": [step, step]}}
+    assert store.parse_line(json.dumps(record)) == record
+    record["server"]["curve"] = [[step]]
+    assert store.parse_line(json.dumps(record)) is None
+
+
 def _unescaped_pipes(line: str) -> int:
     return sum(1 for i, ch in enumerate(line) if ch == "|" and (i == 0 or line[i - 1] != "\\"))
 

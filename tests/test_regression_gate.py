@@ -9,7 +9,8 @@ import pytest
 from bench import store
 from bench.compare import compare_dirs
 from bench.pipeline import INJECT_DELAY_ENV
-from bench.sweep import SweepConfig, expand, run_cells
+from bench.runner import run_cells
+from bench.sweep import SweepConfig, expand
 
 SAMPLES = 32  # the gate's power needs ~32 samples per cell at 10% noise (docs/regression.md)
 

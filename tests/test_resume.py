@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, store, sweep
+from bench import cli, runner, store, sweep
 
 
 def _lines(path: Path) -> list[str]:
@@ -70,14 +70,14 @@ def test_resume_reruns_failed_cells_only_and_a_plain_rerun_is_refused(
     sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=["<CAPTION>", "<OD>"])
     out = tmp_path / "run"
     args = ["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]
-    real_run_cell = sweep.run_cell
+    real_run_cell = runner.run_cell
 
     def flaky(config, cell, loaded, out_dir):
         if cell.task == "<OD>":
             raise RuntimeError("transient failure")
         return real_run_cell(config, cell, loaded, out_dir)
 
-    monkeypatch.setattr(sweep, "run_cell", flaky)
+    monkeypatch.setattr(runner, "run_cell", flaky)
     assert cli.main(args) == 1
     monkeypatch.undo()
     assert cli.main(args) == 2

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, store, sweep
+from bench import cli, runner, store, sweep
 from bench.errors import UsageError
 
 FAILURES = {
@@ -24,7 +24,7 @@ def failed_run(tiny_checkpoint, tmp_path_factory):
     """One CLI run where three of four cells fail inside the cell path; the fourth is measured for real."""
     tmp = tmp_path_factory.mktemp("failed")
     sweep_file = write_sweep(tmp / "s.toml", tiny_checkpoint, tasks=[*FAILURES, "<DETAILED_CAPTION>"])
-    real_run_cell = sweep.run_cell
+    real_run_cell = runner.run_cell
     freed = []
 
     def injected(config, cell, loaded, out):
@@ -33,8 +33,8 @@ def failed_run(tiny_checkpoint, tmp_path_factory):
         return real_run_cell(config, cell, loaded, out)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sweep, "run_cell", injected)
-        mp.setattr(sweep, "_free_memory", lambda: freed.append(1))
+        mp.setattr(runner, "run_cell", injected)
+        mp.setattr(runner, "_free_memory", lambda: freed.append(1))
         code = cli.main(["run", "--sweep", str(sweep_file), "--out", str(tmp / "run"), "--quiet"])
     return code, tmp / "run", len(freed)
 

@@ -1,0 +1,64 @@
+"""A cell: one point of a sweep's matrix, and its identity.
+
+``cell_id`` hashes exactly the settings that say what is measured, so the same settings give the
+same id on every machine: the model settings, the scenario, and for server cells the target load,
+queue delay and latency bound (not the run length or seed, which, like the repetition policy, say
+how long it is measured). Schema 2 added the scenario, so no cell id of a version-1 run directory
+matches a version-2 one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from bench.scenarios.base import ServerSettings
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix."""
+
+    variant: str
+    task: str
+    dataset: str
+    n_images: int
+    device: str
+    dtype: str
+    batch_size: int
+    attn: str
+    compile: bool
+    num_beams: int
+    cache: str
+    channels_last: bool
+    quant: str
+    weights: str
+    model_path: str | None
+    max_new_tokens: int | None
+    scenario: str = "single-stream"
+    server: ServerSettings | None = None  # server cells only
+
+    @property
+    def cell_id(self) -> str:
+        settings = dataclasses.asdict(self)
+        settings["server"] = self.server.identity() if self.server is not None else None
+        canonical = json.dumps(settings, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def group(self) -> tuple:
+        return (self.variant, self.model_path, self.dtype, self.device, self.attn, self.quant, self.channels_last,
+                self.compile)
+
+    @property
+    def label(self) -> str:
+        extra = [k for k, on in (("compile", self.compile), ("channels-last", self.channels_last),
+                                 (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"))
+                 if on]
+        load = []
+        if self.server is not None:
+            load = [f"qps={self.server.qps}" if self.server.qps == "auto" else f"qps={self.server.qps:g}"]
+        return " ".join([self.variant, self.task, self.dtype, f"bs{self.batch_size}", self.device, self.attn,
+                         f"beams{self.num_beams}", self.scenario, *load, *extra])

@@ -1,0 +1,314 @@
+"""Running cells: load each group's model once, measure each cell with its scenario, build its record.
+
+Both executors use this module: the local one calls ``run_cells`` in-process, the Ray one calls it in
+each task (``bench.distributed``). A failure in one cell (an exception, CUDA OOM, MemoryError)
+becomes a record and the run goes on; a ``UsageError`` stops it.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import re
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench import store
+from bench.cell import Cell
+from bench.checkpoints import LoadedModel, LoadOptions, load, resolve
+from bench.data import get_dataset, load_samples
+from bench.errors import CellSkipped, UsageError
+from bench.measure import RepetitionPolicy, clock_for, device_kind
+from bench.tasks import get_task
+from bench.variants import get_variant
+
+
+class RunConfig(Protocol):
+    """What running a cell needs of a sweep's settings (``bench.sweep.SweepConfig``)."""
+
+    limit: int | None
+    energy_idle_s: float
+    examples: int
+
+    def policy(self, device: str) -> RepetitionPolicy: ...
+
+    def load_options(self) -> LoadOptions: ...
+
+
+# ------------------------------------------------------------------------------------ support
+
+
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why a valid cell cannot run on this machine (it becomes a ``skipped`` record), or None."""
+    import torch
+
+    kind = device_kind(cell.device)
+    if kind == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available on this machine (no GPU or a CPU-only torch build)"
+    if kind == "mps" and not torch.backends.mps.is_available():
+        return "MPS is not available on this machine"
+    if kind == "cuda" and cell.dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        return "this GPU has no bf16 support"
+    if kind == "cpu" and cell.dtype != "fp32":
+        flags = _cpu_flags()
+        needs = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}[cell.dtype]
+        if not flags & set(needs):
+            return (f"this CPU has no native {cell.dtype} ({' or '.join(needs)} missing from /proc/cpuinfo); "
+                    "emulated timings would mislead")
+    if cell.compile and kind == "cpu" and cell.cache != "static":
+        return "compile is measured with the static KV cache only (a dynamic cache recompiles every step)"
+    from bench.optimize import unsupported_reason as model_setting_reason
+
+    return model_setting_reason(cell)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+# -------------------------------------------------------------------------------------- running
+
+
+def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.Record:
+    return store.Record(
+        cell_id=cell.cell_id, variant=cell.variant, checkpoint=checkpoint or (cell.model_path or ""),
+        weights=weights or cell.weights, task=cell.task, dataset=cell.dataset, n_images=cell.n_images,
+        device=cell.device, dtype=cell.dtype, batch_size=cell.batch_size, attn=cell.attn, compile=cell.compile,
+        num_beams=cell.num_beams, max_new_tokens=cell.max_new_tokens or 0, scenario=cell.scenario,
+        settings={"cache": cell.cache, "channels_last": cell.channels_last, "quant": cell.quant,
+                  "weights_requested": cell.weights},
+    )
+
+
+def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) -> store.Record:
+    record = _base_record(cell, loaded.ref.checkpoint if loaded else "", loaded.ref.weights if loaded else "")
+    text = f"{type(exc).__name__}: {exc}"
+    oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+    record.status = "oom" if oom else "error"
+    record.error = text.splitlines()[0][:2000]
+    record.extra["traceback"] = traceback.format_exc(limit=8)
+    return record
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Progress:
+    """A tqdm bar with cell count, current cell and ETA; ``quiet`` prints one plain line per cell."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True)
+
+    def start(self, cell: Cell) -> None:
+        if self.bar is not None:
+            self.bar.set_description(cell.label)
+
+    def done(self, cell: Cell, record: store.Record) -> None:
+        p50 = (record.latency_ms or {}).get("p50")
+        line = f"{record.status:7s} {cell.label}" + (f"  p50 {p50:.0f} ms" if p50 is not None else "")
+        if record.error:
+            line += f"  ({record.error[:120]})"
+        if self.bar is not None:
+            self.bar.write(line)
+            self.bar.update(1)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def groups(cells: Iterable[Cell]) -> list[list[Cell]]:
+    """Adjacent cells sharing a model load, in order."""
+    return [list(g) for _, g in itertools.groupby(cells, key=lambda c: c.group)]
+
+
+def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = False) -> list[dict[str, Any]]:
+    """Run cells locally, loading each group's model once; every record is appended as it ends."""
+    progress = Progress(len(cells), quiet)
+    written: list[dict[str, Any]] = []
+
+    def emit(cell: Cell, record: store.Record) -> None:
+        store.append(out, record)
+        written.append(json.loads(record.to_json()))
+        progress.done(cell, record)
+
+    try:
+        for group in groups(cells):
+            runnable = []
+            for cell in group:
+                reason = unsupported_reason(cell)
+                if reason:
+                    record = _base_record(cell)
+                    record.status, record.error = "skipped", reason
+                    emit(cell, record)
+                else:
+                    runnable.append(cell)
+            if not runnable:
+                continue
+            first = runnable[0]
+            progress.start(first)
+            try:
+                loaded = load_group(config, first)
+            except UsageError:
+                raise
+            except (Exception, MemoryError) as exc:  # a failed load fails every cell of its group
+                for cell in runnable:
+                    emit(cell, _failure(cell, exc))
+                _free_memory()
+                continue
+            for cell in runnable:
+                progress.start(cell)
+                try:
+                    record = run_cell(config, cell, loaded, out)
+                except CellSkipped as exc:  # valid, but not runnable on its data: recorded, the sweep goes on
+                    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
+                    record.status, record.error = "skipped", str(exc)
+                except UsageError:
+                    raise
+                except (Exception, MemoryError) as exc:
+                    record = _failure(cell, exc, loaded)
+                    _free_memory()
+                emit(cell, record)
+            del loaded
+            _free_memory()
+    finally:
+        progress.close()
+    return written
+
+
+def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
+    from bench.optimize import apply_model_settings
+
+    variant = get_variant(cell.variant)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ref = resolve(variant, config.load_options())
+    for w in caught:
+        print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
+    loaded = load(variant, ref, device=cell.device, dtype=cell.dtype, attn=cell.attn, options=config.load_options())
+    apply_model_settings(loaded, cell)
+    return loaded
+
+
+def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> store.Record:
+    """Measure one cell with an already-loaded model and build its record."""
+    from bench.metrics import usable_samples
+    from bench.optimize import roofline_for
+    from bench.pipeline import Pipeline, generation_settings
+    from bench.scenarios import ScenarioInput, get_scenario
+    from bench.scenarios.base import TIME_PER_IMAGE_BASIS
+    from bench.schema import STAGES_BASIS
+
+    task = get_task(cell.task)
+    samples = usable_samples(task.token, load_samples(cell.dataset, config.limit))
+    if not samples:
+        raise CellSkipped(f"dataset {cell.dataset!r} has no image usable for {task.token} (no query or reference)")
+    generation = generation_settings(task, loaded.ref.weights, cell.num_beams, cell.max_new_tokens, cell.cache)
+    clock = clock_for(cell.device)
+    pipeline = Pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock)
+    policy = config.policy(cell.device)
+    started = time.time()
+    m = get_scenario(cell.scenario).measure(ScenarioInput(
+        pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
+        energy_idle_s=config.energy_idle_s, server=cell.server))
+    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
+    record.max_new_tokens = generation.max_new_tokens
+    record.params = loaded.params
+    record.latency_ms = m.latency
+    record.time_per_image_ms = m.time_per_image
+    record.stages_ms = m.stages_ms
+    record.throughput = m.throughput
+    record.memory = m.memory
+    record.energy = m.energy
+    record.samples_ms = m.samples_ms
+    record.gen_tokens_mean = m.gen_tokens_mean
+    record.unstable = m.unstable
+    record.server = m.server
+    record.capacity_qps = m.capacity_qps
+    record.timing = {
+        "clock": type(clock).__name__, "warmup": policy.warmup, "iterations": m.iterations,
+        "min_iterations": policy.min_iterations, "min_duration_s": policy.min_duration_s,
+        "latency": m.latency_basis, "time_per_image": TIME_PER_IMAGE_BASIS, "stages_basis": STAGES_BASIS,
+        "generation": "forced exact token count (random weights)" if generation.forced else "natural end (EOS)",
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "injected_preprocess_delay_ms": pipeline.delay_s * 1000 or None,
+        "image_processor": type(loaded.processor.image_processor).__name__,
+    }
+    if cell.server is not None:  # the server's run length replaces the repetition policy's
+        record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
+                                       "min_requests": cell.server.min_requests, "seed": cell.server.seed}
+    record.accuracy = _accuracy(cell, loaded, samples, m.answers)
+    variant = get_variant(cell.variant)
+    record.extra["reported"] = dict(variant.reported)  # paper/model-card numbers, always labelled "reported"
+    record.extra["reported_source"] = variant.reported_source
+    record.extra["reported_benchmark"] = _benchmark(cell)
+    record.extra["texts"] = {str(k): v for k, v in m.texts.items()}
+    record.extra["roofline"] = roofline_for(loaded.model, m.stages_ms.get("vision"), cell.device, cell.dtype,
+                                            cell.quant)
+    record.extra["resolution_note"] = loaded.ref.note
+    record.extra["model_settings"] = loaded.notes
+    record.extra.update(m.extra)
+    record.examples = _examples(out, cell.dataset, samples[: config.examples], m.answers, m.texts)
+    return record
+
+
+def _accuracy(cell: Cell, loaded: LoadedModel, samples, answers: dict[int, Any]) -> dict[str, float] | None:
+    """Scores with pretrained weights only: random weights' answers are meaningless."""
+    if loaded.ref.weights != "pretrained":
+        return None
+    spec = get_dataset(cell.dataset)
+    if cell.task not in spec.tasks:
+        return None
+    from bench.metrics import score
+
+    return score(cell.task, samples, [answers.get(s.image_id) for s in samples])
+
+
+def _benchmark(cell: Cell) -> dict[str, str] | None:
+    """Which reported benchmark this cell measures (its key and the metric that matches it), if any."""
+    from bench.metrics import reported_benchmark
+
+    benchmark = reported_benchmark(cell.dataset, cell.task)
+    return None if benchmark is None else {"key": benchmark.key, "metric": benchmark.metric}
+
+
+def _examples(out: Path, dataset: str, samples, answers: dict[int, Any], texts: dict[int, str]) -> list[dict[str, Any]]:
+    """A few images with their outputs, for the report (images are written once per run)."""
+    examples = []
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset)[:60]
+    folder = out / "examples" / slug
+    for sample in samples:
+        name = f"{slug}/{sample.image_id:06d}.png"
+        path = out / "examples" / name
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            sample.load_image().save(path)
+        examples.append({"image_id": sample.image_id, "image_file": f"examples/{name}", "width": sample.width,
+                         "height": sample.height, "text": texts.get(sample.image_id, ""),
+                         "answer": answers.get(sample.image_id)})
+    return examples

@@ -1,0 +1,237 @@
+"""The scenario seam: what a scenario is given, what it returns, and the parts all scenarios share.
+
+A scenario decides *what is measured* for a cell (optimum-benchmark's split): how requests reach
+the model, and so what "latency" means. It gets a ``ScenarioInput`` (a pipeline with ``run_batch``,
+the samples, the batch size, the repetition policy, a host ``Timer``) and returns a ``Measurement``.
+Nothing here knows about Florence-2: tests drive every scenario with a fake pipeline of known
+service time and a virtual timer.
+
+Latency always means *request latency*, what one request waits. ``time_per_image`` is the
+amortised figure (batch wall time / images in the batch) and is always named so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bench.data import Sample
+from bench.errors import UsageError
+from bench.measure import (
+    RepetitionPolicy,
+    Tracker,
+    energy_field,
+    energy_tracker,
+    memory_field,
+    memory_trackers,
+    summarize,
+)
+from bench.pipeline import STAGES, BatchResult
+
+TIME_PER_IMAGE_BASIS = "batch wall time / images in the batch (amortised; not what a request waits)"
+
+
+class BatchRunner(Protocol):
+    """What a scenario drives: ``bench.pipeline.Pipeline``, or a fake with a known service time."""
+
+    def run_batch(self, samples: list[Sample]) -> BatchResult: ...
+
+
+class Timer(Protocol):
+    """Host time in seconds. The server scenario schedules requests on it; tests pass a virtual one."""
+
+    def now(self) -> float: ...
+
+    def sleep_until(self, t: float) -> None: ...
+
+
+class HostTimer:
+    """The real clock: ``perf_counter`` and ``sleep``. A request's completion is when ``run_batch``
+    returns, which is after the batch's device synchronisation (see ``bench.pipeline``)."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep_until(self, t: float) -> None:
+        delay = t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+# A source of batches for the closed-loop scenarios. The seam for a batch iterator that prefetches
+# (prepares the next batch while the model runs): replace ``ScenarioInput.batches``.
+BatchSource = Callable[[Sequence[Sample], int], Iterator[list[Sample]]]
+
+
+def cycle_batches(samples: Sequence[Sample], batch_size: int) -> Iterator[list[Sample]]:
+    """Endless batches cycling through the samples in order (a batch may wrap around)."""
+    i = 0
+    while True:
+        yield [samples[(i + k) % len(samples)] for k in range(batch_size)]
+        i = (i + batch_size) % len(samples)
+
+
+def _setting(default: Any, *, identity: bool = True) -> Any:
+    return field(default=default, metadata={"identity": identity})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server scenario's settings (TOML ``[server]``; CLI ``--server-qps`` and friends).
+
+    Fields marked ``identity`` say what is measured and are part of the cell id; the others say how
+    long and with which random schedule, like the repetition policy, and are not.
+    """
+
+    qps: float | str | None = _setting(None)  # requests per second, or "auto": the capacity search
+    max_queue_delay_ms: float = _setting(5.0)  # how long the batcher waits for a fuller batch
+    latency_bound_ms: float | None = _setting(None)  # p99 bound for validity (required with "auto")
+    min_duration_s: float = _setting(10.0, identity=False)
+    min_requests: int = _setting(8, identity=False)
+    seed: int = _setting(0, identity=False)
+
+    def __post_init__(self) -> None:
+        qps = self.qps
+        if isinstance(qps, str) and qps != "auto":
+            try:
+                object.__setattr__(self, "qps", float(qps))
+            except ValueError:
+                raise UsageError(f"bad server qps {qps!r}; accepted: a number > 0 or auto") from None
+        if self.qps is None:
+            raise UsageError("the server scenario needs a target load; accepted: --server-qps Q (requests/s) "
+                             "or --server-qps auto with --latency-bound-ms B (or qps in the sweep's [server])")
+        if self.qps != "auto" and not (isinstance(self.qps, (int, float)) and self.qps > 0):
+            raise UsageError(f"bad server qps {self.qps!r}; accepted: a number > 0 or auto")
+        if self.qps == "auto" and self.latency_bound_ms is None:
+            raise UsageError("--server-qps auto needs a latency bound: the capacity is the highest load whose p99 "
+                             "stays within it; accepted: --latency-bound-ms B (or latency_bound_ms in [server])")
+        checks = (("max_queue_delay_ms", self.max_queue_delay_ms, 0), ("min_duration_s", self.min_duration_s, 0),
+                  ("min_requests", self.min_requests, 1))
+        for name, value, low in checks:
+            if not isinstance(value, (int, float)) or value < low:
+                raise UsageError(f"bad server {name} {value!r}; accepted: a number >= {low}")
+        if self.latency_bound_ms is not None and not self.latency_bound_ms > 0:
+            raise UsageError(f"bad latency bound {self.latency_bound_ms!r} ms; accepted: a number > 0")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ServerSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise UsageError(f"unknown server setting(s) {sorted(unknown)}; accepted: {sorted(known)}")
+        return cls(**values)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that say what is measured (part of the cell id)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("identity")}
+
+
+@dataclass
+class ScenarioInput:
+    """Everything a scenario needs to measure one cell; the model is already loaded in ``pipeline``."""
+
+    pipeline: BatchRunner
+    samples: list[Sample]
+    batch_size: int
+    policy: RepetitionPolicy
+    device: str = "cpu"
+    weights_bytes: int | None = None
+    energy_idle_s: float = 1.0
+    server: ServerSettings | None = None
+    timer: Timer = field(default_factory=HostTimer)
+    batches: BatchSource = cycle_batches
+
+
+@dataclass
+class Measurement:
+    """Everything a cell measured, before it becomes a record (field names as in the record)."""
+
+    samples_ms: list[float]  # raw request latencies
+    latency: dict[str, Any]  # statistics of samples_ms (request latency)
+    time_per_image: dict[str, Any]  # statistics of the amortised per-image times
+    stages_ms: dict[str, float]
+    throughput: dict[str, float]
+    memory: dict[str, Any]
+    energy: dict[str, Any]
+    gen_tokens_mean: float
+    iterations: int  # batches measured
+    latency_basis: str  # how one request's latency was obtained (goes to ``timing.latency``)
+    answers: dict[int, Any] = field(default_factory=dict)
+    texts: dict[int, str] = field(default_factory=dict)
+    unstable: bool = False
+    server: dict[str, Any] | None = None
+    capacity_qps: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Scenario(Protocol):
+    """One way of presenting requests to the model; registered in ``bench.scenarios.SCENARIOS``."""
+
+    name: str
+    measures: str  # one line: what it measures and what latency means in it
+
+    def cell_problem(self, batch_size: int) -> str | None:
+        """Why this scenario makes no cell at this batch size (None: it does)."""
+        ...
+
+    def measure(self, run: ScenarioInput) -> Measurement: ...
+
+
+class Tracking:
+    """Memory and energy trackers around the measured part of a cell (never its warm-up)."""
+
+    def __init__(self, device: str, idle_s: float) -> None:
+        self.memory: list[Tracker] = memory_trackers(device)
+        self.energy: Tracker = energy_tracker(device, idle_s=idle_s)
+
+    def __enter__(self) -> Tracking:
+        self.energy.start()  # measures idle power first, before the memory spans start
+        for tracker in self.memory:
+            tracker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for tracker in self.memory:
+            tracker.stop()
+        self.energy.stop()
+
+    def fields(self, n_images: int, weights_bytes: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The record's ``memory`` and ``energy`` fields."""
+        energy = self.energy.result()
+        return (memory_field([t.result() for t in self.memory] + [energy], weights_bytes),
+                energy_field(energy, n_images))
+
+
+class FirstAnswers:
+    """The first answer for each image is the one scored, so accuracy covers every image once."""
+
+    def __init__(self) -> None:
+        self.answers: dict[int, Any] = {}
+        self.texts: dict[int, str] = {}
+
+    def add(self, result: BatchResult) -> None:
+        for sample, text, answer in zip(result.samples, result.texts, result.answers, strict=True):
+            if sample.image_id not in self.answers:
+                self.answers[sample.image_id] = answer
+                self.texts[sample.image_id] = text
+
+    def covers(self, samples: Sequence[Sample]) -> bool:
+        return all(s.image_id in self.answers for s in samples)
+
+
+def per_image_ms(result: BatchResult) -> float:
+    """The amortised time per image of one batch."""
+    return result.batch_ms / len(result.samples)
+
+
+def batch_figures(results: Sequence[BatchResult], cv_threshold: float) -> tuple[dict[str, Any], dict[str, float],
+                                                                                  list[int]]:
+    """Amortised time-per-image statistics, stage medians and generated-token counts of some batches."""
+    time_per_image = summarize([per_image_ms(r) for r in results], cv_threshold).to_dict()
+    stages = {s: statistics.median(r.stages_ms[s] for r in results) for s in STAGES}
+    tokens = [c for r in results for c in r.new_tokens]
+    return time_per_image, stages, tokens

@@ -1,0 +1,111 @@
+"""Capacity search: the highest load (QPS) at which the server scenario gives a valid run.
+
+A valid run kept up with the load (achieved QPS within 5% of the target) and held p99 within the
+latency bound; an invalid run counts as "too high". The search:
+
+1. starts at the ceiling, the offline throughput at the cell's batch size (a server cannot sustain
+   more than the same model running full batches back to back); if even that run is valid it steps
+   up by 1.5x until one is not;
+2. otherwise halves the load until a run is valid, and gives up ("unreachable") when a lighter load
+   cannot help: the fastest request of the last run already exceeded the bound, or no request of it
+   waited for a busy model, so its p99 was service time alone (on a noisy machine, the spread of
+   service times may exceed a bound that the median meets);
+3. bisects between the highest valid and the lowest invalid load until they are within
+   ``PRECISION`` (5%) of each other.
+
+Every step is a full server run with the same seed (the same random pattern, scaled to each rate),
+kept in ``steps``: the latency-vs-QPS curve. ``capacity_qps`` is the highest valid load, or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+PRECISION = 0.05  # stop when the invalid load is within 5% above the valid one
+MAX_STEPS = 14  # a bound on the run time; the search says when it stopped here
+STEP_UP = 1.5
+
+
+class Step(Protocol):
+    """What the search needs of one run (``bench.scenarios.server.ServerRun``)."""
+
+    target_qps: float
+    valid: bool
+    latencies_ms: list[float]
+    latency_bound_ms: float | None
+    queued: int  # requests that waited for a busy model (beyond the batcher's own delay)
+
+
+StepT = TypeVar("StepT", bound=Step)
+
+
+@dataclass
+class Search(Generic[StepT]):
+    steps: list[StepT] = field(default_factory=list)
+    capacity_qps: float | None = None
+    stop_reason: str = ""
+
+    @property
+    def representative(self) -> StepT:
+        """The run the cell's own figures come from: the one at capacity, else the lightest load tried."""
+        valid = [s for s in self.steps if s.valid]
+        if valid:
+            return max(valid, key=lambda s: s.target_qps)
+        return min(self.steps, key=lambda s: s.target_qps)
+
+
+def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float | None,
+           precision: float = PRECISION, max_steps: int = MAX_STEPS) -> Search[StepT]:
+    """Bracket from ``ceiling_qps``, then bisect; ``run_at(qps)`` runs and judges one step."""
+    if not ceiling_qps > 0:
+        raise ValueError(f"the search needs a positive ceiling, got {ceiling_qps!r}")
+    found: Search[StepT] = Search()
+
+    def valid_at(qps: float) -> bool:
+        step = run_at(qps)
+        found.steps.append(step)
+        return step.valid
+
+    lo: float | None = None
+    hi: float | None = None
+    if valid_at(ceiling_qps):
+        lo = ceiling_qps
+        while hi is None and len(found.steps) < max_steps:
+            qps = lo * STEP_UP
+            if valid_at(qps):
+                lo = qps
+            else:
+                hi = qps
+    else:
+        hi = ceiling_qps
+        while lo is None and len(found.steps) < max_steps:
+            last = found.steps[-1]
+            if bound_ms is not None and min(last.latencies_ms) > bound_ms:
+                found.stop_reason = (f"unreachable: the fastest request at {last.target_qps:.3g} QPS took "
+                                     f"{min(last.latencies_ms):.1f} ms > the bound {bound_ms:g} ms")
+                return found
+            if last.queued == 0:
+                found.stop_reason = (f"unreachable: at {last.target_qps:.3g} QPS no request waited for the model, "
+                                     "yet the run was invalid: its p99 is service time, which no lighter load lowers")
+                return found
+            qps = hi / 2
+            if valid_at(qps):
+                lo = qps
+            else:
+                hi = qps
+    while lo is not None and hi is not None and hi - lo > precision * lo and len(found.steps) < max_steps:
+        mid = (lo + hi) / 2
+        if valid_at(mid):
+            lo = mid
+        else:
+            hi = mid
+    found.capacity_qps = lo
+    if lo is None:
+        found.stop_reason = f"no valid load found in {len(found.steps)} steps (lowest tried {hi:.3g} QPS)"
+    elif hi is None or hi - lo > precision * lo:
+        found.stop_reason = f"step limit {max_steps} reached before the bracket closed to {precision:.0%}"
+    else:
+        found.stop_reason = f"bracket [{lo:.4g}, {hi:.4g}] QPS within {precision:.0%}"
+    return found

@@ -1,0 +1,55 @@
+"""The closed loop that single-stream and offline both run: the next batch starts when the last ends.
+
+Warm-up batches, then batches until the repetition policy is satisfied and every image has been
+seen once (so accuracy covers the whole subset). A batch of N images is N requests that all arrive
+when it starts and all complete when it ends, so each request's latency is the batch's wall time
+(first preprocess to last postprocess): one latency sample per batch, shared by its N requests.
+"""
+
+from __future__ import annotations
+
+from bench.measure import summarize
+from bench.pipeline import BatchResult
+from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures
+
+LATENCY_BASIS = ("request latency = the batch's wall time, first preprocess to last postprocess (each of its "
+                 "{n} image(s) waits all of it); one sample per batch")
+
+
+def closed_loop(run: ScenarioInput) -> Measurement:
+    """Measure batches back to back; every raw sample is kept."""
+    policy, timer = run.policy, run.timer
+    batches = run.batches(run.samples, run.batch_size)
+    for _ in range(policy.warmup):
+        run.pipeline.run_batch(next(batches))
+    results: list[BatchResult] = []
+    first = FirstAnswers()
+    with Tracking(run.device, run.energy_idle_s) as tracking:
+        start = timer.now()
+        while policy.should_continue(len(results), timer.now() - start) or not first.covers(run.samples):
+            result = run.pipeline.run_batch(next(batches))
+            results.append(result)
+            first.add(result)
+        wall_s = timer.now() - start
+    n_images = sum(len(r.samples) for r in results)
+    busy_s = sum(r.batch_ms for r in results) / 1000.0
+    time_per_image, stages, tokens = batch_figures(results, policy.cv_threshold)
+    request_ms = [r.batch_ms for r in results]
+    latency = summarize(request_ms, policy.cv_threshold).to_dict()
+    memory, energy = tracking.fields(n_images, run.weights_bytes)
+    return Measurement(
+        samples_ms=request_ms,
+        latency=latency,
+        time_per_image=time_per_image,
+        stages_ms=stages,
+        throughput={"images_per_s": n_images / busy_s, "tokens_per_s": sum(tokens) / busy_s, "wall_s": wall_s},
+        memory=memory,
+        energy=energy,
+        gen_tokens_mean=sum(tokens) / len(tokens),
+        iterations=len(results),
+        latency_basis=LATENCY_BASIS.format(n=run.batch_size),
+        answers=first.answers,
+        texts=first.texts,
+        unstable=bool(latency["unstable"]),
+    )
+

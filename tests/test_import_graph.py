@@ -1,0 +1,85 @@
+"""Data flows one way: the graph of imports between bench modules has no cycle.
+
+Every ``import`` and ``from ... import`` in every bench module counts, including those inside functions
+(a lazy import hides a cycle from the interpreter, not from the design). ``from bench.pkg import name``
+counts as importing ``bench.pkg.name`` when that is a module, else ``bench.pkg``. The implicit import of a
+package's ``__init__`` when one of its submodules is imported is not an edge (a package that registers its
+submodules would otherwise always be a cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in BENCH.rglob("*.py"):
+        parts = path.relative_to(BENCH.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, ..., a]``, or None (depth-first search with colours)."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_bench_import_graph_is_acyclic():
+    graph = import_graph()
+    assert {"bench.sweep", "bench.runner", "bench.distributed", "bench.executors", "bench.scenarios.server"} <= set(graph)
+    assert "bench.runner" in graph["bench.distributed"] and "bench.executors" in graph["bench.sweep"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle():
+    # the shape this project once had: sweep imported distributed inside a function, and distributed sweep
+    graph = {"bench.sweep": {"bench.distributed", "bench.store"}, "bench.distributed": {"bench.sweep"},
+             "bench.store": set()}
+    cycle = find_cycle(graph)
+    assert cycle[0] == cycle[-1] and set(cycle) == {"bench.sweep", "bench.distributed"}
+    assert find_cycle({"a": {"b"}, "b": set()}) is None

@@ -1,0 +1,220 @@
+"""Scenarios on a fake pipeline with a known service time and a virtual clock: deterministic, no model.
+
+The server with batch 1 and a fixed service time S is an M/D/1 queue, so its measured percentiles and
+its capacity under a bound are checked against an M/D/1 queue simulated here (Lindley's recursion).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scenario_fakes import SAMPLES, scenario_input
+
+from bench.errors import UsageError
+from bench.scenarios import SCENARIOS, ServerSettings, capacity, get_scenario
+from bench.scenarios.server import arrival_schedule, serve
+
+S = 0.010  # service time of one image, seconds
+
+
+def constant(seconds: float):
+    return lambda batch: seconds
+
+
+def md1_sojourn_ms(qps: float, service_s: float, n: int = 200_000, seed: int = 12345) -> np.ndarray:
+    """Time in system of each customer of an M/D/1 FIFO queue (independent of bench's own code)."""
+    gaps = np.random.default_rng(seed).exponential(1.0 / qps, n)
+    wait = np.empty(n)
+    w = 0.0
+    for k in range(n):
+        wait[k] = w
+        w = max(0.0, w + service_s - (gaps[k + 1] if k + 1 < n else 0.0))
+    return (wait + service_s) * 1000.0
+
+
+def md1_capacity(bound_ms: float, service_s: float) -> float:
+    """The arrival rate at which the M/D/1 p99 time in system equals ``bound_ms`` (bisection)."""
+    lo, hi = 0.01 / service_s, 0.999 / service_s
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.percentile(md1_sojourn_ms(mid, service_s, 100_000), 99) <= bound_ms else (lo, mid)
+    return lo
+
+
+def ks_statistic(x: np.ndarray, cdf) -> float:
+    x = np.sort(x)
+    n = len(x)
+    f = cdf(x)
+    return float(max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n)))
+
+
+def test_inter_arrival_times_are_exponential_at_the_set_rate():
+    qps, n = 40.0, 5000
+    arrivals = arrival_schedule(qps, n, seed=7)
+    gaps = np.diff(arrivals, prepend=0.0)
+    critical = 1.36 / math.sqrt(n)  # Kolmogorov-Smirnov, 5% level
+    assert ks_statistic(gaps, lambda x: 1 - np.exp(-qps * x)) < critical
+    assert gaps.mean() == pytest.approx(1 / qps, rel=0.03)
+    assert arrivals[-1] < n / qps  # the whole schedule fits the window, so the offered rate is the target
+    # the test has power: the wrong rate, or evenly spaced arrivals at the right rate, fail it
+    assert ks_statistic(gaps, lambda x: 1 - np.exp(-1.2 * qps * x)) > critical
+    assert ks_statistic(np.full(n, 1 / qps), lambda x: 1 - np.exp(-qps * x)) > critical
+    assert np.array_equal(arrivals, arrival_schedule(qps, n, seed=7))  # reproducible from its seed
+    assert not np.array_equal(arrivals, arrival_schedule(qps, n, seed=8))
+
+
+@pytest.mark.parametrize("load", [0.3, 0.6, 0.8])
+def test_batch_1_fixed_service_matches_an_md1_queue(load):
+    qps = load / S
+    settings = ServerSettings(qps=qps, min_requests=20_000, min_duration_s=0.0)
+    run, _ = scenario_input(constant(S), server=settings)
+    measured = serve(run, qps)
+    reference = md1_sojourn_ms(qps, S)
+    assert measured.valid, measured.invalid_reason
+    for q in (50, 99):
+        assert measured.percentile(q) == pytest.approx(np.percentile(reference, q), rel=0.15), q
+    assert min(measured.latencies_ms) == pytest.approx(S * 1000)  # no request is faster than its service
+
+
+def test_overload_is_invalid_and_says_the_server_fell_behind():
+    settings = ServerSettings(qps=1.5 / S, min_requests=2000, min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
+    assert m.server["valid"] is False and "fell behind" in m.server["invalid_reason"]
+    assert m.server["achieved_qps"] == pytest.approx(1 / S, rel=0.05)  # what one model can do
+    assert m.capacity_qps is None and m.server["curve"] == []
+
+
+def test_a_latency_bound_is_judged_on_p99():
+    settings = ServerSettings(qps=0.8 / S, latency_bound_ms=3 * S * 1000, min_requests=5000, min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
+    assert m.latency["p99"] > 3 * S * 1000
+    assert m.server["valid"] is False and "p99" in m.server["invalid_reason"]
+    assert m.server["latency_bound_ms"] == 30.0
+
+
+def test_capacity_search_finds_the_md1_capacity_for_the_bound():
+    bound_ms = 5 * S * 1000
+    expected = md1_capacity(bound_ms, S)
+    settings = ServerSettings(qps="auto", latency_bound_ms=bound_ms, min_requests=4000, min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
+    assert m.capacity_qps == pytest.approx(expected, rel=0.10)
+    curve = m.server["curve"]
+    assert len(curve) >= 4 and curve[0]["target_qps"] == pytest.approx(1 / S)  # bracketed from offline
+    valid = [s for s in curve if s["valid"]]
+    assert max(s["target_qps"] for s in valid) == m.capacity_qps
+    assert all(s["p99"] <= bound_ms for s in valid)
+    above = [s["target_qps"] for s in curve if not s["valid"] and s["target_qps"] > m.capacity_qps]
+    assert min(above) <= m.capacity_qps * 1.05  # the bracket closed to 5%
+    assert m.server["target_qps"] == m.capacity_qps and m.server["valid"]  # the cell's figures: at capacity
+    assert m.extra["capacity_search"]["ceiling_qps"] == pytest.approx(1 / S)
+
+
+def test_dynamic_batching_raises_capacity_with_the_batch_size():
+    def fixed_plus_per_image(batch: int) -> float:
+        return 0.008 + 0.002 * batch  # a batch of 8 serves 8 images in 24 ms instead of 80
+
+    capacity = {}
+    for batch_size in (1, 8):
+        settings = ServerSettings(qps="auto", latency_bound_ms=100.0, min_requests=3000, min_duration_s=0.0)
+        m = get_scenario("server").measure(scenario_input(fixed_plus_per_image, batch_size, settings)[0])
+        capacity[batch_size] = m.capacity_qps
+        if batch_size == 8:
+            assert m.server["batch_size_mean"] > 2 and m.server["max_batch_size"] == 8
+    assert capacity[8] > 2 * capacity[1]
+
+
+@pytest.mark.parametrize("delay_ms", [0.0, 20.0])
+def test_the_batcher_waits_at_most_the_queue_delay_for_a_fuller_batch(delay_ms):
+    # one request per second: a batch of 4 almost never fills, so a request waits the whole delay
+    # (for company that rarely comes), then is served; nobody waits longer than the delay plus a busy model
+    settings = ServerSettings(qps=1.0, max_queue_delay_ms=delay_ms, min_requests=200, min_duration_s=0.0)
+    run, pipeline = scenario_input(constant(S), 4, settings)
+    measured = serve(run, 1.0)
+    assert pipeline.batch_sizes.count(1) > 0.9 * len(pipeline.batch_sizes)
+    assert np.median(measured.latencies_ms) == pytest.approx(delay_ms + S * 1000)
+    assert max(measured.latencies_ms) <= delay_ms + 2 * S * 1000 + 1e-6
+
+
+def test_a_full_batch_goes_at_once_without_waiting_the_delay():
+    settings = ServerSettings(qps=1000.0, max_queue_delay_ms=1000.0, min_requests=400, min_duration_s=0.0)
+    run, pipeline = scenario_input(constant(0.001), 4, settings)
+    measured = serve(run, 1000.0)
+    assert pipeline.batch_sizes.count(4) >= len(pipeline.batch_sizes) - 1  # only the last may be short
+    assert max(measured.latencies_ms) < 100  # nobody waited anything like the 1 s delay
+
+
+def test_offline_request_latency_is_the_batch_wall_time():
+    run, _ = scenario_input(lambda batch: 0.008 + 0.002 * batch, batch_size=4)
+    m = get_scenario("offline").measure(run)
+    assert m.latency["p50"] == pytest.approx(4 * m.time_per_image["p50"])
+    assert m.latency["p50"] == pytest.approx(16.0) and m.time_per_image["p50"] == pytest.approx(4.0)
+    assert m.samples_ms == [16.0] * m.iterations
+    assert m.throughput["images_per_s"] == pytest.approx(250.0)
+    assert set(m.answers) == {s.image_id for s in SAMPLES}
+
+
+def test_single_stream_runs_batch_1_only():
+    single = SCENARIOS["single-stream"]
+    assert single.cell_problem(1) is None and "batch 4" in single.cell_problem(4)
+    m = single.measure(scenario_input(constant(S))[0])
+    assert m.latency["p50"] == pytest.approx(S * 1000) == pytest.approx(m.time_per_image["p50"])
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({}, "--server-qps"),
+        ({"qps": "auto"}, "--latency-bound-ms"),
+        ({"qps": "fast"}, "'fast'"),
+        ({"qps": -1}, "-1"),
+        ({"qps": 5, "max_queue_delay_ms": -1}, "max_queue_delay_ms"),
+        ({"qps": 5, "burst": 3}, "'burst'"),
+    ],
+)
+def test_bad_server_settings_are_one_line_usage_errors(settings, needle):
+    with pytest.raises(UsageError, match="accepted") as err:
+        ServerSettings.from_dict(settings)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_only_what_is_measured_is_in_a_server_cells_identity():
+    base = ServerSettings(qps=5.0)
+    assert base.identity() == ServerSettings(qps=5.0, seed=3, min_requests=99, min_duration_s=1).identity()
+    assert base.identity() != ServerSettings(qps=6.0).identity()
+    assert base.identity() != ServerSettings(qps=5.0, latency_bound_ms=100).identity()
+
+
+def test_a_bound_below_the_service_time_stops_the_search_as_unreachable():
+    settings = ServerSettings(qps="auto", latency_bound_ms=S * 1000 / 2, min_requests=500, min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
+    assert m.capacity_qps is None and m.server["valid"] is False
+    assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server["curve"]) == 1
+
+
+def test_a_bound_within_the_service_times_own_spread_is_unreachable():
+    calls = []
+
+    def every_fifth_slow(batch: int) -> float:  # median S, but p99 6 S: no load can meet a 3 S bound
+        calls.append(batch)
+        return 6 * S if len(calls) % 5 == 0 else S
+
+    settings = ServerSettings(qps="auto", latency_bound_ms=3 * S * 1000, min_requests=30, min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(every_fifth_slow, server=settings)[0])
+    assert m.capacity_qps is None and "no request waited" in m.extra["capacity_search"]["stop"]
+    assert len(m.server["curve"]) < capacity.MAX_STEPS and not any(s["valid"] for s in m.server["curve"])
+
+
+class _Step:
+    def __init__(self, qps: float, limit: float) -> None:
+        self.target_qps, self.valid = qps, qps <= limit
+        self.latencies_ms, self.latency_bound_ms, self.queued = [1.0], 10.0, 1
+
+
+@pytest.mark.parametrize("limit", [130.0, 37.0, 3.0])
+def test_the_search_brackets_up_or_down_from_the_ceiling_and_closes_to_5_percent(limit):
+    found = capacity.search(lambda q: _Step(q, limit), ceiling_qps=100.0, bound_ms=10.0)
+    assert limit / 1.05 <= found.capacity_qps <= limit
+    assert found.stop_reason.startswith("bracket") and len(found.steps) <= capacity.MAX_STEPS
+    assert found.representative.target_qps == found.capacity_qps
