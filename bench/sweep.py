@@ -249,7 +249,7 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
     The run directory is locked for the whole run; ``resume`` skips cells whose latest record is final
     (``store.FINAL_STATUSES``) and refuses another sweep definition unless ``extend``.
     """
-    runner = get_executor(executor, ExecutorOptions(ray_address))  # an unknown or unreachable one: before anything
+    chosen = get_executor(executor, ExecutorOptions(ray_address))  # an unknown or unreachable one: before anything
     if extend and not resume:
         raise UsageError("--extend adds cells to an existing run; accepted: --resume --extend")
     validate(config)
@@ -265,7 +265,7 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
         done = store.finished_cells(out) if resume else set()
         todo = [c for c in cells if c.cell_id not in done]
         store.write_env(out, _env(out, config, resume, extend))
-        records = runner.run(config, todo, out, quiet=quiet)
+        records = chosen.run(config, todo, out, quiet=quiet)
     return RunSummary(records, len(cells) - len(todo))
 
 
