@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -226,16 +226,7 @@ class Row:
 
     def value_text(self, value: float | None) -> str:
         """A baseline/current value with its unit, as the table and the report show it."""
-        if value is None:
-            return "-"
-        unit = _spec(self.metric).unit
-        if unit == "bytes":
-            return f"{value / 2**20:.1f} MiB"
-        if unit == "ms":
-            return f"{value:.1f} ms"
-        if unit == "img/s":
-            return f"{value:.3g} img/s"
-        return f"{value:.2f}"
+        return value_text(self.metric, value)
 
     def change_text(self) -> str:
         return _change(self.kind, self.ratio)
@@ -247,6 +238,20 @@ class Row:
 
     def threshold_text(self) -> str:
         return _threshold_text(self.kind, self.threshold)
+
+
+def value_text(metric: str, value: float | None) -> str:
+    """A metric's value with its unit (also used by ``bench.history``)."""
+    if value is None:
+        return "-"
+    unit = _spec(metric).unit
+    if unit == "bytes":
+        return f"{value / 2**20:.1f} MiB"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "img/s":
+        return f"{value:.3g} img/s"
+    return f"{value:.2f}"
 
 
 def _change(kind: str, value: float | None) -> str:
@@ -275,6 +280,7 @@ class Comparison:
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     n_boot: int = 2000
     seed: int = 0
+    columns: ClassVar[tuple[str, ...]] = COLUMNS  # a subclass judging otherwise names its interval column
 
     @property
     def regressed(self) -> bool:
@@ -328,7 +334,7 @@ class Comparison:
 
     def to_table(self) -> str:
         """Fixed-width text for the terminal: summary, table, then what could not be compared."""
-        header = list(COLUMNS)
+        header = list(self.columns)
         body = self._cells()
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
         right = {2, 3, 4, 5, 6}
@@ -357,7 +363,7 @@ class Comparison:
         ]
         if self.rows:
             lines += [
-                "| " + " | ".join(COLUMNS) + " |",
+                "| " + " | ".join(self.columns) + " |",
                 "|" + "|".join(["---", "---"] + ["---:"] * 5 + ["---"] * 3) + "|",
             ]
             for cells in self._cells():
