@@ -567,6 +567,8 @@ BAD_INPUTS = {
     "export to an unknown format": (lambda t, k, f: ["export", str(f), str(t / "x.xlsx")], "'.xlsx'"),
     "corrupt READY file": (lambda t, k, f: _corrupt_ready(t), "corrupt READY file"),
     "fetch an unknown dataset": (lambda t, k, f: ["datasets", "fetch", "nope"], "unknown dataset manifest 'nope'"),
+    "history report under a file": (lambda t, k, f: ["history", "report", str(t), "-o", str(_file(t) / "h.html")],
+                                    "a part of its folder is a file"),
     "tiny checkpoint under a file": (lambda t, k, f: ["make-tiny-checkpoint", str(_file(t) / "ckpt")],
                                      "a part of its folder is a file"),
 }
