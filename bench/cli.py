@@ -1,19 +1,28 @@
 """The florence2-bench command line: one subcommand per job, each a thin layer over a module.
 
 Exit codes: 0 all good; 1 a regression (compare, history check) or at least one failed cell (run); 2 bad
-usage or bad input, with one line naming the offending value and what is accepted.
+usage or bad input, with one line naming the offending value and what is accepted; 3 an unexpected error
+(a bug), with one line and the path of a file holding the full traceback. A crash is never exit 1, which
+`compare` and `history check` reserve for a regression.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+from bench import inputs
 from bench.errors import UsageError
 
 PROG = "florence2-bench"
@@ -86,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, **updates)
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{_timestamp()}"
     summary = sweep.run_sweep(config, out, resume=args.resume, quiet=args.quiet, executor=args.executor,
-                              ray_address=args.ray_address)
+                              ray_address=args.ray_address, extend=args.extend)
     records = list(store.latest_by_cell(store.read_records(out)).values())
     print(summary_table(records))
     report = _write_report(out)
@@ -179,7 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for d in args.run_dirs:
         if not (Path(d) / "results.jsonl").exists():
             raise UsageError(f"not a run directory: {d} (no results.jsonl); accepted: directories written by run")
-    out = Path(args.output) if args.output else Path(args.run_dirs[0]) / "report.html"
+    out = inputs.output_file(args.output, "report") if args.output else Path(args.run_dirs[0]) / "report.html"
     path = build_report([Path(d) for d in args.run_dirs], out, latency_bound_ms=args.latency_bound_ms,
                         accuracy_floor=args.accuracy_floor, prices=Path(args.prices) if args.prices else None,
                         baseline=Path(args.baseline) if args.baseline else None, title=args.title,
@@ -192,7 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import run_compare
 
     return run_compare(Path(args.baseline), Path(args.current), args.fail_on,
-                       Path(args.markdown) if args.markdown else None)
+                       inputs.output_file(args.markdown, "markdown summary") if args.markdown else None)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -201,11 +210,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.action == "add":
         return history.run_add(Path(args.source), Path(args.history), args.commit, args.date)
     if args.action == "check":
-        return history.run_check(Path(args.history), args.fail_on, Path(args.markdown) if args.markdown else None,
-                                 args.baseline_runs)
+        markdown = inputs.output_file(args.markdown, "markdown summary") if args.markdown else None
+        return history.run_check(Path(args.history), args.fail_on, markdown, args.baseline_runs)
     if args.action == "steps":
         return history.run_steps(Path(args.history), args.fail_on)
-    return history.run_report(Path(args.history), Path(args.output), args.fail_on, args.title)
+    return history.run_report(Path(args.history), inputs.output_file(args.output, "trend report"), args.fail_on,
+                              args.title)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -213,7 +223,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from bench.tasks import get_task
 
     metrics = score_file(get_task(args.task).token, args.dataset, Path(args.predictions),
-                         Path(args.json) if args.json else None)
+                         inputs.output_file(args.json, "metrics file") if args.json else None)
     print(format_metrics(metrics))
     return 0
 
@@ -221,7 +231,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.store import export
 
-    print(f"exported: {export(Path(args.run_dir), Path(args.file))}")
+    print(f"exported: {export(Path(args.run_dir), inputs.output_file(args.file, 'export file'))}")
     return 0
 
 
@@ -265,6 +275,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from bench.checkpoints import make_tiny_checkpoint
 
+    inputs.output_file(Path(args.directory) / "config.json", "checkpoint")
     path = make_tiny_checkpoint(Path(args.directory), seed=args.seed)
     print(f"tiny Florence-2 checkpoint written to {path} (random weights; load it with --model-path {path})")
     return 0
@@ -273,8 +284,15 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit 2) like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=(
+    p = _Parser(prog=PROG, description=(
         "Benchmark Florence-2 models: accuracy, latency (per stage), throughput, memory and energy, "
         "across variants, tasks, precisions, batch sizes and devices."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -314,7 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="at most N images")
     r.add_argument("--max-new-tokens", type=int, help="override the generation cap (random mode: forced count)")
     r.add_argument("--out", help="run directory (default: runs/<sweep>-<time>)")
-    r.add_argument("--resume", action="store_true", help="continue a run directory, skipping cells already ok")
+    r.add_argument("--resume", action="store_true", help="continue a run directory: cells whose latest record is ok "
+                   "or skipped are not run again, failed ones are retried; refused if the sweep differs from the "
+                   "one recorded in env.json")
+    r.add_argument("--extend", action="store_true", help="with --resume: accept a different sweep (e.g. more axis "
+                   "values) and add its cells to the run directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar; one line per cell (for CI logs)")
     r.add_argument("--executor", default="local", help="local (default) or ray")
     r.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: RAY_ADDRESS)")
@@ -408,14 +430,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_USAGE, EXIT_CRASH = 2, 3  # 0 and 1 are what the commands return (README: exit codes)
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        with _one_line_warnings():
+            return args.func(args)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished cells are in results.jsonl (use --resume)", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last resort: a bug, never mistaken for "regression" or "failed cell"
+        path = _write_traceback(argv)
+        print(f"{PROG}: internal error: {type(exc).__name__}: {_one_line(str(exc))}; full traceback in {path}",
+              file=sys.stderr)
+        return EXIT_CRASH
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _write_traceback(argv: list[str] | None) -> Path:
+    """The current exception's full traceback in a file of its own (the terminal gets one line)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"{PROG}-crash-{stamp}-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{PROG} {' '.join(sys.argv[1:] if argv is None else argv)}\n\n{traceback.format_exc()}")
+    return Path(name)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings print as one ``florence2-bench: warning: ...`` line, not Python's two-line format."""
+    original = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"{PROG}: warning: {_one_line(str(message))}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original

@@ -35,6 +35,7 @@ flags a 1% drift, and says nothing about the size of the change that the gate mu
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -393,7 +394,7 @@ class Comparison:
                 "|" + "|".join(["---", "---"] + ["---:"] * 5 + ["---"] * 3) + "|",
             ]
             for cells in self._cells():
-                cells[0] = "`" + cells[0].replace("|", "\\|") + "`"
+                cells[0] = _md_code(cells[0])
                 cells[1:] = [_md(c) for c in cells[1:]]
                 if cells[7] == "regressed":
                     cells[7] = "**regressed**"
@@ -412,7 +413,18 @@ class Comparison:
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Text shown as typed in a markdown table cell: labels come from records, which are untrusted."""
+    text = " ".join(str(text).split())  # a newline would end the table row
+    text = re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_code(text: str) -> str:
+    """A code span that no backtick in the text can close early (CommonMark: a longer fence)."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 # --------------------------------------------------------------------------------------------------

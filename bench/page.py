@@ -17,6 +17,7 @@ from __future__ import annotations
 import colorsys
 import html
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ def write_html(path: Path, text: str) -> Path:
     """Write a page atomically (temp file, then rename); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share one
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path

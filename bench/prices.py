@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.inputs import read_text
 
 try:
     import tomllib
@@ -97,9 +98,7 @@ def load_prices(path: Path | None = None) -> PriceTable:
     """Read a price table; a missing, malformed or old-format file is a UsageError naming it."""
     path = Path(path) if path is not None else DEFAULT_PRICES
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"price table not found: {path}; {ACCEPTED}") from None
+        data = tomllib.loads(read_text(path, "price table"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"price table {path} is not valid TOML: {exc}") from None
     if "prices" in data:

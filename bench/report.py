@@ -65,6 +65,11 @@ NONE_MEETS = "none meets it"
 MAX_EXAMPLE_CELLS = 6
 MAX_EXAMPLES_PER_CELL = 3
 THUMB_WIDTH = 480
+# Records are untrusted: a declared image side beyond this is ignored, a canvas is never taller than
+# MAX_THUMB_HEIGHT, and at most MAX_SHAPES shapes are drawn per example.
+MAX_DECLARED_SIDE = 1_000_000
+MAX_THUMB_HEIGHT = 4 * THUMB_WIDTH
+MAX_SHAPES = 200
 
 # ---------------------------------------------------------------------------------------------
 # the decision: the best setting per goal, per task and device kind
@@ -434,8 +439,12 @@ def _shapes(answer: Any) -> list[tuple[str, list[float], str]]:
         return []
     out: list[tuple[str, list[float], str]] = []
 
+    def listed(key: str) -> list[Any]:  # answers in records are untrusted: a non-list is no shapes
+        value = answer.get(key)
+        return value if isinstance(value, list) else []
+
     def labels(key: str, n: int) -> list[str]:
-        values = answer.get(key) or []
+        values = listed(key)
         return [str(values[i]) if i < len(values) else "" for i in range(n)]
 
     def flat_polys(node: Any) -> list[list[float]]:
@@ -446,14 +455,14 @@ def _shapes(answer: Any) -> list[tuple[str, list[float], str]]:
         return []
 
     for key, label_key in (("bboxes", "bboxes_labels"), ("bboxes", "labels")):
-        boxes = answer.get(key) or []
+        boxes = listed(key)
         if boxes and (label_key in answer or label_key == "labels"):
             for box, label in zip(boxes, labels(label_key, len(boxes)), strict=True):
                 if isinstance(box, list) and len(box) == 4 and all(_num(v) is not None for v in box):
                     out.append(("box", [float(v) for v in box], label))
             break
     for key, label_key in (("quad_boxes", "labels"), ("polygons", "polygons_labels"), ("polygons", "labels")):
-        items = answer.get(key) or []
+        items = listed(key)
         if not items:
             continue
         for item, label in zip(items, labels(label_key, len(items)), strict=True):
@@ -475,7 +484,9 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
     """A PNG data URI of the example image with the predicted shapes drawn, and a note."""
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height = _num(example.get("width")), _num(example.get("height"))
+    width, height = (_num(example.get(k)) for k in ("width", "height"))
+    if not (width and height and 1 <= width <= MAX_DECLARED_SIDE and 1 <= height <= MAX_DECLARED_SIDE):
+        width = height = None  # an absurd declared size is not trusted (nor allocated)
     path = _inside(run_dir, example.get("image_file"))
     note = ""
     try:
@@ -483,11 +494,13 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
             with Image.open(path) as img:
                 img = img.convert("RGB")
         elif width and height:
-            img = Image.new("RGB", (int(width), int(height)), (235, 235, 235))
+            fit = min(1.0, THUMB_WIDTH / width)  # the canvas is made at thumbnail size, never at the declared one
+            size = (max(1, round(width * fit)), min(MAX_THUMB_HEIGHT, max(1, round(height * fit))))
+            img = Image.new("RGB", size, (235, 235, 235))
             note = "image file not saved: shapes drawn on a blank canvas of the image's size"
         else:
             return None, "image file not saved"
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         return None, f"image unreadable: {exc}"
     sx = img.width / width if width else 1.0
     sy = img.height / height if height else 1.0
@@ -497,9 +510,14 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     colors = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
-    for n, (kind, coords, label) in enumerate(_shapes(example.get("answer"))):
+    bound = 4.0 * max(img.width, img.height)  # shapes far outside the image are clipped, not overflowed
+
+    def clip(v: float) -> float:
+        return max(-bound, min(bound, v))
+
+    for n, (kind, coords, label) in enumerate(_shapes(example.get("answer"))[:MAX_SHAPES]):
         color = colors[n % len(colors)]
-        xy = [(coords[i] * sx, coords[i + 1] * sy) for i in range(0, len(coords) - 1, 2)]
+        xy = [(clip(coords[i] * sx), clip(coords[i + 1] * sy)) for i in range(0, len(coords) - 1, 2)]
         if kind == "box":
             (x1, y1), (x2, y2) = xy
             draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=color, width=2)
