@@ -290,16 +290,23 @@ def test_schema_2_fields_of_the_wrong_type_render_as_missing(tmp_path):
          "server": {"curve": "nope", "valid": "yes", "latency_bound_ms": "x", "achieved_qps": [1]},
          "latency_ms": {"p50": 1, "p99": "z"}},
         {"cell_id": "c", "task": "<CAPTION>", "status": "ok", "scenario": "server", "device": "cpu",
-         "server": {"curve": [{"target_qps": "a", "p99": 1}, 5, {"target_qps": 2, "p99": 3, "valid": True}],
+         "server": {"curve": [{"target_qps": "a", "p99": 1}, {"target_qps": 2, "p99": 3, "valid": True}],
                     "latency_bound_ms": 5}, "capacity_qps": 2, "latency_ms": {"p50": 1, "p90": 2, "p99": 3}},
         {"cell_id": "d", "task": "<OD>", "status": "ok", "scenario": "offline", "device": "cpu", "timing": "t",
          "extra": {"reported": [1]}, "stages_ms": {"preprocess": 1}, "latency_ms": {"p50": 1, "p90": 2, "p99": 3},
          "throughput": {"images_per_s": 2}},
+        # tables of the right type holding values of the wrong type: the store keeps these, the report
+        # must read them as missing figures
+        {"cell_id": "e", "task": "<CAPTION>", "status": "ok", "scenario": "server", "device": "cpu",
+         "server": {"curve": "nope", "valid": "yes", "latency_bound_ms": "x"}, "capacity_qps": None,
+         "latency_ms": {"p50": 1, "p99": "z"}},
     ]
     (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run / "env.json").write_text(json.dumps({"cpu": "str", "gpu": [1], "torch": {"num_threads": "x"}}))
     text = report.build_report([run], tmp_path / "r.html", latency_bound_ms=10, demand_qps=5).read_text()
     rows = {r.rec["cell_id"]: r for run_ in report.load_runs([run], report.load_prices()) for r in run_.rows}
-    assert rows["a"].capacity(None) is None and rows["b"].capacity(10.0) is None
+    # a and b have top-level fields of the wrong type: the store skips them (with a warning)
+    assert "a" not in rows and "b" not in rows
+    assert rows["e"].capacity(None) is None and rows["e"].capacity(10.0) is None
     assert rows["c"].capacity(10.0)[0] == 2.0  # the one well-formed step of its curve
     assert 'id="capacity-planner"' in text

@@ -43,22 +43,23 @@ def _clean_copy(dest: Path) -> Path:
 def installed(tmp_path_factory):
     """(the venv's console script, an environment for it) with the wheel built from a clean copy."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # no PYTHONPATH: a checkout on it (its egg-info) would make pip think the wheel is already installed
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLORENCE2_BENCH_MANIFESTS", "VIRTUAL_ENV")}
     source = _clean_copy(tmp / "source")
     # the interpreter's own setuptools when it has one (no download); else pip's isolated build fetches it
     isolation = ["--no-build-isolation"] if _has_setuptools() else []
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(tmp / "dist"),
-                    *isolation], check=True, cwd=tmp)
+                    *isolation], check=True, cwd=tmp, env=env)
     [wheel] = (tmp / "dist").glob("florence2_bench-*.whl")
     env_dir = tmp / "venv"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, cwd=tmp)
+                   check=True, cwd=tmp, env=env)
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "zz_test_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")  # after the venv's own
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FLORENCE2_BENCH_MANIFESTS", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
     return env_dir, env, tmp / "elsewhere"
 
