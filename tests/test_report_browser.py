@@ -96,6 +96,25 @@ def _unrendered_charts(dom: str) -> list[str]:
     return missing
 
 
+def load_offline(binary: str, tmp_path: Path, page: Path, screenshot: str, charts: int) -> str:
+    """Open ``page`` once (settled DOM + a screenshot under ARTIFACTS), check it made no console message and
+    no network request and that all ``charts`` rendered; returns the DOM."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / screenshot
+    shot.unlink(missing_ok=True)
+    net_log = tmp_path / "net-log.json"
+    loaded = _chromium(binary, tmp_path / "profile", page, "--dump-dom", f"--screenshot={shot}",
+                       "--window-size=1400,3000", f"--log-net-log={net_log}")
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line] == []
+    assert _page_requests(net_log) == []
+    dom = loaded.stdout
+    assert dom.count('class="plotly-graph-div') == charts
+    assert _unrendered_charts(dom) == []
+    assert shot.stat().st_size > 10_000
+    return dom
+
+
 def _two_machines(root: Path) -> list[Path]:
     return list(gpu_and_cpu_runs(root))
 
@@ -118,31 +137,11 @@ def test_report_loads_without_console_errors_and_every_chart_renders(tmp_path, c
     charts = page.read_text().count('class="plotly-graph-div"')
     assert charts > 0
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"report-{name}.png"
-    shot.unlink(missing_ok=True)
-    # one browser start both dumps the settled DOM and keeps a screenshot (each start costs seconds)
-    net_log = tmp_path / "net-log.json"
-    loaded = _chromium(
-        chromium,
-        tmp_path / "profile",
-        page,
-        "--dump-dom",
-        f"--screenshot={shot}",
-        "--window-size=1400,3000",
-        f"--log-net-log={net_log}",
-    )
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    assert [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line] == []
-    assert _page_requests(net_log) == []
-    dom = loaded.stdout
-    assert dom.count('class="plotly-graph-div') == charts
-    assert _unrendered_charts(dom) == []
+    dom = load_offline(chromium, tmp_path, page, f"report-{name}.png", charts)
     # the decision comes first: before the first chart of the page
     assert dom.index('<section id="decision"') < dom.index('class="plotly-graph-div')
     # the hostile strings are text in the live DOM too, never an element
     assert "<script>alert(1)" not in dom and (HOSTILE_ESCAPED in dom or name == "two-machines")
-    assert shot.stat().st_size > 10_000
     shutil.copy(page, ARTIFACTS / f"report-{name}.html")
 
 
