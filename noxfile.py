@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 
 import nox
 
@@ -59,15 +60,53 @@ def gpu_check(session: nox.Session) -> None:
     session.run("python", "-m", "bench.gpucheck", *session.posargs)
 
 
+def regression_plan(posargs: list[str], environ: Mapping[str, str]) -> tuple[str, list[tuple[list[str], tuple[int, ...]]]]:
+    """The run directory and the commands of `nox -s regression`, each with the exit codes that let
+    the session go on. Arguments: `[OUT] [--history DIR] [--commit SHA] [run options...]`.
+
+    Without --history: run the smoke sweep into OUT and compare it with reports/baselines/smoke-cpu.
+    With --history DIR: run the sweep (a failed cell is still recorded), add it to the history, write
+    the trend report OUT/trends.html, then check the newest run; its markdown goes to
+    $GITHUB_STEP_SUMMARY when set, else OUT/history-check.md. The check comes last: its exit 1 fails
+    the session after everything else was written.
+    """
+    args = list(posargs)
+    out = args.pop(0) if args and not args[0].startswith("-") else "runs/regression-current"
+    options: dict[str, str] = {}
+    for name in ("--history", "--commit"):
+        if name in args:
+            at = args.index(name)
+            if at + 1 >= len(args):
+                raise ValueError(f"{name} needs a value")
+            options[name] = args[at + 1]
+            del args[at : at + 2]
+    sweep = ["florence2-bench", "run", "--sweep", "smoke", "--weights", "random", "--out", out, "--quiet", *args]
+    history = options.get("--history")
+    if history is None:
+        compare = ["florence2-bench", "compare", "reports/baselines/smoke-cpu", out, "--markdown", f"{out}/compare.md"]
+        return out, [(sweep, (0,)), (compare, (0,))]
+    commit = ["--commit", options["--commit"]] if "--commit" in options else []
+    markdown = environ.get("GITHUB_STEP_SUMMARY") or f"{out}/history-check.md"
+    return out, [
+        (sweep, (0, 1)),
+        (["florence2-bench", "history", "add", out, "--history", history, *commit], (0,)),
+        (["florence2-bench", "history", "report", history, "-o", f"{out}/trends.html"], (0,)),
+        (["florence2-bench", "history", "check", history, "--markdown", markdown], (0,)),
+    ]
+
+
 @nox.session
 def regression(session: nox.Session) -> None:
-    """Run the smoke sweep and compare it with the committed baseline (exit 1 on a regression)."""
+    """Run the smoke sweep and compare it with the committed baseline (exit 1 on a regression), or with
+    `-- --history DIR` add it to a history, write its trend report and check it (docs/ci.md)."""
+    try:
+        out, commands = regression_plan(session.posargs, os.environ)
+    except ValueError as exc:
+        session.error(str(exc))
     install(session)
-    out = session.posargs[0] if session.posargs else "runs/regression-current"
     shutil.rmtree(out, ignore_errors=True)
-    session.run("florence2-bench", "run", "--sweep", "smoke", "--weights", "random", "--out", out, "--quiet")
-    session.run("florence2-bench", "compare", "reports/baselines/smoke-cpu", out, "--markdown",
-                f"{out}/compare.md")
+    for argv, codes in commands:
+        session.run(*argv, success_codes=codes)
 
 
 @nox.session

@@ -100,9 +100,13 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{directory} is not a Florence-2 checkpoint: no config.json")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}; accepted: a UTF-8 JSON config object") from None
+    if not isinstance(config, dict):
+        raise UsageError(
+            f"{path} holds a JSON {type(config).__name__}; accepted: a Florence-2 config object ({{\"model_type\": \"florence2\", ...}})"
+        )
     model_type = config.get("model_type")
     if model_type != "florence2":
         raise UsageError(

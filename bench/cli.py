@@ -1,22 +1,56 @@
 """The florence2-bench command line: one subcommand per job, each a thin layer over a module.
 
-Exit codes: 0 all good; 1 a regression (compare) or at least one failed cell (run); 2 bad usage or
-bad input, with one line naming the offending value and what is accepted.
+Exit codes: 0 all good; 1 a regression (compare, history check) or at least one failed cell (run); 2 bad
+usage or bad input, with one line naming the offending value and what is accepted; 3 an unexpected error
+(a bug), with one line and the path of a file holding the full traceback. A crash is never exit 1, which
+`compare` and `history check` reserve for a regression.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+from bench import inputs
 from bench.errors import UsageError
 
 PROG = "florence2-bench"
+
+REPORT_HELP = """\
+Render one self-contained HTML report (no network needed to open it) from one or more run directories,
+e.g. a GPU run and a CPU run side by side. Read it from the top:
+
+  Decision       per task and device kind, the best setting for each goal: highest throughput, lowest
+                 single-stream request latency p90, highest server capacity within the latency bound,
+                 lowest cost per million images (also within the bound when one is given), lowest energy
+                 per image; each flagged stable/unstable (server: valid/invalid), with its weights mode.
+                 With --demand-qps Q, the capacity planner: devices needed and cost per month and per
+                 million images. Then the recommendation: the cheapest setting within the bound and floor.
+  Environment    collapsed; the comparability panel lists what differs between the runs (commit,
+                 library versions, driver, CPU model and cores, GPU).
+  Regression     with --baseline: exactly what `compare BASELINE RUN_DIR` prints.
+  Charts         throughput vs request latency (bound drawn), latency vs QPS per server setting (bound
+                 drawn), reported accuracy vs measured cost, Pareto frontiers, throughput vs batch size,
+                 per-stage time per image, memory, request latency distributions, energy and cost.
+  All cells      a table that sorts (click a header) and filters (type words) in the page.
+
+Latency is request latency, what one request waits (an offline request waits for its whole batch, a server
+request includes queueing); the amortised time per image (batch time / batch size) is always named so.
+Costs are derived from the price table (--prices): a GPU by its exact name, a CPU per vCPU-hour times the
+cores the run used; the price's source is printed beside every cost. Unstable cells and invalid server
+runs are marked in every table and chart.
+"""
 
 
 def _quiet_libraries() -> None:
@@ -62,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, **updates)
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{_timestamp()}"
     summary = sweep.run_sweep(config, out, resume=args.resume, quiet=args.quiet, executor=args.executor,
-                              ray_address=args.ray_address)
+                              ray_address=args.ray_address, extend=args.extend)
     records = list(store.latest_by_cell(store.read_records(out)).values())
     print(summary_table(records))
     report = _write_report(out)
@@ -155,10 +189,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     for d in args.run_dirs:
         if not (Path(d) / "results.jsonl").exists():
             raise UsageError(f"not a run directory: {d} (no results.jsonl); accepted: directories written by run")
-    out = Path(args.output) if args.output else Path(args.run_dirs[0]) / "report.html"
+    out = inputs.output_file(args.output, "report") if args.output else Path(args.run_dirs[0]) / "report.html"
     path = build_report([Path(d) for d in args.run_dirs], out, latency_bound_ms=args.latency_bound_ms,
                         accuracy_floor=args.accuracy_floor, prices=Path(args.prices) if args.prices else None,
-                        baseline=Path(args.baseline) if args.baseline else None, title=args.title)
+                        baseline=Path(args.baseline) if args.baseline else None, title=args.title,
+                        demand_qps=args.demand_qps)
     print(f"report: {path}")
     return 0
 
@@ -167,7 +202,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import run_compare
 
     return run_compare(Path(args.baseline), Path(args.current), args.fail_on,
-                       Path(args.markdown) if args.markdown else None)
+                       inputs.output_file(args.markdown, "markdown summary") if args.markdown else None)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from bench import history
+
+    if args.action == "add":
+        return history.run_add(Path(args.source), Path(args.history), args.commit, args.date)
+    if args.action == "check":
+        markdown = inputs.output_file(args.markdown, "markdown summary") if args.markdown else None
+        return history.run_check(Path(args.history), args.fail_on, markdown, args.baseline_runs)
+    if args.action == "steps":
+        return history.run_steps(Path(args.history), args.fail_on)
+    return history.run_report(Path(args.history), inputs.output_file(args.output, "trend report"), args.fail_on,
+                              args.title)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -175,7 +224,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from bench.tasks import get_task
 
     metrics = score_file(get_task(args.task).token, args.dataset, Path(args.predictions),
-                         Path(args.json) if args.json else None)
+                         inputs.output_file(args.json, "metrics file") if args.json else None)
     print(format_metrics(metrics))
     return 0
 
@@ -183,7 +232,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.store import export
 
-    print(f"exported: {export(Path(args.run_dir), Path(args.file))}")
+    print(f"exported: {export(Path(args.run_dir), inputs.output_file(args.file, 'export file'))}")
     return 0
 
 
@@ -227,6 +276,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from bench.checkpoints import make_tiny_checkpoint
 
+    inputs.output_file(Path(args.directory) / "config.json", "checkpoint")
     path = make_tiny_checkpoint(Path(args.directory), seed=args.seed)
     print(f"tiny Florence-2 checkpoint written to {path} (random weights; load it with --model-path {path})")
     return 0
@@ -235,8 +285,15 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (exit 2) like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=(
+    p = _Parser(prog=PROG, description=(
         "Benchmark Florence-2 models: accuracy, latency (per stage), throughput, memory and energy, "
         "across variants, tasks, precisions, batch sizes and devices."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -282,19 +339,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="at most N images")
     r.add_argument("--max-new-tokens", type=int, help="override the generation cap (random mode: forced count)")
     r.add_argument("--out", help="run directory (default: runs/<sweep>-<time>)")
-    r.add_argument("--resume", action="store_true", help="continue a run directory, skipping cells already ok")
+    r.add_argument("--resume", action="store_true", help="continue a run directory: cells whose latest record is ok "
+                   "or skipped are not run again, failed ones are retried; refused if the sweep differs from the "
+                   "one recorded in env.json")
+    r.add_argument("--extend", action="store_true", help="with --resume: accept a different sweep (e.g. more axis "
+                   "values) and add its cells to the run directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar; one line per cell (for CI logs)")
     r.add_argument("--executor", default="local", help="local (default) or ray")
     r.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: RAY_ADDRESS)")
     r.set_defaults(func=cmd_run)
 
-    rp = sub.add_parser("report", help="render one HTML report from one or more run directories")
+    rp = sub.add_parser(
+        "report",
+        help="render one HTML report from one or more run directories",
+        description=REPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    rp.add_argument("-o", "--output", help="HTML file (default: RUN_DIR/report.html)")
-    rp.add_argument("--latency-bound-ms", type=float, help="p90 bound for the recommendation table")
-    rp.add_argument("--accuracy-floor", type=float, help="accuracy floor for the recommendation table")
-    rp.add_argument("--prices", help="TOML price table (device -> USD per hour)")
-    rp.add_argument("--baseline", help="a baseline run directory: adds a regression section")
+    rp.add_argument("-o", "--output", help="HTML file (default: RUN_DIR/report.html of the first run)")
+    rp.add_argument("--latency-bound-ms", type=float, metavar="MS",
+                    help="bound on request latency: p90 of single-stream cells, p99 of server cells; offline cells "
+                         "never meet it (they are judged on throughput only)")
+    rp.add_argument("--accuracy-floor", type=float, metavar="X",
+                    help="accuracy floor on each task's headline metric (a ceiling for error rates such as CER)")
+    rp.add_argument("--demand-qps", type=float, metavar="Q",
+                    help="images per second to serve: the capacity planner gives, per device kind, the devices "
+                         "needed at its best valid server setting (ceil(Q / capacity)) and their cost")
+    rp.add_argument("--prices", metavar="FILE",
+                    help="TOML price table: [gpu] \"exact GPU name\" = {usd_per_hour, source}, [cpu] "
+                         "usd_per_vcpu_hour and source (default: bench/data/prices.toml, an example)")
+    rp.add_argument("--baseline", metavar="DIR",
+                    help="a baseline run directory: the regression check of `compare BASELINE RUN_DIR`, near the top")
     rp.add_argument("--title", help="page title")
     rp.set_defaults(func=cmd_report)
 
@@ -304,6 +379,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fail-on", help="thresholds, e.g. latency_p50=5%%,accuracy=-0.5")
     c.add_argument("--markdown", help="also write a markdown summary (for CI)")
     c.set_defaults(func=cmd_compare)
+
+    h = sub.add_parser("history", help="track runs over time: add, check the newest, find steps, trend report",
+                       description=(
+        "A history directory keeps one file per run (commit, date, machine class, records). Runs are only "
+        "compared within a machine class: CPU model and cores, GPU, torch and transformers major versions. "
+        "docs/history.md explains the statistics."))
+    hs = h.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fail_on = "thresholds as for compare, e.g. latency_p50=5%%,accuracy=-0.5 (default: compare's)"
+    ha = hs.add_parser("add", help="add a run directory or a pytest-benchmark JSON file (twice: no-op)")
+    ha.add_argument("source", metavar="RUN_DIR|BENCH.json")
+    ha.add_argument("--history", required=True, metavar="DIR", help="the history directory (created if missing)")
+    ha.add_argument("--commit", help="the commit measured (default: git.commit of env.json / commit_info.id)")
+    ha.add_argument("--date", help="ISO date or time of the run (default: its own start time)")
+    hc = hs.add_parser("check", help="judge the newest run against its class's previous runs; exit 1 on a regression")
+    hc.add_argument("history", metavar="DIR")
+    hc.add_argument("--fail-on", help=fail_on)
+    hc.add_argument("--markdown", help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    hc.add_argument("--baseline-runs", type=int, metavar="K",
+                    help="how many previous runs of the class give the baseline median (default 10, at least 3)")
+    hst = hs.add_parser("steps", help="list every step over the whole history with the first commit after it")
+    hst.add_argument("history", metavar="DIR")
+    hst.add_argument("--fail-on", help=fail_on)
+    hr = hs.add_parser("report", help="write the trend report (self-contained HTML)")
+    hr.add_argument("history", metavar="DIR")
+    hr.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    hr.add_argument("--fail-on", help=fail_on)
+    hr.add_argument("--title", help="page title")
+    h.set_defaults(func=cmd_history)
 
     s = sub.add_parser("score", help="score predictions made elsewhere with the same metric code")
     s.add_argument("--task", required=True)
@@ -334,14 +437,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_USAGE, EXIT_CRASH = 2, 3  # 0 and 1 are what the commands return (README: exit codes)
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        with _one_line_warnings():
+            return args.func(args)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished cells are in results.jsonl (use --resume)", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last resort: a bug, never mistaken for "regression" or "failed cell"
+        path = _write_traceback(argv)
+        print(f"{PROG}: internal error: {type(exc).__name__}: {_one_line(str(exc))}; full traceback in {path}",
+              file=sys.stderr)
+        return EXIT_CRASH
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _write_traceback(argv: list[str] | None) -> Path:
+    """The current exception's full traceback in a file of its own (the terminal gets one line)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"{PROG}-crash-{stamp}-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{PROG} {' '.join(sys.argv[1:] if argv is None else argv)}\n\n{traceback.format_exc()}")
+    return Path(name)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings print as one ``florence2-bench: warning: ...`` line, not Python's two-line format."""
+    original = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"{PROG}: warning: {_one_line(str(message))}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original

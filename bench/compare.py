@@ -19,6 +19,10 @@ How a verdict is reached (docs/regression.md has the long form):
 - accuracy: the difference current - baseline in the metric's own points (the 0-100 scale of the
   model card), against a negative threshold such as -1.0 ("single-value", kind "delta").
 
+Two runs with no cell in common are not compared at all (``Comparison.nothing_comparable`` says which
+axes and environment facts differ; ``compare`` exits 2 with that line): a green verdict over zero cells
+would say nothing. Runs from different machines or software are compared, under a warning printed first.
+
 A cell that is ``ok`` in the baseline but ``oom``/``error`` in the current run counts as a regression
 (it is listed in ``Comparison.newly_failed``); any other non-``ok`` status makes the cell's rows
 "not-comparable" without failing the gate. Cells present in only one run are listed, never failed:
@@ -31,12 +35,13 @@ flags a 1% drift, and says nothing about the size of the change that the gate mu
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -225,16 +230,7 @@ class Row:
 
     def value_text(self, value: float | None) -> str:
         """A baseline/current value with its unit, as the table and the report show it."""
-        if value is None:
-            return "-"
-        unit = _spec(self.metric).unit
-        if unit == "bytes":
-            return f"{value / 2**20:.1f} MiB"
-        if unit == "ms":
-            return f"{value:.1f} ms"
-        if unit == "img/s":
-            return f"{value:.3g} img/s"
-        return f"{value:.2f}"
+        return value_text(self.metric, value)
 
     def change_text(self) -> str:
         return _change(self.kind, self.ratio)
@@ -246,6 +242,20 @@ class Row:
 
     def threshold_text(self) -> str:
         return _threshold_text(self.kind, self.threshold)
+
+
+def value_text(metric: str, value: float | None) -> str:
+    """A metric's value with its unit (also used by ``bench.history``)."""
+    if value is None:
+        return "-"
+    unit = _spec(metric).unit
+    if unit == "bytes":
+        return f"{value / 2**20:.1f} MiB"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "img/s":
+        return f"{value:.3g} img/s"
+    return f"{value:.2f}"
 
 
 def _change(kind: str, value: float | None) -> str:
@@ -274,6 +284,9 @@ class Comparison:
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     n_boot: int = 2000
     seed: int = 0
+    nothing_comparable: str | None = None
+    """One line when no cell matched: nothing is comparable, and which axes or environment facts differ."""
+    columns: ClassVar[tuple[str, ...]] = COLUMNS  # a subclass judging otherwise names its interval column
 
     @property
     def regressed(self) -> bool:
@@ -284,7 +297,18 @@ class Comparison:
         counted = Counter(row.verdict for row in self.rows)
         return {verdict: counted.get(verdict, 0) for verdict in VERDICTS}
 
+    def warnings(self) -> list[str]:
+        """What must be read before any verdict: the runs come from different machines or software."""
+        if not self.env_warnings:
+            return []
+        return [
+            "the runs come from different machines or software, so a change may come from that alone: "
+            + "; ".join(self.env_warnings)
+        ]
+
     def summary(self) -> str:
+        if self.nothing_comparable:
+            return f"NOT COMPARABLE: {self.nothing_comparable}"
         counts = ", ".join(f"{n} {verdict}" for verdict, n in self.counts().items())
         failed = f", {len(self.newly_failed)} newly failed cell(s)" if self.newly_failed else ""
         return f"{'REGRESSED' if self.regressed else 'OK'}: {counts}{failed}"
@@ -299,6 +323,15 @@ class Comparison:
         return ", ".join(
             f"{name} {_threshold_text(_spec(name).kind, t)}" for name, t in self.thresholds.items()
         )
+
+    def table_rows(self) -> list[list[str]]:
+        """The table's cells as the terminal prints them (one list of ``COLUMNS`` per row); the HTML
+        report renders these same strings."""
+        return self._cells()
+
+    def notes(self) -> list[tuple[str, list[str]]]:
+        """(title, items) printed under the table: failed, unmatched cells."""
+        return [(title, items) for title, items in self._notes() if items]
 
     def _cells(self) -> list[list[str]]:
         return [
@@ -322,12 +355,11 @@ class Comparison:
             ("cells that were ok in the baseline and now fail (counted as regressions)", self.newly_failed),
             ("cells only in the baseline", self.unmatched_baseline),
             ("cells only in the current run", self.unmatched_current),
-            ("environments differ", self.env_warnings),
         ]
 
     def to_table(self) -> str:
         """Fixed-width text for the terminal: summary, table, then what could not be compared."""
-        header = list(COLUMNS)
+        header = list(self.columns)
         body = self._cells()
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
         right = {2, 3, 4, 5, 6}
@@ -339,7 +371,8 @@ class Comparison:
             ]
             return "  ".join(parts).rstrip()
 
-        lines = [self.summary(), f"method: {self.method_text()}", f"thresholds: {self.thresholds_text()}", ""]
+        lines = [*(f"WARNING: {w}" for w in self.warnings()), self.summary()]
+        lines += [f"method: {self.method_text()}", f"thresholds: {self.thresholds_text()}", ""]
         lines += [fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in body)]
         for title, items in self._notes():
             if items:
@@ -348,19 +381,20 @@ class Comparison:
 
     def to_markdown(self) -> str:
         """GitHub-flavoured markdown for CI summaries (task tokens such as <OD> are escaped)."""
-        lines = [
-            f"### Regression check: {self.summary()}",
+        lines = [f"> **Warning:** {_md(w)}\n" for w in self.warnings()]
+        lines += [
+            f"### Regression check: {_md(self.summary())}",
             "",
             f"Method: {_md(self.method_text())}. Thresholds: {_md(self.thresholds_text())}.",
             "",
         ]
         if self.rows:
             lines += [
-                "| " + " | ".join(COLUMNS) + " |",
+                "| " + " | ".join(self.columns) + " |",
                 "|" + "|".join(["---", "---"] + ["---:"] * 5 + ["---"] * 3) + "|",
             ]
             for cells in self._cells():
-                cells[0] = "`" + cells[0].replace("|", "\\|") + "`"
+                cells[0] = _md_code(cells[0])
                 cells[1:] = [_md(c) for c in cells[1:]]
                 if cells[7] == "regressed":
                     cells[7] = "**regressed**"
@@ -379,7 +413,18 @@ class Comparison:
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Text shown as typed in a markdown table cell: labels come from records, which are untrusted."""
+    text = " ".join(str(text).split())  # a newline would end the table row
+    text = re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_code(text: str) -> str:
+    """A code span that no backtick in the text can close early (CommonMark: a longer fence)."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -674,6 +719,40 @@ def _labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
     }
 
 
+# The record fields that make up a cell's identity, in the order a reader scans them.
+CELL_AXES = (
+    "variant", "task", "dataset", "device", "dtype", "batch_size", "scenario", "weights", "attn",
+    "compile", "num_beams", "max_new_tokens", "n_images",
+)
+
+
+def _values(records: Iterable[dict[str, Any]], axis: str) -> list[str]:
+    return sorted({str(r.get(axis)) for r in records})
+
+
+def nothing_comparable(
+    base: dict[str, dict[str, Any]], cur: dict[str, dict[str, Any]], env_warnings: list[str]
+) -> str:
+    """One line: no cell matched, and which axes (and environment facts) differ between the runs."""
+    differ = []
+    for axis in CELL_AXES:
+        a, b = _values(base.values(), axis), _values(cur.values(), axis)
+        if a != b:
+            differ.append(f"{axis} {', '.join(a)} (baseline) vs {', '.join(b)} (current)")
+    settings = sorted({k for r in (*base.values(), *cur.values()) for k in (r.get("settings") or {})})
+    for key in settings:
+        a = sorted({str((r.get("settings") or {}).get(key)) for r in base.values()})
+        b = sorted({str((r.get("settings") or {}).get(key)) for r in cur.values()})
+        if a != b:
+            differ.append(f"settings.{key} {', '.join(a)} (baseline) vs {', '.join(b)} (current)")
+    axes = "; ".join(differ) or "no setting differs, yet no cell id matches (records of another schema?)"
+    env = f"; environment: {'; '.join(env_warnings)}" if env_warnings else ""
+    return (
+        f"nothing is comparable: none of the baseline's {len(base)} cells matches one of the current run's "
+        f"{len(cur)} (cells match by cell_id, i.e. identical settings); differing axes: {axes}{env}"
+    )
+
+
 def _env_warnings(baseline: Path, current: Path) -> list[str]:
     from bench.environment import differences  # the one implementation, owned by bench.environment
 
@@ -715,27 +794,34 @@ def compare_dirs(
         rows += compare_records(base, cur, labels[cell_id], resolved, rng, n_boot)
         if base.get("status", "ok") == "ok" and cur.get("status") in FAILED_STATUSES:
             newly_failed.append(f"{labels[cell_id]}: {cur.get('status')}: {cur.get('error') or 'no message'}")
+    env_warnings = _env_warnings(Path(baseline), Path(current))
+    matched = any(cell_id in cur_records for cell_id in base_records)
     return Comparison(
         rows=rows,
         unmatched_baseline=[labels[c] for c in base_records if c not in cur_records],
         unmatched_current=[labels[c] for c in cur_records if c not in base_records],
-        env_warnings=_env_warnings(Path(baseline), Path(current)),
+        env_warnings=env_warnings,
         newly_failed=newly_failed,
         thresholds=resolved,
         n_boot=n_boot,
         seed=seed,
+        nothing_comparable=None if matched else nothing_comparable(base_records, cur_records, env_warnings),
     )
 
 
 def run_compare(
     baseline: Path, current: Path, fail_on: str | None = None, markdown: Path | None = None
 ) -> int:
-    """The ``compare`` command: print the table, write markdown if asked, return the exit code (1 = regressed)."""
+    """The ``compare`` command: print the table, write markdown if asked, return the exit code (1 = regressed).
+
+    No matched cell is bad input, not a pass: the markdown (if asked) says so, then UsageError (exit 2)."""
     thresholds = parse_fail_on(fail_on) if fail_on else None
     comparison = compare_dirs(Path(baseline), Path(current), thresholds)
-    print(comparison.to_table(), end="")
     if markdown is not None:
         markdown = Path(markdown)
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(comparison.to_markdown())
+    if comparison.nothing_comparable:
+        raise UsageError(comparison.nothing_comparable)
+    print(comparison.to_table(), end="")
     return 1 if comparison.regressed else 0

@@ -2,7 +2,7 @@
 
 Every loader returns ``Sample`` objects so that tasks and metrics never see a dataset's own format.
 Boxes are ``(x1, y1, x2, y2)`` in pixels of the original image; polygons are flat ``[x, y, ...]``.
-Add a dataset by registering a ``DatasetSpec`` in ``DATASETS`` and a manifest in ``datasets_manifest/``.
+Add a dataset by registering a ``DatasetSpec`` in ``DATASETS`` and a manifest in ``bench/datasets_manifest/``.
 
 Downloaded datasets are read from the cache that ``bench.fetch`` fills; ``NAME:N`` takes the first N
 samples in the order of ``subset_key`` (sha256 of the id), so a subset is the same on every machine.
@@ -71,6 +71,8 @@ class Sample:
                 return img.convert("RGB")
         except FileNotFoundError:
             raise UsageError(f"image not found: {self.image_path}") from None
+        except Image.DecompressionBombError as exc:
+            raise _bomb(self.image_path, exc) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise UsageError(
                 f"unreadable or corrupt image {self.image_path}: {exc}; accepted: files PIL can decode (JPEG, PNG, ...)"
@@ -314,17 +316,53 @@ def _image_size(path: Path) -> tuple[int, int]:
             return img.size
     except FileNotFoundError:
         raise UsageError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise UsageError(f"unreadable image {path}: {exc}") from None
 
 
+def _bomb(path: object, exc: Exception) -> UsageError:
+    """A header declaring more pixels than PIL will decode (a decompression bomb, or a huge scan)."""
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return UsageError(f"refusing image {path}: {str(exc).rstrip('.')}; accepted: images of at most {limit:,} pixels")
+
+
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"annotation file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read annotation file {path}: {exc.strerror}") from None
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_coco_image(path: Path, img: object) -> None:
+    """An image entry must say its size: boxes are scored against it and the report draws with it."""
+    if not isinstance(img, dict):
+        raise UsageError(f"{path}: an 'images' entry is {str(img)[:60]!r}; accepted: objects with id, width, height")
+    w, h = img.get("width"), img.get("height")
+    if not (_finite(w) and _finite(h) and w >= 1 and h >= 1):
+        raise UsageError(
+            f"{path}: image id {img.get('id')!r} has width {w!r} and height {h!r}; "
+            "accepted: COCO images with numeric width and height >= 1"
+        )
+
+
+def _check_coco_bbox(path: Path, ann: dict) -> None:
+    """COCO boxes are [x, y, width, height]: four finite numbers, width and height >= 0."""
+    box = ann["bbox"]
+    if not (isinstance(box, list) and len(box) == 4 and all(map(_finite, box)) and box[2] >= 0 and box[3] >= 0):
+        raise UsageError(
+            f"{path}: annotation id {ann.get('id')!r} has bbox {str(box)[:60]}; "
+            "accepted: [x, y, width, height], four numbers with width and height >= 0"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,12 +409,14 @@ def coco_samples(files: list[Path], image_dir: Path | None, limit: int | None = 
             )
         try:
             for img in doc["images"]:
+                _check_coco_image(path, img)
                 images.setdefault(int(img["id"]), img)
             categories.update({int(c["id"]): c["name"] for c in doc.get("categories", [])})
             for ann in doc.get("annotations", []):
                 if "caption" in ann:
                     captions.setdefault(int(ann["image_id"]), []).append(ann["caption"].strip())
                 elif "bbox" in ann:
+                    _check_coco_bbox(path, ann)
                     anns.setdefault(int(ann["image_id"]), []).append(ann)
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{path}: malformed COCO entry ({type(exc).__name__}: {exc})") from None
@@ -493,6 +533,15 @@ def refer_samples(
     except (pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise UsageError(f"{refs_file} is not a refs pickle: {exc}") from None
     doc = _read_json(instances_file)
+    try:
+        return take_subset(_refer_samples(refs, doc, image_dir, split), limit)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(
+            f"{refs_file} / {instances_file}: not a refs file over its instances ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _refer_samples(refs, doc: dict, image_dir: Path, split: str) -> list[Sample]:
     images = {int(i["id"]): i for i in doc["images"]}
     anns = {int(a["id"]): a for a in doc["annotations"]}
     categories = {int(c["id"]): c["name"] for c in doc["categories"]}
@@ -517,7 +566,7 @@ def refer_samples(
                     objects=[Region(bbox=target.bbox, category=text, polygon=target.polygon)],
                 )
             )
-    return take_subset(samples, limit)
+    return samples
 
 
 @dataclass(frozen=True)

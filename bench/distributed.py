@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -33,6 +34,7 @@ class RayExecutor:
     """The ``ray`` executor (``bench.executors``): ``run_with_ray`` on the cluster at ``ray_address``."""
 
     def __init__(self, ray_address: str | None = None) -> None:
+        probe(ray_address)  # an address nobody answers at is refused before the run writes anything
         self.ray_address = ray_address
 
     def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[dict[str, Any]]:
@@ -84,7 +86,7 @@ def run_with_ray(
             )
     owned = not ray.is_initialized()
     if owned:
-        ray.init(address=ray_address or None)
+        connect(ray, ray_address)
     progress = Progress(len(cells), quiet)
     by_id = {c.cell_id: c for c in cells}
     written: list[dict[str, Any]] = []
@@ -135,6 +137,33 @@ def run_with_ray(
         if owned:
             ray.shutdown()
     return written
+
+
+RAY_ACCEPTED = ("accepted: the address of a running cluster (`ray start --head` prints it), "
+                "or no --ray-address for a local Ray instance")
+
+
+def probe(address: str | None, timeout_s: float = 10.0) -> None:
+    """A UsageError at once when nothing listens at a ``host:port`` address (Ray itself retries for minutes)."""
+    match = re.fullmatch(r"(?:ray://)?(\[[^\]]+\]|[^:/\s]+):(\d+)", address or "")
+    if not match:
+        return  # no address (a local instance), "auto", or a form Ray resolves itself
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"cannot reach the Ray cluster at {address!r} ({reason}); {RAY_ACCEPTED}") from None
+
+
+def connect(ray: Any, address: str | None) -> None:
+    """``ray.init``, with an unreachable or malformed address as one UsageError line."""
+    probe(address)
+    try:
+        ray.init(address=address or None)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot connect to the Ray cluster at {address!r} ({first}); {RAY_ACCEPTED}") from None
 
 
 def _marked(cell: Cell, status: str, reason: str) -> store.Record:

@@ -168,10 +168,12 @@ def fingerprint() -> dict[str, Any]:
 # (label, path) of the facts that make two runs' timings incomparable when they differ
 COMPARED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("CPU model", ("cpu", "model")),
+    ("CPU cores usable", ("cpu", "usable_cores")),
     ("GPU", ("gpu", "names")),
     ("NVIDIA driver", ("gpu", "driver_version")),
     ("torch", ("torch", "version")),
     ("transformers", ("libraries", "transformers")),
+    ("tokenizers", ("libraries", "tokenizers")),
     ("CUDA (torch build)", ("torch", "cuda")),
     ("cuDNN", ("torch", "cudnn")),
     ("torch threads", ("torch", "num_threads")),

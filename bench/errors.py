@@ -8,3 +8,7 @@ class UsageError(Exception):
 def choice_error(kind: str, value: object, accepted) -> UsageError:
     """The standard one-line message for a value outside a fixed set."""
     return UsageError(f"unknown {kind} {value!r}; accepted: {', '.join(map(str, accepted))}")
+
+
+class CellSkipped(Exception):
+    """A valid cell that cannot run on its data: it becomes a ``skipped`` record and the sweep goes on."""

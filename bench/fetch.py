@@ -8,7 +8,9 @@ Layout of the cache (``$FLORENCE2_BENCH_DATA``, default ``~/.cache/florence2-ben
     NAME/                       the dataset, renamed into place in one step once fully extracted
     NAME/READY                  written last: a dataset without it is never used
 
-Manifests are TOML files, one per dataset, in ``datasets_manifest/`` (or ``$FLORENCE2_BENCH_MANIFESTS``).
+Manifests are TOML files, one per dataset, in ``bench/datasets_manifest/`` (shipped inside the package, so
+an installed wheel has them; the checkout's top-level ``datasets_manifest/`` is a link to it), or in
+``$FLORENCE2_BENCH_MANIFESTS``.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class DatasetRow:
 
 def manifest_dir() -> Path:
     env = os.environ.get(MANIFEST_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "datasets_manifest"
+    return Path(env) if env else Path(__file__).resolve().parent / "datasets_manifest"
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -124,7 +126,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def _parse_manifest(path: Path) -> Manifest:
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
         files = tuple(
             FileSpec(
                 name=f["name"],
@@ -149,8 +151,10 @@ def _parse_manifest(path: Path) -> Manifest:
             embedded=bool(raw.get("embedded", False)),
             path=path,
         )
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"bad dataset manifest {path}: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read dataset manifest {path}: {exc.strerror}") from None
 
 
 def manifests(directory: Path | None = None) -> dict[str, Manifest]:
@@ -282,7 +286,7 @@ def verify(name: str, cache_dir: str | os.PathLike | None = None) -> VerifyRepor
         return VerifyReport(
             name, False, False, [f"{name}: not fetched (run `florence2-bench datasets fetch {name}`)"]
         )
-    ready = json.loads((folder / READY).read_text())
+    ready = _read_ready(folder / READY, name)
     report = VerifyReport(name, True, True, [])
     for spec in m.files:
         path = cache_root(cache_dir) / DOWNLOADS / name / spec.name
@@ -320,6 +324,27 @@ def verify(name: str, cache_dir: str | os.PathLike | None = None) -> VerifyRepor
 
 # --------------------------------------------------------------------------------------------
 # downloading
+
+
+def _read_ready(path: Path, name: str) -> dict[str, Any]:
+    """The READY record of a fetched dataset; a damaged one is one line saying how to redo the fetch."""
+    try:
+        ready = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        ready, why = None, f"not JSON ({type(exc).__name__})"
+    else:
+        why = "not a JSON object with 'downloads' and 'members' tables"
+    if (
+        not isinstance(ready, dict)
+        or not isinstance(ready.get("downloads", {}), dict)
+        or not isinstance(ready.get("members", {}), dict)
+        or not all(isinstance(v, int) for v in ready.get("members", {}).values())
+    ):
+        raise UsageError(
+            f"corrupt READY file {path}: {why}; accepted: the file `datasets fetch` writes "
+            f"(delete {path.parent} and run `florence2-bench datasets fetch {name}` again)"
+        )
+    return ready
 
 
 def _sha256(path: Path) -> str:

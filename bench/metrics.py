@@ -852,6 +852,9 @@ def _add_row(kind: str, row: dict, answer: Any) -> str | None:
         label = row.get("label", "")
         if not _is_box(row.get("bbox_xyxy")) or not isinstance(label, str):
             return '"bbox_xyxy" must be 4 numbers and "label" a string'
+        x1, y1, x2, y2 = row["bbox_xyxy"]
+        if x2 < x1 or y2 < y1:  # a swapped box would silently score as a miss
+            return f'"bbox_xyxy" {row["bbox_xyxy"]} has x2 < x1 or y2 < y1; it must be [x1, y1, x2, y2], corners in that order'
         if "score" in row and not _number(row["score"]):
             return '"score" must be a number'
         labels_key = "labels" if kind == "boxes" else "bboxes_labels"
@@ -902,6 +905,8 @@ def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
         raise UsageError(f"predictions file not found: {path}") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"predictions file {path} is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read predictions file {path}: {exc.strerror}; accepted: a JSONL file") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -354,8 +354,10 @@ def agreement_with_fp32(records: list[Mapping[str, Any]]) -> dict[str, float]:
     cell_id -> agreement; records with no eager fp32 counterpart are left out.
     """
 
-    def texts(r: Mapping[str, Any]) -> dict[int, str]:
-        return {int(k): v for k, v in ((r.get("extra") or {}).get("texts") or {}).items()}
+    def texts(r: Mapping[str, Any]) -> dict[int, str]:  # records are untrusted: skip what is not id -> text
+        found = (r.get("extra") or {}).get("texts")
+        items = found.items() if isinstance(found, dict) else ()
+        return {int(k): v for k, v in items if isinstance(k, str) and k.isdigit() and isinstance(v, str)}
 
     def key(r: Mapping[str, Any]) -> tuple:
         return tuple(r.get(f) for f in _SAME_WORK)

@@ -1,367 +1,291 @@
-"""The HTML report: size, speed, cost and quality side by side, for deciding what to run on what.
+"""The HTML report: what to buy and run, per task and device kind, and the measurements behind it.
 
-One self-contained file (plotly.js inlined once, images as data URIs, no external URL) rendered
-with jinja2 and autoescaping on, so a caption, label, variant name or error message shows as text.
-Every figure is labelled by how it was obtained: *measured* (by this run), *derived* (computed
-from measured figures and a user-supplied price table) or *reported* (paper / model card).
+One self-contained file (plotly.js inlined once, images as data URIs, no external URL) rendered with
+jinja2 and autoescaping on, so a caption, label, variant name or error message shows as text. The page
+opens with the decision (the best setting per goal, flagged when unstable or invalid), then the
+environment (collapsed), the regression check when a baseline is given, and the charts.
+
+Every figure is labelled by how it was obtained: *measured* (by this run), *derived* (computed from
+measured figures and a price table whose source is printed beside each cost) or *reported* (paper /
+model card). Latency is request latency, what one request waits (``latency_ms``); a bound judges the
+p90 of single-stream cells and the p99 of server cells, and never an offline cell, which is judged on
+throughput only. The amortised time per image (``time_per_image_ms``) is always named so.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
-import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench import report_charts, store
 from bench.errors import UsageError
-from bench.metrics import METRICS, headline_metric, metric_info
-from bench.optimize import agreement_with_fp32
+from bench.metrics import TASK_BENCHMARKS
+from bench.page import format_number, render, write_html
+from bench.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
+from bench.report_rows import (
+    DeviceKind,
+    Row,
+    Run,
+    cpu_name,
+    device_name,
+    gpu_names,
+    load_runs,
+    lower_is_better,
+    metric_label,
+    primary_metric,
+    table,
+)
+from bench.report_rows import dig as _get
+from bench.report_rows import kinds_of as _kinds
+from bench.report_rows import number as _num
+from bench.report_rows import tasks_of as _tasks
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+__all__ = [
+    "DEFAULT_PRICES",
+    "PriceTable",
+    "build_report",
+    "device_name",
+    "load_prices",
+    "load_runs",
+    "lower_is_better",
+    "primary_metric",
+    "recommend",
+]
 
-TEMPLATES = Path(__file__).parent / "templates"
-DEFAULT_PRICES = Path(__file__).parent / "data" / "prices.toml"
 REPORTED_LABEL = "reported (paper/model card)"
 NONE_MEETS = "none meets it"
 MAX_EXAMPLE_CELLS = 6
 MAX_EXAMPLES_PER_CELL = 3
 THUMB_WIDTH = 480
-
-# Per-stage latency: vision is part of ttft, so the stack is preprocess, vision, ttft - vision,
-# decode, postprocess, which sums to about the end-to-end time.
-STAGES = (
-    ("preprocess", "preprocess"),
-    ("vision", "vision encoder"),
-    ("text_prefill", "text encoder + first token (ttft - vision)"),
-    ("decode", "decode (remaining tokens)"),
-    ("postprocess", "postprocess"),
-)
-MEMORY_FIELDS = (
-    ("weights_bytes", "weights"),
-    ("cuda_peak_allocated_bytes", "CUDA peak allocated"),
-    ("cuda_peak_reserved_bytes", "CUDA peak reserved"),
-    ("nvml_peak_used_bytes", "NVML peak used (whole GPU)"),
-    ("peak_rss_bytes", "peak RSS (host)"),
-)
-# Axes that can tell two settings apart, in label order; the label shows the ones that vary.
-_ALWAYS = ("variant", "device", "dtype", "batch_size")
-_IF_VARYING = ("weights", "dataset", "attn", "compile", "num_beams", "max_new_tokens", "scenario")
-
+# Records are untrusted: a declared image side beyond this is ignored, a canvas is never taller than
+# MAX_THUMB_HEIGHT, and at most MAX_SHAPES shapes are drawn per example.
+MAX_DECLARED_SIDE = 1_000_000
+MAX_THUMB_HEIGHT = 4 * THUMB_WIDTH
+MAX_SHAPES = 200
 
 # ---------------------------------------------------------------------------------------------
-# prices
+# the decision: the best setting per goal, per task and device kind
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{format_number(value)} {unit}".strip()
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One question a buyer asks; ``value`` gives a row's figure for it (None: the row does not answer it)."""
+
+    name: str
+    label: str
+    higher_is_better: bool
+    value: Callable[[Row, float | None], float | None]
+    show: Callable[[float, Row, float | None], str]
+    basis: str  # how the figure is obtained, shown under the table
+
+
+def _capacity_value(r: Row, bound: float | None) -> float | None:
+    found = r.capacity(bound)
+    return found[0] if found else None
+
+
+def _bound_cost(r: Row, bound: float | None) -> float | None:
+    if bound is None or not r.meets_bound(bound):
+        return None
+    if r.scenario == "server":
+        return r.cost_at(_capacity_value(r, bound))
+    return r.cost_per_million
+
+
+GOALS: tuple[Goal, ...] = (
+    Goal(
+        "throughput",
+        "highest throughput",
+        True,
+        lambda r, b: r.ips if r.scenario != "server" else None,
+        lambda v, r, b: _fmt(v, "images/s") + f" ({r.scenario or 'scenario unknown'})",
+        "measured images per second of offline and single-stream cells (batch work, no latency bound)",
+    ),
+    Goal(
+        "latency",
+        "lowest single-stream request latency (p90)",
+        False,
+        lambda r, b: r.p90 if r.scenario == "single-stream" else None,
+        lambda v, r, b: _fmt(v, "ms p90"),
+        "measured request latency p90 of single-stream cells (one request at a time, no queue)",
+    ),
+    Goal(
+        "capacity",
+        "highest server capacity within the latency bound",
+        True,
+        _capacity_value,
+        lambda v, r, b: _fmt(v, "requests/s") + f" ({r.capacity(b)[1]})",
+        "measured: the highest Poisson arrival rate a server cell sustained with p99 within the bound",
+    ),
+    Goal(
+        "cost",
+        "lowest cost per million images",
+        False,
+        lambda r, b: r.cost_per_million if r.scenario != "server" else None,
+        lambda v, r, b: f"${format_number(v)} ({r.price.text if r.price else ''})",
+        "derived: price per hour ÷ 3600 ÷ measured images per second × 10⁶ (batch work, device kept busy)",
+    ),
+    Goal(
+        "cost_within_bound",
+        "lowest cost per million images within the latency bound",
+        False,
+        _bound_cost,
+        lambda v, r, b: f"${format_number(v)} ({r.price.text if r.price else ''})",
+        "derived: as above, at a server cell's capacity or a single-stream cell's throughput, for cells "
+        "whose request latency meets the bound (offline cells never do)",
+    ),
+    Goal(
+        "energy",
+        "lowest energy per image",
+        False,
+        lambda r, b: r.joules,
+        lambda v, r, b: _fmt(v, "J/image") + f" ({format_number(1 / v)} images/J)",
+        "measured: energy counter over the cell ÷ images (NVML on GPUs, RAPL on CPUs where readable)",
+    ),
+)
 
 
 @dataclass
-class PriceTable:
-    """Device name -> USD per hour, from a TOML file the user supplies (see bench/data/prices.toml)."""
-
-    prices: dict[str, float]
-    source: str
-    usd_per_kwh: float | None = None
-
-    def lookup(self, device_name: str) -> tuple[str, float] | None:
-        """Exact name first, then the longest key contained in the name, case-insensitively."""
-        name = device_name.lower()
-        for key, price in self.prices.items():
-            if key.lower() == name:
-                return key, price
-        hits = [(key, price) for key, price in self.prices.items() if key.lower() in name]
-        return max(hits, key=lambda kv: len(kv[0])) if hits else None
-
-
-def load_prices(path: Path | None = None) -> PriceTable:
-    """Read a price table; a missing or malformed file is a UsageError naming it."""
-    path = Path(path) if path is not None else DEFAULT_PRICES
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(
-            f"price table not found: {path}; accepted: a TOML file with a [prices] table"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"price table {path} is not valid TOML: {exc}") from None
-    prices = data.get("prices")
-    if not isinstance(prices, dict) or not prices:
-        raise UsageError(
-            f"price table {path} has no [prices] table; accepted: [prices] device = USD per hour"
-        )
-    for key, value in prices.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise UsageError(
-                f"price table {path}: price for {key!r} is {value!r}; accepted: a number >= 0 (USD per hour)"
-            )
-    kwh = data.get("energy", {}).get("usd_per_kwh")
-    if kwh is not None and (not isinstance(kwh, (int, float)) or kwh < 0):
-        raise UsageError(f"price table {path}: [energy] usd_per_kwh is {kwh!r}; accepted: a number >= 0")
-    label = "the default example table (bench/data/prices.toml)" if path == DEFAULT_PRICES else str(path)
-    return PriceTable({str(k): float(v) for k, v in prices.items()}, label, kwh)
-
-
-# ---------------------------------------------------------------------------------------------
-# one row per cell, with the derived figures
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def lower_is_better(metric: str | None) -> bool:
-    """From the metric registry (bench.metrics.METRICS): CER and WER are lower-is-better."""
-    info = metric_info(metric) if metric else None
-    return info is not None and not info.higher_is_better
-
-
-def primary_metric(accuracy: dict[str, Any] | None, task: str | None = None) -> str | None:
-    """The metric a cell is judged by: its task's headline metric, else the first registered metric it
-    carries (in registry order); names the registry does not define are never chosen."""
-    names = {k for k, v in (accuracy or {}).items() if _num(v) is not None}
-    headline = headline_metric(task) if task else None
-    if headline in names:
-        return headline
-    return next((name for name in METRICS if name in names), None)
-
-
-def _gpu_names(env: dict[str, Any]) -> list[str]:
-    """GPU names anywhere under an env key that mentions gpu/cuda (the fingerprint's layout may vary)."""
-    names: list[str] = []
-
-    def walk(node: Any, in_gpu: bool) -> None:
-        if isinstance(node, dict):
-            if in_gpu and isinstance(node.get("name"), str):
-                names.append(node["name"])
-            for key, value in node.items():
-                walk(value, in_gpu or any(s in str(key).lower() for s in ("gpu", "cuda", "nvml")))
-        elif isinstance(node, list):
-            for item in node:
-                if in_gpu and isinstance(item, str):
-                    names.append(item)
-                else:
-                    walk(item, in_gpu)
-
-    walk(env, False)
-    return list(dict.fromkeys(names))
-
-
-def _cpu_name(env: dict[str, Any]) -> str | None:
-    for keys in (("cpu", "model"), ("cpu", "brand"), ("cpu", "name"), ("cpu_model",), ("processor",)):
-        value = _get(env, *keys)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def device_name(record: dict[str, Any], env: dict[str, Any]) -> str:
-    """The hardware a cell ran on, by name: the GPU's name for cuda devices, "cpu" for the CPU."""
-    explicit = _get(record, "extra", "device_name")
-    if isinstance(explicit, str) and explicit:
-        return explicit
-    device = str(record.get("device") or "")
-    if device.startswith("cuda"):
-        gpus = _gpu_names(env)
-        index = int(device.split(":")[1]) if re.fullmatch(r"cuda:\d+", device) else 0
-        if gpus:
-            return gpus[index] if index < len(gpus) else gpus[0]
-    return device or "unknown"
+class Pick:
+    goal: Goal
+    row: Row | None
+    text: str
+    note: str = ""
 
 
 @dataclass
-class Row:
-    """One cell prepared for display: the record plus labels and derived figures."""
+class Decision:
+    task: str
+    kinds: list[DeviceKind]
+    goals: list[Goal]
+    picks: dict[tuple[str, DeviceKind], Pick]
 
-    rec: dict[str, Any]
-    run: str
-    device_name: str
-    setting: str = ""
-    metric: str | None = None
-    price: tuple[str, float] | None = None
-    usd_per_kwh: float | None = None
+    def pick(self, goal: Goal, kind: DeviceKind) -> Pick:
+        return self.picks[(goal.name, kind)]
 
-    @property
-    def ok(self) -> bool:
-        return self.rec.get("status") == "ok"
 
-    @property
-    def label(self) -> str:
-        return f"{self.rec.get('task')} · {self.setting}"
-
-    @property
-    def acc(self) -> float | None:
-        return _num(_get(self.rec, "accuracy", self.metric)) if self.metric else None
-
-    @property
-    def p50(self) -> float | None:
-        return _num(_get(self.rec, "latency_ms", "p50"))
-
-    @property
-    def p90(self) -> float | None:
-        return _num(_get(self.rec, "latency_ms", "p90"))
-
-    @property
-    def ips(self) -> float | None:
-        value = _num(_get(self.rec, "throughput", "images_per_s"))
-        return value if value and value > 0 else None
-
-    @property
-    def peak_memory(self) -> tuple[float, str] | None:
-        """The memory that limits how many copies fit: GPU allocation on cuda, host RSS on cpu."""
-        order = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "cuda_peak_reserved_bytes")
-        if not str(self.rec.get("device") or "").startswith("cuda"):
-            order = ("peak_rss_bytes",)
-        for key in order:
-            value = _num(_get(self.rec, "memory", key))
-            if value:
-                return value, dict(MEMORY_FIELDS)[key]
+def _best(candidates: list[Row], goal: Goal, bound: float | None) -> Row | None:
+    scored = [(goal.value(r, bound), r) for r in candidates]
+    scored = [(v, r) for v, r in scored if v is not None]
+    if not scored:
         return None
-
-    @property
-    def joules(self) -> float | None:
-        return _num(_get(self.rec, "energy", "joules_per_image"))
-
-    @property
-    def cost_per_million(self) -> float | None:
-        """Derived: price per hour / 3600 / images per second * 1e6."""
-        if self.price is None or self.ips is None:
-            return None
-        return self.price[1] / 3600.0 / self.ips * 1e6
-
-    @property
-    def energy_cost_per_million(self) -> float | None:
-        if self.joules is None or self.usd_per_kwh is None:
-            return None
-        return self.joules * 1e6 / 3.6e6 * self.usd_per_kwh
-
-    @property
-    def stages(self) -> dict[str, float] | None:
-        s = self.rec.get("stages_ms") or {}
-        pre, vision, ttft = _num(s.get("preprocess")), _num(s.get("vision")), _num(s.get("ttft"))
-        decode, post = _num(s.get("decode")), _num(s.get("postprocess"))
-        if all(v is None for v in (pre, vision, ttft, decode, post)):
-            return None
-        prefill = max(ttft - (vision or 0.0), 0.0) if ttft is not None else None
-        values = (pre, vision, prefill, decode, post)
-        return {key: (v or 0.0) for (key, _), v in zip(STAGES, values, strict=True)}
+    sign = -1.0 if goal.higher_is_better else 1.0
+    return min(scored, key=lambda vr: sign * vr[0])[1]
 
 
-def _fmt_axis(axis: str, value: Any) -> str:
-    if axis == "batch_size":
-        return f"bs{value}"
-    if axis == "compile":
-        return {"graphs": "cuda-graphs"}.get(value, "compiled" if value else "eager")
-    if axis in ("variant", "device", "dtype", "dataset", "run", "scenario"):
-        return str(value)
-    short = {"num_beams": "beams", "max_new_tokens": "max_new", "weights": "weights"}.get(axis, axis)
-    return f"{short}={value}"
+def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
+    answering = [r for r in rows if goal.value(r, bound) is not None]
+    valid = [r for r in answering if not r.invalid]
+    best = _best(valid, goal, bound)
+    if best is None:
+        why = "not measured"
+        if goal.name == "capacity" and any(r.scenario == "server" for r in rows):
+            why = _no_capacity(rows, bound)
+        elif goal.name == "cost_within_bound" and any(r.bound_latency is not None for r in rows):
+            why = f"no priced setting has request latency within {bound:g} ms"
+        return Pick(goal, None, why)
+    text = goal.show(goal.value(best, bound), best, bound)
+    note = ""
+    if best.unstable:
+        stable = _best([r for r in valid if not r.unstable], goal, bound)
+        note = "unstable: its request latency varied too much to trust one figure; rerun on a quiet machine"
+        if stable is not None:
+            note += f". Best stable: {stable.setting}, {goal.show(goal.value(stable, bound), stable, bound)}"
+    return Pick(goal, best, text, note)
 
 
-def _label_rows(rows: list[Row]) -> None:
-    """Give each row a short setting label naming the axes that vary, unique within its task."""
-    varying = [a for a in _IF_VARYING if len({json.dumps(r.rec.get(a)) for r in rows}) > 1]
-    settings_keys = sorted({k for r in rows for k in (r.rec.get("settings") or {})})
-    varying_settings = [
-        k for k in settings_keys if len({json.dumps((r.rec.get("settings") or {}).get(k)) for r in rows}) > 1
-    ]
-    several_runs = len({r.run for r in rows}) > 1
-    for r in rows:
-        parts = [r.run] if several_runs else []
-        parts += [_fmt_axis(a, r.rec.get(a)) for a in (*_ALWAYS, *varying)]
-        own = r.rec.get("settings") or {}
-        parts += [f"{k}={own[k]}" for k in varying_settings if own.get(k) is not None]
-        r.setting = " ".join(parts)
-    seen = Counter((r.rec.get("task"), r.setting) for r in rows)
-    for r in rows:
-        if seen[(r.rec.get("task"), r.setting)] > 1:
-            r.setting += f" #{str(r.rec.get('cell_id'))[:6]}"
-
-
-def _task_metrics(rows: list[Row]) -> dict[str, str | None]:
-    """One metric per task (the most common primary metric), so settings compare like with like."""
-    out: dict[str, str | None] = {}
-    for task in dict.fromkeys(r.rec.get("task") for r in rows):
-        names = [primary_metric(r.rec.get("accuracy"), task) for r in rows if r.rec.get("task") == task]
-        names = [n for n in names if n]
-        out[task] = Counter(names).most_common(1)[0][0] if names else None
+def decide(rows: list[Row], bound: float | None) -> list[Decision]:
+    """Per task: for each goal and device kind, the best finished (and, for servers, valid) setting."""
+    out = []
+    ok = [r for r in rows if r.ok]
+    for task in _tasks(ok):
+        mine = [r for r in ok if r.task == task]
+        kinds = _kinds(mine)
+        goals = [
+            g
+            for g in GOALS
+            if (g.name != "cost_within_bound" or bound is not None)
+            and any(g.value(r, bound) is not None for r in mine)
+        ]
+        picks = {
+            (g.name, k): _pick([r for r in mine if r.kind == k], g, bound) for g in goals for k in kinds
+        }
+        out.append(Decision(task, kinds, goals, picks))
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# capacity planner
+
+
 @dataclass
-class Run:
-    name: str
-    path: Path
-    env: dict[str, Any]
-    rows: list[Row]
+class Plan:
+    task: str
+    kind: DeviceKind
+    row: Row | None
+    capacity: float | None = None
+    how: str = ""
+    devices: int | None = None
+    usd_per_month: float | None = None
+    usd_per_million: float | None = None
+    note: str = ""
 
 
-def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
-    """Read every run directory (latest record per cell) into labelled rows with derived figures."""
-    if not run_dirs:
-        raise UsageError("no run directory given; accepted: one or more directories written by `run`")
-    runs: list[Run] = []
-    names = Counter(Path(d).resolve().name for d in run_dirs)
-    for d in run_dirs:
-        path = Path(d)
-        if not (path / store.RESULTS).is_file():
-            raise UsageError(
-                f"no {store.RESULTS} in {path}; accepted: a run directory written by florence2-bench run"
-            )
-        name = path.resolve().name if names[path.resolve().name] == 1 else str(path)
-        env = store.read_env(path)
-        rows = []
-        by_cell = store.latest_by_cell(store.read_records(path))
-        for cell_id, rate in agreement_with_fp32(list(by_cell.values())).items():
-            by_cell[cell_id].setdefault("extra", {})["agreement_fp32"] = rate
-        for rec in by_cell.values():
-            dev = device_name(rec, env)
-            rows.append(Row(rec, name, dev, price=prices.lookup(dev), usd_per_kwh=prices.usd_per_kwh))
-        runs.append(Run(name, path, env, rows))
-    all_rows = [r for run in runs for r in run.rows]
-    _label_rows(all_rows)
-    metrics = _task_metrics(all_rows)
-    for r in all_rows:
-        r.metric = metrics.get(r.rec.get("task"))
-    return runs
+def _no_capacity(rows: list[Row], bound: float | None) -> str:
+    """Why a device kind has no capacity to plan with, in words a buyer can act on."""
+    servers = [r for r in rows if r.scenario == "server"]
+    if not servers:
+        return "no server capacity measured: run it with --scenarios server --server-qps auto --latency-bound-ms B"
+    if all(r.invalid for r in servers):
+        return f"no valid server run ({len(servers)} invalid: {servers[0].server.get('invalid_reason') or 'no reason'})"
+    aims = sorted({f"{b:g} ms" for r in servers if (b := _num(r.server.get("latency_bound_ms")))})
+    if bound is not None:
+        return (f"no valid server run with p99 ≤ {bound:g} ms (its runs aimed at {', '.join(aims) or 'no bound'}): "
+                "it cannot serve within the bound at any rate measured")
+    return "no server run found a capacity within its bound"
+
+
+def plan_capacity(rows: list[Row], demand_qps: float, bound: float | None) -> list[Plan]:
+    """Per task and device kind: devices needed for ``demand_qps`` at the best valid server setting
+    (ceil(demand / capacity)), and what they cost per month and per million images (derived)."""
+    plans = []
+    ok = [r for r in rows if r.ok]
+    for task in _tasks(ok):
+        mine = [r for r in ok if r.task == task]
+        for kind in _kinds(mine):
+            servers = [r for r in mine if r.kind == kind and not r.invalid and r.capacity(bound)]
+            if not servers:
+                plans.append(Plan(task, kind, None, note=_no_capacity([r for r in mine if r.kind == kind], bound)))
+                continue
+            best = max(servers, key=lambda r: r.capacity(bound)[0])
+            capacity, how = best.capacity(bound)
+            devices = math.ceil(demand_qps / capacity - 1e-9)
+            plan = Plan(task, kind, best, capacity, how, devices)
+            if best.price is None:
+                plan.note = f"no price for {kind.label} in the price table: cost unknown"
+            else:
+                plan.usd_per_month = devices * best.price.usd_per_hour * HOURS_PER_MONTH
+                plan.usd_per_million = devices * best.price.usd_per_hour / (demand_qps * 3600.0) * 1e6
+            if best.unstable:
+                plan.note = "; ".join(n for n in (plan.note, "the setting is unstable: rerun it") if n)
+            plans.append(plan)
+    return plans
 
 
 # ---------------------------------------------------------------------------------------------
-# decisions: Pareto frontier and the recommendation
-
-
-def pareto_front(
-    points: list[tuple[float, float]], *, x_lower: bool = True, y_higher: bool = True
-) -> list[int]:
-    """Indices of the non-dominated points, ordered along x (best x first)."""
-    sx = 1.0 if x_lower else -1.0
-    sy = -1.0 if y_higher else 1.0
-    order = sorted(range(len(points)), key=lambda i: (sx * points[i][0], sy * points[i][1]))
-    front: list[int] = []
-    best_y = math.inf
-    for i in order:
-        y = sy * points[i][1]
-        if y < best_y:
-            front.append(i)
-            best_y = y
-    return front
+# the recommendation: cheapest setting within the latency bound and above the accuracy floor
 
 
 @dataclass
@@ -374,30 +298,40 @@ class Recommendation:
     total: int
     verdict: str
     notes: list[str] = field(default_factory=list)
+    cost: float | None = None
 
 
 def _meets_floor(value: float, floor: float, metric: str | None) -> bool:
     return value <= floor if lower_is_better(metric) else value >= floor
 
 
+def _recommendation_cost(r: Row, bound: float | None) -> float | None:
+    if bound is not None:
+        return _bound_cost(r, bound)
+    if r.scenario == "server":
+        return r.cost_at(_capacity_value(r, None))
+    return r.cost_per_million
+
+
 def recommend(
     rows: list[Row], task: str, latency_bound_ms: float | None, accuracy_floor: float | None
 ) -> Recommendation:
-    """The cheapest ok setting for a task within the p90 bound and above the accuracy floor."""
+    """The cheapest ok setting for a task whose request latency meets the bound (p90 single-stream,
+    p99 valid server; offline never) and whose accuracy meets the floor."""
     ok = [r for r in rows if r.rec.get("task") == task and r.ok]
     metric = next((r.metric for r in ok if r.metric), None)
     parts = []
     if latency_bound_ms is not None:
-        parts.append(f"p90 ≤ {latency_bound_ms:g} ms")
+        parts.append(f"request latency ≤ {latency_bound_ms:g} ms (p90 single-stream, p99 server)")
     if accuracy_floor is not None:
         parts.append(f"{metric or 'accuracy'} {'≤' if lower_is_better(metric) else '≥'} {accuracy_floor:g}")
     rec = Recommendation(task, metric, " and ".join(parts) or "no bound or floor given", None, 0, len(ok), "")
     if not ok:
         rec.verdict = f"{NONE_MEETS}: no cell of this task finished"
         return rec
-    candidates = ok
+    candidates = [r for r in ok if not r.invalid]
     if latency_bound_ms is not None:
-        candidates = [r for r in candidates if r.p90 is not None and r.p90 <= latency_bound_ms]
+        candidates = [r for r in candidates if r.meets_bound(latency_bound_ms)]
     measured = [r for r in ok if r.acc is not None]
     if accuracy_floor is not None:
         if not measured:
@@ -420,343 +354,79 @@ def recommend(
             else "accuracy not measured: only speed and cost were compared"
         )
     if not candidates:
-        rec.verdict = f"{NONE_MEETS}: no setting has p90 ≤ {latency_bound_ms:g} ms"
+        offline = sum(1 for r in ok if r.scenario == "offline")
+        why = f"; {offline} offline cells are judged on throughput only" if offline else ""
+        rec.verdict = f"{NONE_MEETS}: no setting has request latency ≤ {latency_bound_ms:g} ms{why}"
         return rec
     rec.met = len(candidates)
-    priced = [r for r in candidates if r.cost_per_million is not None]
+    priced = [(c, r) for r in candidates if (c := _recommendation_cost(r, latency_bound_ms)) is not None]
     if priced:
-        rec.best = min(priced, key=lambda r: r.cost_per_million)
+        rec.cost, rec.best = min(priced, key=lambda cr: cr[0])
         rec.verdict = "cheapest setting that meets it"
-        unpriced = sorted({r.device_name for r in candidates if r.cost_per_million is None})
+        unpriced = sorted({r.kind.label for r in candidates if r.price is None})
         if unpriced:
             rec.notes.append(f"not costed (no price in the table): {', '.join(unpriced)}")
     else:
         fast = [r for r in candidates if r.ips is not None] or candidates
         rec.best = max(fast, key=lambda r: r.ips or 0.0)
-        devices = ", ".join(sorted({r.device_name for r in candidates}))
+        devices = ", ".join(sorted({r.kind.label for r in candidates}))
         rec.verdict = f"fastest setting that meets it; cost unknown (no price for {devices})"
+    if rec.best is not None and rec.best.unstable:
+        rec.notes.append("the chosen setting is unstable: rerun it on a quiet machine before deciding")
     if latency_bound_ms is None and accuracy_floor is None:
         rec.notes.append("give --latency-bound-ms and --accuracy-floor to constrain the choice")
     return rec
 
 
 # ---------------------------------------------------------------------------------------------
-# charts
+# combining runs: what differs between them
 
 
-@dataclass
-class Chart:
-    title: str
-    html: Any
-    note: str = ""
+def _commit(env: dict[str, Any]) -> str | None:
+    commit = _get(env, "git", "commit")
+    if not isinstance(commit, str):
+        return None
+    return commit[:12] + (" (uncommitted changes)" if _get(env, "git", "dirty") else "")
 
 
-def _t(text: Any) -> str:
-    """Text for plotly, which renders a subset of HTML in labels: escape it so it shows as typed."""
-    return html.escape(str(text), quote=False)
-
-
-def _fig_html(fig: Any, height: int, top: int = 50) -> Any:
-    from markupsafe import Markup
-
-    fig.update_layout(
-        template="plotly_white",
-        height=height,
-        margin={"l": 60, "r": 20, "t": top, "b": 50},
-        legend={"font": {"size": 11}, "traceorder": "normal"},
-        showlegend=True,
-    )
-    div = fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        include_mathjax=False,
-        config={"displaylogo": False, "responsive": True},
-        default_height=f"{height}px",
-    )
-    return Markup(div)
-
-
-def _bar_height(n: int) -> int:
-    return max(260, 110 + 26 * n)
-
-
-def _tasks(rows: list[Row]) -> list[str]:
-    return list(dict.fromkeys(str(r.rec.get("task")) for r in rows))
-
-
-def _size_quality_charts(rows: list[Row]) -> list[Chart]:
-    import plotly.graph_objects as go
-
-    charts = []
-    measured = [r for r in rows if r.ok and r.acc is not None and _num(r.rec.get("params"))]
-    for task in _tasks(measured):
-        pts = [r for r in measured if r.rec.get("task") == task]
-        metric = pts[0].metric
-        fig = go.Figure(
-            go.Scatter(
-                x=[r.rec["params"] / 1e6 for r in pts],
-                y=[r.acc for r in pts],
-                mode="markers",
-                marker={"size": 11},
-                name=_t(f"measured: {metric} ({len(pts)} settings)"),
-                text=[_t(r.setting) for r in pts],
-                hovertemplate="%{text}<br>%{x:.1f} M params<br>%{y:.4g}<extra>measured</extra>",
-            )
-        )
-        fig.update_layout(
-            title=_t(f"{task}: parameters vs {metric} (measured on {pts[0].rec.get('dataset')})"),
-            xaxis_title="parameters (millions)",
-            yaxis_title=_t(f"{metric} (measured)"),
-        )
-        charts.append(Chart(f"{task}: measured", _fig_html(fig, 380)))
-    reported: dict[str, dict[str, tuple[float, float]]] = {}
-    for r in rows:
-        params = _num(r.rec.get("params"))
-        for key, value in (_get(r.rec, "extra", "reported") or {}).items():
-            if params and _num(value) is not None:
-                reported.setdefault(str(key), {})[str(r.rec.get("variant"))] = (params / 1e6, float(value))
-    if reported:
-        fig = go.Figure()
-        for key, by_variant in sorted(reported.items()):
-            variants = sorted(by_variant)
-            fig.add_trace(
-                go.Scatter(
-                    x=[by_variant[v][0] for v in variants],
-                    y=[by_variant[v][1] for v in variants],
-                    mode="markers+lines+text",
-                    textposition="top center",
-                    marker={"symbol": "diamond-open", "size": 11},
-                    line={"dash": "dot"},
-                    name=_t(f"{REPORTED_LABEL}: {key}"),
-                    text=[_t(v) for v in variants],
-                    hovertemplate="%{text}<br>%{x:.1f} M params<br>%{y}<extra>reported</extra>",
-                )
-            )
-        fig.update_layout(
-            title=_t(f"parameters vs {REPORTED_LABEL} results (not measured here)"),
-            xaxis_title="parameters (millions, as built here)",
-            yaxis_title="reported value (each benchmark's own scale)",
-        )
-        charts.append(
-            Chart(REPORTED_LABEL, _fig_html(fig, 420), "Open diamonds: numbers from the paper or model card.")
-        )
-    return charts
-
-
-_PARETO_AXES = (
-    ("latency p50 (ms)", lambda r: r.p50, True),
-    ("latency p90 (ms)", lambda r: r.p90, True),
-    ("throughput (images/s)", lambda r: r.ips, False),
-    ("peak memory (MiB)", lambda r: r.peak_memory[0] / 2**20 if r.peak_memory else None, True),
+# (label, getter) of the facts that make two runs' figures differ for reasons other than the setting
+FACTS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
+    ("commit", _commit),
+    ("torch", lambda e: _get(e, "torch", "version") or _get(e, "libraries", "torch")),
+    ("transformers", lambda e: _get(e, "libraries", "transformers")),
+    ("tokenizers", lambda e: _get(e, "libraries", "tokenizers")),
+    ("Python", lambda e: _get(e, "python", "version")),
+    ("CUDA (torch build)", lambda e: _get(e, "torch", "cuda")),
+    ("cuDNN", lambda e: _get(e, "torch", "cudnn")),
+    ("NVIDIA driver", lambda e: _get(e, "gpu", "driver_version")),
+    ("GPU", lambda e: ", ".join(gpu_names(e)) or None),
+    ("CPU model", cpu_name),
+    ("CPU cores used (torch threads)", lambda e: _get(e, "torch", "num_threads")),
+    ("CPU cores usable", lambda e: _get(e, "cpu", "usable_cores")),
+    ("host", lambda e: _get(e, "hostname")),
 )
 
 
-def _pareto_charts(rows: list[Row]) -> list[Chart]:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+@dataclass
+class Fact:
+    label: str
+    values: list[str]
 
-    charts = []
-    ok = [r for r in rows if r.ok and r.acc is not None]
-    for task in _tasks(ok):
-        pts = [r for r in ok if r.rec.get("task") == task]
-        metric = pts[0].metric
-        y_higher = not lower_is_better(metric)
-        fig = make_subplots(rows=2, cols=2, subplot_titles=[_t(a[0]) for a in _PARETO_AXES])
-        for n, (axis, getter, x_lower) in enumerate(_PARETO_AXES):
-            row, col = n // 2 + 1, n % 2 + 1
-            sel = [r for r in pts if getter(r) is not None]
-            xy = [(getter(r), r.acc) for r in sel]
-            fig.add_trace(
-                go.Scatter(
-                    x=[p[0] for p in xy],
-                    y=[p[1] for p in xy],
-                    mode="markers",
-                    marker={"size": 9, "color": "#4c78a8"},
-                    text=[_t(r.setting) for r in sel],
-                    hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra></extra>",
-                    name="setting",
-                    showlegend=n == 0,
-                ),
-                row=row,
-                col=col,
-            )
-            front = pareto_front(xy, x_lower=x_lower, y_higher=y_higher)
-            fig.add_trace(
-                go.Scatter(
-                    x=[xy[i][0] for i in front],
-                    y=[xy[i][1] for i in front],
-                    mode="lines+markers",
-                    line={"shape": "hv", "color": "#e45756"},
-                    marker={"size": 11, "symbol": "circle-open", "color": "#e45756"},
-                    name="Pareto frontier",
-                    showlegend=n == 0,
-                    hoverinfo="skip",
-                ),
-                row=row,
-                col=col,
-            )
-            fig.update_xaxes(title_text=_t(axis), row=row, col=col)
-            fig.update_yaxes(title_text=_t(metric), row=row, col=col)
-        fig.update_layout(title=_t(f"{task}: {metric} against speed and memory"))
-        charts.append(Chart(f"{task}", _fig_html(fig, 760, top=90)))
-    return charts
+    @property
+    def differs(self) -> bool:
+        return len(set(self.values)) > 1
 
 
-def _throughput_charts(rows: list[Row]) -> list[Chart]:
-    import plotly.graph_objects as go
-
-    charts = []
-    ok = [r for r in rows if r.ok and r.ips is not None]
-    for task in _tasks(ok):
-        groups: dict[str, list[Row]] = {}
-        for r in (r for r in ok if r.rec.get("task") == task):
-            key = re.sub(r"\s?bs\d+", "", r.setting).strip()
-            groups.setdefault(key, []).append(r)
-        fig = go.Figure()
-        for key, members in groups.items():
-            members.sort(key=lambda r: r.rec.get("batch_size") or 0)
-            fig.add_trace(
-                go.Scatter(
-                    x=[r.rec.get("batch_size") for r in members],
-                    y=[r.ips for r in members],
-                    mode="lines+markers",
-                    name=_t(key),
-                )
-            )
-        fig.update_layout(
-            title=_t(f"{task}: throughput vs batch size"),
-            xaxis_title="batch size",
-            yaxis_title="images per second (measured)",
-            xaxis={"type": "log", "dtick": math.log10(2)},
-        )
-        charts.append(Chart(task, _fig_html(fig, 400)))
-    return charts
-
-
-def _stage_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
-    import plotly.graph_objects as go
-
-    sel = [r for r in rows if r.ok and r.stages is not None]
-    if not sel:
-        return None
-    labels = [_t(r.label if several_tasks else r.setting) for r in sel]
-    fig = go.Figure()
-    for key, name in STAGES:
-        fig.add_trace(go.Bar(y=labels, x=[r.stages[key] for r in sel], name=_t(name), orientation="h"))
-    fig.add_trace(
-        go.Scatter(
-            y=labels,
-            x=[_num(_get(r.rec, "time_per_image_ms", "p50")) for r in sel],
-            mode="markers",
-            marker={"symbol": "line-ns-open", "size": 18, "color": "black"},
-            name="time per image p50",
-        )
-    )
-    fig.update_layout(
-        barmode="stack",
-        title="median per-stage latency per image",
-        xaxis_title="milliseconds (medians of each stage, measured)",
-        yaxis={"autorange": "reversed"},
-    )
-    note = (
-        "The vision encoder runs inside time-to-first-token, so the stack shows vision and "
-        "ttft − vision separately; preprocess + ttft + decode + postprocess ≈ end to end. Stages are per "
-        "image, amortised over the batch; each is its own median, so the stack need not equal the time per "
-        "image p50 (black tick) exactly."
-    )
-    return Chart("per-stage latency", _fig_html(fig, _bar_height(len(sel))), note)
-
-
-def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
-    import plotly.graph_objects as go
-
-    sel = [r for r in rows if r.ok and any(_num(_get(r.rec, "memory", k)) for k, _ in MEMORY_FIELDS)]
-    if not sel:
-        return None
-    labels = [_t(r.label if several_tasks else r.setting) for r in sel]
-    fig = go.Figure()
-    for key, name in MEMORY_FIELDS:
-        values = [(_num(_get(r.rec, "memory", key)) or 0) / 2**20 or None for r in sel]
-        if any(values):
-            fig.add_trace(go.Bar(y=labels, x=values, name=_t(name), orientation="h"))
-    fig.update_layout(
-        barmode="group",
-        title="memory per setting",
-        xaxis_title="MiB (measured peaks)",
-        yaxis={"autorange": "reversed"},
-    )
-    return Chart("memory", _fig_html(fig, _bar_height(len(sel) * 2)))
-
-
-def _distribution_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
-    import plotly.graph_objects as go
-
-    sel = [r for r in rows if r.ok and [s for s in (r.rec.get("samples_ms") or []) if _num(s) is not None]]
-    if not sel:
-        return None
-    fig = go.Figure()
-    for r in sel:
-        fig.add_trace(
-            go.Box(
-                x=[s for s in r.rec["samples_ms"] if _num(s) is not None],
-                name=_t(r.label if several_tasks else r.setting),
-                boxpoints="all",
-                jitter=0.4,
-                pointpos=0,
-                marker={"size": 4},
-                showlegend=False,
-            )
-        )
-    fig.update_layout(
-        title="request latency (what one request waits): raw samples",
-        xaxis_title="milliseconds (measured)",
-        yaxis={"autorange": "reversed"},
-    )
-    return Chart("latency distributions", _fig_html(fig, _bar_height(len(sel))))
-
-
-def _cost_charts(rows: list[Row], several_tasks: bool) -> list[Chart]:
-    import plotly.graph_objects as go
-
-    charts = []
-    energy = [r for r in rows if r.ok and r.joules is not None]
-    if energy:
-        fig = go.Figure(
-            go.Bar(
-                y=[_t(r.label if several_tasks else r.setting) for r in energy],
-                x=[r.joules for r in energy],
-                orientation="h",
-                text=[_t(_get(r.rec, "energy", "source") or "") for r in energy],
-                textposition="none",
-                hovertemplate="%{y}<br>%{x:.4g} J/image<br>source: %{text}<extra></extra>",
-            )
-        )
-        fig.update_layout(
-            title="energy per image (measured)",
-            xaxis_title="joules per image",
-            yaxis={"autorange": "reversed"},
-        )
-        charts.append(Chart("energy", _fig_html(fig, _bar_height(len(energy)))))
-    costed = [r for r in rows if r.ok and r.cost_per_million is not None]
-    if costed:
-        fig = go.Figure(
-            go.Bar(
-                y=[_t(r.label if several_tasks else r.setting) for r in costed],
-                x=[r.cost_per_million for r in costed],
-                orientation="h",
-                marker={"color": "#72b7b2"},
-                text=[_t(f"{r.price[0]} at ${r.price[1]:g}/h") for r in costed],
-                textposition="none",
-                hovertemplate="%{y}<br>$%{x:.4g} per million images<br>%{text}<extra>derived</extra>",
-            )
-        )
-        fig.update_layout(
-            title="cost per million images (derived: price per hour / throughput)",
-            xaxis_title="USD per million images (derived)",
-            yaxis={"autorange": "reversed"},
-        )
-        charts.append(Chart("cost", _fig_html(fig, _bar_height(len(costed)))))
-    return charts
+def comparability(runs: list[Run]) -> list[Fact]:
+    """Each environment fact per run, the differing ones first."""
+    facts = []
+    for label, getter in FACTS:
+        values = []
+        for run in runs:
+            value = getter(run.env) if run.env else None
+            values.append("not recorded" if value in (None, "") else str(value))
+        facts.append(Fact(label, values))
+    return sorted(facts, key=lambda f: not f.differs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -769,8 +439,12 @@ def _shapes(answer: Any) -> list[tuple[str, list[float], str]]:
         return []
     out: list[tuple[str, list[float], str]] = []
 
+    def listed(key: str) -> list[Any]:  # answers in records are untrusted: a non-list is no shapes
+        value = answer.get(key)
+        return value if isinstance(value, list) else []
+
     def labels(key: str, n: int) -> list[str]:
-        values = answer.get(key) or []
+        values = listed(key)
         return [str(values[i]) if i < len(values) else "" for i in range(n)]
 
     def flat_polys(node: Any) -> list[list[float]]:
@@ -781,14 +455,14 @@ def _shapes(answer: Any) -> list[tuple[str, list[float], str]]:
         return []
 
     for key, label_key in (("bboxes", "bboxes_labels"), ("bboxes", "labels")):
-        boxes = answer.get(key) or []
+        boxes = listed(key)
         if boxes and (label_key in answer or label_key == "labels"):
             for box, label in zip(boxes, labels(label_key, len(boxes)), strict=True):
                 if isinstance(box, list) and len(box) == 4 and all(_num(v) is not None for v in box):
                     out.append(("box", [float(v) for v in box], label))
             break
     for key, label_key in (("quad_boxes", "labels"), ("polygons", "polygons_labels"), ("polygons", "labels")):
-        items = answer.get(key) or []
+        items = listed(key)
         if not items:
             continue
         for item, label in zip(items, labels(label_key, len(items)), strict=True):
@@ -810,7 +484,9 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
     """A PNG data URI of the example image with the predicted shapes drawn, and a note."""
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height = _num(example.get("width")), _num(example.get("height"))
+    width, height = (_num(example.get(k)) for k in ("width", "height"))
+    if not (width and height and 1 <= width <= MAX_DECLARED_SIDE and 1 <= height <= MAX_DECLARED_SIDE):
+        width = height = None  # an absurd declared size is not trusted (nor allocated)
     path = _inside(run_dir, example.get("image_file"))
     note = ""
     try:
@@ -818,11 +494,13 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
             with Image.open(path) as img:
                 img = img.convert("RGB")
         elif width and height:
-            img = Image.new("RGB", (int(width), int(height)), (235, 235, 235))
+            fit = min(1.0, THUMB_WIDTH / width)  # the canvas is made at thumbnail size, never at the declared one
+            size = (max(1, round(width * fit)), min(MAX_THUMB_HEIGHT, max(1, round(height * fit))))
+            img = Image.new("RGB", size, (235, 235, 235))
             note = "image file not saved: shapes drawn on a blank canvas of the image's size"
         else:
             return None, "image file not saved"
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         return None, f"image unreadable: {exc}"
     sx = img.width / width if width else 1.0
     sy = img.height / height if height else 1.0
@@ -832,9 +510,14 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     colors = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
-    for n, (kind, coords, label) in enumerate(_shapes(example.get("answer"))):
+    bound = 4.0 * max(img.width, img.height)  # shapes far outside the image are clipped, not overflowed
+
+    def clip(v: float) -> float:
+        return max(-bound, min(bound, v))
+
+    for n, (kind, coords, label) in enumerate(_shapes(example.get("answer"))[:MAX_SHAPES]):
         color = colors[n % len(colors)]
-        xy = [(coords[i] * sx, coords[i + 1] * sy) for i in range(0, len(coords) - 1, 2)]
+        xy = [(clip(coords[i] * sx), clip(coords[i + 1] * sy)) for i in range(0, len(coords) - 1, 2)]
         if kind == "box":
             (x1, y1), (x2, y2) = xy
             draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=color, width=2)
@@ -881,8 +564,9 @@ def _examples(runs: list[Run]) -> list[dict[str, Any]]:
     return picked
 
 
+
 # ---------------------------------------------------------------------------------------------
-# regression section (bench.compare is optional here)
+# regression section: compare's own Comparison, rendered as the CLI prints it
 
 
 def _regression(baseline: Path | None, current: Path) -> dict[str, Any] | None:
@@ -896,15 +580,11 @@ def _regression(baseline: Path | None, current: Path) -> dict[str, Any] | None:
         from bench.compare import compare_dirs
     except ImportError as exc:
         return {"unavailable": f"regression compare unavailable (bench.compare could not be imported: {exc})"}
-    result = compare_dirs(Path(baseline), Path(current))
-    return {
-        "baseline": str(baseline),
-        "rows": list(result.rows),
-        "unmatched_baseline": list(result.unmatched_baseline),
-        "unmatched_current": list(result.unmatched_current),
-        "env_warnings": list(result.env_warnings),
-        "regressed": bool(result.regressed),
-    }
+    try:
+        comparison = compare_dirs(Path(baseline), Path(current))
+    except UsageError as exc:  # compare refuses the pair (e.g. another record schema): say why, keep the report
+        return {"baseline": str(baseline), "refused": str(exc)}
+    return {"baseline": str(baseline), "comparison": comparison, "columns": comparison.columns}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -932,7 +612,7 @@ def _why_unstable(r: Row) -> str:
     if _num(lat.get("cv")) is not None:
         parts.append(f"coefficient of variation {lat['cv'] * 100:.0f}%")
     if _num(lat.get("ci95_low")) is not None and _num(lat.get("ci95_high")) is not None:
-        parts.append(f"95% CI of the median {lat['ci95_low']:.1f}–{lat['ci95_high']:.1f} ms")
+        parts.append(f"95% CI of the median request latency {lat['ci95_low']:.1f}–{lat['ci95_high']:.1f} ms")
     if _num(lat.get("n")) is not None:
         parts.append(f"n = {lat['n']}")
     return "; ".join(parts) or "flagged unstable by the run (no spread recorded)"
@@ -942,34 +622,27 @@ def _summary(runs: list[Run], rows: list[Row]) -> dict[str, Any]:
     statuses = Counter(str(r.rec.get("status")) for r in rows)
     where = []
     for run in runs:
-        devices = sorted({r.device_name for r in run.rows})
+        kinds = ", ".join(k.label for k in _kinds(run.rows))
         host = _get(run.env, "hostname") or _get(run.env, "host") or _get(run.env, "platform", "node")
-        where.append(
-            {
-                "run": run.name,
-                "path": str(run.path),
-                "host": host,
-                "cpu": _cpu_name(run.env),
-                "devices": ", ".join(devices),
-            }
-        )
+        where.append({"run": run.name, "path": str(run.path), "host": host, "devices": kinds})
     return {
         "what": [
             ("variants", _distinct(rows, "variant")),
             ("tasks", _distinct(rows, "task")),
             ("datasets", _distinct(rows, "dataset")),
             ("images per cell", _distinct(rows, "n_images")),
-            ("devices", _distinct(rows, "device")),
+            ("scenarios", _distinct(rows, "scenario")),
+            ("devices", ", ".join(k.label for k in _kinds(rows)) or "–"),
             ("dtypes", _distinct(rows, "dtype")),
             ("batch sizes", _distinct(rows, "batch_size")),
             ("attention", _distinct(rows, "attn")),
-            ("scenario", _distinct(rows, "scenario")),
             ("weights", _distinct(rows, "weights")),
         ],
         "where": where,
         "statuses": sorted(statuses.items()),
         "failed": [r for r in rows if r.rec.get("status") != "ok"],
-        "unstable": [(r, _why_unstable(r)) for r in rows if r.rec.get("unstable")],
+        "unstable": [(r, _why_unstable(r)) for r in rows if r.unstable],
+        "invalid": [r for r in rows if r.ok and r.invalid],
     }
 
 
@@ -981,21 +654,6 @@ def _env_table(env: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
-    def collect(getter) -> str:
-        values = Counter(v for v in (getter(r) for r in rows if r.ok) if v not in (None, "", {}))
-        return "; ".join(f"{v} ({n} cells)" for v, n in values.most_common()) or "not recorded"
-
-    return [
-        ("latency clock", collect(lambda r: _get(r.rec, "timing", "clock"))),
-        ("warm-up / iterations", collect(lambda r: _timing_text(r.rec.get("timing")))),
-        ("scenario", collect(lambda r: r.rec.get("scenario"))),
-        ("energy source", collect(lambda r: _get(r.rec, "energy", "source"))),
-        ("peak memory used in frontiers", collect(lambda r: r.peak_memory[1] if r.peak_memory else None)),
-        ("prices", prices.source),
-    ]
-
-
 def _timing_text(timing: Any) -> str | None:
     if not isinstance(timing, dict):
         return None
@@ -1003,34 +661,45 @@ def _timing_text(timing: Any) -> str | None:
     return ", ".join(parts) or None
 
 
+def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
+    def collect(getter) -> str:
+        values = Counter(v for v in (getter(r) for r in rows if r.ok) if v not in (None, "", {}))
+        return "; ".join(f"{v} ({n} cells)" for v, n in values.most_common()) or "not recorded"
+
+    energy = f"; energy {prices.usd_per_kwh:g} USD/kWh ({prices.energy_source})" if prices.usd_per_kwh else ""
+    return [
+        ("latency clock", collect(lambda r: _get(r.rec, "timing", "clock"))),
+        ("warm-up / iterations", collect(lambda r: _timing_text(r.rec.get("timing")))),
+        ("scenario", collect(lambda r: r.rec.get("scenario"))),
+        ("per-stage times", collect(lambda r: _get(r.rec, "timing", "stages_basis"))),
+        ("energy source", collect(lambda r: _get(r.rec, "energy", "source"))),
+        ("peak memory used in frontiers", collect(lambda r: r.peak_memory[1] if r.peak_memory else None)),
+        ("prices", prices.label + energy),
+    ]
+
+
+def _agreement_label(rows: list[Row]) -> str:
+    """The fp32-agreement column's header: with random weights it is a numerical stress test only."""
+    if any(r.weights == "random" for r in rows):
+        return "agreement with fp32 outputs (random weights: a numerical stress test, not quality)"
+    return "agreement with fp32 outputs (same generated text)"
+
+
+def _reported_key(task: str, rows: list[Row]) -> str | None:
+    """The reported benchmark a task's cells stand beside: the records' own, else the task's first."""
+    for r in rows:
+        key = _get(r.rec, "extra", "reported_benchmark", "key")
+        if r.task == task and isinstance(key, str):
+            return key
+    return next((b.key for (_, t), b in TASK_BENCHMARKS.items() if t == task), None)
+
+
 # ---------------------------------------------------------------------------------------------
 # entry point
 
 
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = _format_number
-    env.filters["mib"] = lambda v: "–" if _num(v) is None else f"{v / 2**20:,.0f} MiB"
-    env.filters["pct"] = lambda v: "–" if _num(v) is None else f"{v * 100:.1f}%"
-    return env
-
-
 def _format_number(value: Any, digits: int = 3) -> str:
-    value = _num(value)
-    if value is None:
-        return "–"
-    if value.is_integer() and abs(value) < 1e7:
-        return f"{int(value):,}"
-    if abs(value) >= 10 ** (digits + 2) or abs(value) < 10 ** -(digits + 1):
-        return f"{value:.{digits}g}"
-    return f"{value:,.{max(0, digits - 1 - int(math.floor(math.log10(abs(value)))))}f}"
+    return format_number(value, digits)
 
 
 def build_report(
@@ -1042,31 +711,24 @@ def build_report(
     prices: Path | None = None,
     baseline: Path | None = None,
     title: str | None = None,
+    demand_qps: float | None = None,
 ) -> Path:
     """Render one self-contained HTML report for one or several run directories; returns ``out``."""
-    import plotly.offline
-    from markupsafe import Markup
-
     if latency_bound_ms is not None and not (_num(latency_bound_ms) and latency_bound_ms > 0):
         raise UsageError(f"latency bound {latency_bound_ms!r} ms; accepted: a number > 0")
     if accuracy_floor is not None and _num(accuracy_floor) is None:
         raise UsageError(f"accuracy floor {accuracy_floor!r}; accepted: a finite number")
+    if demand_qps is not None and not (_num(demand_qps) and demand_qps > 0):
+        raise UsageError(f"demand {demand_qps!r} images/s; accepted: a number > 0 (--demand-qps)")
     run_dirs = [Path(d) for d in run_dirs]
-    table = load_prices(prices)
-    runs = load_runs(run_dirs, table)
+    price_table = load_prices(prices)
+    runs = load_runs(run_dirs, price_table)
     rows = [r for run in runs for r in run.rows]
     tasks = _tasks(rows)
-    several = len(tasks) > 1
-    sections: dict[str, list[Chart]] = {
-        "size": _size_quality_charts(rows),
-        "pareto": _pareto_charts(rows),
-        "throughput": _throughput_charts(rows),
-        "stages": [c for c in [_stage_chart(rows, several)] if c],
-        "memory": [c for c in [_memory_chart(rows, several)] if c],
-        "distributions": [c for c in [_distribution_chart(rows, several)] if c],
-        "cost": _cost_charts(rows, several),
-    }
+    reported_keys = {t: _reported_key(t, rows) for t in tasks}
+    charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL)
     badge, badge_class = _weights_badge(rows)
+    facts = comparability(runs)
     context = {
         "title": title or f"Florence-2 benchmark: {', '.join(run.name for run in runs)}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1077,28 +739,31 @@ def build_report(
         "ok_rows": [r for r in rows if r.ok],
         "several_runs": len(runs) > 1,
         "summary": _summary(runs, rows),
+        "decisions": decide(rows, latency_bound_ms),
+        "plans": plan_capacity(rows, demand_qps, latency_bound_ms) if demand_qps else None,
+        "demand_qps": demand_qps,
+        "hours_per_month": HOURS_PER_MONTH,
         "recommendations": [recommend(rows, t, latency_bound_ms, accuracy_floor) for t in tasks],
         "latency_bound_ms": latency_bound_ms,
         "accuracy_floor": accuracy_floor,
-        "prices": table,
-        "unpriced": sorted({r.device_name for r in rows if r.ok and r.price is None}),
-        "charts": sections,
+        "prices": price_table,
+        "unpriced": [k.label for k in _kinds([r for r in rows if r.ok and r.price is None])],
+        "charts": charts,
+        "facts": facts,
+        "differing": [f for f in facts if f.differs],
         "envs": [(run.name, _env_table(run.env)) for run in runs],
-        "method": _method(rows, table),
+        "method": _method(rows, price_table),
         "examples": _examples(runs),
         "regression": _regression(baseline, run_dirs[0]),
         "random_only": {r.rec.get("weights") for r in rows} == {"random"},
+        "any_random": any(r.weights == "random" for r in rows),
+        "agreement_label": _agreement_label(rows),
         "reported_label": REPORTED_LABEL,
         "reported": _reported_table(rows),
-        "plotlyjs": Markup(plotly.offline.get_plotlyjs()),
+        "metric_label": metric_label,
+        "table": table,
     }
-    text = _environment().get_template("report.html.j2").render(**context)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_html(Path(out), render("report.html.j2", **context))
 
 
 def _reported_table(rows: list[Row]) -> list[dict[str, Any]]:
@@ -1113,7 +778,7 @@ def _reported_table(rows: list[Row]) -> list[dict[str, Any]]:
         if r.ok and r.acc is not None:
             key = f"{r.rec.get('task')} {r.metric} ({r.rec.get('dataset')})"
             v["measured"].setdefault(key, []).append(r.acc)
-        for key, value in (_get(r.rec, "extra", "reported") or {}).items():
+        for key, value in table(r.rec, "extra", "reported").items():
             if _num(value) is not None:
                 v["reported"][str(key)] = value
     for v in out.values():

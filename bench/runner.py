@@ -26,7 +26,7 @@ from bench import store
 from bench.cell import Cell
 from bench.checkpoints import LoadedModel, LoadOptions, load, resolve
 from bench.data import get_dataset, load_samples
-from bench.errors import UsageError
+from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
 from bench.tasks import get_task
 from bench.variants import get_variant
@@ -107,15 +107,8 @@ def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.R
     )
 
 
-class CellSkipped(Exception):
-    """A cell that cannot run here, found out once its model is loaded: a ``skipped`` record."""
-
-
 def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) -> store.Record:
     record = _base_record(cell, loaded.ref.checkpoint if loaded else "", loaded.ref.weights if loaded else "")
-    if isinstance(exc, CellSkipped):
-        record.status, record.error = "skipped", str(exc)
-        return record
     if is_cuda_oom(exc):
         record.status, record.error = "skipped", cuda_oom_reason(cell.device, cell.batch_size, exc)
         return record
@@ -253,6 +246,9 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
                 progress.start(cell)
                 try:
                     record = run_cell(config, cell, loaded, out)
+                except CellSkipped as exc:  # valid, but not runnable on its data: recorded, the sweep goes on
+                    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
+                    record.status, record.error = "skipped", str(exc)
                 except UsageError:
                     raise
                 except (Exception, MemoryError) as exc:
@@ -296,7 +292,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     task = get_task(cell.task)
     samples = usable_samples(task.token, load_samples(cell.dataset, config.limit))
     if not samples:
-        raise UsageError(f"dataset {cell.dataset!r} has no image usable for {task.token} (no query or reference)")
+        raise CellSkipped(f"dataset {cell.dataset!r} has no image usable for {task.token} (no query or reference)")
     if cell.preprocess == "device" and (reason := device_unsupported_reason(loaded.processor)):
         raise CellSkipped(reason)
     generation = generation_settings(task, loaded.ref.weights, cell.num_beams, cell.max_new_tokens, cell.cache)

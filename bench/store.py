@@ -1,21 +1,35 @@
 """The run directory: one JSON line per cell in results.jsonl, appended atomically, plus env.json.
 
 Records are written with a single ``os.write`` of a complete line on a file opened with O_APPEND,
-followed by fsync, so a crash mid-sweep can leave at most a truncated *last* line; the reader skips
-such a line (and says so) instead of failing, and ``--resume`` re-runs that cell.
+followed by fsync, so a crash mid-sweep can leave at most a truncated *last* line. One rule, ``parse_line``,
+decides what a record is, for the reader, for ``--resume`` and for the tail repair alike: a torn line is
+skipped by the reader (and counted), is not a finished cell for ``--resume``, and is cut by the repair; a
+complete record that lost only its newline is a record for all three (the repair adds the newline), so a
+finished result is never dropped. A run holds an exclusive lock on its directory (``run_lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
+import socket
+import typing
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.inputs import conforms
 from bench.schema import SCHEMA_VERSION, upgrade
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, as before
+    fcntl = None  # type: ignore[assignment]
 
 RESULTS = "results.jsonl"
 ENV = "env.json"
@@ -80,17 +94,79 @@ def append(run_dir: Path, record: Record) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     line = (record.to_json() + "\n").encode()
     path = run_dir / RESULTS
-    _repair_tail(path)
+    repair_tail(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        view = memoryview(line)
+        while view:  # a regular file takes the whole line in one write; loop in case it does not
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _repair_tail(path: Path) -> None:
-    """Drop a torn last line (left by a kill mid-write) so new lines stay one JSON object each."""
+def parse_line(line: bytes | str) -> dict[str, Any] | None:
+    """The record a results.jsonl line holds, or None (torn, not UTF-8, not JSON, or not a record)."""
+    try:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not (isinstance(value, dict) and isinstance(value.get("cell_id"), str) and isinstance(value.get("status"), str)):
+        return None
+    return value if _well_formed(value) else None
+
+
+# Tables that report and compare read: their values are scalars (a number, or None where not
+# measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
+# NESTED_TABLES may also hold tables of scalars (``timing.server_run``) and lists of them (``server.curve``).
+SCALAR_TABLES = ("latency_ms", "time_per_image_ms", "stages_ms", "throughput", "memory", "energy", "accuracy",
+                 "settings")
+EXTRA_TABLES = ("reported", "reported_benchmark", "roofline", "texts", "ray")
+NESTED_TABLES = ("timing", "server")
+_SCALARS = (int, float, str, bool, type(None))
+
+
+def _scalar_table(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and all(isinstance(v, _SCALARS) for v in value.values()))
+
+
+def _nested_table(value: Any) -> bool:
+    def plain(v: Any) -> bool:
+        return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or (
+            isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v))
+
+    return value is None or (isinstance(value, dict) and all(map(plain, value.values())))
+
+
+def _well_formed(record: dict[str, Any]) -> bool:
+    """Records are untrusted input: each contract field present must have its declared type."""
+    hints = _record_hints()
+    if not all(conforms(record[k], hints[k], shallow=True) for k in record.keys() & hints.keys()):
+        return False
+    extra = record.get("extra") or {}
+    if not (all(_scalar_table(record.get(k)) for k in SCALAR_TABLES)
+            and all(_nested_table(record.get(k)) for k in NESTED_TABLES)
+            and all(_scalar_table(extra.get(k)) for k in EXTRA_TABLES)):
+        return False
+    samples = record.get("samples_ms") or []
+    examples = record.get("examples") or []
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples) and all(
+        isinstance(e, dict) for e in examples
+    )
+
+
+@functools.cache
+def _record_hints() -> dict[str, Any]:
+    return typing.get_type_hints(Record)
+
+
+def repair_tail(path: Path) -> None:
+    """Make the file end with a newline before the next append, keeping every complete record.
+
+    A last line without its newline is either a record whose writer died between the JSON and the
+    newline (completed here, since ``--resume`` already counts it as done) or a torn write (cut here).
+    """
     if not path.exists() or path.stat().st_size == 0:
         return
     with path.open("rb+") as fh:
@@ -98,23 +174,54 @@ def _repair_tail(path: Path) -> None:
         if fh.read(1) == b"\n":
             return
         data = path.read_bytes()
-        fh.truncate(data.rfind(b"\n") + 1)
+        start = data.rfind(b"\n") + 1
+        if parse_line(data[start:]) is not None:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+        else:
+            fh.truncate(start)
+            warnings.warn(f"{path}: removed a torn line at the end ({len(data) - start} bytes, a write killed midway)",
+                          stacklevel=2)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """All complete records of a run directory, in the order written, in the current schema's meaning."""
+    """All complete records of a run directory, in the order written, in the current schema's meaning.
+
+    Lines that are not records (a torn write, bytes that are not UTF-8, JSON that is not a record) are
+    skipped with one warning that counts them: a damaged line never makes the directory unreadable.
+    """
     path = Path(run_dir) / RESULTS
-    if not path.exists():
+    if not path.is_file():
         return []
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    records, bad = [], []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}:{n}: skipping a torn line (a run was killed mid-write)", stacklevel=2)
+        record = parse_line(line)
+        if record is None:
+            bad.append(n)
+        else:
+            records.append(record)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(
+            f"{path}: skipped {len(bad)} unreadable line(s) (line {shown}): a torn line from a killed "
+            "write, or text that is not a record",
+            stacklevel=2,
+        )
     return [upgrade(r, path) for r in records]  # older schemas in today's meaning, or one clear refusal
+
+
+# A cell whose latest record has one of these statuses is done: --resume appends nothing for it.
+# ``error`` and ``oom`` are attempts that failed; --resume tries them again (the newest record wins).
+FINAL_STATUSES = ("ok", "skipped")
+
+
+def finished_cells(run_dir: Path) -> set[str]:
+    """Cell ids that ``--resume`` must not run again (their latest record is ok or skipped)."""
+    return {cell_id for cell_id, r in latest_by_cell(read_records(run_dir)).items() if r["status"] in FINAL_STATUSES}
 
 
 def latest_by_cell(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -124,14 +231,99 @@ def latest_by_cell(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def write_env(run_dir: Path, env: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (ENV + ".tmp")
+    tmp = run_dir / f".{ENV}.{os.getpid()}.tmp"  # per process: two writers never share a temporary
     tmp.write_text(json.dumps(env, indent=2, sort_keys=True, default=_jsonable))
     os.replace(tmp, run_dir / ENV)
 
 
 def read_env(run_dir: Path) -> dict[str, Any]:
+    """env.json as a dict: {} when there is none, and {} with a warning when it is damaged or not an object."""
     path = Path(run_dir) / ENV
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.is_file():
+        return {}
+    try:
+        env = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        warnings.warn(f"{path}: ignored, not readable JSON ({exc})", stacklevel=2)
+        return {}
+    if not isinstance(env, dict):
+        warnings.warn(f"{path}: ignored, a JSON {type(env).__name__} where an object was expected", stacklevel=2)
+        return {}
+    return env
+
+
+# ------------------------------------------------------------------------------------ run lock
+
+LOCK = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # run directory -> (file descriptor, depth): re-entrant per process
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[Path]:
+    """Hold the run directory exclusively; a second run into it is a UsageError naming the holder.
+
+    The lock is ``flock`` on ``DIR/.lock``: the kernel drops it when the holder dies (even by SIGKILL),
+    so a killed run never leaves a stale lock. The holder's pid is written into the file for the message.
+    """
+    from bench.errors import UsageError
+
+    run_dir = make_run_dir(run_dir)
+    key = run_dir.resolve()
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        try:
+            yield run_dir
+        finally:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth - 1)
+        return
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot write in run directory {run_dir}: {exc.strerror}; accepted: a writable --out") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                raise UsageError(
+                    f"run directory {run_dir} is in use by another run ({holder}); accepted: wait for it "
+                    "to end, or another --out"
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        _held[key] = (fd, 1)
+        try:
+            yield run_dir
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def make_run_dir(run_dir: Path) -> Path:
+    """Create the run directory, or say in one line why it cannot be one."""
+    from bench.errors import UsageError
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file, not a directory; accepted: a new or existing run directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(
+            f"cannot create run directory {run_dir}: a part of its path is a file; accepted: a directory path"
+        ) from None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create run directory {run_dir}: {exc.strerror}; accepted: a writable directory path"
+        ) from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"run directory {run_dir} is not writable; accepted: a writable directory path")
+    return run_dir
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -3,7 +3,7 @@
 A cell (``bench.cell``) is one point of the matrix. Cells are grouped by what needs a model load
 (variant, dtype, device, attention, quantisation, channels-last, compile), so each model is loaded
 once per group. An executor (``bench.executors``: local or Ray) runs them with ``bench.runner``;
-each finished cell is appended to results.jsonl at once; ``resume`` skips cells already ``ok``.
+each finished cell is appended to results.jsonl at once; ``resume`` skips cells already ``ok`` or ``skipped``.
 A failure in one cell (an exception, MemoryError) becomes a record and the sweep goes on; CUDA running
 out of memory at a batch size is a ``skipped`` record naming the memory (``bench.runner``).
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench import inputs, store
 from bench.cell import Cell
 from bench.checkpoints import (
     ATTN,
@@ -123,7 +123,7 @@ def load_sweep(name_or_path: str) -> SweepConfig:
     elif not path.exists():
         raise UsageError(f"sweep file not found: {path}; accepted: a shipped sweep name or a TOML file")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(inputs.read_text(path, "sweep file"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
     flat: dict[str, Any] = {}
@@ -136,7 +136,13 @@ def load_sweep(name_or_path: str) -> SweepConfig:
     unknown = set(flat) - known
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {sorted(unknown)}; accepted: {sorted(known)}")
+    _check_types(flat, str(path))
     return SweepConfig(**flat)
+
+
+def _check_types(values: dict[str, Any], where: str) -> None:
+    """Each setting of the type its dataclass declares (``batch_sizes = 1`` is not a list)."""
+    inputs.check_sweep(values, SweepConfig, {"repetition": RepetitionPolicy, "server": ServerSettings}, where)
 
 
 def override(config: SweepConfig, **axes: str | None) -> SweepConfig:
@@ -157,6 +163,8 @@ def override(config: SweepConfig, **axes: str | None) -> SweepConfig:
 
 def validate(config: SweepConfig) -> None:
     """Refuse invalid values and combinations before anything runs (exit 2 via UsageError)."""
+    _check_types(dataclasses.asdict(config), "sweep")
+    inputs.check_ranges(config, AXES)
     for v in config.variants:
         get_variant(v)
     if "custom" in config.variants and not config.model_path:
@@ -220,9 +228,9 @@ def _scenarios_for(config: SweepConfig, batch_size: int) -> list[str]:
 
 
 def expand(config: SweepConfig) -> list[Cell]:
-    """The matrix as cells, ordered so that cells sharing a model load are adjacent."""
+    """The matrix as cells, ordered so that cells sharing a model load are adjacent; one cell per id."""
     n_images = len(load_samples(config.dataset, config.limit))
-    cells = []
+    cells, seen = [], set()
     for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
                                    config.channels_last, config.compile, config.compile_vision, config.tasks,
                                    config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
@@ -233,9 +241,12 @@ def expand(config: SweepConfig) -> list[Cell]:
             continue  # dynamic int8 is a CPU-only path; the combination is not a cell
         for scenario in _scenarios_for(config, bs):
             server = config.server_settings() if scenario == "server" else None
-            cells.append(Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
-                              compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
-                              config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch))
+            cell = Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn, compile_,
+                        beams, cache, channels_last, quant, config.weights, config.model_path, config.max_new_tokens,
+                        scenario, server, compile_vision, preprocess, prefetch)
+            if cell.cell_id not in seen:  # repeated axis values (see inputs.dedupe_axes) make no second cell
+                seen.add(cell.cell_id)
+                cells.append(cell)
     return cells
 
 
@@ -250,27 +261,55 @@ class RunSummary:
 
 
 def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bool = False,
-              executor: str = "local", ray_address: str | None = None) -> RunSummary:
-    """Validate, expand, and run every cell not already done; returns the records written."""
-    validate(config)
-    cells = expand(config)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and converted(store.read_records(out)):
-        raise UsageError(f"{out} holds schema-1 records (amortised latency, cell ids without the scenario); "
-                         "accepted: a new --out directory")
-    done = {r["cell_id"] for r in store.read_records(out) if r.get("status") == "ok"} if resume else set()
-    if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
-        raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
-    todo = [c for c in cells if c.cell_id not in done]
-    from bench.environment import fingerprint
+              executor: str = "local", ray_address: str | None = None, extend: bool = False) -> RunSummary:
+    """Validate, expand, and run every cell not already done; returns the records written.
 
-    store.write_env(out, {**fingerprint(), "sweep": dataclasses.asdict(config)})
-    records = get_executor(executor, ExecutorOptions(ray_address)).run(config, todo, out, quiet=quiet)
+    The run directory is locked for the whole run; ``resume`` skips cells whose latest record is final
+    (``store.FINAL_STATUSES``) and refuses another sweep definition unless ``extend``.
+    """
+    chosen = get_executor(executor, ExecutorOptions(ray_address))  # an unknown or unreachable one: before anything
+    if extend and not resume:
+        raise UsageError("--extend adds cells to an existing run; accepted: --resume --extend")
+    validate(config)
+    config = inputs.dedupe_axes(config, AXES, {"tasks": lambda t: get_task(t).token})
+    cells = expand(config)
+    with store.run_lock(out):
+        if resume and converted(store.read_records(out)):
+            raise UsageError(f"{out} holds schema-1 records (amortised latency, cell ids without the scenario); "
+                             "accepted: a new --out directory")
+        if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
+            raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
+        store.repair_tail(out / store.RESULTS)  # a record that lost its newline is completed, a torn one cut
+        done = store.finished_cells(out) if resume else set()
+        todo = [c for c in cells if c.cell_id not in done]
+        store.write_env(out, _env(out, config, resume, extend))
+        records = chosen.run(config, todo, out, quiet=quiet)
     return RunSummary(records, len(cells) - len(todo))
 
 
+def _env(out: Path, config: SweepConfig, resume: bool, extend: bool) -> dict[str, Any]:
+    """env.json: a first run records its machine and sweep; a resume keeps them and appends a note
+    (refusing a different sweep unless ``extend``, which makes the new sweep the recorded one)."""
+    import time
+
+    from bench.environment import differences, fingerprint
+
+    current, sweep_now = fingerprint(), dataclasses.asdict(config)
+    env = store.read_env(out) if resume else {}
+    if not env:
+        return {**current, "sweep": sweep_now}
+    inputs.check_resume(out, env.get("sweep"), sweep_now, extend)
+    note: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "environment_differences": differences(env, current)}
+    if inputs.sweep_definition(env.get("sweep") or {}) != inputs.sweep_definition(sweep_now):
+        note["previous_sweep"] = env.get("sweep")
+        env["sweep"] = sweep_now
+    env["resumes"] = [*env.get("resumes", []), note]
+    return env
+
+
 def run(config_or_name: SweepConfig | str, out: str | Path, *, resume: bool = False, quiet: bool = True,
-        executor: str = "local", ray_address: str | None = None, **overrides: Any):
+        executor: str = "local", ray_address: str | None = None, extend: bool = False, **overrides: Any):
     """Notebook API: run a sweep and return its results as ``store.load(out)`` does (a DataFrame).
 
     Axis overrides take lists or comma-separated strings (``dtypes=["fp32", "bf16"]``); other keyword
@@ -279,5 +318,6 @@ def run(config_or_name: SweepConfig | str, out: str | Path, *, resume: bool = Fa
     config = load_sweep(config_or_name) if isinstance(config_or_name, str) else config_or_name
     axes = {k: v if isinstance(v, str) else ",".join(map(str, v)) for k, v in overrides.items() if k in AXES}
     config = dataclasses.replace(override(config, **axes), **{k: v for k, v in overrides.items() if k not in AXES})
-    run_sweep(config, Path(out), resume=resume, quiet=quiet, executor=executor, ray_address=ray_address)
+    run_sweep(config, Path(out), resume=resume, quiet=quiet, executor=executor, ray_address=ray_address,
+              extend=extend)
     return store.load(out)

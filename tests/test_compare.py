@@ -385,6 +385,61 @@ def test_missing_or_empty_run_dirs_name_the_path(tmp_path):
         run_compare(tmp_path / "empty", base, None, None)
 
 
+def test_no_matched_cell_is_not_comparable_exit_2_with_one_line(tmp_path, capsys):
+    """A GPU run against the CPU baseline matched nothing and used to print a green verdict."""
+    from bench import cli
+
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", [record(t, noisy(rng)) for t in TASKS])
+    gpu_env = {**ENV, "gpu": {"names": ["NVIDIA H200"], "driver_version": "580.65"}}
+    cur = write_run(
+        tmp_path / "cur",
+        [record(t, noisy(rng), cell_id=f"gpu-{t}", device="cuda", dtype="bf16") for t in TASKS],
+        env=gpu_env,
+    )
+    comparison = compare_dirs(base, cur)
+    assert comparison.rows == [] and not comparison.regressed
+    line = comparison.nothing_comparable
+    assert line.startswith("nothing is comparable: none of the baseline's 3 cells")
+    assert "device cpu (baseline) vs cuda (current)" in line and "dtype fp32 (baseline) vs bf16 (current)" in line
+    assert "GPU differs" in line and "\n" not in line
+    assert comparison.summary().startswith("NOT COMPARABLE")
+    md = tmp_path / "md" / "summary.md"
+    with pytest.raises(UsageError) as info:
+        run_compare(base, cur, None, md)
+    assert str(info.value) == line
+    assert "NOT COMPARABLE" in md.read_text() and "OK:" not in md.read_text()
+    capsys.readouterr()
+    assert cli.main(["compare", str(base), str(cur)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and "nothing is comparable" in captured.err
+
+
+def test_different_machines_are_warned_at_the_top_of_the_table_and_markdown(tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", [record("<OD>", noisy(rng))])
+    other = {
+        **ENV,
+        "cpu": {"model": "Other CPU", "usable_cores": 16},
+        "libraries": {"transformers": "5.30.0"},
+    }
+    cur = write_run(tmp_path / "cur", [record("<OD>", noisy(rng))], env=other)
+    comparison = compare_dirs(base, cur)
+    table = comparison.to_table().splitlines()
+    assert table[0].startswith("WARNING: the runs come from different machines or software")
+    for fact in ("CPU model differs", "CPU cores usable differs", "transformers differs"):
+        assert fact in table[0]
+    assert table[1].startswith(("OK", "REGRESSED"))
+    md = comparison.to_markdown().splitlines()
+    assert md[0].startswith("> **Warning:** the runs come from different machines") and "Other CPU" in md[0]
+    assert md[2].startswith("### Regression check")
+    # the same machine and software: no warning
+    same = write_run(tmp_path / "same", [record("<OD>", noisy(rng))])
+    assert compare_dirs(base, same).warnings() == []
+    assert not compare_dirs(base, same).to_table().startswith("WARNING")
+
+
 def test_closed_loop_throughput_counts_every_image_of_a_batch(tmp_path):
     # schema 2: an offline sample is the batch's wall time, which each of its 4 images waited
     rng = np.random.default_rng(5)
@@ -407,3 +462,4 @@ def test_server_throughput_is_the_recorded_rate_not_one_over_latency(tmp_path):
     assert (throughput.baseline, throughput.current, throughput.method) == (3.0, 2.0, "single-value")
     assert throughput.verdict == "regressed"
     assert rows["latency_p50"].method == "bootstrap-median-ratio"
+

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import sys
-import types
-from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bench import report, store
+from bench import report, report_charts, store
 from bench.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
@@ -73,10 +72,11 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     parser.feed(text)
     charts = text.count('class="plotly-graph-div"')
     assert charts >= 8
-    # plotly.js once, then one small script per chart and nothing else: no injected script element
-    assert len(parser.scripts) == 1 + charts
+    # plotly.js once, one small script per chart, the table script last, and nothing else
+    assert len(parser.scripts) == 1 + charts + 1
     assert "Plotly" in parser.scripts[0] and len(parser.scripts[0]) > 1_000_000
-    assert all(s.strip().startswith("window.PLOTLYENV") for s in parser.scripts[1:])
+    assert all(s.strip().startswith("window.PLOTLYENV") for s in parser.scripts[1:-1])
+    assert "table.sortable" in parser.scripts[-1] and "http" not in parser.scripts[-1]
     assert "<script>alert(1)" not in text
     # the hostile variant name, settings value, error message, env value and example text show as text
     assert text.count(HOSTILE_ESCAPED) >= 5
@@ -107,14 +107,16 @@ def test_random_weights_only_says_so_and_recommends_nothing_against_a_floor(tmp_
     pareto = text[text.index('id="pareto"') : text.index('id="throughput"')]
     assert "plotly-graph-div" not in pareto and "No accuracy was measured" in pareto
     # reported numbers still appear, labelled
-    assert '<span class="tag reported">reported</span> COCO caption CIDEr (Karpathy test): 133.0' in text
+    assert '<span class="tag reported">reported</span> coco_caption_cider: 133.0' in text
 
 
 def test_random_weights_without_a_floor_picks_the_cheapest_within_the_bound(tmp_path):
     runs = report.load_runs([random_run(tmp_path / "run")], report.load_prices())
     rows = runs[0].rows
-    rec = report.recommend(rows, "<CAPTION>", 200.0, None)
-    within = [r for r in rows if r.p90 <= 200.0]
+    rec = report.recommend(rows, "<CAPTION>", 1000.0, None)
+    # an offline request waits for its whole batch and is judged on throughput only: never within a bound
+    within = [r for r in rows if r.scenario == "single-stream" and r.p90 <= 1000.0]
+    assert len(within) == 4 and all(not r.meets_bound(1e9) for r in rows if r.scenario == "offline")
     assert rec.best is min(within, key=lambda r: r.cost_per_million)
     assert rec.met == len(within)
     assert "accuracy not measured (random weights)" in rec.notes[0]
@@ -122,9 +124,9 @@ def test_random_weights_without_a_floor_picks_the_cheapest_within_the_bound(tmp_
 
 def test_single_cell_renders_every_section(tmp_path):
     _, text = _render(tmp_path, single_run)
-    for anchor in ("summary", "recommendation", "environment", "size-quality", "pareto", "throughput"):
+    for anchor in ("decision", "summary", "recommendation", "environment", "size-quality", "pareto", "throughput"):
         assert f'id="{anchor}"' in text
-    for anchor in ("stages", "memory", "distributions", "cost", "results", "examples", "method"):
+    for anchor in ("tradeoff", "server", "stages", "memory", "distributions", "cost", "results", "examples", "method"):
         assert f'id="{anchor}"' in text
     assert 'id="regression"' not in text
     assert text.count('class="plotly-graph-div"') >= 8
@@ -140,54 +142,90 @@ def test_several_runs_are_labelled_by_directory(tmp_path):
     assert "h100-run base cuda fp16 bs1" in rec[: rec.index("</table>")]
 
 
+PRICES = """
+[gpu]
+"NVIDIA H100 80GB HBM3" = { usd_per_hour = 3.6, source = "our contract <b>2025</b>" }
+[cpu]
+usd_per_vcpu_hour = 0.05
+source = "VM list price"
+[energy]
+usd_per_kwh = 0.2
+source = "tariff"
+"""
+
+
 def test_cost_per_million_images_is_derived_from_price_and_throughput(tmp_path):
     prices = tmp_path / "prices.toml"
-    prices.write_text('[prices]\n"H100" = 3.6\ncpu = 0.36\n[energy]\nusd_per_kwh = 0.2\n')
+    prices.write_text(PRICES)
     rec = make_record("base", p50=100.0)
     rec.throughput = {"images_per_s": 10.0, "tokens_per_s": 1.0}
     rec.energy = {"joules_per_image": 36.0, "source": "nvml"}
     run = write_run(tmp_path / "run", [rec])
     row = report.load_runs([run], report.load_prices(prices))[0].rows[0]
     assert row.device_name == "NVIDIA H100 80GB HBM3"
-    assert row.price == ("H100", 3.6)
+    assert row.price.usd_per_hour == 3.6 and row.price.source == "our contract <b>2025</b>"
     assert row.cost_per_million == pytest.approx(3.6 / 3600 / 10 * 1e6)  # 100 USD
     assert row.energy_cost_per_million == pytest.approx(36.0 * 1e6 / 3.6e6 * 0.2)  # 2 USD
     text = report.build_report([run], tmp_path / "r.html", prices=prices).read_text()
-    assert "H100: $3.60/h" in text
+    # the price and its source stand beside the cost (escaped: a source is text)
+    cost_table = text[text.index('id="cost-table"') :]
+    assert "NVIDIA H100 80GB HBM3 at $3.60/h (source: our contract &lt;b&gt;2025&lt;/b&gt;)" in cost_table
+    assert "<b>2025" not in text
 
 
-def test_price_lookup_prefers_exact_then_longest_contained_key():
-    table = report.PriceTable({"NVIDIA A10": 1.0, "NVIDIA A100": 2.0, "cpu": 0.1, "Tesla T4": 0.3}, "t")
-    assert table.lookup("NVIDIA A100-SXM4-80GB") == ("NVIDIA A100", 2.0)
-    assert table.lookup("NVIDIA A10") == ("NVIDIA A10", 1.0)
-    assert table.lookup("CPU") == ("cpu", 0.1)
-    assert table.lookup("AMD Instinct MI300X") is None
+def test_a_cpu_run_is_priced_per_vcpu_hour_times_the_cores_it_used(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    rec = make_record("base", device="cpu", dtype="fp32", p50=500.0)
+    rec.throughput = {"images_per_s": 2.0}
+    run = write_run(tmp_path / "run", [rec], gpu=None, cores=2)
+    row = report.load_runs([run], report.load_prices(prices))[0].rows[0]
+    assert row.kind.label == "CPU Synthetic CPU @ 2.0GHz (2 cores used)"
+    assert row.price.usd_per_hour == pytest.approx(0.10)  # 2 vCPU x 0.05, not a whole 8-vCPU machine
+    assert row.cost_per_million == pytest.approx(0.10 / 3600 / 2.0 * 1e6)
+    assert "2 vCPU × $0.05/vCPU-h" in row.price.text and "VM list price" in row.price.text
+
+
+def test_gpus_are_priced_by_exact_name_only():
+    table = report.PriceTable({"NVIDIA A10": (1.0, "s1"), "NVIDIA A100-SXM4-80GB": (2.0, "s2")}, "t", (0.04, "s3"))
+    assert table.gpu_price("nvidia  a100-sxm4-80gb").usd_per_hour == 2.0  # case and spacing aside
+    assert table.gpu_price("NVIDIA A10").usd_per_hour == 1.0
+    assert table.gpu_price("NVIDIA A100-PCIE-40GB") is None  # never by substring
+    assert table.gpu_price("NVIDIA A10G") is None
+    assert table.cpu_price(4).usd_per_hour == pytest.approx(0.16) and table.cpu_price(None) is None
 
 
 def test_default_price_table_is_documented_and_covers_the_lent_gpus():
     text = report.DEFAULT_PRICES.read_text()
-    assert "EXAMPLE" in text and "--prices" in text
+    assert "EXAMPLE" in text and "--prices" in text and "usd_per_vcpu_hour" in text
     table = report.load_prices()
-    for name in ("cpu", "NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA L4", "NVIDIA L40S"):
-        assert table.lookup(name) is not None, name
-    assert table.lookup("NVIDIA L4")[0] == "NVIDIA L4"
+    for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA L4", "NVIDIA L40S"):
+        price = table.gpu_price(name)
+        assert price is not None and price.source, name
+    assert table.cpu_price(2) is not None and table.usd_per_kwh is not None
 
 
 @pytest.mark.parametrize(
     "content, fragment",
     [
         (None, "not found"),
-        ("[prices\n", "not valid TOML"),
-        ("x = 1\n", "no [prices]"),
-        ('[prices]\ncpu = "cheap"\n', "cpu"),
+        ("[gpu\n", "not valid TOML"),
+        ("x = 1\n", "unknown section(s) x"),
+        ("[energy]\nusd_per_kwh = 1\n", "no [gpu] or [cpu] section"),
+        ('[gpu]\n"NVIDIA L4" = "cheap"\n', "NVIDIA L4"),
+        ('[gpu]\n"NVIDIA L4" = { usd_per_hour = -1 }\n', "usd_per_hour is -1"),
+        ("[cpu]\nsource = 'x'\n", "usd_per_vcpu_hour"),
+        ('[prices]\ncpu = 0.2\n"H100" = 3.0\n', "old format"),
+        ("energy = 5\n[cpu]\nusd_per_vcpu_hour = 1\n", "energy is 5, not a [energy] table"),
     ],
 )
 def test_bad_price_tables_are_usage_errors(tmp_path, content, fragment):
     path = tmp_path / "p.toml"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(UsageError, match=re.escape(fragment)):
+    with pytest.raises(UsageError, match=re.escape(fragment)) as info:
         report.load_prices(path)
+    assert "\n" not in str(info.value)
 
 
 def test_bad_inputs_are_usage_errors(tmp_path):
@@ -198,15 +236,17 @@ def test_bad_inputs_are_usage_errors(tmp_path):
         report.build_report([run], tmp_path / "r.html", latency_bound_ms=-5)
     with pytest.raises(UsageError, match="baseline"):
         report.build_report([run], tmp_path / "r.html", baseline=tmp_path / "nope")
+    with pytest.raises(UsageError, match="--demand-qps"):
+        report.build_report([run], tmp_path / "r.html", demand_qps=0)
 
 
 def test_pareto_front_known_answer():
     points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (40, 0.9), (5, 0.1)]
-    assert report.pareto_front(points) == [5, 0, 1, 4]
+    assert report_charts.pareto_front(points) == [5, 0, 1, 4]
     # throughput: higher x is better
-    assert report.pareto_front(points, x_lower=False) == [4]
+    assert report_charts.pareto_front(points, x_lower=False) == [4]
     # an error rate: lower y is better
-    assert report.pareto_front(points, y_higher=False) == [5]
+    assert report_charts.pareto_front(points, y_higher=False) == [5]
 
 
 def test_recommendation_cheapest_within_bound_and_floor_else_none(tmp_path):
@@ -225,8 +265,8 @@ def test_recommendation_cheapest_within_bound_and_floor_else_none(tmp_path):
 
 def test_recommendation_without_a_price_picks_the_fastest_and_says_cost_unknown(tmp_path):
     prices = tmp_path / "p.toml"
-    prices.write_text("[prices]\ncpu = 0.1\n")
-    records = [make_record("base", p50=50.0, seed=1), make_record("base", batch_size=8, p50=60.0, seed=2)]
+    prices.write_text("[cpu]\nusd_per_vcpu_hour = 0.1\n")
+    records = [make_record("base", p50=50.0, seed=1), make_record("base", batch_size=8, p50=6.0, seed=2)]
     rows = report.load_runs([write_run(tmp_path / "run", records)], report.load_prices(prices))[0].rows
     rec = report.recommend(rows, "<CAPTION>", None, None)
     assert rec.best.rec["batch_size"] == 8
@@ -305,52 +345,59 @@ def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
     assert uri is None and note == "image file not saved"
 
 
-@dataclass
-class _Row:
-    cell_id: str
-    label: str
-    metric: str
-    baseline: float
-    current: float
-    ratio: float
-    ci_low: float
-    ci_high: float
-    verdict: str
+def test_regression_section_shows_exactly_what_compare_prints(tmp_path):
+    from bench.compare import compare_dirs
 
-
-@dataclass
-class _Comparison:
-    rows: list = field(default_factory=list)
-    unmatched_baseline: list = field(default_factory=list)
-    unmatched_current: list = field(default_factory=list)
-    env_warnings: list = field(default_factory=list)
-    regressed: bool = False
-
-
-def test_regression_section_from_compare(tmp_path, monkeypatch):
-    base = single_run(tmp_path / "base")
-    cur = single_run(tmp_path / "cur")
-    seen = []
-
-    def compare_dirs(baseline, current):
-        seen.append((baseline, current))
-        return _Comparison(
-            rows=[_Row("c1", f"base {HOSTILE}", "latency_ms.p50", 75.0, 90.0, 1.2, 1.1, 1.3, "regressed")],
-            unmatched_baseline=["large cuda fp16 bs1"],
-            env_warnings=[f"GPU differs: {HOSTILE}"],
-            regressed=True,
-        )
-
-    monkeypatch.setitem(sys.modules, "bench.compare", types.SimpleNamespace(compare_dirs=compare_dirs))
+    base_rec = make_record(f"base{HOSTILE}", p50=75.0, seed=1)
+    cur_rec = make_record(f"base{HOSTILE}", p50=110.0, seed=1)
+    base = write_run(tmp_path / "base", [base_rec, make_record("large", p50=200.0, seed=3)], cores=16)
+    cur = write_run(tmp_path / "cur", [cur_rec], cores=8)
+    comparison = compare_dirs(base, cur)
+    assert comparison.regressed and comparison.env_warnings
     text = report.build_report([cur], tmp_path / "r.html", baseline=base).read_text()
-    assert seen == [(base, cur)]
-    section = text[text.index('id="regression"') :]
-    assert "REGRESSED" in section and "verdict-regressed" in section
-    assert (
-        f"GPU differs: {HOSTILE_ESCAPED}" in section
-        and "Only in the baseline: large cuda fp16 bs1" in section
-    )
+    section = text[text.index('<section id="regression"') :]
+    section = section[: section.index("</section>")]
+    # the same strings as the terminal table: interval, thresholds, units, notes, verdicts
+    for cells in comparison.table_rows():
+        for cell in cells:
+            assert html.escape(cell, quote=False) in section, cell
+    assert "90% CI" in section and "95% CI" not in section
+    assert '<details id="regression-details" open' in section  # a regression: the table is shown open
+    assert html.escape(comparison.thresholds_text(), quote=False) in section
+    assert html.escape(comparison.summary(), quote=False) in section
+    assert " MiB" in section and "regressed" in section
+    assert "cells only in the baseline" in section.lower()
+    # the machines differ: the warning comes before the verdict, as in the terminal output
+    assert section.index("CPU cores usable differs") < section.index('id="regression-verdict"')
+    # placed at the top: in the header and before the first chart, right after the decision
+    assert 'id="regression-headline"' in text[: text.index("<main>")]
+    assert text.index('<section id="decision"') < text.index('<section id="regression"')
+    assert text.index('<section id="regression"') < text.index('class="plotly-graph-div"')
     assert "<script>alert(1)" not in text
+
+
+def test_regression_section_says_when_nothing_is_comparable(tmp_path):
+    base = write_run(tmp_path / "base", [make_record("base", device="cpu", dtype="fp32")], gpu=None)
+    cur = write_run(tmp_path / "cur", [make_record("base")])
+    text = report.build_report([cur], tmp_path / "r.html", baseline=base).read_text()
+    section = text[text.index('<section id="regression"') :]
+    assert "NOT COMPARABLE: nothing is comparable" in section
+    assert "device cpu (baseline) vs cuda (current)" in section
+    assert "OK:" not in section[: section.index("</section>")]
+
+
+def test_regression_section_says_when_compare_refuses_the_pair(tmp_path, monkeypatch):
+    import bench.compare
+
+    def refuse(baseline, current):
+        raise UsageError(f"cannot compare: records of another schema {HOSTILE}")
+
+    monkeypatch.setattr(bench.compare, "compare_dirs", refuse)
+    base = single_run(tmp_path / "base")
+    text = report.build_report([single_run(tmp_path / "cur")], tmp_path / "r.html", baseline=base).read_text()
+    section = text[text.index('<section id="regression"') :]
+    assert "NOT COMPARED" in section and f"records of another schema {HOSTILE_ESCAPED}" in section
+    assert "not run: cannot compare" in text[: text.index("<main>")]
 
 
 def test_regression_section_says_when_compare_is_missing(tmp_path, monkeypatch):

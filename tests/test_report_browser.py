@@ -20,7 +20,7 @@ import pytest
 from bench import report
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
-from report_factory import HOSTILE_ESCAPED, failed_run, random_run, single_run  # noqa: E402
+from report_factory import HOSTILE_ESCAPED, failed_run, gpu_and_cpu_runs, random_run, single_run  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -96,36 +96,95 @@ def _unrendered_charts(dom: str) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize(
-    "name, make", [("failed", failed_run), ("random", random_run), ("single", single_run)]
-)
-def test_report_loads_without_console_errors_and_every_chart_renders(tmp_path, chromium, name, make):
-    run = make(tmp_path / name)
-    page = report.build_report([run], tmp_path / f"{name}.html", latency_bound_ms=300, accuracy_floor=1.35)
-    charts = page.read_text().count('class="plotly-graph-div"')
-    assert charts > 0
-
+def load_offline(binary: str, tmp_path: Path, page: Path, screenshot: str, charts: int) -> str:
+    """Open ``page`` once (settled DOM + a screenshot under ARTIFACTS), check it made no console message and
+    no network request and that all ``charts`` rendered; returns the DOM."""
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"report-{name}.png"
+    shot = ARTIFACTS / screenshot
     shot.unlink(missing_ok=True)
-    # one browser start both dumps the settled DOM and keeps a screenshot (each start costs seconds)
     net_log = tmp_path / "net-log.json"
-    loaded = _chromium(
-        chromium,
-        tmp_path / "profile",
-        page,
-        "--dump-dom",
-        f"--screenshot={shot}",
-        "--window-size=1400,3000",
-        f"--log-net-log={net_log}",
-    )
+    loaded = _chromium(binary, tmp_path / "profile", page, "--dump-dom", f"--screenshot={shot}",
+                       "--window-size=1400,3000", f"--log-net-log={net_log}")
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line] == []
     assert _page_requests(net_log) == []
     dom = loaded.stdout
     assert dom.count('class="plotly-graph-div') == charts
     assert _unrendered_charts(dom) == []
-    # the hostile strings are text in the live DOM too, never an element
-    assert "<script>alert(1)" not in dom and HOSTILE_ESCAPED in dom
     assert shot.stat().st_size > 10_000
+    return dom
+
+
+def _two_machines(root: Path) -> list[Path]:
+    return list(gpu_and_cpu_runs(root))
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("failed", lambda d: [failed_run(d)]),
+        ("random", lambda d: [random_run(d)]),
+        ("single", lambda d: [single_run(d)]),
+        ("two-machines", _two_machines),
+    ],
+)
+def test_report_loads_without_console_errors_and_every_chart_renders(tmp_path, chromium, name, make):
+    runs = make(tmp_path / name)
+    page = report.build_report(
+        runs, tmp_path / f"{name}.html", latency_bound_ms=300, accuracy_floor=1.35, demand_qps=50,
+        baseline=runs[0],
+    )
+    charts = page.read_text().count('class="plotly-graph-div"')
+    assert charts > 0
+
+    dom = load_offline(chromium, tmp_path, page, f"report-{name}.png", charts)
+    # the decision comes first: before the first chart of the page
+    assert dom.index('<section id="decision"') < dom.index('class="plotly-graph-div')
+    # the hostile strings are text in the live DOM too, never an element
+    assert "<script>alert(1)" not in dom and (HOSTILE_ESCAPED in dom or name == "two-machines")
     shutil.copy(page, ARTIFACTS / f"report-{name}.html")
+
+
+# Appended to a copy of a report: sort the all-cells table by images/s (twice: descending), then filter it,
+# and write what the page shows into the DOM for --dump-dom to read.
+_DRIVE_TABLE = """
+<script>
+(function () {
+  var table = document.getElementById("all-cells");
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var col = heads.findIndex(function (th) { return th.textContent.trim() === "images/s"; });
+  heads[col].click();
+  var up = Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[col].getAttribute("data-v"); });
+  heads[col].click();
+  var down = Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[col].getAttribute("data-v"); });
+  var input = document.querySelector("input[data-filter=all-cells]");
+  input.value = "offline large";
+  input.dispatchEvent(new Event("input"));
+  var shown = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return !r.hidden; })
+    .map(function (r) { return r.cells[1].textContent.trim(); });
+  var out = document.createElement("pre");
+  out.id = "table-probe";
+  out.textContent = JSON.stringify({up: up, down: down, shown: shown,
+                                    count: document.getElementById("all-cells-count").textContent});
+  document.body.appendChild(out);
+})();
+</script>
+"""
+
+
+def test_the_all_cells_table_sorts_and_filters_in_the_page(tmp_path, chromium):
+    runs = list(gpu_and_cpu_runs(tmp_path / "runs"))
+    page = report.build_report(runs, tmp_path / "r.html", latency_bound_ms=100)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", _DRIVE_TABLE + "</body>"))
+    loaded = _chromium(chromium, tmp_path / "profile", probe, "--dump-dom")
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line] == []
+    found = re.search(r'<pre id="table-probe">(.*?)</pre>', loaded.stdout, re.S)
+    assert found, "the probe script did not run"
+    result = json.loads(found.group(1).replace("&quot;", '"'))
+    up = [float(v) for v in result["up"] if v]
+    down = [float(v) for v in result["down"] if v]
+    assert up == sorted(up) and down == sorted(down, reverse=True) and len(up) == 10
+    assert result["shown"] == ["h100 large cuda fp16 bs32 offline ⚠ unstable"]
+    assert result["count"] == "1 of 10 rows"

@@ -10,6 +10,15 @@ from bench.pipeline import GenerationSettings, Pipeline
 from bench.tasks import TASKS
 
 
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add this project's environment fingerprint (GPU names, torch and transformers versions, which
+    pytest-benchmark does not record) so that `florence2-bench history add` can class the run."""
+    from bench.environment import fingerprint
+    from bench.history.entries import PYTEST_BENCHMARK_ENV
+
+    machine_info[PYTEST_BENCHMARK_ENV] = fingerprint()
+
+
 @pytest.fixture(scope="session")
 def make_pipeline(tiny_loaded):
     def make(token: str, new_tokens: int = 8) -> Pipeline:

@@ -1,0 +1,473 @@
+"""Judging a history: the CI gate on its newest run (``check``) and the look-back step finder (``steps``).
+
+Both work per machine class, cell and metric on the series of per-run values, computed exactly as
+``compare`` computes a run's value (the median, p90 and throughput recomputed from the raw samples,
+the peak memory, each accuracy metric), with compare's metric directions and thresholds. Ratio metrics
+are judged on the log scale (a 25% slowdown and its undoing are the same size), accuracy in points.
+
+Noise, as these statistics see it (docs/history.md has the long form and the measured rates):
+
+- a run's *sample noise* ``se``: the standard error of its value from its own raw samples (normal
+  approximation on log samples: 1.2533 s/sqrt(n) for the median, 1.7094 s/sqrt(n) for the p90);
+- the *run-to-run spread*: a robust standard deviation of the per-run values (for ``check``'s
+  baseline runs, Tukey's biweight midvariance; for ``steps``, 1.4826 x the median absolute successive
+  difference / sqrt(2), which a step or a lone outlier barely moves);
+- the noise ``sigma`` is the larger of the two (the spread of a few runs can be near zero by chance,
+  and a run can never be more precise than its own samples).
+
+check: the newest run against the median of the previous ``K`` (10) runs of its class that measured
+the cell: a regression when the change is beyond compare's threshold *and* beyond the noise band
+``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median).
+
+steps: the whole series is partitioned into segments of constant level, each at least ``MIN_SEGMENT``
+(3) runs long so that a lone outlier cannot form one (``segment``: the optimal partition of the
+outlier-clipped series with a penalty per segment, as asv fits a piecewise-constant model); a boundary
+is kept when the medians on either side differ by more than ``z_step`` standard errors
+``sigma * sqrt(pi/2 * (1/n1 + 1/n2))``, and a step is listed when the change between adjacent segments
+is also beyond compare's threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bench import compare
+from bench.history.entries import Entry, MachineClass
+
+K_BASELINE = 10
+SPREAD_RUNS = 30
+MIN_BASELINE = 3
+Z_CHECK = 3.5
+Z_STEP = 4.5
+MIN_SEGMENT = 3
+CLIP = 3.0  # steps: values further than this many sigma from their running median are clipped
+MAD_SCALE = 1.4826  # median absolute deviation -> standard deviation of a normal
+BIWEIGHT_C = 9.0  # the biweight's tuning constant: points beyond 9 MADs (~6 SD) get no weight
+SE_FACTOR = {"latency_p50": 1.2533, "throughput": 1.2533, "latency_p90": 1.7094}
+"""Standard error of a normal sample's median (p90) in units of s/sqrt(n): sqrt(pi/2), and
+sqrt(0.9 * 0.1) / phi(1.2816)."""
+
+RUN_METRICS = tuple(m for m in compare.METRICS if m != "accuracy")
+BENCHMARK_METRICS = ("latency_p50", "latency_p90")
+"""A pytest-benchmark cell's values are round times: no images, memory or accuracy to judge."""
+
+
+def source_of(record: dict[str, Any]) -> str:
+    return "pytest-benchmark" if (record.get("extra") or {}).get("pytest_benchmark") else "run"
+
+
+def metrics_of(record: dict[str, Any]) -> list[str]:
+    if source_of(record) == "pytest-benchmark":
+        return list(BENCHMARK_METRICS)
+    return [*RUN_METRICS, *compare._accuracy_metrics(record)]
+
+
+def labels(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Readable names by cell id; run cells as compare names them, benchmarks by their test name."""
+    out = compare._labels([r for r in records if source_of(r) == "run"])
+    for r in records:
+        if source_of(r) == "pytest-benchmark":
+            bench = r["extra"]["pytest_benchmark"]
+            out[r["cell_id"]] = str(bench.get("name") or bench.get("fullname"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ series
+
+
+@dataclass
+class Point:
+    """One run's value of one cell and metric, on the judged scale (log for ratios)."""
+
+    index: int  # position of the run in the history (oldest first)
+    x: float
+    se: float  # sample noise of x from the run's own samples; 0 where there are none
+
+
+def scale(kind: str, value: float) -> float:
+    return math.log(value) if kind == "ratio" else value
+
+
+def unscale(kind: str, x: float) -> float:
+    return math.exp(x) if kind == "ratio" else x
+
+
+def _change(kind: str, dx: float) -> float:
+    """A difference on the judged scale as compare states it: a ratio, or a delta in points."""
+    return math.exp(dx) if kind == "ratio" else dx
+
+
+def sample_se(record: dict[str, Any], metric: str) -> float:
+    samples = compare._samples(record)
+    if metric not in SE_FACTOR or len(samples) < 2:
+        return 0.0
+    if metric == "throughput" and not compare._closed_loop(record):
+        return 0.0  # a server cell's throughput is its achieved rate, not 1 / its latency
+    return SE_FACTOR[metric] * float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples))
+
+
+def point(index: int, record: dict[str, Any] | None, metric: str) -> Point | None:
+    """The run's value, or None where the cell did not run ok or the metric was not measured."""
+    if record is None or record.get("status", "ok") != "ok":
+        return None
+    value = compare._point(record, metric)
+    kind = compare._spec(metric).kind
+    if value is None or (kind == "ratio" and value <= 0):
+        return None
+    return Point(index, scale(kind, value), sample_se(record, metric))
+
+
+def robust_sd(x: np.ndarray) -> float:
+    """Tukey's biweight midvariance, as a standard deviation: as robust to an outlier run as the median
+    absolute deviation, but ~87% as efficient as the plain SD on normal noise (the MAD: 37%), so that a
+    baseline of 10 runs does not underestimate the noise by half one time in four."""
+    x = np.asarray(x, dtype=float)
+    center = np.median(x)
+    mad = float(np.median(np.abs(x - center)))
+    if len(x) < 2 or mad == 0:
+        return 0.0
+    u = (x - center) / (BIWEIGHT_C * mad)
+    inside = np.abs(u) < 1
+    d, u = (x - center)[inside], u[inside]
+    numerator = math.sqrt(len(x) * float(np.sum(d**2 * (1 - u**2) ** 4)))
+    return numerator / abs(float(np.sum((1 - u**2) * (1 - 5 * u**2))))
+
+
+def successive_sd(x: np.ndarray) -> float:
+    """The noise of a series that may hold steps and outliers: each moves only one or two differences."""
+    return MAD_SCALE * float(np.median(np.abs(np.diff(x)))) / math.sqrt(2) if len(x) > 1 else 0.0
+
+
+def series_sigma(points: list[Point]) -> float:
+    """The noise of a whole series: its successive-difference spread, never below its sample noise."""
+    x = np.array([p.x for p in points])
+    within = float(np.median([p.se for p in points])) if points else 0.0
+    return max(successive_sd(x), within)
+
+
+def current_level(points: list[Point], z: float = Z_STEP) -> list[Point]:
+    """The runs since the last step among ``points`` (all of them when there is none), so that a
+    baseline never mixes two levels: after an accepted step the gate judges against the new level."""
+    breaks = segment(np.array([p.x for p in points]), series_sigma(points), z)
+    return points[breaks[-1] :] if breaks else points
+
+
+def noise_band(
+    level: list[Point], new: Point, k: int = K_BASELINE, z: float = Z_CHECK
+) -> tuple[float, float, float]:
+    """(baseline median, sigma, band) for judging ``new`` against the previous runs at its level.
+
+    The center is the median of the last ``k`` runs; the spread comes from up to ``SPREAD_RUNS`` of
+    them (a spread from few runs is itself noisy, and an underestimate is a false alarm).
+    """
+    base, spread = level[-k:], level[-SPREAD_RUNS:]
+    center = float(np.median([p.x for p in base]))
+    within = float(np.median([p.se for p in [*spread, new]]))
+    sigma = max(robust_sd(np.array([p.x for p in spread])), within)
+    return center, sigma, z * sigma * math.sqrt(1 + math.pi / (2 * len(base)))
+
+
+def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = MIN_SEGMENT) -> list[int]:
+    """Indices where a new level starts.
+
+    1. Each value is clipped to within ``CLIP`` sigma of a running median of ``2 * min_segment - 1``
+       runs (which keeps a step's edge and flattens a lone outlier).
+    2. The optimal partition of the clipped series into segments of at least ``min_segment`` runs,
+       minimising the squared deviations from each segment's mean (in units of sigma^2) plus ``z^2``
+       per segment: a boundary must explain more than a z-sigma shift would. Dynamic programming over
+       every partition, so a level that returns (a regression, then its fix) is found as two steps,
+       which a search for one split at a time cannot see.
+    3. Each boundary is kept only while the *medians* of the raw runs on either side differ by more
+       than ``z`` standard errors; the weakest is merged away first.
+    """
+    n = len(x)
+    if n < 2 * min_segment or sigma <= 0:
+        return []
+    half = min_segment - 1
+    running = np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(n)])
+    y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
+    s1, s2 = np.r_[0, np.cumsum(y)], np.r_[0, np.cumsum(y**2)]
+    best = np.full(n + 1, np.inf)
+    best[0] = -(z**2)
+    start = np.zeros(n + 1, dtype=int)
+    for j in range(min_segment, n + 1):
+        i = np.arange(0, j - min_segment + 1)
+        total = best[i] + (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / (j - i) + z**2
+        k = int(np.argmin(total))
+        best[j], start[j] = total[k], i[k]
+    breaks, j = [], n
+    while j > 0:
+        j = int(start[j])
+        if j > 0:
+            breaks.append(j)
+    breaks.sort()
+    while breaks:
+        bounds = [0, *breaks, n]
+        zs = [
+            _step_z(x[bounds[m] : bounds[m + 1]], x[bounds[m + 1] : bounds[m + 2]], sigma)
+            for m in range(len(breaks))
+        ]
+        weakest = int(np.argmin(zs))
+        if zs[weakest] > z:
+            break
+        del breaks[weakest]
+    return breaks
+
+
+def _step_z(left: np.ndarray, right: np.ndarray, sigma: float) -> float:
+    se = sigma * math.sqrt(math.pi / 2 * (1 / len(left) + 1 / len(right)))
+    return abs(float(np.median(right) - np.median(left))) / se
+
+
+# ------------------------------------------------------------------------------------------ check
+
+
+@dataclass
+class HistoryCheck(compare.Comparison):
+    """The newest run judged against its class's history; same rows, table and markdown as compare."""
+
+    columns: ClassVar[tuple[str, ...]] = (*compare.COLUMNS[:5], "noise band", *compare.COLUMNS[6:])
+
+    run: Entry | None = None
+    k: int = K_BASELINE
+    z: float = Z_CHECK
+
+    def summary(self) -> str:
+        short = len(self.unmatched_current)
+        return super().summary() + (f", {short} not judged (too few earlier runs)" if short else "")
+
+    def _notes(self) -> list[tuple[str, list[str]]]:
+        return [
+            (
+                "cells that were ok in the previous run of this class and now fail (counted as regressions)",
+                self.newly_failed,
+            ),
+            ("not judged: too few earlier runs of this machine class", self.unmatched_current),
+            ("cells of the class's previous run that the newest run does not have", self.unmatched_baseline),
+            ("other machine classes in this history (never compared with this one)", self.env_warnings),
+        ]
+
+    def method_text(self) -> str:
+        run = (
+            f"run {self.run.short} of {self.run.date[:19]} on {self.run.machine.label}; " if self.run else ""
+        )
+        return (
+            f"{run}each metric against the median of the previous {self.k} runs of this machine class; "
+            f"regressed when the change is beyond the threshold and the noise band "
+            f"(±{self.z:g} sigma: the larger of the runs' robust spread and their sample noise)"
+        )
+
+
+def check(
+    entries: list[Entry],
+    thresholds: dict[str, float] | None = None,
+    *,
+    k: int = K_BASELINE,
+    z: float = Z_CHECK,
+) -> HistoryCheck:
+    """Judge the newest run of ``entries`` (oldest first) against the previous ``k`` runs of its class."""
+    resolved = compare._resolve_thresholds(thresholds)
+    newest = entries[-1]
+    same = [(i, e) for i, e in enumerate(entries[:-1]) if e.machine == newest.machine]
+    current = {r["cell_id"]: r for r in newest.records}
+    names = labels(newest.records)
+    rows: list[compare.Row] = []
+    newly_failed, short = [], []
+    previous = same[-1][1].records if same else []
+    gone = [r for r in previous if r["cell_id"] not in current]
+    earlier = [(i, {r["cell_id"]: r for r in e.records}) for i, e in same]
+    for cell_id, record in current.items():
+        history = [(i, cells[cell_id]) for i, cells in earlier if cell_id in cells]
+        was_ok = bool(history) and history[-1][1].get("status", "ok") == "ok"
+        if record.get("status", "ok") in compare.FAILED_STATUSES and was_ok:
+            newly_failed.append(
+                f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}"
+            )
+        earlier_ok = sum(r.get("status", "ok") == "ok" for _, r in history)
+        if record.get("status", "ok") == "ok" and earlier_ok < MIN_BASELINE:
+            short.append(
+                f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
+            )
+            continue
+        for metric in metrics_of(record):
+            new = point(len(entries) - 1, record, metric)
+            prior = [p for i, r in history if (p := point(i, r, metric)) is not None]
+            if new is None:
+                continue
+            if len(prior) < MIN_BASELINE:
+                short.append(
+                    f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed"
+                )
+                continue
+            level = current_level(prior)
+            since = entries[level[0].index].commit[:12] if len(level) < len(prior) else None
+            rows.append(_row(cell_id, names[cell_id], metric, level, new, resolved, k, z, since))
+    return HistoryCheck(
+        rows=rows,
+        unmatched_baseline=sorted(labels(gone).values()),
+        unmatched_current=short,
+        env_warnings=sorted({e.machine.label for e in entries if e.machine != newest.machine}),
+        newly_failed=newly_failed,
+        thresholds=resolved,
+        run=newest,
+        k=k,
+        z=z,
+    )
+
+
+def _row(
+    cell_id: str,
+    label: str,
+    metric: str,
+    level: list[Point],
+    new: Point,
+    thresholds: dict[str, float],
+    k: int,
+    z: float,
+    since: str | None,
+) -> compare.Row:
+    spec, threshold = compare._spec(metric), compare._threshold_for(metric, thresholds)
+    center, sigma, band = noise_band(level, new, k, z)
+    dx = new.x - center
+    change = _change(spec.kind, dx)
+    verdict = compare.classify(spec, change, None, None, threshold)
+    note = f"median of {min(k, len(level))} runs" + (f" since the step at {since}" if since else "")
+    if verdict in ("regressed", "improved") and abs(dx) <= band:
+        verdict, note = "unchanged", f"{note}; within the noise band"
+    elif spec.higher_is_better is None:
+        note = f"{note}; direction unknown: not a metric of bench.metrics.METRICS, so no verdict"
+    return compare.Row(
+        cell_id=cell_id,
+        label=label,
+        metric=metric,
+        kind=spec.kind,
+        baseline=unscale(spec.kind, center),
+        current=unscale(spec.kind, new.x),
+        ratio=change,
+        ci_low=_change(spec.kind, -band),
+        ci_high=_change(spec.kind, band),
+        method="history-median",
+        verdict=verdict,
+        threshold=threshold,
+        note=note,
+    )
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+@dataclass
+class Step:
+    """A level shift that persists: ``index`` is the first run after it."""
+
+    machine: MachineClass
+    cell_id: str
+    label: str
+    task: str
+    metric: str
+    kind: str
+    index: int
+    commit: str
+    date: str
+    before: float
+    after: float
+    change: float  # ratio after/before, or a delta in points
+    z: float  # the shift in standard errors of the difference of the two medians
+    verdict: str  # "regressed" or "improved", in the metric's direction
+
+    def change_text(self) -> str:
+        return compare._change(self.kind, self.change)
+
+
+@dataclass
+class Series:
+    """The values of one cell and metric over the runs of one class."""
+
+    machine: MachineClass
+    cell_id: str
+    label: str
+    task: str
+    metric: str
+    kind: str
+    source: str  # "run" or "pytest-benchmark": a benchmark round is not a request, so never one chart
+    points: list[Point] = field(default_factory=list)
+
+
+def all_series(entries: list[Entry]) -> list[Series]:
+    """Every (class, cell, metric) series with at least one value, in a stable order."""
+    out: dict[tuple[str, str, str], Series] = {}
+    names: dict[str, str] = {}
+    for entry in entries:
+        names.update(labels(entry.records))
+    for index, entry in enumerate(entries):
+        for record in entry.records:
+            for metric in metrics_of(record):
+                p = point(index, record, metric)
+                if p is None:
+                    continue
+                key = (entry.machine.id, record["cell_id"], metric)
+                if key not in out:
+                    out[key] = Series(
+                        entry.machine,
+                        record["cell_id"],
+                        names[record["cell_id"]],
+                        str(record.get("task")),
+                        metric,
+                        compare._spec(metric).kind,
+                        source_of(record),
+                    )
+                out[key].points.append(p)
+    return list(out.values())
+
+
+def steps(
+    entries: list[Entry], thresholds: dict[str, float] | None = None, *, z: float = Z_STEP
+) -> list[Step]:
+    """Every step of every series beyond both the noise (``z``) and compare's threshold, oldest first."""
+    resolved = compare._resolve_thresholds(thresholds)
+    found = []
+    for s in all_series(entries):
+        found += series_steps(s, entries, resolved, z)
+    return sorted(found, key=lambda st: (st.index, st.label, st.metric))
+
+
+def series_steps(
+    s: Series, entries: list[Entry], thresholds: dict[str, float], z: float = Z_STEP
+) -> list[Step]:
+    x = np.array([p.x for p in s.points])
+    sigma = series_sigma(s.points)
+    breaks = segment(x, sigma, z)
+    bounds = [0, *breaks, len(x)]
+    spec, threshold = compare._spec(s.metric), compare._threshold_for(s.metric, thresholds)
+    out = []
+    for n, j in enumerate(breaks):
+        left, right = x[bounds[n] : j], x[j : bounds[n + 2]]
+        before, after = float(np.median(left)), float(np.median(right))
+        change = _change(s.kind, after - before)
+        verdict = compare.classify(spec, change, None, None, threshold)
+        if verdict not in ("regressed", "improved"):
+            continue
+        first = entries[s.points[j].index]
+        out.append(
+            Step(
+                s.machine,
+                s.cell_id,
+                s.label,
+                s.task,
+                s.metric,
+                s.kind,
+                s.points[j].index,
+                first.commit,
+                first.date,
+                unscale(s.kind, before),
+                unscale(s.kind, after),
+                change,
+                _step_z(left, right, sigma),
+                verdict,
+            )
+        )
+    return out

@@ -1,0 +1,351 @@
+"""The history store: one JSON file per run, with its commit, date, machine class and records.
+
+A history directory holds ``run-<date>-<commit>-<id>.json`` files and nothing else that matters (other
+files are ignored, so a trend report or a README may live beside them). Each file is written once,
+atomically, under a name no other run can take, so a history is safe to keep in a git branch or a CI
+cache, and two jobs adding different runs never clash.
+
+A run's identity (``run_id``) is the SHA-256 of its content: the records as ``bench.store`` reads them
+(sorted by cell id) and its env.json, serialised with sorted keys (for a pytest-benchmark file, the
+whole file). Adding the same run twice, from the same place or a copy, finds the same id and changes
+nothing, whatever ``--commit``/``--date`` say; a resumed run directory has new records, so a new id.
+
+Runs are only compared within a machine class (CPU model and core count, GPU names, torch and
+transformers major versions): a timing from another machine or library generation is not a baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import store
+from bench.errors import UsageError
+
+FORMAT = "florence2-bench-history/1"
+ENTRY_GLOB = "run-*.json"
+DROPPED_FIELDS = ("examples",)
+"""Record fields not kept: ``examples`` points at image files of the run directory, which a history does
+not copy."""
+
+ACCEPTED_SOURCE = (
+    "a run directory written by `florence2-bench run --out DIR` or a pytest-benchmark JSON file "
+    "(--benchmark-json / --benchmark-autosave)"
+)
+
+
+@dataclass(frozen=True)
+class MachineClass:
+    """What makes timings comparable: runs are only judged against runs of the same class."""
+
+    cpu: str | None
+    cores: int | None
+    gpu: str | None
+    torch: str | None  # major version
+    transformers: str | None  # major version
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def label(self) -> str:
+        return " · ".join(
+            (
+                f"{self.cpu or 'unknown CPU'} ×{self.cores if self.cores is not None else '?'}",
+                self.gpu or "no GPU",
+                f"torch {self.torch or '?'}",
+                f"transformers {self.transformers or '?'}",
+            )
+        )
+
+
+@dataclass
+class Entry:
+    """One run in the history."""
+
+    run_id: str
+    commit: str
+    date: str  # ISO 8601, UTC
+    dirty: bool | None
+    source: dict[str, str]  # {"kind": "run-dir" | "pytest-benchmark", "path": ...}
+    machine: MachineClass
+    env: dict[str, Any]
+    records: list[dict[str, Any]]
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def short(self) -> str:
+        """The commit as people read it (12 characters), marked when the tree was dirty."""
+        return self.commit[:12] + ("+dirty" if self.dirty else "")
+
+    def to_json(self) -> str:
+        data = {
+            "format": FORMAT,
+            "run_id": self.run_id,
+            "commit": self.commit,
+            "date": self.date,
+            "dirty": self.dirty,
+            "source": self.source,
+            "machine": asdict(self.machine),
+            "env": self.env,
+            "records": self.records,
+        }
+        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    def file_name(self) -> str:
+        stamp = _parse_date(self.date, "date").strftime("%Y%m%dT%H%M%SZ")
+        commit = re.sub(r"[^A-Za-z0-9._-]", "_", self.commit)[:12]
+        return f"run-{stamp}-{commit}-{self.run_id[:16]}.json"
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+@dataclass
+class Source:
+    """What a source file or directory yields before the history adds commit/date overrides."""
+
+    kind: str
+    records: list[dict[str, Any]]
+    env: dict[str, Any]
+    machine: MachineClass
+    commit: str | None
+    dirty: bool | None
+    date: str | None
+    identity: Any  # what run_id hashes
+
+
+def _major(version: Any) -> str | None:
+    match = re.match(r"\s*(\d+)", str(version)) if version else None
+    return match.group(1) if match else None
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def machine_from_env(env: dict[str, Any]) -> MachineClass:
+    """The class of a run from its env.json (bench.environment.fingerprint)."""
+    names = _get(env, "gpu", "names") or []
+    cores = _get(env, "cpu", "usable_cores") or _get(env, "cpu", "logical_cores")
+    return MachineClass(
+        cpu=_get(env, "cpu", "model"),
+        cores=int(cores) if isinstance(cores, int) else None,
+        gpu=", ".join(map(str, names)) or None,
+        torch=_major(_get(env, "torch", "version") or _get(env, "libraries", "torch")),
+        transformers=_major(_get(env, "libraries", "transformers")),
+    )
+
+
+def _slim(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in DROPPED_FIELDS}
+
+
+def read_run_dir(path: Path) -> Source:
+    records = list(store.latest_by_cell(store.read_records(path)).values())
+    if not records:
+        raise UsageError(
+            f"run directory {str(path)!r} has no records in {store.RESULTS}; accepted: {ACCEPTED_SOURCE}"
+        )
+    env = store.read_env(path)
+    records = sorted(records, key=lambda r: str(r.get("cell_id")))
+    git = env.get("git") or {}
+    return Source(
+        kind="run-dir",
+        records=[_slim(r) for r in records],
+        env=env,
+        machine=machine_from_env(env),
+        commit=git.get("commit"),
+        dirty=git.get("dirty"),
+        date=env.get("timestamp_utc"),
+        identity={"records": records, "env": env},
+    )
+
+
+PYTEST_BENCHMARK_ENV = "florence2_bench"
+"""The key under pytest-benchmark's machine_info where tests/benchmarks/conftest.py puts this project's
+environment fingerprint (GPU names and library versions, which pytest-benchmark does not record)."""
+
+
+def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
+    """A pytest-benchmark entry as a record: raw round times become ``samples_ms``."""
+    stats = bench.get("stats")
+    if not isinstance(stats, dict) or not isinstance(bench.get("fullname", bench.get("name")), str):
+        raise ValueError("a benchmark without name or stats")
+    samples = [float(x) * 1000 for x in stats.get("data") or []]
+    name = bench.get("fullname") or bench["name"]
+    extra = bench.get("extra_info") or {}
+    return {
+        "cell_id": hashlib.sha256(f"pytest-benchmark:{name}".encode()).hexdigest()[:16],
+        "variant": "pytest-benchmark",
+        "task": extra.get("task") or bench.get("group") or "pytest-benchmark",
+        "status": "ok",
+        "latency_ms": {
+            "p50": float(stats["median"]) * 1000,
+            "mean": float(stats["mean"]) * 1000,
+            "std": float(stats["stddev"]) * 1000,
+            "n": int(stats.get("rounds") or len(samples)),
+        },
+        "samples_ms": samples,
+        "timing": {"per_image": "per benchmark round (pytest-benchmark), not per image"},
+        "extra": {"pytest_benchmark": {k: bench.get(k) for k in ("name", "fullname", "group", "params")}},
+    }
+
+
+def read_pytest_benchmark(path: Path) -> Source:
+    try:
+        data = json.loads(path.read_text())
+        machine_info, benchmarks = data["machine_info"], data["benchmarks"]
+        if not isinstance(benchmarks, list) or not benchmarks:
+            raise ValueError("no benchmarks")
+        env = machine_info.get(PYTEST_BENCHMARK_ENV) or {}
+        records = sorted((_benchmark_record(b) for b in benchmarks), key=lambda r: r["cell_id"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(
+            f"{str(path)!r} is not a pytest-benchmark JSON file ({exc}); accepted: {ACCEPTED_SOURCE}"
+        ) from None
+    cpu = machine_info.get("cpu") or {}
+    machine = machine_from_env(env) if env else MachineClass(None, None, None, None, None)
+    machine = MachineClass(
+        cpu=machine.cpu or cpu.get("brand_raw"),
+        cores=machine.cores or cpu.get("count"),
+        gpu=machine.gpu,
+        torch=machine.torch,
+        transformers=machine.transformers,
+    )
+    commit_info = data.get("commit_info") or {}
+    return Source(
+        kind="pytest-benchmark",
+        records=records,
+        env={"pytest_benchmark_machine_info": machine_info, **env},
+        machine=machine,
+        commit=commit_info.get("id"),
+        dirty=commit_info.get("dirty"),
+        date=data.get("datetime"),
+        identity=data,
+    )
+
+
+def read_source(path: Path) -> Source:
+    """A run directory or a pytest-benchmark JSON file."""
+    path = Path(path)
+    if path.is_dir():
+        return read_run_dir(path)
+    if path.is_file() and path.suffix == ".json":
+        return read_pytest_benchmark(path)
+    raise UsageError(
+        f"cannot add {str(path)!r} to a history: not found or not a directory/.json file; accepted: {ACCEPTED_SOURCE}"
+    )
+
+
+# ------------------------------------------------------------------------------------------ the store
+
+
+def _parse_date(text: str, what: str) -> datetime:
+    """An ISO 8601 date or time; a time without zone is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"bad {what} {text!r}; accepted: an ISO 8601 date or time such as 2026-11-26 or 2026-11-26T08:04:18Z"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def run_id(identity: Any) -> str:
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def add(
+    source: Path, history: Path, *, commit: str | None = None, date: str | None = None
+) -> tuple[Entry, bool]:
+    """Add a run to a history directory (created if missing). Returns the entry and whether it was new.
+
+    ``commit``/``date`` override what the run recorded (a CI checkout may be detached or dirty); without
+    them the run's own git commit and start time are used, and a run that has neither is refused.
+    """
+    history = Path(history)
+    if history.exists() and not history.is_dir():
+        raise UsageError(f"history {str(history)!r} is a file; accepted: a directory (created if missing)")
+    src = read_source(Path(source))
+    commit = commit or src.commit
+    if not commit:
+        raise UsageError(f"no git commit recorded for {str(source)!r}; pass --commit SHA")
+    when = date or src.date
+    if not when:
+        raise UsageError(f"no date recorded for {str(source)!r}; pass --date YYYY-MM-DD[THH:MM:SS]")
+    entry = Entry(
+        run_id=run_id(src.identity),
+        commit=str(commit).strip(),
+        date=_parse_date(when, "--date" if date else "date").isoformat(),
+        dirty=src.dirty if commit == src.commit else None,
+        source={"kind": src.kind, "path": str(source)},
+        machine=src.machine,
+        env=src.env,
+        records=src.records,
+    )
+    history.mkdir(parents=True, exist_ok=True)
+    for existing in history.glob(f"run-*-{entry.run_id[:16]}.json"):
+        if _read_entry(existing).run_id == entry.run_id:
+            return _read_entry(existing), False
+    path = history / entry.file_name()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(entry.to_json())
+    os.replace(tmp, path)
+    entry.path = path
+    return entry, True
+
+
+ACCEPTED_HISTORY = "a directory of run-*.json files written by `florence2-bench history add --history DIR`"
+
+
+def _read_entry(path: Path) -> Entry:
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"format {found!r}, not {FORMAT!r}")
+        records = data["records"]
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "cell_id" in r for r in records):
+            raise ValueError("records must be a list of records with a cell_id")
+        return Entry(
+            run_id=str(data["run_id"]),
+            commit=str(data["commit"]),
+            date=_parse_date(data["date"], "date").isoformat(),
+            dirty=data.get("dirty"),
+            source=dict(data.get("source") or {}),
+            machine=MachineClass(**data["machine"]),
+            env=data.get("env") or {},
+            records=records,
+            path=path,
+        )
+    except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
+        raise UsageError(
+            f"history file {str(path)!r} is not a history entry ({exc}); accepted: {ACCEPTED_HISTORY}"
+        ) from None
+
+
+def load(history: Path) -> list[Entry]:
+    """Every run of a history directory, oldest first (by date, then commit and id)."""
+    history = Path(history)
+    if not history.is_dir():
+        problem = "is not a directory" if history.exists() else "does not exist"
+        raise UsageError(f"history directory {str(history)!r} {problem}; accepted: {ACCEPTED_HISTORY}")
+    entries = [_read_entry(p) for p in sorted(history.glob(ENTRY_GLOB))]
+    if not entries:
+        raise UsageError(f"history directory {str(history)!r} holds no runs; accepted: {ACCEPTED_HISTORY}")
+    return sorted(entries, key=lambda e: (e.date, e.commit, e.run_id))

@@ -1,0 +1,159 @@
+"""The trend report: one chart per task and metric over the history's runs in commit order.
+
+One line per cell and machine class (classes never share a line), the commit id, date and class in
+each point's hover, and every step that ``steps`` lists marked on its line (a triangle at the first
+run after it, pointing the way the metric moved). Self-contained like the run report: plotly.js
+inlined once, the run report's stylesheet and chart settings (``bench.page``), no external URL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import compare
+from bench.history.detect import MIN_SEGMENT, Z_STEP, Series, Step, all_series, steps, unscale
+from bench.history.entries import Entry, load
+
+STEP_COLOURS = {"regressed": "#b3261e", "improved": "#1b6e3a"}
+MAX_TICKS = 30
+
+
+def _display(metric: str, value: float) -> float:
+    """A value in the unit the chart's axis states (bytes as MiB)."""
+    return value / 2**20 if compare._spec(metric).unit == "bytes" else value
+
+
+def _axis_title(metric: str) -> str:
+    unit = compare._spec(metric).unit
+    return f"{metric} ({'MiB' if unit == 'bytes' else unit})" if unit else metric
+
+
+def _ticks(entries: list[Entry]) -> dict[str, Any]:
+    every = max(1, -(-len(entries) // MAX_TICKS))
+    shown = list(range(0, len(entries), every))
+    return {"tickvals": shown, "ticktext": [entries[i].commit[:7] for i in shown], "tickangle": -45}
+
+
+def _chart(title: str, metric: str, series: list[Series], found: list[Step], entries: list[Entry]) -> Any:
+    import plotly.graph_objects as go
+
+    from bench.page import Chart
+    from bench.page import figure_html as _fig_html
+    from bench.page import plot_text as _t
+
+    fig = go.Figure()
+    for s in series:
+        kind = s.kind
+        xs = [p.index for p in s.points]
+        ys = [_display(metric, unscale(kind, p.x)) for p in s.points]
+        hover = [
+            f"{_t(s.label)}<br>{_t(metric)} {_t(compare.value_text(metric, unscale(kind, p.x)))}<br>"
+            f"commit {_t(entries[p.index].short)}<br>{_t(entries[p.index].date[:19])}<br>{_t(s.machine.label)}"
+            for p in s.points
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=_t(f"{s.label} · {s.machine.id}"),
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+                legendgroup=f"{s.machine.id}{s.cell_id}",
+            )
+        )
+        mine = [st for st in found if (st.machine, st.cell_id, st.metric) == (s.machine, s.cell_id, metric)]
+        if mine:
+            fig.add_trace(
+                go.Scatter(
+                    x=[st.index for st in mine],
+                    y=[_display(metric, st.after) for st in mine],
+                    mode="markers",
+                    name=_t(f"step · {s.label} · {s.machine.id}"),
+                    legendgroup=f"{s.machine.id}{s.cell_id}",
+                    showlegend=False,
+                    marker={
+                        "size": 16,
+                        "symbol": [
+                            "triangle-up" if st.change > (1 if st.kind == "ratio" else 0) else "triangle-down"
+                            for st in mine
+                        ],
+                        "color": [STEP_COLOURS[st.verdict] for st in mine],
+                        "line": {"width": 1, "color": "#1d2330"},
+                    },
+                    text=[
+                        f"step ({st.verdict}): {_t(st.change_text())}, {st.z:.1f} se<br>{_t(s.label)}<br>"
+                        f"first commit after: {_t(st.commit[:12])}<br>{_t(st.date[:19])}"
+                        for st in mine
+                    ],
+                    hovertemplate="%{text}<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title={"text": _t(title), "font": {"size": 14}},
+        xaxis={"title": {"text": "run (commit order)"}, **_ticks(entries)},
+        yaxis={"title": {"text": _t(_axis_title(metric))}},
+        hovermode="closest",
+    )
+    height = 380 + 18 * max(0, len(series) - 6)
+    return Chart(title, _fig_html(fig, height), "")
+
+
+def build_trends(
+    history: Path, out: Path, thresholds: dict[str, float] | None = None, *, title: str | None = None
+) -> Path:
+    """Render the trend report of a history directory to ``out``; returns ``out``."""
+    import plotly.offline
+    from markupsafe import Markup
+
+    from bench.page import environment as _environment
+
+    entries = load(Path(history))
+    series = all_series(entries)
+    found = steps(entries, thresholds)
+    tasks = list(dict.fromkeys(s.task for s in series))
+    charts = []
+    for task in tasks:
+        for source in ("run", "pytest-benchmark"):
+            mine = [s for s in series if s.task == task and s.source == source]
+            for metric in dict.fromkeys(s.metric for s in mine):
+                heading = f"{task} · {metric}" + (
+                    " · pytest-benchmark (ms per round)" if source != "run" else ""
+                )
+                charts.append(
+                    _chart(heading, metric, [s for s in mine if s.metric == metric], found, entries)
+                )
+    classes = []
+    for machine in dict.fromkeys(e.machine for e in entries):
+        runs = [e for e in entries if e.machine == machine]
+        classes.append(
+            {"machine": machine, "runs": len(runs), "first": runs[0].date[:19], "last": runs[-1].date[:19]}
+        )
+    context = {
+        "title": title or f"Florence-2 benchmark history: {Path(history).name}",
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "history": str(history),
+        "entries": entries,
+        "classes": classes,
+        "steps": [
+            {
+                "step": st,
+                "before": compare.value_text(st.metric, st.before),
+                "after": compare.value_text(st.metric, st.after),
+            }
+            for st in sorted(found, key=lambda st: (st.machine.id, st.label, st.metric, st.index))
+        ],
+        "charts": charts,
+        "min_segment": MIN_SEGMENT,
+        "z_step": f"{Z_STEP:g}",
+        "plotlyjs": Markup(plotly.offline.get_plotlyjs()),
+    }
+    text = _environment().get_template("history.html.j2").render(**context)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out

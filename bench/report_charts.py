@@ -1,0 +1,743 @@
+"""The report's charts, built from its rows (``bench.report.Row``) with the conventions of ``bench.page``.
+
+Every chart follows the same rules, so a reader learns them once:
+
+- colour = device and variant (a setting's *family*), never repeated within a chart; marker symbol and
+  line dash = dtype; bar hatching = dtype;
+- a line joins the batch sizes of one setting (batch 1 is single-stream, larger batches offline: one line);
+- a value axis is logarithmic when its values span more than 30x;
+- bars are sorted, best first, one legend entry per series;
+- unstable cells and invalid server runs are marked in every chart: a red ring around a point, a red
+  outline and a "⚠" on a bar or box label, a red cross on a step of a latency-vs-QPS curve;
+- latency is request latency (what one request waits); the amortised time per image is named so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bench.page import DTYPE_DASHES, DTYPE_SYMBOLS, FLAG_COLOR, Chart, Palette, axis_type, figure_html
+from bench.page import plot_text as _t
+from bench.report_rows import MEMORY_FIELDS, STAGES, Row, lower_is_better, metric_label, table
+
+FLAG_NAME = "⚠ unstable or invalid (red ring)"
+DTYPE_PATTERNS = {"fp32": "", "fp16": "/", "bf16": ".", "int8": "+"}
+STAGE_COLORS = ("#9ecae9", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1")
+MEMORY_COLORS = ("#bab0ac", "#4e79a7", "#76b7b2", "#e15759", "#f28e2b")
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class Styles:
+    """One colour per family for the whole report (so it is the same in every chart), symbols by dtype."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.palette = Palette()
+        order = sorted(rows, key=lambda r: (r.kind.kind != "gpu", r.kind.kind != "cpu", r.kind.label, r.family))
+        for r in order:
+            self.palette(r.family)
+
+    def color(self, r: Row) -> str:
+        return self.palette(r.family)
+
+    @staticmethod
+    def symbol(r: Row) -> str:
+        return DTYPE_SYMBOLS.get(str(r.rec.get("dtype")), "star")
+
+    @staticmethod
+    def dash(r: Row) -> str:
+        return DTYPE_DASHES.get(str(r.rec.get("dtype")), "longdash")
+
+    @staticmethod
+    def pattern(r: Row) -> str:
+        return DTYPE_PATTERNS.get(str(r.rec.get("dtype")), "x")
+
+
+def _flagged(r: Row) -> bool:
+    return bool(r.flags)
+
+
+def _flag_suffix(r: Row) -> str:
+    return f" ⚠ {', '.join(r.flags)}" if r.flags else ""
+
+
+def _name(r: Row, several_tasks: bool) -> str:
+    return (r.label if several_tasks else r.setting) + (" ⚠" if r.flags else "")
+
+
+def _hover(r: Row, *lines: str) -> str:
+    return "<br>".join([_t(r.label), *(_t(line) for line in lines if line), _t(_flag_suffix(r).strip())])
+
+
+def _groups(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
+    out: dict[Any, list[Row]] = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+def _tasks(rows: Iterable[Row]) -> list[str]:
+    return list(dict.fromkeys(r.task for r in rows))
+
+
+def _ring(fig: Any, points: list[tuple[float, float]], shown: bool, **where: Any) -> bool:
+    """Red rings around flagged points; one legend entry per chart. Returns whether it was shown."""
+    import plotly.graph_objects as go
+
+    if not points:
+        return shown
+    fig.add_trace(
+        go.Scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            mode="markers",
+            marker={"symbol": "circle-open", "size": 20, "color": FLAG_COLOR, "line": {"width": 2}},
+            name=FLAG_NAME,
+            legendgroup="flag",
+            showlegend=not shown,
+            hoverinfo="skip",
+        ),
+        **where,
+    )
+    return True
+
+
+def _bound_line(fig: Any, bound: float, span: list[float], vertical: bool, **where: Any) -> None:
+    """The latency bound as a dashed line (a trace, so it works on log axes and has a legend entry)."""
+    import plotly.graph_objects as go
+
+    lo, hi = min(span), max(span)
+    xy = {"x": [bound, bound], "y": [lo, hi]} if vertical else {"x": [lo, hi], "y": [bound, bound]}
+    fig.add_trace(
+        go.Scatter(
+            **xy,
+            mode="lines",
+            line={"color": FLAG_COLOR, "dash": "dash", "width": 2},
+            name=_t(f"latency bound {bound:g} ms"),
+            hoverinfo="skip",
+        ),
+        **where,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# scatter and line charts
+
+
+def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> list[Chart]:
+    """Per task: throughput against the request latency a bound judges (p99 server, else p90)."""
+    import plotly.graph_objects as go
+
+    charts = []
+    pts = [r for r in rows if r.ok and r.ips and r.latency("p99" if r.scenario == "server" else "p90")]
+    for task in _tasks(pts):
+        mine = [r for r in pts if r.task == task]
+        fig = go.Figure()
+
+        def x_of(r: Row) -> float:
+            return r.latency("p99" if r.scenario == "server" else "p90")
+
+        for series, members in _groups(mine, lambda r: r.series).items():
+            members.sort(key=lambda r: (r.rec.get("batch_size") or 0, r.scenario))
+            fig.add_trace(
+                go.Scatter(
+                    x=[x_of(r) for r in members],
+                    y=[r.ips for r in members],
+                    mode="markers+text",
+                    marker={"size": 11, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
+                    text=[_t(f"bs{r.rec.get('batch_size')} {r.scenario}") for r in members],
+                    textposition="top center",
+                    textfont={"size": 9},
+                    name=_t(series),
+                    hovertext=[
+                        _hover(r, f"request latency {'p99' if r.scenario == 'server' else 'p90'} {x_of(r):.4g} ms",
+                               f"{r.ips:.4g} images/s")
+                        for r in members
+                    ],
+                    hoverinfo="text",
+                )
+            )
+        _ring(fig, [(x_of(r), r.ips) for r in mine if _flagged(r)], False)
+        xs, ys = [x_of(r) for r in mine], [r.ips for r in mine]
+        if bound is not None:
+            _bound_line(fig, bound, ys, vertical=True)
+            xs = [*xs, bound]
+        fig.update_layout(
+            title=_t(f"{task}: throughput vs request latency (measured)"),
+            xaxis={"title": "request latency, ms (p90; p99 for server cells)", "type": axis_type(xs)},
+            yaxis={"title": "images per second (measured)", "type": axis_type(ys)},
+        )
+        note = (
+            "Request latency is what one request waits: a single-stream request alone, each request of an "
+            "offline batch the whole batch, a server request its queueing too. "
+            + (f"The dashed line is the bound ({bound:g} ms): single-stream cells are judged by p90, server "
+               "cells by p99; offline cells are judged on throughput only and never meet a bound."
+               if bound is not None else "Give --latency-bound-ms to draw a bound.")
+        )
+        charts.append(Chart(f"{task}: throughput vs request latency", figure_html(fig, 460), note))
+    return charts
+
+
+def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list[Chart]:
+    """Per task: request latency p99 against offered load for every server setting (the capacity curve)."""
+    import plotly.graph_objects as go
+
+    charts = []
+    servers = [r for r in rows if r.ok and r.scenario == "server"]
+    for task in _tasks(servers):
+        fig = go.Figure()
+        xs: list[float] = []
+        ys: list[float] = []
+        invalid: list[tuple[float, float]] = []
+        capacity_points: list[tuple[float, float, str]] = []
+        # each line is one setting (settings of one family differ by batch size here): its own colour
+        colour = Palette()
+        for r in (r for r in servers if r.task == task):
+            steps = [s for s in (r.server.get("curve") or []) if isinstance(s, dict)]
+            if not steps and r.p99 is not None:
+                steps = [{"target_qps": r.server.get("target_qps"), "achieved_qps": r.server.get("achieved_qps"),
+                          "p50": r.p50, "p90": r.p90, "p99": r.p99, "valid": not r.invalid,
+                          "invalid_reason": r.server.get("invalid_reason")}]
+            steps = [s for s in steps if _num(s.get("p99")) is not None and _num(s.get("target_qps"))]
+            steps.sort(key=lambda s: s["target_qps"])
+            if not steps:
+                continue
+            x = [s["target_qps"] for s in steps]
+            y = [s["p99"] for s in steps]
+            xs += x
+            ys += y
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines+markers",
+                    line={"color": colour(r.setting), "dash": styles.dash(r)},
+                    marker={"symbol": styles.symbol(r), "size": 8, "color": colour(r.setting)},
+                    name=_t(r.setting + _flag_suffix(r)),
+                    hovertext=[
+                        _hover(r, f"offered {xx:.4g} requests/s, achieved "
+                               f"{_num(s.get('achieved_qps')) or float('nan'):.4g}",
+                               f"request latency p50 {_num(s.get('p50')) or float('nan'):.4g} ms, "
+                               f"p99 {s['p99']:.4g} ms",
+                               "valid" if s.get("valid") is not False else
+                               f"invalid: {s.get('invalid_reason') or 'no reason recorded'}")
+                        for s, xx in zip(steps, x, strict=True)
+                    ],
+                    hoverinfo="text",
+                )
+            )
+            invalid += [(xx, s["p99"]) for s, xx in zip(steps, x, strict=True) if s.get("valid") is False]
+            cap = r.capacity(bound)
+            if cap:
+                near = min(zip(steps, x, strict=True), key=lambda sx: abs(sx[0]["target_qps"] - cap[0]))
+                capacity_points.append((near[1], near[0]["p99"], f"{r.setting}: capacity {cap[0]:.4g} requests/s"))
+        if not xs:
+            continue
+        if invalid:
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in invalid],
+                    y=[p[1] for p in invalid],
+                    mode="markers",
+                    marker={"symbol": "x-thin", "size": 14, "color": FLAG_COLOR, "line": {"width": 2}},
+                    name="✕ invalid step (too short, QPS missed or p99 over its bound)",
+                    hoverinfo="skip",
+                )
+            )
+        if capacity_points:
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in capacity_points],
+                    y=[p[1] for p in capacity_points],
+                    mode="markers",
+                    marker={"symbol": "star", "size": 16, "color": "#222", "line": {"width": 1, "color": "#fff"}},
+                    name="★ capacity (highest valid QPS within the bound)",
+                    hovertext=[_t(p[2]) for p in capacity_points],
+                    hoverinfo="text",
+                )
+            )
+        if bound is not None:
+            _bound_line(fig, bound, xs, vertical=False)
+            ys = [*ys, bound]
+        fig.update_layout(
+            title=_t(f"{task}: request latency p99 vs offered load (server scenario, measured)"),
+            xaxis={"title": "offered load: target requests per second (Poisson arrivals)", "type": axis_type(xs)},
+            yaxis={"title": "request latency p99, ms (queueing included)", "type": axis_type(ys)},
+        )
+        note = ("Each point is one run at a fixed arrival rate (a step of the capacity search; the achieved rate "
+                "is in its hover); a setting's capacity (★) is its highest valid rate whose p99 is within the bound.")
+        charts.append(Chart(f"{task}: latency vs QPS", figure_html(fig, 460), note))
+    return charts
+
+
+def _throughput_charts(rows: list[Row], styles: Styles) -> list[Chart]:
+    import plotly.graph_objects as go
+
+    charts = []
+    ok = [r for r in rows if r.ok and r.ips is not None and r.scenario != "server"]
+    for task in _tasks(ok):
+        mine = [r for r in ok if r.task == task]
+        fig = go.Figure()
+        for series, members in _groups(mine, lambda r: r.series).items():
+            members.sort(key=lambda r: r.rec.get("batch_size") or 0)
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.rec.get("batch_size") for r in members],
+                    y=[r.ips for r in members],
+                    mode="lines+markers",
+                    line={"color": styles.color(members[0]), "dash": styles.dash(members[0])},
+                    marker={"size": 9, "symbol": styles.symbol(members[0]), "color": styles.color(members[0])},
+                    name=_t(series),
+                    hovertext=[_hover(r, f"{r.ips:.4g} images/s ({r.scenario})") for r in members],
+                    hoverinfo="text",
+                )
+            )
+        _ring(fig, [(r.rec.get("batch_size"), r.ips) for r in mine if _flagged(r)], False)
+        fig.update_layout(
+            title=_t(f"{task}: throughput vs batch size"),
+            xaxis_title="batch size (1 = single-stream, larger = offline)",
+            yaxis={"title": "images per second (measured)", "type": axis_type(r.ips for r in mine)},
+            xaxis={"type": "log", "dtick": math.log10(2)},
+        )
+        charts.append(Chart(task, figure_html(fig, 420)))
+    return charts
+
+
+def _size_quality_charts(
+    rows: list[Row], styles: Styles, reported_keys: dict[str, str | None], reported_label: str
+) -> list[Chart]:
+    import plotly.graph_objects as go
+
+    charts = []
+    measured = [r for r in rows if r.ok and r.acc is not None and _num(r.rec.get("params"))]
+    for task in _tasks(measured):
+        pts = [r for r in measured if r.task == task]
+        metric = pts[0].metric
+        fig = go.Figure()
+        for series, members in _groups(pts, lambda r: r.series).items():
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.rec["params"] / 1e6 for r in members],
+                    y=[r.acc for r in members],
+                    mode="markers",
+                    marker={"size": 11, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
+                    name=_t(series),
+                    hovertext=[_hover(r, f"{r.rec['params'] / 1e6:.1f} M params", f"{metric} {r.acc:.4g}")
+                               for r in members],
+                    hoverinfo="text",
+                )
+            )
+        _ring(fig, [(r.rec["params"] / 1e6, r.acc) for r in pts if _flagged(r)], False)
+        fig.update_layout(
+            title=_t(f"{task}: parameters vs {metric} (measured on {pts[0].rec.get('dataset')})"),
+            xaxis_title="parameters (millions)",
+            yaxis_title=_t(f"{metric_label(metric)}, measured"),
+        )
+        charts.append(Chart(f"{task}: measured", figure_html(fig, 400)))
+    charts += _reported_vs_cost(rows, styles, reported_keys, reported_label)
+    reported: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in rows:
+        params = _num(r.rec.get("params"))
+        for key, value in table(r.rec, "extra", "reported").items():
+            if params and _num(value) is not None:
+                reported.setdefault(str(key), {})[str(r.rec.get("variant"))] = (params / 1e6, float(value))
+    if reported:
+        fig = go.Figure()
+        for key, by_variant in sorted(reported.items()):
+            variants = sorted(by_variant)
+            fig.add_trace(
+                go.Scatter(
+                    x=[by_variant[v][0] for v in variants],
+                    y=[by_variant[v][1] for v in variants],
+                    mode="markers+lines+text",
+                    textposition="top center",
+                    marker={"symbol": "diamond-open", "size": 11},
+                    line={"dash": "dot"},
+                    name=_t(f"{reported_label}: {key}"),
+                    text=[_t(v) for v in variants],
+                    hovertemplate="%{text}<br>%{x:.1f} M params<br>%{y}<extra>reported</extra>",
+                )
+            )
+        fig.update_layout(
+            title=_t(f"parameters vs {reported_label} results (not measured here)"),
+            xaxis_title="parameters (millions, as built here)",
+            yaxis_title="reported value (each benchmark's own scale)",
+        )
+        charts.append(
+            Chart(reported_label, figure_html(fig, 440), "Open diamonds: numbers from the paper or model card.")
+        )
+    return charts
+
+
+def _reported_vs_cost(
+    rows: list[Row], styles: Styles, reported_keys: dict[str, str | None], reported_label: str
+) -> list[Chart]:
+    """Per task: the variant's reported accuracy (paper/model card) against this run's measured cost (or
+    throughput where no price applies): quality from the literature, speed from here, each labelled."""
+    import plotly.graph_objects as go
+
+    charts = []
+    for task, key in reported_keys.items():
+        if key is None:
+            continue
+        pts = [
+            r for r in rows
+            if r.ok and r.task == task and r.scenario != "server" and r.ips
+            and _num(table(r.rec, "extra", "reported").get(key)) is not None
+        ]
+        if not pts:
+            continue
+        priced = all(r.cost_per_million is not None for r in pts)
+
+        def x_of(r: Row, priced: bool = priced) -> float:
+            return r.cost_per_million if priced else r.ips
+
+        def y_of(r: Row, key: str = key) -> float:
+            return float(r.rec["extra"]["reported"][key])
+
+        fig = go.Figure()
+        for series, members in _groups(pts, lambda r: r.series).items():
+            fig.add_trace(
+                go.Scatter(
+                    x=[x_of(r) for r in members],
+                    y=[y_of(r) for r in members],
+                    mode="markers",
+                    marker={"size": 11, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
+                    name=_t(series),
+                    hovertext=[
+                        _hover(r, f"{reported_label}: {key} {y_of(r):g}",
+                               f"measured {r.ips:.4g} images/s"
+                               + (f", derived ${r.cost_per_million:.4g} per million images ({r.price.text})"
+                                  if r.cost_per_million is not None else ""))
+                        for r in members
+                    ],
+                    hoverinfo="text",
+                )
+            )
+        _ring(fig, [(x_of(r), y_of(r)) for r in pts if _flagged(r)], False)
+        xs = [x_of(r) for r in pts]
+        fig.update_layout(
+            title=_t(f"{task}: {reported_label} {key} vs measured {'cost' if priced else 'throughput'}"),
+            xaxis={
+                "title": "USD per million images (derived from measured throughput and prices)"
+                if priced else "images per second (measured)",
+                "type": axis_type(xs),
+            },
+            yaxis_title=_t(f"{key} ({reported_label})"),
+        )
+        note = (f"Quality is the variant's {reported_label} number, the same for every setting of a variant; "
+                "only the horizontal axis was measured here. Cheaper is further left." if priced else
+                f"Quality is the variant's {reported_label} number; throughput was measured here.")
+        charts.append(Chart(f"{task}: reported vs cost", figure_html(fig, 420), note))
+    return charts
+
+
+def pareto_front(
+    points: list[tuple[float, float]], *, x_lower: bool = True, y_higher: bool = True
+) -> list[int]:
+    """Indices of the non-dominated points, ordered along x (best x first)."""
+    sx = 1.0 if x_lower else -1.0
+    sy = -1.0 if y_higher else 1.0
+    order = sorted(range(len(points)), key=lambda i: (sx * points[i][0], sy * points[i][1]))
+    front: list[int] = []
+    best_y = math.inf
+    for i in order:
+        y = sy * points[i][1]
+        if y < best_y:
+            front.append(i)
+            best_y = y
+    return front
+
+
+_PARETO_AXES = (
+    ("request latency p50 (ms)", lambda r: r.p50, True),
+    ("request latency p90 (ms)", lambda r: r.p90, True),
+    ("throughput (images/s)", lambda r: r.ips, False),
+    ("peak memory (MiB)", lambda r: r.peak_memory[0] / 2**20 if r.peak_memory else None, True),
+)
+
+
+def _pareto_charts(rows: list[Row], styles: Styles) -> list[Chart]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    charts = []
+    # closed-loop cells: a server cell's latency includes queueing at the rate it was offered, and its
+    # throughput is that rate; it is on the latency-vs-QPS chart instead
+    ok = [r for r in rows if r.ok and r.acc is not None and r.scenario != "server"]
+    for task in _tasks(ok):
+        pts = [r for r in ok if r.task == task]
+        metric = pts[0].metric
+        y_higher = not lower_is_better(metric)
+        fig = make_subplots(rows=2, cols=2, subplot_titles=[_t(a[0]) for a in _PARETO_AXES])
+        shown_series: set[str] = set()
+        ring_shown = False
+        for n, (axis, getter, x_lower) in enumerate(_PARETO_AXES):
+            row, col = n // 2 + 1, n % 2 + 1
+            sel = [r for r in pts if getter(r) is not None]
+            for series, members in _groups(sel, lambda r: r.series).items():
+                fig.add_trace(
+                    go.Scatter(
+                        x=[getter(r) for r in members],
+                        y=[r.acc for r in members],
+                        mode="markers",
+                        marker={"size": 9, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
+                        hovertext=[_hover(r) for r in members],
+                        hoverinfo="text",
+                        name=_t(series),
+                        legendgroup=series,
+                        showlegend=series not in shown_series,
+                    ),
+                    row=row,
+                    col=col,
+                )
+                shown_series.add(series)
+            xy = [(getter(r), r.acc) for r in sel]
+            ring_shown = _ring(fig, [p for p, r in zip(xy, sel, strict=True) if _flagged(r)], ring_shown,
+                               row=row, col=col)
+            front = pareto_front(xy, x_lower=x_lower, y_higher=y_higher)
+            fig.add_trace(
+                go.Scatter(
+                    x=[xy[i][0] for i in front],
+                    y=[xy[i][1] for i in front],
+                    mode="lines",
+                    line={"shape": "hv", "color": "#222", "width": 1.5},
+                    name="Pareto frontier",
+                    legendgroup="frontier",
+                    showlegend=n == 0,
+                    hoverinfo="skip",
+                ),
+                row=row,
+                col=col,
+            )
+            fig.update_xaxes(title_text=_t(axis), type=axis_type(p[0] for p in xy), row=row, col=col)
+            fig.update_yaxes(title_text=_t(metric), row=row, col=col)
+        fig.update_layout(title=_t(f"{task}: {metric_label(metric)} against speed and memory"))
+        charts.append(Chart(f"{task}", figure_html(fig, 780, top=90)))
+    return charts
+
+
+# ---------------------------------------------------------------------------------------------
+# bars and boxes
+
+
+def _bars(
+    rows: list[Row],
+    styles: Styles,
+    value: Callable[[Row], float | None],
+    *,
+    title: str,
+    axis: str,
+    higher_is_better: bool,
+    several_tasks: bool,
+    hover: Callable[[Row, float], str],
+    note: str = "",
+) -> Chart | None:
+    """One bar per cell, sorted best first (top), one legend entry per series, flagged bars outlined red."""
+    import plotly.graph_objects as go
+
+    items = [(v, r) for r in rows if (v := value(r)) is not None]
+    if not items:
+        return None
+    items.sort(key=lambda vr: -vr[0] if higher_is_better else vr[0])
+    labels = {id(r): _t(_name(r, several_tasks)) for _, r in items}
+    fig = go.Figure()
+    for series, members in _groups(items, lambda vr: vr[1].series).items():
+        first = members[0][1]
+        fig.add_trace(
+            go.Bar(
+                y=[labels[id(r)] for _, r in members],
+                x=[v for v, _ in members],
+                orientation="h",
+                name=_t(series),
+                marker={
+                    "color": styles.color(first),
+                    "pattern": {"shape": styles.pattern(first)},
+                    "line": {"color": [FLAG_COLOR if r.flags else "rgba(0,0,0,0)" for _, r in members],
+                             "width": [3 if r.flags else 0 for _, r in members]},
+                },
+                hovertext=[hover(r, v) for v, r in members],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        title=_t(title),
+        barmode="overlay",
+        xaxis={"title": _t(axis), "type": axis_type(v for v, _ in items)},
+        yaxis={"categoryorder": "array", "categoryarray": [labels[id(r)] for _, r in items], "autorange": "reversed"},
+    )
+    flag = " Bars outlined in red and labels with ⚠ are unstable or invalid cells." if any(r.flags for _, r in items) else ""
+    return Chart(title, figure_html(fig, max(280, 120 + 26 * len(items))), (note + flag).strip())
+
+
+def _stage_charts(rows: list[Row], several_tasks: bool) -> list[Chart]:
+    """One stacked chart per device kind: a stack on a log axis would misdraw the stages' shares, and
+    one device kind's times rarely span 30x (where they do, the axis is still made logarithmic)."""
+    sel = [r for r in rows if r.ok and r.stages is not None]
+    kinds = list(dict.fromkeys(r.kind for r in sel))
+    return [
+        _stage_chart([r for r in sel if r.kind == kind], several_tasks, kind.label if len(kinds) > 1 else "")
+        for kind in kinds
+    ]
+
+
+def _stage_chart(sel: list[Row], several_tasks: bool, kind: str) -> Chart:
+    import plotly.graph_objects as go
+
+    sel = sorted(sel, key=lambda r: sum(r.stages.values()))
+    labels = [_t(_name(r, several_tasks)) for r in sel]
+    fig = go.Figure()
+    for (key, name), color in zip(STAGES, STAGE_COLORS, strict=True):
+        fig.add_trace(
+            go.Bar(y=labels, x=[r.stages[key] for r in sel], name=_t(name), orientation="h", marker={"color": color})
+        )
+    ticks = [(label, r.time_per_image_p50 or (r.p50 if r.scenario == "single-stream" else None))
+             for label, r in zip(labels, sel, strict=True)]
+    ticks = [(label, v) for label, v in ticks if v]
+    if ticks:
+        fig.add_trace(
+            go.Scatter(
+                y=[t[0] for t in ticks],
+                x=[t[1] for t in ticks],
+                mode="markers",
+                marker={"symbol": "line-ns-open", "size": 18, "color": "black"},
+                name="amortised time per image, p50",
+            )
+        )
+    totals = [sum(r.stages.values()) for r in sel]
+    title = "median time per stage, per image (amortised over the batch)" + (f": {kind}" if kind else "")
+    fig.update_layout(
+        barmode="stack",
+        title=_t(title),
+        xaxis={"title": "milliseconds per image (medians of each stage, measured)", "type": axis_type(totals)},
+        yaxis={"autorange": "reversed"},
+    )
+    bases = sorted({str(table(r.rec, "timing").get("stages_basis")) for r in sel
+                    if table(r.rec, "timing").get("stages_basis")})
+    note = (
+        "Stage times are per image, amortised over the batch"
+        + (f" (the records say: {'; '.join(bases)})" if bases else "")
+        + "; they are not request latencies. The vision encoder runs inside time-to-first-token, so the "
+        "stack shows vision and ttft − vision separately; preprocess + ttft + decode + postprocess ≈ the "
+        "amortised time per image (black tick). Each stage is its own median, so the stack need not equal it."
+    )
+    return Chart(title, figure_html(fig, max(280, 120 + 26 * len(sel))), note)
+
+
+def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
+    import plotly.graph_objects as go
+
+    def peak(r: Row) -> float:
+        return r.peak_memory[0] if r.peak_memory else 0.0
+
+    sel = [r for r in rows if r.ok and any(_num(table(r.rec, "memory").get(k)) for k, _ in MEMORY_FIELDS)]
+    if not sel:
+        return None
+    sel.sort(key=peak)
+    labels = [_t(_name(r, several_tasks)) for r in sel]
+    fig = go.Figure()
+    values_all: list[float] = []
+    for (key, name), color in zip(MEMORY_FIELDS, MEMORY_COLORS, strict=True):
+        values = [(_num(table(r.rec, "memory").get(key)) or 0) / 2**20 or None for r in sel]
+        if any(values):
+            values_all += [v for v in values if v]
+            fig.add_trace(go.Bar(y=labels, x=values, name=_t(name), orientation="h", marker={"color": color}))
+    fig.update_layout(
+        barmode="group",
+        title="memory per setting (sorted by the peak that limits it: GPU allocation on GPUs, host RSS on CPUs)",
+        xaxis={"title": "MiB (measured peaks)", "type": axis_type(values_all)},
+        yaxis={"autorange": "reversed"},
+    )
+    return Chart("memory", figure_html(fig, max(280, 120 + 40 * len(sel))))
+
+
+def _distribution_chart(rows: list[Row], styles: Styles, several_tasks: bool) -> Chart | None:
+    import plotly.graph_objects as go
+
+    def samples(r: Row) -> list[float]:
+        return [float(s) for s in (r.rec.get("samples_ms") or []) if _num(s) is not None]
+
+    sel = [r for r in rows if r.ok and samples(r)]
+    if not sel:
+        return None
+    sel.sort(key=lambda r: sorted(samples(r))[len(samples(r)) // 2])
+    fig = go.Figure()
+    for r in sel:
+        fig.add_trace(
+            go.Box(
+                x=samples(r),
+                name=_t(_name(r, several_tasks)),
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker={"size": 4, "color": styles.color(r)},
+                line={"color": FLAG_COLOR if r.flags else styles.color(r)},
+                showlegend=False,
+            )
+        )
+    fig.update_layout(
+        title="request latency: every raw sample (what one request waited)",
+        xaxis={"title": "milliseconds (measured request latency)",
+               "type": axis_type(s for r in sel for s in samples(r))},
+        yaxis={"autorange": "reversed"},
+    )
+    note = ("Sorted by median. A box drawn in red (label ⚠) is an unstable or invalid cell. An offline request "
+            "waits for its whole batch; a server request's wait includes queueing.")
+    return Chart("request latency distributions", figure_html(fig, max(280, 120 + 26 * len(sel))), note)
+
+
+def _energy_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list[Chart]:
+    ok = [r for r in rows if r.ok]
+
+    def source(r: Row) -> str:
+        return str(table(r.rec, "energy").get("source") or "")
+
+    charts = [
+        _bars(ok, styles, lambda r: r.joules, title="energy per image (measured)", axis="joules per image",
+              higher_is_better=False, several_tasks=several_tasks,
+              hover=lambda r, v: _hover(r, f"{v:.4g} J per image", f"source: {source(r)}")),
+        _bars(ok, styles, lambda r: r.images_per_joule, title="images per joule (measured; higher is better)",
+              axis="images per joule", higher_is_better=True, several_tasks=several_tasks,
+              hover=lambda r, v: _hover(r, f"{v:.4g} images per joule", f"source: {source(r)}")),
+    ]
+    return [c for c in charts if c]
+
+
+def _cost_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list[Chart]:
+    ok = [r for r in rows if r.ok and r.scenario != "server"]
+    chart = _bars(
+        ok, styles, lambda r: r.cost_per_million,
+        title="cost per million images (derived: price per hour ÷ measured throughput)",
+        axis="USD per million images (derived)", higher_is_better=False, several_tasks=several_tasks,
+        hover=lambda r, v: _hover(r, f"${v:.4g} per million images", f"{r.ips:.4g} images/s measured",
+                                  f"price: {r.price.text}"),
+        note="Batch work with the device kept busy (offline and single-stream cells). Prices used: "
+             + "; ".join(dict.fromkeys(f"{r.kind.label}: {r.price.text}" for r in ok if r.price)) + ".",
+    )
+    return [chart] if chart else []
+
+
+def build_charts(
+    rows: list[Row], bound: float | None, reported_keys: dict[str, str | None], reported_label: str
+) -> dict[str, list[Chart]]:
+    """Every chart of the report, by section."""
+    styles = Styles(rows)
+    several = len(_tasks(rows)) > 1
+    return {
+        "tradeoff": _tradeoff_charts(rows, styles, bound),
+        "server": _server_charts(rows, styles, bound),
+        "size": _size_quality_charts(rows, styles, reported_keys, reported_label),
+        "pareto": _pareto_charts(rows, styles),
+        "throughput": _throughput_charts(rows, styles),
+        "stages": _stage_charts(rows, several),
+        "memory": [c for c in [_memory_chart(rows, several)] if c],
+        "distributions": [c for c in [_distribution_chart(rows, styles, several)] if c],
+        "energy": _energy_charts(rows, styles, several),
+        "cost": _cost_charts(rows, styles, several),
+    }

@@ -1,0 +1,590 @@
+"""Fault injection on the tiny checkpoint: kills at random points, writes torn at every byte, concurrent
+runs, hostile records, and bad inputs. A run directory must end with every cell exactly once; a bad
+input must end in one stderr line naming it, and exit code 2; a bug in exit code 3, never 1."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sweep_helpers import write_sweep
+
+from bench import cli, compare, report, store, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _bench(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], env=_env(), cwd=ROOT, **kwargs)
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines() if path.exists() else []
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def _ids(run: Path) -> Counter:
+    return Counter(r["cell_id"] for r in store.read_records(run))
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tiny_checkpoint, tmp_path_factory) -> Path:
+    """Two cells (<CAPTION>, <OD>), one model load."""
+    return write_sweep(tmp_path_factory.mktemp("sweep") / "s.toml", tiny_checkpoint, tasks=["<CAPTION>", "<OD>"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(sweep_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------- kills
+
+
+def test_kills_at_random_points_then_resume_record_every_cell_exactly_once(tiny_checkpoint, tmp_path):
+    sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=["<CAPTION>", "<OD>", "<OCR>"],
+                             batch_sizes=[1, 2])
+    expected = {c.cell_id for c in sweep.expand(sweep.load_sweep(str(sweep_file)))}
+    assert len(expected) == 6
+    out, results = tmp_path / "run", tmp_path / "run" / store.RESULTS
+    rng = random.Random(14)  # the kill points are random but reproducible
+    kills = 0
+    for attempt, where in enumerate(("between cells", "mid-cell")):
+        before = len(_lines(results))
+        proc = _bench("run", "--sweep", sweep_file, "--out", out, "--quiet", *(["--resume"] if attempt else []),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            target, deadline = before + rng.randint(1, 2), time.monotonic() + 240
+            while len(_lines(results)) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if where == "mid-cell":
+                time.sleep(rng.uniform(0.05, 0.5))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+        finally:
+            proc.kill()
+            proc.wait()
+    assert kills >= 1, "every run ended before it could be killed"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a torn tail is possible (and repaired)
+        before = store.read_records(out)
+    assert 1 <= len(before) < len(expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store.repair_tail(results)  # should a kill have torn a write itself
+    with results.open("a") as fh:  # a write torn by a crash: part of a line, no newline
+        fh.write(json.dumps(before[0])[:40])
+    with pytest.warns(UserWarning, match="torn line"):
+        assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(out), "--resume", "--quiet"]) == 0
+    after = store.read_records(out)
+    counts = Counter(r["cell_id"] for r in after)
+    assert set(counts) == expected and set(counts.values()) == {1}
+    assert {r["status"] for r in after} == {"ok"}
+    assert after[: len(before)] == before  # what the killed runs finished was kept, not re-run
+
+
+def test_a_write_torn_at_any_byte_keeps_every_complete_record(finished_run, tmp_path, monkeypatch):
+    """Every prefix of the last record: --resume's notion of "done" and the tail repair agree, so the cell
+    ends exactly once (kept when its JSON was complete, even without the newline; re-run otherwise)."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # thousands of rewrites; durability is not tested here
+    lines = (finished_run / store.RESULTS).read_bytes().splitlines(keepends=True)
+    head, last = b"".join(lines[:-1]), lines[-1]
+    ids = [json.loads(line)["cell_id"] for line in lines]
+    rerun = store.Record(**json.loads(last))
+    with tempfile.TemporaryDirectory(dir=_memory_fs() or tmp_path) as scratch:
+        _every_cut(Path(scratch), head, last, ids, rerun)
+
+
+def _memory_fs() -> str | None:
+    """A RAM-backed folder where there is one: these thousands of small writes take ~10 us there, ~3 ms on disk."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _every_cut(run: Path, head: bytes, last: bytes, ids: list[str], rerun: store.Record) -> None:
+    results = run / store.RESULTS
+    for cut in range(len(last) + 1):
+        results.write_bytes(head + last[:cut])
+        complete = cut >= len(last) - 1  # the JSON is whole; at most the newline is missing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the torn line is reported; here it is expected
+            assert (ids[-1] in store.finished_cells(run)) is complete, cut
+            if not complete:
+                store.append(run, rerun)  # what --resume does with an unfinished cell
+            store.repair_tail(results)  # what a resume does first
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing unreadable is left
+            assert [r["cell_id"] for r in store.read_records(run)] == ids, cut
+        if complete:
+            assert results.read_bytes() == head + last
+
+
+@pytest.mark.parametrize("cut", ["torn", "no newline"])
+def test_resume_after_a_torn_last_write(finished_run, sweep_file, tmp_path, cut):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    results = run / store.RESULTS
+    original = results.read_bytes()
+    lines = original.splitlines(keepends=True)
+    last = lines[-1]
+    results.write_bytes(b"".join(lines[:-1]) + last[: len(last) // 2 if cut == "torn" else len(last) - 1])
+    args = ["run", "--sweep", str(sweep_file), "--out", str(run), "--resume", "--quiet"]
+    if cut == "torn":
+        with pytest.warns(UserWarning, match="torn line"):
+            assert cli.main(args) == 0
+    else:
+        assert cli.main(args) == 0
+        assert results.read_bytes() == original  # the finished cell was kept, not lost and not re-run
+    assert set(_ids(run).values()) == {1} and len(_ids(run)) == len(lines)
+
+
+# -------------------------------------------------------------------------------- concurrency
+
+
+def test_two_runs_into_one_out_run_each_cell_once(sweep_file, tmp_path):
+    out = tmp_path / "run"
+    procs = [_bench("run", "--sweep", sweep_file, "--out", out, "--quiet", stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    ends = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in ends) == [0, 2]
+    [loser] = [err for code, err in ends if code == 2]
+    assert "in use by another run (pid" in loser or "already holds results" in loser
+    assert len(loser.strip().splitlines()) == 1
+    assert set(_ids(out).values()) == {1} and len(_ids(out)) == 2
+    assert (out / store.REPORT).is_file() and not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_a_locked_out_is_refused_naming_the_holder_and_a_killed_holder_frees_it(sweep_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from bench import store; "
+         "lock = store.run_lock(Path(sys.argv[1])); lock.__enter__(); print('locked', flush=True); time.sleep(600)",
+         str(out)], env=_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = ["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]
+        assert cli.main(args) == 2
+        line = _one_line(capsys)
+        assert f"in use by another run (pid {holder.pid} " in line and "accepted" in line
+        assert not (out / store.RESULTS).exists()
+        holder.kill()  # SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+        assert cli.main(args) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(_ids(out)) == 2
+
+
+# ------------------------------------------------------------------------ the issue's cases
+
+
+def _other_device() -> str:
+    import torch
+
+    return "mps" if torch.cuda.is_available() else "cuda"
+
+
+def test_repeated_axis_values_make_one_cell_and_resume_appends_nothing(tiny_checkpoint, tmp_path, capsys):
+    device = _other_device()  # not available here: its cell is a skipped record
+    sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=["<CAPTION>", "caption"],
+                             devices=["cpu", device, "cpu"])
+    out = tmp_path / "run"
+    args = ["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]
+    with pytest.warns(UserWarning, match="repeated") as caught:
+        assert cli.main(args) == 0
+    assert {str(w.message).split(" ignored")[0] for w in caught} == {
+        "repeated tasks value 'caption'", "repeated devices value 'cpu'"}
+    first = (out / store.RESULTS).read_bytes()
+    assert sorted(r["status"] for r in store.read_records(out)) == ["ok", "skipped"]
+    for _ in range(2):  # neither the ok nor the skipped cell is appended again
+        with pytest.warns(UserWarning, match="repeated"):
+            assert cli.main([*args, "--resume"]) == 0
+        assert (out / store.RESULTS).read_bytes() == first
+    assert "resumed: 2 cell(s)" in capsys.readouterr().out
+
+
+def _png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares width x height (the pixels are not valid: only the header is read)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) +
+                     chunk(b"IEND", b""))
+    return path
+
+
+def _coco(tmp: Path, images: list[dict] | None = None, annotations: list[dict] | None = None) -> str:
+    """A boxes-only COCO file over two real 64x48 images; returns its coco-json dataset name."""
+    from PIL import Image
+
+    for i in (1, 2):
+        Image.new("RGB", (64, 48), (40 * i, 90, 200)).save(tmp / f"{i}.png")
+    doc = {
+        "images": images or [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 48} for i in (1, 2)],
+        "annotations": annotations or [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 30, 20]}
+                                       for i in (1, 2)],
+        "categories": [{"id": 1, "name": "box"}],
+    }
+    (tmp / "boxes.json").write_text(json.dumps(doc))
+    return f"coco-json:{tmp / 'boxes.json'}"
+
+
+def test_a_cell_without_usable_data_is_skipped_and_the_sweep_goes_on(sweep_file, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--sweep", str(sweep_file), "--dataset", _coco(tmp_path), "--tasks", "caption,od,ocr",
+            "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    records = {r["task"]: r for r in store.read_records(out)}
+    assert records["<OD>"]["status"] == "ok"
+    for task in ("<CAPTION>", "<OCR>"):
+        assert records[task]["status"] == "skipped"
+        assert f"no image usable for {task}" in records[task]["error"]
+    assert (out / store.REPORT).is_file()
+
+
+def test_resume_refuses_another_sweep_unless_extending(finished_run, tiny_checkpoint, tmp_path, capsys):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    env, results = (run / store.ENV).read_bytes(), (run / store.RESULTS).read_bytes()
+    wider = write_sweep(tmp_path / "wider.toml", tiny_checkpoint, tasks=["<CAPTION>", "<OD>", "<OCR>"])
+    args = ["run", "--sweep", str(wider), "--out", str(run), "--resume", "--quiet"]
+    assert cli.main(args) == 2
+    line = _one_line(capsys)
+    assert "different sweep: tasks" in line and '"<OCR>"' in line and "--extend" in line
+    assert (run / store.ENV).read_bytes() == env and (run / store.RESULTS).read_bytes() == results
+    assert cli.main([*args, "--extend"]) == 0
+    records = store.read_records(run)
+    assert [r["task"] for r in records] == ["<CAPTION>", "<OD>", "<OCR>"]  # only the new cell ran
+    recorded = store.read_env(run)
+    assert recorded["sweep"]["tasks"] == ["<CAPTION>", "<OD>", "<OCR>"]
+    assert recorded["resumes"][-1]["previous_sweep"]["tasks"] == ["<CAPTION>", "<OD>"]
+    assert cli.main(args) == 0  # the extended sweep is now the recorded one
+
+
+def test_unreadable_lines_are_skipped_with_a_count_by_report_compare_and_export(finished_run, tmp_path, capsys):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    first, second = (run / store.RESULTS).read_bytes().splitlines(keepends=True)
+    junk = [b"[1, 2]\n", b'"a string"\n', b"\xff\xfe not utf-8\n", b'{"cell_id": 5, "status": "ok"}\n',
+            b'{"cell_id": "x", "status": "ok", "latency_ms": [1]}\n']
+    (run / store.RESULTS).write_bytes(first + b"".join(junk) + second)
+    for args in (["report", str(run)], ["compare", str(run), str(run)],
+                 ["export", str(run), str(tmp_path / "x.csv")]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert cli.main(args) == 0, args
+        warned = {str(w.message) for w in caught if "unreadable" in str(w.message)}
+        assert len(warned) == 1 and "skipped 5 unreadable line(s) (line 2, 3, 4, 5, 6)" in warned.pop(), args
+    assert "internal error" not in capsys.readouterr().err
+    assert len((tmp_path / "x.csv").read_text().splitlines()) == 3  # header + the two records
+    for damaged in (b"[1, 2]", b"\xff\xfe", b'{"cpu": '):  # env.json: a list, not UTF-8, torn
+        (run / store.ENV).write_bytes(damaged)
+        with pytest.warns(UserWarning, match="env.json: ignored"):
+            assert cli.main(["compare", str(run), str(run)]) == 0
+            assert cli.main(["report", str(run)]) == 0
+    assert "internal error" not in capsys.readouterr().err
+
+
+def test_a_crash_is_exit_3_with_a_traceback_file_never_1(finished_run, monkeypatch, capsys):
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug in compare")
+
+    monkeypatch.setattr(compare, "compare_dirs", bug)
+    assert cli.main(["compare", str(finished_run), str(finished_run)]) == 3  # 1 would read as "regression"
+    line = _one_line(capsys)
+    assert line.startswith("florence2-bench: internal error: ZeroDivisionError: a bug in compare; full traceback in ")
+    path = Path(line.rsplit(" ", 1)[1])
+    try:
+        text = path.read_text()
+        assert "Traceback" in text and "compare_dirs" in text and "ZeroDivisionError" in text
+    finally:
+        path.unlink()
+
+
+def test_report_never_allocates_the_canvas_a_record_declares(tmp_path):
+    example = {"width": 60000, "height": 60000, "image_file": "examples/missing.png",
+               "answer": {"bboxes": [[10, 10, 1e300, 50000]], "labels": ["x"]}}
+    started = time.perf_counter()
+    uri, note = report._draw_example(tmp_path, example)
+    assert time.perf_counter() - started < 5
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert img.size == (report.THUMB_WIDTH, report.THUMB_WIDTH) and "blank canvas" in note
+    for width, height in ((1e-300, 5), (-5, 5), (float("inf"), 5), (10**12, 10**12), ("60000", 1)):
+        assert report._draw_example(tmp_path, {"width": width, "height": height})[0] is None
+
+
+def test_schema_2_server_records_are_well_formed():
+    """The store's shape checks accept what the server scenario writes (nested run settings, the curve)."""
+    step = {"target_qps": 2.0, "achieved_qps": 1.9, "p50": 80.0, "p90": 95.0, "p99": 120.0, "n_requests": 40,
+            "batch_size_mean": 1.4, "valid": True, "invalid_reason": None}
+    record = {"cell_id": "s", "status": "ok", "scenario": "server", "capacity_qps": 2.0,
+              "timing": {"clock": "CpuClock", "server_run": {"min_duration_s": 10.0, "min_requests": 8, "seed": 0}},
+              "server": {"target_qps": 2.0, "valid": True, "curve": [step, step]}}
+    assert store.parse_line(json.dumps(record)) == record
+    record["server"]["curve"] = [[step]]
+    assert store.parse_line(json.dumps(record)) is None
+
+
+def _unescaped_pipes(line: str) -> int:
+    return sum(1 for i, ch in enumerate(line) if ch == "|" and (i == 0 or line[i - 1] != "\\"))
+
+
+def test_markdown_labels_cannot_break_out_of_their_code_span_or_row(finished_run, tmp_path):
+    hostile = tmp_path / "hostile"
+    shutil.copytree(finished_run, hostile)
+    records = [json.loads(line) for line in (hostile / store.RESULTS).read_text().splitlines()]
+    records[0]["variant"] = "ba`se` | **x**\n<script>"
+    (hostile / store.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    md = compare.compare_dirs(hostile, hostile).to_markdown()
+    assert "``ba`se` \\| **x** <script> <CAPTION> fp32 bs1 cpu``" in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) > 2 and len({_unescaped_pipes(line) for line in table}) == 1
+    assert compare._md_code("`x`") == "`` `x` ``" and compare._md("a_b*c") == "a\\_b\\*c"
+
+
+def _hostile_records(seed: int, n: int = 30) -> list[dict]:
+    """Records that pass the store's checks but carry garbage wherever the contract leaves room for it."""
+    rng = random.Random(seed)
+    weird = [None, 5, -1.5, "`|<b>&", [1, "a"], {"x": {"y": []}}, True, 1e308, [], {}, [[1]], "", -10**30]
+    scalars = [None, 5, -1.5, "x`<b>", True, 1e308, float("nan"), float("inf"), -10**30, ""]
+    lines = (BASELINE / store.RESULTS).read_text().splitlines()
+
+    def mutate(node: Any, p: float, values: list) -> None:
+        keys = list(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+        for k in keys:
+            if rng.random() < p:
+                node[k] = rng.choice(values)
+            else:
+                mutate(node[k], p, values)
+
+    records = []
+    for i in range(n):
+        r = json.loads(rng.choice(lines))
+        r["cell_id"] = f"hostile{i}"
+        for example in r["examples"]:
+            mutate(example, 0.3, weird)  # answers, sizes, file names, texts
+        for key, value in r["extra"].items():
+            if key in store.EXTRA_TABLES and isinstance(value, dict):
+                mutate(value, 0.3, scalars)
+            elif rng.random() < 0.3:
+                r["extra"][key] = rng.choice(weird)
+        for key in (*store.SCALAR_TABLES, "extra"):
+            if isinstance(r.get(key), dict):
+                for k in list(r[key]):
+                    if not isinstance(r[key][k], (dict, list)) and rng.random() < 0.2:
+                        r[key][k] = rng.choice(scalars)
+        for key in ("variant", "task", "dtype", "device", "weights", "error", "checkpoint", "dataset"):
+            if rng.random() < 0.15:
+                r[key] = rng.choice(["`x|<b>\n", "", "a" * 300])
+        if rng.random() < 0.2:
+            r["samples_ms"] = [rng.choice([1e308, -5.0, 0.0, float("nan")]) for _ in range(3)]
+        records.append(r)
+    return records
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_hostile_record_values_never_crash_report_or_compare(seed, tmp_path, capsys):
+    run = tmp_path / "hostile"
+    run.mkdir()
+    records = _hostile_records(seed)
+    (run / store.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len(store.read_records(run)) == len(records)  # all pass the store's checks: the report sees them
+        warnings.simplefilter("ignore")
+        assert cli.main(["report", str(run)]) == 0
+        assert cli.main(["compare", str(run), str(run), "--markdown", str(tmp_path / "c.md")]) == 0
+    assert "internal error" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- bad inputs
+
+
+def _edited(tmp: Path, tiny: Path, old: str, new: str) -> list[str]:
+    """A run of the tiny sweep file with one line of it replaced."""
+    path = write_sweep(tmp / "edited.toml", tiny)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return ["run", "--sweep", str(path), "--out", str(tmp / "run")]
+
+
+def _tiny_run(tmp: Path, tiny: Path, *args: str) -> list[str]:
+    return ["run", "--sweep", str(write_sweep(tmp / "s.toml", tiny)), "--out", str(tmp / "run"), "--quiet", *args]
+
+
+def _file(tmp: Path, name: str = "afile", data: bytes = b"x") -> Path:
+    (tmp / name).write_bytes(data)
+    return tmp / name
+
+
+def _read_only_out(tmp: Path, tiny: Path) -> list[str]:
+    if os.geteuid() == 0:  # root writes through permissions: a kernel file system refuses it
+        if not Path("/sys").is_dir():
+            pytest.skip("no read-only place for root here")
+        place = Path("/sys/florence2-bench-test-out")
+    else:
+        (tmp / "ro").mkdir()
+        (tmp / "ro").chmod(0o500)
+        place = tmp / "ro" / "out"
+    return ["run", "--sweep", str(write_sweep(tmp / "s.toml", tiny)), "--out", str(place)]
+
+
+def _model(tmp: Path, tiny: Path, config: bytes) -> list[str]:
+    model = shutil.copytree(tiny, tmp / "model")
+    (model / "config.json").write_bytes(config)
+    path = write_sweep(tmp / "s.toml", model)
+    return ["run", "--sweep", str(path), "--out", str(tmp / "run")]
+
+
+def _coco_run(tmp: Path, tiny: Path, **doc) -> list[str]:
+    return _tiny_run(tmp, tiny, "--dataset", _coco(tmp, **doc))
+
+
+def _bomb_run(tmp: Path, tiny: Path) -> list[str]:
+    _png(tmp / "huge.png", 20000, 20000)
+    images = [{"id": 1, "file_name": "huge.png", "width": 20000, "height": 20000}]
+    return _coco_run(tmp, tiny, images=images, annotations=[{"id": 1, "image_id": 1, "bbox": [0, 0, 5, 5]}])
+
+
+def _other_sweep_resume(tmp: Path, tiny: Path, finished: Path) -> list[str]:
+    run = shutil.copytree(finished, tmp / "resumed")
+    other = write_sweep(tmp / "other.toml", tiny, num_beams=[2])
+    return ["run", "--sweep", str(other), "--out", str(run), "--resume"]
+
+
+def _unreachable_ray(tmp: Path, tiny: Path) -> list[str]:
+    pytest.importorskip("ray", reason="the optional ray extra is not installed")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return _tiny_run(tmp, tiny, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}")
+
+
+def _prices(tmp: Path, finished: Path, data: bytes) -> list[str]:
+    return ["report", str(finished), "-o", str(tmp / "r.html"), "--prices", str(_file(tmp, "p.toml", data))]
+
+
+def _predictions(tmp: Path, rows: str) -> list[str]:
+    return ["score", "--task", "od", "--dataset", "synthetic-smoke:2", "--predictions", str(_file(tmp, "p.jsonl",
+                                                                                                  rows.encode()))]
+
+
+def _corrupt_ready(tmp: Path) -> list[str]:
+    (tmp / "cache" / "coco-val2017").mkdir(parents=True)
+    (tmp / "cache" / "coco-val2017" / "READY").write_text('{"members": ')
+    return ["datasets", "verify", "coco-val2017", "--cache-dir", str(tmp / "cache")]
+
+
+# (case, argv builder taking (tmp, tiny checkpoint, finished run), what the one line must contain)
+BAD_INPUTS = {
+    "out is a file": (lambda t, k, f: _tiny_run(t, k, "--out", str(_file(t))), "is a file, not a directory"),
+    "out under a file": (lambda t, k, f: _tiny_run(t, k, "--out", str(_file(t) / "run")),
+                         "a part of its path is a file"),
+    "out in a read-only place": (lambda t, k, f: _read_only_out(t, k), "florence2-bench-test-out"),
+    "toml list axis as a scalar": (lambda t, k, f: _edited(t, k, "batch_sizes = [1]", "batch_sizes = 1"),
+                                   "bad batch_sizes = 1; accepted: a list of integers"),
+    "toml limit as a string": (lambda t, k, f: _edited(t, k, "limit = 2", 'limit = "2"'),
+                               "bad limit = '2'; accepted: an integer"),
+    "toml not utf-8": (lambda t, k, f: ["run", "--sweep", str(_file(t, "s.toml", b'name = "\xff"\n'))],
+                       "is not UTF-8 text"),
+    "toml booleans as strings": (lambda t, k, f: _edited(t, k, "limit = 2", 'limit = 2\ncompile = ["yes"]'),
+                                 "bad compile = [\"yes\"]; accepted: a list of booleans"),
+    "toml repetition value type": (lambda t, k, f: _edited(t, k, "warmup = 0", 'warmup = "1"'),
+                                   "[repetition]: bad warmup = '1'; accepted: an integer"),
+    "toml nan": (lambda t, k, f: _edited(t, k, "energy_idle_s = 0.0", "energy_idle_s = nan"),
+                 "bad energy_idle_s = NaN; accepted: a finite number"),
+    "toml empty task list": (lambda t, k, f: _edited(t, k, 'tasks = ["<CAPTION>"]', "tasks = []"),
+                             "tasks list is empty"),
+    "sweep path is a directory": (lambda t, k, f: ["run", "--sweep", str(_dir(t, "d.toml"))], "is a directory"),
+    "max-new-tokens negative": (lambda t, k, f: _tiny_run(t, k, "--max-new-tokens", "-5"), "bad max_new_tokens -5"),
+    "max-new-tokens zero": (lambda t, k, f: _tiny_run(t, k, "--max-new-tokens", "0"), "bad max_new_tokens 0"),
+    "limit not an integer": (lambda t, k, f: ["run", "--limit", "abc"], "invalid int value: 'abc'"),
+    "unknown flag": (lambda t, k, f: ["run", "--bogus"], "unrecognized arguments: --bogus"),
+    "unknown executor": (lambda t, k, f: _tiny_run(t, k, "--executor", "dask"), "unknown executor 'dask'"),
+    "extend without resume": (lambda t, k, f: _tiny_run(t, k, "--extend"), "accepted: --resume --extend"),
+    "coco image without size": (lambda t, k, f: _coco_run(t, k, images=[{"id": 1, "file_name": "1.png"}]),
+                                "has width None and height None"),
+    "coco non-numeric bbox": (lambda t, k, f: _coco_run(t, k, annotations=[{"id": 7, "image_id": 1,
+                                                                             "bbox": ["a", 1, 2, 3]}]),
+                              "annotation id 7 has bbox"),
+    "coco box with negative width": (lambda t, k, f: _coco_run(t, k, annotations=[{"id": 8, "image_id": 1,
+                                                                                    "bbox": [30, 4, -20, 5]}]),
+                                     "width and height >= 0"),
+    "declared 20000x20000 image": (lambda t, k, f: _bomb_run(t, k), "could be decompression bomb"),
+    "config.json is a list": (lambda t, k, f: _model(t, k, b"[1, 2]"), "holds a JSON list"),
+    "config.json not utf-8": (lambda t, k, f: _model(t, k, b'{"model_type": "\xff"}'), "is not valid JSON"),
+    "resume with another sweep": (lambda t, k, f: _other_sweep_resume(t, k, f), "different sweep: num_beams"),
+    "unreachable ray address": (lambda t, k, f: _unreachable_ray(t, k), "cannot reach the Ray cluster"),
+    "report of a non-run directory": (lambda t, k, f: ["report", str(t)], "not a run directory"),
+    "report output under a file": (lambda t, k, f: ["report", str(f), "-o", str(_file(t) / "r.html")],
+                                   "a part of its folder is a file"),
+    "prices not utf-8": (lambda t, k, f: _prices(t, f, b'[cpu]\nusd_per_vcpu_hour = 1\nsource = "\xff"\n'), "is not UTF-8 text"),
+    "prices energy not a number": (lambda t, k, f: _prices(t, f, b'[cpu]\nusd_per_vcpu_hour = 1\nsource = "s"\n[energy]\nusd_per_kwh = "x"\n'),
+                                   "usd_per_kwh is 'x'"),
+    "compare a missing directory": (lambda t, k, f: ["compare", str(f), str(t / "nowhere")], "does not exist"),
+    "compare unknown metric": (lambda t, k, f: ["compare", str(f), str(f), "--fail-on", "speed=5%"],
+                               "unknown metric in --fail-on item 'speed=5%'"),
+    "compare markdown under a file": (lambda t, k, f: ["compare", str(f), str(f), "--markdown",
+                                                       str(_file(t) / "c.md")], "a part of its folder is a file"),
+    "predictions with x2 < x1": (lambda t, k, f: _predictions(t, '{"image_id": 1, "label": "a", '
+                                                                 '"bbox_xyxy": [50, 5, 10, 40]}\n'),
+                                 "p.jsonl:1: \"bbox_xyxy\" [50, 5, 10, 40] has x2 < x1"),
+    "predictions path is a directory": (lambda t, k, f: ["score", "--task", "od", "--dataset", "synthetic-smoke",
+                                                         "--predictions", str(t)], "Is a directory"),
+    "export to a directory": (lambda t, k, f: ["export", str(f), str(_dir(t, "x.csv"))], "is a directory"),
+    "export to an unknown format": (lambda t, k, f: ["export", str(f), str(t / "x.xlsx")], "'.xlsx'"),
+    "corrupt READY file": (lambda t, k, f: _corrupt_ready(t), "corrupt READY file"),
+    "fetch an unknown dataset": (lambda t, k, f: ["datasets", "fetch", "nope"], "unknown dataset manifest 'nope'"),
+    "history report under a file": (lambda t, k, f: ["history", "report", str(t), "-o", str(_file(t) / "h.html")],
+                                    "a part of its folder is a file"),
+    "tiny checkpoint under a file": (lambda t, k, f: ["make-tiny-checkpoint", str(_file(t) / "ckpt")],
+                                     "a part of its folder is a file"),
+}
+
+
+def _dir(tmp: Path, name: str) -> Path:
+    (tmp / name).mkdir()
+    return tmp / name
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(case, tiny_checkpoint, finished_run, tmp_path, capsys):
+    build, expected = BAD_INPUTS[case]
+    argv = build(tmp_path, tiny_checkpoint, finished_run)
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    line = _one_line(capsys)
+    assert line.startswith("florence2-bench") and expected in line, line
+    assert "Traceback" not in line
