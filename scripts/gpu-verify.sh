@@ -15,9 +15,10 @@
 # reports/baselines/gpu-<gpu name>/ (the log prints the folder name).
 #
 # Time: GPU_VERIFY_BUDGET_S (default 420) is split between the steps: the check gets 45% as its cell
-# budget, perf its 90 s; with imports, loads and reports the run takes about 7 minutes, and the timeouts
-# bound it at about BUDGET + 100 s. GPU_VERIFY_DRY_RUN=1 runs the same steps on the CPU with a tiny
-# checkpoint in about two minutes (a check of this script and the code paths, not a measurement).
+# budget, perf its 90 s; with imports, loads and reports the run takes about 7 minutes. GPU_VERIFY_WALL_S
+# (default 560) bounds the whole script: every step's timeout is cut to what is left of it, keeping 40 s
+# for the targets and the packing, so the files always come back. GPU_VERIFY_DRY_RUN=1 runs the same
+# steps on the CPU with a tiny checkpoint in about a minute (a check of this script, not a measurement).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT_DIR=${1:-${OUT:-runs/gpu-verify-out}}
@@ -29,17 +30,26 @@ LOG="$OUT_DIR/gpu-verify.log"
 PY=${PYTHON:-python3}
 RUN=${GPU_VERIFY_RUN:-runs/gpu-verify}
 TOTAL=${GPU_VERIFY_BUDGET_S:-420}
+DEADLINE=$(( $(date +%s) + ${GPU_VERIFY_WALL_S:-560} ))
+RESERVE=40  # seconds kept for the targets step and the packing
 DRY=${GPU_VERIFY_DRY_RUN:-0}
 CHECK_BUDGET=$(( TOTAL * 45 / 100 ))
-CHECK_LIMIT=$(( CHECK_BUDGET + 60 ))
+CHECK_LIMIT=$(( CHECK_BUDGET + 50 ))
 PERF_BUDGET=90
-PERF_LIMIT=$(( PERF_BUDGET + 75 ))
+PERF_LIMIT=$(( PERF_BUDGET + 65 ))
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 step() {  # step NAME LIMIT_S COMMAND...: run, tee, record the exit code; never stops the script
-  local name=$1 limit=$2 start rc
+  local name=$1 limit=$2 start rc room
   shift 2
+  room=$(( DEADLINE - $(date +%s) - RESERVE ))
+  if [ "$room" -lt "$limit" ]; then limit=$room; fi
+  if [ "$limit" -lt 5 ]; then
+    echo "=== $name: not run, the script's wall-time bound is reached" | tee -a "$LOG"
+    echo "$name not-run 0" >> "$OUT_DIR/steps.txt"
+    return
+  fi
   echo "=== $name (limit ${limit} s): $*" | tee -a "$LOG"
   start=$(date +%s)
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
@@ -49,7 +59,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run, tee, record the exit code; never 
 }
 
 if compgen -G ".whl/*.whl" > /dev/null; then
-  step install 180 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  step install 90 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
   if PYTHONPATH="/tmp/site:$PYTHONPATH" "$PY" -c "import transformers" >> "$LOG" 2>&1; then
     export PYTHONPATH="/tmp/site:$PYTHONPATH"
@@ -58,7 +68,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   fi
 fi
 
-step env 30 "$PY" - <<'PYENV'
+step env 20 "$PY" - <<'PYENV'
 import importlib, platform, re, subprocess
 print("python", platform.python_version())
 for name in ("torch", "torchvision", "transformers", "tokenizers", "pynvml", "jinja2", "pandas"):
@@ -93,11 +103,12 @@ else
   PIXEL_ARGS=()
 fi
 
-step pixels 60 "$PY" -m bench.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
+step pixels 45 "$PY" -m bench.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
 step check "$CHECK_LIMIT" "$PY" -m bench.gpucheck "$RUN" --device "$DEVICE" --targets --budget-s "$CHECK_BUDGET" \
   "${CHECK_ARGS[@]}"
 step perf "$PERF_LIMIT" "$PY" -m bench.perf --device "$DEVICE" --budget-s "$PERF_BUDGET" --out "$RUN" "${PERF_ARGS[@]}"
-step targets 60 "$PY" -m bench.targets "$RUN"
+RESERVE=5
+step targets 30 "$PY" -m bench.targets "$RUN"
 
 if [ -d "$RUN" ]; then
   tar -czf "$OUT_DIR/run.tar.gz" -C "$(dirname "$RUN")" "$(basename "$RUN")"
