@@ -58,7 +58,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run, tee, record the exit code; never 
   echo "$name $rc $(( $(date +%s) - start ))" >> "$OUT_DIR/steps.txt"
 }
 
-if compgen -G ".whl/*.whl" > /dev/null; then
+if [ "$DRY" != "1" ] && compgen -G ".whl/*.whl" > /dev/null; then  # the wheels are for the GPU host's Python
   step install 90 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
   if PYTHONPATH="/tmp/site:$PYTHONPATH" "$PY" -c "import transformers" >> "$LOG" 2>&1; then
