@@ -354,8 +354,13 @@ def recommend(
             else "accuracy not measured: only speed and cost were compared"
         )
     if not candidates:
+        invalid = sum(1 for r in ok if r.invalid)
+        if latency_bound_ms is None:  # nothing was filtered by a bound: every finished setting is invalid
+            rec.verdict = f"{NONE_MEETS}: all {invalid} finished settings are invalid runs (see their reasons)"
+            return rec
         offline = sum(1 for r in ok if r.scenario == "offline")
         why = f"; {offline} offline cells are judged on throughput only" if offline else ""
+        why += f"; {invalid} invalid runs are never chosen" if invalid else ""
         rec.verdict = f"{NONE_MEETS}: no setting has request latency ≤ {latency_bound_ms:g} ms{why}"
         return rec
     rec.met = len(candidates)

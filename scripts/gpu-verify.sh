@@ -10,8 +10,9 @@
 #   check    python -m bench.gpucheck RUN --targets: the target cells, then plausibility cells, budgeted
 #   perf     python -m bench.perf --device cuda --budget-s 90 --out RUN: the snippet vs the harness
 #   targets  python -m bench.targets RUN: every target measured, met or not (targets.json)
+#   server   florence2-bench run --sweep scripts/gpu-server.toml: capacity within a p99 bound, if time is left
 # RUN (runs/gpu-verify) is packed into OUT_DIR/run.tar.gz; results.jsonl, env.json, perf.json and
-# targets.json are also copied out (7 files in all). Commit RUN's results.jsonl, env.json, perf.json as
+# targets.json are also copied out, and the server run's results as server-results.jsonl (8 files in all). Commit RUN's results.jsonl, env.json, perf.json as
 # reports/baselines/gpu-<gpu name>/ (the log prints the folder name).
 #
 # Time: GPU_VERIFY_BUDGET_S (default 420) is split between the steps: the check gets 45% as its cell
@@ -96,11 +97,14 @@ if [ "$DRY" = "1" ]; then
   CHECK_ARGS=(--model-path "$TINY" --max-new-tokens 2 --limit 2 --max-batch-size 2 --dtypes fp32 --batch-sizes 1)
   PERF_ARGS=(--model-path "$TINY" --images 2 --rounds 1 --candidates fp32-b2-dev-prefetch,fp32-b1-static-graphs)
   PIXEL_ARGS=(--images 4)
+  SERVER_ARGS=(--model-path "$TINY" --variants custom --batch-sizes 2 --max-new-tokens 2 --server-qps 20 \
+    --latency-bound-ms 60000)
 else
   DEVICE=cuda
   CHECK_ARGS=(--dtypes fp32,fp16 --batch-sizes 1)
   PERF_ARGS=(--rounds 3)
   PIXEL_ARGS=()
+  SERVER_ARGS=()
 fi
 
 step pixels 45 "$PY" -m bench.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
@@ -109,6 +113,11 @@ step check "$CHECK_LIMIT" "$PY" -m bench.gpucheck "$RUN" --device "$DEVICE" --ta
 step perf "$PERF_LIMIT" "$PY" -m bench.perf --device "$DEVICE" --budget-s "$PERF_BUDGET" --out "$RUN" "${PERF_ARGS[@]}"
 RESERVE=5
 step targets 30 "$PY" -m bench.targets "$RUN"
+# what the buyer asks: requests per second within a p99 bound (scripts/gpu-server.toml), if time is left
+SERVER_RUN=${RUN}-server
+rm -rf "$SERVER_RUN"
+step server 120 "$PY" -m bench run --sweep scripts/gpu-server.toml --devices "$DEVICE" --out "$SERVER_RUN" --quiet \
+  "${SERVER_ARGS[@]}"
 
 if [ -d "$RUN" ]; then
   tar -czf "$OUT_DIR/run.tar.gz" -C "$(dirname "$RUN")" "$(basename "$RUN")"
@@ -116,4 +125,5 @@ if [ -d "$RUN" ]; then
     [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT_DIR/"
   done
 fi
+[ -f "$SERVER_RUN/results.jsonl" ] && cp "$SERVER_RUN/results.jsonl" "$OUT_DIR/server-results.jsonl"
 echo "=== done: $(tr '\n' ';' < "$OUT_DIR/steps.txt") files in $OUT_DIR: $(ls "$OUT_DIR" | tr '\n' ' ')" | tee -a "$LOG"

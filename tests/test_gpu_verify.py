@@ -25,13 +25,13 @@ def test_the_dry_run_goes_through_every_step(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = dict(line.split()[:2] for line in (out / "steps.txt").read_text().splitlines())
     # the check exits 1 on a CPU (no CUDA memory or NVML energy: implausible as GPU figures), the rest 0
-    assert steps == {"env": "0", "pixels": "0", "check": "1", "perf": "0", "targets": "0"}
+    assert steps == {"env": "0", "pixels": "0", "check": "1", "perf": "0", "targets": "0", "server": "0"}
     log = (out / "gpu-verify.log").read_text()
     assert "Traceback" not in log
     assert "within tolerance" in log and "dry run on cpu" in log
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["env.json", "gpu-verify.log", "perf.json", "results.jsonl", "run.tar.gz", "steps.txt",
-                     "targets.json"]  # at most 8 files come back from the GPU machine
+    assert files == ["env.json", "gpu-verify.log", "perf.json", "results.jsonl", "run.tar.gz", "server-results.jsonl",
+                     "steps.txt", "targets.json"]  # at most 8 files come back from the GPU machine
     with tarfile.open(out / "run.tar.gz") as tar:
         names = tar.getnames()
     assert {"run/results.jsonl", "run/env.json", "run/perf.json", "run/targets.json", "run/report.html"} <= set(names)
@@ -42,3 +42,5 @@ def test_the_dry_run_goes_through_every_step(tmp_path):
     assert any(r["status"] == "skipped" and r["compile"] == "graphs" for r in records)
     perf = json.loads((out / "perf.json").read_text())
     assert perf["measured"] == 1 and perf["settings"][1]["skipped"] == "unsupported"
+    [server] = [json.loads(line) for line in (out / "server-results.jsonl").read_text().splitlines()]
+    assert server["status"] == "ok" and server["scenario"] == "server" and server["server"]["n_requests"] >= 64

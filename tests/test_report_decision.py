@@ -310,3 +310,18 @@ def test_schema_2_fields_of_the_wrong_type_render_as_missing(tmp_path):
     assert rows["e"].capacity(None) is None and rows["e"].capacity(10.0) is None
     assert rows["c"].capacity(10.0)[0] == 2.0  # the one well-formed step of its curve
     assert 'id="capacity-planner"' in text
+
+
+def test_a_run_whose_only_cell_is_an_invalid_server_run_reports_why_without_a_bound(tmp_path):
+    """The report `run` writes has no bound of its own: an overloaded server cell is named, not a crash."""
+    from report_factory import make_server_record, write_run
+
+    overloaded = make_server_record("base", device="cpu", batch_size=2, curve=False)
+    overloaded.server.update(valid=False, invalid_reason="achieved 9.3 QPS, more than 5% below the target 20")
+    run = write_run(tmp_path / "run", [overloaded], gpu=None)
+    rows = [row for run_ in report.load_runs([run], report.load_prices()) for row in run_.rows]
+    unbounded, bounded = (report.recommend(rows, "<CAPTION>", bound, None) for bound in (None, 500.0))
+    assert unbounded.best is None and "all 1 finished settings are invalid runs" in unbounded.verdict
+    assert bounded.best is None and "1 invalid runs are never chosen" in bounded.verdict
+    text = report.build_report([run], tmp_path / "r.html").read_text()
+    assert "invalid runs" in text
