@@ -115,11 +115,32 @@ def torch_compile(fn: Callable, graphs: bool) -> Callable:
 
     @functools.wraps(fn)
     def step(*args, **kwargs):
-        # each call is a new step of an inference loop: outputs of the previous replay are dead
+        # each call is a new step of an inference loop: outputs of the previous replay are dead...
         torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args, **kwargs)
+        # ...but generate() keeps some of them across steps (the vision features the projector and the
+        # encoder read, a decoder step's outputs): measured on an H200, without copies the next replay
+        # overwrote them ("accessing tensor output of CUDAGraphs that has been overwritten")
+        return owned_outputs(compiled(*args, **kwargs))
 
     return step
+
+
+def owned_outputs(value: Any) -> Any:
+    """The tensors of a compiled call's outputs (a tensor, tuple, list, dict or ModelOutput) copied out of
+    the CUDA-graph pool, so a later replay cannot overwrite them; everything else (a KV cache object) as is."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):  # ModelOutput included: item assignment keeps its attributes in step
+        for key in list(value.keys()):
+            value[key] = owned_outputs(value[key])
+        return value
+    if isinstance(value, list):
+        return [owned_outputs(v) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(owned_outputs(v) for v in value)
+    return value
 
 
 def _compile(loaded: LoadedModel, cell: Any) -> str | None:

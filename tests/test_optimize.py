@@ -301,6 +301,27 @@ def test_graph_steps_tell_cudagraphs_where_a_step_begins(monkeypatch):
     assert marks == [{"dynamic": False, "mode": "reduce-overhead"}, "step", "step"]
 
 
+def test_graph_steps_hand_out_copies_a_later_replay_cannot_overwrite(monkeypatch):
+    from transformers.modeling_outputs import Seq2SeqLMOutput
+
+    pool = torch.zeros(3)  # stands in for the CUDA-graph memory every replay writes into
+    cache = object()
+
+    def replay(x):
+        pool.fill_(x)
+        return Seq2SeqLMOutput(logits=pool, past_key_values=cache, encoder_hidden_states=(pool, pool))
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    step = optimize.torch_compile(replay, graphs=True)
+    first = step(1.0)
+    second = step(2.0)
+    assert first.logits.tolist() == [1.0] * 3 and first["logits"] is first.logits  # kept, attribute and item
+    assert first.encoder_hidden_states[1].tolist() == [1.0] * 3 and second.logits.tolist() == [2.0] * 3
+    assert first.past_key_values is cache  # not a tensor: handed over as it is
+    assert optimize.owned_outputs([pool, "x", 3])[1:] == ["x", 3]
+
+
 def test_cuda_graphs_are_cuda_only_and_need_the_static_cache():
     assert "CUDA only" in unsupported_reason(_settings(compile="graphs", cache="static"))
     assert "CUDA only" in unsupported_reason(_settings(compile_vision="graphs"))

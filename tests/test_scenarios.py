@@ -190,7 +190,23 @@ def test_a_bound_below_the_service_time_stops_the_search_as_unreachable():
     settings = ServerSettings(qps="auto", latency_bound_ms=S * 1000 / 2, min_requests=500, min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
     assert m.capacity_qps is None and m.server["valid"] is False
-    assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server["curve"]) == 1
+    assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server["curve"]) <= 2
+
+
+class _Overloaded:
+    """A run that fell behind: its backlog makes even the fastest request slow, beyond the bound."""
+
+    def __init__(self, qps: float) -> None:
+        self.target_qps, self.valid, self.kept_up, self.queued = qps, qps <= 20.0, qps <= 20.0, 50
+        self.latencies_ms = [5.0] if self.kept_up else [3000.0]
+        self.latency_bound_ms = 500.0
+
+
+def test_a_run_that_fell_behind_is_never_taken_for_an_unreachable_bound():
+    """Measured on an H200: the first step (at the offline ceiling) fell behind and its fastest request
+    waited 3.3 s; the search must halve the load, not stop."""
+    found = capacity.search(_Overloaded, ceiling_qps=125.0, bound_ms=500.0)
+    assert 20.0 / 1.05 <= found.capacity_qps <= 20.0 and found.stop_reason.startswith("bracket")
 
 
 def test_a_bound_within_the_service_times_own_spread_is_unreachable():
@@ -210,6 +226,7 @@ class _Step:
     def __init__(self, qps: float, limit: float) -> None:
         self.target_qps, self.valid = qps, qps <= limit
         self.latencies_ms, self.latency_bound_ms, self.queued = [1.0], 10.0, 1
+        self.kept_up = self.valid
 
 
 @pytest.mark.parametrize("limit", [130.0, 37.0, 3.0])

@@ -7,9 +7,11 @@ latency bound; an invalid run counts as "too high". The search:
    more than the same model running full batches back to back); if even that run is valid it steps
    up by 1.5x until one is not;
 2. otherwise halves the load until a run is valid, and gives up ("unreachable") when a lighter load
-   cannot help: the fastest request of the last run already exceeded the bound, or no request of it
-   waited for a busy model, so its p99 was service time alone (on a noisy machine, the spread of
-   service times may exceed a bound that the median meets);
+   cannot help: the last run kept up with its load and yet its fastest request exceeded the bound, or
+   no request of it waited for a busy model, so its p99 was service time alone (on a noisy machine,
+   the spread of service times may exceed a bound that the median meets). A run that fell behind says
+   nothing of the service time (its backlog delays every request, the first ones too), so the load is
+   always halved after one;
 3. bisects between the highest valid and the lowest invalid load until they are within
    ``PRECISION`` (5%) of each other.
 
@@ -33,6 +35,7 @@ class Step(Protocol):
 
     target_qps: float
     valid: bool
+    kept_up: bool  # achieved the target load (within the tolerance): no backlog grew
     latencies_ms: list[float]
     latency_bound_ms: float | None
     queued: int  # requests that waited for a busy model (beyond the batcher's own delay)
@@ -82,11 +85,11 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
         hi = ceiling_qps
         while lo is None and len(found.steps) < max_steps:
             last = found.steps[-1]
-            if bound_ms is not None and min(last.latencies_ms) > bound_ms:
+            if last.kept_up and bound_ms is not None and min(last.latencies_ms) > bound_ms:
                 found.stop_reason = (f"unreachable: the fastest request at {last.target_qps:.3g} QPS took "
                                      f"{min(last.latencies_ms):.1f} ms > the bound {bound_ms:g} ms")
                 return found
-            if last.queued == 0:
+            if last.kept_up and last.queued == 0:
                 found.stop_reason = (f"unreachable: at {last.target_qps:.3g} QPS no request waited for the model, "
                                      "yet the run was invalid: its p99 is service time, which no lighter load lowers")
                 return found
