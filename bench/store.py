@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import socket
+import time
 import typing
 import warnings
 from collections.abc import Iterator
@@ -258,6 +259,16 @@ LOCK = ".lock"
 _held: dict[Path, tuple[int, int]] = {}  # run directory -> (file descriptor, depth): re-entrant per process
 
 
+def _holder(fd: int, wait_s: float = 1.0) -> str:
+    """The lock holder's "pid N on HOST"; a holder that has just taken the lock writes it a moment later."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        if text or time.monotonic() >= deadline:
+            return text or "pid unknown"
+        time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[Path]:
     """Hold the run directory exclusively; a second run into it is a UsageError naming the holder.
@@ -288,13 +299,14 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                holder = _holder(fd)
                 raise UsageError(
                     f"run directory {run_dir} is in use by another run ({holder}); accepted: wait for it "
                     "to end, or another --out"
                 ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        owner = f"pid {os.getpid()} on {socket.gethostname()}".encode()
+        os.pwrite(fd, owner, 0)  # written first, then cut to length: the file is never empty once written
+        os.ftruncate(fd, len(owner))
         _held[key] = (fd, 1)
         try:
             yield run_dir

@@ -395,13 +395,16 @@ def _hostile_records(seed: int, n: int = 30) -> list[dict]:
         for example in r["examples"]:
             mutate(example, 0.3, weird)  # answers, sizes, file names, texts
         for key, value in r["extra"].items():
-            if key in store.EXTRA_TABLES and isinstance(value, dict):
-                mutate(value, 0.3, scalars)
+            if key in store.EXTRA_TABLES:  # a table (or null) by contract: garbage goes inside it only
+                if isinstance(value, dict):
+                    mutate(value, 0.3, scalars)
             elif rng.random() < 0.3:
                 r["extra"][key] = rng.choice(weird)
         for key in (*store.SCALAR_TABLES, "extra"):
             if isinstance(r.get(key), dict):
                 for k in list(r[key]):
+                    if key == "extra" and k in store.EXTRA_TABLES:
+                        continue  # a table or null by contract (above)
                     if not isinstance(r[key][k], (dict, list)) and rng.random() < 0.2:
                         r[key][k] = rng.choice(scalars)
         for key in ("variant", "task", "dtype", "device", "weights", "error", "checkpoint", "dataset"):
