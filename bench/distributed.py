@@ -25,7 +25,7 @@ from bench import store
 from bench.cell import Cell
 from bench.errors import UsageError
 from bench.measure import device_kind
-from bench.runner import Progress, RunConfig, _base_record, groups, run_cells
+from bench.runner import Progress, RunConfig, groups, marked_record, run_cells
 
 RAY_MISSING = "--executor ray needs the ray extra: pip install 'florence2-bench[ray]'"
 
@@ -104,7 +104,7 @@ def run_with_ray(
             if device_kind(group[0].device) == "cuda":
                 if not has_gpu:
                     for cell in group:
-                        emit(_marked(cell, "skipped", "the Ray cluster has no GPU"))
+                        emit(marked_record(cell, "skipped", "the Ray cluster has no GPU"))
                     continue
                 task = remote.options(num_gpus=1, num_cpus=1, max_retries=max_retries)
                 ref = task.remote(config, group, None)
@@ -119,7 +119,7 @@ def run_with_ray(
                 result = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 for cell in group:
-                    emit(_marked(cell, "error", _ray_failure(exc)))
+                    emit(marked_record(cell, "error", _ray_failure(exc)))
                 continue
             if "usage_error" in result:
                 for other in pending:
@@ -164,12 +164,6 @@ def connect(ray: Any, address: str | None) -> None:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"cannot connect to the Ray cluster at {address!r} ({first}); {RAY_ACCEPTED}") from None
-
-
-def _marked(cell: Cell, status: str, reason: str) -> store.Record:
-    record = _base_record(cell)
-    record.status, record.error = status, reason
-    return record
 
 
 def _ray_failure(exc: Exception) -> str:

@@ -46,6 +46,7 @@ from bench.optimize import (
 )
 from bench.pipeline import GenerationSettings, Pipeline
 from bench.prefetch import Prefetcher
+from bench.scenarios.base import cycle_batches
 from bench.tasks import get_task
 from bench.variants import get_variant
 
@@ -235,14 +236,6 @@ class SettingResult:
     @property
     def vision_ms_per_image(self) -> float | None:
         return statistics.median(self.vision_ms) if self.vision_ms else None
-
-
-def _batches(samples: Sequence[Sample], batch_size: int):
-    """Endless batches cycling through the samples in order (as the harness's scenario does)."""
-    i = 0
-    while True:
-        yield [samples[(i + k) % len(samples)] for k in range(batch_size)]
-        i = (i + batch_size) % len(samples)
 
 
 class SnippetRunner:
@@ -519,7 +512,7 @@ def measure_settings(
     settings = [SettingResult(c.name, c.batch_size, c.dtype, "harness Pipeline", candidate=asdict(c), key=c.key)
                 for c in candidates]
     runners: dict[int, Any] = {id(baseline): SnippetRunner(plain, device, max_new_tokens)}
-    batches = {id(r): _batches(samples, r.batch_size) for r in [baseline, *settings]}
+    batches = {id(r): cycle_batches(samples, r.batch_size) for r in [baseline, *settings]}
     order = [(baseline, None), *zip(settings, candidates, strict=True)]
 
     def fail(result: SettingResult, exc: BaseException, when: str) -> None:

@@ -107,11 +107,17 @@ def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.R
     )
 
 
-def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) -> store.Record:
+def marked_record(cell: Cell, status: str, reason: str, loaded: LoadedModel | None = None) -> store.Record:
+    """A record that says only why the cell did not run (``skipped``) or how it failed (``error``)."""
     record = _base_record(cell, loaded.ref.checkpoint if loaded else "", loaded.ref.weights if loaded else "")
+    record.status, record.error = status, reason
+    return record
+
+
+def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) -> store.Record:
     if is_cuda_oom(exc):
-        record.status, record.error = "skipped", cuda_oom_reason(cell.device, cell.batch_size, exc)
-        return record
+        return marked_record(cell, "skipped", cuda_oom_reason(cell.device, cell.batch_size, exc), loaded)
+    record = _base_record(cell, loaded.ref.checkpoint if loaded else "", loaded.ref.weights if loaded else "")
     text = f"{type(exc).__name__}: {exc}"
     oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
     record.status = "oom" if oom else "error"
@@ -214,9 +220,7 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
             for cell in group:
                 reason = unsupported_reason(cell) or (gate(cell) if gate else None)
                 if reason:
-                    record = _base_record(cell)
-                    record.status, record.error = "skipped", reason
-                    emit(cell, record)
+                    emit(cell, marked_record(cell, "skipped", reason))
                 else:
                     runnable.append(cell)
             if not runnable:
@@ -239,16 +243,13 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
                     reason = (f"not tried: batch size {cell.batch_size} > {oom_at[setting]}, which ran out of CUDA "
                               "memory with the same settings")
                 if reason:
-                    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
-                    record.status, record.error = "skipped", reason
-                    emit(cell, record)
+                    emit(cell, marked_record(cell, "skipped", reason, loaded))
                     continue
                 progress.start(cell)
                 try:
                     record = run_cell(config, cell, loaded, out)
                 except CellSkipped as exc:  # valid, but not runnable on its data: recorded, the sweep goes on
-                    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
-                    record.status, record.error = "skipped", str(exc)
+                    record = marked_record(cell, "skipped", str(exc), loaded)
                 except UsageError:
                     raise
                 except (Exception, MemoryError) as exc:

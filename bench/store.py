@@ -256,7 +256,7 @@ def read_env(run_dir: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ run lock
 
 LOCK = ".lock"
-_held: dict[Path, tuple[int, int]] = {}  # run directory -> (file descriptor, depth): re-entrant per process
+_held: set[Path] = set()  # run directories this process holds: taking one again is a no-op (re-entrant)
 
 
 def _holder(fd: int, wait_s: float = 1.0) -> str:
@@ -281,13 +281,7 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
     run_dir = make_run_dir(run_dir)
     key = run_dir.resolve()
     if key in _held:
-        fd, depth = _held[key]
-        _held[key] = (fd, depth + 1)
-        try:
-            yield run_dir
-        finally:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth - 1)
+        yield run_dir
         return
     path = run_dir / LOCK
     try:
@@ -307,11 +301,11 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
         owner = f"pid {os.getpid()} on {socket.gethostname()}".encode()
         os.pwrite(fd, owner, 0)  # written first, then cut to length: the file is never empty once written
         os.ftruncate(fd, len(owner))
-        _held[key] = (fd, 1)
+        _held.add(key)
         try:
             yield run_dir
         finally:
-            del _held[key]
+            _held.discard(key)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 

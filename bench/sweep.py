@@ -183,10 +183,6 @@ def validate(config: SweepConfig) -> None:
         for value in getattr(config, axis):
             if not (isinstance(value, bool) or value == "graphs"):
                 raise choice_error(axis, value, ("false", "true", "graphs"))
-    for axis in ("channels_last", "prefetch"):
-        for value in getattr(config, axis):
-            if not isinstance(value, bool):
-                raise choice_error(axis, value, ("false", "true"))
     for device in config.devices:
         device_kind(device)
     for name, values in (("batch size", config.batch_sizes), ("num_beams", config.num_beams)):
