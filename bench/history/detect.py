@@ -93,12 +93,9 @@ def scale(kind: str, value: float) -> float:
 
 
 def unscale(kind: str, x: float) -> float:
+    """A value on the judged scale back on the metric's; applied to a difference, the change as compare
+    states it: a ratio, or a delta in points."""
     return math.exp(x) if kind == "ratio" else x
-
-
-def _change(kind: str, dx: float) -> float:
-    """A difference on the judged scale as compare states it: a ratio, or a delta in points."""
-    return math.exp(dx) if kind == "ratio" else dx
 
 
 def sample_se(record: dict[str, Any], metric: str) -> float:
@@ -333,7 +330,7 @@ def _row(
     spec, threshold = compare._spec(metric), compare._threshold_for(metric, thresholds)
     center, sigma, band = noise_band(level, new, k, z)
     dx = new.x - center
-    change = _change(spec.kind, dx)
+    change = unscale(spec.kind, dx)
     verdict = compare.classify(spec, change, None, None, threshold)
     note = f"median of {min(k, len(level))} runs" + (f" since the step at {since}" if since else "")
     if verdict in ("regressed", "improved") and abs(dx) <= band:
@@ -348,8 +345,8 @@ def _row(
         baseline=unscale(spec.kind, center),
         current=unscale(spec.kind, new.x),
         ratio=change,
-        ci_low=_change(spec.kind, -band),
-        ci_high=_change(spec.kind, band),
+        ci_low=unscale(spec.kind, -band),
+        ci_high=unscale(spec.kind, band),
         method="history-median",
         verdict=verdict,
         threshold=threshold,
@@ -447,7 +444,7 @@ def series_steps(
     for n, j in enumerate(breaks):
         left, right = x[bounds[n] : j], x[j : bounds[n + 2]]
         before, after = float(np.median(left)), float(np.median(right))
-        change = _change(s.kind, after - before)
+        change = unscale(s.kind, after - before)
         verdict = compare.classify(spec, change, None, None, threshold)
         if verdict not in ("regressed", "improved"):
             continue
