@@ -24,7 +24,7 @@ import pytest
 from bench import cli
 from bench.errors import UsageError
 from bench.history import check, load, steps
-from bench.history.detect import metrics_of, robust_sd, segment, source_of
+from bench.history.detect import all_series, metrics_of, robust_sd, segment, source_of
 from bench.history.entries import PYTEST_BENCHMARK_ENV, MachineClass, add, read_pytest_benchmark
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
@@ -89,6 +89,7 @@ def test_a_regression_and_its_fix_are_two_steps_and_the_gate_judges_against_the_
             for record in entry.records:
                 record["samples_ms"] = [x / 1.25 for x in record["samples_ms"]]
         found = [s for s in steps(entries) if s.metric == "latency_p50"]
+        assert steps(entries, series=all_series(entries)) == steps(entries)  # the series a caller has
         # never a step that is not there, never the wrong way
         assert all(
             (abs(s.index - 10) <= 1, s.verdict) == (True, "regressed")

@@ -422,12 +422,19 @@ def all_series(entries: list[Entry]) -> list[Series]:
 
 
 def steps(
-    entries: list[Entry], thresholds: dict[str, float] | None = None, *, z: float = Z_STEP
+    entries: list[Entry],
+    thresholds: dict[str, float] | None = None,
+    *,
+    z: float = Z_STEP,
+    series: list[Series] | None = None,
 ) -> list[Step]:
-    """Every step of every series beyond both the noise (``z``) and compare's threshold, oldest first."""
+    """Every step of every series beyond both the noise (``z``) and compare's threshold, oldest first.
+
+    ``series``: ``all_series(entries)`` where the caller has already computed it.
+    """
     resolved = compare._resolve_thresholds(thresholds)
     found = []
-    for s in all_series(entries):
+    for s in all_series(entries) if series is None else series:
         found += series_steps(s, entries, resolved, z)
     return sorted(found, key=lambda st: (st.index, st.label, st.metric))
 
