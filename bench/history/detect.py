@@ -30,7 +30,7 @@ is also beyond compare's threshold.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -358,8 +358,8 @@ def _row(
 
 
 @dataclass
-class Step:
-    """A level shift that persists: ``index`` is the first run after it."""
+class SeriesKey:
+    """What names a series: one cell and metric over the runs of one machine class."""
 
     machine: MachineClass
     cell_id: str
@@ -367,6 +367,12 @@ class Step:
     task: str
     metric: str
     kind: str
+
+
+@dataclass
+class Step(SeriesKey):
+    """A level shift that persists: ``index`` is the first run after it."""
+
     index: int
     commit: str
     date: str
@@ -381,15 +387,9 @@ class Step:
 
 
 @dataclass
-class Series:
+class Series(SeriesKey):
     """The values of one cell and metric over the runs of one class."""
 
-    machine: MachineClass
-    cell_id: str
-    label: str
-    task: str
-    metric: str
-    kind: str
     source: str  # "run" or "pytest-benchmark": a benchmark round is not a request, so never one chart
     points: list[Point] = field(default_factory=list)
 
@@ -458,12 +458,7 @@ def series_steps(
         first = entries[s.points[j].index]
         out.append(
             Step(
-                s.machine,
-                s.cell_id,
-                s.label,
-                s.task,
-                s.metric,
-                s.kind,
+                *(getattr(s, f.name) for f in fields(SeriesKey)),
                 s.points[j].index,
                 first.commit,
                 first.date,
