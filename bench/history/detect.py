@@ -292,9 +292,9 @@ def check(
             continue
         for metric in metrics_of(record):
             new = point(len(entries) - 1, record, metric)
-            prior = [p for i, r in history if (p := point(i, r, metric)) is not None]
             if new is None:
                 continue
+            prior = [p for i, r in history if (p := point(i, r, metric)) is not None]
             if len(prior) < MIN_BASELINE:
                 short.append(
                     f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed"
