@@ -18,7 +18,6 @@ its dtype) and the exact-match agreement of its texts with the fp32 snippet's.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import re
 import statistics
@@ -46,6 +45,7 @@ from bench.optimize import (
 )
 from bench.pipeline import GenerationSettings, Pipeline
 from bench.prefetch import Prefetcher
+from bench.runner import cuda_oom_reason, free_memory, is_cuda_oom
 from bench.scenarios.base import cycle_batches
 from bench.tasks import get_task
 from bench.variants import get_variant
@@ -516,15 +516,13 @@ def measure_settings(
     order = [(baseline, None), *zip(settings, candidates, strict=True)]
 
     def fail(result: SettingResult, exc: BaseException, when: str) -> None:
-        if type(exc).__name__ == "OutOfMemoryError":  # torch's, raised by the CUDA allocator
-            from bench.runner import cuda_oom_reason
-
+        if is_cuda_oom(exc):
             result.error, result.skipped = f"skipped: {cuda_oom_reason(device, result.batch_size, exc)}", "oom"
         else:
             result.error = _one_line(exc)
         log(f"  {result.name}: {when} failed: {result.error}")
         runners.pop(id(result), None)
-        _free_device_memory()
+        free_memory()
 
     def one_batch(result: SettingResult) -> tuple[float, list[float]]:
         seconds, vision, texts = runners[id(result)].run(batches[id(result)])
@@ -601,14 +599,6 @@ def measure_settings(
     flops = vision_flops(plain.model) / 1e9
     return PerfReport(device, len(samples), done, max_new_tokens, baseline, settings, mm, flops, notes,
                       budget_s=budget_s, spent_s=spent(), load_s=loading)
-
-
-def _free_device_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -154,7 +154,8 @@ def cuda_oom_reason(device: str, batch_size: int, exc: BaseException) -> str:
     return f"CUDA out of memory at batch size {batch_size}: {need}; {capacity}"
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Collect garbage and hand the CUDA allocator's cached blocks back (after a failure or a model)."""
     import torch
 
     gc.collect()
@@ -234,7 +235,7 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
             except (Exception, MemoryError) as exc:  # a failed load fails every cell of its group
                 for cell in runnable:
                     emit(cell, _failure(cell, exc))
-                _free_memory()
+                free_memory()
                 continue
             for cell in runnable:
                 setting = dataclasses.replace(cell, batch_size=0)
@@ -257,10 +258,10 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
                     if is_cuda_oom(exc):
                         oom_at[setting] = min(cell.batch_size, oom_at.get(setting, cell.batch_size))
                     del exc  # its traceback holds the failed batch's tensors
-                    _free_memory()
+                    free_memory()
                 emit(cell, record)
             del loaded
-            _free_memory()
+            free_memory()
     finally:
         progress.close()
     return written

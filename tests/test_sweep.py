@@ -34,7 +34,7 @@ def failed_run(tiny_checkpoint, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runner, "run_cell", injected)
-        mp.setattr(runner, "_free_memory", lambda: freed.append(1))
+        mp.setattr(runner, "free_memory", lambda: freed.append(1))
         code = cli.main(["run", "--sweep", str(sweep_file), "--out", str(tmp / "run"), "--quiet"])
     return code, tmp / "run", len(freed)
 
