@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -120,10 +120,9 @@ class Candidate:
 
     @property
     def token_preserving(self) -> bool:
-        """Expected to give the snippet's fp32 tokens: no precision-changing axis moved from its default."""
-        changed = {"dtype": self.dtype != "fp32", "quant": self.quant != "none",
-                   "preprocess": self.preprocess != "host"}
-        return not any(on and not TOKEN_PRESERVING[axis] for axis, on in changed.items())
+        """Expected to give the snippet's fp32 tokens: no precision-changing axis (``optimize.TOKEN_PRESERVING``)
+        moved from its default."""
+        return all(TOKEN_PRESERVING[f.name] or getattr(self, f.name) == f.default for f in fields(self))
 
 
 # the flags of a candidate key: flag -> (axis, value)
@@ -147,13 +146,13 @@ def parse_candidate(key: str) -> Candidate:
     parts = key.strip().split("-")
     if len(parts) < 2 or parts[0] not in ("fp32", "fp16", "bf16") or not re.fullmatch(r"b[1-9]\d*", parts[1]):
         raise UsageError(f"bad candidate {key!r}; accepted: {KEY_SYNTAX}")
-    fields: dict[str, Any] = {"dtype": parts[0], "batch_size": int(parts[1][1:])}
+    values: dict[str, Any] = {"dtype": parts[0], "batch_size": int(parts[1][1:])}
     for flag in parts[2:]:
         if flag not in FLAGS:
             raise UsageError(f"bad candidate {key!r}: unknown flag {flag!r}; accepted: {KEY_SYNTAX}")
         axis, value = FLAGS[flag]
-        fields[axis] = value
-    return Candidate(**fields)
+        values[axis] = value
+    return Candidate(**values)
 
 
 def _cpu_flags() -> set[str]:
