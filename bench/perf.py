@@ -44,9 +44,8 @@ from bench.optimize import (
     vision_flops,
 )
 from bench.pipeline import GenerationSettings, Pipeline
-from bench.prefetch import Prefetcher
 from bench.runner import cuda_oom_reason, free_memory, is_cuda_oom
-from bench.scenarios.base import cycle_batches
+from bench.scenarios.base import cycle_batches, run_batches
 from bench.tasks import get_task
 from bench.variants import get_variant
 
@@ -305,15 +304,11 @@ class PipelineRunner:
 
     def run(self, batches) -> tuple[float, list[float], dict[int, str]]:
         """Seconds per batch, vision ms per image of each batch, and the texts by image id."""
-        if not self.prefetch:
-            result = self.pipeline.run_batch(next(batches))
-            results, seconds = [result], result.batch_ms / 1000.0
-        else:
-            start = time.perf_counter()
-            stream = (next(batches) for _ in range(PREFETCH_STREAM))
-            with Prefetcher(self.pipeline.prepare, stream) as prefetcher:
-                results = [self.pipeline.execute(prepared) for prepared in prefetcher]
-            seconds = (time.perf_counter() - start) / len(results)  # execute() synchronised the device
+        n = PREFETCH_STREAM if self.prefetch else 1
+        stream = (next(batches) for _ in range(n))  # exactly n: a prefetcher takes no batch beyond them
+        # with prefetch, wall time: execute() synchronised the device
+        results, total_s = run_batches(self.pipeline, stream, n, prefetch=self.prefetch, now=time.perf_counter)
+        seconds = total_s / len(results)
         texts = {s.image_id: t for r in results for s, t in zip(r.samples, r.texts, strict=True)}
         return seconds, [r.stages_ms["vision"] for r in results], texts
 

@@ -31,6 +31,7 @@ from bench.measure import (
     summarize,
 )
 from bench.pipeline import STAGES, BatchResult
+from bench.prefetch import Prefetcher
 
 TIME_PER_IMAGE_BASIS = "batch wall time / images in the batch (amortised; not what a request waits)"
 
@@ -72,6 +73,22 @@ def cycle_batches(samples: Sequence[Sample], batch_size: int) -> Iterator[list[S
     while True:
         yield [samples[(i + k) % len(samples)] for k in range(batch_size)]
         i = (i + batch_size) % len(samples)
+
+
+def run_batches(
+    pipeline: BatchRunner, source: Iterator[list[Sample]], n: int, *, prefetch: bool, now: Callable[[], float]
+) -> tuple[list[BatchResult], float]:
+    """``n`` batches from ``source`` back to back, in line or prepared ahead by a ``Prefetcher`` (the
+    pipeline then needs prepare/execute); returns their results and the seconds they took: the sum of
+    their batch times in line, the wall time by ``now`` with prefetch (the batches overlap; it ends once
+    the prefetcher has stopped)."""
+    if not prefetch:
+        results = [pipeline.run_batch(next(source)) for _ in range(n)]
+        return results, sum(r.batch_ms for r in results) / 1000.0
+    start = now()
+    with Prefetcher(pipeline.prepare, source) as prefetcher:
+        results = [pipeline.execute(next(prefetcher)) for _ in range(n)]
+    return results, now() - start
 
 
 def _setting(default: Any, *, identity: bool = True) -> Any:

@@ -38,7 +38,7 @@ import numpy as np
 from bench.errors import UsageError
 from bench.measure import summarize
 from bench.pipeline import BatchResult
-from bench.prefetch import Prefetcher, ScheduledPreparer
+from bench.prefetch import ScheduledPreparer
 from bench.scenarios import capacity
 from bench.scenarios.base import (
     FirstAnswers,
@@ -48,6 +48,7 @@ from bench.scenarios.base import (
     Tracking,
     batch_figures,
     per_image_ms,
+    run_batches,
 )
 
 QPS_TOLERANCE = 0.05  # achieved QPS may fall at most this far below the target (MLPerf: the run kept up)
@@ -207,14 +208,9 @@ def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None) -> 
 def offline_images_per_s(run: ScenarioInput, batches: int) -> float:
     """A quick closed-loop throughput at the cell's batch size: the ceiling of the capacity search
     (prefetching as the cell does: then images / wall time, since batches overlap)."""
-    source = run.batches(run.samples, run.batch_size)
-    if not run.prefetch:
-        results = [run.pipeline.run_batch(next(source)) for _ in range(batches)]
-        return sum(len(r.samples) for r in results) / (sum(r.batch_ms for r in results) / 1000.0)
-    start = run.timer.now()
-    with Prefetcher(run.pipeline.prepare, source) as prefetcher:
-        results = [run.pipeline.execute(next(prefetcher)) for _ in range(batches)]
-    return sum(len(r.samples) for r in results) / (run.timer.now() - start)
+    results, seconds = run_batches(run.pipeline, run.batches(run.samples, run.batch_size), batches,
+                                   prefetch=run.prefetch, now=run.timer.now)
+    return sum(len(r.samples) for r in results) / seconds
 
 
 def _service_unstable(results: Sequence[BatchResult], cv_threshold: float) -> bool:
