@@ -32,7 +32,7 @@ from typing import Any
 from bench.checkpoints import LoadedModel, torch_dtype
 from bench.data import Sample
 from bench.measure import Clock, device_kind
-from bench.preprocess import make_preprocessor
+from bench.preprocess import make_preprocessor, pad_rows
 from bench.tasks import Task
 
 # Test-only hook: adds this many milliseconds to every preprocessing step, so the regression gate can
@@ -181,18 +181,10 @@ class Pipeline:
             return parts[0]
         tokenizer = self.loaded.processor.tokenizer
         left = getattr(tokenizer, "padding_side", "right") == "left"
-        rows = [p.inputs["input_ids"] for p in parts]
-        longest = max(r.shape[1] for r in rows)
-        ids = torch.full((len(parts), longest), tokenizer.pad_token_id, dtype=rows[0].dtype, device=rows[0].device)
-        mask = torch.zeros((len(parts), longest), dtype=parts[0].inputs["attention_mask"].dtype, device=ids.device)
-        for i, part in enumerate(parts):
-            width = part.inputs["input_ids"].shape[1]
-            span = slice(longest - width, longest) if left else slice(0, width)
-            ids[i, span] = part.inputs["input_ids"][0]
-            mask[i, span] = part.inputs["attention_mask"][0]
+        # one request per part, padded to its own length: its mask is all ones, which pad_rows writes
+        tokens = pad_rows([p.inputs["input_ids"][0] for p in parts], tokenizer.pad_token_id, left)
         pixels = torch.cat([p.inputs["pixel_values"] for p in parts])
-        return Prepared([s for p in parts for s in p.samples], {"input_ids": ids, "attention_mask": mask,
-                                                                "pixel_values": pixels},
+        return Prepared([s for p in parts for s in p.samples], {**tokens, "pixel_values": pixels},
                         sum(p.prepare_ms for p in parts), min(p.started_s for p in parts))
 
     def generate(self, inputs, first: _FirstTokenMarker | None = None):

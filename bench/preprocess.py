@@ -140,6 +140,22 @@ def device_pixels(arrays: list[Any], spec: PixelSpec, dtype: Any) -> Any:
     return ((out * spec.rescale - mean) / std).to(dtype)
 
 
+def pad_rows(rows: list[Any], pad_id: int, left: bool) -> dict[str, Any]:
+    """``input_ids`` and ``attention_mask`` of 1-D token rows padded to the longest with ``pad_id``, on the
+    left or on the right, as the processor pads: ids in the rows' dtype, the mask int64 (1 on each row's
+    tokens, 0 on its padding), both on the rows' device."""
+    import torch
+
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=rows[0].dtype, device=rows[0].device)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long, device=ids.device)
+    for i, row in enumerate(rows):
+        span = slice(longest - len(row), longest) if left else slice(0, len(row))
+        ids[i, span] = row
+        mask[i, span] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 class TokenCache:
     """The processor's own input ids for each distinct prompt, computed once, padded per batch."""
 
@@ -163,15 +179,7 @@ class TokenCache:
         """``input_ids`` and ``attention_mask`` (CPU int64), padded to the longest, as the processor pads."""
         import torch
 
-        rows = [self.ids(t) for t in texts]
-        longest = max(len(r) for r in rows)
-        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            span = slice(longest - len(row), longest) if self.left else slice(0, len(row))
-            ids[i, span] = torch.tensor(row, dtype=torch.long)
-            mask[i, span] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return pad_rows([torch.tensor(self.ids(t), dtype=torch.long) for t in texts], self.pad_id, self.left)
 
 
 class HostPreprocessor:
