@@ -97,15 +97,13 @@ def rgb_array(image: Any) -> np.ndarray:
     return np.array(image, dtype=np.uint8)
 
 
-def to_device(tensor: Any, device: str, dtype: Any = None) -> Any:
+def to_device(tensor: Any, device: str) -> Any:
     """Copy to ``device``: from pinned memory and non-blocking when the device is a GPU."""
     import torch
 
     if torch.device(device).type == "cuda":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    else:
-        tensor = tensor.to(device)
-    return tensor if dtype is None else tensor.to(dtype)
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _pil_bicubic(x: Any, height: int, width: int) -> Any:
