@@ -120,9 +120,9 @@ def _pil_bicubic(x: Any, height: int, width: int) -> Any:
     return x
 
 
-def device_pixels(arrays: list[Any], spec: PixelSpec, dtype: Any) -> Any:
+def device_pixels(arrays: list[Any], spec: PixelSpec, dtype: Any, mean: Any, std: Any) -> Any:
     """(N, 3, H, W) pixel values from HWC uint8 tensors already on the device; images of one size are
-    resized together."""
+    resized together. ``mean`` and ``std``: ``spec``'s, as (1, 3, 1, 1) float32 tensors on that device."""
     import torch
 
     device = arrays[0].device
@@ -133,8 +133,6 @@ def device_pixels(arrays: list[Any], spec: PixelSpec, dtype: Any) -> Any:
     for indices in by_shape.values():
         x = torch.stack([arrays[i] for i in indices]).permute(0, 3, 1, 2).float()
         out[indices] = _pil_bicubic(x, spec.height, spec.width)
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
     return ((out * spec.rescale - mean) / std).to(dtype)
 
 
@@ -201,16 +199,21 @@ class DevicePreprocessor:
     name = "device"
 
     def __init__(self, processor: Any, device: str, dtype: Any) -> None:
+        import torch
+
         self.spec = PixelSpec.of(processor.image_processor)
         self.tokens = TokenCache(processor)
         self.device, self.dtype = device, dtype
+        # on the device once (a blocking copy: ready for any stream), not at every batch
+        self.mean = torch.tensor(self.spec.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.spec.std, device=device).view(1, 3, 1, 1)
 
     def __call__(self, images: list[Any], texts: list[str]) -> dict[str, Any]:
         import torch
 
         out = {k: to_device(v, self.device) for k, v in self.tokens(texts).items()}
         arrays = [to_device(torch.from_numpy(rgb_array(im)), self.device) for im in images]
-        out["pixel_values"] = device_pixels(arrays, self.spec, self.dtype)
+        out["pixel_values"] = device_pixels(arrays, self.spec, self.dtype, self.mean, self.std)
         return out
 
 
