@@ -53,7 +53,7 @@ def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_si
     """The cells to run, in order, without duplicates: with ``targets``, the eager target cells, the
     compiled ones, the plausibility matrix, then the late target cells. ``max_batch_size`` caps every
     batch size (dry runs on a CPU)."""
-    from bench.sweep import expand
+    from bench.sweep import expand, unique_cells
 
     check = expand(config)
     if targets:
@@ -63,12 +63,7 @@ def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_si
         check = [*eager, *compiled, *check, *late]
     if max_batch_size:
         check = [dataclasses.replace(c, batch_size=min(c.batch_size, max_batch_size)) for c in check]
-    ordered, seen = [], set()
-    for cell in check:
-        if cell.cell_id not in seen:
-            seen.add(cell.cell_id)
-            ordered.append(cell)
-    return ordered
+    return unique_cells(check)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,27 +223,36 @@ def _scenarios_for(config: SweepConfig, batch_size: int) -> list[str]:
     return [s for s in config.scenarios if get_scenario(s).cell_problem(batch_size) is None]
 
 
+def unique_cells(cells: Iterable[Cell]) -> list[Cell]:
+    """The first cell of each cell id, in order."""
+    out, seen = [], set()
+    for cell in cells:
+        if cell.cell_id not in seen:
+            seen.add(cell.cell_id)
+            out.append(cell)
+    return out
+
+
 def expand(config: SweepConfig) -> list[Cell]:
     """The matrix as cells, ordered so that cells sharing a model load are adjacent; one cell per id."""
     n_images = len(load_samples(config.dataset, config.limit))
-    cells, seen = [], set()
-    for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
-                                   config.channels_last, config.compile, config.compile_vision, config.tasks,
-                                   config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
-                                   config.cache):
-        (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess, prefetch,
-         bs, beams, cache) = combo
-        if quant != "none" and device_kind(device) != "cpu":
-            continue  # dynamic int8 is a CPU-only path; the combination is not a cell
-        for scenario in _scenarios_for(config, bs):
-            server = config.server_settings() if scenario == "server" else None
-            cell = Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn, compile_,
-                        beams, cache, channels_last, quant, config.weights, config.model_path, config.max_new_tokens,
-                        scenario, server, compile_vision, preprocess, prefetch)
-            if cell.cell_id not in seen:  # repeated axis values (see inputs.dedupe_axes) make no second cell
-                seen.add(cell.cell_id)
-                cells.append(cell)
-    return cells
+
+    def cells() -> Iterator[Cell]:
+        for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
+                                       config.channels_last, config.compile, config.compile_vision, config.tasks,
+                                       config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
+                                       config.cache):
+            (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
+             prefetch, bs, beams, cache) = combo
+            if quant != "none" and device_kind(device) != "cpu":
+                continue  # dynamic int8 is a CPU-only path; the combination is not a cell
+            for scenario in _scenarios_for(config, bs):
+                server = config.server_settings() if scenario == "server" else None
+                yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
+                           compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
+                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch)
+
+    return unique_cells(cells())  # repeated axis values (see inputs.dedupe_axes) make no second cell
 
 
 @dataclass
