@@ -40,10 +40,11 @@ def budget_gate(budget_s: float | None, eager_s: float, compiled_s: float, clock
         if budget_s is None:
             return None
         left = budget_s - (clock() - started)
-        need = compiled_s if (cell.compile or cell.compile_vision) else eager_s
+        compiled = bool(cell.compile or cell.compile_vision)
+        need = compiled_s if compiled else eager_s
         if need > left:
             return (f"not run: {max(left, 0.0):.0f} s of the GPU check's {budget_s:.0f} s budget left, "
-                    f"{'a compiled' if need == compiled_s else 'an eager'} cell is estimated at {need:.0f} s")
+                    f"{'a compiled' if compiled else 'an eager'} cell is estimated at {need:.0f} s")
         return None
 
     return gate

@@ -111,6 +111,8 @@ def test_the_budget_gate_refuses_what_does_not_fit():
     now[0] = 95.0
     assert "an eager cell" in gate(eager)
     assert gpucheck.budget_gate(None, 15.0, 90.0)(compiled) is None
+    same = gpucheck.budget_gate(10.0, eager_s=15.0, compiled_s=15.0)  # equal estimates: named by the cell
+    assert "an eager cell is estimated at 15 s" in same(eager) and "a compiled cell" in same(compiled)
 
 
 @dataclasses.dataclass
