@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.targets:
         from bench.targets import evaluate_run, table
 
-        print(table(evaluate_run(out)))
+        print(table(evaluate_run(out, records=records)))
     print(f"gpu_check: {len(measured) - bad} passed, {bad} failed, {len(records) - len(measured)} skipped in "
           f"{time.perf_counter() - start:.0f} s; results in {out}")
     return 1 if bad or not measured else 0

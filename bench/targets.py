@@ -179,9 +179,15 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: Path, perf_path: Path | None = None) -> list[dict[str, Any]]:
-    """Evaluate a run directory (latest record per cell) and write ``targets.json`` into it."""
-    records = list(store.latest_by_cell(store.read_records(run_dir)).values())
+def evaluate_run(
+    run_dir: Path, perf_path: Path | None = None, *, records: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Evaluate a run directory (latest record per cell) and write ``targets.json`` into it.
+
+    ``records``: the run's latest record per cell where the caller has already read them.
+    """
+    if records is None:
+        records = list(store.latest_by_cell(store.read_records(run_dir)).values())
     perf_path = perf_path or run_dir / PERF_FILE
     perf = json.loads(perf_path.read_text()) if perf_path.exists() else None
     results = evaluate(records, perf)

@@ -71,6 +71,8 @@ def test_evaluate_run_writes_targets_json_and_the_command_prints_them(tmp_path, 
     assert "targets: 1 met, 3 not met, 1 not measured" in out
     written = json.loads((tmp_path / targets.TARGETS_FILE).read_text())
     assert written["work"]["max_new_tokens"] == 20 and len(written["targets"]) == 5
+    records = list(store.latest_by_cell(store.read_records(tmp_path)).values())  # as gpucheck passes them
+    assert targets.evaluate_run(tmp_path, records=records) == written["targets"]
     assert targets.main([str(tmp_path / "nowhere")]) == 2
 
 
