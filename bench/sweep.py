@@ -30,7 +30,7 @@ from bench.data import get_dataset, load_samples
 from bench.errors import UsageError, choice_error
 from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
-from bench.optimize import parse_compile
+from bench.optimize import COMPILE_MODES, parse_compile
 from bench.preprocess import PREPROCESSORS
 from bench.scenarios import SCENARIOS, ServerSettings, default_scenario, get_scenario
 from bench.schema import converted
@@ -181,8 +181,8 @@ def validate(config: SweepConfig) -> None:
                 raise choice_error(kind, value, accepted)
     for axis in ("compile", "compile_vision"):
         for value in getattr(config, axis):
-            if not (isinstance(value, bool) or value == "graphs"):
-                raise choice_error(axis, value, ("false", "true", "graphs"))
+            if not (isinstance(value, (bool, str)) and value in COMPILE_MODES):  # not 1 or 0, though 1 == True
+                raise choice_error(axis, value, [str(mode).lower() for mode in COMPILE_MODES])
     for device in config.devices:
         device_kind(device)
     for name, values in (("batch size", config.batch_sizes), ("num_beams", config.num_beams)):
