@@ -247,7 +247,7 @@ def expand(config: SweepConfig) -> list[Cell]:
             if quant != "none" and device_kind(device) != "cpu":
                 continue  # dynamic int8 is a CPU-only path; the combination is not a cell
             for scenario in _scenarios_for(config, bs):
-                server = config.server_settings() if takes_load([scenario]) else None
+                server = None if get_scenario(scenario).traits.closed_loop else config.server_settings()
                 yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
                            compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
                            config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch)
