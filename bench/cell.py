@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.scenarios.base import ServerSettings
+from bench.server_settings import ServerSettings
 
 LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False}
 

@@ -117,7 +117,9 @@ def _server_overrides(config, args: argparse.Namespace):
     given = {k: v for k, v in flags.items() if v is not None}
     if not given:
         return config
-    if "server" not in (config.scenarios or ()):
+    from bench.scenarios import takes_load
+
+    if not takes_load(config.scenarios or ()):
         raise UsageError(f"--{'server-qps' if 'qps' in given else next(iter(given)).replace('_', '-')} applies to "
                          "the server scenario, which this run has not; accepted: add server to --scenarios")
     return dataclasses.replace(config, server={**config.server, **given})

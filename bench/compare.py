@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -47,6 +48,7 @@ import numpy as np
 
 from bench import store
 from bench.errors import UsageError
+from bench.scenarios import traits_of
 from bench.schema import converted
 
 CI_LEVEL = 0.90
@@ -77,13 +79,27 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """How one metric is compared: ratio or delta, which direction is good, the default threshold."""
+    """How one metric is compared: ratio or delta, which direction is good, the default threshold, and
+    the statistic of the request-latency samples its value is (``bench.history`` judges by these too)."""
 
     name: str
     kind: str  # "ratio" (current / baseline) or "delta" (current - baseline, in points)
     higher_is_better: bool | None  # None: a metric whose direction is not known (never judged)
     default: float
     unit: str
+    # the quantile of the latency samples the value is (throughput: images at the median latency);
+    # None: not a statistic of the samples (memory, accuracy)
+    quantile: float | None = None
+
+    @property
+    def se_factor(self) -> float | None:
+        """Standard error of the quantile of a normal sample in units of s/sqrt(n): sqrt(q (1 - q)) / phi(z_q)
+        (sqrt(pi/2) = 1.2533 for the median, 1.7094 for p90); None where the value is not a quantile."""
+        if self.quantile is None:
+            return None
+        normal = statistics.NormalDist()
+        q = self.quantile
+        return math.sqrt(q * (1 - q)) / normal.pdf(normal.inv_cdf(q))
 
 
 # Defaults, and why (simulated with lognormal noise, 3% stalls; the table is in docs/regression.md):
@@ -99,9 +115,9 @@ class MetricSpec:
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("latency_p50", "ratio", False, 0.10, "ms"),
-        MetricSpec("latency_p90", "ratio", False, 0.15, "ms"),
-        MetricSpec("throughput", "ratio", True, 0.10, "img/s"),
+        MetricSpec("latency_p50", "ratio", False, 0.10, "ms", quantile=0.5),
+        MetricSpec("latency_p90", "ratio", False, 0.15, "ms", quantile=0.9),
+        MetricSpec("throughput", "ratio", True, 0.10, "img/s", quantile=0.5),
         MetricSpec("peak_memory", "ratio", False, 0.10, "bytes"),
         MetricSpec("accuracy", "delta", True, -1.0, "pt"),
     )
@@ -111,7 +127,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {name: spec.default for name, spec in MET
 ACCEPTED_NAMES = (*METRICS, *ALIASES, "accuracy.<name>")
 
 
-def _spec(metric: str) -> MetricSpec:
+def metric_spec(metric: str) -> MetricSpec:
     """The spec of a row's metric. ``accuracy.<name>`` takes the ``accuracy`` gate's kind and default
     threshold, and its direction and unit from the metric registry (``bench.metrics.METRICS``); a name
     the registry does not define has no direction (``higher_is_better`` None) and gets no verdict."""
@@ -139,7 +155,7 @@ def _canonical(key: str, item: str) -> tuple[str, ...]:
 
 def _threshold_value(metric: str, text: str, item: str) -> float:
     """'5%' or '0.05' for ratio metrics, '-0.5' points for accuracy, 'off' to never fail on it."""
-    spec = _spec(metric)
+    spec = metric_spec(metric)
     text = text.strip().lower()
     accepted = (
         "accepted: a percentage such as 5% (ratio metrics), a drop in points such as -0.5 (accuracy), or off"
@@ -193,7 +209,7 @@ def parse_fail_on(spec: str) -> dict[str, float]:
     return out
 
 
-def _resolve_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
+def resolve_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
     resolved = dict(DEFAULT_THRESHOLDS)
     for key, value in (thresholds or {}).items():
         for metric in _canonical(key, f"{key}={value}"):
@@ -201,7 +217,7 @@ def _resolve_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]
     return resolved
 
 
-def _threshold_for(metric: str, thresholds: dict[str, float]) -> float:
+def threshold_for(metric: str, thresholds: dict[str, float]) -> float:
     return thresholds.get(metric, thresholds[metric.split(".", 1)[0]])
 
 
@@ -233,12 +249,12 @@ class Row:
         return value_text(self.metric, value)
 
     def change_text(self) -> str:
-        return _change(self.kind, self.ratio)
+        return format_change(self.kind, self.ratio)
 
     def ci_text(self) -> str:
         if self.ci_low is None or self.ci_high is None:
             return "-"
-        return f"[{_change(self.kind, self.ci_low)}, {_change(self.kind, self.ci_high)}]"
+        return f"[{format_change(self.kind, self.ci_low)}, {format_change(self.kind, self.ci_high)}]"
 
     def threshold_text(self) -> str:
         return _threshold_text(self.kind, self.threshold)
@@ -248,7 +264,7 @@ def value_text(metric: str, value: float | None) -> str:
     """A metric's value with its unit (also used by ``bench.history``)."""
     if value is None:
         return "-"
-    unit = _spec(metric).unit
+    unit = metric_spec(metric).unit
     if unit == "bytes":
         return f"{value / 2**20:.1f} MiB"
     if unit == "ms":
@@ -258,7 +274,7 @@ def value_text(metric: str, value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def _change(kind: str, value: float | None) -> str:
+def format_change(kind: str, value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:+.2f} pt" if kind == "delta" else f"{(value - 1) * 100:+.1f}%"
@@ -321,7 +337,7 @@ class Comparison:
 
     def thresholds_text(self) -> str:
         return ", ".join(
-            f"{name} {_threshold_text(_spec(name).kind, t)}" for name, t in self.thresholds.items()
+            f"{name} {_threshold_text(metric_spec(name).kind, t)}" for name, t in self.thresholds.items()
         )
 
     def table_rows(self) -> list[list[str]]:
@@ -475,7 +491,7 @@ def classify(spec: MetricSpec, value: float, low: float | None, high: float | No
     return "regressed" if worse else "improved" if better else "unchanged"
 
 
-def _samples(record: dict[str, Any]) -> np.ndarray:
+def samples_of(record: dict[str, Any]) -> np.ndarray:
     x = np.asarray(record.get("samples_ms") or [], dtype=float)
     return x[np.isfinite(x) & (x > 0)]
 
@@ -505,7 +521,8 @@ POINT_VALUES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 
 
 # The same values recomputed from the raw samples (request latencies), so that they match the
-# bootstrap's ratios; throughput only where a request waits exactly its batch (closed loop).
+# bootstrap's ratios; throughput only where a request waits exactly its batch (closed loop, one
+# sample per batch: the scenario's traits).
 FROM_SAMPLES: dict[str, Callable[[np.ndarray, dict[str, Any]], float]] = {
     "latency_p50": lambda x, r: float(np.median(x)),
     "latency_p90": lambda x, r: float(np.quantile(x, 0.9)),
@@ -514,13 +531,13 @@ FROM_SAMPLES: dict[str, Callable[[np.ndarray, dict[str, Any]], float]] = {
 
 
 def _closed_loop(record: dict[str, Any]) -> bool:
-    return record.get("scenario") != "server"
+    return traits_of(record).throughput_from_latency
 
 
-def _point(record: dict[str, Any], metric: str) -> float | None:
+def point_value(record: dict[str, Any], metric: str) -> float | None:
     if metric.startswith("accuracy."):
         return _number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
-    samples = _samples(record)
+    samples = samples_of(record)
     if len(samples) and metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record)):
         return FROM_SAMPLES[metric](samples, record)
     return POINT_VALUES[metric](record)
@@ -529,7 +546,7 @@ def _point(record: dict[str, Any], metric: str) -> float | None:
 def _single(
     row: dict[str, Any], metric: str, base: float | None, cur: float | None, threshold: float, note: str = ""
 ) -> Row:
-    spec = _spec(metric)
+    spec = metric_spec(metric)
     change, verdict = None, "not-comparable"
     if base is None or cur is None:
         note = _join(note, f"not measured in the {'baseline' if base is None else 'current'} run")
@@ -573,12 +590,12 @@ def _latency_rows(
     """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples."""
     metrics = ("latency_p50", "latency_p90", "throughput")
     closed_loop = _closed_loop(base) and _closed_loop(cur)  # else queueing: throughput is not 1 / latency
-    b, c = _samples(base), _samples(cur)
+    b, c = samples_of(base), samples_of(cur)
     unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
     if min(len(b), len(c)) < MIN_BOOTSTRAP_SAMPLES:
         note = _join(f"too few samples for an interval (n={len(b)}/{len(c)})", unstable)
         return [
-            _single(row, m, _point(base, m), _point(cur, m), _threshold_for(m, thresholds), note)
+            _single(row, m, point_value(base, m), point_value(cur, m), threshold_for(m, thresholds), note)
             for m in metrics
         ]
     point, low, high = bootstrap_ratio(b, c, (0.5, 0.9), rng, n_boot)
@@ -592,7 +609,7 @@ def _latency_rows(
         del estimates["throughput"]
     rows = []
     for metric, (ratio, lo, hi) in estimates.items():
-        spec, threshold = METRICS[metric], _threshold_for(metric, thresholds)
+        spec, threshold = METRICS[metric], threshold_for(metric, thresholds)
         verdict = classify(spec, ratio, lo, hi, threshold)
         tail_noise = ""
         if metric == "latency_p90" and unstable and verdict in ("regressed", "improved"):
@@ -606,8 +623,8 @@ def _latency_rows(
                 **row,
                 metric=metric,
                 kind=spec.kind,
-                baseline=_point(base, metric),
-                current=_point(cur, metric),
+                baseline=point_value(base, metric),
+                current=point_value(cur, metric),
                 ratio=float(ratio),
                 ci_low=float(lo),
                 ci_high=float(hi),
@@ -621,12 +638,12 @@ def _latency_rows(
             )
         )
     if not closed_loop:
-        rows.append(_single(row, "throughput", _point(base, "throughput"), _point(cur, "throughput"),
-                            _threshold_for("throughput", thresholds), f"n={len(b)}/{len(c)}"))
+        rows.append(_single(row, "throughput", point_value(base, "throughput"), point_value(cur, "throughput"),
+                            threshold_for("throughput", thresholds), f"n={len(b)}/{len(c)}"))
     return rows
 
 
-def _accuracy_metrics(*records: dict[str, Any]) -> list[str]:
+def accuracy_metrics(*records: dict[str, Any]) -> list[str]:
     names = {name for r in records for name in (r.get("accuracy") or {})}
     return [f"accuracy.{name}" for name in sorted(names)]
 
@@ -637,7 +654,7 @@ def compare_records(
     """All rows of one matched cell (``thresholds`` already resolved, see ``compare_dirs``)."""
     row = {"cell_id": base["cell_id"], "label": label}
     statuses = base.get("status", "ok"), cur.get("status", "ok")
-    metrics = ["latency_p50", "latency_p90", "throughput", "peak_memory", *_accuracy_metrics(base, cur)]
+    metrics = ["latency_p50", "latency_p90", "throughput", "peak_memory", *accuracy_metrics(base, cur)]
     if statuses != ("ok", "ok"):
         error = cur.get("error") if statuses[1] != "ok" else base.get("error")
         note = _join(f"baseline {statuses[0]}, current {statuses[1]}", error or "")
@@ -647,15 +664,15 @@ def compare_records(
             Row(
                 **row,
                 metric=m,
-                kind=_spec(m).kind,
-                baseline=_point(base, m) if statuses[0] == "ok" else None,
-                current=_point(cur, m) if statuses[1] == "ok" else None,
+                kind=metric_spec(m).kind,
+                baseline=point_value(base, m) if statuses[0] == "ok" else None,
+                current=point_value(cur, m) if statuses[1] == "ok" else None,
                 ratio=None,
                 ci_low=None,
                 ci_high=None,
                 method="status",
                 verdict="not-comparable",
-                threshold=_threshold_for(m, thresholds),
+                threshold=threshold_for(m, thresholds),
                 note=note,
             )
             for m in metrics
@@ -669,7 +686,7 @@ def compare_records(
     for metric in metrics[4:]:
         rows.append(
             _single(
-                row, metric, _point(base, metric), _point(cur, metric), _threshold_for(metric, thresholds)
+                row, metric, point_value(base, metric), point_value(cur, metric), threshold_for(metric, thresholds)
             )
         )
     return rows
@@ -709,7 +726,7 @@ def cell_label(record: dict[str, Any]) -> str:
     )
 
 
-def _labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
+def cell_labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
     """Labels by cell id; cells that share one (other beams, attention...) get their id appended."""
     records = list(records)
     counted = Counter(cell_label(r) for r in records)
@@ -782,8 +799,8 @@ def compare_dirs(
             "ids had no scenario), so no cell matches the other run's; accepted: two run directories of the same "
             "schema (regenerate the old one with this version)"
         )
-    resolved = _resolve_thresholds(thresholds)
-    labels = _labels({**cur_records, **base_records}.values())
+    resolved = resolve_thresholds(thresholds)
+    labels = cell_labels({**cur_records, **base_records}.values())
     rows: list[Row] = []
     newly_failed = []
     for cell_id, base in base_records.items():

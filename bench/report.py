@@ -99,7 +99,7 @@ def _capacity_value(r: Row, bound: float | None) -> float | None:
 def _bound_cost(r: Row, bound: float | None) -> float | None:
     if bound is None or not r.meets_bound(bound):
         return None
-    if r.scenario == "server":
+    if r.traits.reads == "capacity":
         return r.cost_at(_capacity_value(r, bound))
     return r.cost_per_million
 
@@ -109,7 +109,7 @@ GOALS: tuple[Goal, ...] = (
         "throughput",
         "highest throughput",
         True,
-        lambda r, b: r.ips if r.scenario != "server" else None,
+        lambda r, b: r.ips if r.traits.closed_loop else None,
         lambda v, r, b: _fmt(v, "images/s") + f" ({r.scenario or 'scenario unknown'})",
         "measured images per second of offline and single-stream cells (batch work, no latency bound)",
     ),
@@ -117,8 +117,8 @@ GOALS: tuple[Goal, ...] = (
         "latency",
         "lowest single-stream request latency (p90)",
         False,
-        lambda r, b: r.p90 if r.scenario == "single-stream" else None,
-        lambda v, r, b: _fmt(v, "ms p90"),
+        lambda r, b: r.latency(r.traits.statistic) if r.traits.reads == "latency" else None,
+        lambda v, r, b: _fmt(v, f"ms {r.traits.statistic}"),
         "measured request latency p90 of single-stream cells (one request at a time, no queue)",
     ),
     Goal(
@@ -133,7 +133,7 @@ GOALS: tuple[Goal, ...] = (
         "cost",
         "lowest cost per million images",
         False,
-        lambda r, b: r.cost_per_million if r.scenario != "server" else None,
+        lambda r, b: r.cost_per_million if r.traits.closed_loop else None,
         lambda v, r, b: f"${format_number(v)} ({r.price.text if r.price else ''})",
         "derived: price per hour ÷ 3600 ÷ measured images per second × 10⁶ (batch work, device kept busy)",
     ),
@@ -191,7 +191,7 @@ def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
     best = _best(valid, goal, bound)
     if best is None:
         why = "not measured"
-        if goal.name == "capacity" and any(r.scenario == "server" for r in rows):
+        if goal.name == "capacity" and any(r.traits.reads == "capacity" for r in rows):
             why = _no_capacity(rows, bound)
         elif goal.name == "cost_within_bound" and any(r.bound_latency is not None for r in rows):
             why = f"no priced setting has request latency within {bound:g} ms"
@@ -245,7 +245,7 @@ class Plan:
 
 def _no_capacity(rows: list[Row], bound: float | None) -> str:
     """Why a device kind has no capacity to plan with, in words a buyer can act on."""
-    servers = [r for r in rows if r.scenario == "server"]
+    servers = [r for r in rows if r.traits.reads == "capacity"]
     if not servers:
         return "no server capacity measured: run it with --scenarios server --server-qps auto --latency-bound-ms B"
     if all(r.invalid for r in servers):
@@ -308,7 +308,7 @@ def _meets_floor(value: float, floor: float, metric: str | None) -> bool:
 def _recommendation_cost(r: Row, bound: float | None) -> float | None:
     if bound is not None:
         return _bound_cost(r, bound)
-    if r.scenario == "server":
+    if r.traits.reads == "capacity":
         return r.cost_at(_capacity_value(r, None))
     return r.cost_per_million
 
@@ -358,7 +358,7 @@ def recommend(
         if latency_bound_ms is None:  # nothing was filtered by a bound: every finished setting is invalid
             rec.verdict = f"{NONE_MEETS}: all {invalid} finished settings are invalid runs (see their reasons)"
             return rec
-        offline = sum(1 for r in ok if r.scenario == "offline")
+        offline = sum(1 for r in ok if not r.traits.meets_bound)
         why = f"; {offline} offline cells are judged on throughput only" if offline else ""
         why += f"; {invalid} invalid runs are never chosen" if invalid else ""
         rec.verdict = f"{NONE_MEETS}: no setting has request latency ≤ {latency_bound_ms:g} ms{why}"

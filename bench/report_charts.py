@@ -135,13 +135,13 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
     import plotly.graph_objects as go
 
     charts = []
-    pts = [r for r in rows if r.ok and r.ips and r.latency("p99" if r.scenario == "server" else "p90")]
+    pts = [r for r in rows if r.ok and r.ips and r.latency(r.traits.statistic)]
     for task in _tasks(pts):
         mine = [r for r in pts if r.task == task]
         fig = go.Figure()
 
         def x_of(r: Row) -> float:
-            return r.latency("p99" if r.scenario == "server" else "p90")
+            return r.latency(r.traits.statistic)
 
         for series, members in _groups(mine, lambda r: r.series).items():
             members.sort(key=lambda r: (r.rec.get("batch_size") or 0, r.scenario))
@@ -156,7 +156,7 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
                     textfont={"size": 9},
                     name=_t(series),
                     hovertext=[
-                        _hover(r, f"request latency {'p99' if r.scenario == 'server' else 'p90'} {x_of(r):.4g} ms",
+                        _hover(r, f"request latency {r.traits.statistic} {x_of(r):.4g} ms",
                                f"{r.ips:.4g} images/s")
                         for r in members
                     ],
@@ -189,7 +189,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
     import plotly.graph_objects as go
 
     charts = []
-    servers = [r for r in rows if r.ok and r.scenario == "server"]
+    servers = [r for r in rows if r.ok and not r.traits.closed_loop]
     for task in _tasks(servers):
         fig = go.Figure()
         xs: list[float] = []
@@ -280,7 +280,7 @@ def _throughput_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     import plotly.graph_objects as go
 
     charts = []
-    ok = [r for r in rows if r.ok and r.ips is not None and r.scenario != "server"]
+    ok = [r for r in rows if r.ok and r.ips is not None and r.traits.closed_loop]
     for task in _tasks(ok):
         mine = [r for r in ok if r.task == task]
         fig = go.Figure()
@@ -388,7 +388,7 @@ def _reported_vs_cost(
             continue
         pts = [
             r for r in rows
-            if r.ok and r.task == task and r.scenario != "server" and r.ips
+            if r.ok and r.task == task and r.traits.closed_loop and r.ips
             and _num(table(r.rec, "extra", "reported").get(key)) is not None
         ]
         if not pts:
@@ -470,7 +470,7 @@ def _pareto_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     charts = []
     # closed-loop cells: a server cell's latency includes queueing at the rate it was offered, and its
     # throughput is that rate; it is on the latency-vs-QPS chart instead
-    ok = [r for r in rows if r.ok and r.acc is not None and r.scenario != "server"]
+    ok = [r for r in rows if r.ok and r.acc is not None and r.traits.closed_loop]
     for task in _tasks(ok):
         pts = [r for r in ok if r.task == task]
         metric = pts[0].metric
@@ -597,8 +597,10 @@ def _stage_chart(sel: list[Row], several_tasks: bool, kind: str) -> Chart:
         fig.add_trace(
             go.Bar(y=labels, x=[r.stages[key] for r in sel], name=_t(name), orientation="h", marker={"color": color})
         )
-    ticks = [(label, r.time_per_image_p50 or (r.p50 if r.scenario == "single-stream" else None))
-             for label, r in zip(labels, sel, strict=True)]
+    # a batch of one image waits exactly its time per image
+    alone = [r.traits.latency_per == "batch" and r.rec.get("batch_size") == 1 for r in sel]
+    ticks = [(label, r.time_per_image_p50 or (r.p50 if one else None))
+             for label, r, one in zip(labels, sel, alone, strict=True)]
     ticks = [(label, v) for label, v in ticks if v]
     if ticks:
         fig.add_trace(
@@ -710,7 +712,7 @@ def _energy_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list
 
 
 def _cost_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list[Chart]:
-    ok = [r for r in rows if r.ok and r.scenario != "server"]
+    ok = [r for r in rows if r.ok and r.traits.closed_loop]
     chart = _bars(
         ok, styles, lambda r: r.cost_per_million,
         title="cost per million images (derived: price per hour ÷ measured throughput)",

@@ -22,10 +22,7 @@ from bench.errors import UsageError
 from bench.metrics import METRICS, headline_metric, metric_info
 from bench.optimize import agreement_with_fp32
 from bench.prices import Price, PriceTable
-
-# Which request-latency statistic a latency bound judges, per scenario; an offline cell is absent:
-# each of its requests waits for the whole batch, and it is judged on throughput only.
-BOUND_STATISTIC = {"single-stream": "p90", "server": "p99"}
+from bench.scenarios import ScenarioTraits, traits_of
 
 # Per-stage times: vision is part of ttft, so the stack is preprocess, vision, ttft - vision,
 # decode, postprocess, which sums to about the end-to-end time per image.
@@ -225,6 +222,11 @@ class Row:
         return str(self.rec.get("scenario") or "")
 
     @property
+    def traits(self) -> ScenarioTraits:
+        """How the cell is judged, as its scenario declares (bench.scenarios.traits)."""
+        return traits_of(self.rec)
+
+    @property
     def weights(self) -> str:
         return str(self.rec.get("weights") or "unknown")
 
@@ -280,11 +282,12 @@ class Row:
 
     @property
     def bound_statistic(self) -> str | None:
-        return BOUND_STATISTIC.get(self.scenario)
+        return self.traits.bound_statistic
 
     @property
     def bound_latency(self) -> float | None:
-        """The request latency a latency bound judges: p90 single-stream, p99 server, none offline."""
+        """The request latency a latency bound judges (the scenario's statistic: p90 single-stream, p99
+        server), none where no bound is ever met (offline)."""
         statistic = self.bound_statistic
         return self.latency(statistic) if statistic else None
 
@@ -294,17 +297,19 @@ class Row:
         return value is not None and value <= bound_ms and not self.invalid
 
     def capacity(self, bound_ms: float | None = None) -> tuple[float, str] | None:
-        """(QPS one device sustains with p99 within the bound, how it was found) for a server cell.
+        """(QPS one device sustains with p99 within the bound, how it was found) for a cell judged on
+        capacity (server; p99 stands for its scenario's statistic, the percentile its settings judge).
 
         The cell's ``capacity_qps`` when the bound is its own (or none is given); otherwise the highest
         valid step of its capacity-search curve whose p99 is within ``bound_ms``; for a fixed-QPS run,
         its achieved QPS when it is valid and within the bound."""
-        if self.scenario != "server":
+        if self.traits.reads != "capacity":
             return None
+        statistic = self.traits.statistic
         own = number(self.server.get("latency_bound_ms"))
         capacity = number(self.rec.get("capacity_qps"))
         if capacity and (bound_ms is None or (own is not None and abs(own - bound_ms) < 1e-9)):
-            where = f"p99 ≤ {own:g} ms" if own is not None else "its bound"
+            where = f"{statistic} ≤ {own:g} ms" if own is not None else "its bound"
             return capacity, f"capacity search, {where}"
         steps = [s for s in self.server.get("curve") or [] if isinstance(s, dict)]
         if bound_ms is not None and steps:
@@ -312,16 +317,17 @@ class Row:
                 q
                 for s in steps
                 if s.get("valid") is not False
-                and (p99 := number(s.get("p99"))) is not None
-                and p99 <= bound_ms
+                and (tail := number(s.get(statistic))) is not None
+                and tail <= bound_ms
                 and (q := number(s.get("target_qps"))) is not None
             ]
             if within:
-                return max(within), f"highest valid step of the capacity curve with p99 ≤ {bound_ms:g} ms"
+                return max(within), f"highest valid step of the capacity curve with {statistic} ≤ {bound_ms:g} ms"
             return None
         achieved = number(self.server.get("achieved_qps"))
         limit = bound_ms if bound_ms is not None else own
-        if achieved and not self.invalid and (limit is None or (self.p99 is not None and self.p99 <= limit)):
+        judged = self.latency(statistic)
+        if achieved and not self.invalid and (limit is None or (judged is not None and judged <= limit)):
             return achieved, "fixed-QPS run (a lower bound on capacity)"
         return None
 

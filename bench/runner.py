@@ -31,14 +31,6 @@ from bench.measure import RepetitionPolicy, clock_for, device_kind
 from bench.tasks import get_task
 from bench.variants import get_variant
 
-# How a prefetched cell's batches were prepared (``timing.prefetch``), per scenario.
-PREFETCH_BASIS = {
-    "offline": ("the next batch prepared on a background thread while this one runs; throughput = images / wall "
-                "time; stage times are each stage's own, so they overlap"),
-    "server": ("each request prepared on a background thread at its arrival, batched at dispatch; stage times are "
-               "each stage's own, so they overlap"),
-}
-
 
 class RunConfig(Protocol):
     """What running a cell needs of a sweep's settings (``bench.sweep.SweepConfig``)."""
@@ -74,8 +66,11 @@ def unsupported_reason(cell: Cell) -> str | None:
                     "emulated timings would mislead")
     if cell.compile and kind == "cpu" and cell.cache != "static":
         return "compile is measured with the static KV cache only (a dynamic cache recompiles every step)"
-    if cell.prefetch and cell.scenario == "single-stream":
-        return "prefetch needs a next batch to prepare: single-stream sends a request only when the last completed"
+    from bench.scenarios import get_scenario
+
+    traits = get_scenario(cell.scenario).traits
+    if cell.prefetch and traits.prefetch is None:
+        return f"prefetch needs a next batch to prepare: {traits.no_prefetch}"
     from bench.optimize import unsupported_reason as model_setting_reason
 
     return model_setting_reason(cell)
@@ -330,7 +325,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
         "image_processor": type(loaded.processor.image_processor).__name__,
         "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
                        "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
-        "prefetch": PREFETCH_BASIS.get(cell.scenario) if cell.prefetch else None,
+        "prefetch": get_scenario(cell.scenario).traits.prefetch if cell.prefetch else None,
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
         record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,

@@ -32,7 +32,7 @@ from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
 from bench.optimize import COMPILE_MODES, parse_compile
 from bench.preprocess import PREPROCESSORS
-from bench.scenarios import SCENARIOS, ServerSettings, default_scenario, get_scenario
+from bench.scenarios import SCENARIOS, ServerSettings, default_scenario, get_scenario, takes_load
 from bench.schema import converted
 from bench.tasks import get_task
 from bench.variants import get_variant
@@ -212,7 +212,7 @@ def validate_scenarios(config: SweepConfig) -> None:
         if all(problems):
             raise UsageError(f"scenario {name!r} makes no cell at batch size(s) {config.batch_sizes} ({problems[0]}); "
                              "accepted: single-stream with batch size 1 in --batch-sizes")
-    if "server" in (config.scenarios or ()):
+    if takes_load(config.scenarios or ()):
         config.server_settings()
 
 
@@ -247,7 +247,7 @@ def expand(config: SweepConfig) -> list[Cell]:
             if quant != "none" and device_kind(device) != "cpu":
                 continue  # dynamic int8 is a CPU-only path; the combination is not a cell
             for scenario in _scenarios_for(config, bs):
-                server = config.server_settings() if scenario == "server" else None
+                server = None if get_scenario(scenario).traits.closed_loop else config.server_settings()
                 yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
                            compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
                            config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
+from bench.scenarios import traits_of
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
 TARGETS_FILE = "targets.json"
@@ -86,7 +87,7 @@ def _none(records: list[dict[str, Any]], variant: str, what: str) -> Measured:
 
 def _best_offline(variant: str):
     def measure(records, perf) -> Measured:
-        rows = [r for r in _the_work(records, variant) if r.get("scenario") == "offline"]
+        rows = [r for r in _the_work(records, variant) if traits_of(r).reads == "throughput"]
         if not rows:
             return _none(records, variant, "in the offline scenario")
         best = max(rows, key=lambda r: r["throughput"]["images_per_s"])
@@ -97,7 +98,7 @@ def _best_offline(variant: str):
 
 def _single_stream(records, perf) -> Measured:
     rows = [r for r in _the_work(records, "base")
-            if r.get("scenario") == "single-stream" and (r.get("latency_ms") or {}).get("p50")]
+            if traits_of(r).reads == "latency" and (r.get("latency_ms") or {}).get("p50")]
     if not rows:
         return _none(records, "base", "in the single-stream scenario")
     best = min(rows, key=lambda r: r["latency_ms"]["p50"])

@@ -83,3 +83,24 @@ def test_the_cycle_finder_finds_a_lazy_cycle():
     cycle = find_cycle(graph)
     assert cycle[0] == cycle[-1] and set(cycle) == {"bench.sweep", "bench.distributed"}
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_a_cell_sits_below_the_scenarios():
+    # the sweep, the executors and the runner hold cells; importing a cell must not import the scenarios
+    # (and through them the pipeline): only the settings it carries, which live apart from them
+    graph = import_graph()
+    below = reachable(graph, "bench.cell")
+    assert "bench.server_settings" in below
+    assert not {m for m in below if m == "bench.scenarios" or m.startswith("bench.scenarios.")}, sorted(below)
+    assert "bench.scenarios" in reachable(graph, "bench.runner")  # the check can see a scenarios import

@@ -8,7 +8,8 @@ are judged on the log scale (a 25% slowdown and its undoing are the same size), 
 Noise, as these statistics see it (docs/history.md has the long form and the measured rates):
 
 - a run's *sample noise* ``se``: the standard error of its value from its own raw samples (normal
-  approximation on log samples: 1.2533 s/sqrt(n) for the median, 1.7094 s/sqrt(n) for the p90);
+  approximation on log samples: 1.2533 s/sqrt(n) for the median, 1.7094 s/sqrt(n) for the p90: the
+  metric spec's ``se_factor``);
 - the *run-to-run spread*: a robust standard deviation of the per-run values (for ``check``'s
   baseline runs, Tukey's biweight midvariance; for ``steps``, 1.4826 x the median absolute successive
   difference / sqrt(2), which a step or a lone outlier barely moves);
@@ -37,6 +38,7 @@ import numpy as np
 
 from bench import compare
 from bench.history.entries import Entry, MachineClass
+from bench.scenarios import traits_of
 
 K_BASELINE = 10
 SPREAD_RUNS = 30
@@ -47,9 +49,6 @@ MIN_SEGMENT = 3
 CLIP = 3.0  # steps: values further than this many sigma from their running median are clipped
 MAD_SCALE = 1.4826  # median absolute deviation -> standard deviation of a normal
 BIWEIGHT_C = 9.0  # the biweight's tuning constant: points beyond 9 MADs (~6 SD) get no weight
-SE_FACTOR = {"latency_p50": 1.2533, "throughput": 1.2533, "latency_p90": 1.7094}
-"""Standard error of a normal sample's median (p90) in units of s/sqrt(n): sqrt(pi/2), and
-sqrt(0.9 * 0.1) / phi(1.2816)."""
 
 RUN_METRICS = tuple(m for m in compare.METRICS if m != "accuracy")
 BENCHMARK_METRICS = ("latency_p50", "latency_p90")
@@ -63,12 +62,12 @@ def source_of(record: dict[str, Any]) -> str:
 def metrics_of(record: dict[str, Any]) -> list[str]:
     if source_of(record) == "pytest-benchmark":
         return list(BENCHMARK_METRICS)
-    return [*RUN_METRICS, *compare._accuracy_metrics(record)]
+    return [*RUN_METRICS, *compare.accuracy_metrics(record)]
 
 
 def labels(records: list[dict[str, Any]]) -> dict[str, str]:
     """Readable names by cell id; run cells as compare names them, benchmarks by their test name."""
-    out = compare._labels([r for r in records if source_of(r) == "run"])
+    out = compare.cell_labels([r for r in records if source_of(r) == "run"])
     for r in records:
         if source_of(r) == "pytest-benchmark":
             bench = r["extra"]["pytest_benchmark"]
@@ -99,20 +98,20 @@ def unscale(kind: str, x: float) -> float:
 
 
 def sample_se(record: dict[str, Any], metric: str) -> float:
-    samples = compare._samples(record)
-    if metric not in SE_FACTOR or len(samples) < 2:
+    samples, factor = compare.samples_of(record), compare.metric_spec(metric).se_factor
+    if factor is None or len(samples) < 2:
         return 0.0
-    if metric == "throughput" and not compare._closed_loop(record):
-        return 0.0  # a server cell's throughput is its achieved rate, not 1 / its latency
-    return SE_FACTOR[metric] * float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples))
+    if metric == "throughput" and not traits_of(record).throughput_from_latency:
+        return 0.0  # an open-loop (server) cell's throughput is its achieved rate, not 1 / its latency
+    return factor * float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples))
 
 
 def point(index: int, record: dict[str, Any] | None, metric: str) -> Point | None:
     """The run's value, or None where the cell did not run ok or the metric was not measured."""
     if record is None or record.get("status", "ok") != "ok":
         return None
-    value = compare._point(record, metric)
-    kind = compare._spec(metric).kind
+    value = compare.point_value(record, metric)
+    kind = compare.metric_spec(metric).kind
     if value is None or (kind == "ratio" and value <= 0):
         return None
     return Point(index, scale(kind, value), sample_se(record, metric))
@@ -267,7 +266,7 @@ def check(
     z: float = Z_CHECK,
 ) -> HistoryCheck:
     """Judge the newest run of ``entries`` (oldest first) against the previous ``k`` runs of its class."""
-    resolved = compare._resolve_thresholds(thresholds)
+    resolved = compare.resolve_thresholds(thresholds)
     newest = entries[-1]
     same = [(i, e) for i, e in enumerate(entries[:-1]) if e.machine == newest.machine]
     current = {r["cell_id"]: r for r in newest.records}
@@ -327,7 +326,7 @@ def _row(
     z: float,
     since: str | None,
 ) -> compare.Row:
-    spec, threshold = compare._spec(metric), compare._threshold_for(metric, thresholds)
+    spec, threshold = compare.metric_spec(metric), compare.threshold_for(metric, thresholds)
     center, sigma, band = noise_band(level, new, k, z)
     dx = new.x - center
     change = unscale(spec.kind, dx)
@@ -383,7 +382,7 @@ class Step(SeriesKey):
     verdict: str  # "regressed" or "improved", in the metric's direction
 
     def change_text(self) -> str:
-        return compare._change(self.kind, self.change)
+        return compare.format_change(self.kind, self.change)
 
 
 @dataclass
@@ -414,7 +413,7 @@ def all_series(entries: list[Entry]) -> list[Series]:
                         names[record["cell_id"]],
                         str(record.get("task")),
                         metric,
-                        compare._spec(metric).kind,
+                        compare.metric_spec(metric).kind,
                         source_of(record),
                     )
                 out[key].points.append(p)
@@ -432,7 +431,7 @@ def steps(
 
     ``series``: ``all_series(entries)`` where the caller has already computed it.
     """
-    resolved = compare._resolve_thresholds(thresholds)
+    resolved = compare.resolve_thresholds(thresholds)
     found = []
     for s in all_series(entries) if series is None else series:
         found += series_steps(s, entries, resolved, z)
@@ -446,7 +445,7 @@ def series_steps(
     sigma = series_sigma(s.points)
     breaks = segment(x, sigma, z)
     bounds = [0, *breaks, len(x)]
-    spec, threshold = compare._spec(s.metric), compare._threshold_for(s.metric, thresholds)
+    spec, threshold = compare.metric_spec(s.metric), compare.threshold_for(s.metric, thresholds)
     out = []
     for n, j in enumerate(breaks):
         left, right = x[bounds[n] : j], x[j : bounds[n + 2]]

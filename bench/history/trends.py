@@ -22,11 +22,11 @@ MAX_TICKS = 30
 
 def _display(metric: str, value: float) -> float:
     """A value in the unit the chart's axis states (bytes as MiB)."""
-    return value / 2**20 if compare._spec(metric).unit == "bytes" else value
+    return value / 2**20 if compare.metric_spec(metric).unit == "bytes" else value
 
 
 def _axis_title(metric: str) -> str:
-    unit = compare._spec(metric).unit
+    unit = compare.metric_spec(metric).unit
     return f"{metric} ({'MiB' if unit == 'bytes' else unit})" if unit else metric
 
 

@@ -12,7 +12,6 @@ amortised figure (batch wall time / images in the batch) and is always named so.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bench.data import Sample
-from bench.errors import UsageError
 from bench.measure import (
     RepetitionPolicy,
     Tracker,
@@ -32,6 +30,8 @@ from bench.measure import (
 )
 from bench.pipeline import STAGES, BatchResult
 from bench.prefetch import Prefetcher
+from bench.scenarios.traits import ScenarioTraits
+from bench.server_settings import ServerSettings
 
 TIME_PER_IMAGE_BASIS = "batch wall time / images in the batch (amortised; not what a request waits)"
 
@@ -91,61 +91,6 @@ def run_batches(
     return results, now() - start
 
 
-def _setting(default: Any, *, identity: bool = True) -> Any:
-    return field(default=default, metadata={"identity": identity})
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """The server scenario's settings (TOML ``[server]``; CLI ``--server-qps`` and friends).
-
-    Fields marked ``identity`` say what is measured and are part of the cell id; the others say how
-    long and with which random schedule, like the repetition policy, and are not.
-    """
-
-    qps: float | str | None = _setting(None)  # requests per second, or "auto": the capacity search
-    max_queue_delay_ms: float = _setting(5.0)  # how long the batcher waits for a fuller batch
-    latency_bound_ms: float | None = _setting(None)  # p99 bound for validity (required with "auto")
-    min_duration_s: float = _setting(10.0, identity=False)
-    min_requests: int = _setting(8, identity=False)
-    seed: int = _setting(0, identity=False)
-
-    def __post_init__(self) -> None:
-        qps = self.qps
-        if isinstance(qps, str) and qps != "auto":
-            try:
-                object.__setattr__(self, "qps", float(qps))
-            except ValueError:
-                raise UsageError(f"bad server qps {qps!r}; accepted: a number > 0 or auto") from None
-        if self.qps is None:
-            raise UsageError("the server scenario needs a target load; accepted: --server-qps Q (requests/s) "
-                             "or --server-qps auto with --latency-bound-ms B (or qps in the sweep's [server])")
-        if self.qps != "auto" and not (isinstance(self.qps, (int, float)) and self.qps > 0):
-            raise UsageError(f"bad server qps {self.qps!r}; accepted: a number > 0 or auto")
-        if self.qps == "auto" and self.latency_bound_ms is None:
-            raise UsageError("--server-qps auto needs a latency bound: the capacity is the highest load whose p99 "
-                             "stays within it; accepted: --latency-bound-ms B (or latency_bound_ms in [server])")
-        checks = (("max_queue_delay_ms", self.max_queue_delay_ms, 0), ("min_duration_s", self.min_duration_s, 0),
-                  ("min_requests", self.min_requests, 1))
-        for name, value, low in checks:
-            if not isinstance(value, (int, float)) or value < low:
-                raise UsageError(f"bad server {name} {value!r}; accepted: a number >= {low}")
-        if self.latency_bound_ms is not None and not self.latency_bound_ms > 0:
-            raise UsageError(f"bad latency bound {self.latency_bound_ms!r} ms; accepted: a number > 0")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ServerSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UsageError(f"unknown server setting(s) {sorted(unknown)}; accepted: {sorted(known)}")
-        return cls(**values)
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that say what is measured (part of the cell id)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("identity")}
-
-
 @dataclass
 class ScenarioInput:
     """Everything a scenario needs to measure one cell; the model is already loaded in ``pipeline``."""
@@ -192,6 +137,7 @@ class Scenario(Protocol):
 
     name: str
     measures: str  # one line: what it measures and what latency means in it
+    traits: ScenarioTraits  # how its cells are judged and what their figures mean (bench.scenarios.traits)
 
     def cell_problem(self, batch_size: int) -> str | None:
         """Why this scenario makes no cell at this batch size (None: it does)."""

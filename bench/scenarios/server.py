@@ -50,6 +50,7 @@ from bench.scenarios.base import (
     per_image_ms,
     run_batches,
 )
+from bench.scenarios.traits import ScenarioTraits
 
 QPS_TOLERANCE = 0.05  # achieved QPS may fall at most this far below the target (MLPerf: the run kept up)
 QUEUE_SLACK_S = 0.001  # a wait this much past the batching delay is queueing (not the timer's own lateness)
@@ -225,6 +226,10 @@ class Server:
     name = "server"
     measures = ("Poisson arrivals at a target QPS, dynamic batching up to the batch size: latency = completion - "
                 "scheduled arrival (queueing included); qps auto finds the capacity under a p99 bound")
+    traits = ScenarioTraits(
+        reads="capacity", statistic="p99", meets_bound=True, latency_per="request", closed_loop=False,
+        prefetch=("each request prepared on a background thread at its arrival, batched at dispatch; stage times are "
+                  "each stage's own, so they overlap"), percentile_from="latency_percentile")
 
     def cell_problem(self, batch_size: int) -> str | None:
         return None

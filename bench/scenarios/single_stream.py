@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from bench.scenarios.base import Measurement, ScenarioInput
 from bench.scenarios.closed_loop import closed_loop
+from bench.scenarios.traits import ScenarioTraits
 
 
 class SingleStream:
     name = "single-stream"
     measures = "one request at a time (batch 1): latency = one image's wall time, no queueing"
+    traits = ScenarioTraits(reads="latency", statistic="p90", meets_bound=True, latency_per="batch", closed_loop=True,
+                            prefetch=None, no_prefetch="single-stream sends a request only when the last completed")
 
     def cell_problem(self, batch_size: int) -> str | None:
         return None if batch_size == 1 else f"single-stream sends one request at a time (batch {batch_size} asked)"
