@@ -193,8 +193,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = build_report([Path(d) for d in args.run_dirs], out, latency_bound_ms=args.latency_bound_ms,
                         accuracy_floor=args.accuracy_floor, prices=Path(args.prices) if args.prices else None,
                         baseline=Path(args.baseline) if args.baseline else None, title=args.title,
-                        demand_qps=args.demand_qps)
-    print(f"report: {path}")
+                        demand_qps=args.demand_qps,
+                        answer=inputs.output_file(args.answer, "answer file") if args.answer else None)
+    print(f"report: {path}" + (f"\nanswer: {args.answer}" if args.answer else ""))
     return 0
 
 
@@ -363,8 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--accuracy-floor", type=float, metavar="X",
                     help="accuracy floor on each task's headline metric (a ceiling for error rates such as CER)")
     rp.add_argument("--demand-qps", type=float, metavar="Q",
-                    help="images per second to serve: the capacity planner gives, per device kind, the devices "
-                         "needed at its best valid server setting (ceil(Q / capacity)) and their cost")
+                    help="images per second to serve: the answer gives, per task and device kind, the cheapest "
+                         "setting, the devices it needs (ceil(Q / capacity)) and their cost (default: one device "
+                         "of the best option)")
+    rp.add_argument("--answer", metavar="FILE.json",
+                    help="also write the answer section as JSON: {demand_qps, latency_bound_ms, answers: [{task, "
+                         "device, variant, dtype, batch_size, scenario, devices, usd_per_month, "
+                         "usd_per_million_images, p99_ms, basis, cell_id, ...}]}")
     rp.add_argument("--prices", metavar="FILE",
                     help="TOML price table: [gpu] \"exact GPU name\" = {usd_per_hour, source}, [cpu] "
                          "usd_per_vcpu_hour and source (default: bench/data/prices.toml, an example)")

@@ -14,6 +14,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from bench.errors import UsageError
 from bench.metrics import METRICS, headline_metric, metric_info
 from bench.optimize import agreement_with_fp32
 from bench.prices import Price, PriceTable
+from bench.uncertainty import UNSTABLE, Interval, judge
 
 # Which request-latency statistic a latency bound judges, per scenario; an offline cell is absent:
 # each of its requests waits for the whole batch, and it is judged on throughput only.
@@ -230,7 +232,11 @@ class Row:
 
     @property
     def acc(self) -> float | None:
-        return number(dig(self.rec, "accuracy", self.metric)) if self.metric else None
+        """Measured accuracy on the task's metric: only pretrained weights have one (random weights score
+        noise, and a checkpoint of unknown origin is not trusted)."""
+        if not self.metric or self.rec.get("weights") != "pretrained":
+            return None
+        return number(dig(self.rec, "accuracy", self.metric))
 
     def latency(self, statistic: str) -> float | None:
         """Request latency (what one request waits), ``statistic`` one of mean, p50, p90, p95, p99."""
@@ -268,15 +274,32 @@ class Row:
         """A server run that broke the scenario's rules (too short, QPS missed, p99 over its bound)."""
         return self.server.get("valid") is False
 
+    @cached_property
+    def uncertainty(self) -> Interval | None:
+        """The 95% interval of the statistic the cell's scenario is judged on (bench.uncertainty)."""
+        return judge(self.rec) if self.ok else None
+
     @property
     def unstable(self) -> bool:
-        return bool(self.rec.get("unstable"))
+        """The judged statistic's interval is wider than bench.uncertainty allows (too few samples is not
+        instability: it is said so beside the figure)."""
+        return self.uncertainty is not None and self.uncertainty.verdict == UNSTABLE
+
+    @property
+    def record_flags(self) -> list[dict[str, str]]:
+        """The run's own warnings about the cell (``flags``: {"code", "message"}), absent in older records."""
+        raw = self.rec.get("flags")
+        if not isinstance(raw, list):
+            return []
+        return [{"code": str(f.get("code") or "flag"), "message": str(f.get("message") or f.get("code") or "")}
+                for f in raw if isinstance(f, dict)]
 
     @property
     def flags(self) -> list[str]:
         """What makes this cell's figures less than trustworthy, for every table and chart."""
         out = [_flag_text(self.server)] if self.invalid else []
-        return out + (["unstable"] if self.unstable else [])
+        out += ["unstable"] if self.unstable else []
+        return out + [f["code"] for f in self.record_flags]
 
     @property
     def bound_statistic(self) -> str | None:
@@ -323,6 +346,15 @@ class Row:
         limit = bound_ms if bound_ms is not None else own
         if achieved and not self.invalid and (limit is None or (self.p99 is not None and self.p99 <= limit)):
             return achieved, "fixed-QPS run (a lower bound on capacity)"
+        return None
+
+    @property
+    def capacity_bracket(self) -> tuple[float, float | None] | None:
+        """[highest valid, lowest invalid] rate the capacity search proved (``server.capacity_bracket``,
+        absent in older records; the upper end None when no rate failed)."""
+        raw = self.server.get("capacity_bracket")
+        if isinstance(raw, (list, tuple)) and len(raw) == 2 and number(raw[0]) is not None:
+            return number(raw[0]), number(raw[1])
         return None
 
     @property
