@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
 from bench.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
-from bench.uncertainty import ALTERNATIVE_FACTOR, STABLE_HALF_WIDTH, samples_needed
 from bench.report_rows import (
     DeviceKind,
     Row,
@@ -49,6 +47,7 @@ from bench.report_rows import dig as _get
 from bench.report_rows import kinds_of as _kinds
 from bench.report_rows import number as _num
 from bench.report_rows import tasks_of as _tasks
+from bench.uncertainty import ALTERNATIVE_FACTOR, STABLE_HALF_WIDTH, samples_needed
 
 __all__ = [
     "DEFAULT_PRICES",
