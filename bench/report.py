@@ -2,7 +2,8 @@
 
 One self-contained file (plotly.js inlined once, images as data URIs, no external URL) rendered with
 jinja2 and autoescaping on, so a caption, label, variant name or error message shows as text. The page
-opens with the decision (the best setting per goal, flagged when unstable or invalid), then the
+opens with the answer (``bench.answer``: devices, cost and p99 for the demand), then the decision (the
+best setting per goal, with the interval of its judged figure, flagged when unstable or invalid), the
 environment (collapsed), the regression check when a baseline is given, and the charts.
 
 Every figure is labelled by how it was obtained: *measured* (by this run), *derived* (computed from

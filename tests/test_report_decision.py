@@ -1,4 +1,4 @@
-"""The report's decision, capacity planner, comparability panel and chart conventions, on two synthetic
+"""The report's decision, answer numbers, comparability panel and chart conventions, on two synthetic
 machines' runs (an H100 and a 2-core CPU, all three scenarios) whose answers are worked out by hand."""
 
 from __future__ import annotations
