@@ -386,8 +386,10 @@ class Row:
 
     @property
     def cost_per_million(self) -> float | None:
-        """Derived from the measured throughput and the device's price."""
-        return self.cost_at(self.ips)
+        """Derived from the device's price and the rate one device sustains: a server cell's capacity
+        (its own bound's, the figure the answer and the decision use), else the measured throughput."""
+        capacity = self.capacity(None) if self.scenario == "server" and not self.invalid else None
+        return self.cost_at(capacity[0] if capacity else self.ips)
 
     @property
     def energy_cost_per_million(self) -> float | None:

@@ -103,6 +103,8 @@ def test_answer_json_agrees_with_the_page_and_the_hand_computation(tmp_path):
     # one cost per setting: the recommendation (cheapest within the bound) shows the same $6.94
     recommendation = text[text.index('id="recommendations"'):]
     assert "6.94" in recommendation[: recommendation.index("</table>")]
+    cost_table = text[text.index('id="cost-table"'):]
+    assert f'data-v="{gpu["usd_per_million_images"]!r}"' in cost_table[: cost_table.index("</table>")]
     assert "rounded up to whole devices" in section
 
 
