@@ -69,8 +69,8 @@ def _check_against_page_and_records(text, data, run_dirs, demand):
         assert (float(row["usd-million"]) if row["usd-million"] else None) == pytest.approx(
             a["usd_per_million_images"])
         # by hand, from the record
-        if a["basis"] == answer.SERVER_BASIS:
-            capacity = rec["capacity_qps"]
+        if a["basis"] == answer.SERVER_BASIS:  # the capacity search's, else a fixed-rate run's achieved rate
+            capacity = rec["capacity_qps"] or rec["server"]["achieved_qps"]
         else:
             capacity = rec["throughput"]["images_per_s"]
         d = demand if demand is not None else a["demand_qps"]
@@ -138,6 +138,22 @@ def test_without_a_server_cell_the_offline_basis_is_used_and_labelled(tmp_path):
     text, data = _render([run], tmp_path, demand_qps=1200, latency_bound_ms=5)
     assert data["answers"] == []
     assert "no setting's request latency p99 is within 5 ms, even without queueing" in html.unescape(_answer_section(text))
+
+
+def test_the_default_demand_is_per_task_and_the_json_says_so(tmp_path):
+    records = [
+        make_record("base", weights="random", batch_size=8, p50=2.0, seed=1),  # <CAPTION>: 500/s
+        make_record("base", task="<OD>", weights="random", batch_size=8, p50=4.0, seed=2),  # <OD>: 250/s
+    ]
+    run = write_run(tmp_path / "run", records)
+    text, data = _render([run], tmp_path)
+    assert data["demand_qps"] is None  # two tasks, two demands: each answer carries its own
+    assert {a["task"]: (a["demand_qps"], a["devices"]) for a in data["answers"]} == {
+        "<CAPTION>": (500.0, 1), "<OD>": (250.0, 1)}
+    _check_against_page_and_records(text, data, [run], None)
+    _, data = _render([run], tmp_path, demand_qps=1000)
+    assert data["demand_qps"] == 1000
+    assert {a["task"]: a["devices"] for a in data["answers"]} == {"<CAPTION>": 2, "<OD>": 4}
 
 
 @pytest.mark.parametrize("name", ["smoke-cpu", "gpu-nvidia-h200", "gpu-nvidia-h200-graphs"])
