@@ -297,6 +297,8 @@ class Comparison:
     unmatched_current: list[str]
     env_warnings: list[str]
     newly_failed: list[str] = field(default_factory=list)
+    accuracy_skipped: list[str] = field(default_factory=list)
+    """Matched cells whose accuracy was not compared, and why (random weights, or no score on one side)."""
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     n_boot: int = 2000
     seed: int = 0
@@ -371,6 +373,7 @@ class Comparison:
             ("cells that were ok in the baseline and now fail (counted as regressions)", self.newly_failed),
             ("cells only in the baseline", self.unmatched_baseline),
             ("cells only in the current run", self.unmatched_current),
+            ("accuracy not compared (not measured on both sides)", self.accuracy_skipped),
         ]
 
     def to_table(self) -> str:
@@ -644,8 +647,26 @@ def _latency_rows(
 
 
 def accuracy_metrics(*records: dict[str, Any]) -> list[str]:
+    """The accuracy metrics measured on both sides: pretrained weights and a number in each record (random
+    weights score noise, and 0.00 against 0.00 is no comparison)."""
+    if any(r.get("weights") != "pretrained" for r in records):
+        return []
     names = {name for r in records for name in (r.get("accuracy") or {})}
-    return [f"accuracy.{name}" for name in sorted(names)]
+    return [f"accuracy.{name}" for name in sorted(names)
+            if all(_number((r.get("accuracy") or {}).get(name)) is not None for r in records)]
+
+
+def unmeasured_accuracy(base: dict[str, Any], cur: dict[str, Any]) -> str | None:
+    """Why a matched cell's accuracy is not compared (None when every recorded metric is)."""
+    names = sorted({name for r in (base, cur) for name in (r.get("accuracy") or {})})
+    if not names or len(accuracy_metrics(base, cur)) == len(names):
+        return None
+    weights = {r.get("weights") for r in (base, cur)}
+    if weights != {"pretrained"}:
+        sides = f"{base.get('weights')} (baseline) / {cur.get('weights')} (current)"
+        return f"{', '.join(names)}: weights {sides}, so accuracy was not measured"
+    missing = [n for n in names if f"accuracy.{n}" not in accuracy_metrics(base, cur)]
+    return f"{', '.join(missing)}: not scored on both sides"
 
 
 def compare_records(
@@ -802,11 +823,13 @@ def compare_dirs(
     resolved = resolve_thresholds(thresholds)
     labels = cell_labels({**cur_records, **base_records}.values())
     rows: list[Row] = []
-    newly_failed = []
+    newly_failed, accuracy_skipped = [], []
     for cell_id, base in base_records.items():
         cur = cur_records.get(cell_id)
         if cur is None:
             continue
+        if (why := unmeasured_accuracy(base, cur)) is not None:
+            accuracy_skipped.append(f"{labels[cell_id]}: {why}")
         rng = np.random.default_rng([seed, zlib.crc32(cell_id.encode())])
         rows += compare_records(base, cur, labels[cell_id], resolved, rng, n_boot)
         if base.get("status", "ok") == "ok" and cur.get("status") in FAILED_STATUSES:
@@ -819,6 +842,7 @@ def compare_dirs(
         unmatched_current=[labels[c] for c in cur_records if c not in base_records],
         env_warnings=env_warnings,
         newly_failed=newly_failed,
+        accuracy_skipped=accuracy_skipped,
         thresholds=resolved,
         n_boot=n_boot,
         seed=seed,

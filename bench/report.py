@@ -2,7 +2,8 @@
 
 One self-contained file (plotly.js inlined once, images as data URIs, no external URL) rendered with
 jinja2 and autoescaping on, so a caption, label, variant name or error message shows as text. The page
-opens with the decision (the best setting per goal, flagged when unstable or invalid), then the
+opens with the answer (``bench.answer``: devices, cost and p99 for the demand), then the decision (the
+best setting per goal, with the interval of its judged figure, flagged when unstable or invalid), the
 environment (collapsed), the regression check when a baseline is given, and the charts.
 
 Every figure is labelled by how it was obtained: *measured* (by this run), *derived* (computed from
@@ -17,7 +18,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import answer as answers
 from bench import report_charts, store
 from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
@@ -47,6 +48,7 @@ from bench.report_rows import dig as _get
 from bench.report_rows import kinds_of as _kinds
 from bench.report_rows import number as _num
 from bench.report_rows import tasks_of as _tasks
+from bench.uncertainty import ALTERNATIVE_FACTOR, STABLE_HALF_WIDTH, samples_needed
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -185,6 +187,14 @@ def _best(candidates: list[Row], goal: Goal, bound: float | None) -> Row | None:
     return min(scored, key=lambda vr: sign * vr[0])[1]
 
 
+def _within_factor(alternative: float, pick: float, goal: Goal) -> bool:
+    """Whether an alternative is worth naming: at most ALTERNATIVE_FACTOR worse than the pick."""
+    if pick <= 0 or alternative <= 0:
+        return False
+    worse = pick / alternative if goal.higher_is_better else alternative / pick
+    return worse <= ALTERNATIVE_FACTOR
+
+
 def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
     answering = [r for r in rows if goal.value(r, bound) is not None]
     valid = [r for r in answering if not r.invalid]
@@ -192,16 +202,17 @@ def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
     if best is None:
         why = "not measured"
         if goal.name == "capacity" and any(r.traits.reads == "capacity" for r in rows):
-            why = _no_capacity(rows, bound)
+            why = answers.no_capacity(rows, bound)
         elif goal.name == "cost_within_bound" and any(r.bound_latency is not None for r in rows):
             why = f"no priced setting has request latency within {bound:g} ms"
         return Pick(goal, None, why)
     text = goal.show(goal.value(best, bound), best, bound)
     note = ""
     if best.unstable:
+        note = "unstable: the 95% interval of the figure its scenario is judged on is wider than ±" \
+            f"{STABLE_HALF_WIDTH:.0%}; rerun it with more samples or on a quiet machine"
         stable = _best([r for r in valid if not r.unstable], goal, bound)
-        note = "unstable: its request latency varied too much to trust one figure; rerun on a quiet machine"
-        if stable is not None:
+        if stable is not None and _within_factor(goal.value(stable, bound), goal.value(best, bound), goal):
             note += f". Best stable: {stable.setting}, {goal.show(goal.value(stable, bound), stable, bound)}"
     return Pick(goal, best, text, note)
 
@@ -224,64 +235,6 @@ def decide(rows: list[Row], bound: float | None) -> list[Decision]:
         }
         out.append(Decision(task, kinds, goals, picks))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# capacity planner
-
-
-@dataclass
-class Plan:
-    task: str
-    kind: DeviceKind
-    row: Row | None
-    capacity: float | None = None
-    how: str = ""
-    devices: int | None = None
-    usd_per_month: float | None = None
-    usd_per_million: float | None = None
-    note: str = ""
-
-
-def _no_capacity(rows: list[Row], bound: float | None) -> str:
-    """Why a device kind has no capacity to plan with, in words a buyer can act on."""
-    servers = [r for r in rows if r.traits.reads == "capacity"]
-    if not servers:
-        return "no server capacity measured: run it with --scenarios server --server-qps auto --latency-bound-ms B"
-    if all(r.invalid for r in servers):
-        return f"no valid server run ({len(servers)} invalid: {servers[0].server.get('invalid_reason') or 'no reason'})"
-    aims = sorted({f"{b:g} ms" for r in servers if (b := _num(r.server.get("latency_bound_ms")))})
-    if bound is not None:
-        return (f"no valid server run with p99 ≤ {bound:g} ms (its runs aimed at {', '.join(aims) or 'no bound'}): "
-                "it cannot serve within the bound at any rate measured")
-    return "no server run found a capacity within its bound"
-
-
-def plan_capacity(rows: list[Row], demand_qps: float, bound: float | None) -> list[Plan]:
-    """Per task and device kind: devices needed for ``demand_qps`` at the best valid server setting
-    (ceil(demand / capacity)), and what they cost per month and per million images (derived)."""
-    plans = []
-    ok = [r for r in rows if r.ok]
-    for task in _tasks(ok):
-        mine = [r for r in ok if r.task == task]
-        for kind in _kinds(mine):
-            servers = [r for r in mine if r.kind == kind and not r.invalid and r.capacity(bound)]
-            if not servers:
-                plans.append(Plan(task, kind, None, note=_no_capacity([r for r in mine if r.kind == kind], bound)))
-                continue
-            best = max(servers, key=lambda r: r.capacity(bound)[0])
-            capacity, how = best.capacity(bound)
-            devices = math.ceil(demand_qps / capacity - 1e-9)
-            plan = Plan(task, kind, best, capacity, how, devices)
-            if best.price is None:
-                plan.note = f"no price for {kind.label} in the price table: cost unknown"
-            else:
-                plan.usd_per_month = devices * best.price.usd_per_hour * HOURS_PER_MONTH
-                plan.usd_per_million = devices * best.price.usd_per_hour / (demand_qps * 3600.0) * 1e6
-            if best.unstable:
-                plan.note = "; ".join(n for n in (plan.note, "the setting is unstable: rerun it") if n)
-            plans.append(plan)
-    return plans
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,14 +550,20 @@ def _regression(baseline: Path | None, current: Path) -> dict[str, Any] | None:
 
 
 def _weights_badge(rows: list[Row]) -> tuple[str, str]:
+    """Accuracy is badged as measured only when every cell ran pretrained weights and some accuracy was
+    scored (``Row.acc``); random weights, unknown weights or no score never are."""
     modes = {r.rec.get("weights") for r in rows}
+    if not rows:
+        return "NO CELLS", "badge-random"
     if modes == {"random"}:
         return "RANDOM WEIGHTS — accuracy not measured", "badge-random"
     if modes == {"pretrained"}:
-        return "PRETRAINED WEIGHTS — accuracy measured", "badge-pretrained"
-    if not rows:
-        return "NO CELLS", "badge-random"
-    return "MIXED WEIGHTS — random-weight cells have no accuracy", "badge-mixed"
+        if any(r.acc is not None for r in rows if r.ok):
+            return "PRETRAINED WEIGHTS — accuracy measured", "badge-pretrained"
+        return "PRETRAINED WEIGHTS — accuracy not measured (no cell scored)", "badge-mixed"
+    if "pretrained" not in modes:
+        return f"WEIGHTS {', '.join(sorted(str(m) for m in modes))} — accuracy not measured", "badge-random"
+    return "MIXED WEIGHTS — only pretrained-weight cells have accuracy", "badge-mixed"
 
 
 def _distinct(rows: list[Row], key: str) -> str:
@@ -612,15 +571,7 @@ def _distinct(rows: list[Row], key: str) -> str:
 
 
 def _why_unstable(r: Row) -> str:
-    lat = r.rec.get("latency_ms") or {}
-    parts = []
-    if _num(lat.get("cv")) is not None:
-        parts.append(f"coefficient of variation {lat['cv'] * 100:.0f}%")
-    if _num(lat.get("ci95_low")) is not None and _num(lat.get("ci95_high")) is not None:
-        parts.append(f"95% CI of the median request latency {lat['ci95_low']:.1f}–{lat['ci95_high']:.1f} ms")
-    if _num(lat.get("n")) is not None:
-        parts.append(f"n = {lat['n']}")
-    return "; ".join(parts) or "flagged unstable by the run (no spread recorded)"
+    return r.uncertainty.text if r.uncertainty else "no interval"
 
 
 def _summary(runs: list[Run], rows: list[Row]) -> dict[str, Any]:
@@ -717,8 +668,10 @@ def build_report(
     baseline: Path | None = None,
     title: str | None = None,
     demand_qps: float | None = None,
+    answer: Path | None = None,
 ) -> Path:
-    """Render one self-contained HTML report for one or several run directories; returns ``out``."""
+    """Render one self-contained HTML report for one or several run directories; returns ``out``.
+    With ``answer``, the answer section is also written there as JSON (``bench.answer.answer_json``)."""
     if latency_bound_ms is not None and not (_num(latency_bound_ms) and latency_bound_ms > 0):
         raise UsageError(f"latency bound {latency_bound_ms!r} ms; accepted: a number > 0")
     if accuracy_floor is not None and _num(accuracy_floor) is None:
@@ -734,6 +687,9 @@ def build_report(
     charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL)
     badge, badge_class = _weights_badge(rows)
     facts = comparability(runs)
+    found = answers.answer(rows, demand_qps, latency_bound_ms)
+    if answer is not None:
+        answers.write_answer(Path(answer), found, demand_qps, latency_bound_ms)
     context = {
         "title": title or f"Florence-2 benchmark: {', '.join(run.name for run in runs)}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -745,9 +701,15 @@ def build_report(
         "several_runs": len(runs) > 1,
         "summary": _summary(runs, rows),
         "decisions": decide(rows, latency_bound_ms),
-        "plans": plan_capacity(rows, demand_qps, latency_bound_ms) if demand_qps else None,
+        "answers": found,
+        "answer_tasks": list(dict.fromkeys(a.task for a in found)),
         "demand_qps": demand_qps,
         "hours_per_month": HOURS_PER_MONTH,
+        "cost_rounding": answers.ROUNDING,
+        "server_basis": answers.SERVER_BASIS,
+        "offline_basis": answers.OFFLINE_BASIS,
+        "stability": {"half_width": STABLE_HALF_WIDTH, "factor": ALTERNATIVE_FACTOR,
+                      "needed": {s: samples_needed(q) for s, q in (("median", 0.5), ("p90", 0.9), ("p99", 0.99))}},
         "recommendations": [recommend(rows, t, latency_bound_ms, accuracy_floor) for t in tasks],
         "latency_bound_ms": latency_bound_ms,
         "accuracy_floor": accuracy_floor,

@@ -523,6 +523,71 @@ def _pareto_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     return charts
 
 
+_FRONT_AXES = (
+    # (subplot title, x, y, x lower is better, y higher is better)
+    ("USD per million images (derived) vs request latency p99", lambda r: r.cost_per_million, lambda r: r.p99,
+     True, False),
+    ("request latency p99 vs throughput", lambda r: r.p99, lambda r: r.ips, True, True),
+)
+
+
+def _front_charts(rows: list[Row], styles: Styles) -> list[Chart]:
+    """Per task, with or without accuracy: cost per million images against request latency p99, and
+    throughput against request latency p99, the non-dominated settings joined (invalid server runs are left
+    out: they are no option). A server cell stands at the rate it served (its capacity) and the p99 it had
+    there; an offline cell's p99 is its batch's wall time, with no queueing."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    charts = []
+    ok = [r for r in rows if r.ok and not r.invalid and r.ips and r.p99]
+    for task in _tasks(ok):
+        pts = [r for r in ok if r.task == task]
+        if len(pts) < 2:
+            continue
+        fig = make_subplots(rows=1, cols=2, subplot_titles=[_t(a[0]) for a in _FRONT_AXES])
+        shown: set[str] = set()
+        ring_shown = False
+        for col, (_, x_of, y_of, x_lower, y_higher) in enumerate(_FRONT_AXES, start=1):
+            sel = [r for r in pts if x_of(r) is not None and y_of(r) is not None]
+            for series, members in _groups(sel, lambda r: r.series).items():
+                fig.add_trace(
+                    go.Scatter(
+                        x=[x_of(r) for r in members], y=[y_of(r) for r in members], mode="markers",
+                        marker={"size": 9, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
+                        hovertext=[_hover(r, f"{r.scenario}, bs{r.rec.get('batch_size')}", f"p99 {r.p99:.4g} ms",
+                                          f"{r.ips:.4g} images/s")
+                                   + (f"<br>${r.cost_per_million:.4g} per million images" if r.cost_per_million else "")
+                                   for r in members],
+                        hoverinfo="text", name=_t(series), legendgroup=series, showlegend=series not in shown,
+                    ),
+                    row=1, col=col,
+                )
+                shown.add(series)
+            xy = [(x_of(r), y_of(r)) for r in sel]
+            ring_shown = _ring(fig, [p for p, r in zip(xy, sel, strict=True) if _flagged(r)], ring_shown, row=1, col=col)
+            front = pareto_front(xy, x_lower=x_lower, y_higher=y_higher)
+            if xy:
+                fig.add_trace(
+                    go.Scatter(
+                        x=[xy[i][0] for i in front], y=[xy[i][1] for i in front], mode="lines",
+                        line={"shape": "hv", "color": "#222", "width": 1.5}, name="non-dominated settings",
+                        legendgroup="front", showlegend=col == 1, hoverinfo="skip",
+                    ),
+                    row=1, col=col,
+                )
+            fig.update_xaxes(type=axis_type(p[0] for p in xy), row=1, col=col,
+                             title_text="USD per million images (derived)" if col == 1 else "request latency p99 (ms)")
+            fig.update_yaxes(type=axis_type(p[1] for p in xy), row=1, col=col,
+                             title_text="request latency p99 (ms)" if col == 1 else "images per second (measured)")
+        fig.update_layout(title=_t(f"{task}: cost, throughput and request latency (no accuracy needed)"))
+        charts.append(Chart(f"{task}: fronts", figure_html(fig, 460, top=90),
+                            "The black line joins the settings no other beats on both axes at once (left: cheaper and "
+                            "faster; right: faster and more throughput). Offline p99 is a batch's wall time, without "
+                            "queueing; a server point is at the rate it served."))
+    return charts
+
+
 # ---------------------------------------------------------------------------------------------
 # bars and boxes
 
@@ -736,6 +801,7 @@ def build_charts(
         "server": _server_charts(rows, styles, bound),
         "size": _size_quality_charts(rows, styles, reported_keys, reported_label),
         "pareto": _pareto_charts(rows, styles),
+        "fronts": _front_charts(rows, styles),
         "throughput": _throughput_charts(rows, styles),
         "stages": _stage_charts(rows, several),
         "memory": [c for c in [_memory_chart(rows, several)] if c],

@@ -14,6 +14,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from bench.metrics import METRICS, headline_metric, metric_info
 from bench.optimize import agreement_with_fp32
 from bench.prices import Price, PriceTable
 from bench.scenarios import ScenarioTraits, traits_of
+from bench.uncertainty import UNSTABLE, Interval, judge
 
 # Per-stage times: vision is part of ttft, so the stack is preprocess, vision, ttft - vision,
 # decode, postprocess, which sums to about the end-to-end time per image.
@@ -232,7 +234,11 @@ class Row:
 
     @property
     def acc(self) -> float | None:
-        return number(dig(self.rec, "accuracy", self.metric)) if self.metric else None
+        """Measured accuracy on the task's metric: only pretrained weights have one (random weights score
+        noise, and a checkpoint of unknown origin is not trusted)."""
+        if not self.metric or self.rec.get("weights") != "pretrained":
+            return None
+        return number(dig(self.rec, "accuracy", self.metric))
 
     def latency(self, statistic: str) -> float | None:
         """Request latency (what one request waits), ``statistic`` one of mean, p50, p90, p95, p99."""
@@ -270,15 +276,32 @@ class Row:
         """A server run that broke the scenario's rules (too short, QPS missed, p99 over its bound)."""
         return self.server.get("valid") is False
 
+    @cached_property
+    def uncertainty(self) -> Interval | None:
+        """The 95% interval of the statistic the cell's scenario is judged on (bench.uncertainty)."""
+        return judge(self.rec) if self.ok else None
+
     @property
     def unstable(self) -> bool:
-        return bool(self.rec.get("unstable"))
+        """The judged statistic's interval is wider than bench.uncertainty allows (too few samples is not
+        instability: it is said so beside the figure)."""
+        return self.uncertainty is not None and self.uncertainty.verdict == UNSTABLE
+
+    @property
+    def record_flags(self) -> list[dict[str, str]]:
+        """The run's own warnings about the cell (``flags``: {"code", "message"}), absent in older records."""
+        raw = self.rec.get("flags")
+        if not isinstance(raw, list):
+            return []
+        return [{"code": str(f.get("code") or "flag"), "message": str(f.get("message") or f.get("code") or "")}
+                for f in raw if isinstance(f, dict)]
 
     @property
     def flags(self) -> list[str]:
         """What makes this cell's figures less than trustworthy, for every table and chart."""
         out = [_flag_text(self.server)] if self.invalid else []
-        return out + (["unstable"] if self.unstable else [])
+        out += ["unstable"] if self.unstable else []
+        return out + [f["code"] for f in self.record_flags]
 
     @property
     def bound_statistic(self) -> str | None:
@@ -332,6 +355,15 @@ class Row:
         return None
 
     @property
+    def capacity_bracket(self) -> tuple[float, float | None] | None:
+        """[highest valid, lowest invalid] rate the capacity search proved (``server.capacity_bracket``,
+        absent in older records; the upper end None when no rate failed)."""
+        raw = self.server.get("capacity_bracket")
+        if isinstance(raw, (list, tuple)) and len(raw) == 2 and number(raw[0]) is not None:
+            return number(raw[0]), number(raw[1])
+        return None
+
+    @property
     def peak_memory(self) -> tuple[float, str] | None:
         """The memory that limits how many copies fit: GPU allocation on cuda, host RSS on cpu."""
         order = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "cuda_peak_reserved_bytes")
@@ -360,8 +392,10 @@ class Row:
 
     @property
     def cost_per_million(self) -> float | None:
-        """Derived from the measured throughput and the device's price."""
-        return self.cost_at(self.ips)
+        """Derived from the device's price and the rate one device sustains: a server cell's capacity
+        (its own bound's, the figure the answer and the decision use), else the measured throughput."""
+        capacity = self.capacity(None) if self.traits.reads == "capacity" and not self.invalid else None
+        return self.cost_at(capacity[0] if capacity else self.ips)
 
     @property
     def energy_cost_per_million(self) -> float | None:

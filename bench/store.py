@@ -120,7 +120,8 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
 # measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
-# NESTED_TABLES may also hold tables of scalars (``timing.server_run``) and lists of them (``server.curve``).
+# NESTED_TABLES may also hold tables of scalars (``timing.server_run``), lists of them (``server.curve``) and
+# pairs of numbers (``server.capacity_bracket``, ``server.percentile_ci_ms``).
 SCALAR_TABLES = ("latency_ms", "time_per_image_ms", "stages_ms", "throughput", "memory", "energy", "accuracy",
                  "settings")
 EXTRA_TABLES = ("reported", "reported_benchmark", "roofline", "texts", "ray")
@@ -132,9 +133,15 @@ def _scalar_table(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and all(isinstance(v, _SCALARS) for v in value.values()))
 
 
+def _pair(value: Any) -> bool:
+    """[low, high]: an interval or a bracket (``server.percentile_ci_ms``, ``server.capacity_bracket``)."""
+    return isinstance(value, list) and len(value) == 2 and all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value)
+
+
 def _nested_table(value: Any) -> bool:
     def plain(v: Any) -> bool:
-        return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or (
+        return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or _pair(v) or (
             isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v))
 
     return value is None or (isinstance(value, dict) and all(map(plain, value.values())))

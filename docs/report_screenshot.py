@@ -1,4 +1,4 @@
-"""Regenerate docs/report-screenshot.png: the top of a real report (header, decision, planner), rendered
+"""Regenerate docs/report-screenshot.png: the top of a real report (header, answer, decision), rendered
 by headless Chromium (Debian package ``chromium``; no network is used).
 
     python docs/report_screenshot.py RUN_DIR [RUN_DIR ...] [--out docs/report-screenshot.png]

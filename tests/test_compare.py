@@ -197,9 +197,13 @@ def test_memory_single_value_against_threshold(tmp_path):
 def test_accuracy_delta_in_points(tmp_path):
     samples = noisy(np.random.default_rng(0))
     base = write_run(
-        tmp_path / "base", [record("<CAPTION>", samples, accuracy={"cider": 80.0, "bleu4": 30.0})]
+        tmp_path / "base",
+        [record("<CAPTION>", samples, weights="pretrained", accuracy={"cider": 80.0, "bleu4": 30.0})],
     )
-    cur = write_run(tmp_path / "cur", [record("<CAPTION>", samples, accuracy={"cider": 78.0, "bleu4": 29.5})])
+    cur = write_run(
+        tmp_path / "cur",
+        [record("<CAPTION>", samples, weights="pretrained", accuracy={"cider": 78.0, "bleu4": 29.5})],
+    )
     rows = {r.metric: r for r in compare_dirs(base, cur).rows}
     assert rows["accuracy.cider"].kind == "delta"
     assert rows["accuracy.cider"].ratio == pytest.approx(-2.0)
@@ -209,6 +213,29 @@ def test_accuracy_delta_in_points(tmp_path):
     assert strict["accuracy.bleu4"] == "regressed"
     relaxed = compare_dirs(base, cur, parse_fail_on("accuracy=-5"))
     assert not relaxed.regressed
+
+
+def test_accuracy_not_measured_is_skipped_and_said(tmp_path):
+    """Random weights score noise (0.00 against 0.00 is no comparison), and a metric scored on one side only
+    has nothing to compare: neither becomes a row, and the notes say why."""
+    samples = noisy(np.random.default_rng(0))
+    noise = {"cider": 0.0, "bleu4": 0.0}
+    base = write_run(tmp_path / "base", [
+        record("<CAPTION>", samples, accuracy=noise),
+        record("<OD>", samples, cell_id="od", weights="pretrained", accuracy={"map": 30.0, "map50": 50.0}),
+    ])
+    cur = write_run(tmp_path / "cur", [
+        record("<CAPTION>", samples, accuracy=noise),
+        record("<OD>", samples, cell_id="od", weights="pretrained", accuracy={"map": 29.0, "map50": None}),
+    ])
+    comparison = compare_dirs(base, cur)
+    metrics = {(r.cell_id, r.metric) for r in comparison.rows}
+    assert not any(m.startswith("accuracy.") for c, m in metrics if c == "id-<CAPTION>")
+    assert ("od", "accuracy.map") in metrics and ("od", "accuracy.map50") not in metrics
+    skipped = dict(comparison.notes())["accuracy not compared (not measured on both sides)"]
+    assert any("<CAPTION>" in s and "weights random (baseline) / random (current)" in s for s in skipped)
+    assert any("map50: not scored on both sides" in s for s in skipped)
+    assert "accuracy not compared" in comparison.to_table()
 
 
 def test_failed_cells(tmp_path):

@@ -281,7 +281,8 @@ def test_check_exit_code_and_markdown(tmp_path, capsys):
 def test_check_uses_compares_thresholds_and_directions(tmp_path):
     entries = synth.history(12, 2)
     for n, entry in enumerate(entries):  # deterministic accuracy: CER (lower is better) rises by 3 points
-        for record in entry.records:
+        for record in entry.records:  # measured accuracy: pretrained weights (random ones are never compared)
+            record["weights"] = "pretrained"
             record["accuracy"] = {"cer": 10.0 if n < 11 else 13.0, "cider": 50.0}
     rows = {(r.label, r.metric): r for r in check(entries).rows}
     cer = [r for (_, metric), r in rows.items() if metric == "accuracy.cer"]

@@ -1,4 +1,4 @@
-"""The report's decision, capacity planner, comparability panel and chart conventions, on two synthetic
+"""The report's decision, answer numbers, comparability panel and chart conventions, on two synthetic
 machines' runs (an H100 and a 2-core CPU, all three scenarios) whose answers are worked out by hand."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, report_charts
+from bench import answer, report, report_charts
 from bench.page import LOG_SPAN, Palette, axis_type
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
@@ -116,22 +116,27 @@ def test_capacity_under_another_bound_comes_from_the_curve(rows):
     assert offline.capacity(None) is None and not offline.meets_bound(1e9)
 
 
-def test_capacity_planner_numbers_by_hand(rows):
-    plans = {p.kind.kind: p for p in report.plan_capacity(rows, 500.0, None)}
-    gpu, cpu = plans["gpu"], plans["cpu"]
-    # H100: base bs8 serves 120 requests/s -> ceil(500 / 120) = 5 devices
-    assert gpu.capacity == 120.0 and gpu.devices == 5
-    assert gpu.usd_per_month == pytest.approx(5 * 3.00 * 730)  # 10,950
-    assert gpu.usd_per_million == pytest.approx(5 * 3.00 / (500 * 3600) * 1e6)  # 8.33
+def test_answer_numbers_by_hand(rows):
+    by_kind = {a.kind.kind: a for a in answer.answer(rows, 500.0, None)}
+    gpu, cpu = by_kind["gpu"], by_kind["cpu"]
+    # H100: base bs8 serves 120 requests/s (large only 36): ceil(500 / 120) = 5 devices
+    assert gpu.option.capacity == 120.0 and gpu.devices == 5 and gpu.option.basis == answer.SERVER_BASIS
+    assert gpu.usd_per_month == pytest.approx(5 * H100_PER_HOUR * 730)  # 10,950
+    # one cost per setting: the setting's own, the same figure the decision's cost goals use
+    assert gpu.usd_per_million == pytest.approx(H100_PER_HOUR / 3600 / 120 * 1e6)  # 6.94
+    assert gpu.utilisation == pytest.approx(500 / (5 * 120))
     # the 2-core CPU: 0.96 requests/s -> ceil(500 / 0.96) = 521 machines at 2 × $0.045/h
-    assert cpu.capacity == pytest.approx(0.96) and cpu.devices == 521
+    assert cpu.option.capacity == pytest.approx(0.96) and cpu.devices == 521
     assert cpu.usd_per_month == pytest.approx(521 * CPU_PER_HOUR * 730)
-    assert cpu.usd_per_million == pytest.approx(521 * CPU_PER_HOUR / (500 * 3600) * 1e6)
+    assert gpu.overall and not cpu.overall  # $10,950 < $34,230 a month
     # an exact multiple needs no extra device
-    assert {p.kind.kind: p.devices for p in report.plan_capacity(rows, 240.0, None)}["gpu"] == 2
+    assert {a.kind.kind: a.devices for a in answer.answer(rows, 240.0, None)}["gpu"] == 2
     # under a 100 ms bound the CPU has no capacity: no devices, and the reason
-    bounded = {p.kind.kind: p for p in report.plan_capacity(rows, 500.0, 100.0)}
-    assert bounded["cpu"].devices is None and "p99 ≤ 100 ms" in bounded["cpu"].note
+    bounded = {a.kind.kind: a for a in answer.answer(rows, 500.0, 100.0)}
+    assert bounded["cpu"].option is None and bounded["cpu"].devices is None and "p99 ≤ 100 ms" in bounded["cpu"].note
+    # no demand given: one device of the best option (the lowest cost per million images: base bs8, 120/s)
+    default = {a.kind.kind: a for a in answer.answer(rows, None, 100.0)}
+    assert default["gpu"].demand_qps == 120.0 and default["gpu"].devices == 1
 
 
 def test_the_page_opens_with_the_decision_then_the_collapsed_environment(runs, tmp_path):
@@ -144,10 +149,10 @@ def test_the_page_opens_with_the_decision_then_the_collapsed_environment(runs, t
     decision = main[: main.index('<section id="environment"')]
     # every pick says its weights mode and its stability
     assert decision.count("random weights</span>") >= 8
-    assert "⚠ unstable" in decision and "valid, stable" in decision
-    planner = decision[decision.index('id="capacity-planner"') :]
-    assert ">5</strong>" in planner and "10,950" in planner and "8.33" in planner
-    assert "NVIDIA H100 80GB HBM3 at $3.00/h (source: example" in planner
+    # every pick shows the interval of its judged figure and its sample count; 203 requests are too few for a p99
+    assert "⚠ unstable" in decision and ">valid</span>" in decision
+    assert "not enough samples for a p99 interval: n = 203, 368 needed" in decision
+    assert "throughput 95% CI" in decision and "(n = 12)" in decision
     # the environment is collapsed under it; what differs between the machines is listed
     env = main[main.index('<section id="environment"') : main.index('<section id="summary"')]
     assert "<details open" not in env.replace('<details id="comparability" open', "")
@@ -270,8 +275,8 @@ def test_report_cli_takes_demand_qps_and_refuses_a_bad_one(runs, tmp_path, capsy
     out = tmp_path / "cli.html"
     args = ["report", *map(str, runs), "-o", str(out), "--latency-bound-ms", "100"]
     assert cli.main([*args, "--demand-qps", "240"]) == 0
-    planner = out.read_text().split('id="capacity-planner"', 1)[1]
-    assert "<strong>2</strong>" in planner  # ceil(240 / 120) H100s
+    page = out.read_text().split('<section id="answer"', 1)[1]
+    assert "<strong>2</strong>" in page  # ceil(240 / 120) H100s
     capsys.readouterr()
     assert cli.main([*args, "--demand-qps", "-3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -309,7 +314,7 @@ def test_schema_2_fields_of_the_wrong_type_render_as_missing(tmp_path):
     assert "a" not in rows and "b" not in rows
     assert rows["e"].capacity(None) is None and rows["e"].capacity(10.0) is None
     assert rows["c"].capacity(10.0)[0] == 2.0  # the one well-formed step of its curve
-    assert 'id="capacity-planner"' in text
+    assert '<section id="answer"' in text
 
 
 def test_a_run_whose_only_cell_is_an_invalid_server_run_reports_why_without_a_bound(tmp_path):
