@@ -177,7 +177,7 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
         def x_of(r: Row) -> float:
             return r.latency("p99" if r.scenario == "server" else "p90")
 
-        for series, members in _groups(mine, lambda r: r.series).items():
+        for members in _groups(mine, lambda r: r.series).values():
             members.sort(key=lambda r: (r.rec.get("batch_size") or 0, r.scenario))
             fig.add_trace(
                 go.Scatter(
@@ -370,7 +370,7 @@ def _size_quality_charts(
         pts = [r for r in measured if r.task == task]
         metric = pts[0].metric
         fig = go.Figure()
-        for series, members in _groups(pts, lambda r: r.series).items():
+        for members in _groups(pts, lambda r: r.series).values():
             fig.add_trace(
                 go.Scatter(
                     x=[r.rec["params"] / 1e6 for r in members],
@@ -452,7 +452,7 @@ def _reported_vs_cost(
             return float(r.rec["extra"]["reported"][key])
 
         fig = go.Figure()
-        for series, members in _groups(pts, lambda r: r.series).items():
+        for members in _groups(pts, lambda r: r.series).values():
             fig.add_trace(
                 go.Scatter(
                     x=[x_of(r) for r in members],
