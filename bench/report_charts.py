@@ -53,7 +53,7 @@ class Styles:
         several = len(_tasks(plotted)) > 1
 
         def parts(r: Row) -> list[tuple[str, str]]:
-            return [("task", r.task)] * several + list(r.parts)
+            return [("task", r.task.strip("<>"))] * several + list(r.parts)
 
         order = sorted(plotted, key=lambda r: (r.kind.kind != "gpu", r.kind.kind != "cpu", r.kind.label, r.family))
         for r in order:
@@ -283,7 +283,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     y=[p[1] for p in invalid],
                     mode="markers",
                     marker={"symbol": "x-thin", "size": 14, "color": FLAG_COLOR, "line": {"width": 2}},
-                    name="✕ invalid step (too short, QPS missed or p99 over its bound)",
+                    name="✕ invalid step",
                     hoverinfo="skip",
                 )
             )
@@ -294,7 +294,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     y=[p[1] for p in capacity_points],
                     mode="markers",
                     marker={"symbol": "star", "size": 16, "color": "#222", "line": {"width": 1, "color": "#fff"}},
-                    name="★ capacity (highest valid QPS within the bound)",
+                    name="★ capacity",
                     hovertext=[_t(p[2]) for p in capacity_points],
                     hoverinfo="text",
                 )
@@ -308,7 +308,9 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
             yaxis={"title": "request latency p99, ms (queueing included)", "type": axis_type(ys)},
         )
         note = ("Each point is one run at a fixed arrival rate (a step of the capacity search; the achieved rate "
-                "is in its hover); a setting's capacity (★) is its highest valid rate whose p99 is within the bound.")
+                "is in its hover); a setting's capacity (★) is its highest valid rate whose p99 is within the bound; "
+                "✕ marks an invalid step (too short, target QPS missed, or p99 over its bound). Colour: the "
+                "setting's, as in every chart; dash: its batch size.")
         charts.append(Chart(f"{task}: latency vs QPS", figure_html(fig, 460), note))
     return charts
 
@@ -409,7 +411,7 @@ def _size_quality_charts(
                     textposition="top center",
                     marker={"symbol": "diamond-open", "size": 11},
                     line={"dash": "dot"},
-                    name=_t(f"{reported_label}: {key}"),
+                    name=_t(f"reported: {key}"),
                     text=[_t(v) for v in variants],
                     hovertemplate="%{text}<br>%{x:.1f} M params<br>%{y}<extra>reported</extra>",
                 )

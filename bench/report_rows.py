@@ -32,7 +32,7 @@ BOUND_STATISTIC = {"single-stream": "p90", "server": "p99"}
 STAGES = (
     ("preprocess", "preprocess"),
     ("vision", "vision encoder"),
-    ("text_prefill", "text encoder + first token (ttft - vision)"),
+    ("text_prefill", "text + first token (ttft − vision)"),
     ("decode", "decode (remaining tokens)"),
     ("postprocess", "postprocess"),
 )
