@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import html
 import importlib.util
 import itertools
 import json
@@ -572,3 +573,28 @@ def test_trend_report_has_one_chart_per_task_and_metric_and_marks_steps(tmp_path
     assert "<title>Florence-2 benchmark history: h</title>" in page
     # classes never share a line: every trace name carries its class id
     assert page.count(OTHER.id) >= 4
+
+
+def test_trend_page_opens_with_the_newest_runs_verdict_and_keeps_one_colour_per_cell(tmp_path):
+    from test_chart_keys import figures
+
+    from bench.chart_keys import MAX_LABEL
+    from bench.history.trends import build_trends
+
+    history = trend_history(tmp_path / "h")
+    page = build_trends(history, tmp_path / "trends.html").read_text()
+    result = check(load(history))
+    # the verdict and its top lines, before the first chart, as `history check` words them
+    assert page.index('id="check-verdict"') < page.index('<section id="classes">') < page.index('class="plotly-graph-div')
+    assert f'id="check-verdict">{result.summary()}</p>' in page
+    assert "starts the baseline of all the cell&#39;s metrics" in page
+    # the method text is the code's own (detect.steps_method_text)
+    assert html.escape(steps_method_text()).replace("&#x27;", "&#39;") in page and "least absolute" not in page
+    colours: dict[str, set[str]] = {}
+    for data, _ in figures(page):
+        for t in data:
+            if t["name"] != "step":
+                assert len(html.unescape(t["name"])) <= MAX_LABEL, t["name"]
+                colours.setdefault(t["name"], set()).add(t["line"]["color"])
+    assert len(colours) >= 6 and all(len(c) == 1 for c in colours.values())
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)
