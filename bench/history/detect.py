@@ -18,6 +18,8 @@ Noise, as these statistics see it (docs/history.md has the long form and the mea
 check: the newest run against the median of the previous ``K`` (10) runs of its class that measured
 the cell: a regression when the change is beyond compare's threshold *and* beyond the noise band
 ``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median).
+Where a step is found among the previous runs in any metric of a cell, the latest such step starts the
+baseline of all the cell's metrics (``cell_level_start``, ``CELL_LEVEL_RULE``).
 
 steps: the whole series is partitioned into segments of constant level, each at least ``MIN_SEGMENT``
 (3) runs long so that a lone outlier cannot form one (``segment``: the optimal partition of the
