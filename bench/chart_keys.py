@@ -126,5 +126,4 @@ class Key:
     label: str  # the cell's label (a bar, a box)
     full: str  # the full setting, with the task
     color: str = ""
-    symbol: str = ""
     series: str = ""  # the label of its series (a line, a legend entry)

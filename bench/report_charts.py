@@ -64,8 +64,7 @@ class Styles:
             series.setdefault(self._series_key(r), [p for p in r.parts if p[0] not in ALONG_A_LINE])
         self._series = short_labels(series, MAX_LABEL)
         self.keys = [
-            Key(self._cells[id(r)], f"{r.task} · {r.setting}", self.color(r), self.symbol(r),
-                self._series[self._series_key(r)])
+            Key(self._cells[id(r)], f"{r.task} · {r.setting}", self.color(r), self._series[self._series_key(r)])
             for r in plotted
         ]
 
