@@ -734,7 +734,8 @@ def _load(run_dir: Path, role: str) -> dict[str, dict[str, Any]]:
 
 
 def cell_label(record: dict[str, Any]) -> str:
-    """A readable name for a cell, such as "base <CAPTION> fp32 bs1 cpu"."""
+    """A readable name for a cell, such as "base <CAPTION> fp32 bs1 cpu single-stream" (the scenario:
+    one setting measured single-stream and offline is two cells; a record without one omits it)."""
     return " ".join(
         str(part)
         for part in (
@@ -743,7 +744,9 @@ def cell_label(record: dict[str, Any]) -> str:
             record.get("dtype", "?"),
             f"bs{record.get('batch_size', '?')}",
             record.get("device", "?"),
+            record.get("scenario"),
         )
+        if part is not None
     )
 
 

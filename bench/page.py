@@ -28,13 +28,15 @@ LOG_SPAN = 30.0
 """A chart's value axis is logarithmic when its largest positive value is more than this many times
 its smallest: a 14 ms GPU bar next to a 20,000 ms CPU bar is invisible on a linear axis."""
 
-# Well-separated qualitative colours (Tableau 10, then the darker/lighter halves of Tableau 20 and a few
-# more); beyond these, ``Palette`` spreads hues by the golden angle, so no two series share a colour.
+# Qualitative colours, each at least MIN_COLOR_DISTANCE (CIE76 delta E) from every other: Tableau 10, then
+# the colours of a 6-level RGB grid (lightness 25-80, away from FLAG_COLOR) picked one at a time as the
+# farthest from those already chosen. Beyond these, ``Palette`` spreads hues by the golden angle.
 BASE_COLORS = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac", "#1f3b73", "#a0522d", "#2ca02c", "#8c564b", "#17becf", "#bcbd22",
-    "#7f3c8d", "#e7298a", "#666666", "#006d5b",
+    "#9c755f", "#bab0ac", "#0000ff", "#ff00cc", "#0066ff", "#00cc00", "#ff0000", "#990066",
+    "#660099", "#ff99ff", "#cc00ff", "#666600",
 )
+MIN_COLOR_DISTANCE = 25.0
 DTYPE_SYMBOLS = {"fp32": "circle", "fp16": "square", "bf16": "diamond", "int8": "triangle-up"}
 DTYPE_DASHES = {"fp32": "solid", "fp16": "dash", "bf16": "dot", "int8": "dashdot"}
 FLAG_COLOR = "#d62728"
@@ -75,6 +77,22 @@ class Palette:
         return self._colors[key]
 
 
+def color_distance(a: str, b: str) -> float:
+    """CIE76 delta E between two "#rrggbb" colours (sRGB, D65): about 2.3 is just noticeable."""
+    return math.dist(_lab(a), _lab(b))
+
+
+def _lab(color: str) -> tuple[float, float, float]:
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(int(color[i : i + 2], 16) / 255) for i in (1, 3, 5))
+    xyz = ((0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b,
+           (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883)
+    fx, fy, fz = (t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
 def _golden(n: int) -> str:
     hue = (0.11 + n * 0.618033988749895) % 1.0
     lightness = (0.38, 0.52, 0.45)[n % 3]
@@ -82,15 +100,41 @@ def _golden(n: int) -> str:
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
+LEGEND_ROW = 22
+LEGEND_WIDTH = 1100
+"""The legend sits below the plot: the figure grows by a row of LEGEND_ROW px per row of entries, as
+many entries to a row as fit in LEGEND_WIDTH px (the plot area of a 1400 px page)."""
+
+
+def legend_rows(fig: Any) -> int:
+    """Rows the horizontal legend below ``fig`` takes: its entries at ~6.5 px a character plus the symbol."""
+    names, groups = [], set()
+    for trace in fig.data:
+        if trace.showlegend is False or not trace.name:
+            continue
+        if trace.legendgroup and trace.legendgroup in groups:
+            continue
+        groups.add(trace.legendgroup)
+        names.append(str(trace.name))
+    if not names:
+        return 0
+    per_row = max(1, LEGEND_WIDTH // (50 + round(6.5 * max(len(n) for n in names))))
+    return -(-len(names) // per_row)
+
+
 def figure_html(fig: Any, height: int, top: int = 50) -> Any:
-    """A plotly figure as an embeddable div (plotly.js comes once from the page shell)."""
+    """A plotly figure as an embeddable div (plotly.js comes once from the page shell); ``height`` is
+    the plot's, the legend's rows below it are added."""
     from markupsafe import Markup
 
+    height += LEGEND_ROW * legend_rows(fig)
     fig.update_layout(
         template="plotly_white",
         height=height,
         margin={"l": 60, "r": 20, "t": top, "b": 50},
-        legend={"font": {"size": 11}, "traceorder": "normal"},
+        # below the plot, never beside it: a legend beside a plot takes its width
+        legend={"font": {"size": 11}, "traceorder": "normal", "orientation": "h", "yref": "container",
+                "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"},
         showlegend=True,
     )
     div = fig.to_html(

@@ -684,7 +684,8 @@ def build_report(
     rows = [r for run in runs for r in run.rows]
     tasks = _tasks(rows)
     reported_keys = {t: _reported_key(t, rows) for t in tasks}
-    charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL)
+    styles = report_charts.Styles(rows)
+    charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
     badge, badge_class = _weights_badge(rows)
     facts = comparability(runs)
     found = answers.answer(rows, demand_qps, latency_bound_ms)
@@ -716,6 +717,8 @@ def build_report(
         "prices": price_table,
         "unpriced": [k.label for k in _kinds([r for r in rows if r.ok and r.price is None])],
         "charts": charts,
+        "chart_keys": styles.keys,
+        "max_label": report_charts.MAX_LABEL,
         "facts": facts,
         "differing": [f for f in facts if f.differs],
         "envs": [(run.name, _env_table(run.env)) for run in runs],

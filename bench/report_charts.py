@@ -18,11 +18,15 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from bench.chart_keys import MAX_LABEL, Key, short_labels
 from bench.page import DTYPE_DASHES, DTYPE_SYMBOLS, FLAG_COLOR, Chart, Palette, axis_type, figure_html
 from bench.page import plot_text as _t
+from bench.report_rows import _ALONG_A_LINE as ALONG_A_LINE
 from bench.report_rows import MEMORY_FIELDS, STAGES, Row, lower_is_better, metric_label, table
 
 FLAG_NAME = "⚠ unstable or invalid (red ring)"
+FLAG_MARK = " ⚠"
+BATCH_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 DTYPE_PATTERNS = {"fp32": "", "fp16": "/", "bf16": ".", "int8": "+"}
 STAGE_COLORS = ("#9ecae9", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1")
 MEMORY_COLORS = ("#bab0ac", "#4e79a7", "#76b7b2", "#e15759", "#f28e2b")
@@ -35,16 +39,49 @@ def _num(value: Any) -> float | None:
 
 
 class Styles:
-    """One colour per family for the whole report (so it is the same in every chart), symbols by dtype."""
+    """The page's trace labels and colours, made once so a cell looks the same in every chart.
+
+    Colour = series (a setting without batch size and scenario: one line), from a palette whose
+    colours are checked apart; marker, dash and hatching = dtype. Labels are short (``chart_keys``):
+    ``cell`` names one cell (a bar, a box), ``series_label`` one series (a legend entry); ``keys`` is the
+    page's key table that maps each label to the full setting.
+    """
 
     def __init__(self, rows: list[Row]) -> None:
         self.palette = Palette()
-        order = sorted(rows, key=lambda r: (r.kind.kind != "gpu", r.kind.kind != "cpu", r.kind.label, r.family))
+        plotted = [r for r in rows if r.ok]
+        several = len(_tasks(plotted)) > 1
+
+        def parts(r: Row) -> list[tuple[str, str]]:
+            return [("task", r.task.strip("<>"))] * several + list(r.parts)
+
+        order = sorted(plotted, key=lambda r: (r.kind.kind != "gpu", r.kind.kind != "cpu", r.kind.label, r.family))
         for r in order:
-            self.palette(r.family)
+            self.palette(self._series_key(r))
+        self._cells = short_labels({id(r): parts(r) for r in plotted}, MAX_LABEL - len(FLAG_MARK))
+        series: dict[str, list[tuple[str, str]]] = {}
+        for r in plotted:  # a series is the same setting in every task: the same label and colour
+            series.setdefault(self._series_key(r), [p for p in r.parts if p[0] not in ALONG_A_LINE])
+        self._series = short_labels(series, MAX_LABEL)
+        self.keys = [
+            Key(self._cells[id(r)], f"{r.task} · {r.setting}", self.color(r), self._series[self._series_key(r)])
+            for r in plotted
+        ]
+
+    @staticmethod
+    def _series_key(r: Row) -> str:
+        return r.series
 
     def color(self, r: Row) -> str:
-        return self.palette(r.family)
+        return self.palette(self._series_key(r))
+
+    def cell(self, r: Row) -> str:
+        """A cell's trace label (at most MAX_LABEL characters with its flag mark)."""
+        label = self._cells.get(id(r)) or r.setting[: MAX_LABEL - len(FLAG_MARK)]
+        return label + (FLAG_MARK if r.flags else "")
+
+    def series_label(self, r: Row) -> str:
+        return self._series.get(self._series_key(r)) or r.series[:MAX_LABEL]
 
     @staticmethod
     def symbol(r: Row) -> str:
@@ -65,10 +102,6 @@ def _flagged(r: Row) -> bool:
 
 def _flag_suffix(r: Row) -> str:
     return f" ⚠ {', '.join(r.flags)}" if r.flags else ""
-
-
-def _name(r: Row, several_tasks: bool) -> str:
-    return (r.label if several_tasks else r.setting) + (" ⚠" if r.flags else "")
 
 
 def _hover(r: Row, *lines: str) -> str:
@@ -143,7 +176,7 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
         def x_of(r: Row) -> float:
             return r.latency(r.traits.statistic)
 
-        for series, members in _groups(mine, lambda r: r.series).items():
+        for members in _groups(mine, lambda r: r.series).values():
             members.sort(key=lambda r: (r.rec.get("batch_size") or 0, r.scenario))
             fig.add_trace(
                 go.Scatter(
@@ -154,7 +187,7 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
                     text=[_t(f"bs{r.rec.get('batch_size')} {r.scenario}") for r in members],
                     textposition="top center",
                     textfont={"size": 9},
-                    name=_t(series),
+                    name=_t(styles.series_label(members[0])),
                     hovertext=[
                         _hover(r, f"request latency {r.traits.statistic} {x_of(r):.4g} ms",
                                f"{r.ips:.4g} images/s")
@@ -196,9 +229,11 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
         ys: list[float] = []
         invalid: list[tuple[float, float]] = []
         capacity_points: list[tuple[float, float, str]] = []
-        # each line is one setting (settings of one family differ by batch size here): its own colour
-        colour = Palette()
-        for r in (r for r in servers if r.task == task):
+        # a line per cell: its series' colour (as in every chart), its dtype's marker, and a dash per
+        # batch size, since cells of one series differ by batch size here
+        mine = [r for r in servers if r.task == task]
+        sizes = sorted({r.rec.get("batch_size") or 0 for r in mine})
+        for r in mine:
             steps = [s for s in (r.server.get("curve") or []) if isinstance(s, dict)]
             if not steps and r.p99 is not None:
                 steps = [{"target_qps": r.server.get("target_qps"), "achieved_qps": r.server.get("achieved_qps"),
@@ -217,9 +252,10 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     x=x,
                     y=y,
                     mode="lines+markers",
-                    line={"color": colour(r.setting), "dash": styles.dash(r)},
-                    marker={"symbol": styles.symbol(r), "size": 8, "color": colour(r.setting)},
-                    name=_t(r.setting + _flag_suffix(r)),
+                    line={"color": styles.color(r),
+                          "dash": BATCH_DASHES[sizes.index(r.rec.get("batch_size") or 0) % len(BATCH_DASHES)]},
+                    marker={"symbol": styles.symbol(r), "size": 8, "color": styles.color(r)},
+                    name=_t(styles.cell(r)),
                     hovertext=[
                         _hover(r, f"offered {xx:.4g} requests/s, achieved "
                                f"{_num(s.get('achieved_qps')) or float('nan'):.4g}",
@@ -246,7 +282,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     y=[p[1] for p in invalid],
                     mode="markers",
                     marker={"symbol": "x-thin", "size": 14, "color": FLAG_COLOR, "line": {"width": 2}},
-                    name="✕ invalid step (too short, QPS missed or p99 over its bound)",
+                    name="✕ invalid step",
                     hoverinfo="skip",
                 )
             )
@@ -257,7 +293,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     y=[p[1] for p in capacity_points],
                     mode="markers",
                     marker={"symbol": "star", "size": 16, "color": "#222", "line": {"width": 1, "color": "#fff"}},
-                    name="★ capacity (highest valid QPS within the bound)",
+                    name="★ capacity",
                     hovertext=[_t(p[2]) for p in capacity_points],
                     hoverinfo="text",
                 )
@@ -271,7 +307,9 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
             yaxis={"title": "request latency p99, ms (queueing included)", "type": axis_type(ys)},
         )
         note = ("Each point is one run at a fixed arrival rate (a step of the capacity search; the achieved rate "
-                "is in its hover); a setting's capacity (★) is its highest valid rate whose p99 is within the bound.")
+                "is in its hover); a setting's capacity (★) is its highest valid rate whose p99 is within the bound; "
+                "✕ marks an invalid step (too short, target QPS missed, or p99 over its bound). Colour: the "
+                "setting's, as in every chart; dash: its batch size.")
         charts.append(Chart(f"{task}: latency vs QPS", figure_html(fig, 460), note))
     return charts
 
@@ -284,28 +322,41 @@ def _throughput_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     for task in _tasks(ok):
         mine = [r for r in ok if r.task == task]
         fig = go.Figure()
-        for series, members in _groups(mine, lambda r: r.series).items():
+        shown: set[str] = set()
+        # a line joins the batch sizes of one series within one scenario: a single-stream point (open
+        # marker) is a request alone, an offline point a batch of requests; they are never joined
+        for (series, _scenario), members in _groups(mine, lambda r: (r.series, r.scenario)).items():
             members.sort(key=lambda r: r.rec.get("batch_size") or 0)
+            single = members[0].traits.reads == "latency"
             fig.add_trace(
                 go.Scatter(
                     x=[r.rec.get("batch_size") for r in members],
                     y=[r.ips for r in members],
-                    mode="lines+markers",
+                    mode="markers" if single else "lines+markers",
                     line={"color": styles.color(members[0]), "dash": styles.dash(members[0])},
-                    marker={"size": 9, "symbol": styles.symbol(members[0]), "color": styles.color(members[0])},
-                    name=_t(series),
+                    marker={"size": 10, "symbol": styles.symbol(members[0]) + ("-open" if single else ""),
+                            "color": styles.color(members[0]), "line": {"width": 2}},
+                    name=_t(styles.series_label(members[0])),
+                    legendgroup=series,
+                    showlegend=series not in shown,
                     hovertext=[_hover(r, f"{r.ips:.4g} images/s ({r.scenario})") for r in members],
                     hoverinfo="text",
                 )
             )
+            shown.add(series)
         _ring(fig, [(r.rec.get("batch_size"), r.ips) for r in mine if _flagged(r)], False)
+        sizes = sorted({r.rec.get("batch_size") for r in mine if _num(r.rec.get("batch_size"))})
+        if len(sizes) > 1:  # powers of two, evenly spaced
+            xaxis = {"type": "log", "tickvals": sizes, "ticktext": [str(b) for b in sizes]}
+        else:  # one batch size: a linear axis around it, not a log axis spanning decades
+            xaxis = {"type": "linear", "tickvals": sizes, "range": [sizes[0] - 1, sizes[0] + 1] if sizes else None}
         fig.update_layout(
             title=_t(f"{task}: throughput vs batch size"),
-            xaxis_title="batch size (1 = single-stream, larger = offline)",
             yaxis={"title": "images per second (measured)", "type": axis_type(r.ips for r in mine)},
-            xaxis={"type": "log", "dtick": math.log10(2)},
+            xaxis={"title": "batch size (open marker: single-stream; filled, joined: offline)", **xaxis},
         )
-        charts.append(Chart(task, figure_html(fig, 420)))
+        charts.append(Chart(task, figure_html(fig, 420), "A line joins one setting's offline batch sizes; "
+                            "a single-stream point stands alone (one request at a time is another scenario)."))
     return charts
 
 
@@ -320,14 +371,14 @@ def _size_quality_charts(
         pts = [r for r in measured if r.task == task]
         metric = pts[0].metric
         fig = go.Figure()
-        for series, members in _groups(pts, lambda r: r.series).items():
+        for members in _groups(pts, lambda r: r.series).values():
             fig.add_trace(
                 go.Scatter(
                     x=[r.rec["params"] / 1e6 for r in members],
                     y=[r.acc for r in members],
                     mode="markers",
                     marker={"size": 11, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
-                    name=_t(series),
+                    name=_t(styles.series_label(members[0])),
                     hovertext=[_hover(r, f"{r.rec['params'] / 1e6:.1f} M params", f"{metric} {r.acc:.4g}")
                                for r in members],
                     hoverinfo="text",
@@ -359,7 +410,7 @@ def _size_quality_charts(
                     textposition="top center",
                     marker={"symbol": "diamond-open", "size": 11},
                     line={"dash": "dot"},
-                    name=_t(f"{reported_label}: {key}"),
+                    name=_t(f"reported: {key}"),
                     text=[_t(v) for v in variants],
                     hovertemplate="%{text}<br>%{x:.1f} M params<br>%{y}<extra>reported</extra>",
                 )
@@ -402,14 +453,14 @@ def _reported_vs_cost(
             return float(r.rec["extra"]["reported"][key])
 
         fig = go.Figure()
-        for series, members in _groups(pts, lambda r: r.series).items():
+        for members in _groups(pts, lambda r: r.series).values():
             fig.add_trace(
                 go.Scatter(
                     x=[x_of(r) for r in members],
                     y=[y_of(r) for r in members],
                     mode="markers",
                     marker={"size": 11, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
-                    name=_t(series),
+                    name=_t(styles.series_label(members[0])),
                     hovertext=[
                         _hover(r, f"{reported_label}: {key} {y_of(r):g}",
                                f"measured {r.ips:.4g} images/s"
@@ -490,7 +541,7 @@ def _pareto_charts(rows: list[Row], styles: Styles) -> list[Chart]:
                         marker={"size": 9, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
                         hovertext=[_hover(r) for r in members],
                         hoverinfo="text",
-                        name=_t(series),
+                        name=_t(styles.series_label(members[0])),
                         legendgroup=series,
                         showlegend=series not in shown_series,
                     ),
@@ -559,7 +610,7 @@ def _front_charts(rows: list[Row], styles: Styles) -> list[Chart]:
                                           f"{r.ips:.4g} images/s")
                                    + (f"<br>${r.cost_per_million:.4g} per million images" if r.cost_per_million else "")
                                    for r in members],
-                        hoverinfo="text", name=_t(series), legendgroup=series, showlegend=series not in shown,
+                        hoverinfo="text", name=_t(styles.series_label(members[0])), legendgroup=series, showlegend=series not in shown,
                     ),
                     row=1, col=col,
                 )
@@ -600,7 +651,6 @@ def _bars(
     title: str,
     axis: str,
     higher_is_better: bool,
-    several_tasks: bool,
     hover: Callable[[Row, float], str],
     note: str = "",
 ) -> Chart | None:
@@ -611,16 +661,16 @@ def _bars(
     if not items:
         return None
     items.sort(key=lambda vr: -vr[0] if higher_is_better else vr[0])
-    labels = {id(r): _t(_name(r, several_tasks)) for _, r in items}
+    labels = {id(r): _t(styles.cell(r)) for _, r in items}
     fig = go.Figure()
-    for series, members in _groups(items, lambda vr: vr[1].series).items():
+    for members in _groups(items, lambda vr: (vr[1].task, vr[1].series)).values():
         first = members[0][1]
         fig.add_trace(
             go.Bar(
                 y=[labels[id(r)] for _, r in members],
                 x=[v for v, _ in members],
                 orientation="h",
-                name=_t(series),
+                name=_t(styles.series_label(first)),
                 marker={
                     "color": styles.color(first),
                     "pattern": {"shape": styles.pattern(first)},
@@ -641,22 +691,22 @@ def _bars(
     return Chart(title, figure_html(fig, max(280, 120 + 26 * len(items))), (note + flag).strip())
 
 
-def _stage_charts(rows: list[Row], several_tasks: bool) -> list[Chart]:
+def _stage_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     """One stacked chart per device kind: a stack on a log axis would misdraw the stages' shares, and
     one device kind's times rarely span 30x (where they do, the axis is still made logarithmic)."""
     sel = [r for r in rows if r.ok and r.stages is not None]
     kinds = list(dict.fromkeys(r.kind for r in sel))
     return [
-        _stage_chart([r for r in sel if r.kind == kind], several_tasks, kind.label if len(kinds) > 1 else "")
+        _stage_chart([r for r in sel if r.kind == kind], styles, kind.label if len(kinds) > 1 else "")
         for kind in kinds
     ]
 
 
-def _stage_chart(sel: list[Row], several_tasks: bool, kind: str) -> Chart:
+def _stage_chart(sel: list[Row], styles: Styles, kind: str) -> Chart:
     import plotly.graph_objects as go
 
     sel = sorted(sel, key=lambda r: sum(r.stages.values()))
-    labels = [_t(_name(r, several_tasks)) for r in sel]
+    labels = [_t(styles.cell(r)) for r in sel]
     fig = go.Figure()
     for (key, name), color in zip(STAGES, STAGE_COLORS, strict=True):
         fig.add_trace(
@@ -697,7 +747,7 @@ def _stage_chart(sel: list[Row], several_tasks: bool, kind: str) -> Chart:
     return Chart(title, figure_html(fig, max(280, 120 + 26 * len(sel))), note)
 
 
-def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
+def _memory_chart(rows: list[Row], styles: Styles) -> Chart | None:
     import plotly.graph_objects as go
 
     def peak(r: Row) -> float:
@@ -707,7 +757,7 @@ def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
     if not sel:
         return None
     sel.sort(key=peak)
-    labels = [_t(_name(r, several_tasks)) for r in sel]
+    labels = [_t(styles.cell(r)) for r in sel]
     fig = go.Figure()
     values_all: list[float] = []
     for (key, name), color in zip(MEMORY_FIELDS, MEMORY_COLORS, strict=True):
@@ -724,7 +774,7 @@ def _memory_chart(rows: list[Row], several_tasks: bool) -> Chart | None:
     return Chart("memory", figure_html(fig, max(280, 120 + 40 * len(sel))))
 
 
-def _distribution_chart(rows: list[Row], styles: Styles, several_tasks: bool) -> Chart | None:
+def _distribution_chart(rows: list[Row], styles: Styles) -> Chart | None:
     import plotly.graph_objects as go
 
     def samples(r: Row) -> list[float]:
@@ -739,7 +789,7 @@ def _distribution_chart(rows: list[Row], styles: Styles, several_tasks: bool) ->
         fig.add_trace(
             go.Box(
                 x=samples(r),
-                name=_t(_name(r, several_tasks)),
+                name=_t(styles.cell(r)),
                 boxpoints="all",
                 jitter=0.4,
                 pointpos=0,
@@ -759,7 +809,7 @@ def _distribution_chart(rows: list[Row], styles: Styles, several_tasks: bool) ->
     return Chart("request latency distributions", figure_html(fig, max(280, 120 + 26 * len(sel))), note)
 
 
-def _energy_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list[Chart]:
+def _energy_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     ok = [r for r in rows if r.ok]
 
     def source(r: Row) -> str:
@@ -767,21 +817,21 @@ def _energy_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list
 
     charts = [
         _bars(ok, styles, lambda r: r.joules, title="energy per image (measured)", axis="joules per image",
-              higher_is_better=False, several_tasks=several_tasks,
+              higher_is_better=False,
               hover=lambda r, v: _hover(r, f"{v:.4g} J per image", f"source: {source(r)}")),
         _bars(ok, styles, lambda r: r.images_per_joule, title="images per joule (measured; higher is better)",
-              axis="images per joule", higher_is_better=True, several_tasks=several_tasks,
+              axis="images per joule", higher_is_better=True,
               hover=lambda r, v: _hover(r, f"{v:.4g} images per joule", f"source: {source(r)}")),
     ]
     return [c for c in charts if c]
 
 
-def _cost_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list[Chart]:
+def _cost_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     ok = [r for r in rows if r.ok and r.traits.closed_loop]
     chart = _bars(
         ok, styles, lambda r: r.cost_per_million,
         title="cost per million images (derived: price per hour ÷ measured throughput)",
-        axis="USD per million images (derived)", higher_is_better=False, several_tasks=several_tasks,
+        axis="USD per million images (derived)", higher_is_better=False,
         hover=lambda r, v: _hover(r, f"${v:.4g} per million images", f"{r.ips:.4g} images/s measured",
                                   f"price: {r.price.text}"),
         note="Batch work with the device kept busy (offline and single-stream cells). Prices used: "
@@ -791,11 +841,14 @@ def _cost_charts(rows: list[Row], styles: Styles, several_tasks: bool) -> list[C
 
 
 def build_charts(
-    rows: list[Row], bound: float | None, reported_keys: dict[str, str | None], reported_label: str
+    rows: list[Row],
+    bound: float | None,
+    reported_keys: dict[str, str | None],
+    reported_label: str,
+    styles: Styles | None = None,
 ) -> dict[str, list[Chart]]:
-    """Every chart of the report, by section."""
-    styles = Styles(rows)
-    several = len(_tasks(rows)) > 1
+    """Every chart of the report, by section; ``styles``: the page's (its key table shown beside)."""
+    styles = styles or Styles(rows)
     return {
         "tradeoff": _tradeoff_charts(rows, styles, bound),
         "server": _server_charts(rows, styles, bound),
@@ -803,9 +856,9 @@ def build_charts(
         "pareto": _pareto_charts(rows, styles),
         "fronts": _front_charts(rows, styles),
         "throughput": _throughput_charts(rows, styles),
-        "stages": _stage_charts(rows, several),
-        "memory": [c for c in [_memory_chart(rows, several)] if c],
-        "distributions": [c for c in [_distribution_chart(rows, styles, several)] if c],
-        "energy": _energy_charts(rows, styles, several),
-        "cost": _cost_charts(rows, styles, several),
+        "stages": _stage_charts(rows, styles),
+        "memory": [c for c in [_memory_chart(rows, styles)] if c],
+        "distributions": [c for c in [_distribution_chart(rows, styles)] if c],
+        "energy": _energy_charts(rows, styles),
+        "cost": _cost_charts(rows, styles),
     }

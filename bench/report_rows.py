@@ -31,7 +31,7 @@ from bench.uncertainty import UNSTABLE, Interval, judge
 STAGES = (
     ("preprocess", "preprocess"),
     ("vision", "vision encoder"),
-    ("text_prefill", "text encoder + first token (ttft - vision)"),
+    ("text_prefill", "text + first token (ttft − vision)"),
     ("decode", "decode (remaining tokens)"),
     ("postprocess", "postprocess"),
 )
@@ -203,6 +203,7 @@ class Row:
     setting: str = ""
     series: str = ""  # the setting without batch size and scenario: one line in a chart
     family: str = ""  # the series without dtype: one colour in a chart (dtype is the marker and dash)
+    parts: list[tuple[str, str]] = field(default_factory=list)  # (axis, text) of the setting: short labels
     metric: str | None = None
     price: Price | None = None
     usd_per_kwh: float | None = None
@@ -426,10 +427,18 @@ def _fmt_axis(axis: str, value: Any) -> str:
     return f"{short}={value}"
 
 
+def _axis_value(rec: dict[str, Any], axis: str) -> Any:
+    """A record's value on a label axis; a failed cell's max_new_tokens of 0 (never resolved) is None."""
+    value = rec.get(axis)
+    if axis == "max_new_tokens" and not (isinstance(value, int) and value > 0):
+        return None
+    return value
+
+
 def _label_rows(rows: list[Row]) -> None:
     """Give each row a short setting label naming the axes that vary, unique within its task, and a
     series label (the same without batch size and scenario) for chart lines."""
-    varying = [a for a in _IF_VARYING if len({json.dumps(r.rec.get(a)) for r in rows}) > 1]
+    varying = [a for a in _IF_VARYING if len({json.dumps(_axis_value(r.rec, a)) for r in rows}) > 1]
     settings_keys = sorted({k for r in rows for k in (r.rec.get("settings") or {}) if k not in _NOT_IN_LABELS})
     varying_settings = [
         k for k in settings_keys if len({json.dumps((r.rec.get("settings") or {}).get(k)) for r in rows}) > 1
@@ -439,12 +448,15 @@ def _label_rows(rows: list[Row]) -> None:
     for r in rows:
         parts: list[tuple[str, str]] = [("run", r.run)] if several_runs else []
         for axis in (*_ALWAYS, *varying):
+            if _axis_value(r.rec, axis) is None and axis in _IF_VARYING:
+                continue
             text = _fmt_axis(axis, r.rec.get(axis))
             if axis == "device" and several_kinds and r.kind.kind == "gpu":
                 text = r.kind.name
             parts.append((axis, text))
         own = r.rec.get("settings") or {}
-        parts += [("settings", f"{k}={own[k]}") for k in varying_settings if own.get(k) is not None]
+        parts += [(f"settings.{k}", f"{k}={own[k]}") for k in varying_settings if own.get(k) is not None]
+        r.parts = parts
         r.setting = " ".join(text for _, text in parts)
         r.series = " ".join(text for axis, text in parts if axis not in _ALONG_A_LINE)
         r.family = " ".join(text for axis, text in parts if axis not in (*_ALONG_A_LINE, "dtype"))

@@ -251,7 +251,7 @@ def test_failed_cells(tmp_path):
     comparison = compare_dirs(base, cur)
     assert {r.verdict for r in comparison.rows} == {"not-comparable"}
     assert comparison.regressed  # <CAPTION> was ok and now runs out of memory
-    assert comparison.newly_failed == ["base <CAPTION> fp32 bs1 cpu: oom: OutOfMemoryError: 2 GiB"]
+    assert comparison.newly_failed == ["base <CAPTION> fp32 bs1 cpu single-stream: oom: OutOfMemoryError: 2 GiB"]
     caption = next(r for r in comparison.rows if r.label.startswith("base <CAPTION>"))
     assert caption.baseline is not None and caption.current is None
     assert "counts as a regression" in caption.note
@@ -272,12 +272,12 @@ def test_unmatched_cells_are_listed(tmp_path):
     base = write_run(tmp_path / "base", [record("<CAPTION>", noisy(rng)), record("<OD>", noisy(rng))])
     cur = write_run(tmp_path / "cur", [record("<CAPTION>", noisy(rng)), record("<OCR>", noisy(rng))])
     comparison = compare_dirs(base, cur)
-    assert comparison.unmatched_baseline == ["base <OD> fp32 bs1 cpu"]
-    assert comparison.unmatched_current == ["base <OCR> fp32 bs1 cpu"]
-    assert {r.label for r in comparison.rows} == {"base <CAPTION> fp32 bs1 cpu"}
+    assert comparison.unmatched_baseline == ["base <OD> fp32 bs1 cpu single-stream"]
+    assert comparison.unmatched_current == ["base <OCR> fp32 bs1 cpu single-stream"]
+    assert {r.label for r in comparison.rows} == {"base <CAPTION> fp32 bs1 cpu single-stream"}
     assert not comparison.regressed
     table = comparison.to_table()
-    assert "cells only in the baseline:\n  base <OD> fp32 bs1 cpu" in table
+    assert "cells only in the baseline:\n  base <OD> fp32 bs1 cpu single-stream" in table
 
 
 def test_labels_of_cells_that_share_a_name_are_made_unique(tmp_path):
@@ -285,7 +285,7 @@ def test_labels_of_cells_that_share_a_name_are_made_unique(tmp_path):
     records = [record("<OD>", noisy(rng)), record("<OD>", noisy(rng), cell_id="other", num_beams=3)]
     base = write_run(tmp_path / "base", records)
     labels = {r.label for r in compare_dirs(base, base).rows}
-    assert labels == {"base <OD> fp32 bs1 cpu [id-<OD>]", "base <OD> fp32 bs1 cpu [other]"}
+    assert labels == {"base <OD> fp32 bs1 cpu single-stream [id-<OD>]", "base <OD> fp32 bs1 cpu single-stream [other]"}
 
 
 def test_environment_differences_are_warned(tmp_path):
@@ -386,9 +386,9 @@ def test_markdown_has_a_table_and_escapes_task_tokens(tmp_path):
     assert lines[header + 1].startswith("|---|")
     body = lines[header + 2 : header + 2 + len(comparison.rows)]
     assert all(line.count(" | ") == lines[header].count(" | ") for line in body)
-    assert "`base <CAPTION> fp32 bs1 cpu`" in md
+    assert "`base <CAPTION> fp32 bs1 cpu single-stream`" in md
     assert "**regressed**" in md
-    assert "<OD>" not in md.replace("`base <OD> fp32 bs1 cpu`", "")
+    assert "<OD>" not in md.replace("`base <OD> fp32 bs1 cpu single-stream`", "")
 
 
 def test_run_compare_prints_writes_markdown_and_exits(tmp_path, capsys):

@@ -367,7 +367,7 @@ def test_markdown_labels_cannot_break_out_of_their_code_span_or_row(finished_run
     records[0]["variant"] = "ba`se` | **x**\n<script>"
     (hostile / store.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in records))
     md = compare.compare_dirs(hostile, hostile).to_markdown()
-    assert "``ba`se` \\| **x** <script> <CAPTION> fp32 bs1 cpu``" in md
+    assert "``ba`se` \\| **x** <script> <CAPTION> fp32 bs1 cpu single-stream``" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(table) > 2 and len({_unescaped_pipes(line) for line in table}) == 1
     assert compare._md_code("`x`") == "`` `x` ``" and compare._md("a_b*c") == "a\\_b\\*c"

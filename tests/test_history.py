@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import html
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -24,7 +26,19 @@ import pytest
 from bench import cli
 from bench.errors import UsageError
 from bench.history import check, load, steps
-from bench.history.detect import all_series, metrics_of, robust_sd, segment, source_of
+from bench.history.detect import (
+    all_series,
+    cell_level_start,
+    current_level,
+    metrics_of,
+    noise_band,
+    partition,
+    point,
+    robust_sd,
+    segment,
+    source_of,
+    steps_method_text,
+)
 from bench.history.entries import PYTEST_BENCHMARK_ENV, MachineClass, add, read_pytest_benchmark
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
@@ -107,6 +121,64 @@ def test_a_regression_and_its_fix_are_two_steps_and_the_gate_judges_against_the_
     assert located >= 0.75 * 80
     # 5 runs after the fix, check's baseline is the new level, not the 10 runs that straddle the fix
     assert judged >= 0.75 * 40
+
+
+def _two_level_samples(p50: float, p90: float, n: int = 100) -> list[float]:
+    """``n`` samples whose median is ``p50`` and whose 0.9 quantile is ``p90`` (85% at p50, 15% at p90)."""
+    return [p50] * (n * 85 // 100) + [p90] * (n - n * 85 // 100)
+
+
+def test_a_step_in_one_metric_of_a_cell_moves_the_baseline_of_all_its_metrics():
+    # the issue's case: p90 steps up at run 5 (300 -> 600 ms); p50 has no step of its own but was noisy
+    # before it. Judged against all 9 earlier runs, the newest p50 of +53% falls inside a band that
+    # straddles the step; judged, like p90, against the 4 runs since the step, it is a regression.
+    entries = synth.history(10, 0)
+    p50s = [60.0, 150.0, 70.0, 140.0, 65.0, 100.0, 101.0, 99.0, 100.0, 153.0]
+    p90s = [300.0, 302.0, 299.0, 301.0, 300.0, 600.0, 603.0, 598.0, 601.0, 600.0]
+    for entry, p50, p90 in zip(entries, p50s, p90s, strict=True):
+        entry.records = [entry.records[0]]
+        entry.records[0]["samples_ms"] = _two_level_samples(p50, p90)
+    history, newest = entries[:-1], entries[-1]
+    cell = newest.records[0]["cell_id"]
+    priors = {m: [p for i, e in enumerate(history) if (p := point(i, e.records[0], m))]
+              for m in ("latency_p50", "latency_p90")}
+    assert current_level(priors["latency_p50"]) == priors["latency_p50"]  # p50 alone: no step
+    assert cell_level_start(priors) == (5, "latency_p90")
+
+    rows = {r.metric: r for r in check(entries).rows if r.cell_id == cell}
+    p50, p90 = rows["latency_p50"], rows["latency_p90"]
+    assert p50.baseline == pytest.approx(100.0, rel=0.01) and p50.ratio == pytest.approx(1.53, rel=0.01)
+    assert p50.verdict == "regressed"
+    assert "median of 4 runs since the step at " + entries[5].commit[:12] + ", found in latency_p90" in p50.note
+    assert p90.verdict == "unchanged" and "since the step at " + entries[5].commit[:12] in p90.note
+    # every metric of the cell uses the same runs, and the check says so
+    assert "starts the baseline of all the cell's metrics" in check(entries).method_text()
+    # without the rule (p50 against its own 9 runs) the same +53% was within the band: the issue's verdict
+    center, sigma, band = noise_band(priors["latency_p50"], point(9, newest.records[0], "latency_p50"))
+    assert abs(point(9, newest.records[0], "latency_p50").x - center) <= band
+
+
+def test_the_step_method_text_matches_the_code():
+    text = steps_method_text()
+    assert "squared deviations from each segment's mean" in text and "median" in text
+    assert "least absolute" not in text
+    # the partition is the exact minimum of squared deviations from each segment's mean + a penalty
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y = np.r_[rng.normal(0, 1, 5), rng.normal(rng.choice([0, 4]), 1, 6)]
+        penalty = 4.5**2
+
+        def cost(breaks: tuple[int, ...], y=y, penalty=penalty) -> float:
+            bounds = [0, *breaks, len(y)]
+            parts = [y[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+            return sum(float(np.sum((p - p.mean()) ** 2)) + penalty for p in parts)
+
+        candidates = [
+            c for n in range(0, 3) for c in itertools.combinations(range(3, len(y) - 2), n)
+            if all(b - a >= 3 for a, b in zip((0, *c), (*c, len(y)), strict=True))
+        ]
+        brute = min(candidates, key=cost)
+        assert cost(tuple(partition(y, penalty))) == pytest.approx(cost(brute))
 
 
 def test_robust_spread_and_segmentation_on_known_series():
@@ -502,3 +574,28 @@ def test_trend_report_has_one_chart_per_task_and_metric_and_marks_steps(tmp_path
     assert "<title>Florence-2 benchmark history: h</title>" in page
     # classes never share a line: every trace name carries its class id
     assert page.count(OTHER.id) >= 4
+
+
+def test_trend_page_opens_with_the_newest_runs_verdict_and_keeps_one_colour_per_cell(tmp_path):
+    from test_chart_keys import figures
+
+    from bench.chart_keys import MAX_LABEL
+    from bench.history.trends import build_trends
+
+    history = trend_history(tmp_path / "h")
+    page = build_trends(history, tmp_path / "trends.html").read_text()
+    result = check(load(history))
+    # the verdict and its top lines, before the first chart, as `history check` words them
+    assert page.index('id="check-verdict"') < page.index('<section id="classes">') < page.index('class="plotly-graph-div')
+    assert f'id="check-verdict">{result.summary()}</p>' in page
+    assert "starts the baseline of all the cell&#39;s metrics" in page
+    # the method text is the code's own (detect.steps_method_text)
+    assert html.escape(steps_method_text()).replace("&#x27;", "&#39;") in page and "least absolute" not in page
+    colours: dict[str, set[str]] = {}
+    for data, _ in figures(page):
+        for t in data:
+            if t["name"] != "step":
+                assert len(html.unescape(t["name"])) <= MAX_LABEL, t["name"]
+                colours.setdefault(t["name"], set()).add(t["line"]["color"])
+    assert len(colours) >= 6 and all(len(c) == 1 for c in colours.values())
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)

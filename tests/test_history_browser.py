@@ -11,6 +11,7 @@ import pytest
 from test_history import trend_history
 from test_report_browser import ARTIFACTS, chromium, load_offline  # noqa: F401
 
+from bench.history import check, load
 from bench.history.trends import build_trends
 
 pytestmark = pytest.mark.browser
@@ -24,4 +25,8 @@ def test_trend_report_loads_offline_without_console_errors(tmp_path, chromium): 
 
     dom = load_offline(chromium, tmp_path, page, "trends.png", charts)
     assert "<script>alert(1)" not in dom and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    # the newest run's `history check` verdict comes first, before any chart
+    verdict = check(load(history)).summary()
+    assert f'id="check-verdict">{verdict}</p>' in dom
+    assert dom.index('id="check-verdict"') < dom.index('class="plotly-graph-div')
     shutil.copy(page, ARTIFACTS / "trends.html")

@@ -188,3 +188,106 @@ def test_the_all_cells_table_sorts_and_filters_in_the_page(tmp_path, chromium):
     assert up == sorted(up) and down == sorted(down, reverse=True) and len(up) == 10
     assert result["shown"] == ["h100 large cuda fp16 bs32 offline ⚠ unstable"]
     assert result["count"] == "1 of 10 rows"
+
+
+# Appended to a page shown in an iframe of a given width (headless Chromium's window is at least 500 px
+# wide; an iframe is not): what a reader at that width sees, written into the parent's DOM.
+_LAYOUT_PROBE = """
+<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  function box(el) { var r = el.getBoundingClientRect(); return {left: r.left, right: r.right, width: r.width}; }
+  var plots = Array.prototype.map.call(document.querySelectorAll(".plotly-graph-div"), function (gd) {
+    return {chart: (gd.closest("figure") || gd).getAttribute("data-chart"), w: gd._fullLayout._size.w};
+  });
+  var planner = {};
+  var table = document.querySelector("table.answer");
+  if (table) {
+    Array.prototype.forEach.call(table.tBodies[0].rows[0].cells, function (td) {
+      var label = td.getAttribute("data-label");
+      if (label) { planner[label] = box(td); }
+    });
+  }
+  var out = window.parent.document.createElement("pre");
+  out.id = "layout-probe";
+  out.textContent = JSON.stringify({inner: window.innerWidth, scroll: document.documentElement.scrollWidth,
+                                    plots: plots, planner: planner});
+  window.parent.document.body.appendChild(out);
+}, 300); });
+</script>
+"""
+
+
+def layout_at(binary: str, tmp_path: Path, page: Path, width: int) -> dict:
+    """The page laid out ``width`` px wide: viewport and document widths, each plot area's width, and
+    the first answer row's cells (by column)."""
+    import html
+
+    inner = page.read_text().replace("</body>", _LAYOUT_PROBE + "</body>")
+    frame = tmp_path / f"frame-{width}.html"
+    frame.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe style="width:{width}px;height:1600px;'
+                     f'border:0" srcdoc="{html.escape(inner, quote=True)}"></iframe></body></html>')
+    loaded = _chromium(binary, tmp_path / f"profile-{width}", frame, "--dump-dom", "--window-size=1500,1700")
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', loaded.stdout, re.S)
+    assert found, "the layout probe did not run"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+BASELINES = [Path(__file__).resolve().parent.parent / "reports" / "baselines" / name
+             for name in ("smoke-cpu", "gpu-nvidia-h200", "gpu-nvidia-h200-graphs")]
+
+
+@pytest.mark.parametrize("name", ["three-baselines", "two-machines"])
+def test_no_plot_is_narrower_than_300_px_at_1400_and_the_page_fits_420_px(tmp_path, chromium, name):
+    runs = BASELINES if name == "three-baselines" else list(gpu_and_cpu_runs(tmp_path / "runs"))
+    page = report.build_report(runs, tmp_path / f"{name}.html", latency_bound_ms=300, demand_qps=20)
+    wide = layout_at(chromium, tmp_path, page, 1400)
+    assert wide["scroll"] == wide["inner"] == 1400
+    assert len(wide["plots"]) == page.read_text().count('class="plotly-graph-div"') > 5
+    assert [p for p in wide["plots"] if p["w"] < 300] == []
+    narrow = layout_at(chromium, tmp_path, page, 420)
+    # no page-level horizontal scroll: wide tables and charts scroll inside their own boxes
+    assert narrow["inner"] == 420 and narrow["scroll"] <= 420
+    # the answer's device and cost columns are on screen, one block per row
+    if name == "two-machines":
+        shown = {k: v for k, v in narrow["planner"].items() if v["width"] > 0 and v["left"] >= 0 and v["right"] <= 420}
+        assert {"device kind", "devices"} <= set(shown), narrow["planner"]
+        assert any(k.startswith("USD per month") for k in shown), narrow["planner"]
+
+
+# Sort the all-cells table by images/s ascending, then descending, and read which rows come last.
+_SORT_MISSING = """
+<script>
+(function () {
+  var table = document.getElementById("all-cells");
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var col = heads.findIndex(function (th) { return th.textContent.trim() === "images/s"; });
+  function order() {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[col].getAttribute("data-v"); });
+  }
+  heads[col].click();
+  var up = order();
+  heads[col].click();
+  var out = document.createElement("pre");
+  out.id = "sort-probe";
+  out.textContent = JSON.stringify({up: up, down: order()});
+  document.body.appendChild(out);
+})();
+</script>
+"""
+
+
+def test_sorting_puts_cells_without_a_value_last_in_both_directions(tmp_path, chromium):
+    page = report.build_report([failed_run(tmp_path / "run")], tmp_path / "r.html")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", _SORT_MISSING + "</body>"))
+    loaded = _chromium(chromium, tmp_path / "profile", probe, "--dump-dom")
+    found = re.search(r'<pre id="sort-probe">(.*?)</pre>', loaded.stdout, re.S)
+    assert found, loaded.stderr[-2000:]
+    result = json.loads(found.group(1).replace("&quot;", '"'))
+    for direction in ("up", "down"):
+        values = result[direction]
+        missing = [n for n, v in enumerate(values) if v in ("", "None")]
+        assert missing and missing == list(range(len(values) - len(missing), len(values))), (direction, values)
+        numbers = [float(v) for v in values if v not in ("", "None")]
+        assert numbers == sorted(numbers, reverse=direction == "down")

@@ -213,10 +213,13 @@ def test_charts_use_log_axes_distinct_colours_and_lines_across_batch_sizes(rows)
     assert layout["xaxis"]["type"] == "log" and layout["yaxis"]["type"] == "log"
     bound = next(t for t in data if t["name"].startswith("latency bound"))
     assert bound["x"] == [100.0, 100.0]
-    # one line per setting across batch sizes 1, 8 and 32, not split at batch 1 by scenario
+    # one line per setting across its offline batch sizes 8 and 32; its single-stream point (batch 1, another
+    # scenario) stands alone in the same colour, one legend entry for both
     data, _ = _figures(charts["throughput"][0])
-    base = next(t for t in data if t["name"] == "h100 base cuda fp16")
-    assert base["x"] == [1, 8, 32] and base["mode"] == "lines+markers"
+    base = [t for t in data if t["name"] == "h100 base cuda fp16"]
+    assert [(t["x"], t["mode"], t.get("showlegend", True)) for t in base] == [
+        ([1], "markers", True), ([8, 32], "lines+markers", False)]
+    assert base[0]["marker"]["color"] == base[1]["marker"]["color"] and base[0]["marker"]["symbol"].endswith("-open")
     lines = [t for t in data if t["mode"] == "lines+markers"]
     assert len({(t["line"]["color"], t["line"]["dash"]) for t in lines}) == len(lines)
     assert len({t["line"]["color"] for t in lines}) == len(lines)  # one dtype each here: colours alone differ

@@ -19,6 +19,8 @@ Noise, as these statistics see it (docs/history.md has the long form and the mea
 check: the newest run against the median of the previous ``K`` (10) runs of its class that measured
 the cell: a regression when the change is beyond compare's threshold *and* beyond the noise band
 ``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median).
+Where a step is found among the previous runs in any metric of a cell, the latest such step starts the
+baseline of all the cell's metrics (``cell_level_start``, ``CELL_LEVEL_RULE``).
 
 steps: the whole series is partitioned into segments of constant level, each at least ``MIN_SEGMENT``
 (3) runs long so that a lone outlier cannot form one (``segment``: the optimal partition of the
@@ -186,21 +188,7 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
     half = min_segment - 1
     running = np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(n)])
     y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
-    s1, s2 = np.r_[0, np.cumsum(y)], np.r_[0, np.cumsum(y**2)]
-    best = np.full(n + 1, np.inf)
-    best[0] = -(z**2)
-    start = np.zeros(n + 1, dtype=int)
-    for j in range(min_segment, n + 1):
-        i = np.arange(0, j - min_segment + 1)
-        total = best[i] + (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / (j - i) + z**2
-        k = int(np.argmin(total))
-        best[j], start[j] = total[k], i[k]
-    breaks, j = [], n
-    while j > 0:
-        j = int(start[j])
-        if j > 0:
-            breaks.append(j)
-    breaks.sort()
+    breaks = partition(y, z**2, min_segment)
     while breaks:
         bounds = [0, *breaks, n]
         zs = [
@@ -212,6 +200,62 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
             break
         del breaks[weakest]
     return breaks
+
+
+def partition(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> list[int]:
+    """The starts (after the first) of the segments, each at least ``min_segment`` long, that minimise
+    the sum of squared deviations of ``y`` from each segment's mean plus ``penalty`` per segment: the
+    exact optimum, by dynamic programming over every partition (cumulative sums make a segment's cost
+    sum(y^2) - sum(y)^2 / n)."""
+    n = len(y)
+    s1, s2 = np.r_[0, np.cumsum(y)], np.r_[0, np.cumsum(y**2)]
+    best = np.full(n + 1, np.inf)
+    best[0] = -penalty
+    start = np.zeros(n + 1, dtype=int)
+    for j in range(min_segment, n + 1):
+        i = np.arange(0, j - min_segment + 1)
+        total = best[i] + (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / (j - i) + penalty
+        k = int(np.argmin(total))
+        best[j], start[j] = total[k], i[k]
+    breaks, j = [], n
+    while j > 0:
+        j = int(start[j])
+        if j > 0:
+            breaks.append(j)
+    return sorted(breaks)
+
+
+def steps_method_text(min_segment: int = MIN_SEGMENT, z: float = Z_STEP) -> str:
+    """How ``steps`` finds a step, in the words the trend page shows (the code above, stated once)."""
+    return (
+        "Per machine class, cell and metric, the series of per-run values (computed as florence2-bench compare "
+        "computes them: medians and p90s from the raw samples, ratios on a log scale, accuracy in points) has "
+        f"each value clipped to within {CLIP:g} sigma of a running median of {2 * min_segment - 1} runs, and is then "
+        f"cut into segments of constant level, each at least {min_segment} runs long, by the partition that "
+        "minimises the squared deviations from each segment's mean (in units of the noise sigma squared) plus "
+        f"{z:g}² per segment, found exactly by dynamic programming. A cut is kept while the medians of the raw "
+        f"runs on either side differ by more than {z:g} standard errors (sigma: the robust spread of successive "
+        "runs, never less than the runs' own sample noise; the weakest cut is merged away first), and listed when "
+        "the change is also beyond compare's threshold for the metric. A single outlier run never forms a segment."
+    )
+
+
+CELL_LEVEL_RULE = (
+    "a step found in any metric of a cell starts the baseline of all the cell's metrics: every metric is judged "
+    "against the runs since the cell's latest step, so the metrics of one cell agree about where the step is"
+)
+
+
+def cell_level_start(priors: dict[str, list[Point]], z: float = Z_STEP) -> tuple[int | None, str | None]:
+    """(the run where the cell's current level starts, the metric whose step put it there); (None, None)
+    when no metric of the cell has a step. The runs before a step ran another configuration of the cell
+    (code, driver, machine state), whichever of its metrics showed it; see CELL_LEVEL_RULE."""
+    start, where = None, None
+    for metric, prior in priors.items():
+        level = current_level(prior, z)
+        if len(level) < len(prior) and (start is None or level[0].index > start):
+            start, where = level[0].index, metric
+    return start, where
 
 
 def _step_z(left: np.ndarray, right: np.ndarray, sigma: float) -> float:
@@ -254,7 +298,8 @@ class HistoryCheck(compare.Comparison):
         return (
             f"{run}each metric against the median of the previous {self.k} runs of this machine class; "
             f"regressed when the change is beyond the threshold and the noise band "
-            f"(±{self.z:g} sigma: the larger of the runs' robust spread and their sample noise)"
+            f"(±{self.z:g} sigma: the larger of the runs' robust spread and their sample noise); "
+            f"{CELL_LEVEL_RULE}"
         )
 
 
@@ -289,6 +334,7 @@ def check(
                 f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
             )
             continue
+        news, priors = {}, {}
         for metric in metrics_of(record):
             new = point(len(entries) - 1, record, metric)
             if new is None:
@@ -299,9 +345,20 @@ def check(
                     f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed"
                 )
                 continue
-            level = current_level(prior)
-            since = entries[level[0].index].commit[:12] if len(level) < len(prior) else None
-            rows.append(_row(cell_id, names[cell_id], metric, level, new, resolved, k, z, since))
+            news[metric], priors[metric] = new, prior
+        start, found_in = cell_level_start(priors)
+        for metric, prior in priors.items():
+            level = prior if start is None else [p for p in prior if p.index >= start]
+            since = None
+            if start is not None:
+                since = entries[start].commit[:12] + ("" if found_in == metric else f", found in {found_in}")
+            if len(level) < MIN_BASELINE:
+                short.append(
+                    f"{names[cell_id]} {metric}: {len(level)} value(s) since the step at {since}, "
+                    f"{MIN_BASELINE} needed"
+                )
+                continue
+            rows.append(_row(cell_id, names[cell_id], metric, level, news[metric], resolved, k, z, since))
     return HistoryCheck(
         rows=rows,
         unmatched_baseline=sorted(labels(gone).values()),

@@ -13,11 +13,62 @@ from pathlib import Path
 from typing import Any
 
 from bench import compare
-from bench.history.detect import MIN_SEGMENT, Z_STEP, Series, Step, all_series, steps, unscale
+from bench.chart_keys import short_labels
+from bench.history.detect import (
+    CELL_LEVEL_RULE,
+    MIN_SEGMENT,
+    HistoryCheck,
+    Series,
+    Step,
+    all_series,
+    check,
+    steps,
+    steps_method_text,
+    unscale,
+)
 from bench.history.entries import Entry, load
 
 STEP_COLOURS = {"regressed": "#b3261e", "improved": "#1b6e3a"}
 MAX_TICKS = 30
+TOP_LINES = 5
+
+
+def _series_key(s: Series) -> tuple[str, str]:
+    return (s.machine.id, s.cell_id)
+
+
+def _labels(series: list[Series]) -> dict[tuple[str, str], str]:
+    """A short label per (class, cell), the same in every chart: the words of compare's cell label that
+    tell the page's cells apart, with the class id where there are several classes (``chart_keys``)."""
+    parts = {}
+    for s in series:
+        words = [(f"word{n}", word) for n, word in enumerate(s.label.split())]
+        parts.setdefault(_series_key(s), [("machine", s.machine.id), *words])
+    return short_labels(parts)
+
+
+def _verdict(result: HistoryCheck) -> dict[str, Any]:
+    """The newest run's `history check` verdict for the top of the page: its summary line and its
+    regressed (then improved) rows, biggest change first, as the CLI words them."""
+    def size(r: compare.Row) -> float:
+        return abs((r.ratio or 1.0) - 1.0) if r.kind == "ratio" else abs(r.ratio or 0.0)
+
+    flagged = sorted((r for r in result.rows if r.verdict in ("regressed", "improved")),
+                     key=lambda r: (r.verdict != "regressed", -size(r)))
+    lines = [
+        f"{r.verdict}: {r.label} {r.metric} {compare.format_change(r.kind, r.ratio)} "
+        f"({compare.value_text(r.metric, r.baseline)} -> {compare.value_text(r.metric, r.current)}; {r.note})"
+        for r in flagged[:TOP_LINES]
+    ]
+    lines += [f"newly failed: {item}" for item in result.newly_failed]
+    return {
+        "summary": result.summary(),
+        "regressed": result.regressed,
+        "lines": lines,
+        "more": max(0, len(flagged) - TOP_LINES),
+        "method": result.method_text(),
+        "table": result.to_table(),
+    }
 
 
 def _display(metric: str, value: float) -> float:
@@ -36,7 +87,15 @@ def _ticks(entries: list[Entry]) -> dict[str, Any]:
     return {"tickvals": shown, "ticktext": [entries[i].commit[:7] for i in shown], "tickangle": -45}
 
 
-def _chart(title: str, metric: str, series: list[Series], found: list[Step], entries: list[Entry]) -> Any:
+def _chart(
+    title: str,
+    metric: str,
+    series: list[Series],
+    found: list[Step],
+    entries: list[Entry],
+    colors: Any,
+    labels: dict[tuple[str, str], str],
+) -> Any:
     import plotly.graph_objects as go
 
     from bench.page import Chart
@@ -58,7 +117,9 @@ def _chart(title: str, metric: str, series: list[Series], found: list[Step], ent
                 x=xs,
                 y=ys,
                 mode="lines+markers",
-                name=_t(f"{s.label} · {s.machine.id}"),
+                line={"color": colors(_series_key(s))},
+                marker={"color": colors(_series_key(s))},
+                name=_t(labels[_series_key(s)]),
                 text=hover,
                 hovertemplate="%{text}<extra></extra>",
                 legendgroup=f"{s.machine.id}{s.cell_id}",
@@ -71,7 +132,7 @@ def _chart(title: str, metric: str, series: list[Series], found: list[Step], ent
                     x=[st.index for st in mine],
                     y=[_display(metric, st.after) for st in mine],
                     mode="markers",
-                    name=_t(f"step · {s.label} · {s.machine.id}"),
+                    name="step",
                     legendgroup=f"{s.machine.id}{s.cell_id}",
                     showlegend=False,
                     marker={
@@ -108,11 +169,16 @@ def build_trends(
     import plotly.offline
     from markupsafe import Markup
 
+    from bench.page import Palette
     from bench.page import environment as _environment
 
     entries = load(Path(history))
     series = all_series(entries)
-    found = steps(entries, thresholds)
+    found = steps(entries, thresholds, series=series)
+    colors = Palette()  # one colour per class and cell, the same in every chart of the page
+    for s in series:
+        colors(_series_key(s))
+    labels = _labels(series)
     tasks = list(dict.fromkeys(s.task for s in series))
     charts = []
     for task in tasks:
@@ -123,7 +189,7 @@ def build_trends(
                     " · pytest-benchmark (ms per round)" if source != "run" else ""
                 )
                 charts.append(
-                    _chart(heading, metric, [s for s in mine if s.metric == metric], found, entries)
+                    _chart(heading, metric, [s for s in mine if s.metric == metric], found, entries, colors, labels)
                 )
     classes = []
     for machine in dict.fromkeys(e.machine for e in entries):
@@ -147,7 +213,11 @@ def build_trends(
         ],
         "charts": charts,
         "min_segment": MIN_SEGMENT,
-        "z_step": f"{Z_STEP:g}",
+        "verdict": _verdict(check(entries, thresholds)),
+        "steps_method": steps_method_text(),
+        "cell_level_rule": CELL_LEVEL_RULE,
+        "keys": [{"label": labels[k], "cell": f"{s.label} · class {s.machine.id}", "color": colors(k)}
+                 for k, s in {_series_key(s): s for s in series}.items()],
         "plotlyjs": Markup(plotly.offline.get_plotlyjs()),
     }
     text = _environment().get_template("history.html.j2").render(**context)

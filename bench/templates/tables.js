@@ -3,11 +3,14 @@
    with data-filter="TABLE_ID" hides the rows that do not contain every word typed. */
 (function () {
   "use strict";
+  // a cell's sort key: its data-v number, else its text; null when it holds no value (a failed cell's
+  // "–", an empty cell, a data-v that is not a number), which sorts last in both directions
   function key(cell) {
-    if (!cell) { return ""; }
+    if (!cell) { return null; }
     var v = cell.getAttribute("data-v");
-    if (v !== null && v !== "" && !isNaN(Number(v))) { return Number(v); }
-    return cell.textContent.trim().toLowerCase();
+    if (v !== null) { return v !== "" && !isNaN(Number(v)) ? Number(v) : null; }
+    var text = cell.textContent.trim().toLowerCase();
+    return text === "" || text === "–" ? null : text;
   }
   function compare(a, b) {
     var an = typeof a === "number", bn = typeof b === "number";
@@ -16,6 +19,17 @@
     if (bn) { return 1; }
     return a < b ? -1 : a > b ? 1 : 0;
   }
+  // each cell of a "stack" table names its column, for the one-block-per-row layout of a narrow screen
+  document.querySelectorAll("table.stack").forEach(function (table) {
+    var heads = table.tHead ? Array.prototype.map.call(table.tHead.rows[0].cells, function (th) {
+      return th.textContent.trim();
+    }) : [];
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      Array.prototype.forEach.call(row.cells, function (td, i) {
+        if (heads[i] && td.colSpan === 1) { td.setAttribute("data-label", heads[i]); }
+      });
+    });
+  });
   document.querySelectorAll("table.sortable").forEach(function (table) {
     var body = table.tBodies[0];
     table.querySelectorAll("thead th").forEach(function (th, col) {
@@ -27,7 +41,9 @@
         th.setAttribute("aria-sort", up ? "ascending" : "descending");
         var rows = Array.prototype.slice.call(body.rows);
         rows.sort(function (r1, r2) {
-          var c = compare(key(r1.cells[col]), key(r2.cells[col]));
+          var k1 = key(r1.cells[col]), k2 = key(r2.cells[col]);
+          if (k1 === null || k2 === null) { return (k1 === null) - (k2 === null); }
+          var c = compare(k1, k2);
           return up ? c : -c;
         });
         rows.forEach(function (row) { body.appendChild(row); });

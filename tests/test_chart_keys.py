@@ -1,0 +1,162 @@
+"""Charts that survive many runs: short trace labels with a key table, a palette whose colours are checked
+apart, one colour per setting on a page, legends below the plots (issue 19, items 3 and 6)."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.chart_keys import MAX_LABEL, run_short_names, short_labels
+from bench.page import BASE_COLORS, FLAG_COLOR, MIN_COLOR_DISTANCE, Palette, color_distance
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
+from report_factory import failed_run, gpu_and_cpu_runs, random_run, single_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINES = [ROOT / "reports" / "baselines" / n for n in ("smoke-cpu", "gpu-nvidia-h200", "gpu-nvidia-h200-graphs")]
+# the issue's legend entry, as the three committed baselines labelled it before
+LONG = ("gpu-nvidia-h200-graphs base cuda fp16 bs128 cuda-graphs max_new=20 offline cache=static "
+        "compile_vision=True prefetch=True preprocess=device")
+
+
+def figures(page: str) -> list[tuple[list[dict], dict]]:
+    """Every plotly figure of a page: (data, layout) as plotly will draw them."""
+    decoder = json.JSONDecoder()
+    out = []
+    for m in re.finditer(r"Plotly\.newPlot\(", page):
+        data, end = decoder.raw_decode(page, page.index("[", m.end()))
+        layout, _ = decoder.raw_decode(page, page.index("{", end))
+        out.append((data, layout))
+    return out
+
+
+def trace_labels(data: list[dict]) -> list[str]:
+    """What a chart prints for its traces: legend names and the category labels of bars and boxes."""
+    labels = [t["name"] for t in data if t.get("name")]
+    for t in data:
+        if t.get("type") in ("bar", "box") and t.get("orientation", "h" if t.get("type") == "box" else "v") == "h":
+            labels += [y for y in t.get("y") or [] if isinstance(y, str)]
+    return [html.unescape(label) for label in labels]
+
+
+def key_table(page: str) -> dict[str, str]:
+    """The page's key table: label -> full setting."""
+    table = page[page.index('id="chart-key-table"') : page.index("</table>", page.index('id="chart-key-table"'))]
+    rows = re.findall(r"<tr><td class=\"swatch\">.*?</td><td>\d+</td><td>(.*?)</td><td>.*?</td><td>(.*?)</td></tr>",
+                      table, re.S)
+    return {html.unescape(label): html.unescape(full) for label, full in rows}
+
+
+def test_run_names_are_shortened_to_a_unique_tail():
+    names = ["smoke-cpu", "gpu-nvidia-h200", "gpu-nvidia-h200-graphs"]
+    assert run_short_names(names) == {"smoke-cpu": "smoke-cpu", "gpu-nvidia-h200": "nvidia-h200",
+                                      "gpu-nvidia-h200-graphs": "h200-graphs"}
+    # a tail two runs share is never used: both keep their full names
+    assert run_short_names(["a-long-name-x", "b-long-name-x"]) == {"a-long-name-x": "a-long-name-x",
+                                                                   "b-long-name-x": "b-long-name-x"}
+
+
+def test_labels_keep_only_the_telling_settings_and_fit():
+    words = LONG.split()
+    axes = ["run", "variant", "device", "dtype", "batch_size", "compile", "max_new_tokens", "scenario",
+            "settings.cache", "settings.compile_vision", "settings.prefetch", "settings.preprocess"]
+    a = list(zip(axes, words, strict=True))
+    b = [(axis, text.replace("bs128", "bs1").replace("offline", "single-stream")) for axis, text in a]
+    c = [(axis, "gpu-nvidia-h200" if axis == "run" else text) for axis, text in a]
+    labels = short_labels({"a": a, "b": b, "c": c})
+    assert all(len(label) <= MAX_LABEL for label in labels.values())
+    assert len(set(labels.values())) == 3
+    # settings the same for every key are dropped; what tells the keys apart stays
+    assert "cache" not in labels["a"] and "bs128" in labels["a"] and "bs1" in labels["b"]
+    assert labels["a"].startswith("h200-graphs") and labels["c"].startswith("nvidia-h200")
+    # a label that cannot be told apart within the limit is cut and points at its key-table row
+    tight = short_labels({"x": [("run", "x" * 60)], "y": [("run", "y" * 60)]})
+    assert tight == {"x": "x" * 37 + "…#1", "y": "y" * 37 + "…#2"}
+
+
+def test_the_palette_is_checked_apart_and_never_repeats():
+    distances = [color_distance(a, b) for a, b in itertools.combinations(BASE_COLORS, 2)]
+    assert min(distances) >= MIN_COLOR_DISTANCE
+    assert color_distance("#000000", "#ffffff") == pytest.approx(100.0, abs=0.5)
+    assert color_distance("#8c564b", "#9c755f") < MIN_COLOR_DISTANCE  # the pair the issue saw is gone
+    assert "#8c564b" not in BASE_COLORS
+    palette = Palette()
+    assert len({palette(n) for n in range(60)}) == 60
+    assert FLAG_COLOR not in BASE_COLORS
+
+
+def _reports(tmp_path: Path) -> dict[str, str]:
+    made = {
+        "failed": [failed_run(tmp_path / "failed")],
+        "random": [random_run(tmp_path / "random")],
+        "single": [single_run(tmp_path / "single")],
+        "two-machines": list(gpu_and_cpu_runs(tmp_path / "two")),
+        "three-baselines": BASELINES,
+    }
+    return {
+        name: report.build_report(runs, tmp_path / f"{name}.html", latency_bound_ms=300, demand_qps=20).read_text()
+        for name, runs in made.items()
+    }
+
+
+def test_no_trace_label_is_longer_than_40_and_the_key_table_maps_each(tmp_path):
+    for name, page in _reports(tmp_path).items():
+        keys = key_table(page)
+        assert keys, name
+        for data, layout in figures(page):
+            labels = trace_labels(data)
+            assert labels, name
+            too_long = [label for label in labels if len(label) > MAX_LABEL]
+            assert too_long == [], (name, too_long)
+            assert layout["legend"]["orientation"] == "h"  # below the plot, not beside it
+            for t in data:
+                if t.get("type") in ("bar", "box"):
+                    cells = [html.unescape(y).removesuffix(" ⚠") for y in t.get("y") or []]
+                    assert set(cells) <= set(keys), (name, set(cells) - set(keys))
+        if name == "three-baselines":
+            # the key table gives the full setting of every label
+            (label,) = [label for label, full in keys.items() if full == "<CAPTION> · " + LONG]
+            assert label.startswith("CAPTION h200-graphs") and "bs128" in label
+            assert "max_new=0" not in page  # a failed cell's never-resolved token budget is not a setting
+
+
+def test_one_colour_per_setting_across_every_chart_of_a_page(tmp_path):
+    page = _reports(tmp_path)["three-baselines"]
+    colours: dict[str, set[str]] = {}
+    for data, _ in figures(page):
+        for t in data:
+            colour = (t.get("marker") or {}).get("color")
+            if t.get("name") and isinstance(colour, str):
+                colours.setdefault(html.unescape(t["name"]).removesuffix(" ⚠"), set()).add(colour)
+    assert len(colours) >= 10
+    assert {name: c for name, c in colours.items() if len(c) > 1} == {}
+    assert len({next(iter(c)) for c in colours.values()}) >= 8  # and the settings do not share one colour
+
+
+def test_the_throughput_chart_never_joins_scenarios_and_one_batch_size_gets_a_sane_axis(tmp_path):
+    pages = _reports(tmp_path)
+    for name in ("three-baselines", "two-machines"):
+        for data, layout in figures(pages[name]):
+            if "throughput vs batch size" not in layout["title"]["text"]:
+                continue
+            for t in data:
+                if t.get("mode") == "lines+markers":  # a joined line: one scenario, never single-stream
+                    assert 1 not in t["x"] or len(t["x"]) == 1, (name, t["name"], t["x"])
+    single = [layout for data, layout in figures(pages["single"]) if "throughput vs batch size" in layout["title"]["text"]]
+    assert single and single[0]["xaxis"]["type"] == "linear" and single[0]["xaxis"]["range"] == [0, 2]
+
+
+def test_random_weight_examples_are_collapsed_with_a_one_line_note(tmp_path):
+    pages = _reports(tmp_path)
+    random_page = pages["three-baselines"]
+    section = random_page[random_page.index('<section id="examples">') :]
+    assert '<details id="examples-noise" class="noise">' in section
+    assert "outputs are noise" in section[: section.index("</summary>")]
+    assert '<details id="examples-noise"' not in pages["failed"]  # pretrained outputs stay open
