@@ -99,13 +99,17 @@ def busy_warning(load: dict[str, Any]) -> str | None:
 
 
 def describe_load(load: Any) -> str | None:
-    """``host_load`` in a few words for the report (None when not recorded)."""
-    if not isinstance(load, dict) or not isinstance(load.get("start"), list):
+    """``host_load`` in a few words for the report (env.json is untrusted: None when not readable)."""
+    def one_minute(when: str) -> float | None:
+        reading = load.get(when)
+        ok = isinstance(reading, list) and reading and isinstance(reading[0], (int, float))
+        return float(reading[0]) if ok and not isinstance(reading[0], bool) else None
+
+    if not isinstance(load, dict) or (start := one_minute("start")) is None:
         return None
-    text = f"load {load['start'][0]:.2f} at start"
-    if isinstance(load.get("end"), list) and load["end"]:
-        text += f", {load['end'][0]:.2f} at end"
-    return text + f" (1 min) on {load.get('cores')} cores" + (" — busy" if busy(load) or busy(load, "end") else "")
+    end = one_minute("end")
+    text = f"1-min load {start:.2f} at start" + (f", {end:.2f} at end" if end is not None else "")
+    return f"{text}, on {load.get('cores')} cores" + (" (busy)" if busy(load) or busy(load, "end") else "")
 
 
 def governor(root: Path = CPUFREQ) -> dict[str, Any]:
