@@ -229,6 +229,14 @@ def test_the_report_shows_the_busy_run_and_the_token_columns(busy_run, tmp_path)
     html = build_report([busy_run[0]], tmp_path / "r.html").read_text()
     assert '<th>host load</th><td class="suspect">1-min load' in html and "(busy)" in html
     assert "<th>decode tokens/s</th>" in html and "load (s) / first call (ms)" in html
+    assert "bad reference" not in html
+    (record,) = store.read_records(busy_run[0])
+    record["flags"] = [{"code": "roofline-bad-reference", "message": "1.36x the reference"}]
+    record["extra"]["roofline"]["fraction"] = None
+    flagged = tmp_path / "flagged"
+    store.append(flagged, store.Record(**record))
+    store.write_env(flagged, store.read_env(busy_run[0]))
+    assert "bad reference</span>" in build_report([flagged], tmp_path / "f.html").read_text()
 
 
 def test_records_without_the_new_fields_still_load_and_bad_flags_are_skipped(busy_run, tmp_path):
