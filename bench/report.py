@@ -412,7 +412,8 @@ FACTS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
     ("host load", lambda e: host.describe_load(e.get("host_load"))),
     ("CPU frequency governor", lambda e: _get(e, "cpu_governor", "governor")),
 )
-# (label, predicate) of facts whose value marks a run as suspect: highlighted in its column
+# (label, predicate) of facts whose value marks a run as suspect: highlighted in its column; such a fact
+# differs between runs when the verdict does (two idle machines' loads are never equal, and never matter)
 SUSPECT: dict[str, Callable[[dict[str, Any]], bool]] = {
     "host load": lambda e: host.busy(e.get("host_load")) or host.busy(e.get("host_load"), "end"),
 }
@@ -426,7 +427,8 @@ class Fact:
 
     @property
     def differs(self) -> bool:
-        return len(set(self.values)) > 1
+        """Values differ; a state that is never equal twice (the host's load) differs when its verdict does."""
+        return len(set(self.suspect if self.label in SUSPECT else self.values)) > 1
 
 
 def comparability(runs: list[Run]) -> list[Fact]:
