@@ -71,3 +71,34 @@ def test_the_first_call_is_the_pipelines_first_batch_only(tiny_loaded):
     first = pipeline.run_batch(synthetic_smoke()[:1])
     pipeline.run_batch(synthetic_smoke()[:1])
     assert pipeline.first_call_ms == first.batch_ms
+
+
+class EventClock:
+    """A clock with CUDA events' rules, on the host: marks are read only after a sync, which is counted."""
+
+    def __init__(self) -> None:
+        self.syncs, self.pending = 0, 0
+
+    def mark(self) -> dict:
+        import time
+
+        self.pending += 1
+        return {"t": time.perf_counter(), "synced": False, "clock": self}
+
+    def sync(self) -> None:
+        self.syncs += 1
+        self.pending = 0
+
+    def elapsed_ms(self, start: dict, end: dict) -> float:
+        if self.pending:
+            raise RuntimeError("event read before synchronisation")
+        return (end["t"] - start["t"]) * 1000.0
+
+
+def test_step_times_follow_the_device_clocks_rules_one_sync_per_batch(tiny_loaded):
+    clock = EventClock()
+    generation = GenerationSettings(num_beams=2, max_new_tokens=5, forced=True)
+    pipeline = Pipeline(tiny_loaded, get_task("<CAPTION>"), generation, device="cpu", dtype="fp32", clock=clock)
+    result = pipeline.run_batch(synthetic_smoke()[:1])
+    assert clock.syncs == 1  # the steps add marks, never a synchronisation
+    assert len(result.step_ms) == 4 and all(s > 0 for s in result.step_ms)  # beam search: one mark per step
