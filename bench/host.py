@@ -25,6 +25,10 @@ CPUFREQ = Path("/sys/devices/system/cpu")
 LoadReader = Callable[[], tuple[float, float, float]]
 
 
+class BusyHostWarning(UserWarning):
+    """The run started on a busy machine: a fact about the host, not about the sweep's input."""
+
+
 def usable_cores() -> int:
     """The cores this process may run on (containers, taskset), else all of the machine's."""
     if hasattr(os, "sched_getaffinity"):

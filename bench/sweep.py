@@ -300,7 +300,7 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
         load = host.host_load(loadavg)
         store.write_env(out, _env(out, config, resume, extend, load))
         if warning := host.busy_warning(load):
-            warnings.warn(warning, stacklevel=2)
+            warnings.warn(warning, host.BusyHostWarning, stacklevel=2)
         try:
             records = chosen.run(config, todo, out, quiet=quiet)
         finally:

@@ -179,7 +179,7 @@ def busy_run(tiny_checkpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("busy")
     config = sweep.load_sweep(str(write_sweep(tmp / "s.toml", tiny_checkpoint, threads=[1])))
     readings = iter([(1.5 * host.usable_cores(), 1.0, 1.0), (0.25, 0.5, 1.0)])
-    with pytest.warns(UserWarning, match="the machine is busy: load") as caught:
+    with pytest.warns(host.BusyHostWarning, match="the machine is busy: load") as caught:
         sweep.run_sweep(config, tmp / "run", quiet=True, loadavg=lambda: next(readings))
     busy = [w for w in caught if "busy" in str(w.message)]
     return tmp / "run", busy
