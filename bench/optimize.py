@@ -300,15 +300,21 @@ def vision_flops(model, batch_size: int = 1, image_size: int = 768) -> float:
 def roofline(
     vision_ms_per_image: float | None, flops_per_image: float, matmul_gflops: float | None
 ) -> dict[str, float | None]:
-    """How close the vision encoder runs to this machine's matrix-product speed (fraction of it)."""
+    """How close the vision encoder runs to this machine's matrix-product speed (fraction of it).
+
+    Above 1 the reference under-read the machine (``bad_reference``): the fraction is then None, never
+    a result, and the raw rates stay.
+    """
     achieved = None
     if vision_ms_per_image and vision_ms_per_image > 0:
         achieved = flops_per_image / 1e9 / (vision_ms_per_image / 1000.0)
     fraction = achieved / matmul_gflops if achieved is not None and matmul_gflops else None
+    bad_reference = fraction is not None and fraction > 1
     return {
         "vision_gflops_per_s": achieved,
         "matmul_gflops_per_s": matmul_gflops,
-        "fraction": fraction,
+        "fraction": None if bad_reference else fraction,
+        "bad_reference": bad_reference,
         "vision_gflop_per_image": flops_per_image / 1e9,
         "vision_ms_per_image": vision_ms_per_image,
     }
@@ -343,7 +349,7 @@ def roofline_for(
     matrix products measured just before and just after the cell (``reference``: before, after).
 
     A fraction above 1 means the reference under-read what this machine can do (busy or throttled while
-    it was probed; int8 has only the fp32 product): it is flagged and nulled, the raw rates are kept.
+    it was probed; int8 has only the fp32 product): ``roofline`` nulls it, and it is flagged here.
     """
     from bench.measure import device_kind
 
@@ -353,16 +359,15 @@ def roofline_for(
               "matmul_reference": "the faster of the products measured just before and just after the cell",
               "matmul_dtype": reference_dtype(dtype, quant), "matmul_n": MATMUL_N[device_kind(device)],
               "flop_convention": "multiply-add = 2 FLOPs"}
-    flags = []
-    if figure["fraction"] is not None and figure["fraction"] > 1:
-        why = ("int8 has no reference of its own, only the fp32 product" if quant != "none"
-               else "the product under-read this machine (busy or throttled while it was measured)")
-        flags.append({"code": BAD_REFERENCE, "message": (
-            f"vision ran at {figure['vision_gflops_per_s']:.1f} GFLOP/s, {figure['fraction']:.2f}x the "
-            f"{figure['matmul_dtype']} matrix-product reference ({before:.1f} before, {after:.1f} after the cell): "
-            f"{why}; no roofline fraction is reported")})
-        figure["fraction"] = None
-    return figure, flags
+    if not figure["bad_reference"]:
+        return figure, []
+    why = ("int8 has no reference of its own, only the fp32 product" if quant != "none"
+           else "the product under-read this machine (busy or throttled while it was measured)")
+    ratio = figure["vision_gflops_per_s"] / figure["matmul_gflops_per_s"]
+    return figure, [{"code": BAD_REFERENCE, "message": (
+        f"vision ran at {figure['vision_gflops_per_s']:.1f} GFLOP/s, {ratio:.2f}x the {figure['matmul_dtype']} "
+        f"matrix-product reference ({before:.1f} before, {after:.1f} after the cell): {why}; no roofline "
+        "fraction is reported")}]
 
 
 # --------------------------------------------------------------------------------------- agreement

@@ -168,6 +168,8 @@ def test_roofline_known_answer():
     missing = roofline(None, 380e9, 200.0)
     assert missing["vision_gflops_per_s"] is None and missing["fraction"] is None
     assert roofline(1000.0, 380e9, None)["fraction"] is None
+    above = roofline(1000.0, 380e9, 279.4)  # 1.36x "peak": the reference under-read the machine
+    assert above["fraction"] is None and above["bad_reference"] and above["vision_gflops_per_s"] == 380.0
 
 
 # -------------------------------------------------------------------------------------- agreement
