@@ -16,9 +16,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bench.host import THREADS_DEFAULT
 from bench.server_settings import ServerSettings
 
-LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False}
+LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False,
+                              "threads": THREADS_DEFAULT}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Cell:
     compile_vision: bool | str = False
     preprocess: str = "host"
     prefetch: bool = False
+    threads: int | str = THREADS_DEFAULT  # torch intra-op threads for the cell, or "auto" (torch's own)
 
     @property
     def cell_id(self) -> str:
@@ -67,7 +70,8 @@ class Cell:
                                  ("vision-graphs", self.compile_vision == "graphs"),
                                  ("channels-last", self.channels_last),
                                  (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"),
-                                 ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch))
+                                 ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch),
+                                 (f"threads{self.threads}", self.threads != THREADS_DEFAULT))
                  if on]
         load = []
         if self.server is not None:

@@ -87,6 +87,7 @@ class LoadedModel:
     params: int
     weights_bytes: int
     notes: list[str] = field(default_factory=list)
+    load_s: float | None = None  # resolve + load + model settings, timed by the runner (bench.runner.load_group)
 
 
 # ---------------------------------------------------------------------------------------- checks

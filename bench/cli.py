@@ -86,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             batch_sizes=args.batch_sizes, devices=args.devices, attn=args.attn,
                             compile=args.compile, num_beams=args.num_beams, cache=args.cache,
                             channels_last=args.channels_last, quant=args.quant, scenarios=args.scenarios,
-                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch)
+                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch,
+                            threads=args.threads)
     config = _server_overrides(config, args)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache", help="KV cache: dynamic, static")
     r.add_argument("--channels-last", help="true,false: vision tower in channels_last")
     r.add_argument("--quant", help="none, int8-dynamic (CPU)")
+    r.add_argument("--threads", help="torch intra-op threads per cell, e.g. 1,2; auto (default): torch's own "
+                   "(one per physical core, or OMP_NUM_THREADS); more than the usable cores is allowed, with a warning")
     r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
                    "default: the sweep's, else single-stream at batch 1 and offline above")
     r.add_argument("--server-qps", help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import host
+
 LIBRARIES = ("torch", "transformers", "tokenizers", "numpy", "nvidia-ml-py", "psutil")
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "CUDA_VISIBLE_DEVICES")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +152,7 @@ PROBES: dict[str, Callable[[], Any]] = {
     "git": _git,
     "env_vars": lambda: {name: os.environ.get(name) for name in THREAD_ENV_VARS},
     "hostname": socket.gethostname,
+    "cpu_governor": lambda: host.governor(),  # {"governor": name or None, "reason": why not readable}
 }
 
 

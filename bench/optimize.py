@@ -300,15 +300,21 @@ def vision_flops(model, batch_size: int = 1, image_size: int = 768) -> float:
 def roofline(
     vision_ms_per_image: float | None, flops_per_image: float, matmul_gflops: float | None
 ) -> dict[str, float | None]:
-    """How close the vision encoder runs to this machine's matrix-product speed (fraction of it)."""
+    """How close the vision encoder runs to this machine's matrix-product speed (fraction of it).
+
+    Above 1 the reference under-read the machine (``bad_reference``): the fraction is then None, never
+    a result, and the raw rates stay.
+    """
     achieved = None
     if vision_ms_per_image and vision_ms_per_image > 0:
         achieved = flops_per_image / 1e9 / (vision_ms_per_image / 1000.0)
     fraction = achieved / matmul_gflops if achieved is not None and matmul_gflops else None
+    bad_reference = fraction is not None and fraction > 1
     return {
         "vision_gflops_per_s": achieved,
         "matmul_gflops_per_s": matmul_gflops,
-        "fraction": fraction,
+        "fraction": None if bad_reference else fraction,
+        "bad_reference": bad_reference,
         "vision_gflop_per_image": flops_per_image / 1e9,
         "vision_ms_per_image": vision_ms_per_image,
     }
@@ -319,27 +325,49 @@ def roofline(
 MATMUL_N = {"cpu": 2048, "cuda": 8192, "mps": 4096}
 
 
-@functools.lru_cache(maxsize=8)
+BAD_REFERENCE = "roofline-bad-reference"  # the flag code of a fraction above 1
+
+
+def reference_dtype(dtype: str, quant: str = "none") -> str:
+    """The dtype of a cell's matrix-product reference: int8 has none and is compared with fp32."""
+    return "fp32" if quant != "none" else dtype
+
+
 def matmul_reference(device: str, dtype: str) -> float:
-    """Matrix-product GFLOP/s in ``dtype`` on ``device``, measured once per process (the same run)."""
+    """Matrix-product GFLOP/s in ``dtype`` on ``device``, measured now: a cell measures it just before and
+    just after itself, since a shared machine's rate drifts (one probe read 31 to 96 GFLOP/s)."""
     from bench.measure import device_kind, matmul_gflops
 
-    return matmul_gflops(device, dtype, n=MATMUL_N[device_kind(device)], seconds=0.5)
+    return matmul_gflops(device, dtype, n=MATMUL_N[device_kind(device)], seconds=0.25)
 
 
 def roofline_for(
-    model, vision_ms_per_image: float | None, device: str, dtype: str, quant: str = "none"
-) -> dict[str, Any]:
-    """The record's roofline: vision FLOPs of this architecture against this run's matrix product.
+    model, vision_ms_per_image: float | None, device: str, dtype: str, quant: str,
+    reference: tuple[float, float],
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The record's roofline and its flags: vision FLOPs of this architecture against the faster of the
+    matrix products measured just before and just after the cell (``reference``: before, after).
 
-    int8 is compared with the fp32 product (no int8 reference is measured): its fraction may exceed 1.
+    A fraction above 1 means the reference under-read what this machine can do (busy or throttled while
+    it was probed; int8 has only the fp32 product): ``roofline`` nulls it, and it is flagged here.
     """
-    reference_dtype = "fp32" if quant != "none" else dtype
-    figure = roofline(vision_ms_per_image, vision_flops(model), matmul_reference(device, reference_dtype))
     from bench.measure import device_kind
 
-    return {**figure, "matmul_dtype": reference_dtype, "matmul_n": MATMUL_N[device_kind(device)],
-            "flop_convention": "multiply-add = 2 FLOPs"}
+    before, after = reference
+    figure = roofline(vision_ms_per_image, vision_flops(model), max(before, after))
+    figure = {**figure, "matmul_gflops_before": before, "matmul_gflops_after": after,
+              "matmul_reference": "the faster of the products measured just before and just after the cell",
+              "matmul_dtype": reference_dtype(dtype, quant), "matmul_n": MATMUL_N[device_kind(device)],
+              "flop_convention": "multiply-add = 2 FLOPs"}
+    if not figure["bad_reference"]:
+        return figure, []
+    why = ("int8 has no reference of its own, only the fp32 product" if quant != "none"
+           else "the product under-read this machine (busy or throttled while it was measured)")
+    ratio = figure["vision_gflops_per_s"] / figure["matmul_gflops_per_s"]
+    return figure, [{"code": BAD_REFERENCE, "message": (
+        f"vision ran at {figure['vision_gflops_per_s']:.1f} GFLOP/s, {ratio:.2f}x the {figure['matmul_dtype']} "
+        f"matrix-product reference ({before:.1f} before, {after:.1f} after the cell): {why}; no roofline "
+        "fraction is reported")}]
 
 
 # --------------------------------------------------------------------------------------- agreement

@@ -12,7 +12,8 @@ built on the device in their dtype and only when a setting is reached (lazily, c
 first); building is timed apart from the time budget, which counts warming up and measuring.
 
 Each setting also gets a roofline figure (vision GFLOP/s against a matrix product measured now, in
-its dtype) and the exact-match agreement of its texts with the fp32 snippet's.
+its dtype; no fraction where it would exceed 1, a reference that under-read the machine) and the
+exact-match agreement of its texts with the fp32 snippet's.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ after a single synchronisation per batch:
   checkpoint's processor or on the device (``bench.preprocess``, the ``preprocess`` axis);
 - ``vision``: the vision tower and projector, timed by forward hooks *inside* generate (part of ttft);
 - ``ttft``: generate() start to the first token's logits (vision + text encoder + first decoder step);
-- ``decode``: first token to the end of generate(); ``per_token`` = decode / (new tokens - 1);
+- ``decode``: first token to the end of generate(); ``per_token`` = decode / (new tokens - 1); each
+  decoding step's own time is kept too (``BatchResult.step_ms``: the intervals between consecutive
+  next-token logits), for the per-token latency distribution;
 - ``postprocess``: token ids to text and ``post_process_generation`` to a structured answer.
 
 So end to end = preprocess + ttft + decode + postprocess (vision is inside ttft). Times of a batch
@@ -23,6 +25,7 @@ times then add up to more than the wall time, and throughput must be taken from 
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import time
 from contextlib import contextmanager
@@ -81,6 +84,7 @@ class BatchResult:
     started_s: float = 0.0  # host perf_counter when the batch's preparation began
     finished_s: float = 0.0  # host perf_counter when its results were ready (after the sync)
     overlapped: bool = False  # prepared ahead by a Prefetcher while the previous batch ran
+    step_ms: list[float] = field(default_factory=list)  # each decoding step after the first token (whole batch)
 
 
 @dataclass
@@ -94,15 +98,19 @@ class Prepared:
 
 
 class _FirstTokenMarker:
-    """A logits processor that marks the clock when the first token's logits exist."""
+    """A logits processor that marks the clock each time a step's next-token logits exist: the first
+    mark ends ttft, the intervals between marks are the decoding steps."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.mark: object | None = None
+        self.marks: list[object] = []
+
+    @property
+    def mark(self) -> object | None:
+        return self.marks[0] if self.marks else None
 
     def __call__(self, input_ids, scores):
-        if self.mark is None:
-            self.mark = self.clock.mark()
+        self.marks.append(self.clock.mark())
         return scores
 
 
@@ -141,6 +149,7 @@ class Pipeline:
         processor = copy.deepcopy(loaded.processor) if prefetch else loaded.processor
         self.preprocessor = make_preprocessor(preprocess, processor, device, self.dtype)
         self._streams = None
+        self.first_call_ms: float | None = None  # the first batch this pipeline ran: cold, before any warm-up
         if prefetch and device_kind(device) == "cuda":
             import torch
 
@@ -265,5 +274,8 @@ class Pipeline:
             "per_token": decode / max(1, steps - 1),  # per decoding step of the whole batch
             "postprocess": ms(t2, t3) / n,
         }
+        if self.first_call_ms is None:
+            self.first_call_ms = batch_ms
+        step_ms = [ms(a, b) for a, b in itertools.pairwise(first.marks)]
         return BatchResult(stages, batch_ms / n, batch_ms, counts, texts, answers, samples, started, finished,
-                           overlapped=prepare_ms is not None)
+                           overlapped=prepare_ms is not None, step_ms=step_ms)

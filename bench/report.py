@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import answer as answers
-from bench import report_charts, store
+from bench import host, report_charts, store
 from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
@@ -362,17 +362,26 @@ FACTS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
     ("CPU cores used (torch threads)", lambda e: _get(e, "torch", "num_threads")),
     ("CPU cores usable", lambda e: _get(e, "cpu", "usable_cores")),
     ("host", lambda e: _get(e, "hostname")),
+    ("host load", lambda e: host.describe_load(e.get("host_load"))),
+    ("CPU frequency governor", lambda e: _get(e, "cpu_governor", "governor")),
 )
+# (label, predicate) of facts whose value marks a run as suspect: highlighted in its column; such a fact
+# differs between runs when the verdict does (two idle machines' loads are never equal, and never matter)
+SUSPECT: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "host load": lambda e: host.busy(e.get("host_load")) or host.busy(e.get("host_load"), "end"),
+}
 
 
 @dataclass
 class Fact:
     label: str
     values: list[str]
+    suspect: list[bool] = field(default_factory=list)  # per run: a value that makes its figures suspect
 
     @property
     def differs(self) -> bool:
-        return len(set(self.values)) > 1
+        """Values differ; a state that is never equal twice (the host's load) differs when its verdict does."""
+        return len(set(self.suspect if self.label in SUSPECT else self.values)) > 1
 
 
 def comparability(runs: list[Run]) -> list[Fact]:
@@ -383,7 +392,8 @@ def comparability(runs: list[Run]) -> list[Fact]:
         for run in runs:
             value = getter(run.env) if run.env else None
             values.append("not recorded" if value in (None, "") else str(value))
-        facts.append(Fact(label, values))
+        suspect = SUSPECT.get(label, lambda e: False)
+        facts.append(Fact(label, values, [bool(run.env) and suspect(run.env) for run in runs]))
     return sorted(facts, key=lambda f: not f.differs)
 
 

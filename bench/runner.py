@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import store
+from bench import host, store
 from bench.cell import Cell
 from bench.checkpoints import LoadedModel, LoadOptions, load, resolve
 from bench.data import get_dataset, load_samples
@@ -30,6 +30,9 @@ from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
 from bench.tasks import get_task
 from bench.variants import get_variant
+
+COLD_BASIS = ("load_s: resolve + load + model settings of the model this cell shares with its group; "
+              "first_call_ms: the cell's first batch, before warm-up (the group's first cell: just after the load)")
 
 
 class RunConfig(Protocol):
@@ -98,7 +101,8 @@ def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.R
         num_beams=cell.num_beams, max_new_tokens=cell.max_new_tokens or 0, scenario=cell.scenario,
         settings={"cache": cell.cache, "channels_last": cell.channels_last, "quant": cell.quant,
                   "weights_requested": cell.weights, "compile_vision": cell.compile_vision,
-                  "preprocess": cell.preprocess, "prefetch": cell.prefetch},
+                  "preprocess": cell.preprocess, "prefetch": cell.prefetch,
+                  "threads": cell.threads if cell.threads != host.THREADS_DEFAULT else None},
     )
 
 
@@ -243,7 +247,9 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
                     continue
                 progress.start(cell)
                 try:
-                    record = run_cell(config, cell, loaded, out)
+                    with host.torch_threads(cell.threads) as threads:
+                        record = run_cell(config, cell, loaded, out)
+                    record.settings["threads"] = threads  # the number used (a skipped record: the one asked for)
                 except CellSkipped as exc:  # valid, but not runnable on its data: recorded, the sweep goes on
                     record = marked_record(cell, "skipped", str(exc), loaded)
                 except UsageError:
@@ -266,6 +272,7 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
     from bench.optimize import apply_model_settings
 
     variant = get_variant(cell.variant)
+    started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ref = resolve(variant, config.load_options())
@@ -273,13 +280,14 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
         print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
     loaded = load(variant, ref, device=cell.device, dtype=cell.dtype, attn=cell.attn, options=config.load_options())
     apply_model_settings(loaded, cell)
+    loaded.load_s = time.perf_counter() - started
     return loaded
 
 
 def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> store.Record:
     """Measure one cell with an already-loaded model and build its record."""
     from bench.metrics import usable_samples
-    from bench.optimize import roofline_for
+    from bench.optimize import matmul_reference, reference_dtype, roofline_for
     from bench.pipeline import Pipeline, generation_settings
     from bench.preprocess import device_unsupported_reason
     from bench.scenarios import ScenarioInput, get_scenario
@@ -298,9 +306,12 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
                         preprocess=cell.preprocess, prefetch=cell.prefetch)
     policy = config.policy(cell.device)
     started = time.time()
+    reference_in = reference_dtype(cell.dtype, cell.quant)
+    before = matmul_reference(cell.device, reference_in)  # the roofline's reference, just before the cell
     m = get_scenario(cell.scenario).measure(ScenarioInput(
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
         energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch))
+    after = matmul_reference(cell.device, reference_in)  # and just after it
     record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
     record.max_new_tokens = generation.max_new_tokens
     record.params = loaded.params
@@ -313,6 +324,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     record.samples_ms = m.samples_ms
     record.gen_tokens_mean = m.gen_tokens_mean
     record.unstable = m.unstable
+    record.per_token_ms = m.per_token_ms
     record.server = m.server
     record.capacity_qps = m.capacity_qps
     record.timing = {
@@ -326,6 +338,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
         "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
                        "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
         "prefetch": get_scenario(cell.scenario).traits.prefetch if cell.prefetch else None,
+        "load_s": loaded.load_s, "first_call_ms": pipeline.first_call_ms, "cold": COLD_BASIS,
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
         record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
@@ -336,8 +349,9 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     record.extra["reported_source"] = variant.reported_source
     record.extra["reported_benchmark"] = _benchmark(cell)
     record.extra["texts"] = {str(k): v for k, v in m.texts.items()}
-    record.extra["roofline"] = roofline_for(loaded.model, m.stages_ms.get("vision"), cell.device, cell.dtype,
-                                            cell.quant)
+    record.extra["roofline"], flags = roofline_for(loaded.model, m.stages_ms.get("vision"), cell.device, cell.dtype,
+                                                   cell.quant, (before, after))
+    record.flags.extend(flags)
     record.extra["resolution_note"] = loaded.ref.note
     record.extra["model_settings"] = loaded.notes
     record.extra.update(m.extra)

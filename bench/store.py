@@ -74,6 +74,10 @@ class Record:
     settings: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     unstable: bool | None = None
+    # what makes a figure of this record suspect: [{"code": str, "message": str}] (e.g. roofline-bad-reference)
+    flags: list[dict[str, Any]] = field(default_factory=list)
+    # decode steps' latency: {p50, p90, p99, n, basis}; at batch N a step makes one token for each image
+    per_token_ms: dict[str, Any] | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
@@ -123,7 +127,7 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
 # NESTED_TABLES may also hold tables of scalars (``timing.server_run``), lists of them (``server.curve``) and
 # pairs of numbers (``server.capacity_bracket``, ``server.percentile_ci_ms``).
 SCALAR_TABLES = ("latency_ms", "time_per_image_ms", "stages_ms", "throughput", "memory", "energy", "accuracy",
-                 "settings")
+                 "settings", "per_token_ms")
 EXTRA_TABLES = ("reported", "reported_benchmark", "roofline", "texts", "ray")
 NESTED_TABLES = ("timing", "server")
 _SCALARS = (int, float, str, bool, type(None))
@@ -161,7 +165,7 @@ def _well_formed(record: dict[str, Any]) -> bool:
     examples = record.get("examples") or []
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples) and all(
         isinstance(e, dict) for e in examples
-    )
+    ) and all(_scalar_table(f) and f is not None for f in record.get("flags") or [])
 
 
 @functools.cache

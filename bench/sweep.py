@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import inputs, store
+from bench import host, inputs, store
 from bench.cell import Cell
 from bench.checkpoints import (
     ATTN,
@@ -51,7 +53,7 @@ AXES: dict[str, Callable[[str], Any]] = {
     "compile": lambda v: parse_compile("compile", v), "num_beams": int, "cache": str,
     "channels_last": lambda v: _parse_bool("channels_last", v), "quant": str, "scenarios": str,
     "compile_vision": lambda v: parse_compile("compile_vision", v), "preprocess": str,
-    "prefetch": lambda v: _parse_bool("prefetch", v),
+    "prefetch": lambda v: _parse_bool("prefetch", v), "threads": host.parse_threads,
 }
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
 SECTIONS = ("repetition", "server")
@@ -87,6 +89,7 @@ class SweepConfig:
     compile_vision: list[bool | str] = field(default_factory=lambda: [False])
     preprocess: list[str] = field(default_factory=lambda: ["host"])
     prefetch: list[bool] = field(default_factory=lambda: [False])
+    threads: list[int | str] = field(default_factory=lambda: [host.THREADS_DEFAULT])  # torch intra-op threads
     dataset: str = "synthetic-smoke"
     limit: int | None = 4
     max_new_tokens: int | None = None
@@ -185,6 +188,11 @@ def validate(config: SweepConfig) -> None:
                 raise choice_error(axis, value, [str(mode).lower() for mode in COMPILE_MODES])
     for device in config.devices:
         device_kind(device)
+    for value in config.threads:
+        host.parse_threads(value)
+    if over := host.oversubscribed(config.threads, host.usable_cores()):
+        warnings.warn(f"threads {', '.join(map(str, over))} > the {host.usable_cores()} usable cores: the cells "
+                      "oversubscribe the CPU (allowed, to measure it; expect slower, noisier figures)", stacklevel=2)
     for name, values in (("batch size", config.batch_sizes), ("num_beams", config.num_beams)):
         for value in values:
             if value < 1:
@@ -241,16 +249,16 @@ def expand(config: SweepConfig) -> list[Cell]:
         for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
                                        config.channels_last, config.compile, config.compile_vision, config.tasks,
                                        config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
-                                       config.cache):
+                                       config.cache, config.threads):
             (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
-             prefetch, bs, beams, cache) = combo
+             prefetch, bs, beams, cache, threads) = combo
             if quant != "none" and device_kind(device) != "cpu":
                 continue  # dynamic int8 is a CPU-only path; the combination is not a cell
             for scenario in _scenarios_for(config, bs):
                 server = None if get_scenario(scenario).traits.closed_loop else config.server_settings()
                 yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
                            compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
-                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch)
+                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch, threads)
 
     return unique_cells(cells())  # repeated axis values (see inputs.dedupe_axes) make no second cell
 
@@ -266,11 +274,13 @@ class RunSummary:
 
 
 def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bool = False,
-              executor: str = "local", ray_address: str | None = None, extend: bool = False) -> RunSummary:
+              executor: str = "local", ray_address: str | None = None, extend: bool = False,
+              loadavg: host.LoadReader = os.getloadavg) -> RunSummary:
     """Validate, expand, and run every cell not already done; returns the records written.
 
     The run directory is locked for the whole run; ``resume`` skips cells whose latest record is final
-    (``store.FINAL_STATUSES``) and refuses another sweep definition unless ``extend``.
+    (``store.FINAL_STATUSES``) and refuses another sweep definition unless ``extend``. ``loadavg`` reads
+    the host's load (``env.json``'s ``host_load``, at the start and the end; tests pass a fake).
     """
     chosen = get_executor(executor, ExecutorOptions(ray_address))  # an unknown or unreachable one: before anything
     if extend and not resume:
@@ -287,14 +297,30 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
         store.repair_tail(out / store.RESULTS)  # a record that lost its newline is completed, a torn one cut
         done = store.finished_cells(out) if resume else set()
         todo = [c for c in cells if c.cell_id not in done]
-        store.write_env(out, _env(out, config, resume, extend))
-        records = chosen.run(config, todo, out, quiet=quiet)
+        load = host.host_load(loadavg)
+        store.write_env(out, _env(out, config, resume, extend, load))
+        if warning := host.busy_warning(load):
+            warnings.warn(warning, host.BusyHostWarning, stacklevel=2)
+        try:
+            records = chosen.run(config, todo, out, quiet=quiet)
+        finally:
+            _finish_host_load(out, loadavg)
     return RunSummary(records, len(cells) - len(todo))
 
 
-def _env(out: Path, config: SweepConfig, resume: bool, extend: bool) -> dict[str, Any]:
-    """env.json: a first run records its machine and sweep; a resume keeps them and appends a note
-    (refusing a different sweep unless ``extend``, which makes the new sweep the recorded one)."""
+def _finish_host_load(out: Path, loadavg: host.LoadReader) -> None:
+    """Write the load at the end of the run into this session's ``host_load`` (the latest resume's, if any)."""
+    env = store.read_env(out)
+    session = env["resumes"][-1] if env.get("resumes") and "host_load" in env["resumes"][-1] else env
+    if isinstance(session.get("host_load"), dict):
+        session["host_load"]["end"] = host.load_average(loadavg)
+        store.write_env(out, env)
+
+
+def _env(out: Path, config: SweepConfig, resume: bool, extend: bool, load: dict[str, Any]) -> dict[str, Any]:
+    """env.json: a first run records its machine, sweep and host load; a resume keeps them and appends a
+    note with its own host load (refusing a different sweep unless ``extend``, which makes the new sweep
+    the recorded one)."""
     import time
 
     from bench.environment import differences, fingerprint
@@ -302,11 +328,14 @@ def _env(out: Path, config: SweepConfig, resume: bool, extend: bool) -> dict[str
     current, sweep_now = fingerprint(), dataclasses.asdict(config)
     env = store.read_env(out) if resume else {}
     if not env:
-        return {**current, "sweep": sweep_now}
-    inputs.check_resume(out, env.get("sweep"), sweep_now, extend)
+        return {**current, "sweep": sweep_now, "host_load": load}
+    recorded = env.get("sweep")
+    if isinstance(recorded, dict):  # a setting added since that run was written had its default then
+        recorded = {**dataclasses.asdict(SweepConfig()), **recorded}
+    inputs.check_resume(out, recorded, sweep_now, extend)
     note: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "environment_differences": differences(env, current)}
-    if inputs.sweep_definition(env.get("sweep") or {}) != inputs.sweep_definition(sweep_now):
+                            "environment_differences": differences(env, current), "host_load": load}
+    if inputs.sweep_definition(recorded if isinstance(recorded, dict) else {}) != inputs.sweep_definition(sweep_now):
         note["previous_sweep"] = env.get("sweep")
         env["sweep"] = sweep_now
     env["resumes"] = [*env.get("resumes", []), note]

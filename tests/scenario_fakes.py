@@ -23,6 +23,9 @@ class VirtualTimer:
         self.t = max(self.t, t)
 
 
+FAKE_TOKENS = 4  # new tokens per image: the first from ttft, then one per decoding step
+
+
 class FakePipeline:
     """A model whose batch of b images takes exactly ``service_s(b)`` seconds of virtual time."""
 
@@ -36,8 +39,9 @@ class FakePipeline:
         self.timer.t += batch_ms / 1000.0
         self.batch_sizes.append(n)
         stages = {s: batch_ms / n / len(STAGES) for s in STAGES}
-        return BatchResult(stages, batch_ms / n, batch_ms, [4] * n, [f"text {s.image_id}" for s in samples],
-                           [f"answer {s.image_id}" for s in samples], list(samples))
+        steps = [stages["decode"] * n / (FAKE_TOKENS - 1)] * (FAKE_TOKENS - 1)  # the decode stage, step by step
+        return BatchResult(stages, batch_ms / n, batch_ms, [FAKE_TOKENS] * n, [f"text {s.image_id}" for s in samples],
+                           [f"answer {s.image_id}" for s in samples], list(samples), step_ms=steps)
 
 
 SAMPLES = [Sample(image_id=i, width=32, height=32) for i in range(4)]

@@ -7,14 +7,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import optimize
+from bench import measure, optimize
 from bench.checkpoints import LoadOptions, load, resolve, weights_bytes
 from bench.data import synthetic_smoke
 from bench.optimize import (
+    BAD_REFERENCE,
     TOKEN_PRESERVING,
     agreement,
     agreement_with_fp32,
     apply_model_settings,
+    reference_dtype,
     roofline,
     roofline_for,
     unsupported_reason,
@@ -166,6 +168,8 @@ def test_roofline_known_answer():
     missing = roofline(None, 380e9, 200.0)
     assert missing["vision_gflops_per_s"] is None and missing["fraction"] is None
     assert roofline(1000.0, 380e9, None)["fraction"] is None
+    above = roofline(1000.0, 380e9, 279.4)  # 1.36x "peak": the reference under-read the machine
+    assert above["fraction"] is None and above["bad_reference"] and above["vision_gflops_per_s"] == 380.0
 
 
 # -------------------------------------------------------------------------------------- agreement
@@ -211,16 +215,31 @@ def test_agreement_with_fp32_pairs_records_doing_the_same_work():
     assert agreement_with_fp32(records) == {"bf16": 0.5, "int8": 1.0}
 
 
-def test_roofline_for_uses_the_dtype_of_the_work(tiny_loaded, monkeypatch):
-    monkeypatch.setattr(
-        optimize, "matmul_reference", lambda device, dtype: {"fp32": 100.0, "bf16": 400.0}[dtype]
-    )
-    flops = vision_flops(tiny_loaded.model)
-    bf16 = roofline_for(tiny_loaded.model, 10.0, "cpu", "bf16")
-    assert bf16["vision_gflops_per_s"] == pytest.approx(flops / 1e9 / 0.01)
-    assert bf16["fraction"] == pytest.approx(bf16["vision_gflops_per_s"] / 400.0)
-    int8 = roofline_for(tiny_loaded.model, 10.0, "cpu", "fp32", quant="int8-dynamic")
-    assert int8["matmul_dtype"] == "fp32" and int8["matmul_gflops_per_s"] == 100.0
+def test_roofline_for_takes_the_faster_reference_of_the_two_around_the_cell(tiny_loaded):
+    achieved = vision_flops(tiny_loaded.model) / 1e9 / 0.01  # GFLOP/s at 10 ms per image
+    bf16, flags = roofline_for(tiny_loaded.model, 10.0, "cpu", "bf16", "none", (achieved * 3, achieved * 4))
+    assert bf16["vision_gflops_per_s"] == pytest.approx(achieved)
+    assert bf16["matmul_gflops_before"] == achieved * 3 and bf16["matmul_gflops_after"] == achieved * 4
+    assert bf16["matmul_gflops_per_s"] == achieved * 4 and bf16["fraction"] == pytest.approx(0.25)
+    assert bf16["matmul_dtype"] == "bf16" and flags == []
+    assert reference_dtype("bf16", "none") == "bf16" and reference_dtype("fp32", "int8-dynamic") == "fp32"
+
+
+@pytest.mark.parametrize("quant", ["none", "int8-dynamic"])
+def test_a_fraction_above_one_is_flagged_as_a_bad_reference_and_never_reported(tiny_loaded, quant):
+    achieved = vision_flops(tiny_loaded.model) / 1e9 / 0.01
+    figure, flags = roofline_for(tiny_loaded.model, 10.0, "cpu", "fp32", quant, (achieved / 2, achieved / 1.5))
+    assert figure["fraction"] is None  # never shown as a result
+    assert figure["vision_gflops_per_s"] == pytest.approx(achieved)  # the raw rates are kept
+    assert figure["matmul_gflops_per_s"] == achieved / 1.5 and figure["matmul_gflops_before"] == achieved / 2
+    assert [f["code"] for f in flags] == [BAD_REFERENCE] and "1.50x" in flags[0]["message"]
+    assert ("int8" in flags[0]["message"]) == (quant != "none")
+
+
+def test_the_reference_is_measured_afresh_each_time(monkeypatch):
+    readings = iter([31.0, 96.0])
+    monkeypatch.setattr(measure, "matmul_gflops", lambda *args, **kwargs: next(readings))
+    assert (optimize.matmul_reference("cpu", "fp32"), optimize.matmul_reference("cpu", "fp32")) == (31.0, 96.0)
 
 
 def test_settings_disable_transformers_own_compile(tiny_checkpoint):

@@ -417,3 +417,21 @@ def test_records_with_missing_fields_still_render(tmp_path):
     )
     text = report.build_report([run], tmp_path / "r.html").read_text()
     assert "no reason recorded" in text and 'id="recommendations"' in text
+
+
+def test_the_comparability_panel_shows_each_runs_load_and_differs_only_when_one_was_busy():
+    from types import SimpleNamespace
+
+    def run(start: float) -> SimpleNamespace:
+        return SimpleNamespace(env={"host_load": {"cores": 4, "start": [start, 0.0, 0.0], "end": [start, 0.0, 0.0]}})
+
+    def host_load(runs):
+        return next(f for f in report.comparability(runs) if f.label == "host load")
+
+    calm = host_load([run(0.3), run(1.1)])
+    assert calm.values == ["1-min load 0.30 at start, 0.30 at end, on 4 cores",
+                           "1-min load 1.10 at start, 1.10 at end, on 4 cores"]
+    assert not calm.differs and calm.suspect == [False, False]  # two idle loads are never equal, and never matter
+    busy = host_load([run(0.3), run(2.5), SimpleNamespace(env={})])
+    assert busy.differs and busy.suspect == [False, True, False]
+    assert busy.values[1].endswith("(busy)") and busy.values[2] == "not recorded"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, runner, store, sweep
+from bench import cli, host, runner, store, sweep
 from bench.errors import UsageError
 
 FAILURES = {
@@ -65,6 +65,7 @@ def test_failures_become_records_and_the_sweep_goes_on(failed_run):
         (["--batch-sizes", "0"], "batch size 0"),
         (["--batch-sizes", "two"], "'two'"),
         (["--num-beams", "0"], "num_beams 0"),
+        (["--threads", "0"], "threads value '0'"),
         (["--sweep", "no-such-sweep"], "'no-such-sweep'"),
     ],
 )
@@ -151,3 +152,102 @@ def test_python_api_returns_the_same_frame(tiny_checkpoint, tmp_path):
     frame = sweep.run(str(sweep_file), tmp_path / "run", quiet=True)
     pd.testing.assert_frame_equal(frame, store.load(tmp_path / "run"))
     assert list(frame["status"]) == ["ok"]
+
+
+# --- CPU settings and host state, token-level figures ------------------------------------------------
+
+
+def test_threads_make_one_cell_per_value_and_are_checked(tiny_checkpoint, tmp_path):
+    config = sweep.load_sweep(str(write_sweep(tmp_path / "s.toml", tiny_checkpoint, threads=[1, 2])))
+    cells = sweep.expand(config)
+    assert [c.threads for c in cells] == [1, 2] and len({c.cell_id for c in cells}) == 2
+    assert "threads1" in cells[0].label
+    assert sweep.override(config, threads="auto,3").threads == ["auto", 3]
+    with pytest.raises(UsageError, match=r"bad threads = 1; accepted: a list of"):
+        sweep.load_sweep(str(write_sweep(tmp_path / "t.toml", tiny_checkpoint, threads=1)))
+    with pytest.raises(UsageError, match=r"bad threads value 0; accepted: auto or an integer >= 1"):
+        sweep.validate(sweep.load_sweep(str(write_sweep(tmp_path / "u.toml", tiny_checkpoint, threads=[0]))))
+    too_many = host.usable_cores() + 1
+    with pytest.warns(UserWarning, match=rf"threads {too_many} > the {too_many - 1} usable cores: the cells "
+                                         "oversubscribe the CPU"):
+        sweep.validate(sweep.override(config, threads=str(too_many)))
+
+
+@pytest.fixture(scope="module")
+def busy_run(tiny_checkpoint, tmp_path_factory):
+    """One cell at 1 thread, started on a (fake) busy machine that has calmed down by the end."""
+    tmp = tmp_path_factory.mktemp("busy")
+    config = sweep.load_sweep(str(write_sweep(tmp / "s.toml", tiny_checkpoint, threads=[1])))
+    readings = iter([(1.5 * host.usable_cores(), 1.0, 1.0), (0.25, 0.5, 1.0)])
+    with pytest.warns(host.BusyHostWarning, match="the machine is busy: load") as caught:
+        sweep.run_sweep(config, tmp / "run", quiet=True, loadavg=lambda: next(readings))
+    busy = [w for w in caught if "busy" in str(w.message)]
+    return tmp / "run", busy
+
+
+def test_env_json_records_the_host_load_at_start_and_end_and_one_busy_warning(busy_run):
+    run, warned = busy_run
+    env = store.read_env(run)
+    assert env["host_load"] == {"cores": host.usable_cores(), "start": [1.5 * host.usable_cores(), 1.0, 1.0],
+                                "end": [0.25, 0.5, 1.0]}
+    assert len(warned) == 1 and f"on {host.usable_cores()} cores; figures may be slow" in str(warned[0].message)
+    assert set(env["cpu_governor"]) == {"governor", "reason"}
+
+
+def test_a_resume_records_its_own_host_load(busy_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(busy_run[0], run)
+    config = sweep.SweepConfig(**store.read_env(run)["sweep"])
+    readings = iter([(0.1, 0.1, 0.1), (0.2, 0.2, 0.2)])
+    sweep.run_sweep(config, run, resume=True, quiet=True, loadavg=lambda: next(readings))
+    env = store.read_env(run)
+    assert env["host_load"]["start"][1] == 1.0  # the first session's, kept
+    assert env["resumes"][-1]["host_load"]["start"] == [0.1, 0.1, 0.1]
+    assert env["resumes"][-1]["host_load"]["end"] == [0.2, 0.2, 0.2]
+
+
+def test_every_ok_record_has_the_token_level_figures_and_the_threads_used(busy_run):
+    (record,) = store.read_records(busy_run[0])
+    assert record["status"] == "ok" and record["settings"]["threads"] == 1
+    assert record["throughput"]["decode_tokens_per_s"] is None or record["throughput"]["decode_tokens_per_s"] > 0
+    per_token = record["per_token_ms"]
+    assert set(per_token) == {"p50", "p90", "p99", "n", "basis"} and per_token["n"] >= 0
+    assert record["timing"]["load_s"] > 0 and record["timing"]["first_call_ms"] > 0
+    roof = record["extra"]["roofline"]
+    assert roof["matmul_gflops_per_s"] == max(roof["matmul_gflops_before"], roof["matmul_gflops_after"])
+    assert isinstance(record["flags"], list)
+    frame = store.load(busy_run[0])  # flattened for notebooks
+    assert {"per_token_ms.p50", "throughput.decode_tokens_per_s", "timing.load_s", "timing.first_call_ms",
+            "settings.threads", "flags"} <= set(frame.columns)
+
+
+def test_the_report_shows_the_busy_run_and_the_token_columns(busy_run, tmp_path):
+    from bench.report import build_report
+
+    html = build_report([busy_run[0]], tmp_path / "r.html").read_text()
+    assert '<th>host load</th><td class="suspect">1-min load' in html and "(busy)" in html
+    assert ">decode tok/s</th>" in html and "load s / first call ms" in html
+    assert "bad reference" not in html
+    (record,) = store.read_records(busy_run[0])
+    record["flags"] = [{"code": "roofline-bad-reference", "message": "1.36x the reference"}]
+    record["extra"]["roofline"]["fraction"] = None
+    flagged = tmp_path / "flagged"
+    store.append(flagged, store.Record(**record))
+    store.write_env(flagged, store.read_env(busy_run[0]))
+    assert "bad reference</span>" in build_report([flagged], tmp_path / "f.html").read_text()
+
+
+def test_records_without_the_new_fields_still_load_and_bad_flags_are_skipped(busy_run, tmp_path):
+    (record,) = store.read_records(busy_run[0])
+    old = {k: v for k, v in record.items() if k not in ("flags", "per_token_ms")}
+    old["throughput"] = {k: v for k, v in record["throughput"].items() if k != "decode_tokens_per_s"}
+    old["timing"] = {k: v for k, v in record["timing"].items() if k not in ("load_s", "first_call_ms", "cold")}
+    bad = {**record, "cell_id": "bad", "flags": ["not a table"]}
+    (tmp_path / store.RESULTS).write_text("\n".join(json.dumps(r) for r in (old, bad)) + "\n")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable line"):
+        records = store.read_records(tmp_path)
+    assert [r["cell_id"] for r in records] == [record["cell_id"]]
+    with pytest.warns(UserWarning):
+        assert len(store.load(tmp_path)) == 1

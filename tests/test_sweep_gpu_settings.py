@@ -102,7 +102,8 @@ def test_cell_ids_of_earlier_runs_are_unchanged_by_the_new_axes():
     cells = sweep.expand(config)
     assert sorted(c.cell_id for c in cells) == ["2c7a6abede8643af", "32d34e968d47cff0", "341b1cbca0f0129d",
                                                 "8076fe2f70702fac"]
-    for axis, value in (("preprocess", "device"), ("prefetch", True), ("compile_vision", True), ("compile", "graphs")):
+    for axis, value in (("preprocess", "device"), ("prefetch", True), ("compile_vision", True), ("compile", "graphs"),
+                        ("threads", 1)):
         assert dataclasses.replace(cells[0], **{axis: value}).cell_id != cells[0].cell_id
 
 

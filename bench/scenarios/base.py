@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from bench.data import Sample
 from bench.measure import (
     RepetitionPolicy,
@@ -34,6 +36,9 @@ from bench.scenarios.traits import ScenarioTraits
 from bench.server_settings import ServerSettings
 
 TIME_PER_IMAGE_BASIS = "batch wall time / images in the batch (amortised; not what a request waits)"
+PER_TOKEN_BASIS = ("one sample per decoding step after the first token (the interval between consecutive next-token "
+                   "logits), over the measured batches; a step makes one token for each image of its batch (up to "
+                   "{n}), so this is what each image waits per token, not divided by the batch size")
 
 
 class BatchRunner(Protocol):
@@ -130,6 +135,7 @@ class Measurement:
     server: dict[str, Any] | None = None
     capacity_qps: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    per_token_ms: dict[str, Any] | None = None  # ``token_figures``
 
 
 class Scenario(Protocol):
@@ -200,3 +206,16 @@ def batch_figures(results: Sequence[BatchResult], cv_threshold: float) -> tuple[
     stages = {s: statistics.median(r.stages_ms[s] for r in results) for s in STAGES}
     tokens = [c for r in results for c in r.new_tokens]
     return time_per_image, stages, tokens
+
+
+def token_figures(results: Sequence[BatchResult]) -> tuple[dict[str, Any], float | None]:
+    """The per-token latency distribution (``per_token_ms``) and the decode phase's tokens/s of some
+    batches: tokens after each image's first (which ttft makes) over the batches' decode time."""
+    steps = [s for r in results for s in r.step_ms]
+    quantiles = np.percentile(steps, [50, 90, 99]).tolist() if steps else [None] * 3
+    batch = max((len(r.samples) for r in results), default=1)
+    per_token = {"p50": quantiles[0], "p90": quantiles[1], "p99": quantiles[2], "n": len(steps),
+                 "basis": PER_TOKEN_BASIS.format(n=batch)}
+    decode_s = sum(r.stages_ms["decode"] * len(r.samples) for r in results) / 1000.0
+    tokens = sum(sum(r.new_tokens) - len(r.new_tokens) for r in results)
+    return per_token, (tokens / decode_s if decode_s > 0 else None)

@@ -15,7 +15,14 @@ from __future__ import annotations
 from bench.measure import summarize
 from bench.pipeline import BatchResult
 from bench.prefetch import Prefetcher
-from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures
+from bench.scenarios.base import (
+    FirstAnswers,
+    Measurement,
+    ScenarioInput,
+    Tracking,
+    batch_figures,
+    token_figures,
+)
 
 LATENCY_BASIS = ("request latency = the batch's wall time, first preprocess to last postprocess (each of its "
                  "{n} image(s) waits all of it); one sample per batch")
@@ -57,12 +64,14 @@ def closed_loop(run: ScenarioInput) -> Measurement:
     request_ms = [(r.finished_s - r.started_s) * 1000.0 if r.overlapped else r.batch_ms for r in results]
     latency = summarize(request_ms, policy.cv_threshold).to_dict()
     memory, energy = tracking.fields(n_images, run.weights_bytes)
+    per_token, decode_tokens_per_s = token_figures(results)
     return Measurement(
         samples_ms=request_ms,
         latency=latency,
         time_per_image=time_per_image,
         stages_ms=stages,
-        throughput={"images_per_s": n_images / busy_s, "tokens_per_s": sum(tokens) / busy_s, "wall_s": wall_s},
+        throughput={"images_per_s": n_images / busy_s, "tokens_per_s": sum(tokens) / busy_s, "wall_s": wall_s,
+                    "decode_tokens_per_s": decode_tokens_per_s},
         memory=memory,
         energy=energy,
         gen_tokens_mean=sum(tokens) / len(tokens),
@@ -71,5 +80,6 @@ def closed_loop(run: ScenarioInput) -> Measurement:
         answers=first.answers,
         texts=first.texts,
         unstable=bool(latency["unstable"]),
+        per_token_ms=per_token,
     )
 

@@ -49,6 +49,7 @@ from bench.scenarios.base import (
     batch_figures,
     per_image_ms,
     run_batches,
+    token_figures,
 )
 from bench.scenarios.traits import ScenarioTraits
 
@@ -266,13 +267,14 @@ class Server:
         unstable = _service_unstable(main.results, policy.cv_threshold)
         latency["unstable"] = unstable  # judged on service times; latency_ms.cv describes the queueing
         memory, energy = tracking.fields(n_images, run.weights_bytes)
+        per_token, decode_tokens_per_s = token_figures(main.results)
         return Measurement(
             samples_ms=main.latencies_ms,
             latency=latency,
             time_per_image=time_per_image,
             stages_ms=stages,
             throughput={"images_per_s": main.achieved_qps, "tokens_per_s": sum(tokens) / main.duration_s,
-                        "wall_s": main.wall_s},
+                        "wall_s": main.wall_s, "decode_tokens_per_s": decode_tokens_per_s},
             memory=memory,
             energy=energy,
             gen_tokens_mean=sum(tokens) / len(tokens),
@@ -284,4 +286,5 @@ class Server:
             server=main.server_field(curve),
             capacity_qps=capacity_qps,
             extra=extra,
+            per_token_ms=per_token,
         )
