@@ -18,7 +18,8 @@ from typing import Any
 
 from bench.scenarios.base import ServerSettings
 
-LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False}
+LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False,
+                             "load_generator": "builtin"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Cell:
     compile_vision: bool | str = False
     preprocess: str = "host"
     prefetch: bool = False
+    load_generator: str = "builtin"  # who issues the requests (bench.scenarios.LOAD_GENERATORS)
 
     @property
     def cell_id(self) -> str:
@@ -67,7 +69,8 @@ class Cell:
                                  ("vision-graphs", self.compile_vision == "graphs"),
                                  ("channels-last", self.channels_last),
                                  (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"),
-                                 ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch))
+                                 ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch),
+                                 ("loadgen-mlperf", self.load_generator == "mlperf"))
                  if on]
         load = []
         if self.server is not None:

@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             batch_sizes=args.batch_sizes, devices=args.devices, attn=args.attn,
                             compile=args.compile, num_beams=args.num_beams, cache=args.cache,
                             channels_last=args.channels_last, quant=args.quant, scenarios=args.scenarios,
-                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch)
+                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch,
+                            load_generator=args.load_generator)
     config = _server_overrides(config, args)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),
@@ -324,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quant", help="none, int8-dynamic (CPU)")
     r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
                    "default: the sweep's, else single-stream at batch 1 and offline above")
+    r.add_argument("--load-generator", help="who issues the requests: builtin (default), mlperf (the official MLPerf "
+                   "LoadGen; pip install -e '.[mlperf]'); builtin,mlperf makes a cell for each")
     r.add_argument("--server-qps", help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
                    "QPS whose p99 stays within --latency-bound-ms (capacity search)")
     r.add_argument("--max-queue-delay-ms", type=float, help="server scenario: how long the dynamic batcher waits for "

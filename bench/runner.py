@@ -39,6 +39,14 @@ PREFETCH_BASIS = {
                "each stage's own, so they overlap"),
 }
 
+# Who issued a cell's requests (``timing.load_generator``); docs/scenarios.md, "Load generators".
+LOAD_GENERATOR_BASIS = {
+    "builtin": "this project's own load generator (closed loop, or the seeded Poisson schedule of the server)",
+    "mlperf": ("the official MLPerf LoadGen issued the queries and judged the run (loadgen); the same batcher and "
+               "pipeline served them"),
+}
+LOADGEN_LOGS = "loadgen"  # the run directory's folder of LoadGen logs, one subfolder per cell id
+
 
 class RunConfig(Protocol):
     """What running a cell needs of a sweep's settings (``bench.sweep.SweepConfig``)."""
@@ -76,6 +84,12 @@ def unsupported_reason(cell: Cell) -> str | None:
         return "compile is measured with the static KV cache only (a dynamic cache recompiles every step)"
     if cell.prefetch and cell.scenario == "single-stream":
         return "prefetch needs a next batch to prepare: single-stream sends a request only when the last completed"
+    from bench.scenarios import get_load_generator
+
+    if reason := get_load_generator(cell.load_generator).unavailable():
+        return reason
+    if cell.prefetch and cell.load_generator != "builtin":
+        return f"prefetch is measured with the builtin load generator only ({cell.load_generator} asked)"
     from bench.optimize import unsupported_reason as model_setting_reason
 
     return model_setting_reason(cell)
@@ -103,7 +117,7 @@ def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.R
         num_beams=cell.num_beams, max_new_tokens=cell.max_new_tokens or 0, scenario=cell.scenario,
         settings={"cache": cell.cache, "channels_last": cell.channels_last, "quant": cell.quant,
                   "weights_requested": cell.weights, "compile_vision": cell.compile_vision,
-                  "preprocess": cell.preprocess, "prefetch": cell.prefetch},
+                  "preprocess": cell.preprocess, "prefetch": cell.prefetch, "load_generator": cell.load_generator},
     )
 
 
@@ -287,7 +301,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     from bench.optimize import roofline_for
     from bench.pipeline import Pipeline, generation_settings
     from bench.preprocess import device_unsupported_reason
-    from bench.scenarios import ScenarioInput, get_scenario
+    from bench.scenarios import ScenarioInput, get_load_generator
     from bench.scenarios.base import TIME_PER_IMAGE_BASIS
     from bench.schema import STAGES_BASIS
 
@@ -303,9 +317,10 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
                         preprocess=cell.preprocess, prefetch=cell.prefetch)
     policy = config.policy(cell.device)
     started = time.time()
-    m = get_scenario(cell.scenario).measure(ScenarioInput(
+    log_dir = out / LOADGEN_LOGS / cell.cell_id  # a generator's own logs (LoadGen's), one folder per cell
+    m = get_load_generator(cell.load_generator).measure(cell.scenario, ScenarioInput(
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
-        energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch))
+        energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir))
     record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
     record.max_new_tokens = generation.max_new_tokens
     record.params = loaded.params
@@ -320,6 +335,8 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     record.unstable = m.unstable
     record.server = m.server
     record.capacity_qps = m.capacity_qps
+    if m.loadgen is not None:  # its log folder, relative to the run directory
+        record.loadgen = {**m.loadgen, "logs": Path(m.loadgen["logs"]).relative_to(out).as_posix()}
     record.timing = {
         "clock": type(clock).__name__, "warmup": policy.warmup, "iterations": m.iterations,
         "min_iterations": policy.min_iterations, "min_duration_s": policy.min_duration_s,
@@ -331,6 +348,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
         "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
                        "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
         "prefetch": PREFETCH_BASIS.get(cell.scenario) if cell.prefetch else None,
+        "load_generator": LOAD_GENERATOR_BASIS[cell.load_generator],
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
         record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,

@@ -32,7 +32,14 @@ from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
 from bench.optimize import COMPILE_MODES, parse_compile
 from bench.preprocess import PREPROCESSORS
-from bench.scenarios import SCENARIOS, ServerSettings, default_scenario, get_scenario
+from bench.scenarios import (
+    DEFAULT_LOAD_GENERATOR,
+    LOAD_GENERATORS,
+    SCENARIOS,
+    ServerSettings,
+    default_scenario,
+    get_scenario,
+)
 from bench.schema import converted
 from bench.tasks import get_task
 from bench.variants import get_variant
@@ -51,7 +58,7 @@ AXES: dict[str, Callable[[str], Any]] = {
     "compile": lambda v: parse_compile("compile", v), "num_beams": int, "cache": str,
     "channels_last": lambda v: _parse_bool("channels_last", v), "quant": str, "scenarios": str,
     "compile_vision": lambda v: parse_compile("compile_vision", v), "preprocess": str,
-    "prefetch": lambda v: _parse_bool("prefetch", v),
+    "prefetch": lambda v: _parse_bool("prefetch", v), "load_generator": str,
 }
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
 SECTIONS = ("repetition", "server")
@@ -87,6 +94,7 @@ class SweepConfig:
     compile_vision: list[bool | str] = field(default_factory=lambda: [False])
     preprocess: list[str] = field(default_factory=lambda: ["host"])
     prefetch: list[bool] = field(default_factory=lambda: [False])
+    load_generator: list[str] = field(default_factory=lambda: [DEFAULT_LOAD_GENERATOR])  # builtin, mlperf
     dataset: str = "synthetic-smoke"
     limit: int | None = 4
     max_new_tokens: int | None = None
@@ -174,7 +182,8 @@ def validate(config: SweepConfig) -> None:
     get_dataset(config.dataset)
     checks = (("dtype", config.dtypes, DTYPES), ("attention implementation", config.attn, ATTN),
               ("cache", config.cache, CACHES), ("quantisation", config.quant, QUANT),
-              ("weights mode", [config.weights], WEIGHTS_MODES), ("preprocess", config.preprocess, PREPROCESSORS))
+              ("weights mode", [config.weights], WEIGHTS_MODES), ("preprocess", config.preprocess, PREPROCESSORS),
+              ("load generator", config.load_generator, LOAD_GENERATORS))
     for kind, values, accepted in checks:
         for value in values:
             if value not in accepted:
@@ -241,16 +250,17 @@ def expand(config: SweepConfig) -> list[Cell]:
         for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
                                        config.channels_last, config.compile, config.compile_vision, config.tasks,
                                        config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
-                                       config.cache):
+                                       config.cache, config.load_generator):
             (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
-             prefetch, bs, beams, cache) = combo
+             prefetch, bs, beams, cache, load_generator) = combo
             if quant != "none" and device_kind(device) != "cpu":
                 continue  # dynamic int8 is a CPU-only path; the combination is not a cell
             for scenario in _scenarios_for(config, bs):
                 server = config.server_settings() if scenario == "server" else None
                 yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
                            compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
-                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch)
+                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch,
+                           load_generator)
 
     return unique_cells(cells())  # repeated axis values (see inputs.dedupe_axes) make no second cell
 

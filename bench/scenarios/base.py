@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from bench.data import Sample
@@ -163,6 +164,7 @@ class ScenarioInput:
     # prepare ahead on a background thread (bench.prefetch): the next batch (closed loop) or each request
     # as it arrives (server); the pipeline then needs prepare/execute/collate besides run_batch
     prefetch: bool = False
+    log_dir: Path | None = None  # where a load generator that writes its own logs (LoadGen) puts them
 
 
 @dataclass
@@ -185,6 +187,7 @@ class Measurement:
     server: dict[str, Any] | None = None
     capacity_qps: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures (``load_generator = "mlperf"``)
 
 
 class Scenario(Protocol):
