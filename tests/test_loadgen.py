@@ -71,8 +71,8 @@ def test_both_generators_give_the_same_percentiles_on_a_service_of_known_time(tm
     for q in ("p50", "p90", "p99"):
         ratio = loadgen["percentiles_ms"][q] / builtin.latency[q]
         assert 0.9 <= ratio <= 1.1, (q, loadgen["percentiles_ms"][q], builtin.latency[q])
-        # the SUT's own per-request latencies (samples_ms) agree with what LoadGen measured
-        assert mlperf.latency[q] == pytest.approx(loadgen["percentiles_ms"][q], rel=0.05), q
+        # samples_ms are LoadGen's per-query latencies (from its trace): they give its own percentiles
+        assert mlperf.latency[q] == pytest.approx(loadgen["percentiles_ms"][q], rel=0.03), q
     # the fake's known shape: every request waits at least one batch, and most wait less than two
     assert min(mlperf.samples_ms) >= 0.95 * T * 1000 and min(builtin.samples_ms) >= 0.95 * T * 1000
     assert builtin.latency["p50"] < 2 * T * 1000 and loadgen["percentiles_ms"]["p50"] < 2 * T * 1000
@@ -159,7 +159,8 @@ def test_single_stream_and_offline_through_loadgen_make_ok_records(tiny_checkpoi
     for r in records:
         assert r["settings"]["load_generator"] == "mlperf"
         assert r["loadgen"]["result_validity"] in ("VALID", "INVALID") and r["samples_ms"]
-        assert "LoadGen" in r["timing"]["load_generator"] and "system under test" in r["timing"]["latency"]
+        assert "LoadGen" in r["timing"]["load_generator"]
+        assert ("system under test" if r["scenario"] == "offline" else "as LoadGen measured it") in r["timing"]["latency"]
         logs = out / r["loadgen"]["logs"]
         assert logs.parent == out / "loadgen" and logs.name == r["cell_id"]
         assert (logs / "mlperf_log_detail.txt").exists() and (logs / "mlperf_log_summary.txt").exists()

@@ -13,7 +13,8 @@ and the same pipeline. It runs through LoadGen's own seam: ``ConstructSUT`` (iss
 - Settings map from the cell (``test_settings``); LoadGen writes ``mlperf_log_summary.txt`` and
   ``mlperf_log_detail.txt`` into the cell's log folder, and its verdict (``result_validity``), its
   percentiles and its early-stopping result are read back from the detail log into the record's
-  ``loadgen`` field.
+  ``loadgen`` field. Each query's latency as LoadGen measured it (from its scheduled issue) is read from
+  its trace, which is then deleted: these are ``samples_ms`` for single-stream and server.
 - LoadGen picks which image each query asks for; images it did not ask for are answered after the run,
   outside the measurement, so accuracy still covers every image once.
 """
@@ -24,6 +25,7 @@ import dataclasses
 import importlib
 import json
 import math
+import re
 import statistics
 import threading
 from collections import deque
@@ -50,16 +52,18 @@ CONFIDENCE = 0.99  # LoadGen's early stopping confidence (fixed inside LoadGen)
 # before the minimum duration (INVALID), so the warm-up's speed is taken this much faster
 EXPECTED_MARGIN = 1.5
 NO_BOUND_NS = 3600 * 10**9  # LoadGen needs a server latency target; without a bound, one hour
-LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")  # kept in the cell's log folder
+TRACE = "mlperf_log_trace.json"  # read for the per-query latencies, then deleted (it grows with the queries)
+_TRACE_SAMPLE = re.compile(r'"name":"Sample".*"ph":"b".*"complete_ns":(\d+)')
 LATENCY_BASIS = {
-    "single-stream": ("request latency = completion - the moment LoadGen issued the query, measured by the system "
-                      "under test (LoadGen's own percentiles, from its issue times, in loadgen); one sample per query"),
+    "single-stream": ("request latency as LoadGen measured it: from the query's scheduled issue to its "
+                      "QuerySamplesComplete (read from LoadGen's trace); one sample per query"),
     "offline": ("request latency = the batch's wall time, first preprocess to last postprocess, measured by the "
-                "system under test (LoadGen issues every query at the start: its own latencies, in loadgen, "
-                "are time since the start); one sample per batch"),
-    "server": ("request latency = completion - the moment LoadGen issued the query (its Poisson schedule), "
-               "queueing included, measured by the system under test (LoadGen's own percentiles in loadgen); "
-               "one sample per request"),
+                "system under test, as the builtin offline (LoadGen issues every query at the start: its own "
+                "latencies, in loadgen, are time since the start); one sample per batch"),
+    "server": ("request latency as LoadGen measured it: from the query's scheduled arrival (LoadGen's Poisson "
+               "schedule) to its QuerySamplesComplete, queueing included (read from LoadGen's trace); one sample "
+               "per request"),
 }
 
 
@@ -180,6 +184,7 @@ class LoadGenRun:
     queries: list[Query]
     results: list[BatchResult]
     summary: dict[str, Any] = field(default_factory=dict)  # the record's ``loadgen`` field
+    loadgen_latencies_ms: list[float] = field(default_factory=list)  # LoadGen's own, one per query
 
     @property
     def start_s(self) -> float:
@@ -189,10 +194,6 @@ class LoadGenRun:
     def wall_s(self) -> float:
         """From the first issue to the last completion."""
         return max(q.completed_s for q in self.queries) - self.start_s
-
-    @property
-    def latencies_ms(self) -> list[float]:
-        return [(q.completed_s - q.issued_s) * 1000.0 for q in self.queries]
 
 
 def test_settings(lg: ModuleType, scenario: str, run: ScenarioInput, expected_batch_s: float) -> Any:
@@ -239,7 +240,7 @@ def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batc
     log = lg.LogSettings()
     log.log_output.outdir = str(log_dir)
     log.log_output.copy_summary_to_stdout = False
-    log.enable_trace = False
+    log.enable_trace = True  # its only record of each query's latency
     sut = BatchingSUT(lg, run, batcher, first)
     n = len(run.samples)
     sut_handle = lg.ConstructSUT(sut.issue, sut.flush)
@@ -252,7 +253,18 @@ def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batc
         lg.DestroySUT(sut_handle)
     if sut.error is not None:
         raise sut.error
-    return LoadGenRun(sut.queries, sut.results, read_summary(log_dir))
+    trace = log_dir / TRACE
+    latencies = read_latencies(trace)
+    trace.unlink(missing_ok=True)
+    return LoadGenRun(sut.queries, sut.results, read_summary(log_dir), latencies)
+
+
+def read_latencies(trace: Path) -> list[float]:
+    """Each query's latency (ms) as LoadGen measured it, from scheduled issue to completion, in its trace."""
+    if not trace.exists():
+        return []
+    with trace.open(errors="replace") as lines:
+        return [int(m.group(1)) / 1e6 for line in lines if (m := _TRACE_SAMPLE.search(line))]
 
 
 def read_detail(path: Path) -> dict[str, Any]:
@@ -361,7 +373,7 @@ def closed_loop(scenario: str, run: ScenarioInput) -> Measurement:
     results, policy = measured.results, run.policy
     n_images = sum(len(r.samples) for r in results)
     time_per_image, stages, tokens = batch_figures(results, policy.cv_threshold)
-    samples_ms = [r.batch_ms for r in results] if scenario == "offline" else measured.latencies_ms
+    samples_ms = [r.batch_ms for r in results] if scenario == "offline" else measured.loadgen_latencies_ms
     latency = summarize(samples_ms, policy.cv_threshold).to_dict()
     memory, energy = tracking.fields(n_images, run.weights_bytes)
     wall_s = measured.wall_s
@@ -392,9 +404,10 @@ class LoadGenServer(Server):
         start = measured.start_s
         times = {name: np.array([getattr(q, name) - start for q in measured.queries])
                  for name in ("issued_s", "dispatched_s", "completed_s")}
-        served = judge(ServerRun(qps, times["issued_s"], times["dispatched_s"], times["completed_s"],
-                                 measured.results, run.batch_size, settings.max_queue_delay_ms,
-                                 settings.latency_bound_ms), settings)
+        served = ServerRun(qps, times["issued_s"], times["dispatched_s"], times["completed_s"], measured.results,
+                           run.batch_size, settings.max_queue_delay_ms, settings.latency_bound_ms)
+        served.latencies_ms = measured.loadgen_latencies_ms  # LoadGen's, from its scheduled arrivals
+        judge(served, settings)
         served.valid = measured.summary.get("result_validity") == "VALID"  # LoadGen's verdict decides
         served.invalid_reason = _verdict_reason(measured.summary)
         served.loadgen = measured.summary
