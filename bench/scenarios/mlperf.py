@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import UsageError
+from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
 from bench.pipeline import BatchResult
 from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures
@@ -86,7 +86,7 @@ def unavailable_reason() -> str | None:
 def _loadgen() -> ModuleType:
     lg = import_loadgen()
     if lg is None:
-        raise UsageError(unavailable_reason() or "")
+        raise CellSkipped(unavailable_reason() or "")
     return lg
 
 
@@ -256,7 +256,11 @@ def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batc
     trace = log_dir / TRACE
     latencies = read_latencies(trace)
     trace.unlink(missing_ok=True)
-    return LoadGenRun(sut.queries, sut.results, read_summary(log_dir), latencies)
+    summary = read_summary(log_dir)
+    if len(latencies) != summary["sample_count"]:
+        raise RuntimeError(f"LoadGen's trace holds {len(latencies)} per-query latencies for {summary['sample_count']} "
+                           f"samples (LoadGen {summary['version']}: has its trace format changed?)")
+    return LoadGenRun(sut.queries, sut.results, summary, latencies)
 
 
 def read_latencies(trace: Path) -> list[float]:
