@@ -150,7 +150,7 @@ def summary_table(records: list[dict]) -> str:
             invalid.append(f"! {r['variant']} {r['task']} bs{r['batch_size']} {r['device']} server: invalid at "
                            f"{_num(server.get('target_qps'), 3)} QPS: {server.get('invalid_reason')}")
         rows.append((
-            r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], r.get("scenario") or "-",
+            r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], _scenario_text(r),
             r["dtype"], str(r["batch_size"]), r["device"], r["weights"], _num(lat.get("p50"), 0),
             _num(lat.get("p90"), 0), _num(lat.get("p99"), 0), _num(thr.get("images_per_s"), 3),
             _num(thr.get("tokens_per_s"), 1), _server_text(r), _num(rss / 2**20 if rss else None, 0),
@@ -164,6 +164,12 @@ def summary_table(records: list[dict]) -> str:
     if any(r.get("unstable") for r in records):
         lines.append("* unstable: coefficient of variation above the threshold")
     return "\n".join(lines + invalid)
+
+
+def _scenario_text(record: dict) -> str:
+    """The scenario, and the load generator when it is not the builtin one."""
+    generator = (record.get("settings") or {}).get("load_generator", "builtin")
+    return (record.get("scenario") or "-") + ("" if generator == "builtin" else f" ({generator})")
 
 
 def _server_text(record: dict) -> str:

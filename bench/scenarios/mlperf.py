@@ -48,13 +48,14 @@ INSTALL_HINT = "pip install -e '.[mlperf]'"
 SCENARIOS = {"single-stream": "SingleStream", "offline": "Offline", "server": "Server"}
 PERCENTILE = 0.99  # the server's percentile (the builtin judge's p99; bench.scenarios.server)
 CONFIDENCE = 0.99  # LoadGen's early stopping confidence (fixed inside LoadGen)
+SINGLE_STREAM_MIN_QUERIES = 64  # LoadGen's single-stream early stopping needs at least this many
 # LoadGen pre-generates a closed loop's queries from the expected speed; a run faster than expected ends
 # before the minimum duration (INVALID), so the warm-up's speed is taken this much faster
 EXPECTED_MARGIN = 1.5
 NO_BOUND_NS = 3600 * 10**9  # LoadGen needs a server latency target; without a bound, one hour
 LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")  # kept in the cell's log folder
 TRACE = "mlperf_log_trace.json"  # read for the per-query latencies, then deleted (it grows with the queries)
-_TRACE_SAMPLE = re.compile(r'"name":"Sample".*"ph":"b".*"complete_ns":(\d+)')
+_TRACE_SAMPLE = re.compile(r'"name":"Sample".*"ph":"b".*"issue_start_ns":(\d+).*"complete_ns":(\d+)')
 LATENCY_BASIS = {
     "single-stream": ("request latency as LoadGen measured it: from the query's scheduled issue to its "
                       "QuerySamplesComplete (read from LoadGen's trace); one sample per query"),
@@ -208,7 +209,7 @@ def test_settings(lg: ModuleType, scenario: str, run: ScenarioInput, expected_ba
     ts.qsl_rng_seed = ts.sample_index_rng_seed = ts.schedule_rng_seed = seed
     if scenario == "single-stream":
         ts.min_duration_ms = round(policy.min_duration_s * 1000)
-        ts.min_query_count = max(policy.min_iterations, n_images)
+        ts.min_query_count = max(policy.min_iterations, n_images, SINGLE_STREAM_MIN_QUERIES)
         ts.max_query_count = max(policy.max_iterations, ts.min_query_count)
         ts.single_stream_expected_latency_ns = max(1, round(expected_batch_s / EXPECTED_MARGIN * 1e9))
     elif scenario == "offline":
@@ -254,21 +255,25 @@ def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batc
     if sut.error is not None:
         raise sut.error
     trace = log_dir / TRACE
-    latencies = read_latencies(trace)
+    issue_delays, latencies = read_trace(trace)
     trace.unlink(missing_ok=True)
     summary = read_summary(log_dir)
+    if issue_delays:  # how late LoadGen's own thread issued the queries: a busy machine shows here first
+        summary["issue_delay_ms"] = {f"p{q}": float(np.percentile(issue_delays, q)) for q in (50, 90, 99)}
     if len(latencies) != summary["sample_count"]:
         raise RuntimeError(f"LoadGen's trace holds {len(latencies)} per-query latencies for {summary['sample_count']} "
                            f"samples (LoadGen {summary['version']}: has its trace format changed?)")
     return LoadGenRun(sut.queries, sut.results, summary, latencies)
 
 
-def read_latencies(trace: Path) -> list[float]:
-    """Each query's latency (ms) as LoadGen measured it, from scheduled issue to completion, in its trace."""
+def read_trace(trace: Path) -> tuple[list[float], list[float]]:
+    """Each query's issue delay and latency (ms) as LoadGen measured them from its scheduled issue time, in
+    its trace."""
     if not trace.exists():
-        return []
+        return [], []
     with trace.open(errors="replace") as lines:
-        return [int(m.group(1)) / 1e6 for line in lines if (m := _TRACE_SAMPLE.search(line))]
+        pairs = [(int(m.group(1)) / 1e6, int(m.group(2)) / 1e6) for line in lines if (m := _TRACE_SAMPLE.search(line))]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def read_detail(path: Path) -> dict[str, Any]:
