@@ -89,6 +89,24 @@ def test_both_generators_give_the_same_percentiles_on_a_service_of_known_time(tm
 
 
 @needs_loadgen
+@pytest.mark.slow
+def test_the_capacity_search_runs_each_step_under_loadgen_and_takes_its_verdict(tmp_path):
+    settings = ServerSettings(qps="auto", max_queue_delay_ms=2.0, latency_bound_ms=2.5 * T * 1000,
+                              min_duration_s=0.5, min_requests=8)
+    m = get_load_generator("mlperf").measure("server", scenario_input(tmp_path, B, settings))
+    curve = m.server["curve"]
+    steps = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert steps == [f"step-{k:02d}" for k in range(1, len(curve) + 1)]  # one LoadGen test per step
+    for k, step in enumerate(curve, start=1):  # each step judged by LoadGen: its verdict, from its own log
+        verdict = lg_scenarios.read_summary(tmp_path / "logs" / f"step-{k:02d}")["result_validity"]
+        assert step["valid"] == (verdict == "VALID"), (k, step)
+        assert step["valid"] or step["invalid_reason"].startswith("LoadGen: ")
+    assert m.capacity_qps is not None and m.server["valid"] and m.loadgen["result_validity"] == "VALID"
+    assert m.capacity_qps <= 1.2 * CAPACITY  # no more than the fake can serve (a slow machine only lowers it)
+    assert m.loadgen["logs"].endswith(f"step-{1 + [s['target_qps'] for s in curve].index(m.capacity_qps):02d}")
+
+
+@needs_loadgen
 @pytest.mark.parametrize("scenario, batch_size", [("single-stream", 1), ("offline", 4)])
 def test_closed_loops_run_under_loadgen(tmp_path, scenario, batch_size):
     run = scenario_input(tmp_path, batch_size)

@@ -8,9 +8,10 @@ included; and with ``qps = "auto"``, the highest load whose p99 stays within a b
   cannot lag and a run is reproducible). ``n`` requests are placed in a window of ``n / qps``
   seconds: exponential gaps, scaled so the window holds exactly ``n`` (a Poisson process conditioned
   on its count), which makes the offered rate exactly the target.
-- Dynamic batcher, one model (``bench.scenarios.batcher``): whenever the model is free, it takes the waiting requests, up to the
-  cell's batch size. With fewer waiting than that, it waits for more until the oldest waiting request
-  has waited ``max_queue_delay_ms`` (or no more requests will come), then takes what is there.
+- Dynamic batcher, one model (``bench.scenarios.batcher``): whenever the model is free, it takes the
+  waiting requests, up to the cell's batch size. With fewer waiting than that, it waits for more until
+  the oldest waiting request has waited ``max_queue_delay_ms`` (or no more requests will come), then
+  takes what is there.
 - Per request: latency = completion (``run_batch`` returned, after the device synchronised) minus its
   *scheduled* arrival, so queueing and any lag of the server count.
 - Validity (MLPerf's rules, sizes configurable): at least ``min_requests`` requests over at least
