@@ -28,8 +28,9 @@ def install(session: nox.Session, *extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (tiny checkpoints only; minutes on a 2-core CPU). Ray is installed so the
-    distributed executor is tested against a local Ray instance."""
-    install(session, "test", "ray")
+    distributed executor is tested against a local Ray instance, and MLPerf LoadGen so the second load
+    generator is tested against the builtin one."""
+    install(session, "test", "ray", "mlperf")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 

@@ -20,7 +20,8 @@ from bench.host import THREADS_DEFAULT
 from bench.server_settings import ServerSettings
 
 LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False,
-                              "threads": THREADS_DEFAULT}
+                              "threads": THREADS_DEFAULT,
+                              "load_generator": "builtin"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Cell:
     preprocess: str = "host"
     prefetch: bool = False
     threads: int | str = THREADS_DEFAULT  # torch intra-op threads for the cell, or "auto" (torch's own)
+    load_generator: str = "builtin"  # who issues the requests (bench.scenarios.LOAD_GENERATORS)
 
     @property
     def cell_id(self) -> str:
@@ -71,7 +73,8 @@ class Cell:
                                  ("channels-last", self.channels_last),
                                  (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"),
                                  ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch),
-                                 (f"threads{self.threads}", self.threads != THREADS_DEFAULT))
+                                 (f"threads{self.threads}", self.threads != THREADS_DEFAULT),
+                                 ("loadgen-mlperf", self.load_generator == "mlperf"))
                  if on]
         load = []
         if self.server is not None:

@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             compile=args.compile, num_beams=args.num_beams, cache=args.cache,
                             channels_last=args.channels_last, quant=args.quant, scenarios=args.scenarios,
                             compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch,
-                            threads=args.threads)
+                            threads=args.threads, load_generator=args.load_generator)
     config = _server_overrides(config, args)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),
@@ -159,7 +159,7 @@ def summary_table(records: list[dict]) -> str:
             invalid.append(f"! {r['variant']} {r['task']} bs{r['batch_size']} {r['device']} server: invalid at "
                            f"{_num(server.get('target_qps'), 3)} QPS: {server.get('invalid_reason')}")
         rows.append((
-            r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], r.get("scenario") or "-",
+            r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], _scenario_text(r),
             r["dtype"], str(r["batch_size"]), r["device"], r["weights"], _num(lat.get("p50"), 0),
             _num(lat.get("p90"), 0), _num(lat.get("p99"), 0), _num(thr.get("images_per_s"), 3),
             _num(thr.get("tokens_per_s"), 1), _server_text(r), _num(rss / 2**20 if rss else None, 0),
@@ -173,6 +173,12 @@ def summary_table(records: list[dict]) -> str:
     if any(r.get("unstable") for r in records):
         lines.append("* unstable: coefficient of variation above the threshold")
     return "\n".join(lines + invalid)
+
+
+def _scenario_text(record: dict) -> str:
+    """The scenario, and the load generator when it is not the builtin one."""
+    generator = (record.get("settings") or {}).get("load_generator", "builtin")
+    return (record.get("scenario") or "-") + ("" if generator == "builtin" else f" ({generator})")
 
 
 def _server_text(record: dict) -> str:
@@ -337,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(one per physical core, or OMP_NUM_THREADS); more than the usable cores is allowed, with a warning")
     r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
                    "default: the sweep's, else single-stream at batch 1 and offline above")
+    r.add_argument("--load-generator", help="who issues the requests: builtin (default), mlperf (the official MLPerf "
+                   "LoadGen; pip install -e '.[mlperf]'); builtin,mlperf makes a cell for each")
     r.add_argument("--server-qps", help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
                    "QPS whose p99 stays within --latency-bound-ms (capacity search)")
     r.add_argument("--max-queue-delay-ms", type=float, help="server scenario: how long the dynamic batcher waits for "

@@ -34,6 +34,14 @@ from bench.variants import get_variant
 COLD_BASIS = ("load_s: resolve + load + model settings of the model this cell shares with its group; "
               "first_call_ms: the cell's first batch, before warm-up (the group's first cell: just after the load)")
 
+# Who issued a cell's requests (``timing.load_generator``); docs/scenarios.md, "Load generators".
+LOAD_GENERATOR_BASIS = {
+    "builtin": "this project's own load generator (closed loop, or the seeded Poisson schedule of the server)",
+    "mlperf": ("the official MLPerf LoadGen issued the queries and judged the run (loadgen); the same batcher and "
+               "pipeline served them"),
+}
+LOADGEN_LOGS = "loadgen"  # the run directory's folder of LoadGen logs, one subfolder per cell id
+
 
 class RunConfig(Protocol):
     """What running a cell needs of a sweep's settings (``bench.sweep.SweepConfig``)."""
@@ -69,11 +77,15 @@ def unsupported_reason(cell: Cell) -> str | None:
                     "emulated timings would mislead")
     if cell.compile and kind == "cpu" and cell.cache != "static":
         return "compile is measured with the static KV cache only (a dynamic cache recompiles every step)"
-    from bench.scenarios import get_scenario
+    from bench.scenarios import get_load_generator, get_scenario
 
     traits = get_scenario(cell.scenario).traits
     if cell.prefetch and traits.prefetch is None:
         return f"prefetch needs a next batch to prepare: {traits.no_prefetch}"
+    if reason := get_load_generator(cell.load_generator).unavailable():
+        return reason
+    if cell.prefetch and cell.load_generator != "builtin":
+        return f"prefetch is measured with the builtin load generator only ({cell.load_generator} asked)"
     from bench.optimize import unsupported_reason as model_setting_reason
 
     return model_setting_reason(cell)
@@ -102,7 +114,8 @@ def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.R
         settings={"cache": cell.cache, "channels_last": cell.channels_last, "quant": cell.quant,
                   "weights_requested": cell.weights, "compile_vision": cell.compile_vision,
                   "preprocess": cell.preprocess, "prefetch": cell.prefetch,
-                  "threads": cell.threads if cell.threads != host.THREADS_DEFAULT else None},
+                  "threads": cell.threads if cell.threads != host.THREADS_DEFAULT else None,
+                  "load_generator": cell.load_generator},
     )
 
 
@@ -290,7 +303,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     from bench.optimize import matmul_reference, reference_dtype, roofline_for
     from bench.pipeline import Pipeline, generation_settings
     from bench.preprocess import device_unsupported_reason
-    from bench.scenarios import ScenarioInput, get_scenario
+    from bench.scenarios import ScenarioInput, get_load_generator, get_scenario
     from bench.scenarios.base import TIME_PER_IMAGE_BASIS
     from bench.schema import STAGES_BASIS
 
@@ -308,9 +321,10 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     started = time.time()
     reference_in = reference_dtype(cell.dtype, cell.quant)
     before = matmul_reference(cell.device, reference_in)  # the roofline's reference, just before the cell
-    m = get_scenario(cell.scenario).measure(ScenarioInput(
+    log_dir = out / LOADGEN_LOGS / cell.cell_id  # a generator's own logs (LoadGen's), one folder per cell
+    m = get_load_generator(cell.load_generator).measure(cell.scenario, ScenarioInput(
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
-        energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch))
+        energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir))
     after = matmul_reference(cell.device, reference_in)  # and just after it
     record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
     record.max_new_tokens = generation.max_new_tokens
@@ -327,6 +341,8 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     record.per_token_ms = m.per_token_ms
     record.server = m.server
     record.capacity_qps = m.capacity_qps
+    if m.loadgen is not None:  # its log folder, relative to the run directory
+        record.loadgen = {**m.loadgen, "logs": Path(m.loadgen["logs"]).relative_to(out).as_posix()}
     record.timing = {
         "clock": type(clock).__name__, "warmup": policy.warmup, "iterations": m.iterations,
         "min_iterations": policy.min_iterations, "min_duration_s": policy.min_duration_s,
@@ -339,6 +355,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
                        "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
         "prefetch": get_scenario(cell.scenario).traits.prefetch if cell.prefetch else None,
         "load_s": loaded.load_s, "first_call_ms": pipeline.first_call_ms, "cold": COLD_BASIS,
+        "load_generator": LOAD_GENERATOR_BASIS[cell.load_generator],
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
         record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,

@@ -71,6 +71,7 @@ class Record:
     scenario: str = "single-stream"
     server: dict[str, Any] | None = None  # server cells only
     capacity_qps: float | None = None  # server cells with qps "auto"
+    loadgen: dict[str, Any] | None = None  # load_generator "mlperf": LoadGen's verdict, percentiles, logs
     settings: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     unstable: bool | None = None

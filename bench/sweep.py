@@ -34,7 +34,15 @@ from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
 from bench.optimize import COMPILE_MODES, parse_compile
 from bench.preprocess import PREPROCESSORS
-from bench.scenarios import SCENARIOS, ServerSettings, default_scenario, get_scenario, takes_load
+from bench.scenarios import (
+    DEFAULT_LOAD_GENERATOR,
+    LOAD_GENERATORS,
+    SCENARIOS,
+    ServerSettings,
+    default_scenario,
+    get_scenario,
+    takes_load,
+)
 from bench.schema import converted
 from bench.tasks import get_task
 from bench.variants import get_variant
@@ -54,6 +62,7 @@ AXES: dict[str, Callable[[str], Any]] = {
     "channels_last": lambda v: _parse_bool("channels_last", v), "quant": str, "scenarios": str,
     "compile_vision": lambda v: parse_compile("compile_vision", v), "preprocess": str,
     "prefetch": lambda v: _parse_bool("prefetch", v), "threads": host.parse_threads,
+    "load_generator": str,
 }
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
 SECTIONS = ("repetition", "server")
@@ -90,6 +99,7 @@ class SweepConfig:
     preprocess: list[str] = field(default_factory=lambda: ["host"])
     prefetch: list[bool] = field(default_factory=lambda: [False])
     threads: list[int | str] = field(default_factory=lambda: [host.THREADS_DEFAULT])  # torch intra-op threads
+    load_generator: list[str] = field(default_factory=lambda: [DEFAULT_LOAD_GENERATOR])  # builtin, mlperf
     dataset: str = "synthetic-smoke"
     limit: int | None = 4
     max_new_tokens: int | None = None
@@ -177,7 +187,8 @@ def validate(config: SweepConfig) -> None:
     get_dataset(config.dataset)
     checks = (("dtype", config.dtypes, DTYPES), ("attention implementation", config.attn, ATTN),
               ("cache", config.cache, CACHES), ("quantisation", config.quant, QUANT),
-              ("weights mode", [config.weights], WEIGHTS_MODES), ("preprocess", config.preprocess, PREPROCESSORS))
+              ("weights mode", [config.weights], WEIGHTS_MODES), ("preprocess", config.preprocess, PREPROCESSORS),
+              ("load generator", config.load_generator, LOAD_GENERATORS))
     for kind, values, accepted in checks:
         for value in values:
             if value not in accepted:
@@ -249,16 +260,17 @@ def expand(config: SweepConfig) -> list[Cell]:
         for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
                                        config.channels_last, config.compile, config.compile_vision, config.tasks,
                                        config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
-                                       config.cache, config.threads):
+                                       config.cache, config.threads, config.load_generator):
             (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
-             prefetch, bs, beams, cache, threads) = combo
+             prefetch, bs, beams, cache, threads, load_generator) = combo
             if quant != "none" and device_kind(device) != "cpu":
                 continue  # dynamic int8 is a CPU-only path; the combination is not a cell
             for scenario in _scenarios_for(config, bs):
                 server = None if get_scenario(scenario).traits.closed_loop else config.server_settings()
                 yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
                            compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
-                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch, threads)
+                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch, threads,
+                           load_generator)
 
     return unique_cells(cells())  # repeated axis values (see inputs.dedupe_axes) make no second cell
 

@@ -4,14 +4,20 @@ One module per scenario behind the small interface in ``base`` (``name``, ``meas
 ``cell_problem(batch_size)``, ``measure(ScenarioInput) -> Measurement``). To add one, write a module
 with such a class and register an instance in ``SCENARIOS``; the sweep axis ``scenarios`` then
 accepts its name, and every reader of records judges its cells by its ``traits`` (``traits_of``).
+
+A load generator decides who issues the requests (``LOAD_GENERATORS``): ``builtin``, this project's
+own loops, or ``mlperf``, the official MLPerf LoadGen driving the same batcher and pipeline
+(``bench.scenarios.mlperf``; docs/scenarios.md, "Load generators").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import choice_error
+from bench.scenarios import mlperf
 from bench.scenarios.base import Measurement, Scenario, ScenarioInput, ServerSettings
 from bench.scenarios.offline import Offline
 from bench.scenarios.server import Server
@@ -25,6 +31,28 @@ def get_scenario(name: str) -> Scenario:
     if name not in SCENARIOS:
         raise choice_error("scenario", name, SCENARIOS)
     return SCENARIOS[name]
+
+
+@dataclass(frozen=True)
+class LoadGenerator:
+    """Who issues a cell's requests: ``measure(scenario, run)``, and why it cannot run here (None: it can)."""
+
+    name: str
+    measure: Callable[[str, ScenarioInput], Measurement]
+    unavailable: Callable[[], str | None]
+
+
+LOAD_GENERATORS: dict[str, LoadGenerator] = {g.name: g for g in (
+    LoadGenerator("builtin", lambda scenario, run: get_scenario(scenario).measure(run), lambda: None),
+    LoadGenerator("mlperf", mlperf.measure, mlperf.unavailable_reason),
+)}
+DEFAULT_LOAD_GENERATOR = "builtin"
+
+
+def get_load_generator(name: str) -> LoadGenerator:
+    if name not in LOAD_GENERATORS:
+        raise choice_error("load generator", name, LOAD_GENERATORS)
+    return LOAD_GENERATORS[name]
 
 
 def default_scenario(batch_size: int) -> str:
@@ -49,5 +77,6 @@ def takes_load(names: Iterable[str]) -> bool:
     return any(not SCENARIOS[n].traits.closed_loop for n in names if n in SCENARIOS)
 
 
-__all__ = ["SCENARIOS", "Measurement", "Scenario", "ScenarioInput", "ScenarioTraits", "ServerSettings",
-           "default_scenario", "get_scenario", "takes_load", "traits_of"]
+__all__ = ["DEFAULT_LOAD_GENERATOR", "LOAD_GENERATORS", "SCENARIOS", "LoadGenerator", "Measurement", "Scenario",
+           "ScenarioInput", "ScenarioTraits", "ServerSettings", "default_scenario", "get_load_generator",
+           "get_scenario", "takes_load", "traits_of"]

@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -113,6 +114,7 @@ class ScenarioInput:
     # prepare ahead on a background thread (bench.prefetch): the next batch (closed loop) or each request
     # as it arrives (server); the pipeline then needs prepare/execute/collate besides run_batch
     prefetch: bool = False
+    log_dir: Path | None = None  # where a load generator that writes its own logs (LoadGen) puts them
 
 
 @dataclass
@@ -136,6 +138,7 @@ class Measurement:
     capacity_qps: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     per_token_ms: dict[str, Any] | None = None  # ``token_figures``
+    loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures (``load_generator = "mlperf"``)
 
 
 class Scenario(Protocol):

@@ -8,9 +8,10 @@ included; and with ``qps = "auto"``, the highest load whose p99 stays within a b
   cannot lag and a run is reproducible). ``n`` requests are placed in a window of ``n / qps``
   seconds: exponential gaps, scaled so the window holds exactly ``n`` (a Poisson process conditioned
   on its count), which makes the offered rate exactly the target.
-- Dynamic batcher, one model: whenever the model is free, it takes the waiting requests, up to the
-  cell's batch size. With fewer waiting than that, it waits for more until the oldest waiting request
-  has waited ``max_queue_delay_ms`` (or no more requests will come), then takes what is there.
+- Dynamic batcher, one model (``bench.scenarios.batcher``): whenever the model is free, it takes the
+  waiting requests, up to the cell's batch size. With fewer waiting than that, it waits for more until
+  the oldest waiting request has waited ``max_queue_delay_ms`` (or no more requests will come), then
+  takes what is there.
 - Per request: latency = completion (``run_batch`` returned, after the device synchronised) minus its
   *scheduled* arrival, so queueing and any lag of the server count.
 - Validity (MLPerf's rules, sizes configurable): at least ``min_requests`` requests over at least
@@ -51,6 +52,7 @@ from bench.scenarios.base import (
     run_batches,
     token_figures,
 )
+from bench.scenarios.batcher import Batcher
 from bench.scenarios.traits import ScenarioTraits
 
 QPS_TOLERANCE = 0.05  # achieved QPS may fall at most this far below the target (MLPerf: the run kept up)
@@ -85,6 +87,7 @@ class ServerRun:
     latency_bound_ms: float | None
     valid: bool = True
     invalid_reason: str | None = None
+    loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures, when it generated the load
     latencies_ms: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,7 +167,7 @@ def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None) -> 
     assert settings is not None
     samples, timer, batch_size = run.samples, run.timer, run.batch_size
     arrivals = arrival_schedule(qps, n_requests(qps, settings, len(samples)), settings.seed)
-    n, delay_s = len(arrivals), settings.max_queue_delay_ms / 1000.0
+    n, batcher = len(arrivals), Batcher(batch_size, settings.max_queue_delay_ms / 1000.0)
     dispatches, completions = np.empty(n), np.empty(n)
     results: list[BatchResult] = []
     waiting: deque[int] = deque()
@@ -184,12 +187,11 @@ def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None) -> 
             if not waiting:
                 timer.sleep_until(due[arrived])
                 continue
-            if len(waiting) < batch_size and arrived < n:
-                deadline = due[waiting[0]] + delay_s
-                if now < deadline:  # wait for a fuller batch, but not past the oldest request's deadline
-                    timer.sleep_until(min(deadline, due[arrived]))
-                    continue
-            taken = [waiting.popleft() for _ in range(min(batch_size, len(waiting)))]
+            deadline = batcher.wait_until(len(waiting), due[waiting[0]], more_coming=arrived < n)
+            if deadline is not None and now < deadline:  # a fuller batch, not past the oldest one's deadline
+                timer.sleep_until(min(deadline, due[arrived]))
+                continue
+            taken = batcher.take(waiting)
             dispatches[taken] = now - start
             if preparer is not None:
                 result = run.pipeline.execute(run.pipeline.collate(preparer.take(taken)))
@@ -224,6 +226,8 @@ def _service_unstable(results: Sequence[BatchResult], cv_threshold: float) -> bo
 
 
 class Server:
+    """The server scenario; ``serve`` runs one load (subclasses change the load generator, not the rest)."""
+
     name = "server"
     measures = ("Poisson arrivals at a target QPS, dynamic batching up to the batch size: latency = completion - "
                 "scheduled arrival (queueing included); qps auto finds the capacity under a p99 bound")
@@ -234,6 +238,9 @@ class Server:
 
     def cell_problem(self, batch_size: int) -> str | None:
         return None
+
+    def serve(self, run: ScenarioInput, qps: float, first: FirstAnswers) -> ServerRun:
+        return serve(run, qps, first)
 
     def measure(self, run: ScenarioInput) -> Measurement:
         settings = run.server
@@ -249,7 +256,7 @@ class Server:
             probe_batches = max(2, min(policy.min_iterations, 5))
             ceiling = offline_images_per_s(run, probe_batches)  # before the trackers start, like the warm-up
             with Tracking(run.device, run.energy_idle_s) as tracking:
-                found = capacity.search(lambda q: serve(run, q, first), ceiling, settings.latency_bound_ms)
+                found = capacity.search(lambda q: self.serve(run, q, first), ceiling, settings.latency_bound_ms)
             served = found.steps
             main = found.representative
             curve, capacity_qps = [s.step() for s in served], found.capacity_qps
@@ -259,7 +266,7 @@ class Server:
                 "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell"}
         else:
             with Tracking(run.device, run.energy_idle_s) as tracking:
-                main = serve(run, float(settings.qps), first)
+                main = self.serve(run, float(settings.qps), first)
             served, curve, capacity_qps = [main], [], None
         n_images = sum(s.n_requests for s in served)
         time_per_image, stages, tokens = batch_figures(main.results, policy.cv_threshold)
@@ -287,4 +294,5 @@ class Server:
             capacity_qps=capacity_qps,
             extra=extra,
             per_token_ms=per_token,
+            loadgen=main.loadgen,
         )
