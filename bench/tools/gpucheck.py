@@ -104,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: dry run on {args.device}: the code paths run, the figures are not GPU figures")
 
     from bench import store
-    from bench.cli import _quiet_libraries, summary_table
+    from bench.cli import _quiet_libraries
     from bench.environment import fingerprint
     from bench.measure import matmul_gflops, plausibility_problems
     from bench.optimize import MATMUL_N
     from bench.runner import run_cells
+    from bench.summary import summary_table
     from bench.sweep import SweepConfig, override, validate
 
     _quiet_libraries()
