@@ -104,3 +104,15 @@ def test_a_cell_sits_below_the_scenarios():
     assert "bench.server_settings" in below
     assert not {m for m in below if m == "bench.scenarios" or m.startswith("bench.scenarios.")}, sorted(below)
     assert "bench.scenarios" in reachable(graph, "bench.runner")  # the check can see a scenarios import
+
+
+def test_commands_sit_above_the_flow_and_tools_beside_it():
+    # only the command line imports a command; no module outside bench/tools imports a tool
+    graph = import_graph()
+    assert "bench.tools.targets" in graph["bench.tools.gpucheck"]  # the check can see an import of a tool
+    assert "bench.commands.run" in graph["bench.commands"] and "bench.commands" in graph["bench.cli"]
+    for name, targets in graph.items():
+        if not name.startswith("bench.tools."):
+            assert not {t for t in targets if t.startswith("bench.tools.")}, name
+        if name != "bench.cli" and name != "bench.commands" and not name.startswith("bench.commands."):
+            assert not {t for t in targets if t == "bench.commands" or t.startswith("bench.commands.")}, name
