@@ -51,14 +51,14 @@ def bench(session: nox.Session) -> None:
 def perf(session: nox.Session) -> None:
     """Model-card snippet vs the harness's best setting: prints `speedup: N.NNx`."""
     install(session)
-    session.run("python", "-m", "bench.perf", *session.posargs)
+    session.run("python", "-m", "bench.tools.perf", *session.posargs)
 
 
 @nox.session
 def gpu_check(session: nox.Session) -> None:
     """On one GPU: base and large, fp32/fp16/bf16, batch 1/8/32; fails unless every figure is plausible."""
     install(session)
-    session.run("python", "-m", "bench.gpucheck", *session.posargs)
+    session.run("python", "-m", "bench.tools.gpucheck", *session.posargs)
 
 
 def regression_plan(posargs: list[str], environ: Mapping[str, str]) -> tuple[str, list[tuple[list[str], tuple[int, ...]]]]:

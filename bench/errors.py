@@ -1,5 +1,7 @@
 """Errors that the CLI turns into exit code 2 with a one-line message."""
 
+PROG = "florence2-bench"  # the command's name, which starts each of its one-line messages
+
 
 class UsageError(Exception):
     """Bad input from the user: names the offending value and what would be accepted."""

@@ -1,7 +1,7 @@
 """Running cells: load each group's model once, measure each cell with its scenario, build its record.
 
 Both executors use this module: the local one calls ``run_cells`` in-process, the Ray one calls it in
-each task (``bench.distributed``). A failure in one cell (an exception, MemoryError) becomes a
+each task (``bench.executors.ray``). A failure in one cell (an exception, MemoryError) becomes a
 record and the run goes on; a ``UsageError`` stops it. CUDA running out of memory at a batch size is
 a ``skipped`` record naming the allocation that failed and the device's memory, and the larger batch
 sizes of the same setting are skipped without trying.

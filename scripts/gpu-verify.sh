@@ -7,9 +7,9 @@
 #   install  wheels from .whl/ (prepared with shared/offline-wheels.sh) into /tmp/site, if there are any
 #   env      GPU, driver and library versions
 #   pixels   python -m bench.preprocess: device pixels vs the reference CLIP processor, host vs device time
-#   check    python -m bench.gpucheck RUN --targets: the target cells, then plausibility cells, budgeted
-#   perf     python -m bench.perf --device cuda --budget-s 90 --out RUN: the snippet vs the harness
-#   targets  python -m bench.targets RUN: every target measured, met or not (targets.json)
+#   check    python -m bench.tools.gpucheck RUN --targets: the target cells, then plausibility cells, budgeted
+#   perf     python -m bench.tools.perf --device cuda --budget-s 90 --out RUN: the snippet vs the harness
+#   targets  python -m bench.tools.targets RUN: every target measured, met or not (targets.json)
 #   server   florence2-bench run --sweep scripts/gpu-server.toml: capacity within a p99 bound, if time is left
 # RUN (runs/gpu-verify) is packed into OUT_DIR/run.tar.gz; results.jsonl, env.json, perf.json and
 # targets.json are also copied out, and the server run's results as server-results.jsonl (8 files in all). Commit RUN's results.jsonl, env.json, perf.json as
@@ -108,11 +108,11 @@ else
 fi
 
 step pixels 45 "$PY" -m bench.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
-step check "$CHECK_LIMIT" "$PY" -m bench.gpucheck "$RUN" --device "$DEVICE" --targets --budget-s "$CHECK_BUDGET" \
+step check "$CHECK_LIMIT" "$PY" -m bench.tools.gpucheck "$RUN" --device "$DEVICE" --targets --budget-s "$CHECK_BUDGET" \
   "${CHECK_ARGS[@]}"
-step perf "$PERF_LIMIT" "$PY" -m bench.perf --device "$DEVICE" --budget-s "$PERF_BUDGET" --out "$RUN" "${PERF_ARGS[@]}"
+step perf "$PERF_LIMIT" "$PY" -m bench.tools.perf --device "$DEVICE" --budget-s "$PERF_BUDGET" --out "$RUN" "${PERF_ARGS[@]}"
 RESERVE=5
-step targets 30 "$PY" -m bench.targets "$RUN"
+step targets 30 "$PY" -m bench.tools.targets "$RUN"
 # what the buyer asks: requests per second within a p99 bound (scripts/gpu-server.toml), if time is left
 SERVER_RUN=${RUN}-server
 rm -rf "$SERVER_RUN"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
 from bench import store
-from bench.cli import main
+from bench.cli import build_parser, main
+from bench.commands import COMMANDS
 from bench.tasks import get_task
 
 FAST = ["--max-new-tokens", "4", "--limit", "2", "--num-beams", "1", "--quiet"]
@@ -72,6 +74,13 @@ def test_stage_medians_add_up_to_the_end_to_end_median(tiny_checkpoint, tmp_path
     total = s["preprocess"] + s["ttft"] + s["decode"] + s["postprocess"]
     assert abs(total - r["latency_ms"]["p50"]) / r["latency_ms"]["p50"] < 0.10
     assert 0 < s["vision"] < s["ttft"]
+
+
+def test_the_parser_has_each_registered_command_in_the_registry_order():
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(sub.choices) == ["run", "report", "compare", "history", "score", "export", "variants", "datasets",
+                                 "env", "make-tiny-checkpoint"]
+    assert [parser.get_default("func") for parser in sub.choices.values()] == [c.run for c in COMMANDS]
 
 
 def test_variants_lists_parameter_counts(capsys):

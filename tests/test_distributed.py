@@ -8,15 +8,16 @@ from collections import Counter
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, distributed, store, sweep
+from bench import cli, store, sweep
 from bench.errors import UsageError
+from bench.executors import ray as ray_executor
 
 
 def test_without_ray_the_executor_names_the_extra(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail as if it were not installed
     config = sweep.load_sweep(str(write_sweep(tmp_path / "s.toml", tiny_checkpoint)))
     with pytest.raises(UsageError, match=r"pip install 'florence2-bench\[ray\]'"):
-        distributed.run_with_ray(config, sweep.expand(config), tmp_path / "run")
+        ray_executor.run_with_ray(config, sweep.expand(config), tmp_path / "run")
     assert not (tmp_path / "run" / store.RESULTS).exists()
 
 
@@ -34,7 +35,7 @@ def local_ray():
 def test_an_indexed_cuda_device_is_refused(local_ray, tiny_checkpoint, tmp_path):
     config = sweep.load_sweep(str(write_sweep(tmp_path / "s.toml", tiny_checkpoint, devices=["cuda:1"])))
     with pytest.raises(UsageError, match=r"'cuda:1'.*accepted: cuda"):
-        distributed.run_with_ray(config, sweep.expand(config), tmp_path / "run")
+        ray_executor.run_with_ray(config, sweep.expand(config), tmp_path / "run")
 
 
 @pytest.mark.ray
@@ -60,9 +61,9 @@ def test_ray_sweep_matches_local_cells_contains_a_dead_task_and_resumes(
             raise RuntimeError("simulated worker failure")
         import importlib  # on the worker, the real function (this one is shipped by value)
 
-        return importlib.import_module("bench.distributed").run_group(config, group, num_threads)
+        return importlib.import_module("bench.executors.ray").run_group(config, group, num_threads)
 
-    monkeypatch.setattr(distributed, "run_group", dies_on_eager)
+    monkeypatch.setattr(ray_executor, "run_group", dies_on_eager)
     assert cli.main(args) == 1
     first = store.read_records(out)
     assert {r["cell_id"] for r in first} == {c.cell_id for c in cells}  # the same cells local execution runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from bench import gpucheck
+from bench.tools import gpucheck
 
 
 def test_a_missing_package_is_named_with_its_install_line(monkeypatch, capsys):

@@ -70,18 +70,18 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_bench_import_graph_is_acyclic():
     graph = import_graph()
-    assert {"bench.sweep", "bench.runner", "bench.distributed", "bench.executors", "bench.scenarios.server"} <= set(graph)
-    assert "bench.runner" in graph["bench.distributed"] and "bench.executors" in graph["bench.sweep"]
+    assert {"bench.sweep", "bench.runner", "bench.executors.ray", "bench.executors", "bench.scenarios.server"} <= set(graph)
+    assert "bench.runner" in graph["bench.executors.ray"] and "bench.executors" in graph["bench.sweep"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():
     # the shape this project once had: sweep imported distributed inside a function, and distributed sweep
-    graph = {"bench.sweep": {"bench.distributed", "bench.store"}, "bench.distributed": {"bench.sweep"},
+    graph = {"bench.sweep": {"bench.executors.ray", "bench.store"}, "bench.executors.ray": {"bench.sweep"},
              "bench.store": set()}
     cycle = find_cycle(graph)
-    assert cycle[0] == cycle[-1] and set(cycle) == {"bench.sweep", "bench.distributed"}
+    assert cycle[0] == cycle[-1] and set(cycle) == {"bench.sweep", "bench.executors.ray"}
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
@@ -104,3 +104,15 @@ def test_a_cell_sits_below_the_scenarios():
     assert "bench.server_settings" in below
     assert not {m for m in below if m == "bench.scenarios" or m.startswith("bench.scenarios.")}, sorted(below)
     assert "bench.scenarios" in reachable(graph, "bench.runner")  # the check can see a scenarios import
+
+
+def test_commands_sit_above_the_flow_and_tools_beside_it():
+    # only the command line imports a command; no module outside bench/tools imports a tool
+    graph = import_graph()
+    assert "bench.tools.targets" in graph["bench.tools.gpucheck"]  # the check can see an import of a tool
+    assert "bench.commands.run" in graph["bench.commands"] and "bench.commands" in graph["bench.cli"]
+    for name, targets in graph.items():
+        if not name.startswith("bench.tools."):
+            assert not {t for t in targets if t.startswith("bench.tools.")}, name
+        if name != "bench.cli" and name != "bench.commands" and not name.startswith("bench.commands."):
+            assert not {t for t in targets if t == "bench.commands" or t.startswith("bench.commands.")}, name

@@ -1,4 +1,4 @@
-"""bench.perf on the tiny checkpoint: the snippet and harness settings run, the table and speedup line print."""
+"""bench.tools.perf on the tiny checkpoint: the snippet and harness settings run, the table and speedup line print."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from bench import perf
 from bench.checkpoints import LoadOptions, load, resolve
 from bench.data import synthetic_smoke
-from bench.perf import Candidate, measure_settings
+from bench.tools import perf
+from bench.tools.perf import Candidate, measure_settings
 from bench.variants import get_variant
 
 

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from bench import gpucheck, store, targets
+from bench import store
 from bench.sweep import SweepConfig
+from bench.tools import gpucheck, targets
 
 
 def _record(cell_id: str, variant: str = "base", scenario: str = "offline", device: str = "cuda", **fields):

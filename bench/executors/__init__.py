@@ -5,7 +5,7 @@ as it ends (``store.append``), so a crash loses at most the cell in flight and `
 the same whichever executor ran. Both run cells with ``bench.runner``.
 
 - ``local``: in this process, group by group (``bench.executors.local``);
-- ``ray``: one Ray task per model group, on a cluster (``bench.distributed``).
+- ``ray``: one Ray task per model group, on a cluster (``bench.executors.ray``).
 
 To add one: a class with ``run(config, cells, out, *, quiet) -> list[record dicts]`` and an entry in
 ``EXECUTORS``; ``--executor NAME`` then accepts it.
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.cell import Cell
-from bench.distributed import RayExecutor
 from bench.errors import choice_error
 from bench.executors.local import LocalExecutor
+from bench.executors.ray import RayExecutor
 from bench.runner import RunConfig
 
 

@@ -5,11 +5,11 @@ new tokens, one CUDA device. A target is a declarative entry (``TARGETS``): what
 run directory's records or from ``perf.json``, its threshold and direction. Records from any other
 device, or other work, never count: without a GPU every target reads "not measured" and none is met.
 
-``TARGET_CELLS`` are the sweep cells that measure the targets, in the order ``bench.gpucheck
+``TARGET_CELLS`` are the sweep cells that measure the targets, in the order ``bench.tools.gpucheck
 --targets`` runs them under its time budget (cheap eager cells first, compiled ones after).
 
-``python -m bench.targets RUN_DIR`` prints the table and writes ``RUN_DIR/targets.json``; it reads
-``RUN_DIR/perf.json`` when ``python -m bench.perf --out RUN_DIR`` wrote one there.
+``python -m bench.tools.targets RUN_DIR`` prints the table and writes ``RUN_DIR/targets.json``; it reads
+``RUN_DIR/perf.json`` when ``python -m bench.tools.perf --out RUN_DIR`` wrote one there.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _single_stream(records, perf) -> Measured:
 
 def _speedup(records, perf) -> Measured:
     if perf is None:
-        return Measured(None, f"no {PERF_FILE} (run python -m bench.perf --device cuda --out RUN_DIR)")
+        return Measured(None, f"no {PERF_FILE} (run python -m bench.tools.perf --device cuda --out RUN_DIR)")
     if not str(perf.get("device", "")).startswith("cuda"):
         return Measured(None, f"{PERF_FILE} was measured on {perf.get('device')!r}, not a CUDA device")
     if perf.get("speedup") is None:
@@ -134,7 +134,7 @@ TARGETS: dict[str, Target] = {t.key: t for t in (
            _single_stream),
     Target("large_offline", "large offline throughput, best setting", 120.0, "images/s", True,
            _best_offline("large")),
-    Target("perf_speedup", "bench.perf speedup over the model-card snippet", 30.0, "x", True, _speedup),
+    Target("perf_speedup", "bench.tools.perf speedup over the model-card snippet", 30.0, "x", True, _speedup),
     Target("vision_roofline", "vision tower, fraction of the matrix-product rate in its dtype", 0.35, "", True,
            _vision_fraction),
 )}
@@ -219,14 +219,14 @@ def expand_overrides(config: Any, entries: Sequence[dict[str, Any]]) -> list[Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.targets", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", help="a run directory written by bench.gpucheck --targets (or any run)")
+    p = argparse.ArgumentParser(prog="python -m bench.tools.targets", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", help="a run directory written by bench.tools.gpucheck --targets (or any run)")
     p.add_argument("--perf", help=f"perf.json to read (default: RUN_DIR/{PERF_FILE})")
     args = p.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not (run_dir / store.RESULTS).exists():
         print(f"error: not a run directory: {run_dir} (no {store.RESULTS}); accepted: a directory written by "
-              "bench.gpucheck or florence2-bench run", file=sys.stderr)
+              "bench.tools.gpucheck or florence2-bench run", file=sys.stderr)
         return 2
     results = evaluate_run(run_dir, Path(args.perf) if args.perf else None)
     print(table(results))

@@ -2,10 +2,10 @@
 
 Fails (exit 1) unless every measured cell's CUDA-event latencies, torch and NVML memory and NVML
 energy come back plausible and non-null. Runs from a plain checkout with already-installed packages
-(``python -m bench.gpucheck OUT``), so it works on a GPU machine without network; a missing package
+(``python -m bench.tools.gpucheck OUT``), so it works on a GPU machine without network; a missing package
 is named with the exact install line instead of a traceback.
 
-``--targets`` also runs the cells that measure issue 12's targets (``bench.targets``) and prints
+``--targets`` also runs the cells that measure issue 12's targets (``bench.tools.targets``) and prints
 every target as measured, met or not; ``--budget-s`` bounds the wall time: a cell that would not fit
 (eager cells are estimated at ``--eager-cell-s``, compiled ones at ``--compiled-cell-s``: compilation
 dominates) becomes a ``skipped`` record saying so. ``--device cpu`` with ``--model-path`` is a dry run
@@ -58,7 +58,7 @@ def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_si
 
     check = expand(config)
     if targets:
-        from bench.targets import cell_overrides, expand_overrides
+        from bench.tools.targets import cell_overrides, expand_overrides
 
         eager, compiled, late = (expand_overrides(config, group) for group in cell_overrides(variant_map))
         check = [*eager, *compiled, *check, *late]
@@ -68,7 +68,7 @@ def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_si
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.gpucheck", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", default="runs/gpu-check", help="results directory (default runs/gpu-check)")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N; cpu for a dry run")
     p.add_argument("--variants", default="base,large")
@@ -104,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: dry run on {args.device}: the code paths run, the figures are not GPU figures")
 
     from bench import store
-    from bench.cli import _quiet_libraries, summary_table
+    from bench.cli import _quiet_libraries
     from bench.environment import fingerprint
     from bench.measure import matmul_gflops, plausibility_problems
     from bench.optimize import MATMUL_N
     from bench.runner import run_cells
+    from bench.summary import summary_table
     from bench.sweep import SweepConfig, override, validate
 
     _quiet_libraries()
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"report: {build_report([out], out / store.REPORT)}")
     if args.targets:
-        from bench.targets import evaluate_run, table
+        from bench.tools.targets import evaluate_run, table
 
         print(table(evaluate_run(out, records=records)))
     print(f"gpu_check: {len(measured) - bad} passed, {bad} failed, {len(records) - len(measured)} skipped in "

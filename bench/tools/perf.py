@@ -618,7 +618,7 @@ def random_model_loader(device: str, model_path: str | None = None) -> Callable[
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.perf", description=__doc__.split("\n\n")[0],
+        prog="python -m bench.tools.perf", description=__doc__.split("\n\n")[0],
         epilog="Default candidates: cpu: " + ", ".join(c.key for c in cpu_candidates())
         + "; cuda: " + ", ".join(c.key for c in cuda_candidates()))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")

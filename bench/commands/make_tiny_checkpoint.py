@@ -1,0 +1,26 @@
+"""``make-tiny-checkpoint``: write a complete, tiny, random Florence-2 checkpoint (for tests and trials)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bench import inputs
+
+
+def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
+    t = subparsers.add_parser("make-tiny-checkpoint", help="write a complete, tiny, random Florence-2 checkpoint")
+    t.add_argument("directory", metavar="DIR")
+    t.add_argument("--seed", type=int, default=0)
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.checkpoints import make_tiny_checkpoint
+
+    inputs.output_file(Path(args.directory) / "config.json", "checkpoint")
+    path = make_tiny_checkpoint(Path(args.directory), seed=args.seed)
+    print(f"tiny Florence-2 checkpoint written to {path} (random weights; load it with --model-path {path})")
+    return 0
+

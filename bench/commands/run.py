@@ -1,0 +1,137 @@
+"""``run``: run a sweep and write a run directory (records, environment, report)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageError
+from bench.summary import summary_table
+
+
+def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
+    r = subparsers.add_parser("run", help="run a sweep and write a run directory", description=(
+        "Run a sweep (a matrix of settings) and write results.jsonl, env.json and report.html. "
+        "Axis flags take comma-separated lists and replace the sweep file's axis. Without pretrained weights "
+        "(--model-path, HF cache or hub) the exact architecture runs with random weights: speed and memory "
+        "are faithful, accuracy is not measured, and every record says so."))
+    r.add_argument("--sweep", default="smoke", help="shipped sweep name (smoke, cpu-full, gpu-full, procurement) "
+                   "or a TOML file (default: smoke)")
+    r.add_argument("--variants", help="e.g. base,large (see `variants`)")
+    r.add_argument("--tasks", help="task tokens or bare names, e.g. '<CAPTION>,<OD>' or caption,od")
+    r.add_argument("--dtypes", help="fp32, fp16, bf16")
+    r.add_argument("--batch-sizes", help="e.g. 1,8,32")
+    r.add_argument("--devices", help="cpu, cuda, cuda:N, mps")
+    r.add_argument("--attn", help="attention implementation: eager, sdpa")
+    r.add_argument("--compile", help="decoder steps: false, true (torch.compile, with --cache static), graphs "
+                   "(compiled and replayed as CUDA graphs; CUDA, --cache static)")
+    r.add_argument("--compile-vision", help="vision tower + projector: false, true (torch.compile), graphs (CUDA)")
+    r.add_argument("--preprocess", help="host (the processor on the CPU), device (resize + normalise on the "
+                   "cell's device)")
+    r.add_argument("--prefetch", help="true,false: prepare the next batch on a background thread while this "
+                   "one runs (throughput from wall time)")
+    r.add_argument("--num-beams", help="e.g. 1,3 (model card: 3)")
+    r.add_argument("--cache", help="KV cache: dynamic, static")
+    r.add_argument("--channels-last", help="true,false: vision tower in channels_last")
+    r.add_argument("--quant", help="none, int8-dynamic (CPU)")
+    r.add_argument("--threads", help="torch intra-op threads per cell, e.g. 1,2; auto (default): torch's own "
+                   "(one per physical core, or OMP_NUM_THREADS); more than the usable cores is allowed, with a warning")
+    r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
+                   "default: the sweep's, else single-stream at batch 1 and offline above")
+    r.add_argument("--load-generator", help="who issues the requests: builtin (default), mlperf (the official MLPerf "
+                   "LoadGen; pip install -e '.[mlperf]'); builtin,mlperf makes a cell for each")
+    r.add_argument("--server-qps", help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
+                   "QPS whose p99 stays within --latency-bound-ms (capacity search)")
+    r.add_argument("--max-queue-delay-ms", type=float, help="server scenario: how long the dynamic batcher waits for "
+                   "a fuller batch (default 5)")
+    r.add_argument("--latency-bound-ms", type=float, help="server scenario: p99 bound a run must meet to be valid "
+                   "(required with --server-qps auto)")
+    r.add_argument("--weights", choices=None, help="auto (default), pretrained, random")
+    r.add_argument("--model-path", help="a local Florence-2 checkpoint directory (implies --weights pretrained and "
+                   "variant 'custom' unless --variants names the registry entry it is)")
+    r.add_argument("--trust-remote-code", action="store_true", help="allow an original checkpoint's own code")
+    r.add_argument("--allow-pickle", action="store_true", help="allow pickle (*.bin) weights")
+    r.add_argument("--dataset", help="synthetic-smoke (default), a fetched dataset, NAME:N, or coco-json:PATH")
+    r.add_argument("--limit", type=int, help="at most N images")
+    r.add_argument("--max-new-tokens", type=int, help="override the generation cap (random mode: forced count)")
+    r.add_argument("--out", help="run directory (default: runs/<sweep>-<time>)")
+    r.add_argument("--resume", action="store_true", help="continue a run directory: cells whose latest record is ok "
+                   "or skipped are not run again, failed ones are retried; refused if the sweep differs from the "
+                   "one recorded in env.json")
+    r.add_argument("--extend", action="store_true", help="with --resume: accept a different sweep (e.g. more axis "
+                   "values) and add its cells to the run directory")
+    r.add_argument("--quiet", action="store_true", help="no progress bar; one line per cell (for CI logs)")
+    r.add_argument("--executor", default="local", help="local (default) or ray")
+    r.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: RAY_ADDRESS)")
+    return r
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import store, sweep
+
+    config = sweep.load_sweep(args.sweep)
+    config = sweep.override(config, variants=args.variants, tasks=args.tasks, dtypes=args.dtypes,
+                            batch_sizes=args.batch_sizes, devices=args.devices, attn=args.attn,
+                            compile=args.compile, num_beams=args.num_beams, cache=args.cache,
+                            channels_last=args.channels_last, quant=args.quant, scenarios=args.scenarios,
+                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch,
+                            threads=args.threads, load_generator=args.load_generator)
+    config = _server_overrides(config, args)
+    updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
+                                 ("dataset", args.dataset), ("limit", args.limit),
+                                 ("max_new_tokens", args.max_new_tokens)) if v is not None}
+    if args.trust_remote_code:
+        updates["trust_remote_code"] = True
+    if args.allow_pickle:
+        updates["allow_pickle"] = True
+    if updates.get("model_path"):
+        if "weights" not in updates and config.weights == "auto":
+            updates["weights"] = "pretrained"
+        if args.variants is None:  # the checkpoint's own config.json is the architecture
+            updates["variants"] = ["custom"]
+    config = dataclasses.replace(config, **updates)
+    out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{_timestamp()}"
+    summary = sweep.run_sweep(config, out, resume=args.resume, quiet=args.quiet, executor=args.executor,
+                              ray_address=args.ray_address, extend=args.extend)
+    records = list(store.latest_by_cell(store.read_records(out)).values())
+    print(summary_table(records))
+    report = _write_report(out)
+    print(f"\nrun directory: {out}\n  results: {out / store.RESULTS}\n  environment: {out / store.ENV}\n"
+          f"  report: {report}")
+    if summary.skipped_resumed:
+        print(f"  resumed: {summary.skipped_resumed} cell(s) already done were skipped")
+    failed = [r for r in records if r["status"] in ("error", "oom")]
+    if failed:
+        print(f"{len(failed)} cell(s) failed; see the error column above and {out / store.RESULTS}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _server_overrides(config, args: argparse.Namespace):
+    """``--server-qps`` and friends replace the sweep's [server] settings; they need a server cell."""
+    flags = {"qps": args.server_qps, "max_queue_delay_ms": args.max_queue_delay_ms,
+             "latency_bound_ms": args.latency_bound_ms}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return config
+    from bench.scenarios import takes_load
+
+    if not takes_load(config.scenarios or ()):
+        raise UsageError(f"--{'server-qps' if 'qps' in given else next(iter(given)).replace('_', '-')} applies to "
+                         "the server scenario, which this run has not; accepted: add server to --scenarios")
+    return dataclasses.replace(config, server={**config.server, **given})
+
+
+def _timestamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _write_report(out: Path) -> Path:
+    from bench.report import build_report
+
+    return build_report([out], out / "report.html")

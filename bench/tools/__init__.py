@@ -1,0 +1,6 @@
+"""Tools beside the run's flow, each run as ``python -m bench.tools.NAME``.
+
+- ``perf``: the model-card snippet against the harness's best settings (``perf.json``);
+- ``gpucheck``: a budgeted GPU run whose measurements must come back plausible;
+- ``targets``: the GPU targets, each measured, met or not, from a run directory (``targets.json``).
+"""
