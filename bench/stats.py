@@ -52,3 +52,46 @@ def percentile_ci(sorted_samples: Sequence[float], q: float, confidence: float =
     if lower == 0 or upper > n:
         return None
     return float(sorted_samples[lower - 1]), float(sorted_samples[upper - 1])
+
+
+def early_stopping_met(n: int, overlatency: int, percentile: float, confidence: float) -> bool:
+    """MLPerf's early stopping: with ``overlatency`` of ``n`` requests over the bound, the true
+    ``percentile`` latency is within the bound at ``confidence`` when P(X <= overlatency) <= 1 - confidence,
+    X ~ Binomial(n, 1 - percentile) (LoadGen ``loadgen/early_stopping.cc``, ``results.cc``)."""
+    return n > overlatency and binomial_cdf(overlatency, n, 1.0 - percentile) <= 1.0 - confidence
+
+
+def queries_needed(overlatency: int, percentile: float, confidence: float) -> int:
+    """The fewest requests with which early stopping passes given ``overlatency`` of them over the bound
+    (LoadGen's minimum passing count plus the overlatency ones): 459 for p99 at 99% and none over, 44 for p90.
+
+    P(X <= k) falls as n grows, so the smallest passing n is found by doubling, then bisection."""
+    if not (0.0 < percentile < 1.0 and 0.0 < confidence < 1.0) or overlatency < 0:
+        raise ValueError(f"percentile and confidence in (0, 1), overlatency >= 0; got {percentile}, {confidence}, "
+                         f"{overlatency}")
+    lo = overlatency + 1
+    if early_stopping_met(lo, overlatency, percentile, confidence):
+        return lo
+    hi = max(lo + 1, math.ceil(math.log(1.0 - confidence) / math.log(percentile)) + overlatency)
+    while not early_stopping_met(hi, overlatency, percentile, confidence):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # lo fails, hi passes
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if early_stopping_met(mid, overlatency, percentile, confidence) else (mid, hi)
+    return hi
+
+
+def early_stopping_estimate(sorted_samples: Sequence[float], percentile: float, confidence: float) -> float | None:
+    """The latency that early stopping guarantees at ``percentile``, as LoadGen reports it ("early stopping
+    percentile estimate", ``results.cc``): with t the most requests that could be over a bound while early
+    stopping still passes (t >= 1), the t-th largest sample; None when even t = 1 does not pass (too few).
+
+    P(X <= t) rises with t, so t is found by bisection."""
+    n = len(sorted_samples)
+    if not early_stopping_met(n, 1, percentile, confidence):
+        return None
+    lo, hi = 1, n  # lo passes; hi (all over) never does
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if early_stopping_met(n, mid, percentile, confidence) else (lo, mid)
+    return float(sorted_samples[n - lo])
