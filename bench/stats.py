@@ -8,12 +8,13 @@ number of samples below the true q-quantile is Binomial(n, q), whatever the dist
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p), summed in log space so that n in the tens of thousands is exact
-    enough and never overflows."""
+    enough and never overflows; the shorter tail is summed (1 - the upper tail above the mean), so a
+    call costs at most min(k, n - k) terms."""
     if k < 0:
         return 0.0
     if k >= n:
@@ -22,11 +23,27 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
         return 1.0
     if p >= 1.0:
         return 0.0
+    if k > n * p:
+        return max(0.0, 1.0 - _binomial_sum(k + 1, n, n, p))
+    return min(1.0, _binomial_sum(0, k, n, p))
+
+
+def _binomial_sum(lo: int, hi: int, n: int, p: float) -> float:
+    """P(lo <= X <= hi) for X ~ Binomial(n, p), in log space."""
     log_p, log_q = math.log(p), math.log1p(-p)
     lgn = math.lgamma(n + 1)
-    terms = [lgn - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q for i in range(k + 1)]
+    terms = [lgn - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+             for i in range(lo, hi + 1)]
     top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+    return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+
+def _first(lo: int, hi: int, passes: Callable[[int], bool]) -> int:
+    """The smallest i in [lo, hi) with ``passes(i)`` for a predicate false then true; ``hi`` when none."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if passes(mid) else (mid + 1, hi)
+    return lo
 
 
 def percentile_ci(sorted_samples: Sequence[float], q: float, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -42,13 +59,9 @@ def percentile_ci(sorted_samples: Sequence[float], q: float, confidence: float =
     alpha = (1.0 - confidence) / 2.0
     # x_(j) < quantile exactly when B >= j. Lower bound x_(l): it fails when B <= l - 1; take the largest l
     # with P(B <= l - 1) <= alpha. Upper bound x_(u): it fails when B >= u; take the smallest u with
-    # P(B >= u) <= alpha.
-    lower = 0
-    while lower < n and binomial_cdf(lower, n, q) <= alpha:
-        lower += 1
-    upper = 1
-    while upper <= n and 1.0 - binomial_cdf(upper - 1, n, q) > alpha:
-        upper += 1
+    # P(B >= u) <= alpha. P(B <= j) rises with j, so both are found by bisection.
+    lower = _first(0, n, lambda j: binomial_cdf(j, n, q) > alpha)
+    upper = _first(1, n + 1, lambda u: 1.0 - binomial_cdf(u - 1, n, q) <= alpha)
     if lower == 0 or upper > n:
         return None
     return float(sorted_samples[lower - 1]), float(sorted_samples[upper - 1])
