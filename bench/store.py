@@ -71,6 +71,7 @@ class Record:
     scenario: str = "single-stream"
     server: dict[str, Any] | None = None  # server cells only
     capacity_qps: float | None = None  # server cells with qps "auto"
+    flags: list[dict[str, str]] = field(default_factory=list)  # {"code", "message"}: what a reader must see
     settings: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     unstable: bool | None = None
@@ -120,7 +121,8 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
 # measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
-# NESTED_TABLES may also hold tables of scalars (``timing.server_run``) and lists of them (``server.curve``).
+# NESTED_TABLES may also hold tables of scalars (``timing.server_run``), lists of them (``server.curve``) and
+# lists of scalars (``server.capacity_bracket``).
 SCALAR_TABLES = ("latency_ms", "time_per_image_ms", "stages_ms", "throughput", "memory", "energy", "accuracy",
                  "settings")
 EXTRA_TABLES = ("reported", "reported_benchmark", "roofline", "texts", "ray")
@@ -135,7 +137,8 @@ def _scalar_table(value: Any) -> bool:
 def _nested_table(value: Any) -> bool:
     def plain(v: Any) -> bool:
         return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or (
-            isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v))
+            isinstance(v, list) and (all(isinstance(item, dict) and _scalar_table(item) for item in v)
+                                     or all(isinstance(item, _SCALARS) for item in v)))
 
     return value is None or (isinstance(value, dict) and all(map(plain, value.values())))
 
@@ -152,9 +155,10 @@ def _well_formed(record: dict[str, Any]) -> bool:
         return False
     samples = record.get("samples_ms") or []
     examples = record.get("examples") or []
+    flags = record.get("flags") or []
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples) and all(
         isinstance(e, dict) for e in examples
-    )
+    ) and all(isinstance(f, dict) for f in flags)
 
 
 @functools.cache
