@@ -129,12 +129,12 @@ class ServerSettings:
             try:
                 object.__setattr__(self, "qps", float(qps))
             except ValueError:
-                raise UsageError(f"bad server qps {qps!r}; accepted: a finite number > 0 or auto") from None
+                pass
         if self.qps is None:
             raise UsageError("the server scenario needs a target load; accepted: --server-qps Q (requests/s) "
                              "or --server-qps auto with --latency-bound-ms B (or qps in the sweep's [server])")
         if self.qps != "auto" and not (_number(self.qps) and math.isfinite(self.qps) and self.qps > 0):
-            raise UsageError(f"bad server qps {self.qps!r}; accepted: a finite number > 0 or auto")
+            raise UsageError(f"bad server qps {qps!r}; accepted: a finite number > 0 or auto")
         if self.qps == "auto" and self.latency_bound_ms is None:
             raise UsageError("--server-qps auto needs a latency bound: the capacity is the highest load whose "
                              "chosen percentile stays within it; accepted: --latency-bound-ms B (or "
