@@ -12,6 +12,7 @@ amortised figure (batch wall time / images in the batch) and is always named so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
@@ -126,10 +127,8 @@ class ServerSettings:
     def __post_init__(self) -> None:
         qps = self.qps
         if isinstance(qps, str) and qps != "auto":
-            try:
+            with contextlib.suppress(ValueError):  # not a number: refused below, as given
                 object.__setattr__(self, "qps", float(qps))
-            except ValueError:
-                pass
         if self.qps is None:
             raise UsageError("the server scenario needs a target load; accepted: --server-qps Q (requests/s) "
                              "or --server-qps auto with --latency-bound-ms B (or qps in the sweep's [server])")
