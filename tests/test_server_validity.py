@@ -220,6 +220,11 @@ def test_a_record_with_flags_and_a_bracket_is_well_formed_and_shown_under_the_su
               "capacity_qps": m.capacity_qps,
               "flags": [plausibility.flag("curve-not-monotone", "the machine's speed changed during the search")]}
     assert store.parse_line(json.dumps(record)) is not None
+    assert record["server"]["capacity_bracket"] and record["server"]["percentile_ci_ms"]
+    # lists of numbers only where the record has them; flags are tables
+    assert store.parse_line(json.dumps({**record, "server": {**m.server, "achieved_qps": [1]}})) is None
+    assert store.parse_line(json.dumps({**record, "server": {**m.server, "capacity_bracket": ["a"]}})) is None
+    assert store.parse_line(json.dumps({**record, "flags": ["capacity-above-offline"]})) is None
     table = cli.summary_table([record])
     assert table.splitlines()[-1] == ("! base <CAPTION> bs1 cpu server: curve-not-monotone: the machine's speed "
                                       "changed during the search")
