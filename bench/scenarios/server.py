@@ -1,7 +1,7 @@
 """Server (MLPerf-style): single-image requests arrive at random times; a dynamic batcher serves them.
 
 What it answers: at a given load (requests per second), what do requests wait, p50 to p99, queueing
-included; and with ``qps = "auto"``, the highest load whose p99 stays within a bound
+included; and with ``qps = "auto"``, the highest load whose chosen percentile (p99) stays within a bound
 (``bench.scenarios.capacity``).
 
 - Arrivals: a Poisson process at the target rate, generated ahead from a seed (so the load generator
