@@ -39,6 +39,7 @@ def test_a_run_with_a_bound_is_sized_to_what_its_percentile_needs(percentile, ne
     assert binomial_cdf(0, needed, 1 - percentile) <= 0.01 < binomial_cdf(0, needed - 1, 1 - percentile)
     # LoadGen gives an estimate only from the requests that one over-bound request would need
     assert es["estimate_ms"] is None
+    assert m.server["percentile_ci_ms"] is not None  # a 95% interval exists at the minimal size
     assert ServerSettings(qps=100.0, min_requests=8, min_duration_s=0.0).requests_needed() == 8  # no bound
 
 
