@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,8 +134,9 @@ class Pipeline:
     """Runs batches of one task through a loaded model and times each stage on ``clock``.
 
     ``preprocess`` names how pixels are made (``bench.preprocess.PREPROCESSORS``); ``prefetch`` says
-    that ``prepare`` will run on another thread, which then gets its own copy of the processor (a
-    tokenizer is not safe to share between threads) and, on CUDA, its own stream.
+    that ``prepare`` will run on other threads (a server may prepare several requests at once), each of
+    which then gets its own copy of the processor (a tokenizer is not safe to share between threads)
+    and, on CUDA, its own stream.
     """
 
     def __init__(self, loaded: LoadedModel, task: Task, generation: GenerationSettings, *, device: str,
@@ -146,20 +148,45 @@ class Pipeline:
         self.dtype = torch_dtype(dtype)
         self.clock = clock
         self.delay_s = float(os.environ.get(INJECT_DELAY_ENV, "0") or 0) / 1000.0
+        self._preprocess_name = preprocess
         processor = copy.deepcopy(loaded.processor) if prefetch else loaded.processor
         self.preprocessor = make_preprocessor(preprocess, processor, device, self.dtype)
-        self._streams = None
+        self._main_stream = None
+        self._local = threading.local() if prefetch else None
+        self._owner: int | None = None  # the first thread that prepared uses self.preprocessor
+        self._owner_lock = threading.Lock()
         self.first_call_ms: float | None = None  # the first batch this pipeline ran: cold, before any warm-up
         if prefetch and device_kind(device) == "cuda":
             import torch
 
-            main = torch.cuda.current_stream(torch.device(device))
-            self._streams = (torch.cuda.Stream(device=torch.device(device)), main)
+            self._main_stream = torch.cuda.current_stream(torch.device(device))
+
+    def _thread_parts(self) -> tuple[Any, Any]:
+        """This thread's preprocessor and side stream (None off CUDA): the first thread uses the
+        pipeline's own copy, every further one a copy of its own."""
+        if self._local is None:
+            return self.preprocessor, None
+        parts = getattr(self._local, "parts", None)
+        if parts is None:
+            with self._owner_lock:
+                if self._owner is None:
+                    self._owner = threading.get_ident()
+                    preprocessor = self.preprocessor
+                else:
+                    preprocessor = make_preprocessor(self._preprocess_name, copy.deepcopy(self.loaded.processor),
+                                                     self.device, self.dtype)
+            side = None
+            if self._main_stream is not None:
+                import torch
+
+                side = torch.cuda.Stream(device=torch.device(self.device))
+            parts = self._local.parts = (preprocessor, side)
+        return parts
 
     def preprocess(self, samples: list[Sample]) -> dict[str, Any]:
         images = [s.load_image() for s in samples]
         texts = [self.task.text_for(s) for s in samples]
-        inputs = self.preprocessor(images, texts)
+        inputs = self._thread_parts()[0](images, texts)
         if self.delay_s:
             time.sleep(self.delay_s)
         return inputs
@@ -167,12 +194,12 @@ class Pipeline:
     def prepare(self, samples: list[Sample]) -> Prepared:
         """Host work and the copy to the device, timed with the host clock (safe on a worker thread)."""
         started = time.perf_counter()
-        if self._streams is None:
+        side, main = self._thread_parts()[1], self._main_stream
+        if side is None:
             inputs = self.preprocess(samples)
         else:
             import torch
 
-            side, main = self._streams
             with torch.cuda.stream(side):
                 inputs = self.preprocess(samples)
             side.synchronize()  # the batch is on the device when prepare returns

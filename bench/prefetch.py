@@ -62,35 +62,52 @@ class Prefetcher(Generic[T, R]):
 
 
 class ScheduledPreparer(Generic[T, R]):
-    """``prepare(item)`` for each item at its scheduled time, in order, on one worker thread.
+    """``prepare(item)`` for each item at its scheduled time, on a pool of ``workers`` threads.
 
     A server's requests arrive while the model is busy with an earlier batch; each is prepared as it
-    arrives, so the batch the server takes next is ready when the model frees up. ``take(indices)``
-    waits for those items (a worker that falls behind makes the server wait: it shows in latency).
+    arrives, so the batch the server takes next is ready when the model frees up. One worker prepares
+    one request at a time: when preparing a request costs more than the model's share of it (a large
+    batch on a fast device), requests pile up before the model and the server is bound by preparation.
+    With ``workers`` threads, each takes the next item in order, waits for its time and prepares it, so
+    up to ``workers`` requests are prepared at once (``prepare`` must be safe to call from several threads
+    at once). ``take(indices)`` waits for those items (a pool that falls behind makes the server wait:
+    it shows in latency).
     """
 
     def __init__(self, prepare: Callable[[T], R], items: list[T], due: list[float], sleep_until: Callable[[float],
-                 None]) -> None:
+                 None], workers: int = 1) -> None:
         import threading
 
+        if workers < 1:
+            raise ValueError(f"preparation workers {workers}; accepted: >= 1")
         self._prepare, self._items, self._due, self._sleep_until = prepare, items, due, sleep_until
         self._ready = [threading.Event() for _ in items]
         self._results: list[R | None] = [None] * len(items)
         self._error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="prefetch-arrivals", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._next = 0
+        self._threads = [threading.Thread(target=self._work, name=f"prefetch-arrivals-{i}", daemon=True)
+                         for i in range(min(workers, max(1, len(items))))]
+        for thread in self._threads:
+            thread.start()
+
+    def _claim(self) -> int | None:
+        with self._lock:
+            if self._stop.is_set() or self._next >= len(self._items):
+                return None
+            k, self._next = self._next, self._next + 1
+            return k
 
     def _work(self) -> None:
-        for k, item in enumerate(self._items):
-            if self._stop.is_set():
-                return
+        while (k := self._claim()) is not None:
             self._sleep_until(self._due[k])
             try:
-                self._results[k] = self._prepare(item)
+                self._results[k] = self._prepare(self._items[k])
             except BaseException as exc:  # handed to the caller by take()
                 self._error = exc
-                for event in self._ready[k:]:
+                self._stop.set()
+                for event in self._ready:
                     event.set()
                 return
             self._ready[k].set()
@@ -104,4 +121,5 @@ class ScheduledPreparer(Generic[T, R]):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import host, store
+from bench import host, plausibility, store
 from bench.cell import Cell
 from bench.checkpoints import LoadedModel, LoadOptions, load, resolve
 from bench.data import get_dataset, load_samples
@@ -343,6 +343,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     record.capacity_qps = m.capacity_qps
     if m.loadgen is not None:  # its log folder, relative to the run directory
         record.loadgen = {**m.loadgen, "logs": Path(m.loadgen["logs"]).relative_to(out).as_posix()}
+    record.flags = m.flags + _offline_flags(cell, m.capacity_qps, m.flags, out)
     record.timing = {
         "clock": type(clock).__name__, "warmup": policy.warmup, "iterations": m.iterations,
         "min_iterations": policy.min_iterations, "min_duration_s": policy.min_duration_s,
@@ -359,7 +360,10 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
         record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
-                                       "min_requests": cell.server.min_requests, "seed": cell.server.seed}
+                                       "max_duration_s": cell.server.max_duration_s,
+                                       "min_requests": cell.server.min_requests,
+                                       "max_requests": cell.server.max_requests,
+                                       "confidence": cell.server.confidence, "seed": cell.server.seed}
     record.accuracy = _accuracy(cell, loaded, samples, m.answers)
     variant = get_variant(cell.variant)
     record.extra["reported"] = dict(variant.reported)  # paper/model-card numbers, always labelled "reported"
@@ -374,6 +378,21 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     record.extra.update(m.extra)
     record.examples = _examples(out, cell.dataset, samples[: config.examples], m.answers, m.texts)
     return record
+
+
+def _offline_flags(cell: Cell, capacity_qps: float | None, flags: list[dict[str, str]],
+                   out: Path) -> list[dict[str, str]]:
+    """``capacity-above-offline`` against the offline cell of the same setting and batch size already in
+    this run directory (the sweep runs a batch size's scenarios in the order listed, offline first in
+    ``procurement``); nothing when the cell's own ceiling already raised it."""
+    if capacity_qps is None or any(f["code"] == "capacity-above-offline" for f in flags):
+        return []
+    twin = dataclasses.replace(cell, scenario="offline", server=None).cell_id
+    offline = [r for r in store.read_records(out) if r.get("cell_id") == twin and r.get("status") == "ok"]
+    images_per_s = (offline[-1].get("throughput") or {}).get("images_per_s") if offline else None
+    found = plausibility.capacity_above_offline(capacity_qps, images_per_s,
+                                                "the offline cell of the same setting and batch size in this run")
+    return [found] if found else []
 
 
 def _accuracy(cell: Cell, loaded: LoadedModel, samples, answers: dict[int, Any]) -> dict[str, float] | None:

@@ -125,12 +125,13 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
 # measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
-# NESTED_TABLES may also hold tables of scalars (``timing.server_run``), lists of them (``server.curve``) and
-# pairs of numbers (``server.capacity_bracket``, ``server.percentile_ci_ms``).
+# NESTED_TABLES may also hold tables of scalars (``timing.server_run``), lists of them (``server.curve``) and,
+# under the keys in SCALAR_LISTS only, lists of numbers (``server.capacity_bracket``: [low, high]).
 SCALAR_TABLES = ("latency_ms", "time_per_image_ms", "stages_ms", "throughput", "memory", "energy", "accuracy",
                  "settings", "per_token_ms")
 EXTRA_TABLES = ("reported", "reported_benchmark", "roofline", "texts", "ray")
 NESTED_TABLES = ("timing", "server")
+SCALAR_LISTS = ("capacity_bracket", "percentile_ci_ms")
 _SCALARS = (int, float, str, bool, type(None))
 
 
@@ -138,18 +139,14 @@ def _scalar_table(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and all(isinstance(v, _SCALARS) for v in value.values()))
 
 
-def _pair(value: Any) -> bool:
-    """[low, high]: an interval or a bracket (``server.percentile_ci_ms``, ``server.capacity_bracket``)."""
-    return isinstance(value, list) and len(value) == 2 and all(
-        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value)
-
-
 def _nested_table(value: Any) -> bool:
-    def plain(v: Any) -> bool:
-        return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or _pair(v) or (
-            isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v))
+    def plain(key: str, v: Any) -> bool:
+        return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or (
+            isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v)) or (
+            key in SCALAR_LISTS and isinstance(v, list)
+            and all(item is None or (isinstance(item, (int, float)) and not isinstance(item, bool)) for item in v))
 
-    return value is None or (isinstance(value, dict) and all(map(plain, value.values())))
+    return value is None or (isinstance(value, dict) and all(plain(k, v) for k, v in value.items()))
 
 
 def _well_formed(record: dict[str, Any]) -> bool:
@@ -164,9 +161,10 @@ def _well_formed(record: dict[str, Any]) -> bool:
         return False
     samples = record.get("samples_ms") or []
     examples = record.get("examples") or []
+    flags = record.get("flags") or []
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples) and all(
         isinstance(e, dict) for e in examples
-    ) and all(_scalar_table(f) and f is not None for f in record.get("flags") or [])
+    ) and all(_scalar_table(f) and f is not None for f in flags)
 
 
 @functools.cache

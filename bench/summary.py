@@ -8,7 +8,7 @@ def summary_table(records: list[dict]) -> str:
     head = ("status", "variant", "task", "scenario", "dtype", "bs", "device", "weights", "p50 ms", "p90 ms",
             "p99 ms", "img/s", "tok/s", "server", "peak RSS MiB", "tokens")
     rows = [head]
-    invalid = []
+    invalid, flagged = [], []
     for r in records:
         lat, thr, mem = r.get("latency_ms") or {}, r.get("throughput") or {}, r.get("memory") or {}
         rss = mem.get("peak_rss_bytes")
@@ -16,6 +16,8 @@ def summary_table(records: list[dict]) -> str:
         if server and not server.get("valid"):
             invalid.append(f"! {r['variant']} {r['task']} bs{r['batch_size']} {r['device']} server: invalid at "
                            f"{_num(server.get('target_qps'), 3)} QPS: {server.get('invalid_reason')}")
+        flagged += [f"! {r['variant']} {r['task']} bs{r['batch_size']} {r['device']} {r.get('scenario') or '-'}: "
+                    f"{f.get('code')}: {f.get('message')}" for f in r.get("flags") or [] if isinstance(f, dict)]
         rows.append((
             r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], _scenario_text(r),
             r["dtype"], str(r["batch_size"]), r["device"], r["weights"], _num(lat.get("p50"), 0),
@@ -30,7 +32,7 @@ def summary_table(records: list[dict]) -> str:
                  "included)")
     if any(r.get("unstable") for r in records):
         lines.append("* unstable: coefficient of variation above the threshold")
-    return "\n".join(lines + invalid)
+    return "\n".join(lines + invalid + flagged)
 
 
 def _scenario_text(record: dict) -> str:

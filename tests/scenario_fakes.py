@@ -1,12 +1,15 @@
-"""Fakes for driving scenarios deterministically: a virtual timer and a pipeline of known service time."""
+"""Fakes for driving scenarios: a virtual timer and a pipeline of known service time (deterministic), and a
+pipeline of known sleeps on the real clock (for the threads that prepare requests)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
-from bench.pipeline import STAGES, BatchResult
+from bench.pipeline import STAGES, BatchResult, Prepared
 from bench.scenarios import ScenarioInput, ServerSettings
 
 
@@ -54,3 +57,38 @@ def scenario_input(service_s: Callable[[int], float], batch_size: int = 1,
     pipeline = FakePipeline(timer, service_s)
     run = ScenarioInput(pipeline, SAMPLES, batch_size, POLICY, energy_idle_s=0.0, server=server, timer=timer)
     return run, pipeline
+
+
+class SleepPipeline:
+    """Known times on the real clock, for threads: preparing costs ``prepare_s`` per image, executing a
+    batch ``execute_s`` whatever its size (a device that serves a batch in the time of one image). Sleeps
+    release the GIL, as image decoding and waiting on a GPU do, so prepared requests overlap."""
+
+    def __init__(self, prepare_s: float, execute_s: float) -> None:
+        self.prepare_s, self.execute_s = prepare_s, execute_s
+        self.threads: set[str] = set()
+        self.batch_sizes: list[int] = []
+
+    def prepare(self, samples: list[Sample]) -> Prepared:
+        started = time.perf_counter()
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.prepare_s * len(samples))
+        return Prepared(list(samples), {}, (time.perf_counter() - started) * 1000, started)
+
+    def collate(self, parts: list[Prepared]) -> Prepared:
+        return Prepared([s for p in parts for s in p.samples], {}, sum(p.prepare_ms for p in parts),
+                        min(p.started_s for p in parts))
+
+    def execute(self, prepared: Prepared) -> BatchResult:
+        t = time.perf_counter()
+        time.sleep(self.execute_s)
+        execute_ms = (time.perf_counter() - t) * 1000
+        n = len(prepared.samples)
+        self.batch_sizes.append(n)
+        batch_ms = prepared.prepare_ms + execute_ms
+        stages = {s: 0.0 for s in STAGES} | {"preprocess": prepared.prepare_ms / n, "ttft": execute_ms / n}
+        return BatchResult(stages, batch_ms / n, batch_ms, [1] * n, ["t"] * n, ["a"] * n, prepared.samples,
+                           prepared.started_s, time.perf_counter())
+
+    def run_batch(self, samples: list[Sample]) -> BatchResult:
+        return self.execute(self.prepare(samples))

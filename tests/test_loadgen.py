@@ -23,6 +23,7 @@ from bench.measure import RepetitionPolicy
 from bench.pipeline import STAGES, BatchResult
 from bench.scenarios import ScenarioInput, ServerSettings, get_load_generator
 from bench.scenarios import mlperf as lg_scenarios
+from bench.stats import queries_needed
 
 needs_loadgen = pytest.mark.skipif(lg_scenarios.import_loadgen() is None, reason="needs the mlperf extra")
 
@@ -70,7 +71,7 @@ def test_both_generators_give_the_same_percentiles_on_a_service_of_known_time(tm
     loadgen = mlperf.loadgen
     assert loadgen["result_validity"] == "VALID", loadgen
     assert mlperf.server["valid"] and builtin.server["valid"], (mlperf.server, builtin.server)
-    assert loadgen["query_count"] == len(mlperf.samples_ms) >= lg_scenarios.queries_needed(0.99, 0.99)
+    assert loadgen["query_count"] == len(mlperf.samples_ms) >= queries_needed(0, 0.99, 0.99)
     ratios = {q: loadgen["percentiles_ms"][q] / builtin.latency[q] for q in ("p50", "p90", "p99")}
     late_ms = loadgen["issue_delay_ms"]["p99"]
     if not all(0.9 <= r <= 1.1 for r in ratios.values()) and late_ms > 0.05 * T * 1000:
@@ -141,7 +142,9 @@ def test_loadgen_settings_map_from_the_cell(tmp_path):
     # too few requested: raised to what early stopping needs at p99 (LoadGen's own figure: 459)
     few = ServerSettings(qps=12.5, latency_bound_ms=250.0, min_requests=8)
     assert lg_scenarios.test_settings(lg, "server", scenario_input(tmp_path, 4, few), 0.0).min_query_count == 459
-    assert lg_scenarios.queries_needed(0.9, 0.99) == 44
+    p90 = ServerSettings(qps=12.5, latency_bound_ms=250.0, min_requests=8, latency_percentile=0.9)
+    p90_settings = lg_scenarios.test_settings(lg, "server", scenario_input(tmp_path, 4, p90), 0.0)
+    assert (p90_settings.server_target_latency_percentile, p90_settings.min_query_count) == (pytest.approx(0.9), 44)
     ss = lg_scenarios.test_settings(lg, "single-stream", scenario_input(tmp_path, 1), 0.025)
     assert ss.single_stream_expected_latency_ns == round(25e6 / lg_scenarios.EXPECTED_MARGIN)
     assert ss.min_query_count == lg_scenarios.SINGLE_STREAM_MIN_QUERIES  # never INVALID for being short

@@ -10,8 +10,10 @@ from sweep_helpers import write_sweep
 from bench import cli, store, sweep
 from bench.errors import UsageError
 
-SERVER_FIELDS = {"target_qps", "achieved_qps", "n_requests", "duration_s", "max_batch_size", "max_queue_delay_ms",
-                 "batch_size_mean", "latency_bound_ms", "valid", "invalid_reason", "curve"}
+SERVER_FIELDS = {"target_qps", "achieved_qps", "scheduled_qps", "completed_qps", "n_requests", "duration_s",
+                 "max_batch_size", "max_queue_delay_ms", "batch_size_mean", "latency_bound_ms", "latency_percentile",
+                 "percentile_ms", "percentile_ci_ms", "early_stopping", "capacity_bracket", "valid", "invalid_reason",
+                 "curve"}
 
 
 def _cells(**changes):
@@ -103,3 +105,61 @@ def test_offline_and_server_cells_on_the_real_pipeline(tiny_checkpoint, tmp_path
     assert server["throughput"]["images_per_s"] == pytest.approx(s["achieved_qps"])
     assert "valid @ 0.500 QPS" in table and "server" in table
     assert json.loads((out / store.RESULTS).read_text().splitlines()[-1])["server"]["valid"] is True
+
+
+@pytest.mark.parametrize("qps", ["inf", '"inf"', "1e400", "nan"])
+def test_a_sweep_files_load_that_is_not_finite_is_refused_in_one_line(qps, tiny_checkpoint, tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.toml", tiny_checkpoint, scenarios=["server"])
+    path.write_text(path.read_text().replace("[repetition]", f"[server]\nqps = {qps}\n\n[repetition]"))
+    assert cli.main(["run", "--sweep", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "qps" in err[0] and "accepted" in err[0], err
+
+
+def test_on_the_tiny_checkpoint_0_8_of_capacity_is_valid_for_every_seed_and_2x_is_not(tiny_loaded):
+    """The done-when of issue 18 on random weights: capacity at batch 1 is one image per service time S
+    (probed here, just before each run). 30 requests judged on the median keep the runs short (early
+    stopping then allows 8 of 30 over the bound). The bound, 10 S, is generous at load 0.8: simulated with
+    the same schedules, seed 1 (a burst early on) puts 0 requests over it at 0.8 and 11 at 0.96, which is
+    why a run whose service time strayed from the probe's is run again. At load 2 the backlog grows by
+    half a service time per request, so most of a 60-request run is over the bound."""
+    import statistics
+
+    from bench.data import synthetic_smoke
+    from bench.measure import CpuClock, RepetitionPolicy
+    from bench.pipeline import GenerationSettings, Pipeline
+    from bench.scenarios import ScenarioInput, ServerSettings
+    from bench.scenarios.server import serve
+    from bench.stats import binomial_cdf
+    from bench.tasks import get_task
+
+    pipeline = Pipeline(tiny_loaded, get_task("<CAPTION>"), GenerationSettings(num_beams=1, max_new_tokens=2,
+                        forced=True), device="cpu", dtype="fp32", clock=CpuClock())
+    samples = synthetic_smoke(2)
+    policy = RepetitionPolicy(warmup=0, min_iterations=1, min_duration_s=0.0, max_iterations=1, cv_threshold=1.0)
+    n = 30
+
+    def run_at(load: float, seed: int, requests: int = n):
+        """A run whose own service times match the probe's within 15% (else probed and run again: on a
+        shared machine the speed can change between the probe and the run, which is not what is tested)."""
+        for _ in range(4):
+            service_ms = statistics.median(pipeline.run_batch([samples[i % 2]]).batch_ms for i in range(6))
+            qps = load * 1000.0 / service_ms
+            settings = ServerSettings(qps=qps, latency_bound_ms=10 * service_ms, latency_percentile=0.5,
+                                      min_requests=requests, min_duration_s=0.0, max_queue_delay_ms=0.0, seed=seed)
+            served = serve(ScenarioInput(pipeline, samples, 1, policy, server=settings), qps)
+            during = statistics.median(r.batch_ms for r in served.results)
+            if 0.85 <= during / service_ms <= 1.15:
+                return served
+        pytest.fail(f"the machine's speed kept changing between probe and run ({service_ms:.0f} vs {during:.0f} ms)")
+
+    for seed in (0, 1, 2):
+        served = run_at(0.8, seed)
+        es = served.early_stopping()
+        assert served.valid, (seed, served.invalid_reason)
+        k = sum(v > served.latency_bound_ms for v in served.latencies_ms)
+        assert es["queries"] == n and es["overlatency"] == k and es["met"] is True
+        assert binomial_cdf(k, n, 0.5) <= 0.01
+    over = run_at(2.0, 0, 2 * n)  # twice as long: the backlog outgrows any noise in the service time
+    assert not over.valid and over.invalid_reason.startswith("early stopping not met"), over.invalid_reason
+    assert over.early_stopping()["met"] is False

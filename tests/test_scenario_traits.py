@@ -115,14 +115,14 @@ def test_a_record_without_a_scenario_is_judged_by_the_default_rule():
         assert traits_of({"scenario": name, "batch_size": 1}) is UNKNOWN
 
 
-@pytest.mark.parametrize("percentile, statistic", [(95, "p95"), (99.9, "p99.9"), (100, "p99"), (True, "p99"),
-                                                   ("95", "p99"), (None, "p99")])
+@pytest.mark.parametrize("percentile, statistic", [(0.95, "p95"), (0.999, "p99.9"), (1, "p99"), (95, "p99"),
+                                                   (True, "p99"), ("0.95", "p99"), (None, "p99")])
 def test_a_server_records_settings_set_its_judged_percentile(percentile, statistic):
     traits = traits_of({"scenario": "server", "batch_size": 4, "server": {"latency_percentile": percentile}})
     assert traits.statistic == traits.bound_statistic == statistic
     assert traits_of({"scenario": "server", "server": "not a table"}).statistic == "p99"
     # a closed-loop scenario takes no percentile from a server table
-    assert traits_of({"scenario": "offline", "server": {"latency_percentile": 95}}).statistic == "p90"
+    assert traits_of({"scenario": "offline", "server": {"latency_percentile": 0.95}}).statistic == "p90"
 
 
 def test_traits_refuse_a_declaration_that_says_nothing_of_prefetch_or_reads_nonsense():
@@ -145,7 +145,7 @@ def test_a_capacity_is_judged_on_the_percentile_the_record_names():
     rec = json.loads(make_server_record(service_ms=30.0, qps_max=200.0, bound_ms=100.0).to_json())
     assert _row(rec).capacity(60.0) == (60.0, "highest valid step of the capacity curve with p99 ≤ 60 ms")
     assert _row(rec).capacity(100.0) == (120.0, "capacity search, p99 ≤ 100 ms")
-    rec["server"]["latency_percentile"] = 90
+    rec["server"]["latency_percentile"] = 0.9
     assert _row(rec).capacity(60.0) == (120.0, "highest valid step of the capacity curve with p90 ≤ 60 ms")
     assert _row(rec).capacity(100.0) == (120.0, "capacity search, p90 ≤ 100 ms")
     assert _row(rec).bound_statistic == "p90"

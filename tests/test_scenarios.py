@@ -6,6 +6,7 @@ its capacity under a bound are checked against an M/D/1 queue simulated here (Li
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -68,7 +69,8 @@ def test_inter_arrival_times_are_exponential_at_the_set_rate():
 @pytest.mark.parametrize("load", [0.3, 0.6, 0.8])
 def test_batch_1_fixed_service_matches_an_md1_queue(load):
     qps = load / S
-    settings = ServerSettings(qps=qps, min_requests=20_000, min_duration_s=0.0)
+    settings = ServerSettings(qps=qps, min_requests=20_000, min_duration_s=0.0,
+                              max_duration_s=1e6)
     run, _ = scenario_input(constant(S), server=settings)
     measured = serve(run, qps)
     reference = md1_sojourn_ms(qps, S)
@@ -78,12 +80,20 @@ def test_batch_1_fixed_service_matches_an_md1_queue(load):
     assert min(measured.latencies_ms) == pytest.approx(S * 1000)  # no request is faster than its service
 
 
-def test_overload_is_invalid_and_says_the_server_fell_behind():
-    settings = ServerSettings(qps=1.5 / S, min_requests=2000, min_duration_s=0.0)
+def test_overload_is_invalid_by_early_stopping_and_says_why():
+    settings = ServerSettings(qps=1.5 / S, latency_bound_ms=5 * S * 1000, min_requests=2000, min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
-    assert m.server["valid"] is False and "fell behind" in m.server["invalid_reason"]
-    assert m.server["achieved_qps"] == pytest.approx(1 / S, rel=0.05)  # what one model can do
-    assert m.capacity_qps is None and m.server["curve"] == []
+    reason, es = m.server["invalid_reason"], m.server["early_stopping"]
+    assert m.server["valid"] is False and reason.startswith("early stopping not met") and "over the bound" in reason
+    assert es["met"] is False and es["queries"] == 2000 and es["overlatency"] > 1000
+    assert es["queries_needed"] > es["queries"]
+    assert m.server["scheduled_qps"] == pytest.approx(1.5 / S)  # offered: the target
+    assert m.server["completed_qps"] == pytest.approx(1 / S, rel=0.05)  # served: what one model can do
+    assert m.capacity_qps is None and m.server["curve"] == [] and m.server["capacity_bracket"] is None
+    # MLPerf judges latency against a bound, not the achieved rate: without a bound the same run is valid
+    unbounded = dataclasses.replace(settings, latency_bound_ms=None)
+    m = get_scenario("server").measure(scenario_input(constant(S), server=unbounded)[0])
+    assert m.server["valid"] is True and m.server["early_stopping"]["met"] is None
 
 
 def test_a_latency_bound_is_judged_on_p99():
@@ -199,7 +209,7 @@ class _Overloaded:
     def __init__(self, qps: float) -> None:
         self.target_qps, self.valid, self.kept_up, self.queued = qps, qps <= 20.0, qps <= 20.0, 50
         self.latencies_ms = [5.0] if self.kept_up else [3000.0]
-        self.latency_bound_ms = 500.0
+        self.latency_bound_ms, self.too_short = 500.0, None
 
 
 def test_a_run_that_fell_behind_is_never_taken_for_an_unreachable_bound():
@@ -216,7 +226,8 @@ def test_a_bound_within_the_service_times_own_spread_is_unreachable():
         calls.append(batch)
         return 6 * S if len(calls) % 5 == 0 else S
 
-    settings = ServerSettings(qps="auto", latency_bound_ms=3 * S * 1000, min_requests=30, min_duration_s=0.0)
+    settings = ServerSettings(qps="auto", latency_bound_ms=3 * S * 1000, min_requests=30, min_duration_s=0.0,
+                              max_duration_s=1e6)
     m = get_scenario("server").measure(scenario_input(every_fifth_slow, server=settings)[0])
     assert m.capacity_qps is None and "no request waited" in m.extra["capacity_search"]["stop"]
     assert len(m.server["curve"]) < capacity.MAX_STEPS and not any(s["valid"] for s in m.server["curve"])
@@ -226,7 +237,7 @@ class _Step:
     def __init__(self, qps: float, limit: float) -> None:
         self.target_qps, self.valid = qps, qps <= limit
         self.latencies_ms, self.latency_bound_ms, self.queued = [1.0], 10.0, 1
-        self.kept_up = self.valid
+        self.kept_up, self.too_short = self.valid, None
 
 
 @pytest.mark.parametrize("limit", [130.0, 37.0, 3.0])

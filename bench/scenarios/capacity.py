@@ -1,26 +1,30 @@
 """Capacity search: the highest load (QPS) at which the server scenario gives a valid run.
 
-A valid run kept up with the load (achieved QPS within 5% of the target) and held p99 within the
-latency bound; an invalid run counts as "too high". The search:
+A valid run met MLPerf's rules (``bench.scenarios.server``: its length, and early stopping for the
+chosen percentile under the latency bound); an invalid run counts as "too high". The search:
 
 1. starts at the ceiling, the offline throughput at the cell's batch size (a server cannot sustain
    more than the same model running full batches back to back); if even that run is valid it steps
-   up by 1.5x until one is not;
+   up by 1.5x until one is not, never above ``max_qps`` (the load whose minimum duration fills
+   ``max_requests``): a valid run there ends the search with capacity at least that load;
 2. otherwise halves the load until a run is valid, and gives up ("unreachable") when a lighter load
    cannot help: the last run kept up with its load and yet its fastest request exceeded the bound, or
-   no request of it waited for a busy model, so its p99 was service time alone (on a noisy machine,
-   the spread of service times may exceed a bound that the median meets). A run that fell behind says
-   nothing of the service time (its backlog delays every request, the first ones too), so the load is
-   always halved after one;
+   no request of it waited for a busy model, so its percentile was service time alone (on a noisy
+   machine, the spread of service times may exceed a bound that the median meets), or it could not be
+   as long as its percentile needs within ``max_duration_s`` (a lighter load needs longer still). A run
+   that fell behind says nothing of the service time (its backlog delays every request, the first ones
+   too), so the load is always halved after one;
 3. bisects between the highest valid and the lowest invalid load until they are within
    ``PRECISION`` (5%) of each other.
 
 Every step is a full server run with the same seed (the same random pattern, scaled to each rate),
-kept in ``steps``: the latency-vs-QPS curve. ``capacity_qps`` is the highest valid load, or None.
+kept in ``steps``: the latency-vs-QPS curve. ``capacity_qps`` is the highest valid load, or None;
+``bracket`` is [highest valid, lowest invalid] as the search proved them (either may be None).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -35,10 +39,11 @@ class Step(Protocol):
 
     target_qps: float
     valid: bool
-    kept_up: bool  # achieved the target load (within the tolerance): no backlog grew
+    kept_up: bool  # achieved about the target load: no backlog grew
     latencies_ms: list[float]
     latency_bound_ms: float | None
     queued: int  # requests that waited for a busy model (beyond the batcher's own delay)
+    too_short: str | None  # why the run could not be as long as its percentile needs (None: it was)
 
 
 StepT = TypeVar("StepT", bound=Step)
@@ -58,9 +63,16 @@ class Search(Generic[StepT]):
             return max(valid, key=lambda s: s.target_qps)
         return min(self.steps, key=lambda s: s.target_qps)
 
+    @property
+    def bracket(self) -> tuple[float | None, float | None]:
+        """(highest valid load, lowest invalid load above it) of the steps run."""
+        lo = self.capacity_qps
+        above = [s.target_qps for s in self.steps if not s.valid and (lo is None or s.target_qps > lo)]
+        return lo, min(above) if above else None
+
 
 def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float | None,
-           precision: float = PRECISION, max_steps: int = MAX_STEPS) -> Search[StepT]:
+           precision: float = PRECISION, max_steps: int = MAX_STEPS, max_qps: float = math.inf) -> Search[StepT]:
     """Bracket from ``ceiling_qps``, then bisect; ``run_at(qps)`` runs and judges one step."""
     if not ceiling_qps > 0:
         raise ValueError(f"the search needs a positive ceiling, got {ceiling_qps!r}")
@@ -73,25 +85,35 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
 
     lo: float | None = None
     hi: float | None = None
-    if valid_at(ceiling_qps):
-        lo = ceiling_qps
+    start = min(ceiling_qps, max_qps)
+    if valid_at(start):
+        lo = start
         while hi is None and len(found.steps) < max_steps:
-            qps = lo * STEP_UP
+            if lo >= max_qps:
+                found.capacity_qps = lo
+                found.stop_reason = (f"capacity at least {lo:.4g} QPS: a heavier run would need more than "
+                                     "max_requests requests for min_duration_s")
+                return found
+            qps = min(lo * STEP_UP, max_qps)
             if valid_at(qps):
                 lo = qps
             else:
                 hi = qps
     else:
-        hi = ceiling_qps
+        hi = start
         while lo is None and len(found.steps) < max_steps:
             last = found.steps[-1]
+            if last.too_short:
+                found.stop_reason = f"unreachable: at {last.target_qps:.3g} QPS {last.too_short}"
+                return found
             if last.kept_up and bound_ms is not None and min(last.latencies_ms) > bound_ms:
                 found.stop_reason = (f"unreachable: the fastest request at {last.target_qps:.3g} QPS took "
                                      f"{min(last.latencies_ms):.1f} ms > the bound {bound_ms:g} ms")
                 return found
             if last.kept_up and last.queued == 0:
                 found.stop_reason = (f"unreachable: at {last.target_qps:.3g} QPS no request waited for the model, "
-                                     "yet the run was invalid: its p99 is service time, which no lighter load lowers")
+                                     "yet the run was invalid: its percentile is service time, which no lighter "
+                                     "load lowers")
                 return found
             qps = hi / 2
             if valid_at(qps):

@@ -42,11 +42,11 @@ from bench.pipeline import BatchResult
 from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.server import Server, ServerRun, judge
+from bench.stats import queries_needed
 
 MODULE = "mlperf_loadgen"
 INSTALL_HINT = "pip install -e '.[mlperf]'"
 SCENARIOS = {"single-stream": "SingleStream", "offline": "Offline", "server": "Server"}
-PERCENTILE = 0.99  # the server's percentile (the builtin judge's p99; bench.scenarios.server)
 CONFIDENCE = 0.99  # LoadGen's early stopping confidence (fixed inside LoadGen)
 SINGLE_STREAM_MIN_QUERIES = 64  # LoadGen's single-stream early stopping needs at least this many
 # LoadGen pre-generates a closed loop's queries from the expected speed; a run faster than expected ends
@@ -222,16 +222,10 @@ def test_settings(lg: ModuleType, scenario: str, run: ScenarioInput, expected_ba
         ts.server_target_qps = float(settings.qps)  # type: ignore[arg-type]
         bound = settings.latency_bound_ms
         ts.server_target_latency_ns = NO_BOUND_NS if bound is None else round(bound * 1e6)
-        ts.server_target_latency_percentile = PERCENTILE
+        ts.server_target_latency_percentile = settings.latency_percentile
         ts.min_duration_ms = round(settings.min_duration_s * 1000)
-        ts.min_query_count = max(settings.min_requests, n_images, queries_needed(PERCENTILE, CONFIDENCE))
+        ts.min_query_count = max(settings.min_requests, n_images, queries_needed(0, settings.latency_percentile, CONFIDENCE))
     return ts
-
-
-def queries_needed(percentile: float, confidence: float) -> int:
-    """The fewest queries with which early stopping can pass when none exceeds the bound: percentile^n <=
-    1 - confidence (LoadGen: 459 for p99 at 99%)."""
-    return math.ceil(math.log(1.0 - confidence) / math.log(percentile))
 
 
 def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batcher, first: FirstAnswers,
@@ -401,7 +395,8 @@ class LoadGenServer(Server):
     def __init__(self) -> None:
         self._runs = 0
 
-    def serve(self, run: ScenarioInput, qps: float, first: FirstAnswers) -> ServerRun:
+    def serve(self, run: ScenarioInput, qps: float, first: FirstAnswers, workers: int = 1) -> ServerRun:
+        """``workers`` is the builtin's preparation pool: prefetch is measured with the builtin generator only."""
         lg = _loadgen()
         settings = run.server
         assert settings is not None
@@ -414,7 +409,8 @@ class LoadGenServer(Server):
         times = {name: np.array([getattr(q, name) - start for q in measured.queries])
                  for name in ("issued_s", "dispatched_s", "completed_s")}
         served = ServerRun(qps, times["issued_s"], times["dispatched_s"], times["completed_s"], measured.results,
-                           run.batch_size, settings.max_queue_delay_ms, settings.latency_bound_ms)
+                           run.batch_size, settings.max_queue_delay_ms, settings.latency_bound_ms,
+                           settings.latency_percentile, CONFIDENCE)
         served.latencies_ms = measured.loadgen_latencies_ms  # LoadGen's, from its scheduled arrivals
         judge(served, settings)
         served.valid = measured.summary.get("result_validity") == "VALID"  # LoadGen's verdict decides

@@ -1,7 +1,7 @@
 """Server (MLPerf-style): single-image requests arrive at random times; a dynamic batcher serves them.
 
 What it answers: at a given load (requests per second), what do requests wait, p50 to p99, queueing
-included; and with ``qps = "auto"``, the highest load whose p99 stays within a bound
+included; and with ``qps = "auto"``, the highest load whose chosen percentile (p99) stays within a bound
 (``bench.scenarios.capacity``).
 
 - Arrivals: a Poisson process at the target rate, generated ahead from a seed (so the load generator
@@ -14,20 +14,23 @@ included; and with ``qps = "auto"``, the highest load whose p99 stays within a b
   takes what is there.
 - Per request: latency = completion (``run_batch`` returned, after the device synchronised) minus its
   *scheduled* arrival, so queueing and any lag of the server count.
-- Validity (MLPerf's rules, sizes configurable): at least ``min_requests`` requests over at least
-  ``min_duration_s``; achieved QPS no more than 5% below the target; p99 within ``latency_bound_ms``
-  when one is given. Achieved QPS = requests / ``duration_s``, the time until the window's end or until
-  the server took the last request into a batch, whichever is later: a server that keeps up takes each
-  request soon after it arrives; one that falls behind takes the last one late. (Counting to the last
-  *completion* instead would charge one service time to every run, which a short CPU run cannot afford.)
-- With ``prefetch``, each request is prepared (decode, tokens, pixels, copy) on a background thread at
-  its scheduled arrival, while the model serves earlier requests; at dispatch the batch is collated from
-  the prepared requests (waiting for any not ready yet) and executed. Latency keeps its meaning.
+- Validity, MLPerf's rules (LoadGen ``results.cc``): the schedule lasted ``min_duration_s``, the run
+  served ``min_requests``, and, with a latency bound, early stopping passes for the chosen percentile
+  (``bench.stats.early_stopping_met``). Each run is sized to the requests early stopping needs with
+  none over the bound; one that cannot be that long within ``max_duration_s`` says so.
+- Reported, never judged: scheduled QPS (requests / the schedule's window: the offered rate), completed
+  QPS (requests / the last completion) and achieved QPS (requests / ``duration_s``, the window or the
+  last dispatch, whichever is later; the cell's ``images_per_s``).
+- With ``prefetch``, each request is prepared (decode, tokens, pixels, copy) at its scheduled arrival by
+  a pool of ``prep_workers`` threads, while the model serves earlier requests; at dispatch the batch is
+  collated from the prepared requests (waiting for any not ready yet) and executed. Latency keeps its
+  meaning.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -36,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import plausibility
 from bench.errors import UsageError
 from bench.measure import summarize
 from bench.pipeline import BatchResult
@@ -54,8 +58,10 @@ from bench.scenarios.base import (
 )
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.traits import ScenarioTraits
+from bench.stats import early_stopping_estimate, early_stopping_met, percentile_ci, queries_needed
 
-QPS_TOLERANCE = 0.05  # achieved QPS may fall at most this far below the target (MLPerf: the run kept up)
+KEPT_UP = 0.95  # achieved / target QPS above which a run kept up (the search's stop rule only; not validity)
+PERCENTILE_CI = 0.95  # confidence of server.percentile_ci_ms and of the curve's intervals
 QUEUE_SLACK_S = 0.001  # a wait this much past the batching delay is queueing (not the timer's own lateness)
 LATENCY_BASIS = ("request latency = completion - scheduled arrival (Poisson schedule), queueing included; "
                  "one sample per request")
@@ -68,9 +74,22 @@ def arrival_schedule(qps: float, n: int, seed: int) -> np.ndarray:
     return np.cumsum(gaps)[:n] * ((n / qps) / gaps.sum())
 
 
-def n_requests(qps: float, settings: ServerSettings, n_samples: int) -> int:
-    """Enough requests for the minimum count, the minimum duration, and to show every image once."""
-    return max(settings.min_requests, math.ceil(qps * settings.min_duration_s), n_samples)
+def run_size(qps: float, settings: ServerSettings, n_samples: int) -> tuple[int, str | None]:
+    """How many requests a run at ``qps`` has, and why it is too short (None: long enough).
+
+    Enough for the minimum count and duration, for early stopping with none over the bound, and to show
+    every image once; at most ``max_requests`` and ``qps x max_duration_s``."""
+    needed = max(settings.requests_needed(), math.ceil(qps * settings.min_duration_s))
+    fits = min(settings.max_requests, math.floor(qps * settings.max_duration_s))
+    if needed > fits:
+        return max(1, fits), (f"a run needs {needed} requests (min_requests, min_duration_s and "
+                              f"{_percentile_words(settings)}), which at {qps:.4g} QPS do not fit max_duration_s "
+                              f"{settings.max_duration_s:g} s and max_requests {settings.max_requests}")
+    return min(max(needed, n_samples), fits), None
+
+
+def _percentile_words(settings: ServerSettings) -> str:
+    return f"early stopping for p{settings.latency_percentile * 100:g} at {settings.confidence:g} confidence"
 
 
 @dataclass
@@ -85,6 +104,9 @@ class ServerRun:
     max_batch_size: int
     max_queue_delay_ms: float
     latency_bound_ms: float | None
+    latency_percentile: float = 0.99
+    confidence: float = 0.99
+    too_short: str | None = None  # why the run could not be as long as its percentile needs
     valid: bool = True
     invalid_reason: str | None = None
     loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures, when it generated the load
@@ -114,13 +136,60 @@ class ServerRun:
         return int(np.sum(waits > self.max_queue_delay_ms / 1000.0 + QUEUE_SLACK_S))
 
     @property
+    def scheduled_s(self) -> float:
+        """The schedule's window: ``n`` arrivals at the target rate."""
+        return self.n_requests / self.target_qps
+
+    @property
+    def scheduled_qps(self) -> float:
+        """Requests / the schedule's window: the offered rate (the target, by construction)."""
+        return self.n_requests / self.scheduled_s
+
+    @property
+    def completed_qps(self) -> float:
+        """Requests / the last completion (LoadGen's "completed samples per second" counts the same way)."""
+        return self.n_requests / self.wall_s
+
+    @property
     def achieved_qps(self) -> float:
+        """Requests / ``duration_s`` (reported as the cell's ``images_per_s``; never a validity rule)."""
         return self.n_requests / self.duration_s
 
     @property
     def kept_up(self) -> bool:
-        """The server took the requests in as fast as they came (MLPerf's rule: within QPS_TOLERANCE)."""
-        return self.achieved_qps >= self.target_qps * (1 - QPS_TOLERANCE)
+        """The server took requests in about as fast as they came: the capacity search reads a slow
+        fastest request as an unreachable bound only then (a backlog delays every request)."""
+        return self.achieved_qps >= self.target_qps * KEPT_UP
+
+    @property
+    def overlatency(self) -> int | None:
+        """Requests over the latency bound (None without one)."""
+        if self.latency_bound_ms is None:
+            return None
+        return sum(1 for v in self.latencies_ms if v > self.latency_bound_ms)
+
+    @property
+    def percentile_ms(self) -> float:
+        """The chosen percentile (``latency_percentile``) of request latency."""
+        return self.percentile(self.latency_percentile * 100)
+
+    def percentile_ci_ms(self) -> list[float] | None:
+        """The chosen percentile's 95% interval (order statistics), or None when too few. 95%, like the
+        record's other intervals: a two-sided 99% interval of p90 would need more than the 44 requests
+        that early stopping sizes a p90 run to."""
+        ci = percentile_ci(sorted(self.latencies_ms), self.latency_percentile, PERCENTILE_CI)
+        return list(ci) if ci else None
+
+    def early_stopping(self) -> dict[str, Any]:
+        """``server.early_stopping``: MLPerf's rule applied to this run (docs/scenarios.md)."""
+        k = self.overlatency
+        return {"percentile": self.latency_percentile, "confidence": self.confidence, "queries": self.n_requests,
+                "overlatency": k,
+                "queries_needed": queries_needed(k or 0, self.latency_percentile, self.confidence),
+                "estimate_ms": early_stopping_estimate(sorted(self.latencies_ms), self.latency_percentile,
+                                                       self.confidence),
+                "met": None if k is None else early_stopping_met(self.n_requests, k, self.latency_percentile,
+                                                                 self.confidence)}
 
     @property
     def batch_size_mean(self) -> float:
@@ -131,42 +200,65 @@ class ServerRun:
 
     def step(self) -> dict[str, Any]:
         """This run as one point of a latency-vs-QPS curve (``server.curve``)."""
-        return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps, "p50": self.percentile(50),
-                "p90": self.percentile(90), "p99": self.percentile(99), "n_requests": self.n_requests,
+        ci = self.percentile_ci_ms() or [None, None]
+        return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
+                "scheduled_qps": self.scheduled_qps, "completed_qps": self.completed_qps,
+                "p50": self.percentile(50), "p90": self.percentile(90), "p99": self.percentile(99),
+                "percentile_ms": self.percentile_ms, "ci_lo_ms": ci[0], "ci_hi_ms": ci[1],
+                "overlatency": self.overlatency, "n_requests": self.n_requests,
                 "batch_size_mean": self.batch_size_mean, "valid": self.valid, "invalid_reason": self.invalid_reason}
 
-    def server_field(self, curve: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps, "n_requests": self.n_requests,
-                "duration_s": self.duration_s, "max_batch_size": self.max_batch_size,
+    def server_field(self, curve: list[dict[str, Any]], bracket: list[float | None] | None = None) -> dict[str, Any]:
+        return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
+                "scheduled_qps": self.scheduled_qps, "completed_qps": self.completed_qps,
+                "n_requests": self.n_requests, "duration_s": self.duration_s, "max_batch_size": self.max_batch_size,
                 "max_queue_delay_ms": self.max_queue_delay_ms, "batch_size_mean": self.batch_size_mean,
-                "latency_bound_ms": self.latency_bound_ms, "valid": self.valid,
+                "latency_bound_ms": self.latency_bound_ms, "latency_percentile": self.latency_percentile,
+                "percentile_ms": self.percentile_ms, "percentile_ci_ms": self.percentile_ci_ms(),
+                "early_stopping": self.early_stopping(), "capacity_bracket": bracket, "valid": self.valid,
                 "invalid_reason": self.invalid_reason, "curve": curve}
 
 
 def judge(run: ServerRun, settings: ServerSettings) -> ServerRun:
-    """Set ``valid`` and ``invalid_reason`` by the rules in the module docstring."""
+    """Set ``valid`` and ``invalid_reason`` by MLPerf's rules (module docstring)."""
     reasons = []
+    if run.too_short:
+        reasons.append(run.too_short)
     if run.n_requests < settings.min_requests:
         reasons.append(f"{run.n_requests} requests < the minimum {settings.min_requests}")
-    if run.duration_s < settings.min_duration_s:
-        reasons.append(f"ran {run.duration_s:.1f} s < the minimum {settings.min_duration_s:g} s")
-    if not run.kept_up:
-        reasons.append(f"achieved {run.achieved_qps:.3g} QPS, more than {QPS_TOLERANCE:.0%} below the target "
-                       f"{run.target_qps:.3g} (the server fell behind)")
-    p99 = run.percentile(99)
-    if settings.latency_bound_ms is not None and p99 > settings.latency_bound_ms:
-        reasons.append(f"p99 {p99:.1f} ms > the bound {settings.latency_bound_ms:g} ms")
+    if run.scheduled_s < settings.min_duration_s * (1 - 1e-9):
+        reasons.append(f"ran {run.scheduled_s:.1f} s < the minimum {settings.min_duration_s:g} s")
+    es = run.early_stopping()
+    if es["met"] is False and not run.too_short:
+        reasons.append(f"early stopping not met: {es['overlatency']} of {run.n_requests} requests over the bound "
+                       f"{settings.latency_bound_ms:g} ms; p{run.latency_percentile * 100:g} at "
+                       f"{run.confidence:g} confidence needs {es['queries_needed']} requests with that many over "
+                       f"(p{run.latency_percentile * 100:g} {run.percentile_ms:.1f} ms)")
     run.valid = not reasons
     run.invalid_reason = "; ".join(reasons) or None
     return run
 
 
-def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None) -> ServerRun:
-    """Serve one Poisson schedule at ``qps`` with the dynamic batcher; returns the judged run."""
+def prep_workers(settings: ServerSettings, batch_size: int, prepare_ms: float, service_ms: float) -> int:
+    """How many threads prepare requests: the setting, or with ``auto`` enough that preparation keeps up
+    with the model at its fastest (a full batch per service time), with one to spare:
+    ceil(preparation of one request x batch size / service of a full batch) + 1, at most the batch size
+    (preparing more than one batch at once gains nothing) and at least 1."""
+    if settings.prep_workers != "auto":
+        return int(settings.prep_workers)
+    if service_ms <= 0:
+        return batch_size
+    return max(1, min(batch_size, math.ceil(prepare_ms * batch_size / service_ms) + 1))
+
+
+def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None, workers: int = 1) -> ServerRun:
+    """Serve one Poisson schedule at ``qps`` with the dynamic batcher; returns the judged run. With
+    prefetch, ``workers`` threads prepare the requests as they arrive."""
     settings = run.server
     assert settings is not None
     samples, timer, batch_size = run.samples, run.timer, run.batch_size
-    arrivals = arrival_schedule(qps, n_requests(qps, settings, len(samples)), settings.seed)
+    size, too_short = run_size(qps, settings, len(samples))
+    arrivals = arrival_schedule(qps, size, settings.seed)
     n, batcher = len(arrivals), Batcher(batch_size, settings.max_queue_delay_ms / 1000.0)
     dispatches, completions = np.empty(n), np.empty(n)
     results: list[BatchResult] = []
@@ -177,7 +269,7 @@ def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None) -> 
     preparer = None
     if run.prefetch:  # each request prepared at its arrival, while the model serves earlier ones
         preparer = ScheduledPreparer(run.pipeline.prepare, [[samples[k % len(samples)]] for k in range(n)],
-                                     due.tolist(), timer.sleep_until)
+                                     due.tolist(), timer.sleep_until, workers)
     try:
         while done < n:
             now = timer.now()
@@ -206,7 +298,21 @@ def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None) -> 
         if preparer is not None:
             preparer.close()
     return judge(ServerRun(qps, arrivals, dispatches, completions, results, batch_size, settings.max_queue_delay_ms,
-                           settings.latency_bound_ms), settings)
+                           settings.latency_bound_ms, settings.latency_percentile, settings.confidence, too_short),
+                 settings)
+
+
+def _workers(settings: ServerSettings, run: ScenarioInput, warmed: Sequence[BatchResult]) -> int:
+    """Preparation threads for this cell (1 without prefetch): sized from the warm-up's in-line batches,
+    which show the preparation and the service of a full batch apart; without a warm-up, the batch size
+    (at most the CPU count)."""
+    if not run.prefetch:
+        return 1
+    if settings.prep_workers == "auto" and not warmed:
+        return max(1, min(run.batch_size, os.cpu_count() or 1))
+    prepare_ms = statistics.median(r.stages_ms["preprocess"] for r in warmed) if warmed else 0.0
+    batch_ms = statistics.median(r.batch_ms for r in warmed) if warmed else 0.0
+    return prep_workers(settings, run.batch_size, prepare_ms, batch_ms - prepare_ms * run.batch_size)
 
 
 def offline_images_per_s(run: ScenarioInput, batches: int) -> float:
@@ -239,8 +345,8 @@ class Server:
     def cell_problem(self, batch_size: int) -> str | None:
         return None
 
-    def serve(self, run: ScenarioInput, qps: float, first: FirstAnswers) -> ServerRun:
-        return serve(run, qps, first)
+    def serve(self, run: ScenarioInput, qps: float, first: FirstAnswers, workers: int = 1) -> ServerRun:
+        return serve(run, qps, first, workers)
 
     def measure(self, run: ScenarioInput) -> Measurement:
         settings = run.server
@@ -248,25 +354,31 @@ class Server:
             raise UsageError("the server scenario needs [server] settings; accepted: --server-qps Q or auto")
         policy = run.policy
         warm = run.batches(run.samples, run.batch_size)
-        for _ in range(policy.warmup):
-            run.pipeline.run_batch(next(warm))
+        warmed = [run.pipeline.run_batch(next(warm)) for _ in range(policy.warmup)]
+        workers = _workers(settings, run, warmed)
         first = FirstAnswers()
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"prep_workers": workers} if run.prefetch else {}
+        flags: list[dict[str, str]] = []
+        bracket = None
         if settings.qps == "auto":
             probe_batches = max(2, min(policy.min_iterations, 5))
             ceiling = offline_images_per_s(run, probe_batches)  # before the trackers start, like the warm-up
             with Tracking(run.device, run.energy_idle_s) as tracking:
-                found = capacity.search(lambda q: self.serve(run, q, first), ceiling, settings.latency_bound_ms)
+                found = capacity.search(lambda q: self.serve(run, q, first, workers), ceiling, settings.latency_bound_ms,
+                                        max_qps=settings.max_qps)
             served = found.steps
             main = found.representative
-            curve, capacity_qps = [s.step() for s in served], found.capacity_qps
+            curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
             extra["capacity_search"] = {
                 "ceiling_qps": ceiling, "precision": capacity.PRECISION, "stop": found.stop_reason,
                 "seed": settings.seed,
                 "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell"}
+            flags = [f for f in (
+                plausibility.capacity_above_offline(capacity_qps, ceiling, "the search's own offline ceiling"),
+                plausibility.curve_not_monotone(curve)) if f]
         else:
             with Tracking(run.device, run.energy_idle_s) as tracking:
-                main = self.serve(run, float(settings.qps), first)
+                main = self.serve(run, float(settings.qps), first, workers)
             served, curve, capacity_qps = [main], [], None
         n_images = sum(s.n_requests for s in served)
         time_per_image, stages, tokens = batch_figures(main.results, policy.cv_threshold)
@@ -290,9 +402,10 @@ class Server:
             answers=first.answers,
             texts=first.texts,
             unstable=unstable,
-            server=main.server_field(curve),
+            server=main.server_field(curve, bracket),
             capacity_qps=capacity_qps,
             extra=extra,
             per_token_ms=per_token,
             loadgen=main.loadgen,
+            flags=flags,
         )

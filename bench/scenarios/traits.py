@@ -59,9 +59,9 @@ class ScenarioTraits:
     def with_percentile(self, server: object) -> ScenarioTraits:
         """These traits with the percentile the record's ``server`` table sets (where it sets one)."""
         value = server.get(self.percentile_from) if self.percentile_from and isinstance(server, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 100:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
             return self
-        return dataclasses.replace(self, statistic=f"p{value:g}")
+        return dataclasses.replace(self, statistic=f"p{value * 100:g}")
 
 
 UNKNOWN = ScenarioTraits(reads=None, statistic="p90", meets_bound=False, latency_per="batch", closed_loop=True,

@@ -1,0 +1,53 @@
+"""Plausibility of a capacity: what a reader must see beside the number, as the record's ``flags``.
+
+A flag is ``{"code": str, "message": str}`` (``bench.store.Record.flags``). A flag does not change a
+figure; it says why the figure may not be what it seems:
+
+- ``capacity-above-offline``: the capacity exceeds ``OFFLINE_MARGIN`` x the offline throughput of the
+  same setting and batch size (the same sweep's offline cell, or the search's own offline ceiling). A
+  server cannot serve more requests per second than the same model running full batches back to back.
+- ``curve-not-monotone``: along the search's latency-vs-QPS curve, the chosen percentile fell by more
+  than its confidence interval as the load rose (the interval of the lighter step lies wholly above the
+  heavier step's): the machine's speed changed during the search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+OFFLINE_MARGIN = 1.05
+
+
+def flag(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def capacity_above_offline(capacity_qps: float | None, offline_images_per_s: float | None,
+                           source: str) -> dict[str, str] | None:
+    """The ``capacity-above-offline`` flag, or None; ``source`` says where the offline figure came from."""
+    if not capacity_qps or not offline_images_per_s or capacity_qps <= OFFLINE_MARGIN * offline_images_per_s:
+        return None
+    return flag("capacity-above-offline",
+                f"capacity {capacity_qps:.4g} QPS is above {OFFLINE_MARGIN:g}x the offline throughput "
+                f"{offline_images_per_s:.4g} images/s ({source}): a server cannot outrun back-to-back full batches")
+
+
+def curve_not_monotone(curve: Sequence[dict[str, Any]]) -> dict[str, str] | None:
+    """The ``curve-not-monotone`` flag for a curve whose steps carry ``target_qps`` and the chosen
+    percentile's interval (``ci_lo_ms``, ``ci_hi_ms``; steps without one are skipped), or None."""
+    steps = sorted((s for s in curve if _num(s.get("target_qps")) and _num(s.get("ci_lo_ms"))
+                    and _num(s.get("ci_hi_ms"))), key=lambda s: s["target_qps"])
+    for i, light in enumerate(steps):
+        for heavy in steps[i + 1:]:
+            if heavy["target_qps"] > light["target_qps"] and heavy["ci_hi_ms"] < light["ci_lo_ms"]:
+                return flag("curve-not-monotone",
+                            f"the machine's speed changed during the search: at {heavy['target_qps']:.4g} QPS "
+                            f"the percentile's interval [{heavy['ci_lo_ms']:.4g}, {heavy['ci_hi_ms']:.4g}] ms lies "
+                            f"below the one at the lighter {light['target_qps']:.4g} QPS "
+                            f"[{light['ci_lo_ms']:.4g}, {light['ci_hi_ms']:.4g}] ms")
+    return None
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
