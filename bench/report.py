@@ -29,8 +29,10 @@ from bench import report_charts, store
 from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
+from bench.paths import Writer, distinct_dirs, write_all
 from bench.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
 from bench.report_rows import (
+    MIN_QPS,
     DeviceKind,
     Row,
     Run,
@@ -41,6 +43,7 @@ from bench.report_rows import (
     lower_is_better,
     metric_label,
     primary_metric,
+    rate,
     table,
 )
 from bench.report_rows import dig as _get
@@ -243,11 +246,19 @@ class Plan:
     note: str = ""
 
 
+MAX_DEVICES = 1e9  # a plan beyond it is not a plan (and its cost would overflow)
+
+
 def _no_capacity(rows: list[Row], bound: float | None) -> str:
     """Why a device kind has no capacity to plan with, in words a buyer can act on."""
     servers = [r for r in rows if r.scenario == "server"]
     if not servers:
         return "no server capacity measured: run it with --scenarios server --server-qps auto --latency-bound-ms B"
+    bad = [r.rec.get("capacity_qps") for r in servers
+           if r.rec.get("capacity_qps") is not None and rate(r.rec.get("capacity_qps")) is None]
+    if bad:
+        return (f"not planned: capacity_qps {bad[0]!r} is not a rate (a finite number >= {MIN_QPS:g} requests/s); "
+                "the record is invalid")
     if all(r.invalid for r in servers):
         return f"no valid server run ({len(servers)} invalid: {servers[0].server.get('invalid_reason') or 'no reason'})"
     aims = sorted({f"{b:g} ms" for r in servers if (b := _num(r.server.get("latency_bound_ms")))})
@@ -271,7 +282,12 @@ def plan_capacity(rows: list[Row], demand_qps: float, bound: float | None) -> li
                 continue
             best = max(servers, key=lambda r: r.capacity(bound)[0])
             capacity, how = best.capacity(bound)
-            devices = math.ceil(demand_qps / capacity - 1e-9)
+            needed = demand_qps / capacity
+            if not needed < MAX_DEVICES:
+                plans.append(Plan(task, kind, best, capacity, how, note=f"not planned: {demand_qps:g} / {capacity:g} "
+                                  f"requests/s needs more than {MAX_DEVICES:g} devices"))
+                continue
+            devices = math.ceil(needed - 1e-9)
             plan = Plan(task, kind, best, capacity, how, devices)
             if best.price is None:
                 plan.note = f"no price for {kind.label} in the price table: cost unknown"
@@ -717,15 +733,18 @@ def build_report(
     baseline: Path | None = None,
     title: str | None = None,
     demand_qps: float | None = None,
+    writer: Writer = write_all,
 ) -> Path:
-    """Render one self-contained HTML report for one or several run directories; returns ``out``."""
+    """Render one self-contained HTML report for one or several run directories; returns ``out``.
+
+    A directory named twice (``RUN ./RUN/``) counts once; ``writer`` is the seam for a full disk."""
     if latency_bound_ms is not None and not (_num(latency_bound_ms) and latency_bound_ms > 0):
         raise UsageError(f"latency bound {latency_bound_ms!r} ms; accepted: a number > 0")
     if accuracy_floor is not None and _num(accuracy_floor) is None:
         raise UsageError(f"accuracy floor {accuracy_floor!r}; accepted: a finite number")
     if demand_qps is not None and not (_num(demand_qps) and demand_qps > 0):
         raise UsageError(f"demand {demand_qps!r} images/s; accepted: a number > 0 (--demand-qps)")
-    run_dirs = [Path(d) for d in run_dirs]
+    run_dirs = distinct_dirs(run_dirs)
     price_table = load_prices(prices)
     runs = load_runs(run_dirs, price_table)
     rows = [r for run in runs for r in run.rows]
@@ -768,7 +787,7 @@ def build_report(
         "metric_label": metric_label,
         "table": table,
     }
-    return write_html(Path(out), render("report.html.j2", **context))
+    return write_html(Path(out), render("report.html.j2", **context), writer)
 
 
 def _reported_table(rows: list[Row]) -> list[dict[str, Any]]:

@@ -77,6 +77,17 @@ def number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+MIN_QPS = 1e-6
+"""The smallest rate taken as a measured capacity: below it (zero, negative, denormal) a record's rate is
+invalid and planning with it would give absurd or infinite device counts."""
+
+
+def rate(value: Any) -> float | None:
+    """A request rate from a record: a finite number >= MIN_QPS, else None (an invalid value)."""
+    value = number(value)
+    return value if value is not None and value >= MIN_QPS else None
+
+
 def lower_is_better(metric: str | None) -> bool:
     """From the metric registry (bench.metrics.METRICS): CER and WER are lower-is-better."""
     info = metric_info(metric) if metric else None
@@ -302,7 +313,7 @@ class Row:
         if self.scenario != "server":
             return None
         own = number(self.server.get("latency_bound_ms"))
-        capacity = number(self.rec.get("capacity_qps"))
+        capacity = rate(self.rec.get("capacity_qps"))
         if capacity and (bound_ms is None or (own is not None and abs(own - bound_ms) < 1e-9)):
             where = f"p99 ≤ {own:g} ms" if own is not None else "its bound"
             return capacity, f"capacity search, {where}"
@@ -314,12 +325,12 @@ class Row:
                 if s.get("valid") is not False
                 and (p99 := number(s.get("p99"))) is not None
                 and p99 <= bound_ms
-                and (q := number(s.get("target_qps"))) is not None
+                and (q := rate(s.get("target_qps"))) is not None
             ]
             if within:
                 return max(within), f"highest valid step of the capacity curve with p99 ≤ {bound_ms:g} ms"
             return None
-        achieved = number(self.server.get("achieved_qps"))
+        achieved = rate(self.server.get("achieved_qps"))
         limit = bound_ms if bound_ms is not None else own
         if achieved and not self.invalid and (limit is None or (self.p99 is not None and self.p99 <= limit)):
             return achieved, "fixed-QPS run (a lower bound on capacity)"

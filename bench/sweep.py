@@ -94,6 +94,7 @@ class SweepConfig:
     model_path: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    allow_outside_images: bool = False  # coco-json images may lie outside the image folder (--allow-outside-images)
     repetition: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)  # [server]: ServerSettings fields
     energy_idle_s: float = 1.0
@@ -198,7 +199,7 @@ def validate(config: SweepConfig) -> None:
     validate_scenarios(config)
     if config.model_path:
         read_config(Path(config.model_path).expanduser())
-    for sample in load_samples(config.dataset, config.limit):
+    for sample in load_samples(config.dataset, config.limit, config.allow_outside_images):
         sample.load_image()  # a missing or corrupt image stops the sweep here, named, before any cell runs
 
 
@@ -235,7 +236,7 @@ def unique_cells(cells: Iterable[Cell]) -> list[Cell]:
 
 def expand(config: SweepConfig) -> list[Cell]:
     """The matrix as cells, ordered so that cells sharing a model load are adjacent; one cell per id."""
-    n_images = len(load_samples(config.dataset, config.limit))
+    n_images = len(load_samples(config.dataset, config.limit, config.allow_outside_images))
 
     def cells() -> Iterator[Cell]:
         for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
@@ -284,10 +285,11 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
                              "accepted: a new --out directory")
         if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
             raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
+        env = _env(out, config, resume, extend)  # a refused resume returns here, before anything is changed
         store.repair_tail(out / store.RESULTS)  # a record that lost its newline is completed, a torn one cut
         done = store.finished_cells(out) if resume else set()
         todo = [c for c in cells if c.cell_id not in done]
-        store.write_env(out, _env(out, config, resume, extend))
+        store.write_env(out, env)
         records = chosen.run(config, todo, out, quiet=quiet)
     return RunSummary(records, len(cells) - len(todo))
 
@@ -301,6 +303,10 @@ def _env(out: Path, config: SweepConfig, resume: bool, extend: bool) -> dict[str
 
     current, sweep_now = fingerprint(), dataclasses.asdict(config)
     env = store.read_env(out) if resume else {}
+    if resume and not extend and store.read_records(out) and not isinstance(env.get("sweep"), dict):
+        raise UsageError(f"--resume of {out}: {out / store.ENV} is missing or unreadable, so the sweep these records "
+                         "came from is unknown; accepted: --resume --extend to add this sweep's cells anyway, or a "
+                         "new --out directory")
     if not env:
         return {**current, "sweep": sweep_now}
     inputs.check_resume(out, env.get("sweep"), sweep_now, extend)
