@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,13 +216,23 @@ def validate_scenarios(config: SweepConfig) -> None:
                              "accepted: single-stream with batch size 1 in --batch-sizes")
     if "server" in (config.scenarios or ()):
         config.server_settings()
+    for bs in config.batch_sizes:
+        if config.scenarios is not None and not _fitting(config.scenarios, bs):
+            warnings.warn(f"batch size {bs}: no scenario of {config.scenarios} runs it "
+                          f"({get_scenario(config.scenarios[0]).cell_problem(bs)}); its cells are made in "
+                          f"{default_scenario(bs)}, as in sweeps without a scenarios axis", stacklevel=2)
+
+
+def _fitting(scenarios: list[str], batch_size: int) -> list[str]:
+    return [s for s in scenarios if get_scenario(s).cell_problem(batch_size) is None]
 
 
 def _scenarios_for(config: SweepConfig, batch_size: int) -> list[str]:
-    """The scenarios of one batch size: those asked for that can run it, or the default one."""
+    """The scenarios of one batch size: those asked for that can run it; the default one when none can
+    (a batch size asked for never disappears in silence: ``validate_scenarios`` warns)."""
     if config.scenarios is None:
         return [default_scenario(batch_size)]
-    return [s for s in config.scenarios if get_scenario(s).cell_problem(batch_size) is None]
+    return _fitting(config.scenarios, batch_size) or [default_scenario(batch_size)]
 
 
 def unique_cells(cells: Iterable[Cell]) -> list[Cell]:
