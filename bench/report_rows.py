@@ -451,6 +451,9 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
     names = Counter(Path(d).resolve().name for d in run_dirs)
     for d in run_dirs:
         path = Path(d)
+        if (path / store.RESULTS).is_dir():
+            raise UsageError(f"{path / store.RESULTS} is a directory; accepted: a run directory whose "
+                             f"{store.RESULTS} is a regular file")
         if not (path / store.RESULTS).is_file():
             raise UsageError(
                 f"no {store.RESULTS} in {path}; accepted: a run directory written by florence2-bench run"

@@ -100,7 +100,8 @@ if [ "$DRY" = "1" ]; then  # no budget: a loaded CPU must not cut a step or skip
   DEVICE=cpu
   TINY=/tmp/gpu-verify-tiny
   [ -f "$TINY/config.json" ] || "$PY" -m bench make-tiny-checkpoint "$TINY" > /dev/null 2>&1
-  CHECK_ARGS=(--model-path "$TINY" --max-new-tokens 2 --limit 2 --max-batch-size 2 --dtypes fp32 --batch-sizes 1)
+  CHECK_ARGS=(--model-path "$TINY" --max-new-tokens 2 --limit 2 --max-batch-size 2 --dtypes fp32 --batch-sizes 1 \
+    --dtype fp32)  # every cell in fp32: a CPU without native fp16 would skip the fp16 target cells
   PERF_ARGS=(--model-path "$TINY" --images 2 --rounds 1 --candidates fp32-b2-dev-prefetch,fp32-b1-static-graphs)
   PIXEL_ARGS=(--images 4)
   SERVER_ARGS=(--model-path "$TINY" --variants custom --batch-sizes 2 --max-new-tokens 2 --server-qps 20 \
