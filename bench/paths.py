@@ -140,12 +140,12 @@ def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
     An existing ``final`` keeps its other files and gets the staged ones moved in, each by one rename;
     a half-written folder is never left in its place.
     """
-    final = Path(final)
+    final = Path(os.path.realpath(final))  # the folder the user named, also when named through a link
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield staging
-        if final.is_dir() and not final.is_symlink():
+        if final.is_dir():
             for entry in staging.iterdir():
                 os.replace(entry, final / entry.name)
             staging.rmdir()

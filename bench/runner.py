@@ -381,8 +381,8 @@ def _examples(out: Path, dataset: str, samples, answers: dict[int, Any], texts: 
         name = f"{slug}/{sample.image_id:06d}.png"
         path = out / "examples" / name
         if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
             inside(out, f"examples/{name}", "example image")  # a link in examples/ never leads a write outside
+            folder.mkdir(parents=True, exist_ok=True)
             png = io.BytesIO()
             sample.load_image().save(png, format="PNG")
             write_atomic(path, png.getvalue())
