@@ -105,7 +105,7 @@ if [ "$DRY" = "1" ]; then  # no budget: a loaded CPU must not cut a step or skip
   PERF_ARGS=(--model-path "$TINY" --images 2 --rounds 1 --candidates fp32-b2-dev-prefetch,fp32-b1-static-graphs)
   PIXEL_ARGS=(--images 4)
   SERVER_ARGS=(--model-path "$TINY" --variants custom --batch-sizes 2 --max-new-tokens 2 --server-qps 20 \
-    --latency-bound-ms 60000)
+    --latency-bound-ms 60000 --dtypes fp32)  # fp32: a CPU without native fp16 would skip the cell
 else
   CHECK_BUDGET_ARGS=(--budget-s "$CHECK_BUDGET")
   DEVICE=cuda

@@ -402,12 +402,16 @@ def _read_entry(path: Path) -> Entry:
         ) from None
 
 
-def _readable(path: Path) -> Entry | None:
-    """A stored entry, or None with a warning: one damaged file never stops the commands reading the rest."""
+def _readable(path: Path, damaged: list[UsageError] | None = None) -> Entry | None:
+    """A stored entry, or None: one damaged file never stops the commands reading the rest. Its error is
+    added to ``damaged`` when given (the caller decides), else warned about."""
     try:
         return _read_entry(path)
     except UsageError as exc:
-        warnings.warn(f"skipped: {exc}", stacklevel=3)
+        if damaged is None:
+            warnings.warn(f"skipped: {exc}", stacklevel=3)
+        else:
+            damaged.append(exc)
         return None
 
 
@@ -417,7 +421,12 @@ def load(history: Path) -> list[Entry]:
     if not history.is_dir():
         problem = "is not a directory" if history.exists() else "does not exist"
         raise UsageError(f"history directory {str(history)!r} {problem}; accepted: {ACCEPTED_HISTORY}")
-    entries = [e for p in sorted(history.glob(ENTRY_GLOB)) if (e := _readable(p)) is not None]
+    damaged: list[UsageError] = []
+    entries = [e for p in sorted(history.glob(ENTRY_GLOB)) if (e := _readable(p, damaged)) is not None]
+    if damaged and not entries:
+        raise damaged[0]  # nothing readable: the one line names the first damaged file
+    for exc in damaged:
+        warnings.warn(f"skipped: {exc}", stacklevel=2)
     if not entries:
         raise UsageError(f"history directory {str(history)!r} holds no runs; accepted: {ACCEPTED_HISTORY}")
     return sorted(entries, key=lambda e: (e.date, e.commit, e.run_id))
