@@ -21,7 +21,8 @@
 # for the targets and the packing, so the files always come back. GPU_VERIFY_DRY_RUN=1 runs the same
 # steps on the CPU with a tiny checkpoint in about a minute (a check of this script, not a measurement);
 # a dry run has no time budget and no wall-time bound (only a 30-minute hang guard per step), so a busy
-# machine slows it down but never cuts a step or skips a cell.
+# machine slows it down but never cuts a step or skips a cell, and runs every cell in fp32 (a CPU
+# without native fp16 would skip the fp16 cells: the dry run's checks must not depend on the CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT_DIR=${1:-${OUT:-runs/gpu-verify-out}}
