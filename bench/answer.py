@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.paths import write_atomic
 from bench.prices import HOURS_PER_MONTH
-from bench.report_rows import DeviceKind, Row, kinds_of, number, tasks_of
+from bench.report_rows import MIN_QPS, DeviceKind, Row, kinds_of, number, rate, tasks_of
 from bench.uncertainty import latency_interval
 
 SERVER_BASIS = "measured server capacity"
@@ -116,6 +117,10 @@ class Answer:
         }
 
 
+MAX_DEVICES = 1e9
+"""A plan needing this many devices or more is not a plan (a rate near zero; its cost would overflow)."""
+
+
 def devices_needed(demand_qps: float, capacity: float) -> int:
     """ceil(demand / capacity), an exact multiple needing no extra device despite float rounding."""
     return max(1, math.ceil(demand_qps / capacity - 1e-9))
@@ -126,6 +131,11 @@ def no_capacity(rows: list[Row], bound: float | None) -> str:
     servers = [r for r in rows if r.traits.reads == "capacity"]
     if not servers:
         return "no server capacity measured: run it with --scenarios server --server-qps auto --latency-bound-ms B"
+    bad = [r.rec.get("capacity_qps") for r in servers
+           if r.rec.get("capacity_qps") is not None and rate(r.rec.get("capacity_qps")) is None]
+    if bad:
+        return (f"not planned: capacity_qps {bad[0]!r} is not a rate (a finite number >= {MIN_QPS:g} requests/s); "
+                "the record is invalid")
     if all(r.invalid for r in servers):
         return f"no valid server run ({len(servers)} invalid: {servers[0].server.get('invalid_reason') or 'no reason'})"
     aims = sorted({f"{b:g} ms" for r in servers if (b := number(r.server.get("latency_bound_ms")))})
@@ -180,6 +190,16 @@ def _cheapest(found: list[Option], demand: float) -> Option:
     return min(found, key=key)
 
 
+def _plannable(found: list[Option], demand: float | None) -> list[Option]:
+    return [o for o in found if demand and demand / o.capacity < MAX_DEVICES]
+
+
+def _too_many(found: list[Option], demand: float | None) -> str:
+    if not found or not demand:
+        return ""
+    return f"not planned: {demand:g} images/s needs {MAX_DEVICES:g} or more devices at every measured setting"
+
+
 def default_demand(found: list[Option]) -> float | None:
     """One device of the best option: the lowest cost per million images, else the highest capacity."""
     if not found:
@@ -197,8 +217,10 @@ def answer(rows: list[Row], demand_qps: float | None, bound: float | None) -> li
         mine = [r for r in ok if r.task == task]
         per_kind = {kind: options([r for r in mine if r.kind == kind], bound) for kind in kinds_of(mine)}
         demand = demand_qps or default_demand([o for found, _ in per_kind.values() for o in found])
-        answers = [Answer(task, kind, demand, _cheapest(found, demand) if found and demand else None, why)
-                   for kind, (found, why) in per_kind.items()]
+        answers = [Answer(task, kind, demand, _cheapest(plannable, demand) if plannable else None,
+                          why or _too_many(found, demand))
+                   for kind, (found, why) in per_kind.items()
+                   for plannable in [_plannable(found, demand)]]
         priced = [a for a in answers if a.usd_per_month is not None]
         if priced:
             min(priced, key=lambda a: (a.usd_per_month, a.devices)).overall = True
@@ -220,5 +242,4 @@ def answer_json(answers: list[Answer], demand_qps: float | None, bound: float | 
 
 
 def write_answer(path: Path, answers: list[Answer], demand_qps: float | None, bound: float | None) -> Path:
-    path.write_text(json.dumps(answer_json(answers, demand_qps, bound), indent=2, ensure_ascii=False) + "\n")
-    return path
+    return write_atomic(path, json.dumps(answer_json(answers, demand_qps, bound), indent=2, ensure_ascii=False) + "\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError, choice_error
+from bench.paths import staged_dir
 from bench.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise UsageError(
             f"{directory} is not a Florence-2 checkpoint: config.json model_type {model_type!r}; accepted: 'florence2'"
         )
+    for key in ("vision_config", "text_config"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise UsageError(f"{path}: {key} is {json.dumps(config[key])[:40]}; accepted: a JSON object (or absent)")
     return config
 
 
@@ -366,15 +370,23 @@ def tiny_config():
     return Florence2Config(vision_config=vision, text_config=text, image_token_id=51289)
 
 
-def make_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
-    """Write a complete tiny native checkpoint (config, safetensors, processor files)."""
+def _save_checkpoint(model, processor, directory: Path) -> None:
+    model.save_pretrained(directory, safe_serialization=True)
+    processor.save_pretrained(directory)
+
+
+def make_tiny_checkpoint(directory: Path, seed: int = 0, save=_save_checkpoint) -> Path:
+    """Write a complete tiny native checkpoint (config, safetensors, processor files).
+
+    The files are written into a temporary folder beside ``directory`` and moved in once all are
+    written, so a full disk leaves no half checkpoint (``save`` is the seam where tests inject one).
+    """
     import torch
     from transformers import Florence2ForConditionalGeneration
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = Florence2ForConditionalGeneration(tiny_config()).eval()
-    model.save_pretrained(directory, safe_serialization=True)
-    build_processor().save_pretrained(directory)
+    with staged_dir(directory) as staging:
+        save(model, build_processor(), staging)
     return directory

@@ -63,6 +63,7 @@ MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_by
 """Which peak to compare: the device's own when measured, else the process RSS (CPU runs)."""
 
 VERDICTS = ("regressed", "improved", "unchanged", "not-comparable")
+JUDGED = VERDICTS[:3]  # the verdicts that judge something
 COLUMNS = (
     "cell",
     "metric",
@@ -148,7 +149,14 @@ def _canonical(key: str, item: str) -> tuple[str, ...]:
     key = key.strip()
     if key in ALIASES:
         return ALIASES[key]
-    if key in METRICS or (key.startswith("accuracy.") and len(key) > len("accuracy.")):
+    if key in METRICS:
+        return (key,)
+    if key.startswith("accuracy.") and len(key) > len("accuracy."):
+        from bench.metrics import METRICS as KNOWN
+
+        if key.split(".", 1)[1] not in KNOWN:
+            raise UsageError(f"unknown accuracy metric in --fail-on item {item!r}; accepted: "
+                             f"{', '.join('accuracy.' + name for name in KNOWN)}")
         return (key,)
     raise UsageError(f"unknown metric in --fail-on item {item!r}; accepted: {', '.join(ACCEPTED_NAMES)}")
 
@@ -178,14 +186,16 @@ def _threshold_value(metric: str, text: str, item: str) -> float:
         return value
     if value < 0:
         raise UsageError(f"bad threshold in --fail-on item {item!r}: must be >= 0; {accepted}")
-    if percent:
-        return value / 100
-    if value >= 1:
+    if not percent and value >= 1:
         raise UsageError(
             f"ambiguous threshold in --fail-on item {item!r}: write {value:g}% for a percentage "
             f"(a bare number is a fraction below 1, such as 0.05)"
         )
-    return value
+    fraction = value / 100 if percent else value
+    if spec.higher_is_better and fraction >= 1:  # a drop of 100% or more is impossible: a gate that never fails
+        raise UsageError(f"bad threshold in --fail-on item {item!r}: {metric} can never drop by {fraction:.0%} or "
+                         f"more, so this gate could never fail; accepted: below 100%, or off")
+    return fraction
 
 
 def parse_fail_on(spec: str) -> dict[str, float]:
@@ -311,6 +321,18 @@ class Comparison:
         """Any metric regressed beyond its threshold, or a cell that was ok now fails."""
         return bool(self.newly_failed) or any(row.verdict == "regressed" for row in self.rows)
 
+    @property
+    def judged(self) -> bool:
+        """At least one verdict: a metric compared, or a cell that was ok and now fails."""
+        return bool(self.newly_failed) or any(row.verdict in JUDGED for row in self.rows)
+
+    def nothing_judged(self) -> str:
+        """One line saying why no verdict was reached (a verdict over nothing is exit 2, never OK)."""
+        reasons = list(dict.fromkeys(f"{row.label}: {row.note}" for row in self.rows if row.note))
+        shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        return (f"nothing judged: {len(self.rows)} row(s), none with a verdict" + (f" ({shown})" if shown else "")
+                + "; accepted: runs with at least one ok cell in common")
+
     def counts(self) -> dict[str, int]:
         counted = Counter(row.verdict for row in self.rows)
         return {verdict: counted.get(verdict, 0) for verdict in VERDICTS}
@@ -327,6 +349,8 @@ class Comparison:
     def summary(self) -> str:
         if self.nothing_comparable:
             return f"NOT COMPARABLE: {self.nothing_comparable}"
+        if not self.judged:
+            return f"NOT JUDGED: {self.nothing_judged()}"
         counts = ", ".join(f"{n} {verdict}" for verdict, n in self.counts().items())
         failed = f", {len(self.newly_failed)} newly failed cell(s)" if self.newly_failed else ""
         return f"{'REGRESSED' if self.regressed else 'OK'}: {counts}{failed}"
@@ -868,4 +892,6 @@ def run_compare(
     if comparison.nothing_comparable:
         raise UsageError(comparison.nothing_comparable)
     print(comparison.to_table(), end="")
+    if not comparison.judged:  # every matched cell skipped or unmeasured: the table lists why, then exit 2
+        raise UsageError(comparison.nothing_judged())
     return 1 if comparison.regressed else 0

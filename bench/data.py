@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bench import fetch
 from bench.errors import UsageError, choice_error
+from bench.paths import inside
 
 Box = tuple[float, float, float, float]
 
@@ -391,7 +392,22 @@ def _coco_region(ann: dict, categories: dict[int, str]) -> Region:
     )
 
 
-def coco_samples(files: list[Path], image_dir: Path | None, limit: int | None = None) -> list[Sample]:
+OUTSIDE_IMAGES_FLAG = "--allow-outside-images"
+
+
+def _image_path(image_dir: Path, file_name: object, source: Path, allow_outside: bool = False) -> str:
+    """An annotation's image file: inside ``image_dir`` (an absolute or ``../`` name is refused) unless
+    the user allowed images outside it; annotation files are untrusted input."""
+    if not isinstance(file_name, str) or not file_name or "\0" in file_name:
+        raise UsageError(f"{source}: image file_name {str(file_name)[:60]!r}; accepted: a non-empty file name")
+    if not allow_outside:
+        inside(image_dir, file_name, f"{source}: image file_name",
+               f" (or pass {OUTSIDE_IMAGES_FLAG} to read images from anywhere)")
+    return str(image_dir / file_name)
+
+
+def coco_samples(files: list[Path], image_dir: Path | None, limit: int | None = None,
+                 allow_outside_images: bool = False) -> list[Sample]:
     """Samples from COCO-format files: caption annotations fill captions, instance annotations fill objects.
 
     objects are ordered non-crowd first, largest box first, so objects[0] / regions[0] (the query of the
@@ -432,7 +448,8 @@ def coco_samples(files: list[Path], image_dir: Path | None, limit: int | None = 
                 image_id=image_id,
                 width=int(img["width"]),
                 height=int(img["height"]),
-                image_path=str(image_dir / img["file_name"]) if image_dir is not None else None,
+                image_path=_image_path(image_dir, img.get("file_name"), files[0], allow_outside_images)
+                if image_dir is not None else None,
                 captions=captions.get(image_id, []),
                 objects=objects,
                 regions=regions,
@@ -491,7 +508,7 @@ def karpathy_samples(
                 image_id=int(img["cocoid"]),
                 width=0,
                 height=0,
-                image_path=str(image_root / img["filepath"] / img["filename"]),
+                image_path=_image_path(image_root, f"{img['filepath']}/{img['filename']}", split_file),
                 captions=[s["raw"].strip() for s in img["sentences"]],
             )
             for img in doc["images"]
@@ -557,7 +574,7 @@ def _refer_samples(refs, doc: dict, image_dir: Path, split: str) -> list[Sample]
                     image_id=int(sent["sent_id"]),
                     width=int(img["width"]),
                     height=int(img["height"]),
-                    image_path=str(image_dir / img["file_name"]),
+                    image_path=_image_path(image_dir, img.get("file_name"), Path("instances.json")),
                     grounding_caption=text,
                     phrases=[Region(bbox=target.bbox, category=text)],
                     expressions=[
@@ -609,7 +626,7 @@ def textcaps_samples(annotation_file: Path, image_dir: Path, limit: int | None =
                     image_id=image_id,
                     width=int(entry["image_width"]),
                     height=int(entry["image_height"]),
-                    image_path=str(image_dir / f"{entry['image_id']}.jpg"),
+                    image_path=_image_path(image_dir, f"{entry['image_id']}.jpg", annotation_file),
                 )
             if entry.get("caption_str"):
                 sample.captions.append(entry["caption_str"].strip())
@@ -667,14 +684,17 @@ COCO_JSON_PREFIX = "coco-json:"
 MANIFEST_OF = {name: name.rsplit("-", 1)[0] if name.startswith("refcoco") else name for name in DATASETS}
 
 
-def get_dataset(name: str) -> DatasetSpec:
-    """Resolve ``NAME``, ``NAME:N`` (the manifest's subset rule) or ``coco-json:PATH[@IMAGE_DIR][:N]``."""
+def get_dataset(name: str, allow_outside_images: bool = False) -> DatasetSpec:
+    """Resolve ``NAME``, ``NAME:N`` (the manifest's subset rule) or ``coco-json:PATH[@IMAGE_DIR][:N]``.
+
+    ``allow_outside_images``: a coco-json file's images may lie outside its image folder (the user's flag).
+    """
     if name.startswith(COCO_JSON_PREFIX):
         path, image_dir, _ = _parse_coco_json(name)
         return DatasetSpec(
             name=name,
             description=f"COCO-format annotations from {path}",
-            load=lambda limit: coco_samples([path], image_dir, limit),
+            load=lambda limit: coco_samples([path], image_dir, limit, allow_outside_images),
             tasks=_coco_json_tasks(path),
         )
     base = name.split(":", 1)[0]
@@ -683,9 +703,9 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[base]
 
 
-def load_samples(name: str, limit: int | None = None) -> list[Sample]:
+def load_samples(name: str, limit: int | None = None, allow_outside_images: bool = False) -> list[Sample]:
     """Samples of a dataset; ``NAME:N`` and ``limit`` both cap the count (the smaller wins)."""
-    spec = get_dataset(name)
+    spec = get_dataset(name, allow_outside_images)
     if name.startswith(COCO_JSON_PREFIX):
         count = _parse_coco_json(name)[2]
         return spec.load(count if limit is None else min(limit, count or limit))

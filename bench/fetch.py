@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bench.errors import UsageError, choice_error
+from bench.paths import Writer, inside, plain_name, write_all, write_atomic, write_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,7 +130,7 @@ def _parse_manifest(path: Path) -> Manifest:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         files = tuple(
             FileSpec(
-                name=f["name"],
+                name=plain_name(f["name"], f"file name in dataset manifest {path}"),
                 url=f["url"],
                 size=int(f.get("size", 0)),
                 sha256=f.get("sha256", "").lower(),
@@ -138,7 +139,7 @@ def _parse_manifest(path: Path) -> Manifest:
             for f in raw.get("files", [])
         )
         return Manifest(
-            name=raw["name"],
+            name=plain_name(raw["name"], f"dataset name in manifest {path}"),
             description=raw["description"],
             license=raw["license"],
             homepage=raw.get("homepage", ""),
@@ -146,7 +147,7 @@ def _parse_manifest(path: Path) -> Manifest:
             format=raw["format"],
             subset=raw["subset"],
             files=files,
-            requires=tuple(raw.get("requires", ())),
+            requires=tuple(plain_name(r, f"required dataset in manifest {path}") for r in raw.get("requires", ())),
             splits=tuple(raw.get("splits", ())),
             embedded=bool(raw.get("embedded", False)),
             path=path,
@@ -227,9 +228,13 @@ def _stderr(msg: str) -> None:
 
 
 def fetch(
-    name: str, cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] = _stderr
+    name: str, cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] = _stderr,
+    writer: Writer = write_all,
 ) -> Path:
-    """Download, check and extract a dataset (and the datasets it requires); returns its folder."""
+    """Download, check and extract a dataset (and the datasets it requires); returns its folder.
+
+    ``writer`` writes the READY file (the seam where tests inject a full disk).
+    """
     m = get_manifest(name)
     for dep in m.requires:
         fetch(dep, cache_dir, log)
@@ -241,39 +246,49 @@ def fetch(
     if (final / READY).is_file():
         log(f"{m.name}: already fetched in {final}")
         return final
-    downloads = root / DOWNLOADS / m.name
-    downloads.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f".{m.name}.lock"):
-        if (final / READY).is_file():  # another process finished it while we waited
-            return final
-        checked = [_download_checked(m.name, f, downloads, log) for f in m.files]
-        staging = root / f".{m.name}.staging"
-        if staging.exists():  # left by an interrupted fetch
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+    downloads = inside(root, Path(DOWNLOADS) / m.name, "download folder")
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+        with _locked(root / f".{m.name}.lock"):
+            if (final / READY).is_file():  # another process finished it while we waited
+                return final
+            _fetch_locked(m, root, final, downloads, log, writer)
+    except OSError as exc:  # a full disk, a read-only cache: one line naming where, no staging left
+        raise write_error(root / m.name, exc) from None
+    log(f"{m.name}: ready in {final}")
+    return final
+
+
+def _fetch_locked(m: Manifest, root: Path, final: Path, downloads: Path, log: Callable[[str], None],
+                  writer: Writer) -> None:
+    """Download, extract into a staging folder, rename it into place; the staging folder never stays."""
+    checked = [_download_checked(m.name, f, downloads, log) for f in m.files]
+    staging = inside(root, f".{m.name}.staging", "staging folder")
+    if staging.exists():  # left by an interrupted fetch
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
         for spec, (path, _) in zip(m.files, checked, strict=True):
             if spec.extract:
                 log(f"{m.name}: extracting {spec.name}")
                 extract_archive(path, staging)
             else:
-                _link_or_copy(path, staging / spec.name)
+                _link_or_copy(path, inside(staging, spec.name, "dataset file"))
         members = {
             str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()
         }
-        if final.exists():  # a folder left without READY by an interrupted fetch
-            shutil.rmtree(final)
-        os.rename(staging, final)
-        ready = {
+        write_atomic(staging / READY, json.dumps({
             "dataset": m.name,
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "downloads": {s.name: digest for s, (_, digest) in zip(m.files, checked, strict=True)},
             "members": members,
-        }
-        tmp = final / (READY + ".tmp")
-        tmp.write_text(json.dumps(ready, indent=1, sort_keys=True))
-        os.replace(tmp, final / READY)
-    log(f"{m.name}: ready in {final}")
-    return final
+        }, indent=1, sort_keys=True), writer=writer)
+        if final.exists():  # a folder left without READY by an interrupted fetch
+            shutil.rmtree(inside(root, m.name, "dataset folder"))
+        os.rename(staging, final)  # READY is inside: the dataset appears complete or not at all
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def verify(name: str, cache_dir: str | os.PathLike | None = None) -> VerifyReport:

@@ -176,7 +176,8 @@ def output_file(path: str | os.PathLike, what: str) -> Path:
 
 # --------------------------------------------------------------------------------- resuming
 
-_NOT_DEFINITION = ("name", "description")  # labels: they do not change what a cell measures
+# labels, and a permission to read images from anywhere: they do not change what a cell measures
+_NOT_DEFINITION = ("name", "description", "allow_outside_images")
 
 
 def sweep_definition(sweep: dict[str, Any]) -> dict[str, Any]:

@@ -889,6 +889,13 @@ def _id_index(samples: list[Sample]) -> dict[str, int]:
     return index
 
 
+MAX_PREDICTIONS_BYTES = 256 * 2**20
+"""The largest predictions file ``score`` reads (a whole dataset's rows are a few MB)."""
+MAX_ANSWER_CHARS = 10_000
+"""The longest text (caption, label, OCR line) one row may hold: Florence-2 generates at most 1024 tokens,
+a few thousand characters; edit-distance metrics cost the square of a text's length."""
+
+
 def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
     """Answers aligned with samples from a JSONL predictions file (format per task in docs/accuracy.md).
 
@@ -898,8 +905,12 @@ def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
     kind = _scoring(task).kind
     index = _id_index(samples)
     answers: list[Any] = [None] * len(samples)
-    ignored = 0
+    ignored = rows = 0
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_PREDICTIONS_BYTES:
+            raise UsageError(f"predictions file {path} has {size} bytes; accepted: at most {MAX_PREDICTIONS_BYTES} "
+                             "bytes (MAX_PREDICTIONS_BYTES)")
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
         raise UsageError(f"predictions file not found: {path}") from None
@@ -938,6 +949,14 @@ def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
             raise UsageError(f"{where}: {problem}; expected {_ROW_FORMAT[kind]}")
         if kind == "text":
             answers[i] = row["text"]
+        texts = [row[k] for k in ("text", "label") if isinstance(row.get(k), str)]
+        if any(len(t) > MAX_ANSWER_CHARS for t in texts):
+            raise UsageError(f"{where}: a text of {max(map(len, texts))} characters; accepted: at most "
+                             f"{MAX_ANSWER_CHARS} (MAX_ANSWER_CHARS: scoring time grows with the square of a text)")
+        rows += 1
+    if not rows:
+        raise UsageError(f"predictions file {path} has no prediction row for the dataset's images ({ignored} for "
+                         f"other images); accepted: {_ROW_FORMAT[kind]}, one per line")
     if ignored:
         warnings.warn(f"{path}: ignored {ignored} row(s) for images not in the dataset", stacklevel=2)
     answers = [a if a is not None else empty_answer(task) for a in answers]

@@ -17,11 +17,12 @@ from __future__ import annotations
 import colorsys
 import html
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.paths import Writer, write_all, write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 LOG_SPAN = 30.0
@@ -187,11 +188,8 @@ def render(template: str, **context: Any) -> str:
     return environment().get_template(template).render(**context)
 
 
-def write_html(path: Path, text: str) -> Path:
-    """Write a page atomically (temp file, then rename); returns the path."""
+def write_html(path: Path, text: str, writer: Writer = write_all) -> Path:
+    """Write a page atomically (temp file, then rename; a full disk leaves no temporary); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never share one
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, text, writer=writer)

@@ -94,6 +94,11 @@ def _price(value: Any, where: str, path: Path) -> float:
     return float(value)
 
 
+GPU_KEYS = ("usd_per_hour", "source")
+CPU_KEYS = ("usd_per_vcpu_hour", "source")
+ENERGY_KEYS = ("usd_per_kwh", "source")
+
+
 def load_prices(path: Path | None = None) -> PriceTable:
     """Read a price table; a missing, malformed or old-format file is a UsageError naming it."""
     path = Path(path) if path is not None else DEFAULT_PRICES
@@ -113,6 +118,12 @@ def load_prices(path: Path | None = None) -> PriceTable:
     if unknown or not (data.get("gpu") or data.get("cpu")):
         what = f"unknown section(s) {', '.join(unknown)}" if unknown else "no [gpu] or [cpu] section"
         raise UsageError(f"price table {path} has {what}; {ACCEPTED}")
+    for where, table, keys in (("[cpu]", data.get("cpu"), CPU_KEYS), ("[energy]", data.get("energy"), ENERGY_KEYS),
+                               *((f"[gpu] {n!r}", e, GPU_KEYS) for n, e in (data.get("gpu") or {}).items())):
+        extra = sorted(set(table) - set(keys)) if isinstance(table, dict) else []
+        if extra:  # a misspelt key (usd_per_hr) would otherwise be silently ignored
+            raise UsageError(f"price table {path}: {where} has unknown key(s) {', '.join(extra)}; accepted keys: "
+                             f"{', '.join(keys)}")
     gpu: dict[str, tuple[float, str]] = {}
     for name, entry in (data.get("gpu") or {}).items():
         if not isinstance(entry, dict) or "usd_per_hour" not in entry:

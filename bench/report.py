@@ -30,6 +30,7 @@ from bench import host, report_charts, store
 from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
+from bench.paths import Writer, distinct_dirs, write_all
 from bench.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
 from bench.report_rows import (
     DeviceKind,
@@ -679,16 +680,19 @@ def build_report(
     title: str | None = None,
     demand_qps: float | None = None,
     answer: Path | None = None,
+    writer: Writer = write_all,
 ) -> Path:
     """Render one self-contained HTML report for one or several run directories; returns ``out``.
-    With ``answer``, the answer section is also written there as JSON (``bench.answer.answer_json``)."""
+
+    With ``answer``, the answer section is also written there as JSON (``bench.answer.answer_json``). A
+    directory named twice (``RUN ./RUN/``) counts once; ``writer`` is the seam for a full disk."""
     if latency_bound_ms is not None and not (_num(latency_bound_ms) and latency_bound_ms > 0):
         raise UsageError(f"latency bound {latency_bound_ms!r} ms; accepted: a number > 0")
     if accuracy_floor is not None and _num(accuracy_floor) is None:
         raise UsageError(f"accuracy floor {accuracy_floor!r}; accepted: a finite number")
     if demand_qps is not None and not (_num(demand_qps) and demand_qps > 0):
         raise UsageError(f"demand {demand_qps!r} images/s; accepted: a number > 0 (--demand-qps)")
-    run_dirs = [Path(d) for d in run_dirs]
+    run_dirs = distinct_dirs(run_dirs)
     price_table = load_prices(prices)
     runs = load_runs(run_dirs, price_table)
     rows = [r for run in runs for r in run.rows]
@@ -743,7 +747,7 @@ def build_report(
         "metric_label": metric_label,
         "table": table,
     }
-    return write_html(Path(out), render("report.html.j2", **context))
+    return write_html(Path(out), render("report.html.j2", **context), writer)
 
 
 def _reported_table(rows: list[Row]) -> list[dict[str, Any]]:

@@ -76,6 +76,17 @@ def number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+MIN_QPS = 1e-6
+"""The smallest rate taken as a measured capacity: below it (zero, negative, denormal) a record's rate is
+invalid and planning with it would give absurd or infinite device counts."""
+
+
+def rate(value: Any) -> float | None:
+    """A request rate from a record: a finite number >= MIN_QPS, else None (an invalid value)."""
+    value = number(value)
+    return value if value is not None and value >= MIN_QPS else None
+
+
 def lower_is_better(metric: str | None) -> bool:
     """From the metric registry (bench.metrics.METRICS): CER and WER are lower-is-better."""
     info = metric_info(metric) if metric else None
@@ -331,7 +342,7 @@ class Row:
             return None
         statistic = self.traits.statistic
         own = number(self.server.get("latency_bound_ms"))
-        capacity = number(self.rec.get("capacity_qps"))
+        capacity = rate(self.rec.get("capacity_qps"))
         if capacity and (bound_ms is None or (own is not None and abs(own - bound_ms) < 1e-9)):
             where = f"{statistic} ≤ {own:g} ms" if own is not None else "its bound"
             return capacity, f"capacity search, {where}"
@@ -343,12 +354,12 @@ class Row:
                 if s.get("valid") is not False
                 and (tail := number(s.get(statistic))) is not None
                 and tail <= bound_ms
-                and (q := number(s.get("target_qps"))) is not None
+                and (q := rate(s.get("target_qps"))) is not None
             ]
             if within:
                 return max(within), f"highest valid step of the capacity curve with {statistic} ≤ {bound_ms:g} ms"
             return None
-        achieved = number(self.server.get("achieved_qps"))
+        achieved = rate(self.server.get("achieved_qps"))
         limit = bound_ms if bound_ms is not None else own
         judged = self.latency(statistic)
         if achieved and not self.invalid and (limit is None or (judged is not None and judged <= limit)):
@@ -492,6 +503,9 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
     names = Counter(Path(d).resolve().name for d in run_dirs)
     for d in run_dirs:
         path = Path(d)
+        if (path / store.RESULTS).is_dir():
+            raise UsageError(f"{path / store.RESULTS} is a directory; accepted: a run directory whose "
+                             f"{store.RESULTS} is a regular file")
         if not (path / store.RESULTS).is_file():
             raise UsageError(
                 f"no {store.RESULTS} in {path}; accepted: a run directory written by florence2-bench run"

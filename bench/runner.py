@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import io
 import itertools
 import json
 import re
@@ -28,6 +29,7 @@ from bench.checkpoints import LoadedModel, LoadOptions, load, resolve
 from bench.data import get_dataset, load_samples
 from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
+from bench.paths import inside, write_atomic
 from bench.tasks import get_task
 from bench.variants import get_variant
 
@@ -308,7 +310,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     from bench.schema import STAGES_BASIS
 
     task = get_task(cell.task)
-    samples = usable_samples(task.token, load_samples(cell.dataset, config.limit))
+    samples = usable_samples(task.token, load_samples(cell.dataset, config.limit, config.allow_outside_images))
     if not samples:
         raise CellSkipped(f"dataset {cell.dataset!r} has no image usable for {task.token} (no query or reference)")
     if cell.preprocess == "device" and (reason := device_unsupported_reason(loaded.processor)):
@@ -424,8 +426,11 @@ def _examples(out: Path, dataset: str, samples, answers: dict[int, Any], texts: 
         name = f"{slug}/{sample.image_id:06d}.png"
         path = out / "examples" / name
         if not path.exists():
+            inside(out, f"examples/{name}", "example image")  # a link in examples/ never leads a write outside
             folder.mkdir(parents=True, exist_ok=True)
-            sample.load_image().save(path)
+            png = io.BytesIO()
+            sample.load_image().save(png, format="PNG")
+            write_atomic(path, png.getvalue())
         examples.append({"image_id": sample.image_id, "image_file": f"examples/{name}", "width": sample.width,
                          "height": sample.height, "text": texts.get(sample.image_id, ""),
                          "answer": answers.get(sample.image_id)})

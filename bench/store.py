@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.inputs import conforms
+from bench.paths import open_nofollow, refuse_link, write_atomic, write_error
 from bench.schema import SCHEMA_VERSION, upgrade
 
 try:
@@ -95,18 +96,23 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def append(run_dir: Path, record: Record) -> None:
-    """Append one record as one line; atomic with respect to crashes of this process."""
+def append(run_dir: Path, record: Record, writer=os.write) -> None:
+    """Append one record as one line; atomic with respect to crashes of this process.
+
+    ``writer`` is ``os.write`` (the seam where tests inject a full disk); a link at results.jsonl is refused.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     line = (record.to_json() + "\n").encode()
     path = run_dir / RESULTS
     repair_tail(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "results file")
     try:
         view = memoryview(line)
         while view:  # a regular file takes the whole line in one write; loop in case it does not
-            view = view[os.write(fd, view) :]
+            view = view[writer(fd, view) :]
         os.fsync(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     finally:
         os.close(fd)
 
@@ -120,7 +126,7 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
         return None
     if not (isinstance(value, dict) and isinstance(value.get("cell_id"), str) and isinstance(value.get("status"), str)):
         return None
-    return value if _well_formed(value) else None
+    return value if well_formed(value) else None
 
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
@@ -149,7 +155,7 @@ def _nested_table(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and all(plain(k, v) for k, v in value.items()))
 
 
-def _well_formed(record: dict[str, Any]) -> bool:
+def well_formed(record: dict[str, Any]) -> bool:
     """Records are untrusted input: each contract field present must have its declared type."""
     hints = _record_hints()
     if not all(conforms(record[k], hints[k], shallow=True) for k in record.keys() & hints.keys()):
@@ -178,13 +184,16 @@ def repair_tail(path: Path) -> None:
     A last line without its newline is either a record whose writer died between the JSON and the
     newline (completed here, since ``--resume`` already counts it as done) or a torn write (cut here).
     """
-    if not path.exists() or path.stat().st_size == 0:
+    if not refuse_link(path, "results file").exists() or path.stat().st_size == 0:
         return
-    with path.open("rb+") as fh:
+    if path.is_dir():
+        raise _is_dir(path)
+    with os.fdopen(open_nofollow(path, os.O_RDWR, "results file"), "rb+") as fh:
         fh.seek(-1, os.SEEK_END)
         if fh.read(1) == b"\n":
             return
-        data = path.read_bytes()
+        fh.seek(0)
+        data = fh.read()
         start = data.rfind(b"\n") + 1
         if parse_line(data[start:]) is not None:
             fh.seek(0, os.SEEK_END)
@@ -204,10 +213,14 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     skipped with one warning that counts them: a damaged line never makes the directory unreadable.
     """
     path = Path(run_dir) / RESULTS
-    if not path.is_file():
+    if path.is_dir():
+        raise _is_dir(path)
+    if not refuse_link(path, "results file").is_file():
         return []
     records, bad = [], []
-    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+    with os.fdopen(open_nofollow(path, os.O_RDONLY, "results file"), "rb") as fh:
+        data = fh.read()
+    for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
         record = parse_line(line)
@@ -240,27 +253,76 @@ def latest_by_cell(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["cell_id"]: r for r in records}
 
 
+def _is_dir(path: Path) -> Exception:
+    from bench.errors import UsageError
+
+    return UsageError(f"{path} is a directory; accepted: a run directory whose {path.name} is a regular file")
+
+
 def write_env(run_dir: Path, env: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{ENV}.{os.getpid()}.tmp"  # per process: two writers never share a temporary
-    tmp.write_text(json.dumps(env, indent=2, sort_keys=True, default=_jsonable))
-    os.replace(tmp, run_dir / ENV)
+    write_atomic(run_dir / ENV, json.dumps(env, indent=2, sort_keys=True, default=_jsonable))
+
+
+# env.json's sections and their shapes, as bench.environment.fingerprint writes them: a table of scalars,
+# except the few lists named in ENV_LISTS. Anything else is dropped with a warning where it is read, so
+# no reader of env.json (history, report, compare, --resume) ever meets a wrong type.
+ENV_TABLES = ("cpu", "os", "python", "libraries", "torch", "gpu", "git", "env_vars", "errors")
+ENV_TEXT = ("timestamp_utc", "hostname")
+ENV_LISTS = {("gpu", "names"): str, ("gpu", "devices"): dict}
+
+
+def checked_env(env: dict[str, Any], path: Path) -> dict[str, Any]:
+    """env.json with every field of the wrong type dropped, one warning naming them."""
+    dropped: list[str] = []
+    out = dict(env)
+    for key in ENV_TEXT:
+        if key in out and not isinstance(out[key], str):
+            dropped.append(key)
+            del out[key]
+    for key in ENV_TABLES:
+        if out.get(key) is None:
+            continue
+        if not isinstance(out[key], dict):
+            dropped.append(key)
+            del out[key]
+            continue
+        table = dict(out[key])
+        for name, value in out[key].items():
+            kind = ENV_LISTS.get((key, name))
+            ok = (isinstance(value, list) and all(isinstance(v, kind) for v in value)) if kind else isinstance(
+                value, _SCALARS)
+            if not ok:
+                dropped.append(f"{key}.{name}")
+                del table[name]
+        out[key] = table
+    if "sweep" in out and not isinstance(out["sweep"], dict):
+        dropped.append("sweep")
+        del out["sweep"]
+    if "resumes" in out and not (isinstance(out["resumes"], list) and all(isinstance(r, dict) for r in out["resumes"])):
+        dropped.append("resumes")
+        del out["resumes"]
+    if dropped:
+        warnings.warn(f"{path}: ignored field(s) of the wrong type: {', '.join(dropped[:8])}", stacklevel=3)
+    return out
 
 
 def read_env(run_dir: Path) -> dict[str, Any]:
-    """env.json as a dict: {} when there is none, and {} with a warning when it is damaged or not an object."""
+    """env.json as a dict: {} when there is none, and {} with a warning when it is damaged or not an object;
+    fields of the wrong type are dropped with a warning (``checked_env``)."""
     path = Path(run_dir) / ENV
-    if not path.is_file():
+    if not refuse_link(path, "environment file").is_file():
         return {}
     try:
-        env = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        with os.fdopen(open_nofollow(path, os.O_RDONLY, "environment file"), "rb") as fh:
+            env = json.loads(fh.read().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         warnings.warn(f"{path}: ignored, not readable JSON ({exc})", stacklevel=2)
         return {}
     if not isinstance(env, dict):
         warnings.warn(f"{path}: ignored, a JSON {type(env).__name__} where an object was expected", stacklevel=2)
         return {}
-    return env
+    return checked_env(env, path)
 
 
 # ------------------------------------------------------------------------------------ run lock
@@ -295,7 +357,7 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
         return
     path = run_dir / LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, "run lock")
     except OSError as exc:
         raise UsageError(f"cannot write in run directory {run_dir}: {exc.strerror}; accepted: a writable --out") from None
     try:
@@ -318,6 +380,23 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
             _held.discard(key)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the run directory's lock ("pid N on HOST"), or None when no run is writing it."""
+    path = Path(run_dir) / LOCK
+    if fcntl is None or not path.is_file() or path.is_symlink():
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd, wait_s=0.2)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def make_run_dir(run_dir: Path) -> Path:

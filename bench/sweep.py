@@ -107,6 +107,7 @@ class SweepConfig:
     model_path: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    allow_outside_images: bool = False  # coco-json images may lie outside the image folder (--allow-outside-images)
     repetition: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)  # [server]: ServerSettings fields
     energy_idle_s: float = 1.0
@@ -217,7 +218,7 @@ def validate(config: SweepConfig) -> None:
     validate_scenarios(config)
     if config.model_path:
         read_config(Path(config.model_path).expanduser())
-    for sample in load_samples(config.dataset, config.limit):
+    for sample in load_samples(config.dataset, config.limit, config.allow_outside_images):
         sample.load_image()  # a missing or corrupt image stops the sweep here, named, before any cell runs
 
 
@@ -233,13 +234,23 @@ def validate_scenarios(config: SweepConfig) -> None:
                              "accepted: single-stream with batch size 1 in --batch-sizes")
     if takes_load(config.scenarios or ()):
         config.server_settings()
+    for bs in config.batch_sizes:
+        if config.scenarios is not None and not _fitting(config.scenarios, bs):
+            warnings.warn(f"batch size {bs}: no scenario of {config.scenarios} runs it "
+                          f"({get_scenario(config.scenarios[0]).cell_problem(bs)}); its cells are made in "
+                          f"{default_scenario(bs)}, as in sweeps without a scenarios axis", stacklevel=2)
+
+
+def _fitting(scenarios: list[str], batch_size: int) -> list[str]:
+    return [s for s in scenarios if get_scenario(s).cell_problem(batch_size) is None]
 
 
 def _scenarios_for(config: SweepConfig, batch_size: int) -> list[str]:
-    """The scenarios of one batch size: those asked for that can run it, or the default one."""
+    """The scenarios of one batch size: those asked for that can run it; the default one when none can
+    (a batch size asked for never disappears in silence: ``validate_scenarios`` warns)."""
     if config.scenarios is None:
         return [default_scenario(batch_size)]
-    return [s for s in config.scenarios if get_scenario(s).cell_problem(batch_size) is None]
+    return _fitting(config.scenarios, batch_size) or [default_scenario(batch_size)]
 
 
 def unique_cells(cells: Iterable[Cell]) -> list[Cell]:
@@ -254,7 +265,7 @@ def unique_cells(cells: Iterable[Cell]) -> list[Cell]:
 
 def expand(config: SweepConfig) -> list[Cell]:
     """The matrix as cells, ordered so that cells sharing a model load are adjacent; one cell per id."""
-    n_images = len(load_samples(config.dataset, config.limit))
+    n_images = len(load_samples(config.dataset, config.limit, config.allow_outside_images))
 
     def cells() -> Iterator[Cell]:
         for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
@@ -306,11 +317,12 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
                              "accepted: a new --out directory")
         if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
             raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
+        load = host.host_load(loadavg)
+        env = _env(out, config, resume, extend, load)  # a refused resume returns here, before anything is changed
         store.repair_tail(out / store.RESULTS)  # a record that lost its newline is completed, a torn one cut
         done = store.finished_cells(out) if resume else set()
         todo = [c for c in cells if c.cell_id not in done]
-        load = host.host_load(loadavg)
-        store.write_env(out, _env(out, config, resume, extend, load))
+        store.write_env(out, env)
         if warning := host.busy_warning(load):
             warnings.warn(warning, host.BusyHostWarning, stacklevel=2)
         try:
@@ -339,6 +351,10 @@ def _env(out: Path, config: SweepConfig, resume: bool, extend: bool, load: dict[
 
     current, sweep_now = fingerprint(), dataclasses.asdict(config)
     env = store.read_env(out) if resume else {}
+    if resume and not extend and store.read_records(out) and not isinstance(env.get("sweep"), dict):
+        raise UsageError(f"--resume of {out}: {out / store.ENV} is missing or unreadable, so the sweep these records "
+                         "came from is unknown; accepted: --resume --extend to add this sweep's cells anyway, or a "
+                         "new --out directory")
     if not env:
         return {**current, "sweep": sweep_now, "host_load": load}
     recorded = env.get("sweep")

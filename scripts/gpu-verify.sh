@@ -19,7 +19,10 @@
 # budget, perf its 90 s; with imports, loads and reports the run takes about 7 minutes. GPU_VERIFY_WALL_S
 # (default 560) bounds the whole script: every step's timeout is cut to what is left of it, keeping 40 s
 # for the targets and the packing, so the files always come back. GPU_VERIFY_DRY_RUN=1 runs the same
-# steps on the CPU with a tiny checkpoint in about a minute (a check of this script, not a measurement).
+# steps on the CPU with a tiny checkpoint in about a minute (a check of this script, not a measurement);
+# a dry run has no time budget and no wall-time bound (only a 30-minute hang guard per step), so a busy
+# machine slows it down but never cuts a step or skips a cell, and runs every cell in fp32 (a CPU
+# without native fp16 would skip the fp16 cells: the dry run's checks must not depend on the CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT_DIR=${1:-${OUT:-runs/gpu-verify-out}}
@@ -44,6 +47,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step() {  # step NAME LIMIT_S COMMAND...: run, tee, record the exit code; never stops the script
   local name=$1 limit=$2 start rc room
   shift 2
+  if [ "$DRY" = "1" ]; then limit=1800; fi  # a dry run: a hang guard only, never a cut for time
   room=$(( DEADLINE - $(date +%s) - RESERVE ))
   if [ "$room" -lt "$limit" ]; then limit=$room; fi
   if [ "$limit" -lt 5 ]; then
@@ -90,16 +94,21 @@ if torch.cuda.is_available():
         print("nvidia-smi:", exc)
 PYENV
 
-if [ "$DRY" = "1" ]; then
+if [ "$DRY" = "1" ]; then  # no budget: a loaded CPU must not cut a step or skip a cell for time
+  DEADLINE=$(( $(date +%s) + 100000 ))
+  PERF_BUDGET=100000
+  CHECK_BUDGET_ARGS=()
   DEVICE=cpu
   TINY=/tmp/gpu-verify-tiny
   [ -f "$TINY/config.json" ] || "$PY" -m bench make-tiny-checkpoint "$TINY" > /dev/null 2>&1
-  CHECK_ARGS=(--model-path "$TINY" --max-new-tokens 2 --limit 2 --max-batch-size 2 --dtypes fp32 --batch-sizes 1)
+  CHECK_ARGS=(--model-path "$TINY" --max-new-tokens 2 --limit 2 --max-batch-size 2 --dtypes fp32 --batch-sizes 1 \
+    --dtype fp32)  # every cell in fp32: a CPU without native fp16 would skip the fp16 target cells
   PERF_ARGS=(--model-path "$TINY" --images 2 --rounds 1 --candidates fp32-b2-dev-prefetch,fp32-b1-static-graphs)
   PIXEL_ARGS=(--images 4)
   SERVER_ARGS=(--model-path "$TINY" --variants custom --batch-sizes 2 --max-new-tokens 2 --server-qps 20 \
-    --latency-bound-ms 60000)
+    --latency-bound-ms 60000 --dtypes fp32)  # fp32: a CPU without native fp16 would skip the cell
 else
+  CHECK_BUDGET_ARGS=(--budget-s "$CHECK_BUDGET")
   DEVICE=cuda
   CHECK_ARGS=(--dtypes fp32,fp16 --batch-sizes 1)
   PERF_ARGS=(--rounds 3)
@@ -108,7 +117,7 @@ else
 fi
 
 step pixels 45 "$PY" -m bench.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
-step check "$CHECK_LIMIT" "$PY" -m bench.tools.gpucheck "$RUN" --device "$DEVICE" --targets --budget-s "$CHECK_BUDGET" \
+step check "$CHECK_LIMIT" "$PY" -m bench.tools.gpucheck "$RUN" --device "$DEVICE" --targets "${CHECK_BUDGET_ARGS[@]}" \
   "${CHECK_ARGS[@]}"
 step perf "$PERF_LIMIT" "$PY" -m bench.tools.perf --device "$DEVICE" --budget-s "$PERF_BUDGET" --out "$RUN" "${PERF_ARGS[@]}"
 RESERVE=5

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, compare, host, report, store, sweep
+from bench import answer, cli, compare, host, report, store, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
@@ -593,3 +593,350 @@ def test_bad_input_is_one_line_and_exit_2(case, tiny_checkpoint, finished_run, t
     line = _one_line(capsys)
     assert line.startswith("florence2-bench") and expected in line, line
     assert "Traceback" not in line
+
+
+# ------------------------------------------------------------------- issue 21: hostile files and paths
+# Each class of the hostile probe (scripts/probe_hostile.py runs these and more): writes outside where they
+# belong, data doubled or mixed, verdicts over nothing, crashes where one line is due, silent acceptance.
+
+
+def _run_copy(tmp: Path) -> Path:
+    """A finished run directory (the committed smoke baseline), copied: report, compare and history read it."""
+    return shutil.copytree(BASELINE, tmp / "run")
+
+
+def _records(run: Path, change) -> Path:
+    lines = [json.loads(line) for line in (run / store.RESULTS).read_text().splitlines()]
+    (run / store.RESULTS).write_text("".join(json.dumps(change(r) or r) + "\n" for r in lines))
+    return run
+
+
+def _bench_json(tmp: Path, **changes) -> Path:
+    data = {"machine_info": {"cpu": {"brand_raw": "cpu", "count": 2}}, "commit_info": {"id": "abc123"},
+            "datetime": "2026-11-26T08:00:00Z",
+            "benchmarks": [{"name": "test_x", "fullname": "t.py::test_x", "group": None,
+                            "stats": {"median": 0.01, "mean": 0.01, "stddev": 0.001, "rounds": 3,
+                                      "data": [0.01, 0.011, 0.009]}}]}
+    for key, value in changes.items():
+        target = data
+        *head, last = key.split(".")
+        for part in head:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        target[last] = value
+    path = tmp / "bench.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _locked_add(tmp: Path) -> list[str]:
+    run = _run_copy(tmp)
+    holder = store.run_lock(run)
+    holder.__enter__()  # held until the process ends: this test process is the "run still writing"
+    _HELD.append(holder)
+    return ["history", "add", str(run), "--history", str(tmp / "h")]
+
+
+_HELD: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _release_held_locks():
+    yield
+    while _HELD:
+        _HELD.pop().__exit__(None, None, None)
+
+
+def _coco_outside(tmp: Path, tiny: Path, name: str) -> list[str]:
+    from PIL import Image
+
+    (tmp / "data").mkdir()
+    Image.new("RGB", (64, 48)).save(tmp / "secret.png")
+    dataset = _coco(tmp / "data", images=[{"id": 1, "file_name": name.format(tmp=tmp), "width": 64, "height": 48}],
+                    annotations=[{"id": 1, "image_id": 1, "bbox": [1, 1, 5, 5]}])
+    return _tiny_run(tmp, tiny, "--dataset", dataset)
+
+
+def _skipped_current(tmp: Path) -> list[str]:
+    base = shutil.copytree(BASELINE, tmp / "base")
+    cur = _records(shutil.copytree(BASELINE, tmp / "cur"), lambda r: {**r, "status": "skipped", "error": "no GPU"})
+    return ["compare", str(base), str(cur)]
+
+
+def _resume_without_env(tmp: Path, tiny: Path, finished: Path, env: bytes | None) -> list[str]:
+    run = shutil.copytree(finished, tmp / "resumed")
+    if env is None:
+        (run / store.ENV).unlink()
+    else:
+        (run / store.ENV).write_bytes(env)
+    other = write_sweep(tmp / "other.toml", tiny, num_beams=[2])
+    return ["run", "--sweep", str(other), "--out", str(run), "--resume", "--quiet"]
+
+
+HOSTILE = {
+    # paths: writes and reads outside where they belong
+    "coco file_name absolute outside the image folder": (
+        lambda t, k, f: _coco_outside(t, k, "{tmp}/secret.png"), "--allow-outside-images"),
+    "coco file_name climbing with ..": (lambda t, k, f: _coco_outside(t, k, "../secret.png"), "outside"),
+    "results.jsonl is a directory": (lambda t, k, f: ["report", str(_dir(_dir(t, "r"), store.RESULTS).parent)],
+                                     "is a directory"),
+    # data doubled or mixed
+    "history add of a run still writing": (lambda t, k, f: _locked_add(t), "is being written"),
+    "resume without env.json": (lambda t, k, f: _resume_without_env(t, k, f, None), "missing or unreadable"),
+    "resume with env.json not JSON": (lambda t, k, f: _resume_without_env(t, k, f, b"{"), "missing or unreadable"),
+    "resume with env.json sweep a list": (lambda t, k, f: _resume_without_env(t, k, f, b'{"sweep": [1]}'),
+                                          "missing or unreadable"),
+    # verdicts over nothing
+    "compare with every current cell skipped": (lambda t, k, f: _skipped_current(t), "nothing judged"),
+    # crashes that must be one line
+    "history add date beyond year 9999 in UTC": (
+        lambda t, k, f: ["history", "add", str(_run_copy(t)), "--history", str(t / "h"), "--date",
+                         "9999-12-31T23:00:00-05:00"], "outside the dates UTC can hold"),
+    "history add date before year 1 in UTC": (
+        lambda t, k, f: ["history", "add", str(_run_copy(t)), "--history", str(t / "h"), "--date",
+                         "0001-01-01T00:00:00+05:00"], "outside the dates UTC can hold"),
+    "pytest-benchmark cpu a string": (lambda t, k, f: ["history", "add", str(_bench_json(t, **{
+        "machine_info.cpu": "x86"})), "--history", str(t / "h")], "machine_info.cpu is a str"),
+    "pytest-benchmark commit_info a string": (lambda t, k, f: ["history", "add", str(_bench_json(t, commit_info="c")),
+                                                               "--history", str(t / "h")], "commit_info is a str"),
+    "pytest-benchmark NaN median": (lambda t, k, f: ["history", "add", str(_bench_json(t, **{
+        "benchmarks.0.stats.median": float("nan")})), "--history", str(t / "h")], "stats.median is nan"),
+    "pytest-benchmark negative round time": (lambda t, k, f: ["history", "add", str(_bench_json(t, **{
+        "benchmarks.0.stats.data": [0.01, -1]})), "--history", str(t / "h")], "stats.data"),
+    "config.json vision_config a number": (lambda t, k, f: _model(t, k, b'{"model_type": "florence2", '
+                                                                        b'"vision_config": 5}'), "vision_config is 5"),
+    # silently accepted before
+    "fail-on a throughput gate that can never fail": (
+        lambda t, k, f: ["compare", str(f), str(f), "--fail-on", "throughput=500%"], "could never fail"),
+    "fail-on an unknown accuracy metric": (
+        lambda t, k, f: ["compare", str(f), str(f), "--fail-on", "accuracy.bogus=-1"], "unknown accuracy metric"),
+    "price table with an unknown key": (lambda t, k, f: _prices(t, f, b'[cpu]\nusd_per_vcpu_hr = 1\n'
+                                                                      b'usd_per_vcpu_hour = 1\nsource = "s"\n'),
+                                        "unknown key(s) usd_per_vcpu_hr"),
+    "history add commit with a newline": (lambda t, k, f: ["history", "add", str(_run_copy(t)), "--history",
+                                                           str(t / "h"), "--commit", "abc\nOK: 0 regressed"],
+                                          "bad --commit"),
+    "history add commit with a control character": (lambda t, k, f: ["history", "add", str(_run_copy(t)),
+                                                                     "--history", str(t / "h"), "--commit", "a\x1bb"],
+                                                    "bad --commit"),
+    "score an empty predictions file": (lambda t, k, f: _predictions(t, ""), "no prediction row"),
+    "score a caption of 50 MB": (lambda t, k, f: ["score", "--task", "caption", "--dataset", "synthetic-smoke:2",
+                                                  "--predictions", str(_file(t, "p.jsonl", json.dumps(
+                                                      {"image_id": 1, "text": "a" * 50_000_000}).encode()))],
+                                 "at most 10000"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_input_is_one_line_and_exit_2(case, tiny_checkpoint, finished_run, tmp_path, capsys):
+    build, expected = HOSTILE[case]
+    argv = build(tmp_path, tiny_checkpoint, finished_run)
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a damaged file may also be named in a warning line
+        assert cli.main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("florence2-bench: error:") and expected in line, line
+
+
+def test_an_image_outside_its_folder_is_read_only_with_the_flag(tiny_checkpoint, tmp_path):
+    argv = _coco_outside(tmp_path, tiny_checkpoint, "../secret.png")
+    assert cli.main([*argv, "--tasks", "od", "--allow-outside-images", "--weights", "random"]) == 0
+    assert {r["status"] for r in store.read_records(tmp_path / "run")} == {"ok"}
+
+
+@pytest.mark.parametrize("name", ["../../../escaped.txt", "/tmp/abs.txt", "..", ".hidden", "a/b", "a\\b", "x\n"])
+def test_a_manifest_file_name_that_is_not_plain_writes_nothing(name, tmp_path, monkeypatch):
+    from bench import fetch
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "src.txt").write_text("data")
+    (tmp_path / "m" / "d.toml").write_text(
+        f'name = "d"\ndescription = "d"\nlicense = "x"\nformat = "x"\nsubset = "x"\n'
+        f'[[files]]\nname = {json.dumps(name)}\nurl = "file://{tmp_path / "src.txt"}"\n')
+    monkeypatch.setenv(fetch.MANIFEST_ENV, str(tmp_path / "m"))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(cli.UsageError, match="file name"):
+        fetch.fetch("d", cache_dir=tmp_path / "deep" / "cache", log=lambda m: None)
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", ["./../victim", "../victim", "a/b", ""])
+def test_a_manifest_named_outside_the_cache_deletes_nothing(name, tmp_path, monkeypatch):
+    from bench import fetch
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "keep.txt").write_text("mine")
+    (tmp_path / "m" / "d.toml").write_text(f'name = {json.dumps(name)}\ndescription = "d"\nlicense = "x"\n'
+                                           'format = "x"\nsubset = "x"\n')
+    monkeypatch.setenv(fetch.MANIFEST_ENV, str(tmp_path / "m"))
+    with pytest.raises(cli.UsageError, match="dataset name"):
+        fetch.fetch(name, cache_dir=tmp_path / "cache", log=lambda m: None)
+    assert (tmp_path / "victim" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("target", [store.RESULTS, store.ENV, store.REPORT])
+def test_a_symlink_in_the_run_directory_is_refused_and_its_target_untouched(target, sweep_file, finished_run,
+                                                                            tmp_path, capsys):
+    run = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious line\nno newline at the end")
+    (run / target).unlink()
+    (run / target).symlink_to(victim)
+    if target == store.REPORT:
+        argv = ["report", str(run)]
+    else:  # a resume must refuse before the tail repair (or anything else) touches the link's target
+        argv = ["run", "--sweep", str(sweep_file), "--out", str(run), "--resume", "--quiet"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(argv) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert victim.read_bytes() == b"precious line\nno newline at the end"
+
+
+def test_a_refused_resume_changes_nothing_in_the_run_directory(finished_run, tiny_checkpoint, tmp_path, capsys):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    with (run / store.RESULTS).open("ab") as fh:
+        fh.write(b'{"torn')
+    before = (run / store.RESULTS).read_bytes()
+    other = write_sweep(tmp_path / "other.toml", tiny_checkpoint, num_beams=[2])
+    assert cli.main(["run", "--sweep", str(other), "--out", str(run), "--resume", "--quiet"]) == 2
+    assert (run / store.RESULTS).read_bytes() == before  # the torn tail is cut only once the resume is accepted
+
+
+def test_a_run_is_added_to_a_history_once_and_reported_once_however_spelled(tmp_path, capsys, monkeypatch):
+    run = _run_copy(tmp_path)
+    for spelling in (run, Path(f"{run}/"), tmp_path / "." / "run"):
+        assert cli.main(["history", "add", str(spelling), "--history", str(tmp_path / "h")]) == 0
+    assert len(list((tmp_path / "h").glob("run-*.json"))) == 1
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="named twice"):
+        assert cli.main(["report", "run", "./run/", str(run), "-o", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "Florence-2 benchmark: run<" in html and "benchmark: run, " not in html
+
+
+@pytest.mark.parametrize("value", [float("nan"), 0.0, -5.0, float("inf")])
+def test_a_newest_benchmark_with_invalid_times_is_listed_not_judged(value, tmp_path, capsys):
+    history = tmp_path / "h"
+    for n in range(4):
+        stats = {"median": 0.01, "mean": 0.01, "stddev": 0.001, "rounds": 3, "data": [0.01, 0.011, 0.009]}
+        path = _bench_json(tmp_path, datetime=f"2026-11-2{n}T08:00:00Z", **{"commit_info.id": f"c{n}",
+                                                                         "benchmarks.0.stats": stats})
+        assert cli.main(["history", "add", str(path), "--history", str(history)]) == 0
+    newest = sorted(history.glob("run-*.json"))[-1]
+    entry = json.loads(newest.read_text())
+    entry["records"][0]["latency_ms"]["p50"] = value  # a stored file written by an older version, or edited
+    entry["records"][0]["samples_ms"] = [value * 1000] * 3
+    newest.write_text(json.dumps(entry))
+    capsys.readouterr()
+    assert cli.main(["history", "check", str(history)]) == 2
+    captured = capsys.readouterr()
+    assert "not a positive finite number" in captured.out and "nothing judged" in captured.err
+
+
+def test_a_stored_entry_of_the_wrong_shape_never_breaks_later_commands(tmp_path, capsys):
+    history = tmp_path / "h"
+    assert cli.main(["history", "add", str(_run_copy(tmp_path)), "--history", str(history)]) == 0
+    good = next(history.glob("run-*.json"))
+    bad = json.loads(good.read_text())
+    bad["records"][0]["samples_ms"] = ["x"]
+    bad["date"] = "9999-12-31T23:00:00-05:00"
+    (history / "run-99990101T000000Z-bad-0000000000000000.json").write_text(json.dumps(bad))
+    for argv in (["history", "steps", str(history)], ["history", "report", str(history), "-o", str(tmp_path / "t.html")]):
+        with pytest.warns(UserWarning, match="not a history entry"):
+            assert cli.main(argv) == 0, argv
+    assert cli.main(["history", "add", str(_bench_json(tmp_path)), "--history", str(history)]) == 0
+    with pytest.warns(UserWarning, match="not a history entry"):
+        assert cli.main(["history", "steps", str(history)]) == 0
+    captured = capsys.readouterr()
+    assert "in 2 run(s)" in captured.out and "internal error" not in captured.err
+
+
+@pytest.mark.parametrize("env_change", [{"git": "abc"}, {"cpu": {"model": ["a", "b"]}}, {"sweep": [1, 2]},
+                                        {"gpu": {"names": "H100"}}, {"timestamp_utc": 5}])
+def test_env_json_fields_of_the_wrong_type_are_dropped_where_read(env_change, tmp_path, capsys):
+    run = _run_copy(tmp_path)
+    env = json.loads((run / store.ENV).read_text())
+    (run / store.ENV).write_text(json.dumps({**env, **env_change}))
+    with pytest.warns(UserWarning, match="wrong type"):
+        env = store.read_env(run)
+    assert all(env.get(k) != v for k, v in env_change.items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["report", str(run)]) == 0
+        assert cli.main(["compare", str(run), str(run)]) in (0, 1)
+        assert cli.main(["history", "add", str(run), "--history", str(tmp_path / "h"), "--commit", "c1",
+                         "--date", "2026-01-01"]) == 0
+        assert cli.main(["history", "steps", str(tmp_path / "h")]) == 0
+    assert "internal error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("capacity", [-3.0, 5e-324, 0.0, 1e-300])
+def test_an_invalid_capacity_never_plans_devices(capacity, tmp_path, capsys):
+    run = _run_copy(tmp_path)
+    _records(run, lambda r: {**r, "scenario": "server", "capacity_qps": capacity,
+                             "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0}})
+    assert cli.main(["report", str(run), "--demand-qps", "50", "-o", str(tmp_path / "r.html")]) == 0
+    rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
+    plans = answer.answer(rows, 50.0, None)
+    assert plans and all(p.option is None and p.devices is None and p.usd_per_month is None for p in plans)
+    assert all("not a rate" in p.note or "no valid" in p.note or "no server" in p.note for p in plans), plans
+
+
+def test_a_demand_that_needs_a_billion_devices_is_not_planned(tmp_path):
+    run = _run_copy(tmp_path)
+    _records(run, lambda r: {**r, "scenario": "server", "capacity_qps": 1e-5,
+                             "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0}})
+    rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
+    plans = answer.answer(rows, 1e5, None)
+    assert plans and all(p.option is None and "not planned" in p.note for p in plans), plans
+
+
+def _enospc(*args):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_temporary(finished_run, tmp_path, capsys):
+    from bench import checkpoints, paths
+
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    with pytest.raises(cli.UsageError, match=r"cannot write .*report.html: No space left"):
+        report.build_report([run], run / "report.html", writer=_enospc)
+    with pytest.raises(cli.UsageError, match=r"cannot write .*results.jsonl: No space left"):
+        store.append(run, store.Record(**store.read_records(run)[0]), writer=_enospc)
+    with pytest.raises(cli.UsageError, match=r"cannot write .*out.bin: No space left"):
+        paths.write_atomic(tmp_path / "out.bin", b"x" * 100, writer=_enospc)
+
+    def half_then_full(model, processor, directory):
+        (directory / "config.json").write_text("{}")
+        _enospc()
+
+    with pytest.raises(cli.UsageError, match=r"cannot write .*ckpt: No space left"):
+        checkpoints.make_tiny_checkpoint(tmp_path / "ckpt", save=half_then_full)
+    assert not (tmp_path / "ckpt").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert (run / store.RESULTS).read_bytes() == (finished_run / store.RESULTS).read_bytes()
+
+
+def test_a_full_disk_during_datasets_fetch_leaves_no_staging(tmp_path, monkeypatch):
+    from bench import fetch
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "src.txt").write_text("data")
+    (tmp_path / "m" / "d.toml").write_text(
+        'name = "d"\ndescription = "d"\nlicense = "x"\nformat = "x"\nsubset = "x"\n'
+        f'[[files]]\nname = "src.txt"\nurl = "file://{tmp_path / "src.txt"}"\n')
+    monkeypatch.setenv(fetch.MANIFEST_ENV, str(tmp_path / "m"))
+    with pytest.raises(cli.UsageError, match="No space left"):
+        fetch.fetch("d", cache_dir=tmp_path / "cache", log=lambda m: None, writer=_enospc)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".d.lock", fetch.DOWNLOADS]
+    assert fetch.fetch("d", cache_dir=tmp_path / "cache", log=lambda m: None).joinpath("src.txt").read_text() == "data"
+
+
+def test_batch_sizes_no_asked_scenario_runs_are_made_offline_with_a_warning():
+    config = sweep.load_sweep("smoke")
+    config = sweep.override(config, batch_sizes="1,2", variants="base", tasks="caption")
+    with pytest.warns(UserWarning, match="batch size 2: no scenario of"):
+        sweep.validate_scenarios(config)
+    assert [(c.batch_size, c.scenario) for c in sweep.expand(config)] == [(1, "single-stream"), (2, "offline")]

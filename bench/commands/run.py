@@ -58,6 +58,8 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--trust-remote-code", action="store_true", help="allow an original checkpoint's own code")
     r.add_argument("--allow-pickle", action="store_true", help="allow pickle (*.bin) weights")
     r.add_argument("--dataset", help="synthetic-smoke (default), a fetched dataset, NAME:N, or coco-json:PATH")
+    r.add_argument("--allow-outside-images", action="store_true", help="coco-json:PATH: read images whose "
+                   "file_name (absolute or ../) lies outside the image folder (refused by default)")
     r.add_argument("--limit", type=int, help="at most N images")
     r.add_argument("--max-new-tokens", type=int, help="override the generation cap (random mode: forced count)")
     r.add_argument("--out", help="run directory (default: runs/<sweep>-<time>)")
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         updates["trust_remote_code"] = True
     if args.allow_pickle:
         updates["allow_pickle"] = True
+    if args.allow_outside_images:
+        updates["allow_outside_images"] = True
     if updates.get("model_path"):
         if "weights" not in updates and config.weights == "auto":
             updates["weights"] = "pretrained"

@@ -94,6 +94,8 @@ def run_check(
         markdown = Path(markdown)
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(result.to_markdown())
+    if not result.judged and not result.building:  # a verdict over nothing is no pass (exit 2)
+        raise UsageError(result.nothing_judged() + "; accepted: a newest run with judgeable values")
     return 1 if result.regressed else 0
 
 

@@ -108,6 +108,28 @@ def sample_se(record: dict[str, Any], metric: str) -> float:
     return factor * float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples))
 
 
+# where each judged metric's single value is stored (compare.POINT_VALUES reads these)
+RAW_FIELDS = {"latency_p50": ("latency_ms", "p50"), "latency_p90": ("latency_ms", "p90"),
+              "throughput": ("throughput", "images_per_s")}
+
+
+def invalid_values(record: dict[str, Any]) -> list[str]:
+    """Why an ok record's stored figures cannot be judged: a value present that is not a positive finite
+    number, or round times of which none is; [] when every present value is judgeable."""
+    if record.get("status", "ok") != "ok":
+        return []
+    out = []
+    for metric, (table, key) in RAW_FIELDS.items():
+        value = (record.get(table) or {}).get(key)
+        if value is not None and not (compare._number(value) is not None and value > 0):
+            out.append(f"{metric} is {value!r}: not a positive finite number")
+    samples = record.get("samples_ms") or []
+    good = len(compare._samples(record))
+    if samples and good < len(samples):
+        out.append(f"samples_ms: {len(samples) - good} of {len(samples)} value(s) not positive finite numbers")
+    return out
+
+
 def point(index: int, record: dict[str, Any] | None, metric: str) -> Point | None:
     """The run's value, or None where the cell did not run ok or the metric was not measured."""
     if record is None or record.get("status", "ok") != "ok":
@@ -276,9 +298,25 @@ class HistoryCheck(compare.Comparison):
     k: int = K_BASELINE
     z: float = Z_CHECK
 
+    unjudgeable: list[str] = field(default_factory=list)
+    """Cells or metrics of the newest run whose values cannot be judged (NaN, zero, negative, infinite)."""
+
     def summary(self) -> str:
-        short = len(self.unmatched_current)
-        return super().summary() + (f", {short} not judged (too few earlier runs)" if short else "")
+        if not self.judged:
+            return f"NOT JUDGED: {self.nothing_judged()}"
+        short, bad = len(self.unmatched_current), len(self.unjudgeable)
+        return (super().summary() + (f", {short} not judged (too few earlier runs)" if short else "")
+                + (f", {bad} not judged (invalid values)" if bad else ""))
+
+    @property
+    def building(self) -> bool:
+        """Nothing judged only because the class has too few earlier runs: the baseline is still growing."""
+        return not self.judged and bool(self.unmatched_current) and not self.unjudgeable
+
+    def nothing_judged(self) -> str:
+        reasons = self.unjudgeable or self.unmatched_current or ["the newest run has no ok cell"]
+        shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        return f"nothing judged in the newest run ({shown})"
 
     def _notes(self) -> list[tuple[str, list[str]]]:
         return [
@@ -286,6 +324,7 @@ class HistoryCheck(compare.Comparison):
                 "cells that were ok in the previous run of this class and now fail (counted as regressions)",
                 self.newly_failed,
             ),
+            ("not judged: values that are not positive finite numbers", self.unjudgeable),
             ("not judged: too few earlier runs of this machine class", self.unmatched_current),
             ("cells of the class's previous run that the newest run does not have", self.unmatched_baseline),
             ("other machine classes in this history (never compared with this one)", self.env_warnings),
@@ -317,7 +356,7 @@ def check(
     current = {r["cell_id"]: r for r in newest.records}
     names = labels(newest.records)
     rows: list[compare.Row] = []
-    newly_failed, short = [], []
+    newly_failed, short, unjudgeable = [], [], []
     previous = same[-1][1].records if same else []
     gone = [r for r in previous if r["cell_id"] not in current]
     earlier = [(i, {r["cell_id"]: r for r in e.records}) for i, e in same]
@@ -328,6 +367,8 @@ def check(
             newly_failed.append(
                 f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}"
             )
+        invalid = invalid_values(record)
+        unjudgeable += [f"{names[cell_id]}: {why}" for why in invalid]
         earlier_ok = sum(r.get("status", "ok") == "ok" for _, r in history)
         if record.get("status", "ok") == "ok" and earlier_ok < MIN_BASELINE:
             short.append(
@@ -363,6 +404,7 @@ def check(
         rows=rows,
         unmatched_baseline=sorted(labels(gone).values()),
         unmatched_current=short,
+        unjudgeable=unjudgeable,
         env_warnings=sorted({e.machine.label for e in entries if e.machine != newest.machine}),
         newly_failed=newly_failed,
         thresholds=resolved,

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import re
+import typing
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +29,8 @@ from typing import Any
 
 from bench import store
 from bench.errors import UsageError
+from bench.inputs import conforms
+from bench.paths import inside, write_atomic
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -153,6 +157,10 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_run_dir(path: Path) -> Source:
+    holder = store.lock_holder(path)
+    if holder:
+        raise UsageError(f"run directory {str(path)!r} is being written ({holder} holds {store.LOCK}); accepted: a "
+                         "finished run (add it when the run has ended)")
     records = list(store.latest_by_cell(store.read_records(path)).values())
     if not records:
         raise UsageError(
@@ -180,11 +188,24 @@ environment fingerprint (GPU names and library versions, which pytest-benchmark 
 
 def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
     """A pytest-benchmark entry as a record: raw round times become ``samples_ms``."""
+    if not isinstance(bench, dict):
+        raise ValueError(f"a benchmark entry is a {type(bench).__name__}, not an object")
     stats = bench.get("stats")
     if not isinstance(stats, dict) or not isinstance(bench.get("fullname", bench.get("name")), str):
         raise ValueError("a benchmark without name or stats")
-    samples = [float(x) * 1000 for x in stats.get("data") or []]
     name = bench.get("fullname") or bench["name"]
+    for key in ("median", "mean", "stddev"):
+        value = stats.get(key)
+        if not (_number(value) and (value >= 0 if key == "stddev" else value > 0)):
+            raise ValueError(f"benchmark {name!r}: stats.{key} is {value!r}; accepted: a finite number > 0 "
+                             "(stddev >= 0), in seconds")
+    data = stats.get("data") or []
+    if not (isinstance(data, list) and all(_number(x) and x > 0 for x in data)):
+        raise ValueError(f"benchmark {name!r}: stats.data holds {str(data)[:40]}; accepted: round times, finite "
+                         "numbers > 0")
+    if not isinstance(stats.get("rounds", 0), int) or not isinstance(bench.get("extra_info") or {}, dict):
+        raise ValueError(f"benchmark {name!r}: rounds must be an integer and extra_info an object")
+    samples = [float(x) * 1000 for x in data]
     extra = bench.get("extra_info") or {}
     return {
         "cell_id": hashlib.sha256(f"pytest-benchmark:{name}".encode()).hexdigest()[:16],
@@ -209,11 +230,23 @@ def read_pytest_benchmark(path: Path) -> Source:
         machine_info, benchmarks = data["machine_info"], data["benchmarks"]
         if not isinstance(benchmarks, list) or not benchmarks:
             raise ValueError("no benchmarks")
-        env = machine_info.get(PYTEST_BENCHMARK_ENV) or {}
+        for key, value in (("machine_info", machine_info), ("machine_info.cpu", machine_info.get("cpu")),
+                           ("commit_info", data.get("commit_info")),
+                           (f"machine_info.{PYTEST_BENCHMARK_ENV}", machine_info.get(PYTEST_BENCHMARK_ENV))):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{key} is a {type(value).__name__}, not an object")
+        for key, value in (("datetime", data.get("datetime")), ("commit_info.id", (data.get("commit_info") or {}).get("id")),
+                           ("machine_info.cpu.brand_raw", (machine_info.get("cpu") or {}).get("brand_raw"))):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{key} is {value!r}, not a string")
+        count = (machine_info.get("cpu") or {}).get("count")
+        if count is not None and not (isinstance(count, int) and not isinstance(count, bool)):
+            raise ValueError(f"machine_info.cpu.count is {count!r}, not an integer")
+        env = store.checked_env(machine_info.get(PYTEST_BENCHMARK_ENV) or {}, path)
         records = sorted((_benchmark_record(b) for b in benchmarks), key=lambda r: r["cell_id"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise UsageError(
-            f"{str(path)!r} is not a pytest-benchmark JSON file ({exc}); accepted: {ACCEPTED_SOURCE}"
+            f"{str(path)!r} is not a pytest-benchmark JSON file ({_one(exc)}); accepted: {ACCEPTED_SOURCE}"
         ) from None
     cpu = machine_info.get("cpu") or {}
     machine = machine_from_env(env) if env else MachineClass(None, None, None, None, None)
@@ -262,7 +295,31 @@ def _parse_date(text: str, what: str) -> datetime:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise UsageError(f"bad {what} {text!r}: outside the dates UTC can hold (years 1 to 9999); accepted: an "
+                         "ISO 8601 date or time such as 2026-11-26T08:04:18Z") from None
+
+
+_COMMIT = re.compile(r"[A-Za-z0-9._/+@-]{1,200}")
+
+
+def _check_commit(commit: Any, what: str) -> str:
+    """A commit as printed in tables and file names: one token, no newline or control character (a newline
+    in it could forge lines such as "OK" in the check's output)."""
+    if not isinstance(commit, str) or not _COMMIT.fullmatch(commit.strip()):
+        raise UsageError(f"bad {what} {str(commit)[:60]!r}; accepted: a commit id or ref (letters, digits and "
+                         "._/+@-, at most 200 characters, no spaces or control characters)")
+    return commit.strip()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def run_id(identity: Any) -> str:
@@ -285,6 +342,7 @@ def add(
     commit = commit or src.commit
     if not commit:
         raise UsageError(f"no git commit recorded for {str(source)!r}; pass --commit SHA")
+    _check_commit(commit, "--commit" if commit != src.commit else f"the commit recorded in {str(source)!r}")
     when = date or src.date
     if not when:
         raise UsageError(f"no date recorded for {str(source)!r}; pass --date YYYY-MM-DD[THH:MM:SS]")
@@ -300,12 +358,10 @@ def add(
     )
     history.mkdir(parents=True, exist_ok=True)
     for existing in history.glob(f"run-*-{entry.run_id[:16]}.json"):
-        if _read_entry(existing).run_id == entry.run_id:
-            return _read_entry(existing), False
-    path = history / entry.file_name()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(entry.to_json())
-    os.replace(tmp, path)
+        if (found := _readable(existing)) is not None and found.run_id == entry.run_id:
+            return found, False
+    path = inside(history, entry.file_name(), "history entry")
+    write_atomic(path, entry.to_json())
     entry.path = path
     return entry, True
 
@@ -320,23 +376,43 @@ def _read_entry(path: Path) -> Entry:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"format {found!r}, not {FORMAT!r}")
         records = data["records"]
-        if not isinstance(records, list) or not all(isinstance(r, dict) and "cell_id" in r for r in records):
-            raise ValueError("records must be a list of records with a cell_id")
+        if not isinstance(records, list) or not all(isinstance(r, dict) and store.well_formed(r) for r in records):
+            raise ValueError("records must be a list of records, each field of its declared type")
+        machine, env, source = data["machine"], data.get("env") or {}, data.get("source") or {}
+        if not (isinstance(machine, dict) and isinstance(env, dict) and isinstance(source, dict)
+                and isinstance(data["run_id"], str) and data.get("dirty") in (None, True, False)):
+            raise ValueError("machine, env and source must be objects, run_id a string, dirty a boolean")
+        fields = typing.get_type_hints(MachineClass)
+        if set(machine) != set(fields) or not all(conforms(machine[k], fields[k]) for k in fields):
+            raise ValueError(f"machine must have {', '.join(fields)} of their types")
         return Entry(
-            run_id=str(data["run_id"]),
-            commit=str(data["commit"]),
+            run_id=data["run_id"],
+            commit=_check_commit(data["commit"], "commit"),
             date=_parse_date(data["date"], "date").isoformat(),
             dirty=data.get("dirty"),
-            source=dict(data.get("source") or {}),
-            machine=MachineClass(**data["machine"]),
-            env=data.get("env") or {},
+            source={str(k): str(v) for k, v in source.items()},
+            machine=MachineClass(**machine),
+            env=store.checked_env(env, path),
             records=records,
             path=path,
         )
-    except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, UsageError, RecursionError) as exc:
         raise UsageError(
-            f"history file {str(path)!r} is not a history entry ({exc}); accepted: {ACCEPTED_HISTORY}"
+            f"history file {str(path)!r} is not a history entry ({_one(exc)}); accepted: {ACCEPTED_HISTORY}"
         ) from None
+
+
+def _readable(path: Path, damaged: list[UsageError] | None = None) -> Entry | None:
+    """A stored entry, or None: one damaged file never stops the commands reading the rest. Its error is
+    added to ``damaged`` when given (the caller decides), else warned about."""
+    try:
+        return _read_entry(path)
+    except UsageError as exc:
+        if damaged is None:
+            warnings.warn(f"skipped: {exc}", stacklevel=3)
+        else:
+            damaged.append(exc)
+        return None
 
 
 def load(history: Path) -> list[Entry]:
@@ -345,7 +421,12 @@ def load(history: Path) -> list[Entry]:
     if not history.is_dir():
         problem = "is not a directory" if history.exists() else "does not exist"
         raise UsageError(f"history directory {str(history)!r} {problem}; accepted: {ACCEPTED_HISTORY}")
-    entries = [_read_entry(p) for p in sorted(history.glob(ENTRY_GLOB))]
+    damaged: list[UsageError] = []
+    entries = [e for p in sorted(history.glob(ENTRY_GLOB)) if (e := _readable(p, damaged)) is not None]
+    if damaged and not entries:
+        raise damaged[0]  # nothing readable: the one line names the first damaged file
+    for exc in damaged:
+        warnings.warn(f"skipped: {exc}", stacklevel=2)
     if not entries:
         raise UsageError(f"history directory {str(history)!r} holds no runs; accepted: {ACCEPTED_HISTORY}")
     return sorted(entries, key=lambda e: (e.date, e.commit, e.run_id))

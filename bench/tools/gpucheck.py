@@ -50,10 +50,11 @@ def budget_gate(budget_s: float | None, eager_s: float, compiled_s: float, clock
     return gate
 
 
-def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_size: int | None = None) -> list:
+def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_size: int | None = None,
+         dtype: str | None = None) -> list:
     """The cells to run, in order, without duplicates: with ``targets``, the eager target cells, the
     compiled ones, the plausibility matrix, then the late target cells. ``max_batch_size`` caps every
-    batch size (dry runs on a CPU)."""
+    batch size and ``dtype`` replaces every cell's (dry runs on a CPU, which may lack native fp16)."""
     from bench.sweep import expand, unique_cells
 
     check = expand(config)
@@ -64,6 +65,8 @@ def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_si
         check = [*eager, *compiled, *check, *late]
     if max_batch_size:
         check = [dataclasses.replace(c, batch_size=min(c.batch_size, max_batch_size)) for c in check]
+    if dtype:
+        check = [dataclasses.replace(c, dtype=dtype) for c in check]
     return unique_cells(check)
 
 
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-path", help="a checkpoint for every variant (dry runs on a tiny checkpoint)")
     p.add_argument("--max-new-tokens", type=int, help="override the generation length (dry runs)")
     p.add_argument("--max-batch-size", type=int, help="cap every cell's batch size (dry runs)")
+    p.add_argument("--dtype", help="run every cell, target cells included, in this dtype (dry runs on a CPU "
+                   "without native fp16, where fp16 cells would all be skipped)")
     args = p.parse_args(argv)
 
     absent = missing(REQUIRED)
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, model_path=args.model_path, weights="pretrained", variants=["custom"])
         variant_map = {"base": "custom", "large": "custom"}
     validate(config)
-    cells = plan(config, args.targets, variant_map, args.max_batch_size)
+    cells = plan(config, args.targets, variant_map, args.max_batch_size, args.dtype)
     out = Path(args.out)
     if (out / store.RESULTS).exists():
         (out / store.RESULTS).unlink()
