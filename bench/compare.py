@@ -523,14 +523,14 @@ def samples_of(record: dict[str, Any]) -> np.ndarray:
     return x[np.isfinite(x) & (x > 0)]
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
 
 
 def _memory(record: dict[str, Any], key: str) -> float | None:
-    return _number((record.get("memory") or {}).get(key))
+    return finite_number((record.get("memory") or {}).get(key))
 
 
 def _memory_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
@@ -540,9 +540,9 @@ def _memory_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 
 # Single values of one record, used when there are no samples and for the side of a failed cell.
 POINT_VALUES: dict[str, Callable[[dict[str, Any]], float | None]] = {
-    "latency_p50": lambda r: _number((r.get("latency_ms") or {}).get("p50")),
-    "latency_p90": lambda r: _number((r.get("latency_ms") or {}).get("p90")),
-    "throughput": lambda r: _number((r.get("throughput") or {}).get("images_per_s")),
+    "latency_p50": lambda r: finite_number((r.get("latency_ms") or {}).get("p50")),
+    "latency_p90": lambda r: finite_number((r.get("latency_ms") or {}).get("p90")),
+    "throughput": lambda r: finite_number((r.get("throughput") or {}).get("images_per_s")),
     "peak_memory": lambda r: next((v for k in MEMORY_KEYS if (v := _memory(r, k)) is not None), None),
 }
 
@@ -563,7 +563,7 @@ def _closed_loop(record: dict[str, Any]) -> bool:
 
 def point_value(record: dict[str, Any], metric: str) -> float | None:
     if metric.startswith("accuracy."):
-        return _number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
+        return finite_number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
     samples = samples_of(record)
     if len(samples) and metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record)):
         return FROM_SAMPLES[metric](samples, record)
@@ -677,7 +677,7 @@ def accuracy_metrics(*records: dict[str, Any]) -> list[str]:
         return []
     names = {name for r in records for name in (r.get("accuracy") or {})}
     return [f"accuracy.{name}" for name in sorted(names)
-            if all(_number((r.get("accuracy") or {}).get(name)) is not None for r in records)]
+            if all(finite_number((r.get("accuracy") or {}).get(name)) is not None for r in records)]
 
 
 def unmeasured_accuracy(base: dict[str, Any], cur: dict[str, Any]) -> str | None:

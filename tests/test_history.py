@@ -344,7 +344,7 @@ def test_check_exit_code_and_markdown(tmp_path, capsys):
     assert "noise band" in out and "90% CI" not in out
     text = md.read_text()
     assert text.startswith("### Regression check: REGRESSED") and "| noise band |" in text
-    assert "**regressed**" in text and "`base <CAPTION> fp32 bs1 cpu`" in text
+    assert "**regressed**" in text and "`base <CAPTION> fp32 bs1 cpu single-stream`" in text
     quiet = synth.write(synth.history(20, 1), tmp_path / "q")
     rc, out, _ = _main(capsys, "history", "check", str(quiet))
     assert rc == 0 and out.startswith("OK")

@@ -27,8 +27,8 @@ def test_a_task_entry_cannot_name_an_unregistered_metric():
 
 def _verdicts(tmp_path, name: str, base: float, cur: float) -> dict[str, str]:
     samples = [100.0 + i % 5 for i in range(40)]
-    b = write_run(tmp_path / f"b-{name}-{cur}", [record("<OCR>", samples, accuracy={name: base})])
-    c = write_run(tmp_path / f"c-{name}-{cur}", [record("<OCR>", samples, accuracy={name: cur})])
+    b = write_run(tmp_path / f"b-{name}-{cur}", [record("<OCR>", samples, weights="pretrained", accuracy={name: base})])
+    c = write_run(tmp_path / f"c-{name}-{cur}", [record("<OCR>", samples, weights="pretrained", accuracy={name: cur})])
     return {r.metric: r.verdict for r in compare_dirs(b, c).rows}
 
 
@@ -49,8 +49,8 @@ def test_a_rise_in_cer_or_wer_is_a_regression_not_an_improvement(tmp_path):
 
 def test_an_unregistered_metric_gets_no_verdict(tmp_path):
     rows = {r.metric: r for r in compare_dirs(
-        write_run(tmp_path / "b", [record("<OCR>", [100.0] * 10, accuracy={"mystery": 50.0})]),
-        write_run(tmp_path / "c", [record("<OCR>", [100.0] * 10, accuracy={"mystery": 10.0})]),
+        write_run(tmp_path / "b", [record("<OCR>", [100.0] * 10, weights="pretrained", accuracy={"mystery": 50.0})]),
+        write_run(tmp_path / "c", [record("<OCR>", [100.0] * 10, weights="pretrained", accuracy={"mystery": 10.0})]),
     ).rows}
     assert rows["accuracy.mystery"].verdict == "not-comparable"
     assert "direction unknown" in rows["accuracy.mystery"].note

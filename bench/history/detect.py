@@ -121,10 +121,10 @@ def invalid_values(record: dict[str, Any]) -> list[str]:
     out = []
     for metric, (table, key) in RAW_FIELDS.items():
         value = (record.get(table) or {}).get(key)
-        if value is not None and not (compare._number(value) is not None and value > 0):
+        if value is not None and not (compare.finite_number(value) is not None and value > 0):
             out.append(f"{metric} is {value!r}: not a positive finite number")
     samples = record.get("samples_ms") or []
-    good = len(compare._samples(record))
+    good = len(compare.samples_of(record))
     if samples and good < len(samples):
         out.append(f"samples_ms: {len(samples) - good} of {len(samples)} value(s) not positive finite numbers")
     return out
