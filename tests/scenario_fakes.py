@@ -64,22 +64,24 @@ class SleepPipeline:
     batch ``execute_s`` whatever its size (a device that serves a batch in the time of one image). Sleeps
     release the GIL, as image decoding and waiting on a GPU do, so prepared requests overlap."""
 
-    def __init__(self, prepare_s: float, execute_s: float) -> None:
-        self.prepare_s, self.execute_s = prepare_s, execute_s
+    def __init__(self, prepare_s: float, execute_s: float, *, per_image: bool = True) -> None:
+        self.prepare_s, self.execute_s, self.per_image = prepare_s, execute_s, per_image
         self.threads: set[str] = set()
         self.batch_sizes: list[int] = []
 
     def prepare(self, samples: list[Sample]) -> Prepared:
+        """Sleeps ``prepare_s`` per image (``per_image``) or per batch."""
         started = time.perf_counter()
         self.threads.add(threading.current_thread().name)
-        time.sleep(self.prepare_s * len(samples))
+        time.sleep(self.prepare_s * (len(samples) if self.per_image else 1))
         return Prepared(list(samples), {}, (time.perf_counter() - started) * 1000, started)
 
     def collate(self, parts: list[Prepared]) -> Prepared:
         return Prepared([s for p in parts for s in p.samples], {}, sum(p.prepare_ms for p in parts),
                         min(p.started_s for p in parts))
 
-    def execute(self, prepared: Prepared) -> BatchResult:
+    def execute(self, prepared: Prepared, overlapped: bool = True) -> BatchResult:
+        """``overlapped``: prepared ahead while the previous batch ran (as the real pipeline marks it)."""
         t = time.perf_counter()
         time.sleep(self.execute_s)
         execute_ms = (time.perf_counter() - t) * 1000
@@ -88,7 +90,7 @@ class SleepPipeline:
         batch_ms = prepared.prepare_ms + execute_ms
         stages = {s: 0.0 for s in STAGES} | {"preprocess": prepared.prepare_ms / n, "ttft": execute_ms / n}
         return BatchResult(stages, batch_ms / n, batch_ms, [1] * n, ["t"] * n, ["a"] * n, prepared.samples,
-                           prepared.started_s, time.perf_counter())
+                           prepared.started_s, time.perf_counter(), overlapped=overlapped)
 
     def run_batch(self, samples: list[Sample]) -> BatchResult:
-        return self.execute(self.prepare(samples))
+        return self.execute(self.prepare(samples), overlapped=False)

@@ -6,10 +6,11 @@ import threading
 import time
 
 import pytest
+from scenario_fakes import SleepPipeline
 
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock, RepetitionPolicy
-from bench.pipeline import BatchResult, GenerationSettings, Pipeline, Prepared
+from bench.pipeline import GenerationSettings, Pipeline
 from bench.prefetch import Prefetcher
 from bench.scenarios import ScenarioInput, ServerSettings, get_scenario
 from bench.tasks import get_task
@@ -70,44 +71,14 @@ def test_wall_time_is_the_max_not_the_sum_of_the_stages():
     assert wall < 0.75 * stages, (wall, stages)  # in line it would be >= stages
 
 
-class FakePipeline:
-    """Known service times on the real clock: prepare and execute each sleep (a GPU and a decoder release
-    the GIL too); the stage times are what they measured."""
-
-    def __init__(self, prepare_s: float = PREPARE_S, execute_s: float = EXECUTE_S) -> None:
-        self.prepare_s, self.execute_s = prepare_s, execute_s
-        self.threads: set[str] = set()
-        self.batch_sizes: list[int] = []
-
-    def prepare(self, samples) -> Prepared:
-        started = time.perf_counter()
-        self.threads.add(threading.current_thread().name)
-        time.sleep(self.prepare_s)
-        return Prepared(list(samples), {}, (time.perf_counter() - started) * 1000, started)
-
-    def collate(self, parts: list[Prepared]) -> Prepared:
-        return Prepared([s for p in parts for s in p.samples], {}, sum(p.prepare_ms for p in parts),
-                        min(p.started_s for p in parts))
-
-    def execute(self, prepared: Prepared, overlapped: bool = True) -> BatchResult:
-        t = time.perf_counter()
-        time.sleep(self.execute_s)
-        execute_ms = (time.perf_counter() - t) * 1000
-        n = len(prepared.samples)
-        self.batch_sizes.append(n)
-        batch_ms = prepared.prepare_ms + execute_ms
-        stages = {"preprocess": prepared.prepare_ms / n, "vision": 0.0, "ttft": execute_ms / n, "per_token": 0.0,
-                  "decode": 0.0, "postprocess": 0.0}
-        return BatchResult(stages, batch_ms / n, batch_ms, [1] * n, ["t"] * n, ["a"] * n, prepared.samples,
-                           prepared.started_s, time.perf_counter(), overlapped=overlapped)
-
-    def run_batch(self, samples) -> BatchResult:
-        return self.execute(self.prepare(samples), overlapped=False)
+def fake_pipeline(prepare_s: float = PREPARE_S, execute_s: float = EXECUTE_S) -> SleepPipeline:
+    """Known service times on the real clock: prepare (per batch) and execute each sleep."""
+    return SleepPipeline(prepare_s, execute_s, per_image=False)
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_offline_throughput_comes_from_wall_time_when_prefetching(prefetch):
-    fake = FakePipeline()
+    fake = fake_pipeline()
     policy = RepetitionPolicy(warmup=1, min_iterations=6, min_duration_s=0.0, max_iterations=6, cv_threshold=1.0)
     m = get_scenario("offline").measure(ScenarioInput(fake, synthetic_smoke(4), 2, policy, energy_idle_s=0.0,
                                                       prefetch=prefetch))
@@ -134,7 +105,7 @@ def test_a_server_prepares_each_request_as_it_arrives():
 
     means = {}
     for prefetch in (False, True):
-        fake = FakePipeline(prepare_s=0.07, execute_s=0.04)
+        fake = fake_pipeline(prepare_s=0.07, execute_s=0.04)
         settings = ServerSettings(qps=10.0, max_queue_delay_ms=0.0, min_duration_s=2.0, min_requests=8)
         policy = RepetitionPolicy(warmup=0, min_iterations=1, min_duration_s=0.0, max_iterations=1,
                                   cv_threshold=1.0)
