@@ -18,7 +18,8 @@ from typing import Any
 
 from bench.scenarios.base import ServerSettings
 
-LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False}
+LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False,
+                              "backend": "transformers"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Cell:
     compile_vision: bool | str = False
     preprocess: str = "host"
     prefetch: bool = False
+    backend: str = "transformers"  # the runtime (bench.backends.BACKENDS)
 
     @property
     def cell_id(self) -> str:
@@ -57,8 +59,8 @@ class Cell:
 
     @property
     def group(self) -> tuple:
-        return (self.variant, self.model_path, self.dtype, self.device, self.attn, self.quant, self.channels_last,
-                self.compile, self.compile_vision)
+        return (self.backend, self.variant, self.model_path, self.dtype, self.device, self.attn, self.quant,
+                self.channels_last, self.compile, self.compile_vision)
 
     @property
     def label(self) -> str:
@@ -67,7 +69,8 @@ class Cell:
                                  ("vision-graphs", self.compile_vision == "graphs"),
                                  ("channels-last", self.channels_last),
                                  (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"),
-                                 ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch))
+                                 ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch),
+                                 (self.backend, self.backend != "transformers"))
                  if on]
         load = []
         if self.server is not None:

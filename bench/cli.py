@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             batch_sizes=args.batch_sizes, devices=args.devices, attn=args.attn,
                             compile=args.compile, num_beams=args.num_beams, cache=args.cache,
                             channels_last=args.channels_last, quant=args.quant, scenarios=args.scenarios,
-                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch)
+                            compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch,
+                            backends=args.backends)
     config = _server_overrides(config, args)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),
@@ -274,7 +275,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from bench.checkpoints import make_tiny_checkpoint
+    from bench.backends.transformers.checkpoints import make_tiny_checkpoint
 
     inputs.output_file(Path(args.directory) / "config.json", "checkpoint")
     path = make_tiny_checkpoint(Path(args.directory), seed=args.seed)
@@ -321,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-beams", help="e.g. 1,3 (model card: 3)")
     r.add_argument("--cache", help="KV cache: dynamic, static")
     r.add_argument("--channels-last", help="true,false: vision tower in channels_last")
-    r.add_argument("--quant", help="none, int8-dynamic (CPU)")
+    r.add_argument("--quant", help="none, int8-dynamic (CPU, transformers), int8-weights (openvino)")
+    r.add_argument("--backends", help="runtimes: transformers (default), openvino (CPU; optional extra "
+                   "'openvino'); each runs the axis values it accepts (README: Backends)")
     r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
                    "default: the sweep's, else single-stream at batch 1 and offline above")
     r.add_argument("--server-qps", help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "

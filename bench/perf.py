@@ -30,7 +30,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench.checkpoints import CheckpointRef, LoadedModel, LoadOptions, load, resolve
+from bench.backends.transformers.checkpoints import CheckpointRef, LoadedModel, LoadOptions, load, resolve
+from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
 from bench.data import Sample, synthetic_smoke
 from bench.errors import UsageError
 from bench.measure import clock_for, device_kind
@@ -43,7 +44,6 @@ from bench.optimize import (
     unsupported_reason,
     vision_flops,
 )
-from bench.pipeline import GenerationSettings, Pipeline
 from bench.runner import cuda_oom_reason, free_memory, is_cuda_oom
 from bench.scenarios.base import cycle_batches, run_batches
 from bench.tasks import get_task

@@ -18,20 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import inputs, store
+from bench.backends import BACKENDS, DEFAULT_BACKEND, get_backend
+from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, read_config
 from bench.cell import Cell
-from bench.checkpoints import (
-    ATTN,
-    DTYPES,
-    WEIGHTS_MODES,
-    LoadOptions,
-    read_config,
-)
 from bench.data import get_dataset, load_samples
 from bench.errors import UsageError, choice_error
 from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
-from bench.optimize import COMPILE_MODES, parse_compile
-from bench.preprocess import PREPROCESSORS
+from bench.optimize import parse_compile
 from bench.scenarios import SCENARIOS, ServerSettings, default_scenario, get_scenario
 from bench.schema import converted
 from bench.tasks import get_task
@@ -43,16 +37,17 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SWEEP_DIR = Path(__file__).parent / "sweeps"
-CACHES = ("dynamic", "static")
-QUANT = ("none", "int8-dynamic")
 # axes a user can override from the command line, with their element parser
 AXES: dict[str, Callable[[str], Any]] = {
     "variants": str, "tasks": str, "dtypes": str, "batch_sizes": int, "devices": str, "attn": str,
     "compile": lambda v: parse_compile("compile", v), "num_beams": int, "cache": str,
     "channels_last": lambda v: _parse_bool("channels_last", v), "quant": str, "scenarios": str,
     "compile_vision": lambda v: parse_compile("compile_vision", v), "preprocess": str,
-    "prefetch": lambda v: _parse_bool("prefetch", v),
+    "prefetch": lambda v: _parse_bool("prefetch", v), "backends": str,
 }
+# the sweep's list of each axis a backend declares (``Backend.axes`` is keyed by the cell's field)
+BACKEND_AXES = {"dtype": "dtypes", "attn": "attn", "cache": "cache", "quant": "quant", "compile": "compile",
+                "compile_vision": "compile_vision", "channels_last": "channels_last", "preprocess": "preprocess"}
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
 SECTIONS = ("repetition", "server")
 
@@ -87,6 +82,7 @@ class SweepConfig:
     compile_vision: list[bool | str] = field(default_factory=lambda: [False])
     preprocess: list[str] = field(default_factory=lambda: ["host"])
     prefetch: list[bool] = field(default_factory=lambda: [False])
+    backends: list[str] = field(default_factory=lambda: [DEFAULT_BACKEND])
     dataset: str = "synthetic-smoke"
     limit: int | None = 4
     max_new_tokens: int | None = None
@@ -172,17 +168,9 @@ def validate(config: SweepConfig) -> None:
     for t in config.tasks:
         get_task(t)
     get_dataset(config.dataset)
-    checks = (("dtype", config.dtypes, DTYPES), ("attention implementation", config.attn, ATTN),
-              ("cache", config.cache, CACHES), ("quantisation", config.quant, QUANT),
-              ("weights mode", [config.weights], WEIGHTS_MODES), ("preprocess", config.preprocess, PREPROCESSORS))
-    for kind, values, accepted in checks:
-        for value in values:
-            if value not in accepted:
-                raise choice_error(kind, value, accepted)
-    for axis in ("compile", "compile_vision"):
-        for value in getattr(config, axis):
-            if not (isinstance(value, (bool, str)) and value in COMPILE_MODES):  # not 1 or 0, though 1 == True
-                raise choice_error(axis, value, [str(mode).lower() for mode in COMPILE_MODES])
+    if config.weights not in WEIGHTS_MODES:
+        raise choice_error("weights mode", config.weights, WEIGHTS_MODES)
+    validate_backend_axes(config)
     for device in config.devices:
         device_kind(device)
     for name, values in (("batch size", config.batch_sizes), ("num_beams", config.num_beams)):
@@ -200,6 +188,19 @@ def validate(config: SweepConfig) -> None:
         read_config(Path(config.model_path).expanduser())
     for sample in load_samples(config.dataset, config.limit):
         sample.load_image()  # a missing or corrupt image stops the sweep here, named, before any cell runs
+
+
+def validate_backend_axes(config: SweepConfig) -> None:
+    """Known backends, and each axis value one of them runs (the accepted values are the backends')."""
+    if not config.backends:
+        raise UsageError(f"empty backends list; accepted: {', '.join(BACKENDS)}")
+    backends = [get_backend(name) for name in config.backends]
+    for axis, sweep_axis in BACKEND_AXES.items():
+        for value in getattr(config, sweep_axis):
+            if not any(b.accepts(axis, value) for b in backends):
+                accepted = dict.fromkeys(a for b in backends for a in b.axes.get(axis, ()))
+                raise choice_error(f"{axis} of backend(s) {', '.join(config.backends)}", value,
+                                   [str(a).lower() if isinstance(a, bool) else a for a in accepted])
 
 
 def validate_scenarios(config: SweepConfig) -> None:
@@ -238,19 +239,23 @@ def expand(config: SweepConfig) -> list[Cell]:
     n_images = len(load_samples(config.dataset, config.limit))
 
     def cells() -> Iterator[Cell]:
-        for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
-                                       config.channels_last, config.compile, config.compile_vision, config.tasks,
+        for combo in itertools.product(config.backends, config.variants, config.devices, config.dtypes, config.attn,
+                                       config.quant, config.channels_last, config.compile, config.compile_vision, config.tasks,
                                        config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
                                        config.cache):
-            (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
+            (backend, variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
              prefetch, bs, beams, cache) = combo
             if quant != "none" and device_kind(device) != "cpu":
-                continue  # dynamic int8 is a CPU-only path; the combination is not a cell
+                continue  # int8 is a CPU-only path; the combination is not a cell
+            values = {"dtype": dtype, "attn": attn, "cache": cache, "quant": quant, "compile": compile_,
+                      "compile_vision": compile_vision, "channels_last": channels_last, "preprocess": preprocess}
+            if not all(get_backend(backend).accepts(axis, value) for axis, value in values.items()):
+                continue  # a value only another backend of the sweep runs
             for scenario in _scenarios_for(config, bs):
                 server = config.server_settings() if scenario == "server" else None
                 yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
                            compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
-                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch)
+                           config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch, backend)
 
     return unique_cells(cells())  # repeated axis values (see inputs.dedupe_axes) make no second cell
 

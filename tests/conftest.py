@@ -18,7 +18,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A complete tiny native checkpoint directory (config, safetensors, processor files)."""
-    from bench.checkpoints import make_tiny_checkpoint
+    from bench.backends.transformers.checkpoints import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "florence2-tiny")
 
@@ -26,7 +26,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_checkpoint):
     """The tiny checkpoint loaded through the same code path as real checkpoints."""
-    from bench.checkpoints import LoadOptions, load, resolve
+    from bench.backends.transformers.checkpoints import LoadOptions, load, resolve
     from bench.variants import get_variant
 
     variant = get_variant("base")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.backends.transformers.pipeline import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
-from bench.pipeline import STAGES, BatchResult
 from bench.scenarios import ScenarioInput, ServerSettings
 
 

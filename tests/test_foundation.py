@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import Florence2Config, Florence2ForConditionalGeneration
 
-from bench import checkpoints
-from bench.checkpoints import LoadOptions, convert_original_config, resolve
+from bench.backends.transformers import checkpoints
+from bench.backends.transformers.checkpoints import LoadOptions, convert_original_config, resolve
+from bench.backends.transformers.pipeline import GenerationSettings, Pipeline, generation_settings
 from bench.data import synthetic_smoke
 from bench.errors import UsageError
 from bench.measure import CpuClock
-from bench.pipeline import GenerationSettings, Pipeline, generation_settings
 from bench.tasks import TASKS, get_task, region_tokens
 from bench.variants import VARIANTS, get_variant
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench import optimize
-from bench.checkpoints import LoadOptions, load, resolve, weights_bytes
+from bench.backends.transformers.checkpoints import LoadOptions, load, resolve, weights_bytes
+from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
 from bench.data import synthetic_smoke
 from bench.optimize import (
     TOKEN_PRESERVING,
@@ -20,7 +21,6 @@ from bench.optimize import (
     unsupported_reason,
     vision_flops,
 )
-from bench.pipeline import GenerationSettings, Pipeline
 from bench.tasks import get_task
 from bench.variants import get_variant
 

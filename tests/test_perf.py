@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bench import perf
-from bench.checkpoints import LoadOptions, load, resolve
+from bench.backends.transformers.checkpoints import LoadOptions, load, resolve
 from bench.data import synthetic_smoke
 from bench.perf import Candidate, measure_settings
 from bench.variants import get_variant
@@ -123,7 +123,7 @@ def test_random_models_are_built_on_their_device_in_their_dtype(tiny_checkpoint,
     import torch
     from transformers import Florence2ForConditionalGeneration
 
-    from bench.checkpoints import CheckpointRef
+    from bench.backends.transformers.checkpoints import CheckpointRef
 
     seen = []
     real = Florence2ForConditionalGeneration._from_config.__func__

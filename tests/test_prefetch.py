@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from bench.backends.transformers.pipeline import BatchResult, GenerationSettings, Pipeline, Prepared
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock, RepetitionPolicy
-from bench.pipeline import BatchResult, GenerationSettings, Pipeline, Prepared
 from bench.prefetch import Prefetcher
 from bench.scenarios import ScenarioInput, ServerSettings, get_scenario
 from bench.tasks import get_task

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bench.backends.transformers.pipeline import STAGES, BatchResult
 from bench.data import Sample
 from bench.errors import UsageError
 from bench.measure import (
@@ -30,14 +31,13 @@ from bench.measure import (
     memory_trackers,
     summarize,
 )
-from bench.pipeline import STAGES, BatchResult
 from bench.prefetch import Prefetcher
 
 TIME_PER_IMAGE_BASIS = "batch wall time / images in the batch (amortised; not what a request waits)"
 
 
 class BatchRunner(Protocol):
-    """What a scenario drives: ``bench.pipeline.Pipeline``, or a fake with a known service time."""
+    """What a scenario drives: ``bench.backends.transformers.pipeline.Pipeline``, or a fake with a known service time."""
 
     def run_batch(self, samples: list[Sample]) -> BatchResult: ...
 
@@ -52,7 +52,7 @@ class Timer(Protocol):
 
 class HostTimer:
     """The real clock: ``perf_counter`` and ``sleep``. A request's completion is when ``run_batch``
-    returns, which is after the batch's device synchronisation (see ``bench.pipeline``)."""
+    returns, which is after the batch's device synchronisation (see ``bench.backends.transformers.pipeline``)."""
 
     def now(self) -> float:
         return time.perf_counter()

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.backends.transformers.pipeline import BatchResult
 from bench.errors import UsageError
 from bench.measure import summarize
-from bench.pipeline import BatchResult
 from bench.prefetch import ScheduledPreparer
 from bench.scenarios import capacity
 from bench.scenarios.base import (

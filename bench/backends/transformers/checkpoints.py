@@ -87,6 +87,7 @@ class LoadedModel:
     params: int
     weights_bytes: int
     notes: list[str] = field(default_factory=list)
+    backend_info: dict[str, Any] = field(default_factory=dict)  # what the backend adds to the record
 
 
 # ---------------------------------------------------------------------------------------- checks
