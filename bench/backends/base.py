@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Backend:
-    """One runtime. Subclasses set ``name``, ``axes`` and ``install_hint`` and implement ``load``.
+    """One runtime. Subclasses set ``name``, ``axes`` and ``install_hint`` and implement ``prepare``.
 
     ``axes`` maps a cell field (``dtype``, ``quant``, ...) to the values this backend runs; a sweep
     accepts a value when one of its backends does, and makes a cell only where the cell's backend does.
@@ -49,8 +49,21 @@ class Backend:
                 return f"backend {self.name} does not run {axis} {value!r}; accepted: {accepted}"
         return None
 
+    def load_dtype(self, cell: Any) -> str:
+        """The dtype the PyTorch model is loaded in (a runtime that computes in its own precision: fp32)."""
+        return cell.dtype
+
     def load(self, variant: Variant, ref: CheckpointRef, cell: Any, options: LoadOptions) -> LoadedModel:
-        """The model ready to run ``cell``'s settings (anything converted or compiled counts as loading)."""
+        """The model ready to run ``cell``'s settings: the checkpoint through transformers (every backend
+        starts from it), then ``prepare``. Whatever is converted or compiled counts as loading."""
+        from bench.backends.transformers.checkpoints import load
+
+        loaded = load(variant, ref, device=cell.device, dtype=self.load_dtype(cell), attn=cell.attn, options=options)
+        self.prepare(loaded, cell)
+        return loaded
+
+    def prepare(self, loaded: LoadedModel, cell: Any) -> None:
+        """Turn a freshly loaded PyTorch model into what runs ``cell`` (in place; notes in ``loaded.notes``)."""
         raise NotImplementedError
 
     def pipeline(self, loaded: LoadedModel, task: Task, generation: GenerationSettings, *, device: str,

@@ -1,14 +1,13 @@
-"""OpenVINO backend: Florence-2's vision tower and projector converted with ``openvino.convert_model``.
+"""OpenVINO backend: Florence-2's vision tower, projector and text encoder converted with ``openvino.convert_model``.
 
-The checkpoint is loaded by transformers in fp32 (``bench.backends.transformers``); the vision tower
-and the projector are then replaced by modules that run their OpenVINO IR, so generate(), the
-tasks, beams, forced token counts, post-processing, the processor's preprocessing and the timing
-hooks are the transformers backend's, unchanged. The text encoder and the decoder stay in PyTorch:
-the vision tower is most of a CPU request (docs/performance.md), and converting the decoder with
-its KV cache is not done yet.
+The checkpoint is loaded by transformers in fp32 (``bench.backends.transformers``); those parts are
+then replaced by modules that run their OpenVINO IR, so generate(), the tasks, beams, forced token
+counts, post-processing, the processor's preprocessing and the timing hooks are the transformers
+backend's, unchanged. The decoder (with its KV cache and beam reordering) stays in PyTorch, in the
+cell's dtype: converting it is the next step where decoding dominates (docs/performance.md).
 
 Converted IR is cached on disk (``OpenVINOSettings.cache_dir``) keyed by checkpoint, part, input
-shape and weight precision; converting or reading it counts as the cell's load, never as latency.
+shapes and weight precision; converting or reading it counts as the cell's load, never as latency.
 ``dtype`` bf16 is OpenVINO's ``INFERENCE_PRECISION_HINT`` on the same f32 IR (native bf16 CPUs only:
 ``bench.runner`` skips the cell elsewhere); ``quant int8-weights`` is ``nncf.compress_weights``.
 """
@@ -29,15 +28,7 @@ from typing import Any
 from bench.backends.base import Backend
 from bench.backends.openvino.config import INSTALL_HINT, PRECISIONS, QUANT, OpenVINOSettings
 from bench.backends.transformers.backend import CACHES
-from bench.backends.transformers.checkpoints import (
-    ATTN,
-    CheckpointRef,
-    LoadedModel,
-    LoadOptions,
-    load,
-    weights_bytes,
-)
-from bench.variants import Variant
+from bench.backends.transformers.checkpoints import ATTN, LoadedModel, weights_bytes
 
 IR_FILE = "model.xml"
 
@@ -71,49 +62,65 @@ class OpenVINOBackend(Backend):
             return f"backend openvino runs on the CPU here (device {cell.device}); accepted: cpu"
         return self._missing("nncf") if cell.quant == "int8-weights" else None
 
-    def load(self, variant: Variant, ref: CheckpointRef, cell: Any, options: LoadOptions) -> LoadedModel:
-        loaded = load(variant, ref, device="cpu", dtype="fp32", attn=cell.attn, options=options)
-        loaded.model.generation_config.disable_compile = True
-        ov = self.importer("openvino")
+    def load_dtype(self, cell: Any) -> str:
+        return "fp32"  # parts are converted from fp32 weights; the PyTorch parts are cast to the cell's dtype after
+
+    def prepare(self, loaded: LoadedModel, cell: Any) -> None:
+        """Convert (or read from the cache) and compile the vision tower, projector and text encoder, and put
+        them in place; the decoder stays in PyTorch, in the cell's dtype."""
         import torch
 
-        from bench.backends.openvino.modules import OVPart, TowerOutput
+        from bench.backends.openvino.modules import EncoderOutput, OVPart, TowerOutput
+        from bench.backends.transformers.checkpoints import torch_dtype
 
+        loaded.model.generation_config.disable_compile = True
+        ov = self.importer("openvino")
         inner = loaded.model.model
+        text = inner.language_model
         size = loaded.processor.image_processor.size
         pixels = torch.zeros(1, 3, size["height"], size["width"])
         threads = self.settings.threads or torch.get_num_threads()
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": threads}
         core = ov.Core()
-        parts, ir_bytes = [], 0
+        dtype = torch_dtype(cell.dtype)
         tower = TowerOutput(inner.vision_tower)
-        features = tower(pixels)
-        for name, module, example in (("vision_tower", tower, pixels),
-                                      ("multi_modal_projector", inner.multi_modal_projector, features)):
+        with torch.no_grad():
+            features = tower(pixels)
+            embeds = inner.multi_modal_projector(features)[:, :8]  # any length: the sequence axis is dynamic
+        mask = torch.ones(1, embeds.shape[1], dtype=torch.int64)
+        mask[0, -1] = 0  # a padded row, so that the traced encoder keeps its attention mask
+        parts, ir_bytes = [], 0
+        for name, owner, module, example, dynamic in (
+                ("vision_tower", inner, tower, (pixels,), (1,)),
+                ("multi_modal_projector", inner, inner.multi_modal_projector, (features,), (1,)),
+                ("encoder", text, EncoderOutput(text.encoder), (embeds, mask), (2, 2))):
             started = time.perf_counter()
-            path, converted = self.ir(ov, loaded, name, module, example, cell.quant)
+            path, converted = self.ir(ov, loaded, name, module, example, dynamic, cell.quant)
             compiled = core.compile_model(str(path), "CPU", config)
-            seconds = time.perf_counter() - started
-            parts.append({"part": name, "ir": str(path), "converted": converted, "load_s": round(seconds, 3)})
+            parts.append({"part": name, "ir": str(path), "converted": converted,
+                          "load_s": round(time.perf_counter() - started, 3)})
             ir_bytes += path.with_suffix(".bin").stat().st_size
-            setattr(inner, name, OVPart(compiled, wrap_tower=name == "vision_tower"))
+            setattr(owner, name, OVPart(compiled, name, dtype))
+        loaded.model.to(dtype)  # the decoder (and the embeddings the encoder reads) in the cell's dtype
         loaded.weights_bytes = weights_bytes(loaded.model) + ir_bytes
-        loaded.notes = [f"vision tower and projector in OpenVINO {ov.__version__} (IR cached in "
+        loaded.notes = [f"vision tower, projector and text encoder in OpenVINO {ov.__version__} (IR cached in "
                         f"{self.settings.cache_dir}), INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, "
-                        f"{threads} threads; text encoder and decoder in PyTorch fp32"]
+                        f"{threads} threads; decoder in PyTorch {cell.dtype}"]
         if cell.quant == "int8-weights":
-            loaded.notes.append("vision tower and projector weights compressed to int8 (nncf.compress_weights)")
+            loaded.notes.append("converted parts' weights compressed to int8 (nncf.compress_weights)")
         loaded.backend_info = {"openvino": ov.__version__, "inference_precision": PRECISIONS[cell.dtype],
-                               "threads": threads, "converted_parts": parts, "pytorch_parts": ["text encoder",
-                                                                                               "decoder"]}
-        return loaded
+                               "threads": threads, "converted_parts": parts, "pytorch_parts": ["decoder"]}
 
-    def ir(self, ov: ModuleType, loaded: LoadedModel, part: str, module: Any, example: Any,
+    def ir(self, ov: ModuleType, loaded: LoadedModel, part: str, module: Any, example: tuple, dynamic: tuple,
            quant: str) -> tuple[Path, bool]:
-        """The cached IR of one part (converted now when absent); returns its path and whether it was converted."""
+        """The cached IR of one part (converted now when absent); returns its path and whether it was converted.
+
+        ``dynamic[i]``: how many leading axes of input i are dynamic (the batch; for the encoder, the sequence too).
+        """
         root = Path(self.settings.cache_dir).expanduser().resolve()
-        key = ir_key(loaded, part, tuple(example.shape[1:]), quant, ov.__version__)
+        shapes = [[-1] * n + list(t.shape[n:]) for t, n in zip(example, dynamic, strict=True)]
+        key = ir_key(loaded, part, shapes, quant, ov.__version__)
         folder = (root / f"{part}-{key}").resolve()
         if folder.parent != root:  # the key is hex; a path outside the cache is never written
             raise ValueError(f"IR folder {folder} is outside the cache {root}")
@@ -123,16 +130,15 @@ class OpenVINOBackend(Backend):
         import torch
 
         with torch.inference_mode(False), torch.no_grad():
-            model = ov.convert_model(module, example_input=example,
-                                     input=[ov.PartialShape([-1, *example.shape[1:]])])
+            model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(s) for s in shapes])
         if quant == "int8-weights":
             model = self.importer("nncf").compress_weights(model)
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=root))  # written whole, then renamed into place
         try:
             ov.save_model(model, str(staging / IR_FILE), compress_to_fp16=False)
-            (staging / "key.json").write_text(json.dumps(ir_key_fields(loaded, part, tuple(example.shape[1:]), quant,
-                                                                       ov.__version__), indent=1, default=str))
+            fields = ir_key_fields(loaded, part, shapes, quant, ov.__version__)
+            (staging / "key.json").write_text(json.dumps(fields, indent=1, default=str))
             try:
                 staging.rename(folder)
             except OSError:  # another process put it there first: theirs is the same conversion
@@ -142,16 +148,11 @@ class OpenVINOBackend(Backend):
                 shutil.rmtree(staging, ignore_errors=True)
         return path, True
 
-    def pipeline(self, loaded, task, generation, *, device, dtype, clock, preprocess="host", prefetch=False):
-        """The transformers pipeline: pixels in fp32 (the IR's input), whatever precision OpenVINO computes in."""
-        return super().pipeline(loaded, task, generation, device=device, dtype="fp32", clock=clock,
-                                preprocess=preprocess, prefetch=prefetch)
-
     def record_extra(self, loaded: LoadedModel) -> dict[str, Any]:
         return dict(loaded.backend_info)
 
 
-def ir_key_fields(loaded: LoadedModel, part: str, shape: tuple, quant: str, version: str) -> dict[str, Any]:
+def ir_key_fields(loaded: LoadedModel, part: str, shapes: list, quant: str, version: str) -> dict[str, Any]:
     """What a converted part depends on: the checkpoint (its config, and its weight files' sizes and times),
     the part, the input shape past the batch, the weight precision and the converter's version."""
     ref = loaded.ref
@@ -160,10 +161,10 @@ def ir_key_fields(loaded: LoadedModel, part: str, shape: tuple, quant: str, vers
         files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
                  for p in sorted(Path(ref.directory).glob("*")) if p.suffix in (".safetensors", ".bin", ".json")]
     return {"checkpoint": ref.checkpoint, "weights": ref.weights, "files": files, "part": part,
-            "config": loaded.model.config.to_json_string(use_diff=False), "shape": list(shape),
+            "config": loaded.model.config.to_json_string(use_diff=False), "shapes": shapes,
             "weight_precision": "int8" if quant == "int8-weights" else "f32", "openvino": version}
 
 
-def ir_key(loaded: LoadedModel, part: str, shape: tuple, quant: str, version: str) -> str:
-    fields = ir_key_fields(loaded, part, shape, quant, version)
+def ir_key(loaded: LoadedModel, part: str, shapes: list, quant: str, version: str) -> str:
+    fields = ir_key_fields(loaded, part, shapes, quant, version)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]

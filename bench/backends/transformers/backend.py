@@ -8,14 +8,10 @@ from bench.backends.base import Backend
 from bench.backends.transformers.checkpoints import (
     ATTN,
     DTYPES,
-    CheckpointRef,
     LoadedModel,
-    LoadOptions,
-    load,
 )
 from bench.optimize import COMPILE_MODES, apply_model_settings, unsupported_reason
 from bench.preprocess import PREPROCESSORS
-from bench.variants import Variant
 
 CACHES = ("dynamic", "static")
 QUANT = ("none", "int8-dynamic")
@@ -29,7 +25,5 @@ class TransformersBackend(Backend):
     def unsupported_reason(self, cell: Any) -> str | None:
         return super().unsupported_reason(cell) or unsupported_reason(cell)
 
-    def load(self, variant: Variant, ref: CheckpointRef, cell: Any, options: LoadOptions) -> LoadedModel:
-        loaded = load(variant, ref, device=cell.device, dtype=cell.dtype, attn=cell.attn, options=options)
+    def prepare(self, loaded: LoadedModel, cell: Any) -> None:
         apply_model_settings(loaded, cell)
-        return loaded
