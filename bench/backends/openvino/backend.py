@@ -83,7 +83,8 @@ class OpenVINOBackend(Backend):
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": threads}
         core = ov.Core()
-        dtype = torch_dtype(cell.dtype)
+        # the PyTorch decoder's dtype: the cell's, or fp32 under dynamic int8 (which quantises fp32 linears)
+        dtype = torch.float32 if cell.quant == "int8-dynamic" else torch_dtype(cell.dtype)
         tower = TowerOutput(inner.vision_tower)
         with torch.no_grad():
             features = tower(pixels)
@@ -102,11 +103,18 @@ class OpenVINOBackend(Backend):
                           "load_s": round(time.perf_counter() - started, 3)})
             ir_bytes += path.with_suffix(".bin").stat().st_size
             setattr(owner, name, OVPart(compiled, name, dtype))
-        loaded.model.to(dtype)  # the decoder (and the embeddings the encoder reads) in the cell's dtype
-        loaded.weights_bytes = weights_bytes(loaded.model) + ir_bytes
+        if cell.quant == "int8-dynamic":  # the decoder's linears in dynamic int8 (from fp32, as in transformers)
+            from bench.optimize import MODEL_SETTINGS
+
+            decoder = MODEL_SETTINGS["quant"](loaded, cell)  # it counts the packed int8 weights too
+        else:
+            loaded.model.to(dtype)  # the decoder (and the embeddings the encoder reads) in the cell's dtype
+            decoder = f"PyTorch {cell.dtype}"
+            loaded.weights_bytes = weights_bytes(loaded.model)
+        loaded.weights_bytes += ir_bytes
         loaded.notes = [f"vision tower, projector and text encoder in OpenVINO {ov.__version__} (IR cached in "
                         f"{self.settings.cache_dir}), INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, "
-                        f"{threads} threads; decoder in PyTorch {cell.dtype}"]
+                        f"{threads} threads; decoder: {decoder}"]
         if cell.quant == "int8-weights":
             loaded.notes.append("converted parts' weights compressed to int8 (nncf.compress_weights)")
         loaded.backend_info = {"openvino": ov.__version__, "inference_precision": PRECISIONS[cell.dtype],

@@ -9,8 +9,9 @@ from pathlib import Path
 INSTALL_HINT = "pip install 'florence2-bench[openvino]' (openvino>=2025, nncf>=2.14)"
 # the cell's dtype -> OpenVINO's INFERENCE_PRECISION_HINT (the IR itself stays f32; bf16 is how the CPU runs it)
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-# quant: "int8-weights" is nncf.compress_weights (int8 weights, activations in the inference precision)
-QUANT = ("none", "int8-weights")
+# quant: "int8-weights" is nncf.compress_weights of the converted parts (int8 weights, activations in the
+# inference precision); "int8-dynamic" is the transformers backend's dynamic int8 for the PyTorch decoder
+QUANT = ("none", "int8-weights", "int8-dynamic")
 
 
 def default_cache_dir() -> Path:
