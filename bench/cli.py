@@ -283,6 +283,18 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_checkpoint(args: argparse.Namespace) -> int:
+    from bench.backends.transformers.checkpoints import make_checkpoint
+    from bench.variants import get_variant
+
+    variant = get_variant(args.variant)
+    inputs.output_file(Path(args.directory) / "config.json", "checkpoint")
+    path = make_checkpoint(variant, Path(args.directory), seed=args.seed)
+    print(f"Florence-2 {variant.name} checkpoint with RANDOM weights written to {path} (marked random in "
+          f"florence2_bench.json; load it with --model-path {path})")
+    return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 
 
@@ -437,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("directory", metavar="DIR")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_make_tiny)
+
+    m = sub.add_parser("make-checkpoint", help="write a Florence-2 checkpoint of a variant's real size with random "
+                       "weights, marked random (for other tools to run exactly the model measured here)")
+    m.add_argument("directory", metavar="DIR")
+    m.add_argument("--variant", default="base", help="a registered variant, e.g. base, large (see `variants`)")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=cmd_make_checkpoint)
     return p
 
 

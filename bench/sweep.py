@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import inputs, store
-from bench.backends import BACKENDS, DEFAULT_BACKEND, get_backend
+from bench.backends import DEFAULT_BACKEND, get_backend
 from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, read_config
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
@@ -192,8 +192,6 @@ def validate(config: SweepConfig) -> None:
 
 def validate_backend_axes(config: SweepConfig) -> None:
     """Known backends, and each axis value one of them runs (the accepted values are the backends')."""
-    if not config.backends:
-        raise UsageError(f"empty backends list; accepted: {', '.join(BACKENDS)}")
     backends = [get_backend(name) for name in config.backends]
     for axis, sweep_axis in BACKEND_AXES.items():
         for value in getattr(config, sweep_axis):

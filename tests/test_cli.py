@@ -25,7 +25,8 @@ def _one_line_error(err: str) -> str:
     return lines[0]
 
 
-def test_run_writes_the_contract_run_directory(tiny_checkpoint, tmp_path, capsys):
+def test_run_writes_the_contract_run_directory(pretrained_tiny_checkpoint, tmp_path, capsys):
+    tiny_checkpoint = pretrained_tiny_checkpoint  # unmarked: taken as pretrained weights, so answers are scored
     out = tmp_path / "run"
     code, stdout, _ = _run(capsys, "run", "--model-path", str(tiny_checkpoint), "--tasks", "caption,od", "--out", str(out), *FAST)
     assert code == 0
@@ -83,6 +84,30 @@ def test_variants_lists_parameter_counts(capsys):
 def test_make_tiny_checkpoint_writes_a_loadable_directory(tmp_path, capsys):
     code, out, _ = _run(capsys, "make-tiny-checkpoint", str(tmp_path / "tiny"))
     assert code == 0 and (tmp_path / "tiny" / "model.safetensors").exists()
+    marker = json.loads((tmp_path / "tiny" / "florence2_bench.json").read_text())
+    assert marker["weights"] == "random" and "make-tiny-checkpoint" in marker["made_by"]
+
+
+def test_a_checkpoint_marked_random_is_recorded_as_random(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, _ = _run(capsys, "run", "--model-path", str(tiny_checkpoint), "--tasks", "caption", "--out", str(out),
+                      "--limit", "1", "--num-beams", "1", "--max-new-tokens", "3", "--quiet")
+    assert code == 0
+    (record,) = store.read_records(out)
+    assert record["weights"] == "random" and record["checkpoint"] == str(tiny_checkpoint)
+    assert record["accuracy"] is None and record["gen_tokens_mean"] == 3  # forced, as random weights are
+    assert "florence2_bench.json" in record["extra"]["resolution_note"]
+
+
+def test_make_checkpoint_writes_a_variant_of_real_size_marked_random(tmp_path, capsys):
+    code, out, _ = _run(capsys, "make-checkpoint", "--variant", "base", str(tmp_path / "base"))
+    assert code == 0 and "RANDOM" in out
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    assert config["vision_config"]["embed_dim"] == [128, 256, 512, 1024] and config["text_config"]["d_model"] == 768
+    assert (tmp_path / "base" / "model.safetensors").stat().st_size > 4 * 200e6  # ~231M fp32 parameters
+    marker = json.loads((tmp_path / "base" / "florence2_bench.json").read_text())
+    assert marker == {"weights": "random", "seed": 0, "made_by": "florence2-bench make-checkpoint --variant base"}
+    assert _run(capsys, "make-checkpoint", "--variant", "huge", str(tmp_path / "x"))[0] == 2
 
 
 @pytest.mark.parametrize(
