@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench.backends.transformers.checkpoints import LoadedModel, count_params, weights_bytes
+from bench.backends.transformers.checkpoints import LoadedModel, count_params, meta_model, weights_bytes
 
 # Which settings keep fp32 greedy tokens identical to the naive path (eager, batch 1, dynamic cache):
 # they change the order of floating-point operations at most. tests/test_optimize.py checks the True ones.
@@ -270,14 +270,12 @@ def _arch_key(config) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _vision_flops_per_image(arch_key: str, config_json: str, image_size: int, model_class: type,
-                            config_class: type) -> float:
+def _vision_flops_per_image(arch_key: str, config_json: str, image_size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = config_class.from_dict(json.loads(config_json))
+    inner = meta_model(config_json)
     with torch.device("meta"):
-        inner = model_class(config)
         pixels = torch.empty(1, 3, image_size, image_size)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -293,8 +291,7 @@ def vision_flops(model, batch_size: int = 1, image_size: int = 768) -> float:
     products, convolutions and attention are counted, element-wise ops (norms, GELU) are not.
     """
     config = model.config
-    per_image = _vision_flops_per_image(_arch_key(config), config.to_json_string(use_diff=False), image_size,
-                                        type(model.model), type(config))  # the classes the backend loaded
+    per_image = _vision_flops_per_image(_arch_key(config), config.to_json_string(use_diff=False), image_size)
     return per_image * batch_size
 
 

@@ -241,6 +241,18 @@ def weights_bytes(model) -> int:
     return total
 
 
+def meta_model(config_json: str):
+    """The architecture of a native config on the meta device (no weights, no compute): what FLOPs are
+    counted on (``bench.optimize.vision_flops``)."""
+    import torch
+    from transformers import Florence2Config
+    from transformers.models.florence2.modeling_florence2 import Florence2Model
+
+    config = Florence2Config.from_dict(json.loads(config_json))
+    with torch.device("meta"):
+        return Florence2Model(config)
+
+
 def _check_weight_files(directory: Path, allow_pickle: bool) -> None:
     if any(directory.glob("*.safetensors")):
         return
