@@ -30,7 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench.backends import get_backend
+from bench.backends.registry import get_backend
 from bench.backends.transformers.checkpoints import CheckpointRef, LoadedModel, LoadOptions, load, resolve
 from bench.backends.transformers.pipeline import GenerationSettings
 from bench.data import Sample, synthetic_smoke

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import store
-from bench.backends import get_backend
+from bench.backends.registry import get_backend
 from bench.backends.transformers.checkpoints import LoadedModel, LoadOptions, resolve
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import inputs, store
-from bench.backends import DEFAULT_BACKEND, get_backend
+from bench.backends.registry import DEFAULT_BACKEND, get_backend
 from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, read_config
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples

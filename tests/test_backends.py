@@ -12,9 +12,9 @@ import pytest
 from sweep_helpers import write_sweep
 
 from bench import store
-from bench.backends import BACKENDS, get_backend
 from bench.backends.openvino.backend import OpenVINOBackend
 from bench.backends.openvino.config import INSTALL_HINT, OpenVINOSettings
+from bench.backends.registry import BACKENDS, get_backend
 from bench.cell import Cell
 from bench.errors import UsageError
 from bench.optimize import agreement_with_fp32
