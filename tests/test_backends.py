@@ -180,3 +180,15 @@ def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_chec
     bf16 = backend.load(variant, ref, _cell(dtype="bf16"), options)  # the same IR, another precision hint
     assert bf16.backend_info["inference_precision"] == "bf16"
     assert not any(p["converted"] for p in bf16.backend_info["converted_parts"])
+
+
+def test_bf16_without_native_support_is_skipped_on_either_backend(monkeypatch):
+    from bench import runner
+
+    monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx2"})
+    for backend in ("transformers", "openvino"):
+        reason = runner.unsupported_reason(_cell(backend=backend, dtype="bf16"))
+        assert reason is not None and "no native bf16" in reason
+    monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx512_bf16"})
+    pytest.importorskip("openvino")
+    assert runner.unsupported_reason(_cell(backend="openvino", dtype="bf16")) is None
