@@ -117,6 +117,7 @@ def test_make_checkpoint_writes_a_variant_of_real_size_marked_random(tmp_path, c
         (["run", "--weights", "sometimes"], "unknown weights mode 'sometimes'; accepted: auto, pretrained, random"),
         (["run", "--limit", "0"], "bad limit 0"),
         (["run", "--compile", "maybe"], "bad compile value 'maybe'; accepted: false, true, graphs"),
+        (["run", "--backends", "openvin"], "unknown backend 'openvin'; did you mean 'openvino'? available: "),
         (["run", "--sweep", "nightly"], "unknown sweep 'nightly'; accepted: cpu-full, gpu-full, procurement, smoke"),
         (["score", "--task", "<BOGUS>", "--dataset", "synthetic-smoke", "--predictions", "x.jsonl"],
          "unknown task '<BOGUS>'"),
