@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import inputs, store
-from bench.backends.registry import DEFAULT_BACKEND, get_backend
+from bench.backends.registry import BACKENDS, DEFAULT_BACKEND, get_backend
 from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, read_config
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
@@ -46,8 +46,11 @@ AXES: dict[str, Callable[[str], Any]] = {
     "prefetch": lambda v: _parse_bool("prefetch", v), "backends": str,
 }
 # the sweep's list of each axis a backend declares (``Backend.axes`` is keyed by the cell's field)
-BACKEND_AXES = {"dtype": "dtypes", "attn": "attn", "cache": "cache", "quant": "quant", "compile": "compile",
-                "compile_vision": "compile_vision", "channels_last": "channels_last", "preprocess": "preprocess"}
+# and the name its errors use
+BACKEND_AXES = {"dtype": ("dtypes", "dtype"), "attn": ("attn", "attention implementation"),
+                "cache": ("cache", "cache"), "quant": ("quant", "quantisation"), "compile": ("compile", "compile"),
+                "compile_vision": ("compile_vision", "compile_vision"),
+                "channels_last": ("channels_last", "channels_last"), "preprocess": ("preprocess", "preprocess")}
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
 SECTIONS = ("repetition", "server")
 
@@ -193,12 +196,16 @@ def validate(config: SweepConfig) -> None:
 def validate_backend_axes(config: SweepConfig) -> None:
     """Known backends, and each axis value one of them runs (the accepted values are the backends')."""
     backends = [get_backend(name) for name in config.backends]
-    for axis, sweep_axis in BACKEND_AXES.items():
+    others = [b for name, b in BACKENDS.items() if name not in config.backends]
+    for axis, (sweep_axis, kind) in BACKEND_AXES.items():
         for value in getattr(config, sweep_axis):
             if not any(b.accepts(axis, value) for b in backends):
                 accepted = dict.fromkeys(a for b in backends for a in b.axes.get(axis, ()))
-                raise choice_error(f"{axis} of backend(s) {', '.join(config.backends)}", value,
-                                   [str(a).lower() if isinstance(a, bool) else a for a in accepted])
+                error = choice_error(kind, value, [str(a).lower() if isinstance(a, bool) else a for a in accepted])
+                elsewhere = [b.name for b in others if b.accepts(axis, value)]
+                if elsewhere:
+                    error = UsageError(f"{error}; backend {', '.join(elsewhere)} runs it (--backends)")
+                raise error
 
 
 def validate_scenarios(config: SweepConfig) -> None:

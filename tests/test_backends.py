@@ -57,8 +57,8 @@ def test_the_default_backend_keeps_old_cell_ids_and_another_makes_new_ones():
 
 
 def test_validate_reads_each_axis_from_the_backends(tmp_path):
-    with pytest.raises(UsageError, match=r"unknown quant of backend\(s\) transformers 'int8-weights'; accepted: none, "
-                                         r"int8-dynamic"):
+    with pytest.raises(UsageError, match=r"unknown quantisation 'int8-weights'; accepted: none, int8-dynamic; "
+                                         r"backend openvino runs it \(--backends\)"):
         validate(SweepConfig(quant=["int8-weights"], limit=1))
     validate(SweepConfig(quant=["int8-weights"], backends=["transformers", "openvino"], limit=1))
     with pytest.raises(UsageError, match="did you mean 'transformers'"):
