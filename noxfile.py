@@ -28,9 +28,10 @@ def install(session: nox.Session, *extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (tiny checkpoints only; minutes on a 2-core CPU). Ray is installed so the
-    distributed executor is tested against a local Ray instance, and MLPerf LoadGen so the second load
-    generator is tested against the builtin one."""
-    install(session, "test", "ray", "mlperf")
+    distributed executor is tested against a local Ray instance, MLPerf LoadGen so the second load
+    generator is tested against the builtin one, and OpenVINO so the second backend is tested against
+    transformers."""
+    install(session, "test", "ray", "mlperf", "openvino")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
@@ -49,8 +50,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def perf(session: nox.Session) -> None:
-    """Model-card snippet vs the harness's best setting: prints `speedup: N.NNx`."""
-    install(session)
+    """Model-card snippet vs the harness's best setting: prints `speedup: N.NNx`. OpenVINO is installed:
+    the CPU defaults include its settings."""
+    install(session, "openvino")
     session.run("python", "-m", "bench.tools.perf", *session.posargs)
 
 

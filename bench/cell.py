@@ -21,7 +21,8 @@ from bench.server_settings import ServerSettings
 
 LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False,
                               "threads": THREADS_DEFAULT,
-                              "load_generator": "builtin"}
+                              "load_generator": "builtin",
+                              "backend": "transformers"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Cell:
     prefetch: bool = False
     threads: int | str = THREADS_DEFAULT  # torch intra-op threads for the cell, or "auto" (torch's own)
     load_generator: str = "builtin"  # who issues the requests (bench.scenarios.LOAD_GENERATORS)
+    backend: str = "transformers"  # the runtime (bench.backends.BACKENDS)
 
     @property
     def cell_id(self) -> str:
@@ -62,8 +64,8 @@ class Cell:
 
     @property
     def group(self) -> tuple:
-        return (self.variant, self.model_path, self.dtype, self.device, self.attn, self.quant, self.channels_last,
-                self.compile, self.compile_vision)
+        return (self.backend, self.variant, self.model_path, self.dtype, self.device, self.attn, self.quant,
+                self.channels_last, self.compile, self.compile_vision)
 
     @property
     def label(self) -> str:
@@ -74,7 +76,8 @@ class Cell:
                                  (self.quant, self.quant != "none"), ("static-cache", self.cache == "static"),
                                  ("device-preprocess", self.preprocess == "device"), ("prefetch", self.prefetch),
                                  (f"threads{self.threads}", self.threads != THREADS_DEFAULT),
-                                 ("loadgen-mlperf", self.load_generator == "mlperf"))
+                                 ("loadgen-mlperf", self.load_generator == "mlperf"),
+                                 (self.backend, self.backend != "transformers"))
                  if on]
         load = []
         if self.server is not None:

@@ -786,7 +786,7 @@ def cell_labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
 
 # The record fields that make up a cell's identity, in the order a reader scans them.
 CELL_AXES = (
-    "variant", "task", "dataset", "device", "dtype", "batch_size", "scenario", "weights", "attn",
+    "variant", "task", "dataset", "device", "dtype", "batch_size", "scenario", "backend", "weights", "attn",
     "compile", "num_beams", "max_new_tokens", "n_images",
 )
 

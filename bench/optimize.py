@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench.checkpoints import LoadedModel, count_params, weights_bytes
+from bench.backends.transformers.checkpoints import LoadedModel, count_params, meta_model, weights_bytes
 
 # Which settings keep fp32 greedy tokens identical to the naive path (eager, batch 1, dynamic cache):
 # they change the order of floating-point operations at most. tests/test_optimize.py checks the True ones.
@@ -34,6 +34,7 @@ TOKEN_PRESERVING: dict[str, bool] = {
     "dtype": False,  # fp16/bf16 round every activation: see agreement()
     "quant": False,  # int8 weights and activations: see agreement()
     "num_beams": False,  # a different search, not a faster one
+    "backend": False,  # another runtime's kernels and fusions (bench.backends): see agreement()
 }
 
 
@@ -272,12 +273,9 @@ def _arch_key(config) -> str:
 def _vision_flops_per_image(arch_key: str, config_json: str, image_size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import Florence2Config
-    from transformers.models.florence2.modeling_florence2 import Florence2Model
 
-    config = Florence2Config.from_dict(json.loads(config_json))
+    inner = meta_model(config_json)
     with torch.device("meta"):
-        inner = Florence2Model(config)
         pixels = torch.empty(1, 3, image_size, image_size)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -384,20 +382,20 @@ def agreement(texts_a: Mapping[int, str], texts_b: Mapping[int, str]) -> float:
 # Records that must match for two texts to be comparable; batch size, attention, cache, layout and prefetch
 # are left out because they preserve tokens (TOKEN_PRESERVING).
 _SAME_WORK = ("variant", "checkpoint", "weights", "task", "dataset", "num_beams", "max_new_tokens")
-# The reference: fp32, not quantised, the processor's pixels, eager (compiled kernels fuse and reorder
-# floating-point operations, so compiled records are checked against it, not used as it).
-_EAGER_FP32 = ("fp32", "none", "host", False, False)
+# The reference: transformers, fp32, not quantised, the processor's pixels, eager (compiled kernels fuse and
+# reorder floating-point operations, so compiled records are checked against it, not used as it).
+_EAGER_FP32 = ("transformers", "fp32", "none", "host", False, False)
 
 
 def _token_setting(r: Mapping[str, Any]) -> tuple:
     settings = r.get("settings") or {}
-    return (r.get("dtype"), settings.get("quant", "none"), settings.get("preprocess", "host"),
-            r.get("compile") or False, settings.get("compile_vision") or False)
+    return (r.get("backend") or "transformers", r.get("dtype"), settings.get("quant", "none"),
+            settings.get("preprocess", "host"), r.get("compile") or False, settings.get("compile_vision") or False)
 
 
 def agreement_with_fp32(records: list[Mapping[str, Any]]) -> dict[str, float]:
-    """For each ok record that may change tokens (fp16/bf16, int8, device pixels, compiled), exact-match
-    agreement with an eager fp32 record of the same work.
+    """For each ok record that may change tokens (fp16/bf16, int8, device pixels, compiled, another backend),
+    exact-match agreement with an eager fp32 transformers record of the same work.
 
     Texts are read from ``record["extra"]["texts"]`` (image id -> generated text). Returns
     cell_id -> agreement; records with no eager fp32 counterpart are left out.

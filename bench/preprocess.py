@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bench.checkpoints import build_processor
+    from bench.backends.transformers.checkpoints import build_processor
     from bench.measure import clock_for
 
     p = argparse.ArgumentParser(prog="python -m bench.preprocess", description=main.__doc__.splitlines()[0])

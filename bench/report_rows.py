@@ -44,7 +44,7 @@ MEMORY_FIELDS = (
 )
 # Axes that can tell two settings apart, in label order; the label shows the ones that vary.
 _ALWAYS = ("variant", "device", "dtype", "batch_size")
-_IF_VARYING = ("weights", "dataset", "attn", "compile", "num_beams", "max_new_tokens", "scenario")
+_IF_VARYING = ("weights", "dataset", "attn", "compile", "num_beams", "max_new_tokens", "scenario", "backend")
 # Axes that do not start a new line in a chart: a line joins the batch sizes (and with them the
 # scenarios: batch 1 is single-stream, larger batches offline) of one setting.
 _ALONG_A_LINE = ("batch_size", "scenario")

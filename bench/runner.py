@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import host, plausibility, store
+from bench.backends.registry import get_backend
+from bench.backends.transformers.checkpoints import LoadedModel, LoadOptions, resolve
 from bench.cell import Cell
-from bench.checkpoints import LoadedModel, LoadOptions, load, resolve
 from bench.data import get_dataset, load_samples
 from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
@@ -64,6 +65,9 @@ def unsupported_reason(cell: Cell) -> str | None:
     """Why a valid cell cannot run on this machine (it becomes a ``skipped`` record), or None."""
     import torch
 
+    backend = get_backend(cell.backend)
+    if reason := backend.unavailable_reason():  # not installed: nothing else about the cell matters
+        return reason
     kind = device_kind(cell.device)
     if kind == "cuda" and not torch.cuda.is_available():
         return "CUDA is not available on this machine (no GPU or a CPU-only torch build)"
@@ -88,9 +92,7 @@ def unsupported_reason(cell: Cell) -> str | None:
         return reason
     if cell.prefetch and cell.load_generator != "builtin":
         return f"prefetch is measured with the builtin load generator only ({cell.load_generator} asked)"
-    from bench.optimize import unsupported_reason as model_setting_reason
-
-    return model_setting_reason(cell)
+    return backend.unsupported_reason(cell)
 
 
 def _cpu_flags() -> set[str]:
@@ -113,6 +115,7 @@ def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.R
         weights=weights or cell.weights, task=cell.task, dataset=cell.dataset, n_images=cell.n_images,
         device=cell.device, dtype=cell.dtype, batch_size=cell.batch_size, attn=cell.attn, compile=cell.compile,
         num_beams=cell.num_beams, max_new_tokens=cell.max_new_tokens or 0, scenario=cell.scenario,
+        backend=cell.backend,
         settings={"cache": cell.cache, "channels_last": cell.channels_last, "quant": cell.quant,
                   "weights_requested": cell.weights, "compile_vision": cell.compile_vision,
                   "preprocess": cell.preprocess, "prefetch": cell.prefetch,
@@ -284,8 +287,7 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
 
 
 def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
-    from bench.optimize import apply_model_settings
-
+    """The cell's model through its backend (converting or compiling is part of loading)."""
     variant = get_variant(cell.variant)
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -293,17 +295,16 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
         ref = resolve(variant, config.load_options())
     for w in caught:
         print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
-    loaded = load(variant, ref, device=cell.device, dtype=cell.dtype, attn=cell.attn, options=config.load_options())
-    apply_model_settings(loaded, cell)
+    loaded = get_backend(cell.backend).load(variant, ref, cell, config.load_options())
     loaded.load_s = time.perf_counter() - started
     return loaded
 
 
 def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> store.Record:
     """Measure one cell with an already-loaded model and build its record."""
+    from bench.backends.transformers.pipeline import generation_settings
     from bench.metrics import usable_samples
     from bench.optimize import matmul_reference, reference_dtype, roofline_for
-    from bench.pipeline import Pipeline, generation_settings
     from bench.preprocess import device_unsupported_reason
     from bench.scenarios import ScenarioInput, get_load_generator, get_scenario
     from bench.scenarios.base import TIME_PER_IMAGE_BASIS
@@ -317,8 +318,9 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
         raise CellSkipped(reason)
     generation = generation_settings(task, loaded.ref.weights, cell.num_beams, cell.max_new_tokens, cell.cache)
     clock = clock_for(cell.device)
-    pipeline = Pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock,
-                        preprocess=cell.preprocess, prefetch=cell.prefetch)
+    backend = get_backend(cell.backend)
+    pipeline = backend.pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock,
+                                preprocess=cell.preprocess, prefetch=cell.prefetch)
     policy = config.policy(cell.device)
     started = time.time()
     reference_in = reference_dtype(cell.dtype, cell.quant)
@@ -377,6 +379,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     record.flags.extend(flags)
     record.extra["resolution_note"] = loaded.ref.note
     record.extra["model_settings"] = loaded.notes
+    record.extra["backend_info"] = backend.record_extra(loaded)
     record.extra.update(m.extra)
     record.examples = _examples(out, cell.dataset, samples[: config.examples], m.answers, m.texts)
     return record

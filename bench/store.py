@@ -70,6 +70,7 @@ class Record:
     gen_tokens_mean: float | None = None
     # extras (documented in README): how the figures were obtained
     scenario: str = "single-stream"
+    backend: str = "transformers"  # the runtime that ran the model (bench.backends); older records: transformers
     server: dict[str, Any] | None = None  # server cells only
     capacity_qps: float | None = None  # server cells with qps "auto"
     loadgen: dict[str, Any] | None = None  # load_generator "mlperf": LoadGen's verdict, percentiles, logs

@@ -20,20 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import host, inputs, store
+from bench.backends.registry import BACKENDS, DEFAULT_BACKEND, get_backend
+from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, read_config
 from bench.cell import Cell
-from bench.checkpoints import (
-    ATTN,
-    DTYPES,
-    WEIGHTS_MODES,
-    LoadOptions,
-    read_config,
-)
 from bench.data import get_dataset, load_samples
 from bench.errors import UsageError, choice_error
 from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
-from bench.optimize import COMPILE_MODES, parse_compile
-from bench.preprocess import PREPROCESSORS
+from bench.optimize import parse_compile
 from bench.scenarios import (
     DEFAULT_LOAD_GENERATOR,
     LOAD_GENERATORS,
@@ -53,8 +47,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SWEEP_DIR = Path(__file__).parent / "sweeps"
-CACHES = ("dynamic", "static")
-QUANT = ("none", "int8-dynamic")
 # axes a user can override from the command line, with their element parser
 AXES: dict[str, Callable[[str], Any]] = {
     "variants": str, "tasks": str, "dtypes": str, "batch_sizes": int, "devices": str, "attn": str,
@@ -62,8 +54,14 @@ AXES: dict[str, Callable[[str], Any]] = {
     "channels_last": lambda v: _parse_bool("channels_last", v), "quant": str, "scenarios": str,
     "compile_vision": lambda v: parse_compile("compile_vision", v), "preprocess": str,
     "prefetch": lambda v: _parse_bool("prefetch", v), "threads": host.parse_threads,
-    "load_generator": str,
+    "load_generator": str, "backends": str,
 }
+# the sweep's list of each axis a backend declares (``Backend.axes`` is keyed by the cell's field)
+# and the name its errors use
+BACKEND_AXES = {"dtype": ("dtypes", "dtype"), "attn": ("attn", "attention implementation"),
+                "cache": ("cache", "cache"), "quant": ("quant", "quantisation"), "compile": ("compile", "compile"),
+                "compile_vision": ("compile_vision", "compile_vision"),
+                "channels_last": ("channels_last", "channels_last"), "preprocess": ("preprocess", "preprocess")}
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
 SECTIONS = ("repetition", "server")
 
@@ -100,6 +98,7 @@ class SweepConfig:
     prefetch: list[bool] = field(default_factory=lambda: [False])
     threads: list[int | str] = field(default_factory=lambda: [host.THREADS_DEFAULT])  # torch intra-op threads
     load_generator: list[str] = field(default_factory=lambda: [DEFAULT_LOAD_GENERATOR])  # builtin, mlperf
+    backends: list[str] = field(default_factory=lambda: [DEFAULT_BACKEND])
     dataset: str = "synthetic-smoke"
     limit: int | None = 4
     max_new_tokens: int | None = None
@@ -186,18 +185,12 @@ def validate(config: SweepConfig) -> None:
     for t in config.tasks:
         get_task(t)
     get_dataset(config.dataset)
-    checks = (("dtype", config.dtypes, DTYPES), ("attention implementation", config.attn, ATTN),
-              ("cache", config.cache, CACHES), ("quantisation", config.quant, QUANT),
-              ("weights mode", [config.weights], WEIGHTS_MODES), ("preprocess", config.preprocess, PREPROCESSORS),
-              ("load generator", config.load_generator, LOAD_GENERATORS))
-    for kind, values, accepted in checks:
-        for value in values:
-            if value not in accepted:
-                raise choice_error(kind, value, accepted)
-    for axis in ("compile", "compile_vision"):
-        for value in getattr(config, axis):
-            if not (isinstance(value, (bool, str)) and value in COMPILE_MODES):  # not 1 or 0, though 1 == True
-                raise choice_error(axis, value, [str(mode).lower() for mode in COMPILE_MODES])
+    if config.weights not in WEIGHTS_MODES:
+        raise choice_error("weights mode", config.weights, WEIGHTS_MODES)
+    for value in config.load_generator:
+        if value not in LOAD_GENERATORS:
+            raise choice_error("load generator", value, LOAD_GENERATORS)
+    validate_backend_axes(config)
     for device in config.devices:
         device_kind(device)
     for value in config.threads:
@@ -220,6 +213,21 @@ def validate(config: SweepConfig) -> None:
         read_config(Path(config.model_path).expanduser())
     for sample in load_samples(config.dataset, config.limit, config.allow_outside_images):
         sample.load_image()  # a missing or corrupt image stops the sweep here, named, before any cell runs
+
+
+def validate_backend_axes(config: SweepConfig) -> None:
+    """Known backends, and each axis value one of them runs (the accepted values are the backends')."""
+    backends = [get_backend(name) for name in config.backends]
+    others = [b for name, b in BACKENDS.items() if name not in config.backends]
+    for axis, (sweep_axis, kind) in BACKEND_AXES.items():
+        for value in getattr(config, sweep_axis):
+            if not any(b.accepts(axis, value) for b in backends):
+                accepted = dict.fromkeys(a for b in backends for a in b.axes.get(axis, ()))
+                error = choice_error(kind, value, [str(a).lower() if isinstance(a, bool) else a for a in accepted])
+                elsewhere = [b.name for b in others if b.accepts(axis, value)]
+                if elsewhere:
+                    error = UsageError(f"{error}; backend {', '.join(elsewhere)} runs it (--backends)")
+                raise error
 
 
 def validate_scenarios(config: SweepConfig) -> None:
@@ -268,20 +276,24 @@ def expand(config: SweepConfig) -> list[Cell]:
     n_images = len(load_samples(config.dataset, config.limit, config.allow_outside_images))
 
     def cells() -> Iterator[Cell]:
-        for combo in itertools.product(config.variants, config.devices, config.dtypes, config.attn, config.quant,
-                                       config.channels_last, config.compile, config.compile_vision, config.tasks,
+        for combo in itertools.product(config.backends, config.variants, config.devices, config.dtypes, config.attn,
+                                       config.quant, config.channels_last, config.compile, config.compile_vision, config.tasks,
                                        config.preprocess, config.prefetch, config.batch_sizes, config.num_beams,
                                        config.cache, config.threads, config.load_generator):
-            (variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
+            (backend, variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
              prefetch, bs, beams, cache, threads, load_generator) = combo
             if quant != "none" and device_kind(device) != "cpu":
-                continue  # dynamic int8 is a CPU-only path; the combination is not a cell
+                continue  # int8 is a CPU-only path; the combination is not a cell
+            values = {"dtype": dtype, "attn": attn, "cache": cache, "quant": quant, "compile": compile_,
+                      "compile_vision": compile_vision, "channels_last": channels_last, "preprocess": preprocess}
+            if not all(get_backend(backend).accepts(axis, value) for axis, value in values.items()):
+                continue  # a value only another backend of the sweep runs
             for scenario in _scenarios_for(config, bs):
                 server = None if get_scenario(scenario).traits.closed_loop else config.server_settings()
                 yield Cell(variant, get_task(task).token, config.dataset, n_images, device, dtype, bs, attn,
                            compile_, beams, cache, channels_last, quant, config.weights, config.model_path,
                            config.max_new_tokens, scenario, server, compile_vision, preprocess, prefetch, threads,
-                           load_generator)
+                           load_generator, backend)
 
     return unique_cells(cells())  # repeated axis values (see inputs.dedupe_axes) make no second cell
 

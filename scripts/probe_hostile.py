@@ -426,7 +426,7 @@ def crash_cases() -> None:
 
 
 def _tiny_full(w: Path) -> None:
-    from bench.checkpoints import make_tiny_checkpoint
+    from bench.backends.transformers.checkpoints import make_tiny_checkpoint
 
     def save(model, processor, directory):
         (directory / "config.json").write_text("{}")
@@ -573,7 +573,7 @@ def judge(case: Case, sandbox: Path) -> tuple[bool, int, str]:
 
 
 def setup(root: Path) -> Shared:
-    from bench.checkpoints import make_tiny_checkpoint
+    from bench.backends.transformers.checkpoints import make_tiny_checkpoint
 
     cli._quiet_libraries()
     with quiet():

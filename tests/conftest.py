@@ -18,15 +18,28 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A complete tiny native checkpoint directory (config, safetensors, processor files)."""
-    from bench.checkpoints import make_tiny_checkpoint
+    from bench.backends.transformers.checkpoints import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "florence2-tiny")
 
 
 @pytest.fixture(scope="session")
+def pretrained_tiny_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint without its random-weights marker: what a user's own checkpoint looks like (a run
+    records it as pretrained and scores its answers)."""
+    import shutil
+
+    from bench.backends.transformers.checkpoints import MARKER
+
+    copy = tmp_path_factory.mktemp("tiny-unmarked") / "florence2-tiny"
+    shutil.copytree(tiny_checkpoint, copy, ignore=shutil.ignore_patterns(MARKER))
+    return copy
+
+
+@pytest.fixture(scope="session")
 def tiny_loaded(tiny_checkpoint):
     """The tiny checkpoint loaded through the same code path as real checkpoints."""
-    from bench.checkpoints import LoadOptions, load, resolve
+    from bench.backends.transformers.checkpoints import LoadOptions, load, resolve
     from bench.variants import get_variant
 
     variant = get_variant("base")

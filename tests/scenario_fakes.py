@@ -7,9 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from bench.backends.transformers.pipeline import STAGES, BatchResult, Prepared
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
-from bench.pipeline import STAGES, BatchResult, Prepared
 from bench.scenarios import ScenarioInput, ServerSettings
 
 

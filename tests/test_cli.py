@@ -27,7 +27,8 @@ def _one_line_error(err: str) -> str:
     return lines[0]
 
 
-def test_run_writes_the_contract_run_directory(tiny_checkpoint, tmp_path, capsys):
+def test_run_writes_the_contract_run_directory(pretrained_tiny_checkpoint, tmp_path, capsys):
+    tiny_checkpoint = pretrained_tiny_checkpoint  # unmarked: taken as pretrained weights, so answers are scored
     out = tmp_path / "run"
     code, stdout, _ = _run(capsys, "run", "--model-path", str(tiny_checkpoint), "--tasks", "caption,od", "--out", str(out), *FAST)
     assert code == 0
@@ -70,6 +71,9 @@ def test_stage_medians_add_up_to_the_end_to_end_median(tiny_checkpoint, tmp_path
                       "--max-new-tokens", "8", "--limit", "4", "--num-beams", "1", "--quiet")
     assert code == 0
     (r,) = store.read_records(out)
+    # the tiny checkpoint is marked random: recorded so, with forced token counts and no accuracy
+    assert r["weights"] == "random" and r["checkpoint"] == str(tiny_checkpoint) and r["accuracy"] is None
+    assert r["gen_tokens_mean"] == 8 and "florence2_bench.json" in r["extra"]["resolution_note"]
     s = r["stages_ms"]
     total = s["preprocess"] + s["ttft"] + s["decode"] + s["postprocess"]
     assert abs(total - r["latency_ms"]["p50"]) / r["latency_ms"]["p50"] < 0.10
@@ -79,7 +83,7 @@ def test_stage_medians_add_up_to_the_end_to_end_median(tiny_checkpoint, tmp_path
 def test_the_parser_has_each_registered_command_in_the_registry_order():
     (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert list(sub.choices) == ["run", "report", "compare", "history", "score", "export", "variants", "datasets",
-                                 "env", "make-tiny-checkpoint"]
+                                 "env", "make-tiny-checkpoint", "make-checkpoint"]
     assert [parser.get_default("func") for parser in sub.choices.values()] == [c.run for c in COMMANDS]
 
 
@@ -92,6 +96,19 @@ def test_variants_lists_parameter_counts(capsys):
 def test_make_tiny_checkpoint_writes_a_loadable_directory(tmp_path, capsys):
     code, out, _ = _run(capsys, "make-tiny-checkpoint", str(tmp_path / "tiny"))
     assert code == 0 and (tmp_path / "tiny" / "model.safetensors").exists()
+    marker = json.loads((tmp_path / "tiny" / "florence2_bench.json").read_text())
+    assert marker["weights"] == "random" and "make-tiny-checkpoint" in marker["made_by"]
+
+
+def test_make_checkpoint_writes_a_variant_of_real_size_marked_random(tmp_path, capsys):
+    code, out, _ = _run(capsys, "make-checkpoint", "--variant", "base", str(tmp_path / "base"))
+    assert code == 0 and "RANDOM" in out
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    assert config["vision_config"]["embed_dim"] == [128, 256, 512, 1024] and config["text_config"]["d_model"] == 768
+    assert (tmp_path / "base" / "model.safetensors").stat().st_size > 4 * 200e6  # ~231M fp32 parameters
+    marker = json.loads((tmp_path / "base" / "florence2_bench.json").read_text())
+    assert marker == {"weights": "random", "seed": 0, "made_by": "florence2-bench make-checkpoint --variant base"}
+    assert _run(capsys, "make-checkpoint", "--variant", "huge", str(tmp_path / "x"))[0] == 2
 
 
 @pytest.mark.parametrize(
@@ -101,6 +118,7 @@ def test_make_tiny_checkpoint_writes_a_loadable_directory(tmp_path, capsys):
         (["run", "--weights", "sometimes"], "unknown weights mode 'sometimes'; accepted: auto, pretrained, random"),
         (["run", "--limit", "0"], "bad limit 0"),
         (["run", "--compile", "maybe"], "bad compile value 'maybe'; accepted: false, true, graphs"),
+        (["run", "--backends", "openvin"], "unknown backend 'openvin'; did you mean 'openvino'? available: "),
         (["run", "--sweep", "nightly"], "unknown sweep 'nightly'; accepted: cpu-full, gpu-full, procurement, smoke"),
         (["score", "--task", "<BOGUS>", "--dataset", "synthetic-smoke", "--predictions", "x.jsonl"],
          "unknown task '<BOGUS>'"),

@@ -898,7 +898,8 @@ def _enospc(*args):
 
 
 def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_temporary(finished_run, tmp_path, capsys):
-    from bench import checkpoints, paths
+    from bench import paths
+    from bench.backends.transformers import checkpoints
 
     run = shutil.copytree(finished_run, tmp_path / "run")
     with pytest.raises(cli.UsageError, match=r"cannot write .*report.html: No space left"):

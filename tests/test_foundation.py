@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from transformers import Florence2Config, Florence2ForConditionalGeneration
 
-from bench import checkpoints
-from bench.checkpoints import LoadOptions, convert_original_config, resolve
+from bench.backends.transformers import checkpoints
+from bench.backends.transformers.checkpoints import LoadOptions, convert_original_config, resolve
+from bench.backends.transformers.pipeline import GenerationSettings, Pipeline, generation_settings
 from bench.data import synthetic_smoke
 from bench.errors import UsageError
 from bench.measure import CpuClock
-from bench.pipeline import GenerationSettings, Pipeline, generation_settings
 from bench.tasks import TASKS, get_task, region_tokens
 from bench.variants import VARIANTS, get_variant
 
@@ -95,7 +96,14 @@ def test_weights_modes_resolve_offline(tiny_checkpoint, monkeypatch):
     with pytest.raises(UsageError, match="no pretrained weights"):
         resolve(base, LoadOptions(weights="pretrained"))
     ref = resolve(base, LoadOptions(model_path=str(tiny_checkpoint)))
-    assert (ref.weights, ref.directory) == ("pretrained", tiny_checkpoint)
+    assert (ref.weights, ref.directory) == ("random", tiny_checkpoint)  # it is marked random
+    assert "florence2_bench.json" in ref.note
+    unmarked = tiny_checkpoint.parent / "unmarked"
+    shutil.copytree(tiny_checkpoint, unmarked, ignore=shutil.ignore_patterns("florence2_bench.json"))
+    assert resolve(base, LoadOptions(model_path=str(unmarked))).weights == "pretrained"
+    (unmarked / "florence2_bench.json").write_text('{"weights": "pretrained"}')
+    with pytest.raises(UsageError, match="does not say weights"):
+        resolve(base, LoadOptions(model_path=str(unmarked)))
     random_arch = resolve(base, LoadOptions(weights="random", model_path=str(tiny_checkpoint)))
     assert random_arch.weights == "random" and random_arch.config_directory == tiny_checkpoint
 
@@ -122,7 +130,7 @@ def test_offline_processor_has_the_exact_special_token_layout(tiny_loaded):
 def test_tiny_checkpoint_loads_through_the_real_path(tiny_checkpoint, tiny_loaded):
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= {
         p.name for p in tiny_checkpoint.iterdir()}
-    assert tiny_loaded.ref.weights == "pretrained"
+    assert tiny_loaded.ref.weights == "random"  # the checkpoint is marked random (its weights are loaded)
     assert 1e6 < tiny_loaded.params < 5e6
     assert tiny_loaded.weights_bytes == tiny_loaded.params * 4 + sum(
         b.numel() * b.element_size() for b in tiny_loaded.model.buffers())

@@ -18,9 +18,9 @@ import time
 
 import pytest
 
+from bench.backends.transformers.pipeline import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
-from bench.pipeline import STAGES, BatchResult
 from bench.scenarios import ScenarioInput, ServerSettings, get_load_generator
 from bench.scenarios import mlperf as lg_scenarios
 from bench.stats import queries_needed

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench import measure, optimize
-from bench.checkpoints import LoadOptions, load, resolve, weights_bytes
+from bench.backends.transformers.checkpoints import LoadOptions, load, resolve, weights_bytes
+from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
 from bench.data import synthetic_smoke
 from bench.optimize import (
     BAD_REFERENCE,
@@ -22,7 +23,6 @@ from bench.optimize import (
     unsupported_reason,
     vision_flops,
 )
-from bench.pipeline import GenerationSettings, Pipeline
 from bench.tasks import get_task
 from bench.variants import get_variant
 

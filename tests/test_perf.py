@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import pytest
 
-from bench.checkpoints import LoadOptions, load, resolve
+from bench.backends.transformers.checkpoints import LoadOptions, load, resolve
 from bench.data import synthetic_smoke
 from bench.tools import perf
 from bench.tools.perf import Candidate, measure_settings
@@ -125,7 +126,7 @@ def test_random_models_are_built_on_their_device_in_their_dtype(tiny_checkpoint,
     import torch
     from transformers import Florence2ForConditionalGeneration
 
-    from bench.checkpoints import CheckpointRef
+    from bench.backends.transformers.checkpoints import CheckpointRef
 
     seen = []
     real = Florence2ForConditionalGeneration._from_config.__func__
@@ -239,3 +240,26 @@ def test_a_compiled_setting_starts_only_if_its_estimated_warm_up_fits(tiny_check
                               budget_s=40.0, log=lambda line: None, clock=clock, compiled_warmup_s=35.0)
     assert report.settings[0].images_per_s and report.settings[1].skipped == "budget"
     assert "compiling is estimated at 35 s" in report.settings[1].error
+
+
+def test_the_ov_flag_names_an_openvino_setting_and_the_best_of_each_backend_is_compared():
+    ov = perf.parse_candidate("bf16-b1-ov-int8")
+    assert ov == Candidate(dtype="bf16", quant="int8-dynamic", backend="openvino")
+    assert perf.parse_candidate(ov.key) == ov and "ov" in ov.key.split("-")
+    assert not ov.token_preserving and Candidate(backend="openvino").model_key != Candidate().model_key
+    assert all(c.backend in ("transformers", "openvino") for c in perf.cpu_candidates())
+    assert any(c.backend == "openvino" for c in perf.cpu_candidates())
+
+    def result(candidate: Candidate, seconds: float) -> perf.SettingResult:
+        return perf.SettingResult(candidate.name, 1, candidate.dtype, "harness Pipeline", batch_s=[seconds],
+                                  candidate=dataclasses.asdict(candidate), key=candidate.key)
+
+    snippet = perf.SettingResult("snippet", 1, "fp32", "model-card snippet", batch_s=[8.0])
+    settings = [result(Candidate(), 4.0), result(Candidate(dtype="bf16"), 2.0),
+                result(Candidate(backend="openvino"), 2.5), result(ov, 1.0)]
+    report = perf.PerfReport("cpu", 2, 1, 20, snippet, settings, {}, 1.0)
+    assert {k: s.key for k, s in report.best_by_backend().items()} == {"transformers": "bf16-b1",
+                                                                       "openvino": ov.key}
+    assert report.backends_line() == f"backends: best openvino {ov.key} 2.00x the best transformers bf16-b1"
+    assert report.to_dict()["best_by_backend"]["openvino"]["images_per_s"] == 1.0
+    assert perf.PerfReport("cpu", 2, 1, 20, snippet, settings[:2], {}, 1.0).backends_line() is None

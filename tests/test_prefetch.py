@@ -8,9 +8,9 @@ import time
 import pytest
 from scenario_fakes import SleepPipeline
 
+from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock, RepetitionPolicy
-from bench.pipeline import GenerationSettings, Pipeline
 from bench.prefetch import Prefetcher
 from bench.scenarios import ScenarioInput, ServerSettings, get_scenario
 from bench.tasks import get_task

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.checkpoints import build_processor
+from bench.backends.transformers.checkpoints import build_processor
 from bench.data import synthetic_smoke
 from bench.preprocess import (
     MAX_ABS_DIFF,

@@ -7,8 +7,8 @@ import statistics
 import pytest
 
 from bench import store
+from bench.backends.transformers.pipeline import INJECT_DELAY_ENV
 from bench.compare import compare_dirs
-from bench.pipeline import INJECT_DELAY_ENV
 from bench.runner import run_cells
 from bench.sweep import SweepConfig, expand
 

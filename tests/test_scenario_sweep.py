@@ -125,9 +125,9 @@ def test_on_the_tiny_checkpoint_0_8_of_capacity_is_valid_for_every_seed_and_2x_i
     half a service time per request, so most of a 60-request run is over the bound."""
     import statistics
 
+    from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
     from bench.data import synthetic_smoke
     from bench.measure import CpuClock, RepetitionPolicy
-    from bench.pipeline import GenerationSettings, Pipeline
     from bench.scenarios import ScenarioInput, ServerSettings
     from bench.scenarios.server import serve
     from bench.stats import binomial_cdf

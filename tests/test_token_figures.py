@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from scenario_fakes import FAKE_TOKENS, scenario_input
 
+from bench.backends.transformers.pipeline import STAGES, BatchResult, GenerationSettings, Pipeline
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock
-from bench.pipeline import STAGES, BatchResult, GenerationSettings, Pipeline
 from bench.scenarios import ServerSettings, get_scenario
 from bench.scenarios.base import token_figures
 from bench.tasks import get_task

@@ -17,6 +17,7 @@ from bench.commands import (
     env,
     export,
     history,
+    make_checkpoint,
     make_tiny_checkpoint,
     report,
     run,
@@ -36,4 +37,4 @@ class Command(Protocol):
 
 
 COMMANDS: tuple[Command, ...] = (run, report, compare, history, score, export, variants, datasets, env,
-                                 make_tiny_checkpoint)
+                                 make_tiny_checkpoint, make_checkpoint)

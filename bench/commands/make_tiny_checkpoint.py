@@ -17,7 +17,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.checkpoints import make_tiny_checkpoint
+    from bench.backends.transformers.checkpoints import make_tiny_checkpoint
 
     inputs.output_file(Path(args.directory) / "config.json", "checkpoint")
     path = make_tiny_checkpoint(Path(args.directory), seed=args.seed)

@@ -37,7 +37,9 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--num-beams", help="e.g. 1,3 (model card: 3)")
     r.add_argument("--cache", help="KV cache: dynamic, static")
     r.add_argument("--channels-last", help="true,false: vision tower in channels_last")
-    r.add_argument("--quant", help="none, int8-dynamic (CPU)")
+    r.add_argument("--quant", help="none, int8-dynamic (CPU, transformers), int8-weights (openvino)")
+    r.add_argument("--backends", help="runtimes: transformers (default), openvino (CPU; optional extra "
+                   "'openvino'); each runs the axis values it accepts (README: Backends)")
     r.add_argument("--threads", help="torch intra-op threads per cell, e.g. 1,2; auto (default): torch's own "
                    "(one per physical core, or OMP_NUM_THREADS); more than the usable cores is allowed, with a warning")
     r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                             compile=args.compile, num_beams=args.num_beams, cache=args.cache,
                             channels_last=args.channels_last, quant=args.quant, scenarios=args.scenarios,
                             compile_vision=args.compile_vision, preprocess=args.preprocess, prefetch=args.prefetch,
-                            threads=args.threads, load_generator=args.load_generator)
+                            threads=args.threads, load_generator=args.load_generator,
+                            backends=args.backends)
     config = _server_overrides(config, args)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),

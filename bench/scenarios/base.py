@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bench.backends.transformers.pipeline import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import (
     RepetitionPolicy,
@@ -31,7 +32,6 @@ from bench.measure import (
     memory_trackers,
     summarize,
 )
-from bench.pipeline import STAGES, BatchResult
 from bench.prefetch import Prefetcher
 from bench.scenarios.traits import ScenarioTraits
 from bench.server_settings import ServerSettings
@@ -43,7 +43,7 @@ PER_TOKEN_BASIS = ("one sample per decoding step after the first token (the inte
 
 
 class BatchRunner(Protocol):
-    """What a scenario drives: ``bench.pipeline.Pipeline``, or a fake with a known service time."""
+    """What a scenario drives: ``bench.backends.transformers.pipeline.Pipeline``, or a fake with a known service time."""
 
     def run_batch(self, samples: list[Sample]) -> BatchResult: ...
 
@@ -58,7 +58,7 @@ class Timer(Protocol):
 
 class HostTimer:
     """The real clock: ``perf_counter`` and ``sleep``. A request's completion is when ``run_batch``
-    returns, which is after the batch's device synchronisation (see ``bench.pipeline``)."""
+    returns, which is after the batch's device synchronisation (see ``bench.backends.transformers.pipeline``)."""
 
     def now(self) -> float:
         return time.perf_counter()

@@ -12,8 +12,8 @@ waiting for the batch before it), and throughput is images / wall time, since th
 
 from __future__ import annotations
 
+from bench.backends.transformers.pipeline import BatchResult
 from bench.measure import summarize
-from bench.pipeline import BatchResult
 from bench.prefetch import Prefetcher
 from bench.scenarios.base import (
     FirstAnswers,

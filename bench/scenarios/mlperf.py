@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.backends.transformers.pipeline import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
-from bench.pipeline import BatchResult
 from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.server import Server, ServerRun, judge

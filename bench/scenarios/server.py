@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from bench import plausibility
+from bench.backends.transformers.pipeline import BatchResult
 from bench.errors import UsageError
 from bench.measure import summarize
-from bench.pipeline import BatchResult
 from bench.prefetch import ScheduledPreparer
 from bench.scenarios import capacity
 from bench.scenarios.base import (

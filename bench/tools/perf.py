@@ -26,25 +26,24 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench.checkpoints import CheckpointRef, LoadedModel, LoadOptions, load, resolve
+from bench.backends.registry import get_backend
+from bench.backends.transformers.checkpoints import CheckpointRef, LoadedModel, LoadOptions, load, resolve
+from bench.backends.transformers.pipeline import GenerationSettings
 from bench.data import Sample, synthetic_smoke
 from bench.errors import UsageError
 from bench.measure import clock_for, device_kind
 from bench.optimize import (
     TOKEN_PRESERVING,
     agreement,
-    apply_model_settings,
     matmul_reference,
     roofline,
-    unsupported_reason,
     vision_flops,
 )
-from bench.pipeline import GenerationSettings, Pipeline
 from bench.runner import cuda_oom_reason, free_memory, is_cuda_oom
 from bench.scenarios.base import cycle_batches, run_batches
 from bench.tasks import get_task
@@ -73,11 +72,13 @@ class Candidate:
     compile_vision: bool | str = False
     preprocess: str = "host"
     prefetch: bool = False
+    backend: str = "transformers"
 
     @property
     def model_key(self) -> tuple:
         """Candidates with the same key share one loaded model."""
-        return (self.dtype, self.attn, self.quant, self.channels_last, self.compile, self.compile_vision)
+        return (self.backend, self.dtype, self.attn, self.quant, self.channels_last, self.compile,
+                self.compile_vision)
 
     @property
     def compiled(self) -> bool:
@@ -104,6 +105,7 @@ class Candidate:
                 ("vision CUDA graphs", self.compile_vision == "graphs"),
                 ("device preprocess", self.preprocess == "device"),
                 ("prefetch", self.prefetch),
+                (self.backend, self.backend != "transformers"),
             )
             if on
         ]
@@ -135,6 +137,8 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "vgraphs": ("compile_vision", "graphs"),
     "cl": ("channels_last", True),
     "int8": ("quant", "int8-dynamic"),
+    "int8w": ("quant", "int8-weights"),
+    "ov": ("backend", "openvino"),
     "dev": ("preprocess", "device"),
     "prefetch": ("prefetch", True),
 }
@@ -166,13 +170,21 @@ def _cpu_flags() -> set[str]:
 
 
 def cpu_candidates() -> list[Candidate]:
-    """Two cores: the vision tower is compute-bound, so precision is what pays; bf16 only where native.
+    """Two cores: the vision tower is compute-bound, so precision and the runtime are what pay; bf16 only
+    where native. OpenVINO settings first (their conversion is loading, outside the budget).
 
-    Measured here (2-core EPYC, avx512_bf16): int8 and bf16 speed the vision tower up 2.2x and 1.8x;
-    batching adds little on CPU (batch 4 was no faster per image than batch 1), so only batch 2 is tried.
+    Measured here (2-core EPYC, avx512_bf16): int8 and bf16 speed the PyTorch vision tower up 2.2x and 1.8x,
+    OpenVINO f32 and bf16 1.9x and 3.3x; batching adds little on CPU (batch 4 was no faster per image than
+    batch 1), so only bf16 batch 2 is tried (the fastest transformers setting of issue 12's run).
+    ``bf16-b1-ov-int8``: OpenVINO bf16 parts, the PyTorch decoder in dynamic int8.
     """
-    out = [Candidate(), Candidate(quant="int8-dynamic"), Candidate(quant="int8-dynamic", batch_size=2)]
-    if _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+    bf16 = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    ov = Candidate(backend="openvino")
+    out = [Candidate(), ov]
+    if bf16:
+        out += [replace(ov, dtype="bf16"), replace(ov, dtype="bf16", quant="int8-dynamic")]
+    out += [Candidate(quant="int8-dynamic")]
+    if bf16:
         out += [Candidate(dtype="bf16"), Candidate(dtype="bf16", batch_size=2)]
     return out
 
@@ -296,7 +308,7 @@ class PipelineRunner:
 
     def __init__(self, loaded: LoadedModel, candidate: Candidate, device: str, max_new_tokens: int) -> None:
         generation = GenerationSettings(NUM_BEAMS, max_new_tokens, forced=True, cache=candidate.cache)
-        self.pipeline = Pipeline(
+        self.pipeline = get_backend(candidate.backend).pipeline(
             loaded, get_task(TASK), generation, device=device, dtype=candidate.dtype, clock=clock_for(device),
             preprocess=candidate.preprocess, prefetch=candidate.prefetch,
         )
@@ -333,6 +345,26 @@ class PerfReport:
     def best(self) -> SettingResult | None:
         ok = [s for s in self.settings if s.error is None and s.images_per_s]
         return max(ok, key=lambda s: s.images_per_s) if ok else None
+
+    def best_by_backend(self) -> dict[str, SettingResult]:
+        """The fastest measured setting of each backend."""
+        out: dict[str, SettingResult] = {}
+        for s in self.settings:
+            backend = (s.candidate or {}).get("backend", "transformers")
+            if s.error is None and s.images_per_s and (backend not in out or
+                                                       s.images_per_s > out[backend].images_per_s):
+                out[backend] = s
+        return out
+
+    def backends_line(self) -> str | None:
+        """The best setting of each other backend against the best transformers one (None with one backend)."""
+        best = self.best_by_backend()
+        if len(best) < 2 or "transformers" not in best:
+            return None
+        base = best["transformers"]
+        return "backends: " + "; ".join(
+            f"best {name} {s.key} {s.images_per_s / base.images_per_s:.2f}x the best transformers {base.key}"
+            for name, s in best.items() if name != "transformers")
 
     @property
     def speedup(self) -> float | None:
@@ -445,6 +477,9 @@ class PerfReport:
             "speedup_line": self.speedup_line(),
             "target": TARGETS.get(device_kind(self.device)),
             "target_line": self.target_line(),
+            "best_by_backend": {name: {"key": s.key, "images_per_s": s.images_per_s}
+                                for name, s in self.best_by_backend().items()},
+            "backends_line": self.backends_line(),
             "notes": self.notes,
         }
 
@@ -493,8 +528,9 @@ def measure_settings(
         nonlocal loading
         if candidate.model_key not in models:
             t0 = clock()
-            loaded = load_model(candidate.dtype, candidate.attn)
-            apply_model_settings(loaded, candidate)
+            backend = get_backend(candidate.backend)
+            loaded = load_model(backend.load_dtype(candidate), candidate.attn)
+            backend.prepare(loaded, SimpleNamespace(**asdict(candidate), device=device))
             models[candidate.model_key] = loaded
             result.load_s = clock() - t0
             loading += result.load_s
@@ -539,7 +575,8 @@ def measure_settings(
     last_round: dict[int, float] = {}
     for result, candidate in order:  # round 1: each setting is warmed up (lazily) and measured once
         if candidate is not None:
-            reason = unsupported_reason(SimpleNamespace(**asdict(candidate), device=device))
+            reason = get_backend(candidate.backend).unsupported_reason(SimpleNamespace(**asdict(candidate),
+                                                                                       device=device))
             if reason:
                 result.error, result.skipped = f"skipped: {reason}", "unsupported"
                 log(f"  {result.name}: {result.error}")
@@ -703,6 +740,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in report.notes:
         print(f"note: {note}")
     print(report.speedup_line())
+    if line := report.backends_line():
+        print(line)
     print(report.target_line())
     print(f"wrote {out / 'perf.json'}")
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock
-from bench.pipeline import GenerationSettings, Pipeline
 from bench.tasks import TASKS
 
 

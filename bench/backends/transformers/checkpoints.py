@@ -27,6 +27,9 @@ DTYPES = ("fp32", "fp16", "bf16")
 ATTN = ("eager", "sdpa")
 IMAGE_TOKENS = 577
 BART_BASE_VOCAB = 50265  # ids 0..50264 (<mask> last), then Florence-2's added tokens
+# A checkpoint this harness wrote with random weights says so in this file ({"weights": "random", ...}), so a
+# run that loads it with --model-path records random weights (no accuracy, forced token counts), never pretrained.
+MARKER = "florence2_bench.json"
 
 TASK_TOKENS_BEFORE_LOC = ("<od>", "</od>", "<ocr>", "</ocr>")
 TASK_TOKENS_AFTER_LOC = (
@@ -89,6 +92,7 @@ class LoadedModel:
     weights_bytes: int
     notes: list[str] = field(default_factory=list)
     load_s: float | None = None  # resolve + load + model settings, timed by the runner (bench.runner.load_group)
+    backend_info: dict[str, Any] = field(default_factory=dict)  # what the backend adds to the record
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -197,6 +201,9 @@ def resolve(variant: Variant, options: LoadOptions) -> CheckpointRef:
         read_config(directory)
         if options.weights == "random":
             return CheckpointRef("random", f"random:{directory}", None, config_directory=directory)
+        if made_by := random_marker(directory):
+            return CheckpointRef("random", str(directory), directory,
+                                 note=f"random weights: {MARKER} says so (made by {made_by})")
         return CheckpointRef("pretrained", str(directory), directory)
     if options.weights == "random":
         return CheckpointRef("random", f"random:{variant.name}", None)
@@ -237,6 +244,18 @@ def weights_bytes(model) -> int:
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
     return total
+
+
+def meta_model(config_json: str):
+    """The architecture of a native config on the meta device (no weights, no compute): what FLOPs are
+    counted on (``bench.optimize.vision_flops``)."""
+    import torch
+    from transformers import Florence2Config
+    from transformers.models.florence2.modeling_florence2 import Florence2Model
+
+    config = Florence2Config.from_dict(json.loads(config_json))
+    with torch.device("meta"):
+        return Florence2Model(config)
 
 
 def _check_weight_files(directory: Path, allow_pickle: bool) -> None:
@@ -376,17 +395,43 @@ def _save_checkpoint(model, processor, directory: Path) -> None:
 
 
 def make_tiny_checkpoint(directory: Path, seed: int = 0, save=_save_checkpoint) -> Path:
-    """Write a complete tiny native checkpoint (config, safetensors, processor files).
+    """Write a complete tiny native checkpoint (config, safetensors, processor files), marked random."""
+    return write_random_checkpoint(tiny_config(), directory, seed, "make-tiny-checkpoint", save)
 
-    The files are written into a temporary folder beside ``directory`` and moved in once all are
-    written, so a full disk leaves no half checkpoint (``save`` is the seam where tests inject one).
-    """
+
+def make_checkpoint(variant: Variant, directory: Path, seed: int = 0, save=_save_checkpoint) -> Path:
+    """A checkpoint of a variant's exact architecture and size with random weights, marked random, so that
+    other tools (optimum-benchmark, OpenVINO's) can run exactly the model this harness measures."""
+    return write_random_checkpoint(variant.config(), directory, seed, f"make-checkpoint --variant {variant.name}",
+                                   save)
+
+
+def write_random_checkpoint(config, directory: Path, seed: int, made_by: str, save=_save_checkpoint) -> Path:
+    """The files are written into a temporary folder beside ``directory`` and moved in once all are
+    written, so a full disk leaves no half checkpoint (``save`` is the seam where tests inject one)."""
     import torch
     from transformers import Florence2ForConditionalGeneration
 
     directory = Path(directory)
     torch.manual_seed(seed)
-    model = Florence2ForConditionalGeneration(tiny_config()).eval()
+    model = Florence2ForConditionalGeneration(config).eval()
     with staged_dir(directory) as staging:
         save(model, build_processor(), staging)
+        (staging / MARKER).write_text(json.dumps({"weights": "random", "seed": seed, "made_by": f"florence2-bench "
+                                                  f"{made_by}"}, indent=1) + "\n", encoding="utf-8")
     return directory
+
+
+def random_marker(directory: Path) -> str | None:
+    """Who made a checkpoint marked as random (``MARKER``), or None for a checkpoint that does not say so."""
+    path = Path(directory) / MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}; accepted: {{\"weights\": \"random\", ...}}") from None
+    if not isinstance(marker, dict) or marker.get("weights") != "random":
+        raise UsageError(f"{path} does not say weights \"random\"; accepted: {{\"weights\": \"random\", ...}}, or "
+                         "no such file for pretrained weights")
+    return str(marker.get("made_by") or "unknown")

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.checkpoints import LoadedModel, torch_dtype
+from bench.backends.transformers.checkpoints import LoadedModel, torch_dtype
 from bench.data import Sample
 from bench.measure import Clock, device_kind
 from bench.preprocess import make_preprocessor, pad_rows

@@ -1,0 +1,28 @@
+"""The OpenVINO backend's settings: where converted models are kept, and what it accepts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INSTALL_HINT = "pip install 'florence2-bench[openvino]' (openvino>=2025, nncf>=2.14)"
+# the cell's dtype -> OpenVINO's INFERENCE_PRECISION_HINT (the IR itself stays f32; bf16 is how the CPU runs it)
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+# quant: "int8-weights" is nncf.compress_weights of the converted parts (int8 weights, activations in the
+# inference precision); "int8-dynamic" is the transformers backend's dynamic int8 for the PyTorch decoder
+QUANT = ("none", "int8-weights", "int8-dynamic")
+
+
+def default_cache_dir() -> Path:
+    """Converted models live with the user's other caches (XDG), apart from run directories."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "florence2-bench" / "openvino"
+
+
+@dataclass(frozen=True)
+class OpenVINOSettings:
+    cache_dir: Path = field(default_factory=default_cache_dir, metadata={
+        "help": "folder of converted IR (one sub-folder per checkpoint, part, input shape and weight precision); "
+                "nothing is written outside it"})
+    threads: int | None = field(default=None, metadata={
+        "help": "OpenVINO inference threads; None: as many as torch uses, so both runtimes get the same cores"})

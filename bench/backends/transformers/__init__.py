@@ -1,0 +1,1 @@
+"""PyTorch through transformers: the default backend (loading, speed settings, the timed pipeline)."""

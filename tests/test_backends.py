@@ -1,0 +1,194 @@
+"""bench.backends: the registry, the backend axis of a sweep, the import rule, and OpenVINO on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from sweep_helpers import write_sweep
+
+from bench import store
+from bench.backends.openvino.backend import OpenVINOBackend
+from bench.backends.openvino.config import INSTALL_HINT, OpenVINOSettings
+from bench.backends.registry import BACKENDS, get_backend
+from bench.cell import Cell
+from bench.errors import UsageError
+from bench.optimize import agreement_with_fp32
+from bench.sweep import SweepConfig, expand, override, run_sweep, validate
+from bench.tasks import TASKS
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _cell(**changes) -> Cell:
+    base = Cell("base", "<CAPTION>", "synthetic-smoke", 2, "cpu", "fp32", 1, "sdpa", False, 3, "dynamic", False,
+                "none", "auto", None, None)
+    return dataclasses.replace(base, **changes)
+
+
+def _missing_openvino(name: str):
+    raise ImportError(f"No module named {name!r}")
+
+
+# ----------------------------------------------------------------------------------------- registry
+
+
+def test_an_unknown_backend_is_one_line_with_a_suggestion():
+    with pytest.raises(UsageError, match=r"unknown backend 'openvin'; did you mean 'openvino'\? available: "
+                                         r"transformers, openvino"):
+        get_backend("openvin")
+    with pytest.raises(UsageError) as caught:
+        get_backend("onnx")
+    assert "did you mean" not in str(caught.value) and "available: transformers, openvino" in str(caught.value)
+
+
+def test_the_default_backend_keeps_old_cell_ids_and_another_makes_new_ones():
+    cell = _cell()
+    settings = {k: v for k, v in dataclasses.asdict(cell).items()
+                if k not in ("compile_vision", "preprocess", "prefetch", "backend")}
+    old = hashlib.sha256(json.dumps({**settings, "server": None}, sort_keys=True).encode()).hexdigest()[:16]
+    assert cell.cell_id == old  # what a run directory written before the backend axis holds
+    ov = _cell(backend="openvino")
+    assert ov.cell_id != old and ov.group != cell.group and "openvino" in ov.label
+
+
+def test_validate_reads_each_axis_from_the_backends(tmp_path):
+    with pytest.raises(UsageError, match=r"unknown quantisation 'int8-weights'; accepted: none, int8-dynamic; "
+                                         r"backend openvino runs it \(--backends\)"):
+        validate(SweepConfig(quant=["int8-weights"], limit=1))
+    validate(SweepConfig(quant=["int8-weights"], backends=["transformers", "openvino"], limit=1))
+    with pytest.raises(UsageError, match="did you mean 'transformers'"):
+        validate(override(SweepConfig(limit=1), backends="transformer"))
+    with pytest.raises(UsageError, match="backends list is empty"):
+        validate(SweepConfig(backends=[], limit=1))
+
+
+def test_a_cell_is_made_only_where_its_backend_runs_the_value():
+    config = SweepConfig(backends=["transformers", "openvino"], compile=[False, True], cache=["static"], limit=1)
+    cells = expand(config)
+    assert sorted((c.backend, c.compile) for c in cells) == [("openvino", False), ("transformers", False),
+                                                            ("transformers", True)]
+    assert get_backend("openvino").unsupported_reason(_cell(backend="openvino", compile=True)).startswith(
+        "backend openvino does not run compile True; accepted: false")
+
+
+# ------------------------------------------------------------------------------------- import rule
+
+
+def _model_class_imports(path: Path) -> list[str]:
+    """Names imported from transformers that are model classes (``*Model``, ``*For*``, ``AutoModel*``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "transformers":
+            found += [a.name for a in node.names
+                      if a.name.endswith("Model") or "For" in a.name or a.name.startswith("AutoModel")]
+    return found
+
+
+def test_nothing_outside_bench_backends_imports_a_transformers_model_class():
+    offenders = {str(p.relative_to(BENCH.parent)): names for p in BENCH.rglob("*.py")
+                 if "backends" not in p.relative_to(BENCH).parts and (names := _model_class_imports(p))}
+    assert offenders == {}
+    # the scan sees them where they belong
+    assert "Florence2ForConditionalGeneration" in _model_class_imports(BENCH / "backends/transformers/checkpoints.py")
+
+
+# -------------------------------------------------------------------------------- not installed
+
+
+def test_a_missing_openvino_is_a_skipped_cell_with_the_install_hint(tiny_checkpoint, tmp_path, monkeypatch):
+    missing = OpenVINOBackend(OpenVINOSettings(cache_dir=tmp_path / "ir"), importer=_missing_openvino)
+    assert INSTALL_HINT in missing.unsupported_reason(_cell(backend="openvino"))
+    monkeypatch.setitem(BACKENDS, "openvino", missing)
+    config = SweepConfig(variants=["custom"], model_path=str(tiny_checkpoint), backends=["transformers", "openvino"],
+                         limit=1, max_new_tokens=2, num_beams=[1], energy_idle_s=0.0, examples=0,
+                         repetition={"warmup": 0, "min_iterations": 1, "max_iterations": 1, "min_duration_s": 0.0})
+    summary = run_sweep(config, tmp_path / "run", quiet=True)
+    by_backend = {r["backend"]: r for r in summary.records}
+    assert by_backend["transformers"]["status"] == "ok"
+    skipped = by_backend["openvino"]
+    assert skipped["status"] == "skipped" and "pip install 'florence2-bench[openvino]'" in skipped["error"]
+    assert not (tmp_path / "ir").exists()
+
+
+def test_int8_weights_need_nncf():
+    def no_nncf(name: str):
+        if name == "nncf":
+            raise ImportError("No module named 'nncf'")
+        return __import__(name)
+
+    backend = OpenVINOBackend(importer=no_nncf)
+    assert backend.unsupported_reason(_cell(backend="openvino")) is None
+    assert "needs 'nncf'" in backend.unsupported_reason(_cell(backend="openvino", quant="int8-weights"))
+    assert "CPU here" in backend.unsupported_reason(_cell(backend="openvino", device="cuda:0"))
+
+
+# ------------------------------------------------------------------------------ OpenVINO, tiny model
+
+
+@pytest.fixture(scope="module")
+def ov_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("openvino-ir")
+
+
+def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_cache, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setitem(BACKENDS, "openvino", OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache)))
+    sweep = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=list(TASKS), backends=["transformers", "openvino"])
+    from bench.sweep import load_sweep
+
+    config = dataclasses.replace(load_sweep(str(sweep)), limit=1,
+                                 repetition={"warmup": 0, "min_iterations": 1, "max_iterations": 1,
+                                             "min_duration_s": 0.0})
+    run_sweep(config, tmp_path / "run", quiet=True)
+    records = store.read_records(tmp_path / "run")
+    assert {(r["backend"], r["task"]) for r in records} == {(b, t) for b in ("transformers", "openvino") for t in TASKS}
+    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records if r["status"] != "ok"]
+    ov = [r for r in records if r["backend"] == "openvino"]
+    info = ov[0]["extra"]["backend_info"]
+    assert [p["part"] for p in info["converted_parts"]] == ["vision_tower", "multi_modal_projector", "encoder"]
+    assert info["pytorch_parts"] == ["decoder"] and info["inference_precision"] == "f32"
+    assert all(Path(p["ir"]).resolve().is_relative_to(ov_cache.resolve()) for p in info["converted_parts"])
+    assert all(r["stages_ms"]["vision"] > 0 for r in ov)  # the hooks still time the converted parts
+    agreement = agreement_with_fp32(records)
+    assert set(agreement) == {r["cell_id"] for r in ov}  # recorded like any precision change
+    assert sum(agreement.values()) / len(agreement) >= 0.9
+
+
+def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_checkpoint, ov_cache):
+    pytest.importorskip("openvino")
+    from bench.backends.transformers.checkpoints import LoadOptions, resolve
+    from bench.variants import get_variant
+
+    backend = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache))
+    variant, options = get_variant("base"), LoadOptions(model_path=str(tiny_checkpoint))
+    ref = resolve(variant, options)
+    first = backend.load(variant, ref, _cell(), options)
+    again = backend.load(variant, ref, _cell(), options)
+    assert [p["converted"] for p in again.backend_info["converted_parts"]] == [False, False, False]
+    assert [p["ir"] for p in again.backend_info["converted_parts"]] == [
+        p["ir"] for p in first.backend_info["converted_parts"]]
+    compressed = backend.load(variant, ref, _cell(quant="int8-weights"), options)
+    assert all(p["converted"] for p in compressed.backend_info["converted_parts"])
+    assert compressed.weights_bytes < again.weights_bytes
+    assert {p.name for p in ov_cache.iterdir() if not p.name.startswith(".")} >= {
+        Path(p["ir"]).parent.name for p in compressed.backend_info["converted_parts"]}
+    bf16 = backend.load(variant, ref, _cell(dtype="bf16"), options)  # the same IR, another precision hint
+    assert bf16.backend_info["inference_precision"] == "bf16"
+    assert not any(p["converted"] for p in bf16.backend_info["converted_parts"])
+
+
+def test_bf16_without_native_support_is_skipped_on_either_backend(monkeypatch):
+    from bench import runner
+
+    monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx2"})
+    for backend in ("transformers", "openvino"):
+        reason = runner.unsupported_reason(_cell(backend=backend, dtype="bf16"))
+        assert reason is not None and "no native bf16" in reason
+    monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx512_bf16"})
+    pytest.importorskip("openvino")
+    assert runner.unsupported_reason(_cell(backend="openvino", dtype="bf16")) is None
