@@ -354,7 +354,6 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
         "latency": m.latency_basis, "time_per_image": TIME_PER_IMAGE_BASIS, "stages_basis": STAGES_BASIS,
         "generation": "forced exact token count (random weights)" if generation.forced else "natural end (EOS)",
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "injected_preprocess_delay_ms": pipeline.delay_s * 1000 or None,
         "image_processor": type(loaded.processor.image_processor).__name__,
         "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
                        "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],

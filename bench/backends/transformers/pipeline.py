@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -41,7 +40,6 @@ from bench.tasks import Task
 
 # Test-only hook: adds this many milliseconds to every preprocessing step, so the regression gate can
 # be shown to catch a known slowdown. Never set it in a real run (the record says when it is set).
-INJECT_DELAY_ENV = "FLORENCE2_BENCH_TEST_PREPROCESS_DELAY_MS"
 STAGES = ("preprocess", "vision", "ttft", "per_token", "decode", "postprocess")
 
 
@@ -147,7 +145,6 @@ class Pipeline:
         self.device = device
         self.dtype = torch_dtype(dtype)
         self.clock = clock
-        self.delay_s = float(os.environ.get(INJECT_DELAY_ENV, "0") or 0) / 1000.0
         self._preprocess_name = preprocess
         processor = copy.deepcopy(loaded.processor) if prefetch else loaded.processor
         self.preprocessor = make_preprocessor(preprocess, processor, device, self.dtype)
@@ -186,10 +183,7 @@ class Pipeline:
     def preprocess(self, samples: list[Sample]) -> dict[str, Any]:
         images = [s.load_image() for s in samples]
         texts = [self.task.text_for(s) for s in samples]
-        inputs = self._thread_parts()[0](images, texts)
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return inputs
+        return self._thread_parts()[0](images, texts)
 
     def prepare(self, samples: list[Sample]) -> Prepared:
         """Host work and the copy to the device, timed with the host clock (safe on a worker thread)."""
