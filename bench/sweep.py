@@ -32,8 +32,8 @@ from bench.data import get_dataset, load_samples
 from bench.errors import UsageError, choice_error
 from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
-from bench.paths import refuse_link
 from bench.optimize import COMPILE_MODES, parse_compile
+from bench.paths import refuse_link
 from bench.preprocess import PREPROCESSORS
 from bench.runner import LOADGEN_LOGS
 from bench.scenarios import (
