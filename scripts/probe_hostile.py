@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import cli, fetch, paths, report, store, sweep  # noqa: E402
+from bench import answer, cli, fetch, paths, report, store, sweep  # noqa: E402
 from bench.errors import UsageError  # noqa: E402
 
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
@@ -354,8 +354,8 @@ def _capacity(w: Path, capacity: float) -> Callable[[], int]:
 
     def action() -> int:
         rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
-        plans = report.plan_capacity(rows, 50.0, None)
-        bad = [p for p in plans if p.devices is not None and (p.devices < 1 or (p.usd_per_month or 0) < 0)]
+        plans = answer.answer(rows, 50.0, None)
+        bad = [p for p in plans if p.option is not None or p.devices is not None]
         if bad:
             print(f"florence2-bench: error: planned {bad[0].devices} devices", file=sys.stderr)
             return 1
