@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.paths import write_atomic
+from bench.paths import Writer, write_all, write_atomic
 from bench.prices import HOURS_PER_MONTH
 from bench.report_rows import MIN_QPS, DeviceKind, Row, kinds_of, number, rate, tasks_of
 from bench.uncertainty import latency_interval
@@ -241,5 +241,9 @@ def answer_json(answers: list[Answer], demand_qps: float | None, bound: float | 
     }
 
 
-def write_answer(path: Path, answers: list[Answer], demand_qps: float | None, bound: float | None) -> Path:
-    return write_atomic(path, json.dumps(answer_json(answers, demand_qps, bound), indent=2, ensure_ascii=False) + "\n")
+def write_answer(path: Path, answers: list[Answer], demand_qps: float | None, bound: float | None, *,
+                 writer: Writer = write_all) -> Path:
+    """Strict JSON (``allow_nan=False``: a NaN reaching the answer is a bug, not a file others cannot
+    parse); ``writer`` is the seam for a full disk."""
+    text = json.dumps(answer_json(answers, demand_qps, bound), indent=2, ensure_ascii=False, allow_nan=False)
+    return write_atomic(path, text + "\n", writer=writer)

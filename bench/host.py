@@ -36,6 +36,10 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+MAX_THREADS = 1024
+"""More threads than any machine's cores by far: a larger count is a typo, and OpenMP would try to start them."""
+
+
 def parse_threads(value: Any) -> int | str:
     """A threads axis value: ``auto`` or an integer >= 1 (from the command line or TOML)."""
     if value == THREADS_DEFAULT:
@@ -44,8 +48,9 @@ def parse_threads(value: Any) -> int | str:
         number = int(value) if isinstance(value, str) else value
     except ValueError:
         number = None
-    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise UsageError(f"bad threads value {value!r}; accepted: {THREADS_DEFAULT} or an integer >= 1")
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_THREADS:
+        raise UsageError(f"bad threads value {value!r}; accepted: {THREADS_DEFAULT} or an integer >= 1 and <= "
+                         f"{MAX_THREADS}")
     return number
 
 

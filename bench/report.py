@@ -704,7 +704,7 @@ def build_report(
     facts = comparability(runs)
     found = answers.answer(rows, demand_qps, latency_bound_ms)
     if answer is not None:
-        answers.write_answer(Path(answer), found, demand_qps, latency_bound_ms)
+        answers.write_answer(Path(answer), found, demand_qps, latency_bound_ms, writer=writer)
     context = {
         "title": title or f"Florence-2 benchmark: {', '.join(run.name for run in runs)}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

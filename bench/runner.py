@@ -326,6 +326,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     reference_in = reference_dtype(cell.dtype, cell.quant)
     before = matmul_reference(cell.device, reference_in)  # the roofline's reference, just before the cell
     log_dir = out / LOADGEN_LOGS / cell.cell_id  # a generator's own logs (LoadGen's), one folder per cell
+    inside(out, f"{LOADGEN_LOGS}/{cell.cell_id}", "load generator log folder")  # a link there never leads outside
     m = get_load_generator(cell.load_generator).measure(cell.scenario, ScenarioInput(
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
         energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir))

@@ -28,6 +28,8 @@ from bench.errors import UsageError, choice_error
 from bench.executors import ExecutorOptions, get_executor
 from bench.measure import RepetitionPolicy, device_kind
 from bench.optimize import parse_compile
+from bench.paths import refuse_link
+from bench.runner import LOADGEN_LOGS
 from bench.scenarios import (
     DEFAULT_LOAD_GENERATOR,
     LOAD_GENERATORS,
@@ -329,6 +331,7 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
                              "accepted: a new --out directory")
         if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
             raise UsageError(f"{out} already holds results; accepted: --resume to continue it, or a new --out directory")
+        _check_log_folder(out / LOADGEN_LOGS)
         load = host.host_load(loadavg)
         env = _env(out, config, resume, extend, load)  # a refused resume returns here, before anything is changed
         store.repair_tail(out / store.RESULTS)  # a record that lost its newline is completed, a torn one cut
@@ -342,6 +345,14 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
         finally:
             _finish_host_load(out, loadavg)
     return RunSummary(records, len(cells) - len(todo))
+
+
+def _check_log_folder(logs: Path) -> None:
+    """The load generator's log folder is a real folder of the run directory: never a link leading the
+    logs elsewhere, nor a file that would fail every cell."""
+    refuse_link(logs, "load generator log folder")
+    if logs.exists() and not logs.is_dir():
+        raise UsageError(f"load generator log folder {logs} is not a folder; accepted: a folder (remove the file)")
 
 
 def _finish_host_load(out: Path, loadavg: host.LoadReader) -> None:

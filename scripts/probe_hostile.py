@@ -11,8 +11,10 @@ Each case runs in a sandbox of its own (``CASE/work`` is where the tool may writ
 - the case's own check (a record not doubled, a plan without negative devices, ...).
 
 Output: ``ok|FAIL  class  case: exit N[; why]``, then a count per class; exit 1 when a case failed.
-Commands run in-process (``bench.cli.main``); full disks are injected through the writer seams. The lead
-extends ``CASES`` with new surfaces (answer JSON, load generator, backends) after merging.
+Commands run in-process (``bench.cli.main``); full disks are injected through the writer seams, a missing
+LoadGen through ``sys.modules`` (as tests/test_loadgen.py does). Classes beyond issue 21's: the ``--answer``
+JSON (never NaN or Infinity), the load generator and server settings, stored records with the newer fields
+wrong-typed, and ``env.json``'s ``host_load`` of the wrong shape.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -37,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import cli, fetch, paths, report, store, sweep  # noqa: E402
+from bench import answer, cli, fetch, paths, report, store, sweep  # noqa: E402
 from bench.errors import UsageError  # noqa: E402
 
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
@@ -351,8 +354,8 @@ def _capacity(w: Path, capacity: float) -> Callable[[], int]:
 
     def action() -> int:
         rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
-        plans = report.plan_capacity(rows, 50.0, None)
-        bad = [p for p in plans if p.devices is not None and (p.devices < 1 or (p.usd_per_month or 0) < 0)]
+        plans = answer.answer(rows, 50.0, None)
+        bad = [p for p in plans if p.option is not None or p.devices is not None]
         if bad:
             print(f"florence2-bench: error: planned {bad[0].devices} devices", file=sys.stderr)
             return 1
@@ -504,6 +507,278 @@ def silent_cases() -> None:
         needle="at most 10000")
 
 
+# ------------------------------------------------------------------------------------------ new surfaces
+
+
+def strict_json(path: Path) -> str | None:
+    """None when ``path`` is JSON without NaN or Infinity (what json.dumps(allow_nan=False) accepts)."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} in the JSON")
+
+    try:
+        data = json.loads(path.read_text(), parse_constant=refuse)
+        json.dumps(data, allow_nan=False)
+    except (OSError, ValueError) as exc:
+        return f"{path.name}: {exc}"
+    return None
+
+
+def server_run(work: Path, change=lambda r: None) -> Path:
+    """The finished tiny run as a server capacity search, every new server field present, then ``change``."""
+    def edit(r: dict) -> dict:
+        r = {**r, "scenario": "server", "capacity_qps": 5.0,
+             "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0, "latency_percentile": 0.99,
+                        "percentile_ms": 100.0, "percentile_ci_ms": [90.0, 110.0], "capacity_bracket": [5.0, 6.0],
+                        "achieved_qps": 5.0, "early_stopping": {"percentile": 0.99, "met": True},
+                        "curve": [{"target_qps": 5.0, "p99": 100.0, "valid": True}]},
+             "flags": [{"code": "probe", "message": "a flag"}]}
+        change(r)
+        return r
+
+    return edit_records(run_copy(work, "run", S.finished), edit)
+
+
+def answer_argv(w: Path, *extra: str, answer: str = "a.json") -> list[str]:
+    return ["report", str(w / "work" / "run"), "-o", str(w / "work" / "r.html"), "--answer",
+            str(w / "work" / answer), *extra]
+
+
+def answer_written(w: Path, out: str, err: str) -> str | None:
+    return strict_json(w / "work" / "a.json")
+
+
+def answer_cases() -> None:
+    k = "answer"
+    nan, inf = float("nan"), float("inf")
+    add(k, "--answer a directory", lambda w: (server_run(w / "work"), (w / "work" / "a.json").mkdir(),
+                                              answer_argv(w))[-1], needle="directory")
+    add(k, "--answer a link outside", lambda w: (
+        server_run(w / "work"), (w / "work" / "a.json").symlink_to(w / "victim" / "file.txt"), answer_argv(w))[-1],
+        needle="symbolic link")
+    add(k, "--answer a dangling link", lambda w: (
+        server_run(w / "work"), (w / "work" / "a.json").symlink_to(w / "victim" / "absent.json"),
+        answer_argv(w))[-1], needle="symbolic link")
+    add(k, "--answer inside a missing folder is created", lambda w: (
+        server_run(w / "work"), answer_argv(w, answer="new/deeper/a.json"))[-1], exits=(0,),
+        check=lambda w, o, e: strict_json(w / "work" / "new" / "deeper" / "a.json"))
+    add(k, "--answer whose parent is a file", lambda w: (
+        server_run(w / "work"), (w / "work" / "f").write_text("x"), answer_argv(w, answer="f/a.json"))[-1],
+        needle="is a file")
+    add(k, "--answer on a full disk", lambda w: raises_usage(lambda: report.build_report(
+        [server_run(w / "work")], w / "work" / "r.html", answer=w / "work" / "a.json", writer=enospc)),
+        needle="No space left",
+        check=lambda w, o, e: "an answer file was left" if (w / "work" / "a.json").exists() else None)
+    for value in ("0", "-1", "inf", "nan", "-inf", "1e400", "x"):
+        add(k, f"--demand-qps {value}", lambda w, v=value: (server_run(w / "work"), answer_argv(
+            w, f"--demand-qps={v}"))[-1], needle="demand" if value != "x" else "")
+        add(k, f"--latency-bound-ms {value} with --answer", lambda w, v=value: (server_run(w / "work"), answer_argv(
+            w, f"--latency-bound-ms={v}"))[-1], needle="bound" if value != "x" else "")
+    for value in ("1e308", "1e-300", "5e-324", "10"):
+        add(k, f"--demand-qps {value} answers in finite JSON", lambda w, v=value: (
+            server_run(w / "work"), answer_argv(w, "--demand-qps", v))[-1], exits=(0,), check=answer_written)
+    server_fields = {
+        "capacity_bracket a string": {"capacity_bracket": "5-6"}, "capacity_bracket 3 long": {
+            "capacity_bracket": [1, 2, 3]}, "capacity_bracket empty": {"capacity_bracket": []},
+        "capacity_bracket NaN": {"capacity_bracket": [nan, nan]}, "capacity_bracket negative": {
+            "capacity_bracket": [-5.0, -1.0]}, "capacity_bracket reversed": {"capacity_bracket": [6.0, 5.0]},
+        "capacity_bracket strings": {"capacity_bracket": ["5", "6"]}, "capacity_bracket a dict": {
+            "capacity_bracket": {"a": 1}}, "percentile_ci_ms reversed": {"percentile_ci_ms": [110.0, 90.0]},
+        "percentile_ci_ms strings": {"percentile_ci_ms": ["a", "b"]}, "percentile_ci_ms NaN": {
+            "percentile_ci_ms": [nan, inf]}, "percentile_ci_ms a number": {"percentile_ci_ms": 5},
+        "latency_percentile 1.5": {"latency_percentile": 1.5}, "latency_percentile -1": {"latency_percentile": -1},
+        "latency_percentile 0": {"latency_percentile": 0}, "latency_percentile NaN": {"latency_percentile": nan},
+        "latency_percentile a string": {"latency_percentile": "p99"}, "latency_bound_ms NaN": {
+            "latency_bound_ms": nan}, "percentile_ms infinite": {"percentile_ms": inf},
+        "early_stopping a list": {"early_stopping": [1]}, "curve a string": {"curve": "x"},
+        "curve NaN steps": {"curve": [{"target_qps": nan, "p99": nan}]}, "achieved_qps NaN": {"achieved_qps": nan},
+        "valid a string": {"valid": "no"}, "target_qps NaN": {"target_qps": nan}}
+    for label, change in server_fields.items():
+        for bound in ((), ("--latency-bound-ms", "500")):
+            add(k, f"server {label}{' with a bound' if bound else ''}", lambda w, c=change, b=bound: (
+                server_run(w / "work", lambda r: r["server"].update(c)), answer_argv(w, "--demand-qps", "12", *b))[-1],
+                exits=(0,), check=answer_written)
+    records = {
+        "flags a string": {"flags": "slow"}, "flags a dict": {"flags": {"code": "x"}},
+        "flags entries strings": {"flags": ["x", 5, None]}, "flags a 1 MB message": {
+            "flags": [{"code": "big", "message": "m" * 1_000_000}]},
+        "flags HTML": {"flags": [{"code": "<script>alert(1)</script>", "message": "<img src=x onerror=alert(1)>"}]},
+        "flags code a list": {"flags": [{"code": [1], "message": {"a": 1}}]},
+        "capacity_qps NaN": {"capacity_qps": nan}, "capacity_qps a string": {"capacity_qps": "5"},
+        "capacity_qps infinite": {"capacity_qps": inf}, "p99 NaN": {"latency_ms": {"p50": nan, "p99": nan}},
+        "batch_size NaN": {"batch_size": nan}, "variant NaN": {"variant": nan}, "server a list": {"server": [1]},
+        "samples_ms NaN": {"samples_ms": [nan, inf, -1.0]}}
+    for label, change in records.items():
+        add(k, f"record {label}", lambda w, c=change: (
+            server_run(w / "work", lambda r: r.update(c)), answer_argv(w, "--demand-qps", "12"))[-1],
+            exits=(0,), check=answer_written)
+    add(k, "record flags HTML is escaped in the report", lambda w: (
+        server_run(w / "work", lambda r: r.update(records["flags HTML"])), answer_argv(w))[-1], exits=(0,),
+        check=lambda w, o, e: "unescaped <script>" if "<script>alert(1)" in (w / "work" / "r.html").read_text()
+        else strict_json(w / "work" / "a.json"))
+
+
+def loadgen_cases() -> None:
+    k = "loadgen"
+    for name in ("bogus", "MLPERF", "", "builtin,bogus", "../x", "mlperf;rm"):
+        add(k, f"--load-generator {name!r}", lambda w, n=name: tiny_run(w / "work", "--load-generator", n),
+            needle="load")
+    add(k, "--load-generator mlperf with the package hidden: a skipped cell", lambda w: _hidden(w), exits=(0,),
+        check=lambda w, o, e: None if _statuses(w / "work" / "out") == ["skipped"] else
+        f"statuses {_statuses(w / 'work' / 'out')}, a skipped cell expected")
+    for value in ("0", "1", "1.5", "-1", "nan", "inf", "x"):
+        add(k, f"--latency-percentile {value}", lambda w, v=value: tiny_run(
+            w / "work", "--scenarios", "server", "--server-qps", "auto", "--latency-bound-ms", "1000",
+            "--latency-percentile", v), needle="latency_percentile" if value != "x" else "")
+    add(k, "--latency-percentile without a server cell", lambda w: tiny_run(w / "work", "--latency-percentile", "0.9"),
+        needle="server")
+    for value in ("0", "-1", "x", "1.5", "1000000000", "99999999999999999999", ""):
+        add(k, f"--threads {value!r}", lambda w, v=value: tiny_run(w / "work", "--threads", v), needle="threads")
+    for label, text in [("prep_workers a string", 'prep_workers = "x"'), ("prep_workers 0", "prep_workers = 0"),
+                        ("prep_workers true", "prep_workers = true"), ("max_requests 0", "max_requests = 0"),
+                        ("max_requests a string", 'max_requests = "many"'),
+                        ("max_duration_s inf", "max_duration_s = inf"), ("max_duration_s nan", "max_duration_s = nan"),
+                        ("min_duration_s -1", "min_duration_s = -1"), ("confidence 1.0", "confidence = 1.0"),
+                        ("confidence 0", "confidence = 0"), ("latency_percentile 1", "latency_percentile = 1"),
+                        ("seed a string", 'seed = "s"'), ("max_queue_delay_ms inf", "max_queue_delay_ms = inf"),
+                        ("unknown key", "bogus = 1"), ("qps a list", "qps = [1]"), ("server a string", None)]:
+        add(k, f"TOML [server] {label}", lambda w, t=text: _server_toml(w, t), needle="server")
+    add(k, "resume with records whose cell_id climbs out: logs stay in loadgen/<hex>", lambda w: _climbing_ids(w),
+        exits=(0, 1), check=_loadgen_names)
+    for kind in ("a link outside", "a file", "a cell's folder a link outside"):
+        add(k, f"run directory whose loadgen/ is {kind}", lambda w, kd=kind: _loadgen_dir(w, kd), exits=(0, 2),
+            check=_loadgen_names, needle="load generator log folder")
+
+
+def _statuses(out: Path) -> list[str]:
+    return [r["status"] for r in store.read_records(out)] if (out / store.RESULTS).exists() else []
+
+
+def _hidden(w: Path) -> Callable[[], int]:
+    from bench.scenarios import mlperf
+
+    def action() -> int:
+        saved = sys.modules.get(mlperf.MODULE, False)
+        sys.modules[mlperf.MODULE] = None  # type: ignore[assignment]  # `import mlperf_loadgen` now fails
+        try:
+            return cli.main(tiny_run(w / "work", "--load-generator", "mlperf"))
+        finally:
+            if saved is False:
+                sys.modules.pop(mlperf.MODULE, None)
+            else:
+                sys.modules[mlperf.MODULE] = saved
+
+    return action
+
+
+def _server_toml(w: Path, line: str | None) -> list[str]:
+    """A server sweep whose [server] table holds ``line`` (None: ``server`` a string, not a table)."""
+    path = sweep_toml(w / "work" / "s.toml", scenarios=["server"])
+    head = 'name = "probe"\n'
+    text = path.read_text()
+    if line is None:
+        text = text.replace(head, head + 'server = "fast"\n', 1)
+    else:
+        qps = "" if line.startswith("qps") else 'qps = "auto"\n'
+        text += f"[server]\n{qps}latency_bound_ms = 1000.0\n{line}\n"
+    path.write_text(text)
+    return ["run", "--sweep", str(path), "--out", str(w / "work" / "out"), "--quiet"]
+
+
+def _loadgen_names(w: Path, out: str, err: str) -> str | None:
+    """Every folder under any run's loadgen/ is a 16-hex cell id, and nothing is outside work/."""
+    for folder in (w / "work").rglob("loadgen"):
+        if folder.is_dir() and not folder.is_symlink():
+            for child in folder.iterdir():
+                if not re.fullmatch(r"[0-9a-f]{16}", child.name):
+                    return f"a LoadGen log folder named {child.name!r}"
+    return None
+
+
+def _climbing_ids(w: Path) -> Callable[[], int]:
+    run = resumed(w / "work")
+    edit_records(run, lambda r: {**r, "cell_id": "../../../victim/x", "status": "error"})
+    return ["run", "--sweep", str(S.sweep_file), "--out", str(run), "--resume", "--extend", "--quiet",
+            "--load-generator", "mlperf"]
+
+
+def _loadgen_dir(w: Path, kind: str) -> list[str]:
+    out = w / "work" / "out"
+    out.mkdir(parents=True)
+    if kind == "a file":
+        (out / "loadgen").write_text("x")
+    elif kind.startswith("a cell's"):
+        (out / "loadgen").mkdir()
+        for cell in sweep.expand(sweep.override(sweep.load_sweep(str(S.sweep_file)), load_generator="mlperf")):
+            (out / "loadgen" / cell.cell_id).symlink_to(w / "victim")
+    else:
+        (out / "loadgen").symlink_to(w / "victim")
+    return tiny_run(w / "work", "--load-generator", "mlperf")
+
+
+STORED = {"per_token_ms a list": lambda r: r.update(per_token_ms=[1, 2]),
+          "per_token_ms NaN": lambda r: r.update(per_token_ms={"p50": float("nan"), "tokens_per_s": "x"}),
+          "loadgen a string": lambda r: r.update(loadgen="x"), "loadgen a list": lambda r: r.update(loadgen=[1]),
+          "flags a dict": lambda r: r.update(flags={"code": "x"}), "flags strings": lambda r: r.update(flags=["x"]),
+          "settings.threads x": lambda r: r["settings"].update(threads="x"),
+          "settings a list": lambda r: r.update(settings=[1]), "timing.load_s x": lambda r: r["timing"].update(load_s="x"),
+          "timing a string": lambda r: r.update(timing="t"),
+          "server.early_stopping a list": lambda r: r.update(server={"early_stopping": [1], "valid": "x"}),
+          "load_generator a number": lambda r: r.update(load_generator=5),
+          "threads a dict": lambda r: r.update(threads={"a": 1})}
+
+
+def stored_cases() -> None:
+    k = "stored"
+    for label, change in STORED.items():
+        for verb in ("report", "compare", "export", "history add", "history check", "history steps",
+                     "history report"):
+            add(k, f"record {label}: {verb}", lambda w, c=change, v=verb: _stored(w, c, v), exits=(0, 1, 2))
+
+
+def _stored(w: Path, change, verb: str) -> list[str] | Callable[[], int]:
+    run = edit_records(run_copy(w / "work", "run", S.finished), lambda r: (change(r), r)[1])
+    base = run_copy(w / "work", "base", S.finished)
+    h = str(w / "work" / "h")
+    if verb.startswith("history ") and verb != "history add":
+        def action() -> int:
+            with quiet():
+                cli.main(["history", "add", str(base), "--history", h, "--date", "2026-11-01T00:00:00Z"])
+                cli.main(["history", "add", str(run), "--history", h])
+            extra = ["-o", str(w / "work" / "t.html")] if verb == "history report" else []
+            return cli.main(["history", verb.split()[1], h, *extra])
+
+        return action
+    return {"report": ["report", str(run), "-o", str(w / "work" / "r.html")],
+            "compare": ["compare", str(base), str(run)], "export": ["export", str(run), str(w / "work" / "x.csv")],
+            "history add": ["history", "add", str(run), "--history", h]}[verb]
+
+
+def host_load_cases() -> None:
+    k = "host_load"
+    shapes = {"a string": "busy", "a list of strings": ["a", "b"], "negative cores": {"start": [1.0, 1.0, 1.0],
+                                                                                        "cores": -4},
+              "start strings": {"start": ["x"], "cores": 2}, "start NaN": {"start": [float("nan")], "cores": 2},
+              "cores a string": {"start": [9.0], "end": "x", "cores": "2"}, "end a dict": {"start": [1.0],
+                                                                                          "end": {"a": 1}, "cores": 0},
+              "start a bool": {"start": [True], "cores": 1}}
+    for label, value in shapes.items():
+        for verb in ("report", "compare", "history add", "resume"):
+            add(k, f"env.json host_load {label}: {verb}", lambda w, v=value, vb=verb: _host_load(w, v, vb),
+                exits=(0, 2))
+
+
+def _host_load(w: Path, value, verb: str) -> list[str]:
+    run = run_copy(w / "work", "run", S.finished)
+    env = json.loads((run / store.ENV).read_text())
+    env["host_load"] = value
+    if verb == "resume":
+        env["resumes"] = [{"host_load": value}]
+    (run / store.ENV).write_text(json.dumps(env))
+    return {"report": ["report", str(run)], "compare": ["compare", str(run), str(run)],
+            "history add": ["history", "add", str(run), "--history", str(w / "work" / "h")],
+            "resume": ["run", "--sweep", str(S.sweep_file), "--out", str(run), "--resume", "--quiet"]}[verb]
+
+
 # ------------------------------------------------------------------------------------------ judging
 
 
@@ -520,6 +795,9 @@ def tree(folder: Path, skip: Path) -> dict[str, str]:
         else:
             out[str(path)] = "dir"
     return out
+
+
+ERROR_LINE = re.compile(r"florence2-bench( [a-z-]+)*: error: ")  # ours, or argparse's naming the subcommand
 
 
 def judge(case: Case, sandbox: Path) -> tuple[bool, int, str]:
@@ -553,7 +831,7 @@ def judge(case: Case, sandbox: Path) -> tuple[bool, int, str]:
         problems.append("a crash: " + " ".join(stderr.split())[-200:])
     lines = stderr.strip().splitlines()
     if code == 2:
-        if not lines or not lines[-1].startswith("florence2-bench: error:"):
+        if not lines or not ERROR_LINE.match(lines[-1]):
             problems.append("exit 2 without a one-line error")
         elif case.needle and case.needle not in lines[-1]:
             problems.append(f"error line lacks {case.needle!r}: {lines[-1][:160]}")
@@ -597,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     try:
         setup(root / "shared")
-        for make in (paths_cases, doubled_cases, verdict_cases, crash_cases, silent_cases):
+        for make in (paths_cases, doubled_cases, verdict_cases, crash_cases, silent_cases, answer_cases,
+                     loadgen_cases, stored_cases, host_load_cases):
             make()
         cases = [c for c in S.cases if args.only in f"{c.klass} {c.name}"]
         counts: Counter = Counter()

@@ -941,3 +941,65 @@ def test_batch_sizes_no_asked_scenario_runs_are_made_offline_with_a_warning():
     with pytest.warns(UserWarning, match="batch size 2: no scenario of"):
         sweep.validate_scenarios(config)
     assert [(c.batch_size, c.scenario) for c in sweep.expand(config)] == [(1, "single-stream"), (2, "offline")]
+
+
+# -------------------------------------------------------- newer surfaces: the answer JSON, the load generator
+
+
+def test_a_full_disk_while_writing_the_answer_leaves_no_answer_file(finished_run, tmp_path):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    with pytest.raises(cli.UsageError, match=r"cannot write .*a.json: No space left"):
+        report.build_report([run], tmp_path / "r.html", answer=tmp_path / "a.json", writer=_enospc)
+    assert not (tmp_path / "a.json").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} in the answer JSON")
+
+
+@pytest.mark.parametrize(("server", "answered"), [
+    ({"capacity_bracket": [float("nan"), float("inf")], "percentile_ci_ms": [110.0, 90.0]}, True),
+    ({"capacity_bracket": "5-6", "percentile_ci_ms": ["a", "b"], "latency_percentile": 1.5,
+      "percentile_ms": float("inf"), "early_stopping": [1]}, False),  # an unreadable record: no answer, no crash
+    ({
+      "curve": [{"target_qps": float("nan"), "p99": float("nan")}]}, True)])
+def test_hostile_server_fields_give_an_answer_json_without_nan(server, answered, finished_run, tmp_path):
+    run = _records(shutil.copytree(finished_run, tmp_path / "run"), lambda r: {
+        **r, "scenario": "server", "capacity_qps": 5.0,
+        "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0, **server}})
+    for bound in ([], ["--latency-bound-ms", "500"]):
+        argv = ["report", str(run), "-o", str(tmp_path / "r.html"), "--answer", str(tmp_path / "a.json"),
+                "--demand-qps", "12", *bound]
+        assert cli.main(argv) == 0
+        data = json.loads((tmp_path / "a.json").read_text(), parse_constant=_refuse_constant)
+        json.dumps(data, allow_nan=False)
+        if answered and not bound:  # the cell's own bound: its capacity, whatever its other fields hold
+            assert data["answers"] and all(a["capacity_qps"] == 5.0 for a in data["answers"])
+
+
+@pytest.mark.parametrize("kind", ["a link", "a file", "a cell's folder a link"])
+def test_a_load_generator_log_folder_leading_elsewhere_is_refused(kind, sweep_file, tmp_path, capsys):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    logs = out / "loadgen"
+    if kind == "a file":
+        logs.write_text("x")
+    elif kind == "a link":
+        logs.symlink_to(victim)
+    else:
+        logs.mkdir()
+        for cell in sweep.expand(sweep.load_sweep(str(sweep_file))):
+            (logs / cell.cell_id).symlink_to(victim)
+    capsys.readouterr()
+    assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]) == 2
+    assert "load generator log folder" in _one_line(capsys)
+    assert list(victim.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["1000000000", "1025", "0"])
+def test_a_thread_count_beyond_any_machine_is_refused(value):
+    with pytest.raises(cli.UsageError, match=r"bad threads value .*accepted: auto or an integer >= 1 and <= 1024"):
+        host.parse_threads(value)
