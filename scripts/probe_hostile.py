@@ -37,8 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the hostile-file builders the fault tests use (tests/hostile.py)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hostile import bench_json, edit_records  # noqa: E402
 
 from bench import answer, cli, fetch, paths, report, store, sweep  # noqa: E402
 from bench.errors import UsageError  # noqa: E402
@@ -83,28 +86,6 @@ def sweep_toml(path: Path, **matrix) -> Path:
 
 def run_copy(work: Path, name: str = "run", source: Path | None = None) -> Path:
     return shutil.copytree(source or BASELINE, work / name, symlinks=True)
-
-
-def edit_records(run: Path, change) -> Path:
-    lines = [json.loads(line) for line in (run / store.RESULTS).read_text().splitlines()]
-    (run / store.RESULTS).write_text("".join(json.dumps(change(r)) + "\n" for r in lines))
-    return run
-
-
-def bench_json(work: Path, **changes) -> Path:
-    data = {"machine_info": {"cpu": {"brand_raw": "cpu", "count": 2}}, "commit_info": {"id": "abc123"},
-            "datetime": "2026-11-26T08:00:00Z",
-            "benchmarks": [{"name": "test_x", "fullname": "t.py::test_x", "group": None,
-                            "stats": {"median": 0.01, "mean": 0.01, "stddev": 0.001, "rounds": 3,
-                                      "data": [0.01, 0.011, 0.009]}}]}
-    for key, value in changes.items():
-        target, (*head, last) = data, key.split(".")
-        for part in head:
-            target = target[int(part)] if isinstance(target, list) else target[part]
-        target[last] = value
-    path = work / "bench.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def manifest(sandbox: Path, name: object = "d", file_name: object = "src.txt", requires: object = None) -> Path:

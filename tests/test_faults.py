@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hostile import bench_json, edit_records
 from sweep_helpers import write_sweep
 
 from bench import answer, cli, compare, host, report, store, sweep
@@ -605,29 +606,6 @@ def _run_copy(tmp: Path) -> Path:
     return shutil.copytree(BASELINE, tmp / "run")
 
 
-def _records(run: Path, change) -> Path:
-    lines = [json.loads(line) for line in (run / store.RESULTS).read_text().splitlines()]
-    (run / store.RESULTS).write_text("".join(json.dumps(change(r) or r) + "\n" for r in lines))
-    return run
-
-
-def _bench_json(tmp: Path, **changes) -> Path:
-    data = {"machine_info": {"cpu": {"brand_raw": "cpu", "count": 2}}, "commit_info": {"id": "abc123"},
-            "datetime": "2026-11-26T08:00:00Z",
-            "benchmarks": [{"name": "test_x", "fullname": "t.py::test_x", "group": None,
-                            "stats": {"median": 0.01, "mean": 0.01, "stddev": 0.001, "rounds": 3,
-                                      "data": [0.01, 0.011, 0.009]}}]}
-    for key, value in changes.items():
-        target = data
-        *head, last = key.split(".")
-        for part in head:
-            target = target[int(part)] if isinstance(target, list) else target[part]
-        target[last] = value
-    path = tmp / "bench.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
 def _locked_add(tmp: Path) -> list[str]:
     run = _run_copy(tmp)
     holder = store.run_lock(run)
@@ -658,7 +636,7 @@ def _coco_outside(tmp: Path, tiny: Path, name: str) -> list[str]:
 
 def _skipped_current(tmp: Path) -> list[str]:
     base = shutil.copytree(BASELINE, tmp / "base")
-    cur = _records(shutil.copytree(BASELINE, tmp / "cur"), lambda r: {**r, "status": "skipped", "error": "no GPU"})
+    cur = edit_records(shutil.copytree(BASELINE, tmp / "cur"), lambda r: {**r, "status": "skipped", "error": "no GPU"})
     return ["compare", str(base), str(cur)]
 
 
@@ -694,13 +672,13 @@ HOSTILE = {
     "history add date before year 1 in UTC": (
         lambda t, k, f: ["history", "add", str(_run_copy(t)), "--history", str(t / "h"), "--date",
                          "0001-01-01T00:00:00+05:00"], "outside the dates UTC can hold"),
-    "pytest-benchmark cpu a string": (lambda t, k, f: ["history", "add", str(_bench_json(t, **{
+    "pytest-benchmark cpu a string": (lambda t, k, f: ["history", "add", str(bench_json(t, **{
         "machine_info.cpu": "x86"})), "--history", str(t / "h")], "machine_info.cpu is a str"),
-    "pytest-benchmark commit_info a string": (lambda t, k, f: ["history", "add", str(_bench_json(t, commit_info="c")),
+    "pytest-benchmark commit_info a string": (lambda t, k, f: ["history", "add", str(bench_json(t, commit_info="c")),
                                                                "--history", str(t / "h")], "commit_info is a str"),
-    "pytest-benchmark NaN median": (lambda t, k, f: ["history", "add", str(_bench_json(t, **{
+    "pytest-benchmark NaN median": (lambda t, k, f: ["history", "add", str(bench_json(t, **{
         "benchmarks.0.stats.median": float("nan")})), "--history", str(t / "h")], "stats.median is nan"),
-    "pytest-benchmark negative round time": (lambda t, k, f: ["history", "add", str(_bench_json(t, **{
+    "pytest-benchmark negative round time": (lambda t, k, f: ["history", "add", str(bench_json(t, **{
         "benchmarks.0.stats.data": [0.01, -1]})), "--history", str(t / "h")], "stats.data"),
     "config.json vision_config a number": (lambda t, k, f: _model(t, k, b'{"model_type": "florence2", '
                                                                         b'"vision_config": 5}'), "vision_config is 5"),
@@ -821,7 +799,7 @@ def test_a_newest_benchmark_with_invalid_times_is_listed_not_judged(value, tmp_p
     history = tmp_path / "h"
     for n in range(4):
         stats = {"median": 0.01, "mean": 0.01, "stddev": 0.001, "rounds": 3, "data": [0.01, 0.011, 0.009]}
-        path = _bench_json(tmp_path, datetime=f"2026-11-2{n}T08:00:00Z", **{"commit_info.id": f"c{n}",
+        path = bench_json(tmp_path, datetime=f"2026-11-2{n}T08:00:00Z", **{"commit_info.id": f"c{n}",
                                                                          "benchmarks.0.stats": stats})
         assert cli.main(["history", "add", str(path), "--history", str(history)]) == 0
     newest = sorted(history.glob("run-*.json"))[-1]
@@ -846,7 +824,7 @@ def test_a_stored_entry_of_the_wrong_shape_never_breaks_later_commands(tmp_path,
     for argv in (["history", "steps", str(history)], ["history", "report", str(history), "-o", str(tmp_path / "t.html")]):
         with pytest.warns(UserWarning, match="not a history entry"):
             assert cli.main(argv) == 0, argv
-    assert cli.main(["history", "add", str(_bench_json(tmp_path)), "--history", str(history)]) == 0
+    assert cli.main(["history", "add", str(bench_json(tmp_path)), "--history", str(history)]) == 0
     with pytest.warns(UserWarning, match="not a history entry"):
         assert cli.main(["history", "steps", str(history)]) == 0
     captured = capsys.readouterr()
@@ -875,7 +853,7 @@ def test_env_json_fields_of_the_wrong_type_are_dropped_where_read(env_change, tm
 @pytest.mark.parametrize("capacity", [-3.0, 5e-324, 0.0, 1e-300])
 def test_an_invalid_capacity_never_plans_devices(capacity, tmp_path, capsys):
     run = _run_copy(tmp_path)
-    _records(run, lambda r: {**r, "scenario": "server", "capacity_qps": capacity,
+    edit_records(run, lambda r: {**r, "scenario": "server", "capacity_qps": capacity,
                              "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0}})
     assert cli.main(["report", str(run), "--demand-qps", "50", "-o", str(tmp_path / "r.html")]) == 0
     rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
@@ -886,7 +864,7 @@ def test_an_invalid_capacity_never_plans_devices(capacity, tmp_path, capsys):
 
 def test_a_demand_that_needs_a_billion_devices_is_not_planned(tmp_path):
     run = _run_copy(tmp_path)
-    _records(run, lambda r: {**r, "scenario": "server", "capacity_qps": 1e-5,
+    edit_records(run, lambda r: {**r, "scenario": "server", "capacity_qps": 1e-5,
                              "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0}})
     rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
     plans = answer.answer(rows, 1e5, None)
@@ -965,7 +943,7 @@ def _refuse_constant(name: str):
     ({
       "curve": [{"target_qps": float("nan"), "p99": float("nan")}]}, True)])
 def test_hostile_server_fields_give_an_answer_json_without_nan(server, answered, finished_run, tmp_path):
-    run = _records(shutil.copytree(finished_run, tmp_path / "run"), lambda r: {
+    run = edit_records(shutil.copytree(finished_run, tmp_path / "run"), lambda r: {
         **r, "scenario": "server", "capacity_qps": 5.0,
         "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0, **server}})
     for bound in ([], ["--latency-bound-ms", "500"]):
