@@ -229,3 +229,23 @@ def test_a_record_with_flags_and_a_bracket_is_well_formed_and_shown_under_the_su
     table = summary.summary_table([record])
     assert table.splitlines()[-1] == ("! base <CAPTION> bs1 cpu server: curve-not-monotone: the machine's speed "
                                       "changed during the search")
+
+
+def test_a_load_short_for_its_one_slow_request_runs_again_longer_and_an_overload_does_not():
+    # p90 with none over the bound needs 44 requests, with one over 64: the one slow batch of the first
+    # run makes it short, not slow; the same load runs again, sized to 64, and passes
+    calls = []
+
+    def one_slow_batch(batch: int) -> float:
+        calls.append(batch)
+        return 0.105 if len(calls) == 5 else S
+
+    settings = ServerSettings(qps=5.0, latency_bound_ms=100.0, latency_percentile=0.9, min_requests=8,
+                              min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(one_slow_batch, server=settings)[0])
+    assert m.server["valid"], m.server["invalid_reason"]
+    assert m.server["n_requests"] == 64 and len(calls) == 44 + 64
+    # every request over the bound: more requests cannot help, so the load is run once
+    calls.clear()
+    m = get_scenario("server").measure(scenario_input(lambda batch: calls.append(batch) or 0.15, server=settings)[0])
+    assert not m.server["valid"] and m.server["n_requests"] == 44 == len(calls)
