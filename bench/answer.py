@@ -97,6 +97,7 @@ class Answer:
             "device": self.kind.label,
             "variant": row.rec.get("variant"),
             "dtype": row.rec.get("dtype"),
+            "backend": row.rec.get("backend") or "transformers",
             "batch_size": row.rec.get("batch_size"),
             "scenario": row.scenario,
             "devices": self.devices,

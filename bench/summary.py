@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def summary_table(records: list[dict]) -> str:
     """A fixed-width table of the run's cells: what ran and the headline numbers."""
-    head = ("status", "variant", "task", "scenario", "dtype", "bs", "device", "weights", "p50 ms", "p90 ms",
+    head = ("status", "variant", "task", "scenario", "dtype", "bs", "device", "backend", "weights", "p50 ms", "p90 ms",
             "p99 ms", "img/s", "tok/s", "server", "peak RSS MiB", "tokens")
     rows = [head]
     invalid, flagged = [], []
@@ -20,7 +20,7 @@ def summary_table(records: list[dict]) -> str:
                     f"{f.get('code')}: {f.get('message')}" for f in r.get("flags") or [] if isinstance(f, dict)]
         rows.append((
             r["status"] + ("*" if r.get("unstable") else ""), r["variant"], r["task"], _scenario_text(r),
-            r["dtype"], str(r["batch_size"]), r["device"], r["weights"], _num(lat.get("p50"), 0),
+            r["dtype"], str(r["batch_size"]), r["device"], str(r.get("backend") or "transformers"), r["weights"], _num(lat.get("p50"), 0),
             _num(lat.get("p90"), 0), _num(lat.get("p99"), 0), _num(thr.get("images_per_s"), 3),
             _num(thr.get("tokens_per_s"), 1), _server_text(r), _num(rss / 2**20 if rss else None, 0),
             _num(r.get("gen_tokens_mean"), 1),

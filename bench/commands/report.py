@@ -62,7 +62,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
                          "of the best option)")
     rp.add_argument("--answer", metavar="FILE.json",
                     help="also write the answer section as JSON: {demand_qps, latency_bound_ms, answers: [{task, "
-                         "device, variant, dtype, batch_size, scenario, devices, usd_per_month, "
+                         "device, variant, dtype, backend, batch_size, scenario, devices, usd_per_month, "
                          "usd_per_million_images, p99_ms, basis, cell_id, ...}]}")
     rp.add_argument("--prices", metavar="FILE",
                     help="TOML price table: [gpu] \"exact GPU name\" = {usd_per_hour, source}, [cpu] "
