@@ -22,6 +22,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from bench.compare import finite_number
 from bench.page import format_number
 from bench.scenarios import traits_of
 from bench.stats import percentile_ci
@@ -85,18 +86,12 @@ def _samples(rec: dict[str, Any]) -> list[float]:
                   and math.isfinite(v))
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def recorded_interval(value: Any) -> tuple[float, float] | None:
     """An interval as a record may hold it: [low, high] or {"low", "high"}; None otherwise."""
     if isinstance(value, dict):
         value = [value.get("low"), value.get("high")]
     if isinstance(value, (list, tuple)) and len(value) == 2:
-        low, high = (_number(v) for v in value)
+        low, high = (finite_number(v) for v in value)
         if low is not None and high is not None and low <= high:
             return low, high
     return None
@@ -114,7 +109,7 @@ def judge(rec: dict[str, Any]) -> Interval | None:
     latency = rec.get("latency_ms") if isinstance(rec.get("latency_ms"), dict) else {}
     if throughput_judged:
         throughput = rec.get("throughput") if isinstance(rec.get("throughput"), dict) else {}
-        ips = _number(throughput.get("images_per_s"))
+        ips = finite_number(throughput.get("images_per_s"))
         ci = percentile_ci(samples, 0.5, CONFIDENCE) if samples else None
         median = statistics.median(samples) if samples else None
         low = high = None
@@ -123,11 +118,11 @@ def judge(rec: dict[str, Any]) -> Interval | None:
         return Interval("throughput", "images/s", ips, low, high, len(samples), needed,
                         "the median batch time's interval, as a ratio of the measured throughput")
     statistic = traits.statistic
-    estimate = _number(latency.get(statistic))
+    estimate = finite_number(latency.get(statistic))
     server = rec.get("server") if isinstance(rec.get("server"), dict) else {}
     recorded = recorded_interval(server.get("percentile_ci_ms")) if traits.percentile_from else None
     if recorded is not None:
-        n = len(samples) or int(_number(server.get("n_requests")) or 0)
+        n = len(samples) or int(finite_number(server.get("n_requests")) or 0)
         return Interval(statistic, "ms", estimate, *recorded, n, needed, "server.percentile_ci_ms")
     ci = percentile_ci(samples, quantile, CONFIDENCE) if samples else None
     low, high = ci if ci else (None, None)
