@@ -68,10 +68,12 @@ def test_validate_reads_each_axis_from_the_backends(tmp_path):
 
 
 def test_a_cell_is_made_only_where_its_backend_runs_the_value():
-    config = SweepConfig(backends=["transformers", "openvino"], compile=[False, True], cache=["static"], limit=1)
+    config = SweepConfig(backends=["transformers", "openvino"], compile=[False, True], cache=["dynamic", "static"],
+                         limit=1)
     cells = expand(config)
-    assert sorted((c.backend, c.compile) for c in cells) == [("openvino", False), ("transformers", False),
-                                                            ("transformers", True)]
+    assert sorted((c.backend, c.cache, c.compile) for c in cells) == [
+        ("openvino", "dynamic", False), *[("transformers", cache, compile) for cache in ("dynamic", "static")
+                                          for compile in (False, True)]]
     assert get_backend("openvino").unsupported_reason(_cell(backend="openvino", compile=True)).startswith(
         "backend openvino does not run compile True; accepted: false")
 
@@ -115,7 +117,7 @@ def test_a_missing_openvino_is_a_skipped_cell_with_the_install_hint(tiny_checkpo
     assert not (tmp_path / "ir").exists()
 
 
-def test_int8_weights_need_nncf():
+def test_int8_weights_and_static_int8_need_nncf():
     def no_nncf(name: str):
         if name == "nncf":
             raise ImportError("No module named 'nncf'")
@@ -123,7 +125,8 @@ def test_int8_weights_need_nncf():
 
     backend = OpenVINOBackend(importer=no_nncf)
     assert backend.unsupported_reason(_cell(backend="openvino")) is None
-    assert "needs 'nncf'" in backend.unsupported_reason(_cell(backend="openvino", quant="int8-weights"))
+    for quant in ("int8-weights", "int8-static"):
+        assert "needs 'nncf'" in backend.unsupported_reason(_cell(backend="openvino", quant=quant))
     assert "CPU here" in backend.unsupported_reason(_cell(backend="openvino", device="cuda:0"))
 
 
@@ -150,8 +153,9 @@ def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_c
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records if r["status"] != "ok"]
     ov = [r for r in records if r["backend"] == "openvino"]
     info = ov[0]["extra"]["backend_info"]
-    assert [p["part"] for p in info["converted_parts"]] == ["vision_tower", "multi_modal_projector", "encoder"]
-    assert info["pytorch_parts"] == ["decoder"] and info["inference_precision"] == "f32"
+    assert [p["part"] for p in info["converted_parts"]] == ["vision_tower", "multi_modal_projector", "encoder",
+                                                             "decoder_first", "decoder_step"]
+    assert info["pytorch_parts"] == ["lm_head"] and info["inference_precision"] == "f32"
     assert all(Path(p["ir"]).resolve().is_relative_to(ov_cache.resolve()) for p in info["converted_parts"])
     assert all(r["stages_ms"]["vision"] > 0 for r in ov)  # the hooks still time the converted parts
     agreement = agreement_with_fp32(records)
@@ -169,7 +173,7 @@ def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_chec
     ref = resolve(variant, options)
     first = backend.load(variant, ref, _cell(), options)
     again = backend.load(variant, ref, _cell(), options)
-    assert [p["converted"] for p in again.backend_info["converted_parts"]] == [False, False, False]
+    assert [p["converted"] for p in again.backend_info["converted_parts"]] == [False] * 5
     assert [p["ir"] for p in again.backend_info["converted_parts"]] == [
         p["ir"] for p in first.backend_info["converted_parts"]]
     compressed = backend.load(variant, ref, _cell(quant="int8-weights"), options)
@@ -180,6 +184,50 @@ def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_chec
     bf16 = backend.load(variant, ref, _cell(dtype="bf16"), options)  # the same IR, another precision hint
     assert bf16.backend_info["inference_precision"] == "bf16"
     assert not any(p["converted"] for p in bf16.backend_info["converted_parts"])
+    static = backend.load(variant, ref, _cell(quant="int8-static"), options)  # only the vision tower is new
+    assert [(p["part"], p["precision"], p["converted"]) for p in static.backend_info["converted_parts"]] == [
+        ("vision_tower", "int8-static", True), *[(p, "f32", False) for p in (
+            "multi_modal_projector", "encoder", "decoder_first", "decoder_step")]]
+    assert "calibrated on 8 synthetic-smoke images" in " ".join(static.notes)
+    dynamic = backend.load(variant, ref, _cell(quant="int8-dynamic"), options)  # its decoder stays in PyTorch
+    assert [p["part"] for p in dynamic.backend_info["converted_parts"]] == [
+        "vision_tower", "multi_modal_projector", "encoder"]
+    assert dynamic.backend_info["pytorch_parts"] == ["decoder", "lm_head"]
+
+
+def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkpoint, tiny_loaded, ov_cache):
+    """Beam search over prompts of different lengths (a padded encoder mask): the same tokens, and the same
+    scores at every step, as the PyTorch decoder; a call it was not built for is one clear error."""
+    pytest.importorskip("openvino")
+    import torch
+
+    from bench.backends.openvino.modules import OVDecoder
+    from bench.backends.transformers.checkpoints import LoadOptions, resolve
+    from bench.data import synthetic_smoke
+    from bench.variants import get_variant
+
+    variant, options = get_variant("base"), LoadOptions(model_path=str(tiny_checkpoint))
+    ov = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache)).load(variant, resolve(variant, options), _cell(),
+                                                                    options)
+    assert isinstance(ov.model.model.language_model.decoder, OVDecoder)
+    prompts = ["<CAPTION_TO_PHRASE_GROUNDING>a cat", "<CAPTION_TO_PHRASE_GROUNDING>a red car on a long road"]
+    images = [s.load_image() for s in synthetic_smoke(2)]
+    inputs = tiny_loaded.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+    assert not bool(inputs["attention_mask"].all())
+    outputs = []
+    for loaded in (tiny_loaded, ov):
+        with torch.no_grad():
+            outputs.append(loaded.model.generate(**inputs, num_beams=3, max_new_tokens=6, min_new_tokens=6,
+                                                 output_scores=True, return_dict_in_generate=True))
+    torch_out, ov_out = outputs
+    assert torch.equal(torch_out.sequences, ov_out.sequences)
+    assert len(ov_out.scores) == 6
+    for expected, got in zip(torch_out.scores, ov_out.scores, strict=True):
+        finite = torch.isfinite(expected)
+        assert torch.equal(finite, torch.isfinite(got))
+        assert torch.allclose(expected[finite], got[finite], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="one token id a step"):
+        ov.model.model.language_model.decoder(input_ids=torch.ones(1, 2, dtype=torch.int64))
 
 
 def test_bf16_without_native_support_is_skipped_on_either_backend(monkeypatch):

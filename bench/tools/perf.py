@@ -96,7 +96,7 @@ class Candidate:
         extras = [
             label
             for label, on in (
-                ("int8-dynamic", self.quant != "none"),
+                (self.quant, self.quant != "none"),
                 ("channels_last", self.channels_last),
                 ("static cache", self.cache == "static"),
                 ("compile", self.compile is True),
@@ -138,6 +138,7 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "cl": ("channels_last", True),
     "int8": ("quant", "int8-dynamic"),
     "int8w": ("quant", "int8-weights"),
+    "int8s": ("quant", "int8-static"),
     "ov": ("backend", "openvino"),
     "dev": ("preprocess", "device"),
     "prefetch": ("prefetch", True),
@@ -173,16 +174,18 @@ def cpu_candidates() -> list[Candidate]:
     """Two cores: the vision tower is compute-bound, so precision and the runtime are what pay; bf16 only
     where native. OpenVINO settings first (their conversion is loading, outside the budget).
 
-    Measured here (2-core EPYC, avx512_bf16): int8 and bf16 speed the PyTorch vision tower up 2.2x and 1.8x,
-    OpenVINO f32 and bf16 1.9x and 3.3x; batching adds little on CPU (batch 4 was no faster per image than
-    batch 1), so only bf16 batch 2 is tried (the fastest transformers setting of issue 12's run).
-    ``bf16-b1-ov-int8``: OpenVINO bf16 parts, the PyTorch decoder in dynamic int8.
+    Measured here (2-core EPYC, avx512_bf16, docs/performance.md): OpenVINO with its decoder converted
+    is the fastest runtime at every precision, batch 2 a little ahead of batch 1, and the vision tower in
+    static int8 (``int8s``) faster again; PyTorch's best is bf16 batch 2, and dynamic int8 its other
+    precision change.
     """
     bf16 = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
     ov = Candidate(backend="openvino")
     out = [Candidate(), ov]
     if bf16:
-        out += [replace(ov, dtype="bf16"), replace(ov, dtype="bf16", quant="int8-dynamic")]
+        out += [replace(ov, dtype="bf16", batch_size=2), replace(ov, dtype="bf16", batch_size=2, quant="int8-static")]
+    else:
+        out += [replace(ov, quant="int8-static")]
     out += [Candidate(quant="int8-dynamic")]
     if bf16:
         out += [Candidate(dtype="bf16"), Candidate(dtype="bf16", batch_size=2)]
