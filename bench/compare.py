@@ -48,6 +48,7 @@ import numpy as np
 
 from bench import store
 from bench.errors import UsageError
+from bench.numbers import finite_number
 from bench.scenarios import traits_of
 from bench.schema import converted
 
@@ -521,12 +522,6 @@ def classify(spec: MetricSpec, value: float, low: float | None, high: float | No
 def samples_of(record: dict[str, Any]) -> np.ndarray:
     x = np.asarray(record.get("samples_ms") or [], dtype=float)
     return x[np.isfinite(x) & (x > 0)]
-
-
-def finite_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _memory(record: dict[str, Any], key: str) -> float | None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from bench.data import CROWD, Region, Sample, get_dataset, load_samples
 from bench.errors import UsageError, choice_error
+from bench.numbers import finite_number
 
 JAVA_ENV = "FLORENCE2_BENCH_JAVA_METRICS"
 IOU_THRESHOLD = 0.5
@@ -840,10 +841,6 @@ _ROW_FORMAT = {
 }
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _add_row(kind: str, row: dict, answer: Any) -> str | None:
     """Fold one row into its image's answer; returns what is wrong with the row, or None."""
     if kind == "text":
@@ -855,7 +852,7 @@ def _add_row(kind: str, row: dict, answer: Any) -> str | None:
         x1, y1, x2, y2 = row["bbox_xyxy"]
         if x2 < x1 or y2 < y1:  # a swapped box would silently score as a miss
             return f'"bbox_xyxy" {row["bbox_xyxy"]} has x2 < x1 or y2 < y1; it must be [x1, y1, x2, y2], corners in that order'
-        if "score" in row and not _number(row["score"]):
+        if "score" in row and finite_number(row["score"]) is None:
             return '"score" must be a number'
         labels_key = "labels" if kind == "boxes" else "bboxes_labels"
         answer["bboxes"].append([float(v) for v in row["bbox_xyxy"]])
@@ -866,7 +863,7 @@ def _add_row(kind: str, row: dict, answer: Any) -> str | None:
     if kind == "polygons":
         polys = row.get("polygons")
         if not isinstance(polys, list) or not all(
-            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_number, p)) for p in polys
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(finite_number(v) is not None for v in p) for p in polys
         ):
             return '"polygons" must be a list of flat [x, y, ...] lists with at least 3 points'
         answer["polygons"].append([[float(v) for v in p] for p in polys])

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bench.numbers import is_number
+
 OFFLINE_MARGIN = 1.05
 
 
@@ -36,8 +38,8 @@ def capacity_above_offline(capacity_qps: float | None, offline_images_per_s: flo
 def curve_not_monotone(curve: Sequence[dict[str, Any]]) -> dict[str, str] | None:
     """The ``curve-not-monotone`` flag for a curve whose steps carry ``target_qps`` and the chosen
     percentile's interval (``ci_lo_ms``, ``ci_hi_ms``; steps without one are skipped), or None."""
-    steps = sorted((s for s in curve if _num(s.get("target_qps")) and _num(s.get("ci_lo_ms"))
-                    and _num(s.get("ci_hi_ms"))), key=lambda s: s["target_qps"])
+    steps = sorted((s for s in curve if is_number(s.get("target_qps")) and is_number(s.get("ci_lo_ms"))
+                    and is_number(s.get("ci_hi_ms"))), key=lambda s: s["target_qps"])
     for i, light in enumerate(steps):
         for heavy in steps[i + 1:]:
             if heavy["target_qps"] > light["target_qps"] and heavy["ci_hi_ms"] < light["ci_lo_ms"]:
@@ -47,7 +49,3 @@ def curve_not_monotone(curve: Sequence[dict[str, Any]]) -> dict[str, str] | None
                             f"below the one at the lighter {light['target_qps']:.4g} QPS "
                             f"[{light['ci_lo_ms']:.4g}, {light['ci_hi_ms']:.4g}] ms")
     return None
-
-
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

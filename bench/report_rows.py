@@ -10,7 +10,6 @@ directly. Latency here is always request latency (``latency_ms``); the amortised
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 from bench import store
 from bench.errors import UsageError
 from bench.metrics import METRICS, headline_metric, metric_info
+from bench.numbers import finite_number as number
 from bench.optimize import agreement_with_fp32
 from bench.prices import Price, PriceTable
 from bench.scenarios import ScenarioTraits, traits_of
@@ -68,12 +68,6 @@ def table(d: Any, *keys: str) -> dict[str, Any]:
     """A nested table of a record (records are untrusted input): {} when missing or not a table."""
     value = dig(d, *keys)
     return value if isinstance(value, dict) else {}
-
-
-def number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 MIN_QPS = 1e-6

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import UsageError
+from bench.numbers import is_number
 from bench.stats import queries_needed
 
 
@@ -54,7 +55,7 @@ class ServerSettings:
         if self.qps is None:
             raise UsageError("the server scenario needs a target load; accepted: --server-qps Q (requests/s) "
                              "or --server-qps auto with --latency-bound-ms B (or qps in the sweep's [server])")
-        if self.qps != "auto" and not (_number(self.qps) and math.isfinite(self.qps) and self.qps > 0):
+        if self.qps != "auto" and not (is_number(self.qps) and math.isfinite(self.qps) and self.qps > 0):
             raise UsageError(f"bad server qps {qps!r}; accepted: a finite number > 0 or auto")
         if self.qps == "auto" and self.latency_bound_ms is None:
             raise UsageError("--server-qps auto needs a latency bound: the capacity is the highest load whose "
@@ -64,16 +65,16 @@ class ServerSettings:
                   ("min_requests", self.min_requests, 1), ("max_requests", self.max_requests, 1),
                   ("max_duration_s", self.max_duration_s, 0))
         for name, value, low in checks:
-            if not _number(value) or not math.isfinite(value) or value < low:
+            if not is_number(value) or not math.isfinite(value) or value < low:
                 raise UsageError(f"bad server {name} {value!r}; accepted: a finite number >= {low}")
         for name in ("latency_percentile", "confidence"):
             value = getattr(self, name)
-            if not _number(value) or not 0 < value < 1:
+            if not is_number(value) or not 0 < value < 1:
                 raise UsageError(f"bad server {name} {value!r}; accepted: a number between 0 and 1, e.g. 0.99")
         if self.prep_workers != "auto" and not (isinstance(self.prep_workers, int) and not isinstance(
                 self.prep_workers, bool) and self.prep_workers >= 1):
             raise UsageError(f"bad server prep_workers {self.prep_workers!r}; accepted: an integer >= 1 or auto")
-        if self.latency_bound_ms is not None and not (_number(self.latency_bound_ms) and self.latency_bound_ms > 0
+        if self.latency_bound_ms is not None and not (is_number(self.latency_bound_ms) and self.latency_bound_ms > 0
                                                       and math.isfinite(self.latency_bound_ms)):
             raise UsageError(f"bad latency bound {self.latency_bound_ms!r} ms; accepted: a finite number > 0")
         self._check_run_length()
@@ -126,7 +127,3 @@ class ServerSettings:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.metadata.get("identity") is True
                 or (f.metadata.get("identity") == "unless-default" and getattr(self, f.name) != f.default)}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from bench.compare import finite_number
+from bench.numbers import finite_number
 from bench.page import format_number
 from bench.scenarios import traits_of
 from bench.stats import percentile_ci

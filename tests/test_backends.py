@@ -117,7 +117,7 @@ def test_a_missing_openvino_is_a_skipped_cell_with_the_install_hint(tiny_checkpo
     assert not (tmp_path / "ir").exists()
 
 
-def test_int8_weights_and_static_int8_need_nncf():
+def test_int8_weights_and_dynamic_int8_need_nncf():
     def no_nncf(name: str):
         if name == "nncf":
             raise ImportError("No module named 'nncf'")
@@ -125,7 +125,7 @@ def test_int8_weights_and_static_int8_need_nncf():
 
     backend = OpenVINOBackend(importer=no_nncf)
     assert backend.unsupported_reason(_cell(backend="openvino")) is None
-    for quant in ("int8-weights", "int8-static"):
+    for quant in ("int8-weights", "int8-dynamic"):
         assert "needs 'nncf'" in backend.unsupported_reason(_cell(backend="openvino", quant=quant))
     assert "CPU here" in backend.unsupported_reason(_cell(backend="openvino", device="cuda:0"))
 
@@ -184,15 +184,31 @@ def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_chec
     bf16 = backend.load(variant, ref, _cell(dtype="bf16"), options)  # the same IR, another precision hint
     assert bf16.backend_info["inference_precision"] == "bf16"
     assert not any(p["converted"] for p in bf16.backend_info["converted_parts"])
-    static = backend.load(variant, ref, _cell(quant="int8-static"), options)  # only the vision tower is new
-    assert [(p["part"], p["precision"], p["converted"]) for p in static.backend_info["converted_parts"]] == [
-        ("vision_tower", "int8-static", True), *[(p, "f32", False) for p in (
-            "multi_modal_projector", "encoder", "decoder_first", "decoder_step")]]
-    assert "calibrated on 8 synthetic-smoke images" in " ".join(static.notes)
-    dynamic = backend.load(variant, ref, _cell(quant="int8-dynamic"), options)  # its decoder stays in PyTorch
-    assert [p["part"] for p in dynamic.backend_info["converted_parts"]] == [
-        "vision_tower", "multi_modal_projector", "encoder"]
-    assert dynamic.backend_info["pytorch_parts"] == ["decoder", "lm_head"]
+    dynamic = backend.load(variant, ref, _cell(quant="int8-dynamic"), options)  # int8-weights' IR, its own config
+    assert not any(p["converted"] for p in dynamic.backend_info["converted_parts"])
+    assert [p["ir"] for p in dynamic.backend_info["converted_parts"]] == [
+        p["ir"] for p in compressed.backend_info["converted_parts"]]
+    assert (dynamic.backend_info["dynamic_quantization_group_size"],
+            compressed.backend_info["dynamic_quantization_group_size"], again.backend_info[
+                "dynamic_quantization_group_size"]) == (128, 0, None)
+    assert "activations quantised per call in groups of 128" in " ".join(dynamic.notes)
+    assert dynamic.backend_info["pytorch_parts"] == ["lm_head"]
+
+
+def test_the_first_decoder_step_runs_once_per_run_of_equal_rows():
+    import numpy as np
+
+    from bench.backends.openvino.modules import repeat_factor
+
+    a, b = np.zeros((1, 2, 3)), np.ones((1, 2, 3))
+    rows = lambda *parts: np.concatenate(parts)  # noqa: E731
+    assert repeat_factor([rows(a, a, a, b, b, b)]) == 3  # two images, three beams each
+    assert repeat_factor([rows(a, a, a, a, a, a, b, b, b)]) == 3  # the same image twice: still runs of 3
+    assert repeat_factor([rows(a, a, a, a)]) == 4
+    assert repeat_factor([rows(a, b)]) == 1 and repeat_factor([rows(a, a, b, a)]) == 1
+    ids = np.array([[2], [2], [2], [2]])
+    assert repeat_factor([ids, rows(a, a, b, b)]) == 2 and repeat_factor([np.array([[2], [2], [5], [2]]),
+                                                                          rows(a, a, a, a)]) == 1
 
 
 def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkpoint, tiny_loaded, ov_cache):

@@ -247,10 +247,10 @@ def test_the_ov_flag_names_an_openvino_setting_and_the_best_of_each_backend_is_c
     assert ov == Candidate(dtype="bf16", quant="int8-dynamic", backend="openvino")
     assert perf.parse_candidate(ov.key) == ov and "ov" in ov.key.split("-")
     assert not ov.token_preserving and Candidate(backend="openvino").model_key != Candidate().model_key
-    static = perf.parse_candidate("bf16-b2-ov-int8s")
-    assert static == Candidate(dtype="bf16", batch_size=2, quant="int8-static", backend="openvino")
-    assert perf.parse_candidate(static.key) == static and "int8-static" in static.name
-    assert "int8-dynamic" not in static.name and "int8-dynamic" in ov.name
+    weights = perf.parse_candidate("bf16-b2-ov-int8w")
+    assert weights == Candidate(dtype="bf16", batch_size=2, quant="int8-weights", backend="openvino")
+    assert perf.parse_candidate(weights.key) == weights and "int8-weights" in weights.name
+    assert "int8-dynamic" not in weights.name and "int8-dynamic" in ov.name
     assert all(c.backend in ("transformers", "openvino") for c in perf.cpu_candidates())
     assert any(c.backend == "openvino" for c in perf.cpu_candidates())
 

@@ -37,8 +37,8 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--num-beams", help="e.g. 1,3 (model card: 3)")
     r.add_argument("--cache", help="KV cache: dynamic, static")
     r.add_argument("--channels-last", help="true,false: vision tower in channels_last")
-    r.add_argument("--quant", help="none, int8-dynamic (CPU, transformers), int8-weights or int8-static "
-                                   "(openvino)")
+    r.add_argument("--quant", help="none, int8-dynamic (CPU: int8 weights, activations quantised per call), "
+                                   "int8-weights (openvino: int8 weights only)")
     r.add_argument("--backends", help="runtimes: transformers (default), openvino (CPU; optional extra "
                    "'openvino'); each runs the axis values it accepts (README: Backends)")
     r.add_argument("--threads", help="torch intra-op threads per cell, e.g. 1,2; auto (default): torch's own "

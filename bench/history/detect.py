@@ -40,6 +40,7 @@ import numpy as np
 
 from bench import compare
 from bench.history.entries import Entry, MachineClass
+from bench.numbers import finite_number
 from bench.scenarios import traits_of
 
 K_BASELINE = 10
@@ -121,7 +122,7 @@ def invalid_values(record: dict[str, Any]) -> list[str]:
     out = []
     for metric, (table, key) in RAW_FIELDS.items():
         value = (record.get(table) or {}).get(key)
-        if value is not None and not (compare.finite_number(value) is not None and value > 0):
+        if value is not None and not (finite_number(value) is not None and value > 0):
             out.append(f"{metric} is {value!r}: not a positive finite number")
     samples = record.get("samples_ms") or []
     good = len(compare.samples_of(record))

@@ -138,7 +138,6 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "cl": ("channels_last", True),
     "int8": ("quant", "int8-dynamic"),
     "int8w": ("quant", "int8-weights"),
-    "int8s": ("quant", "int8-static"),
     "ov": ("backend", "openvino"),
     "dev": ("preprocess", "device"),
     "prefetch": ("prefetch", True),
@@ -175,17 +174,16 @@ def cpu_candidates() -> list[Candidate]:
     where native. OpenVINO settings first (their conversion is loading, outside the budget).
 
     Measured here (2-core EPYC, avx512_bf16, docs/performance.md): OpenVINO with its decoder converted
-    is the fastest runtime at every precision, batch 2 a little ahead of batch 1, and the vision tower in
-    static int8 (``int8s``) faster again; PyTorch's best is bf16 batch 2, and dynamic int8 its other
-    precision change.
+    is the fastest runtime at every precision, batch 2 a little ahead of batch 1; int8 weights with
+    activations quantised per call (``int8``: int8-dynamic, on either backend) are each runtime's fastest.
     """
     bf16 = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
     ov = Candidate(backend="openvino")
     out = [Candidate(), ov]
     if bf16:
-        out += [replace(ov, dtype="bf16", batch_size=2), replace(ov, dtype="bf16", batch_size=2, quant="int8-static")]
+        out += [replace(ov, dtype="bf16", batch_size=2), replace(ov, dtype="bf16", batch_size=2, quant="int8-dynamic")]
     else:
-        out += [replace(ov, quant="int8-static")]
+        out += [replace(ov, quant="int8-dynamic")]
     out += [Candidate(quant="int8-dynamic")]
     if bf16:
         out += [Candidate(dtype="bf16"), Candidate(dtype="bf16", batch_size=2)]

@@ -11,8 +11,9 @@ its self-attention cache stays in generate()'s cache object, so beam search reor
 Converted IR is cached on disk (``OpenVINOSettings.cache_dir``) keyed by checkpoint, part, input
 shapes and weight precision; converting or reading it counts as the cell's load, never as latency.
 ``dtype`` bf16 is OpenVINO's ``INFERENCE_PRECISION_HINT`` on the same f32 IR (native bf16 CPUs only:
-``bench.runner`` skips the cell elsewhere); ``quant int8-weights`` is ``nncf.compress_weights``, and
-``int8-static`` is ``nncf.quantize`` of the vision tower, calibrated on synthetic-smoke images.
+``bench.runner`` skips the cell elsewhere). ``quant int8-weights`` and ``int8-dynamic`` run the IR with its
+weights compressed by ``nncf.compress_weights``; int8-dynamic also quantises activations per call
+(``config.QUANT``), as the transformers backend's int8-dynamic does.
 """
 
 from __future__ import annotations
@@ -32,12 +33,10 @@ from typing import Any
 from bench.backends.base import Backend
 from bench.backends.openvino.config import (
     INSTALL_HINT,
-    NEEDS_NNCF,
     PRECISIONS,
     QUANT,
-    STATIC_INT8_PARTS,
     OpenVINOSettings,
-    part_precision,
+    weight_precision,
 )
 from bench.backends.transformers.checkpoints import ATTN, LoadedModel, weights_bytes
 
@@ -46,7 +45,7 @@ IR_FILE = "model.xml"
 
 class OpenVINOBackend(Backend):
     name = "openvino"
-    axes = {"dtype": tuple(PRECISIONS), "attn": ATTN, "cache": ("dynamic",), "quant": QUANT, "compile": (False,),
+    axes = {"dtype": tuple(PRECISIONS), "attn": ATTN, "cache": ("dynamic",), "quant": tuple(QUANT), "compile": (False,),
             "compile_vision": (False,), "channels_last": (False,), "preprocess": ("host",)}
     install_hint = INSTALL_HINT
 
@@ -71,7 +70,7 @@ class OpenVINOBackend(Backend):
             return reason
         if not str(cell.device).startswith("cpu"):
             return f"backend openvino runs on the CPU here (device {cell.device}); accepted: cpu"
-        return self._missing("nncf") if cell.quant in NEEDS_NNCF else None
+        return None if QUANT[cell.quant] is None else self._missing("nncf")
 
     def load_dtype(self, cell: Any) -> str:
         return "fp32"  # parts are converted from fp32 weights; the PyTorch parts are cast to the cell's dtype after
@@ -79,7 +78,7 @@ class OpenVINOBackend(Backend):
     def prepare(self, loaded: LoadedModel, cell: Any) -> None:
         """Convert (or read from the cache) and compile the vision tower, projector, text encoder and decoder
         (its first step and its cached steps), and put them in place; the lm_head stays in PyTorch, in the
-        cell's dtype. Under ``int8-dynamic`` the decoder stays in PyTorch, in dynamic int8."""
+        cell's dtype."""
         import torch
 
         from bench.backends.openvino.modules import DecoderStep, EncoderOutput, OVDecoder, OVPart, TowerOutput
@@ -92,12 +91,13 @@ class OpenVINOBackend(Backend):
         size = loaded.processor.image_processor.size
         pixels = torch.zeros(1, 3, size["height"], size["width"])
         threads = self.settings.threads or torch.get_num_threads()
+        group = QUANT[cell.quant]
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": threads}
+        if group is not None:  # with int8 weights OpenVINO would pick its own group size: the cell states it
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
         core = ov.Core()
-        # the PyTorch parts' dtype: the cell's, or fp32 under dynamic int8 (which quantises fp32 linears)
-        dtype = torch.float32 if cell.quant == "int8-dynamic" else torch_dtype(cell.dtype)
-        convert_decoder = cell.quant != "int8-dynamic"
+        dtype = torch_dtype(cell.dtype)  # the lm_head's, and what the converted parts hand back
         tower = TowerOutput(inner.vision_tower)
         encoder = EncoderOutput(text.encoder)
         first, step = DecoderStep(text.decoder, past=False), DecoderStep(text.decoder, past=True)
@@ -112,62 +112,50 @@ class OpenVINOBackend(Backend):
             layers = len(text.decoder.layers)
             # the cached step's example: two beams (rows) of one image, so the traced step groups rows
             beams = [t.repeat(2, *([1] * (t.dim() - 1))) for t in (ids, *states[:2 * layers])]
-        # (name, example inputs, how many leading axes of each are dynamic); the decoder's: rows, length, heads
-        specs = [("vision_tower", (pixels,), (1,)), ("multi_modal_projector", (features,), (1,)),
-                 ("encoder", (embeds, mask), (2, 2))]
-        if convert_decoder:
-            specs += [("decoder_first", (ids, position, mask, encoded), (1, 0, 2, 2)),
-                      ("decoder_step", (beams[0], position + 1, mask, *beams[1:], *states[2 * layers:]),
-                       (1, 0, 2) + (3,) * len(states))]
-        modules = {"vision_tower": tower, "multi_modal_projector": inner.multi_modal_projector,
-                   "encoder": encoder, "decoder_first": first, "decoder_step": step}
+        # (name, module, example inputs, how many leading axes of each are dynamic)
+        specs = [("vision_tower", tower, (pixels,), (1,)),
+                 ("multi_modal_projector", inner.multi_modal_projector, (features,), (1,)),
+                 ("encoder", encoder, (embeds, mask), (2, 2)),  # rows, tokens
+                 ("decoder_first", first, (ids, position, mask, encoded), (1, 0, 2, 2)),
+                 ("decoder_step", step, (beams[0], position + 1, mask, *beams[1:], *states[2 * layers:]),
+                  (1, 0, 2) + (3,) * len(states))]  # rows (images for the mask and cross keys), tokens, heads
         parts, compiled, ir_bytes = [], {}, 0
-        for name, example, dynamic in specs:
+        for name, module, example, dynamic in specs:
             started = time.perf_counter()
-            path, converted = self.ir(ov, loaded, name, modules[name], example, dynamic,
-                                      part_precision(name, cell.quant))
+            path, converted = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant))
             compiled[name] = core.compile_model(str(path), "CPU", config)
-            parts.append({"part": name, "ir": str(path), "precision": part_precision(name, cell.quant),
-                          "converted": converted, "load_s": round(time.perf_counter() - started, 3)})
+            parts.append({"part": name, "ir": str(path), "converted": converted,
+                          "load_s": round(time.perf_counter() - started, 3)})
             ir_bytes += path.with_suffix(".bin").stat().st_size
         inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype)
         inner.multi_modal_projector = OVPart(compiled["multi_modal_projector"], "multi_modal_projector", dtype)
         text.encoder = OVPart(compiled["encoder"], "encoder", dtype)
-        if convert_decoder:
-            text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype)
-            loaded.model.to(dtype)  # the lm_head (and the embeddings the encoder reads) in the cell's dtype
-            decoder = "OpenVINO (its KV cache in PyTorch tensors); lm_head: PyTorch " + cell.dtype
-            loaded.weights_bytes = weights_bytes(loaded.model)
-        else:  # the decoder's linears in dynamic int8 (from fp32, as in transformers)
-            from bench.optimize import MODEL_SETTINGS
-
-            decoder = MODEL_SETTINGS["quant"](loaded, cell)  # it counts the packed int8 weights too
-        loaded.weights_bytes += ir_bytes
-        converted_names = "vision tower, projector, text encoder and decoder" if convert_decoder else (
-            "vision tower, projector and text encoder")
-        loaded.notes = [f"{converted_names} in OpenVINO {ov.__version__} (IR cached in {self.settings.cache_dir}), "
-                        f"INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, {threads} threads; decoder: {decoder}"]
-        if cell.quant == "int8-weights":
-            loaded.notes.append("converted parts' weights compressed to int8 (nncf.compress_weights)")
-        if cell.quant == "int8-static":
-            loaded.notes.append(f"{', '.join(STATIC_INT8_PARTS)}: int8 weights and activations (nncf.quantize, "
-                                f"calibrated on {self.settings.calibration_images} synthetic-smoke images)")
+        text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype)
+        loaded.model.to(dtype)  # the lm_head (and the embeddings the encoder reads) in the cell's dtype
+        loaded.weights_bytes = weights_bytes(loaded.model) + ir_bytes
+        loaded.notes = [f"vision tower, projector, text encoder and decoder in OpenVINO {ov.__version__} (IR cached "
+                        f"in {self.settings.cache_dir}), INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, "
+                        f"{threads} threads; lm_head: PyTorch {cell.dtype}"]
+        if group is not None:
+            activations = (f"activations quantised per call in groups of {group}" if group else
+                           f"activations in {PRECISIONS[cell.dtype]}")
+            loaded.notes.append(f"weights compressed to int8 (nncf.compress_weights); {activations} "
+                                f"(DYNAMIC_QUANTIZATION_GROUP_SIZE {group})")
         loaded.backend_info = {"openvino": ov.__version__, "inference_precision": PRECISIONS[cell.dtype],
-                               "threads": threads, "converted_parts": parts,
-                               "pytorch_parts": ["lm_head"] if convert_decoder else ["decoder", "lm_head"]}
+                               "weight_precision": weight_precision(cell.quant),
+                               "dynamic_quantization_group_size": group, "threads": threads,
+                               "converted_parts": parts, "pytorch_parts": ["lm_head"]}
 
     def ir(self, ov: ModuleType, loaded: LoadedModel, part: str, module: Any, example: tuple, dynamic: tuple,
            precision: str) -> tuple[Path, bool]:
         """The cached IR of one part (converted now when absent); returns its path and whether it was converted.
 
         ``dynamic[i]``: how many leading axes of input i are dynamic (the batch; for the encoder, the sequence too).
-        ``precision``: ``config.part_precision``.
+        ``precision``: how its weights are stored (``config.weight_precision``).
         """
         root = Path(self.settings.cache_dir).expanduser().resolve()
         shapes = [[-1] * n + list(t.shape[n:]) for t, n in zip(example, dynamic, strict=True)]
         fields = ir_key_fields(loaded, part, shapes, precision, ov.__version__)
-        if precision == "int8-static":
-            fields["calibration"] = f"{self.settings.calibration_images} synthetic-smoke images"
         key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
         folder = (root / f"{part}-{key}").resolve()
         if folder.parent != root:  # the key is hex; a path outside the cache is never written
@@ -181,8 +169,6 @@ class OpenVINOBackend(Backend):
             model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(s) for s in shapes])
         if precision == "int8":
             model = self.importer("nncf").compress_weights(model)
-        elif precision == "int8-static":
-            model = self.quantize(model, loaded)
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=root))  # written whole, then renamed into place
         try:
@@ -196,18 +182,6 @@ class OpenVINOBackend(Backend):
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         return path, True
-
-    def quantize(self, model: Any, loaded: LoadedModel) -> Any:
-        """int8 weights and activations for the vision tower, calibrated on the processor's pixels of
-        synthetic-smoke images (deterministic; no dataset is needed to build it)."""
-        from bench.data import synthetic_smoke
-
-        nncf = self.importer("nncf")
-        images = [s.load_image() for s in synthetic_smoke(self.settings.calibration_images)]
-        pixels = loaded.processor.image_processor(images, return_tensors="np")["pixel_values"]
-        dataset = nncf.Dataset([pixels[i:i + 1].astype("float32") for i in range(len(pixels))])
-        return nncf.quantize(model, dataset, subset_size=len(pixels), model_type=nncf.ModelType.TRANSFORMER,
-                             fast_bias_correction=True)
 
     def record_extra(self, loaded: LoadedModel) -> dict[str, Any]:
         return dict(loaded.backend_info)

@@ -105,10 +105,17 @@ def attention_implementation(config, name: str):
 
 def repeat_factor(arrays: list[np.ndarray]) -> int:
     """The largest k such that every array's rows come in runs of k equal rows (beam search's first step:
-    each image's beams are copies), so that step runs once per run and its outputs are repeated, exactly."""
+    each image's beams are copies), so that step runs once per run and its outputs are repeated, exactly.
+
+    Rows are compared one at a time (no copy of the arrays), first to find the first run's length.
+    """
     rows = arrays[0].shape[0]
-    for k in range(rows, 1, -1):
-        if rows % k == 0 and all(np.array_equal(np.repeat(a[::k], k, axis=0), a) for a in arrays):
+    first = 1
+    while first < rows and all(np.array_equal(a[first], a[0]) for a in arrays):
+        first += 1
+    for k in range(first, 1, -1):
+        if first % k == 0 and rows % k == 0 and all(
+                np.array_equal(a[i], a[i - i % k]) for i in range(rows) for a in arrays):
             return k
     return 1
 

@@ -38,8 +38,6 @@ from bench.measure import Clock, device_kind
 from bench.preprocess import make_preprocessor, pad_rows
 from bench.tasks import Task
 
-# Test-only hook: adds this many milliseconds to every preprocessing step, so the regression gate can
-# be shown to catch a known slowdown. Never set it in a real run (the record says when it is set).
 STAGES = ("preprocess", "vision", "ttft", "per_token", "decode", "postprocess")
 
 

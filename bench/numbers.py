@@ -1,0 +1,20 @@
+"""Numbers read from stored JSON: a bool is not a number, and NaN or infinity is not a measurement.
+
+One rule for every reader (records, settings, reports, history), so a hand-edited or hostile file is
+judged the same wherever it is read.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool (NaN and infinity included: the caller says why they are wrong)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite_number(value: Any) -> float | None:
+    """The value as a float when it is a finite number, else None."""
+    return float(value) if is_number(value) and math.isfinite(value) else None
