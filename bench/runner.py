@@ -206,6 +206,13 @@ class Progress:
         else:
             print(line, flush=True)
 
+    def note(self, line: str) -> None:
+        """A line on the current cell's progress (a capacity search's steps), under the bar."""
+        if self.bar is not None:
+            self.bar.write(f"        {line}")
+        else:
+            print(f"        {line}", flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -266,7 +273,7 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
                 progress.start(cell)
                 try:
                     with host.torch_threads(cell.threads) as threads:
-                        record = run_cell(config, cell, loaded, out)
+                        record = run_cell(config, cell, loaded, out, note=progress.note)
                     record.settings["threads"] = threads  # the number used (a skipped record: the one asked for)
                 except CellSkipped as exc:  # valid, but not runnable on its data: recorded, the sweep goes on
                     record = marked_record(cell, "skipped", str(exc), loaded)
@@ -300,8 +307,9 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
     return loaded
 
 
-def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> store.Record:
-    """Measure one cell with an already-loaded model and build its record."""
+def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
+             note: Callable[[str], None] = lambda line: None) -> store.Record:
+    """Measure one cell with an already-loaded model and build its record; ``note`` gets progress lines."""
     from bench.backends.transformers.pipeline import generation_settings
     from bench.metrics import usable_samples
     from bench.optimize import matmul_reference, reference_dtype, roofline_for
@@ -329,7 +337,8 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path) -> s
     inside(out, f"{LOADGEN_LOGS}/{cell.cell_id}", "load generator log folder")  # a link there never leads outside
     m = get_load_generator(cell.load_generator).measure(cell.scenario, ScenarioInput(
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
-        energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir))
+        energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir,
+        note=note))
     after = matmul_reference(cell.device, reference_in)  # and just after it
     record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
     record.max_new_tokens = generation.max_new_tokens

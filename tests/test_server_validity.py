@@ -145,6 +145,21 @@ def test_the_capacity_comes_with_its_bracket_and_interval():
     assert m.flags == []  # a steady fake: nothing implausible
 
 
+def test_the_capacity_search_reports_each_step_as_it_ends():
+    settings = ServerSettings(qps="auto", latency_bound_ms=5 * S * 1000, latency_percentile=0.9, min_requests=200,
+                              min_duration_s=0.0)
+    run = scenario_input(constant(S), server=settings)[0]
+    lines: list[str] = []
+    run.note = lines.append
+    m = get_scenario("server").measure(run)
+    assert lines[0].startswith("capacity search from ") and "offline throughput at batch" in lines[0]
+    steps = lines[1:]
+    assert len(steps) == len(m.server["curve"]) > 1
+    for line, step in zip(steps, m.server["curve"], strict=True):
+        assert line.startswith(f"{step['target_qps']:.4g} QPS: {step['n_requests']} requests, p90 ")
+        assert line.endswith("; valid") if step["valid"] else f"invalid: {step['invalid_reason']}" in line
+
+
 class _SlowingDown:
     """A model that serves the ceiling probe at full speed, then four times slower: the search's steps
     were measured on a different machine than its ceiling."""

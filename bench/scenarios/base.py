@@ -115,6 +115,7 @@ class ScenarioInput:
     # as it arrives (server); the pipeline then needs prepare/execute/collate besides run_batch
     prefetch: bool = False
     log_dir: Path | None = None  # where a load generator that writes its own logs (LoadGen) puts them
+    note: Callable[[str], None] = field(default=lambda line: None)  # a line on a long measurement's progress
 
 
 @dataclass

@@ -385,9 +385,17 @@ class Server:
         if settings.qps == "auto":
             probe_batches = max(2, min(policy.min_iterations, 5))
             ceiling = offline_images_per_s(run, probe_batches)  # before the trackers start, like the warm-up
+            run.note(f"capacity search from {ceiling:.4g} QPS (offline throughput at batch {run.batch_size})")
+
+            def step(qps: float) -> ServerRun:
+                served = self.serve(run, qps, first, workers)
+                verdict = "valid" if served.valid else f"invalid: {served.invalid_reason}"
+                run.note(f"{qps:.4g} QPS: {served.n_requests} requests, p{100 * served.latency_percentile:g} "
+                         f"{served.percentile_ms:.0f} ms; {verdict}")
+                return served
+
             with Tracking(run.device, run.energy_idle_s) as tracking:
-                found = capacity.search(lambda q: self.serve(run, q, first, workers), ceiling, settings.latency_bound_ms,
-                                        max_qps=settings.max_qps)
+                found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps)
             served = found.steps
             main = found.representative
             curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
