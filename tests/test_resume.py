@@ -17,10 +17,10 @@ def test_resume_reruns_failed_cells_only_and_a_plain_rerun_is_refused(
     args = ["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]
     real_run_cell = runner.run_cell
 
-    def flaky(config, cell, loaded, out_dir):
+    def flaky(config, cell, loaded, out_dir, **kwargs):
         if cell.task == "<OD>":
             raise RuntimeError("transient failure")
-        return real_run_cell(config, cell, loaded, out_dir)
+        return real_run_cell(config, cell, loaded, out_dir, **kwargs)
 
     monkeypatch.setattr(runner, "run_cell", flaky)
     assert cli.main(args) == 1

@@ -27,10 +27,10 @@ def failed_run(tiny_checkpoint, tmp_path_factory):
     real_run_cell = runner.run_cell
     freed = []
 
-    def injected(config, cell, loaded, out):
+    def injected(config, cell, loaded, out, **kwargs):
         if cell.task in FAILURES:
             raise FAILURES[cell.task][0]
-        return real_run_cell(config, cell, loaded, out)
+        return real_run_cell(config, cell, loaded, out, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runner, "run_cell", injected)

@@ -18,11 +18,11 @@ def test_cuda_oom_at_a_batch_size_is_skipped_naming_the_memory(tiny_checkpoint, 
     real_run_cell = runner.run_cell
     tried = []
 
-    def injected(config, cell, loaded, out):
+    def injected(config, cell, loaded, out, **kwargs):
         tried.append(cell.batch_size)
         if cell.batch_size >= 2:
             raise torch.cuda.OutOfMemoryError(OOM)
-        return real_run_cell(config, cell, loaded, out)
+        return real_run_cell(config, cell, loaded, out, **kwargs)
 
     monkeypatch.setattr(runner, "run_cell", injected)
     monkeypatch.setattr(runner, "cuda_memory", lambda device: (int(1.5 * 2**30), 80 * 2**30))
