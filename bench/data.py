@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bench import fetch
 from bench.errors import UsageError, choice_error
+from bench.numbers import is_finite
 from bench.paths import inside
 
 Box = tuple[float, float, float, float]
@@ -340,16 +341,12 @@ def _read_json(path: Path) -> dict:
         raise UsageError(f"cannot read annotation file {path}: {exc.strerror}") from None
 
 
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_coco_image(path: Path, img: object) -> None:
     """An image entry must say its size: boxes are scored against it and the report draws with it."""
     if not isinstance(img, dict):
         raise UsageError(f"{path}: an 'images' entry is {str(img)[:60]!r}; accepted: objects with id, width, height")
     w, h = img.get("width"), img.get("height")
-    if not (_finite(w) and _finite(h) and w >= 1 and h >= 1):
+    if not (is_finite(w) and is_finite(h) and w >= 1 and h >= 1):
         raise UsageError(
             f"{path}: image id {img.get('id')!r} has width {w!r} and height {h!r}; "
             "accepted: COCO images with numeric width and height >= 1"
@@ -359,7 +356,7 @@ def _check_coco_image(path: Path, img: object) -> None:
 def _check_coco_bbox(path: Path, ann: dict) -> None:
     """COCO boxes are [x, y, width, height]: four finite numbers, width and height >= 0."""
     box = ann["bbox"]
-    if not (isinstance(box, list) and len(box) == 4 and all(map(_finite, box)) and box[2] >= 0 and box[3] >= 0):
+    if not (isinstance(box, list) and len(box) == 4 and all(map(is_finite, box)) and box[2] >= 0 and box[3] >= 0):
         raise UsageError(
             f"{path}: annotation id {ann.get('id')!r} has bbox {str(box)[:60]}; "
             "accepted: [x, y, width, height], four numbers with width and height >= 0"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import types
 import typing
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.numbers import is_finite, is_number
 
 
 def read_text(path: Path, what: str) -> str:
@@ -68,8 +68,7 @@ def conforms(value: Any, hint: Any, *, shallow: bool = False) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return number and (shallow or math.isfinite(value))
+        return is_number(value) and (shallow or is_finite(value))
     if hint is str:
         return isinstance(value, str)
     return True

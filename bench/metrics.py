@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ import numpy as np
 
 from bench.data import CROWD, Region, Sample, get_dataset, load_samples
 from bench.errors import UsageError, choice_error
-from bench.numbers import finite_number
+from bench.numbers import finite_number, is_finite
 
 JAVA_ENV = "FLORENCE2_BENCH_JAVA_METRICS"
 IOU_THRESHOLD = 0.5
@@ -291,7 +290,7 @@ def _is_box(value: Any, n: int = 4) -> bool:
     return (
         isinstance(value, (list, tuple))
         and len(value) == n
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        and all(is_finite(v) for v in value)
     )
 
 

@@ -15,6 +15,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_finite(value: Any) -> bool:
+    """A number (not a bool) that is neither NaN nor infinite."""
+    return is_number(value) and math.isfinite(value)
+
+
 def finite_number(value: Any) -> float | None:
     """The value as a float when it is a finite number, else None."""
-    return float(value) if is_number(value) and math.isfinite(value) else None
+    return float(value) if is_finite(value) else None

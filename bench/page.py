@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.numbers import is_finite
 from bench.paths import Writer, write_all, write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -150,7 +151,7 @@ def figure_html(fig: Any, height: int, top: int = 50) -> Any:
 
 def format_number(value: Any, digits: int = 3) -> str:
     """A number for a table: integers with separators, others to ``digits`` significant figures."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite(value):
         return "–"
     value = float(value)
     if value.is_integer() and abs(value) < 1e7:
@@ -158,10 +159,6 @@ def format_number(value: Any, digits: int = 3) -> str:
     if abs(value) >= 10 ** (digits + 2) or abs(value) < 10 ** -(digits + 1):
         return f"{value:.{digits}g}"
     return f"{value:,.{max(0, digits - 1 - int(math.floor(math.log10(abs(value)))))}f}"
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def environment() -> Any:
@@ -174,8 +171,8 @@ def environment() -> Any:
         lstrip_blocks=True,
     )
     env.filters["num"] = format_number
-    env.filters["mib"] = lambda v: f"{v / 2**20:,.0f} MiB" if _finite(v) else "–"
-    env.filters["pct"] = lambda v: f"{v * 100:.1f}%" if _finite(v) else "–"
+    env.filters["mib"] = lambda v: f"{v / 2**20:,.0f} MiB" if is_finite(v) else "–"
+    env.filters["pct"] = lambda v: f"{v * 100:.1f}%" if is_finite(v) else "–"
     return env
 
 

@@ -9,13 +9,13 @@ vCPU-hour times the cores the run used (torch's thread count), so a 2-core run i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
 from bench.inputs import read_text
+from bench.numbers import is_finite
 
 try:
     import tomllib
@@ -89,7 +89,7 @@ def _source(entry: dict[str, Any], where: str, path: Path) -> str:
 
 
 def _price(value: Any, where: str, path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_finite(value) or value < 0:
         raise UsageError(f"price table {path}: {where} is {value!r}; accepted: a number >= 0 (USD)")
     return float(value)
 

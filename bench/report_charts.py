@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bench.chart_keys import MAX_LABEL, Key, short_labels
+from bench.numbers import finite_number
 from bench.page import DTYPE_DASHES, DTYPE_SYMBOLS, FLAG_COLOR, Chart, Palette, axis_type, figure_html
 from bench.page import plot_text as _t
 from bench.report_rows import _ALONG_A_LINE as ALONG_A_LINE
@@ -30,12 +31,6 @@ BATCH_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 DTYPE_PATTERNS = {"fp32": "", "fp16": "/", "bf16": ".", "int8": "+"}
 STAGE_COLORS = ("#9ecae9", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1")
 MEMORY_COLORS = ("#bab0ac", "#4e79a7", "#76b7b2", "#e15759", "#f28e2b")
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 class Styles:
@@ -239,7 +234,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                 steps = [{"target_qps": r.server.get("target_qps"), "achieved_qps": r.server.get("achieved_qps"),
                           "p50": r.p50, "p90": r.p90, "p99": r.p99, "valid": not r.invalid,
                           "invalid_reason": r.server.get("invalid_reason")}]
-            steps = [s for s in steps if _num(s.get("p99")) is not None and _num(s.get("target_qps"))]
+            steps = [s for s in steps if finite_number(s.get("p99")) is not None and finite_number(s.get("target_qps"))]
             steps.sort(key=lambda s: s["target_qps"])
             if not steps:
                 continue
@@ -258,8 +253,8 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     name=_t(styles.cell(r)),
                     hovertext=[
                         _hover(r, f"offered {xx:.4g} requests/s, achieved "
-                               f"{_num(s.get('achieved_qps')) or float('nan'):.4g}",
-                               f"request latency p50 {_num(s.get('p50')) or float('nan'):.4g} ms, "
+                               f"{finite_number(s.get('achieved_qps')) or float('nan'):.4g}",
+                               f"request latency p50 {finite_number(s.get('p50')) or float('nan'):.4g} ms, "
                                f"p99 {s['p99']:.4g} ms",
                                "valid" if s.get("valid") is not False else
                                f"invalid: {s.get('invalid_reason') or 'no reason recorded'}")
@@ -345,7 +340,7 @@ def _throughput_charts(rows: list[Row], styles: Styles) -> list[Chart]:
             )
             shown.add(series)
         _ring(fig, [(r.rec.get("batch_size"), r.ips) for r in mine if _flagged(r)], False)
-        sizes = sorted({r.rec.get("batch_size") for r in mine if _num(r.rec.get("batch_size"))})
+        sizes = sorted({r.rec.get("batch_size") for r in mine if finite_number(r.rec.get("batch_size"))})
         if len(sizes) > 1:  # powers of two, evenly spaced
             xaxis = {"type": "log", "tickvals": sizes, "ticktext": [str(b) for b in sizes]}
         else:  # one batch size: a linear axis around it, not a log axis spanning decades
@@ -366,7 +361,7 @@ def _size_quality_charts(
     import plotly.graph_objects as go
 
     charts = []
-    measured = [r for r in rows if r.ok and r.acc is not None and _num(r.rec.get("params"))]
+    measured = [r for r in rows if r.ok and r.acc is not None and finite_number(r.rec.get("params"))]
     for task in _tasks(measured):
         pts = [r for r in measured if r.task == task]
         metric = pts[0].metric
@@ -394,9 +389,9 @@ def _size_quality_charts(
     charts += _reported_vs_cost(rows, styles, reported_keys, reported_label)
     reported: dict[str, dict[str, tuple[float, float]]] = {}
     for r in rows:
-        params = _num(r.rec.get("params"))
+        params = finite_number(r.rec.get("params"))
         for key, value in table(r.rec, "extra", "reported").items():
-            if params and _num(value) is not None:
+            if params and finite_number(value) is not None:
                 reported.setdefault(str(key), {})[str(r.rec.get("variant"))] = (params / 1e6, float(value))
     if reported:
         fig = go.Figure()
@@ -440,7 +435,7 @@ def _reported_vs_cost(
         pts = [
             r for r in rows
             if r.ok and r.task == task and r.traits.closed_loop and r.ips
-            and _num(table(r.rec, "extra", "reported").get(key)) is not None
+            and finite_number(table(r.rec, "extra", "reported").get(key)) is not None
         ]
         if not pts:
             continue
@@ -753,7 +748,7 @@ def _memory_chart(rows: list[Row], styles: Styles) -> Chart | None:
     def peak(r: Row) -> float:
         return r.peak_memory[0] if r.peak_memory else 0.0
 
-    sel = [r for r in rows if r.ok and any(_num(table(r.rec, "memory").get(k)) for k, _ in MEMORY_FIELDS)]
+    sel = [r for r in rows if r.ok and any(finite_number(table(r.rec, "memory").get(k)) for k, _ in MEMORY_FIELDS)]
     if not sel:
         return None
     sel.sort(key=peak)
@@ -761,7 +756,7 @@ def _memory_chart(rows: list[Row], styles: Styles) -> Chart | None:
     fig = go.Figure()
     values_all: list[float] = []
     for (key, name), color in zip(MEMORY_FIELDS, MEMORY_COLORS, strict=True):
-        values = [(_num(table(r.rec, "memory").get(key)) or 0) / 2**20 or None for r in sel]
+        values = [(finite_number(table(r.rec, "memory").get(key)) or 0) / 2**20 or None for r in sel]
         if any(values):
             values_all += [v for v in values if v]
             fig.add_trace(go.Bar(y=labels, x=values, name=_t(name), orientation="h", marker={"color": color}))
@@ -778,7 +773,7 @@ def _distribution_chart(rows: list[Row], styles: Styles) -> Chart | None:
     import plotly.graph_objects as go
 
     def samples(r: Row) -> list[float]:
-        return [float(s) for s in (r.rec.get("samples_ms") or []) if _num(s) is not None]
+        return [float(s) for s in (r.rec.get("samples_ms") or []) if finite_number(s) is not None]
 
     sel = [r for r in rows if r.ok and samples(r)]
     if not sel:

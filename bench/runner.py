@@ -200,18 +200,19 @@ class Progress:
         line = f"{record.status:7s} {cell.label}" + (f"  p50 {p50:.0f} ms" if p50 is not None else "")
         if record.error:
             line += f"  ({record.error[:120]})"
+        self._write(line)
         if self.bar is not None:
-            self.bar.write(line)
             self.bar.update(1)
-        else:
-            print(line, flush=True)
 
     def note(self, line: str) -> None:
         """A line on the current cell's progress (a capacity search's steps), under the bar."""
+        self._write(f"        {line}")
+
+    def _write(self, line: str) -> None:
         if self.bar is not None:
-            self.bar.write(f"        {line}")
+            self.bar.write(line)
         else:
-            print(f"        {line}", flush=True)
+            print(line, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import UsageError
-from bench.numbers import is_number
+from bench.numbers import is_finite, is_number
 from bench.stats import queries_needed
 
 
@@ -55,7 +55,7 @@ class ServerSettings:
         if self.qps is None:
             raise UsageError("the server scenario needs a target load; accepted: --server-qps Q (requests/s) "
                              "or --server-qps auto with --latency-bound-ms B (or qps in the sweep's [server])")
-        if self.qps != "auto" and not (is_number(self.qps) and math.isfinite(self.qps) and self.qps > 0):
+        if self.qps != "auto" and not (is_finite(self.qps) and self.qps > 0):
             raise UsageError(f"bad server qps {qps!r}; accepted: a finite number > 0 or auto")
         if self.qps == "auto" and self.latency_bound_ms is None:
             raise UsageError("--server-qps auto needs a latency bound: the capacity is the highest load whose "
@@ -65,7 +65,7 @@ class ServerSettings:
                   ("min_requests", self.min_requests, 1), ("max_requests", self.max_requests, 1),
                   ("max_duration_s", self.max_duration_s, 0))
         for name, value, low in checks:
-            if not is_number(value) or not math.isfinite(value) or value < low:
+            if not is_finite(value) or value < low:
                 raise UsageError(f"bad server {name} {value!r}; accepted: a finite number >= {low}")
         for name in ("latency_percentile", "confidence"):
             value = getattr(self, name)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.inputs import conforms
+from bench.numbers import is_number
 from bench.paths import open_nofollow, refuse_link, write_atomic, write_error
 from bench.schema import SCHEMA_VERSION, upgrade
 
@@ -151,7 +152,7 @@ def _nested_table(value: Any) -> bool:
         return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or (
             isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v)) or (
             key in SCALAR_LISTS and isinstance(v, list)
-            and all(item is None or (isinstance(item, (int, float)) and not isinstance(item, bool)) for item in v))
+            and all(item is None or is_number(item) for item in v))
 
     return value is None or (isinstance(value, dict) and all(plain(k, v) for k, v in value.items()))
 
@@ -169,7 +170,7 @@ def well_formed(record: dict[str, Any]) -> bool:
     samples = record.get("samples_ms") or []
     examples = record.get("examples") or []
     flags = record.get("flags") or []
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in samples) and all(
+    return all(is_number(v) for v in samples) and all(
         isinstance(e, dict) for e in examples
     ) and all(_scalar_table(f) and f is not None for f in flags)
 

@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from bench.numbers import finite_number
+from bench.numbers import finite_number, is_finite
 from bench.page import format_number
 from bench.scenarios import traits_of
 from bench.stats import percentile_ci
@@ -82,8 +82,7 @@ def _samples(rec: dict[str, Any]) -> list[float]:
     raw = rec.get("samples_ms")
     if not isinstance(raw, list):
         return []
-    return sorted(float(v) for v in raw if isinstance(v, (int, float)) and not isinstance(v, bool)
-                  and math.isfinite(v))
+    return sorted(float(v) for v in raw if is_finite(v))
 
 
 def recorded_interval(value: Any) -> tuple[float, float] | None:

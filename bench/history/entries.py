@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import typing
 import warnings
@@ -30,6 +29,7 @@ from typing import Any
 from bench import store
 from bench.errors import UsageError
 from bench.inputs import conforms
+from bench.numbers import is_finite
 from bench.paths import inside, write_atomic
 
 FORMAT = "florence2-bench-history/1"
@@ -196,11 +196,11 @@ def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
     name = bench.get("fullname") or bench["name"]
     for key in ("median", "mean", "stddev"):
         value = stats.get(key)
-        if not (_number(value) and (value >= 0 if key == "stddev" else value > 0)):
+        if not (is_finite(value) and (value >= 0 if key == "stddev" else value > 0)):
             raise ValueError(f"benchmark {name!r}: stats.{key} is {value!r}; accepted: a finite number > 0 "
                              "(stddev >= 0), in seconds")
     data = stats.get("data") or []
-    if not (isinstance(data, list) and all(_number(x) and x > 0 for x in data)):
+    if not (isinstance(data, list) and all(is_finite(x) and x > 0 for x in data)):
         raise ValueError(f"benchmark {name!r}: stats.data holds {str(data)[:40]}; accepted: round times, finite "
                          "numbers > 0")
     if not isinstance(stats.get("rounds", 0), int) or not isinstance(bench.get("extra_info") or {}, dict):
@@ -312,10 +312,6 @@ def _check_commit(commit: Any, what: str) -> str:
         raise UsageError(f"bad {what} {str(commit)[:60]!r}; accepted: a commit id or ref (letters, digits and "
                          "._/+@-, at most 200 characters, no spaces or control characters)")
     return commit.strip()
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _one(exc: Exception) -> str:

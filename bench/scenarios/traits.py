@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from bench.numbers import is_number
+
 READS = ("latency", "throughput", "capacity")
 LATENCY_PER = ("request", "batch")
 
@@ -59,7 +61,7 @@ class ScenarioTraits:
     def with_percentile(self, server: object) -> ScenarioTraits:
         """These traits with the percentile the record's ``server`` table sets (where it sets one)."""
         value = server.get(self.percentile_from) if self.percentile_from and isinstance(server, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        if not is_number(value) or not 0 < value < 1:
             return self
         return dataclasses.replace(self, statistic=f"p{value * 100:g}")
 
