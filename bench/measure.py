@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.errors import UsageError, choice_error
-from bench.numbers import is_finite
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 
@@ -676,7 +675,9 @@ def matmul_gflops(device: str, dtype: Any, n: int = 2048, seconds: float = 1.0) 
 
 
 def _positive(value: Any) -> bool:
-    return is_finite(value) and value > 0
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
 
 
 def plausibility_problems(record: dict[str, Any]) -> list[str]:
