@@ -220,8 +220,9 @@ class Progress:
 
 
 def groups(cells: Iterable[Cell]) -> list[list[Cell]]:
-    """Adjacent cells sharing a model load, in order."""
-    return [list(g) for _, g in itertools.groupby(cells, key=lambda c: c.group)]
+    """Adjacent cells sharing a model load, in order (what the load depends on: the cell's group and
+    whatever its backend fixes when it loads)."""
+    return [list(g) for _, g in itertools.groupby(cells, key=lambda c: (c.group, get_backend(c.backend).load_key(c)))]
 
 
 def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = False,

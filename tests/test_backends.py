@@ -154,8 +154,8 @@ def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_c
     ov = [r for r in records if r["backend"] == "openvino"]
     info = ov[0]["extra"]["backend_info"]
     assert [p["part"] for p in info["converted_parts"]] == ["vision_tower", "multi_modal_projector", "encoder",
-                                                             "decoder_first", "decoder_step"]
-    assert info["pytorch_parts"] == ["lm_head"] and info["inference_precision"] == "f32"
+                                                             "decoder_first", "decoder_step", "lm_head"]
+    assert info["pytorch_parts"] == ["embed_tokens"] and info["inference_precision"] == "f32"
     assert all(Path(p["ir"]).resolve().is_relative_to(ov_cache.resolve()) for p in info["converted_parts"])
     assert all(r["stages_ms"]["vision"] > 0 for r in ov)  # the hooks still time the converted parts
     agreement = agreement_with_fp32(records)
@@ -173,7 +173,7 @@ def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_chec
     ref = resolve(variant, options)
     first = backend.load(variant, ref, _cell(), options)
     again = backend.load(variant, ref, _cell(), options)
-    assert [p["converted"] for p in again.backend_info["converted_parts"]] == [False] * 5
+    assert [p["converted"] for p in again.backend_info["converted_parts"]] == [False] * 6
     assert [p["ir"] for p in again.backend_info["converted_parts"]] == [
         p["ir"] for p in first.backend_info["converted_parts"]]
     compressed = backend.load(variant, ref, _cell(quant="int8-weights"), options)
@@ -192,13 +192,13 @@ def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_chec
             compressed.backend_info["dynamic_quantization_group_size"], again.backend_info[
                 "dynamic_quantization_group_size"]) == (128, 0, None)
     assert "activations quantised per call in groups of 128" in " ".join(dynamic.notes)
-    assert dynamic.backend_info["pytorch_parts"] == ["lm_head"]
+    assert dynamic.backend_info["pytorch_parts"] == ["embed_tokens"]
 
 
 def test_the_first_decoder_step_runs_once_per_run_of_equal_rows():
     import numpy as np
 
-    from bench.backends.openvino.modules import repeat_factor
+    from bench.backends.openvino.runtime import repeat_factor
 
     a, b = np.zeros((1, 2, 3)), np.ones((1, 2, 3))
     rows = lambda *parts: np.concatenate(parts)  # noqa: E731
@@ -211,23 +211,56 @@ def test_the_first_decoder_step_runs_once_per_run_of_equal_rows():
                                                                           rows(a, a, a, a)]) == 1
 
 
-def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkpoint, tiny_loaded, ov_cache):
+def test_a_batch_is_split_into_whole_groups_one_slice_per_stream():
+    from bench.backends.openvino.runtime import row_slices
+
+    assert row_slices(2, 2) == [slice(0, 1), slice(1, 2)]
+    assert row_slices(3, 2) == [slice(0, 1), slice(1, 3)]
+    assert row_slices(3, 2, rows_per_group=3) == [slice(0, 3), slice(3, 9)]  # three images' beams, never split
+    assert row_slices(1, 4) == [slice(0, 1)]  # one image: one stream
+    assert row_slices(5, 1, 2) == [slice(0, 10)]
+
+
+def test_openvino_loads_apart_where_its_threads_or_streams_differ():
+    """OpenVINO fixes its threads and streams when it compiles, so cells that differ in them load apart
+    (transformers' cells of one setting still share a load across batch sizes and threads)."""
+    from bench.runner import groups
+
+    backend = OpenVINOBackend(OpenVINOSettings())
+    assert backend.load_key(_cell(threads=2, batch_size=4)) == (2, 2)
+    assert backend.load_key(_cell(threads=2, batch_size=1)) == (2, 1)  # a batch of one: every thread on it
+    assert backend.load_key(_cell(threads=1, batch_size=4)) == (1, 1)
+    assert OpenVINOBackend(OpenVINOSettings(threads=4, streams=3)).load_key(_cell(threads=2)) == (4, 3)
+    ov = [_cell(backend="openvino", threads=2, batch_size=n) for n in (1, 2, 4)] + [
+        _cell(backend="openvino", threads=1, batch_size=4)]
+    torch_cells = [_cell(threads=t, batch_size=n) for t, n in ((2, 1), (2, 4), (1, 4))]
+    assert [[c.batch_size for c in g] for g in groups(ov)] == [[1], [2, 4], [4]]
+    assert len(groups(torch_cells)) == 1
+
+
+@pytest.mark.parametrize(("streams", "count"), [(1, 2), (2, 3)])
+def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkpoint, tiny_loaded, ov_cache,
+                                                                     streams, count):
     """Beam search over prompts of different lengths (a padded encoder mask): the same tokens, and the same
-    scores at every step, as the PyTorch decoder; a call it was not built for is one clear error."""
+    scores at every step, as the PyTorch decoder, whether the images run on one stream or are split across
+    two (unevenly: three images); a call it was not built for is one clear error."""
     pytest.importorskip("openvino")
     import torch
 
-    from bench.backends.openvino.modules import OVDecoder
+    from bench.backends.openvino.runtime import OVDecoder
     from bench.backends.transformers.checkpoints import LoadOptions, resolve
     from bench.data import synthetic_smoke
     from bench.variants import get_variant
 
     variant, options = get_variant("base"), LoadOptions(model_path=str(tiny_checkpoint))
-    ov = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache)).load(variant, resolve(variant, options), _cell(),
-                                                                    options)
+    backend = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache, streams=streams))
+    ov = backend.load(variant, resolve(variant, options), _cell(batch_size=count), options)
     assert isinstance(ov.model.model.language_model.decoder, OVDecoder)
-    prompts = ["<CAPTION_TO_PHRASE_GROUNDING>a cat", "<CAPTION_TO_PHRASE_GROUNDING>a red car on a long road"]
-    images = [s.load_image() for s in synthetic_smoke(2)]
+    assert ov.backend_info["streams"] == streams
+    assert len(ov.model.model.language_model.decoder.step_requests) == streams
+    prompts = ["<CAPTION_TO_PHRASE_GROUNDING>a cat", "<CAPTION_TO_PHRASE_GROUNDING>a red car on a long road",
+               "<CAPTION_TO_PHRASE_GROUNDING>two dogs"][:count]
+    images = [s.load_image() for s in synthetic_smoke(count)]
     inputs = tiny_loaded.processor(text=prompts, images=images, return_tensors="pt", padding=True)
     assert not bool(inputs["attention_mask"].all())
     outputs = []

@@ -49,6 +49,11 @@ class Backend:
                 return f"backend {self.name} does not run {axis} {value!r}; accepted: {accepted}"
         return None
 
+    def load_key(self, cell: Any) -> tuple:
+        """What a loaded model depends on beyond ``Cell.group`` (cells whose keys differ load apart): a
+        runtime that fixes its threads or streams when it compiles names them here."""
+        return ()
+
     def load_dtype(self, cell: Any) -> str:
         """The dtype the PyTorch model is loaded in (a runtime that computes in its own precision: fp32)."""
         return cell.dtype

@@ -1,1 +1,2 @@
-"""OpenVINO on the CPU: the vision tower and projector as OpenVINO IR, the text parts in PyTorch."""
+"""OpenVINO on the CPU: Florence-2's vision tower, projector, text encoder, decoder and lm_head as OpenVINO IR,
+run in their places under transformers' generate()."""

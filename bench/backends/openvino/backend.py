@@ -6,7 +6,8 @@ then replaced by modules that run their OpenVINO IR, so generate(), the tasks, b
 counts, post-processing, the processor's preprocessing and the timing hooks are the transformers
 backend's, unchanged. The decoder is two IRs, its first step and its cached steps, one token a call;
 its self-attention cache stays in generate()'s cache object, so beam search reorders it as usual
-(``modules.OVDecoder``). The lm_head stays in PyTorch, in the cell's dtype.
+(``runtime.OVDecoder``). The lm_head is converted too; what stays in PyTorch is the prompt's token embeddings
+and generate()'s own work (beam search, logits processing), in the cell's dtype.
 
 Converted IR is cached on disk (``OpenVINOSettings.cache_dir``) keyed by checkpoint, part, input
 shapes and weight precision; converting or reading it counts as the cell's load, never as latency.
@@ -72,16 +73,31 @@ class OpenVINOBackend(Backend):
             return f"backend openvino runs on the CPU here (device {cell.device}); accepted: cpu"
         return None if QUANT[cell.quant] is None else self._missing("nncf")
 
+    def threads(self, cell: Any) -> int:
+        """The cell's inference threads: the setting, else the cell's ``threads``, else as many as torch uses."""
+        import torch
+
+        asked = getattr(cell, "threads", "auto")
+        return self.settings.threads or (asked if isinstance(asked, int) else torch.get_num_threads())
+
+    def streams(self, cell: Any) -> int:
+        """The setting, else one stream per image of the cell's batch, at most one per thread."""
+        return self.settings.streams or max(1, min(self.threads(cell), cell.batch_size))
+
+    def load_key(self, cell: Any) -> tuple:
+        return self.threads(cell), self.streams(cell)  # both are fixed when the parts are compiled
+
     def load_dtype(self, cell: Any) -> str:
         return "fp32"  # parts are converted from fp32 weights; the PyTorch parts are cast to the cell's dtype after
 
     def prepare(self, loaded: LoadedModel, cell: Any) -> None:
-        """Convert (or read from the cache) and compile the vision tower, projector, text encoder and decoder
-        (its first step and its cached steps), and put them in place; the lm_head stays in PyTorch, in the
-        cell's dtype."""
+        """Convert (or read from the cache) and compile the vision tower, projector, text encoder, decoder
+        (its first step and its cached steps) and lm_head, and put them in place; the prompt's token
+        embeddings stay in PyTorch, in the cell's dtype."""
         import torch
 
-        from bench.backends.openvino.modules import DecoderStep, EncoderOutput, OVDecoder, OVPart, TowerOutput
+        from bench.backends.openvino.runtime import OVDecoder, OVPart
+        from bench.backends.openvino.traced import DecoderStep, EncoderOutput, TowerOutput
         from bench.backends.transformers.checkpoints import torch_dtype
 
         loaded.model.generation_config.disable_compile = True
@@ -90,14 +106,15 @@ class OpenVINOBackend(Backend):
         text = inner.language_model
         size = loaded.processor.image_processor.size
         pixels = torch.zeros(1, 3, size["height"], size["width"])
-        threads = self.settings.threads or torch.get_num_threads()
+        threads, streams = self.threads(cell), self.streams(cell)
         group = QUANT[cell.quant]
-        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": threads}
+        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "INFERENCE_NUM_THREADS": threads,
+                  **({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams} if streams > 1 else
+                     {"PERFORMANCE_HINT": "LATENCY"})}
         if group is not None:  # with int8 weights OpenVINO would pick its own group size: the cell states it
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
         core = ov.Core()
-        dtype = torch_dtype(cell.dtype)  # the lm_head's, and what the converted parts hand back
+        dtype = torch_dtype(cell.dtype)  # the token embeddings', and what the converted parts hand back
         tower = TowerOutput(inner.vision_tower)
         encoder = EncoderOutput(text.encoder)
         first, step = DecoderStep(text.decoder, past=False), DecoderStep(text.decoder, past=True)
@@ -118,7 +135,8 @@ class OpenVINOBackend(Backend):
                  ("encoder", encoder, (embeds, mask), (2, 2)),  # rows, tokens
                  ("decoder_first", first, (ids, position, mask, encoded), (1, 0, 2, 2)),
                  ("decoder_step", step, (beams[0], position + 1, mask, *beams[1:], *states[2 * layers:]),
-                  (1, 0, 2) + (3,) * len(states))]  # rows (images for the mask and cross keys), tokens, heads
+                  (1, 0, 2) + (3,) * len(states)),  # rows (images for the mask and cross keys), tokens, heads
+                 ("lm_head", loaded.model.lm_head, (torch.zeros(1, 1, loaded.model.lm_head.in_features),), (2,))]
         parts, compiled, ir_bytes = [], {}, 0
         for name, module, example, dynamic in specs:
             started = time.perf_counter()
@@ -127,15 +145,18 @@ class OpenVINOBackend(Backend):
             parts.append({"part": name, "ir": str(path), "converted": converted,
                           "load_s": round(time.perf_counter() - started, 3)})
             ir_bytes += path.with_suffix(".bin").stat().st_size
-        inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype)
-        inner.multi_modal_projector = OVPart(compiled["multi_modal_projector"], "multi_modal_projector", dtype)
-        text.encoder = OVPart(compiled["encoder"], "encoder", dtype)
-        text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype)
-        loaded.model.to(dtype)  # the lm_head (and the embeddings the encoder reads) in the cell's dtype
+        inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype, streams)
+        inner.multi_modal_projector = OVPart(compiled["multi_modal_projector"], "multi_modal_projector", dtype,
+                                             streams)
+        text.encoder = OVPart(compiled["encoder"], "encoder", dtype, streams)
+        text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype, streams)
+        loaded.model.lm_head = OVPart(compiled["lm_head"], "lm_head", dtype, streams)
+        loaded.model.to(dtype)  # the prompt's token embeddings (what the encoder reads) in the cell's dtype
         loaded.weights_bytes = weights_bytes(loaded.model) + ir_bytes
-        loaded.notes = [f"vision tower, projector, text encoder and decoder in OpenVINO {ov.__version__} (IR cached "
+        loaded.notes = [f"vision tower, projector, text encoder, decoder and lm_head in OpenVINO {ov.__version__} (IR cached "
                         f"in {self.settings.cache_dir}), INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, "
-                        f"{threads} threads; lm_head: PyTorch {cell.dtype}"]
+                        f"{threads} threads in {streams} stream(s), a batch's images split across them; "
+                        f"token embeddings: PyTorch {cell.dtype}"]
         if group is not None:
             activations = (f"activations quantised per call in groups of {group}" if group else
                            f"activations in {PRECISIONS[cell.dtype]}")
@@ -143,8 +164,8 @@ class OpenVINOBackend(Backend):
                                 f"(DYNAMIC_QUANTIZATION_GROUP_SIZE {group})")
         loaded.backend_info = {"openvino": ov.__version__, "inference_precision": PRECISIONS[cell.dtype],
                                "weight_precision": weight_precision(cell.quant),
-                               "dynamic_quantization_group_size": group, "threads": threads,
-                               "converted_parts": parts, "pytorch_parts": ["lm_head"]}
+                               "dynamic_quantization_group_size": group, "threads": threads, "streams": streams,
+                               "converted_parts": parts, "pytorch_parts": ["embed_tokens"]}
 
     def ir(self, ov: ModuleType, loaded: LoadedModel, part: str, module: Any, example: tuple, dynamic: tuple,
            precision: str) -> tuple[Path, bool]:
@@ -204,8 +225,8 @@ def ir_key_fields(loaded: LoadedModel, part: str, shapes: list, precision: str, 
 
 @functools.lru_cache(maxsize=1)
 def _traced_source_digest() -> str:
-    from bench.backends.openvino import modules
+    from bench.backends.openvino import traced
 
-    return hashlib.sha256(Path(modules.__file__).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(Path(traced.__file__).read_bytes()).hexdigest()[:16]
 
 

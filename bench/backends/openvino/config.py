@@ -33,3 +33,7 @@ class OpenVINOSettings:
                 "nothing is written outside it"})
     threads: int | None = field(default=None, metadata={
         "help": "OpenVINO inference threads; None: as many as torch uses, so both runtimes get the same cores"})
+    streams: int | None = field(default=None, metadata={
+        "help": "OpenVINO streams: a batch's images are split across them and run at once, the threads shared "
+                "among them; None: one per image of the batch, at most one per thread (a batch of one: one "
+                "stream with every thread)"})

@@ -1,7 +1,9 @@
-"""The torch modules that stand in for converted parts (imported only when the backend loads a model).
+"""The torch modules that ``openvino.convert_model`` traces: the vision tower, the text encoder and the
+decoder's steps with plain-tensor inputs and outputs.
 
-Each converted part stays a torch module in the model's tree, so generate() calls it as before and the
-pipeline's forward hooks still time the vision tower and the projector.
+Only what is traced lives here: a digest of this file is part of the converted IR's cache key
+(``backend.ir_key_fields``), so a change here converts again and a change to how the IR is run
+(``runtime.py``) does not.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import inspect
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 
 
@@ -34,37 +35,6 @@ class EncoderOutput(torch.nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-
-
-class OVPart(torch.nn.Module):
-    """A converted part in the model's place: runs the compiled IR on the CPU (inputs as f32, or int64 for
-    masks) and returns what the replaced module returned, in ``dtype`` (the PyTorch parts' dtype)."""
-
-    def __init__(self, compiled, part: str, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.compiled = compiled
-        self.request = compiled.create_infer_request()
-        self.part = part
-        self.dtype = dtype
-
-    def run(self, *tensors: torch.Tensor) -> torch.Tensor:
-        arrays = [t.detach().to(torch.float32 if t.is_floating_point() else torch.int64).contiguous().numpy()
-                  for t in tensors]
-        result = self.request.infer(arrays)
-        return torch.from_numpy(result[self.compiled.output(0)].copy()).to(self.dtype)
-
-    def forward(self, *args, **kwargs):
-        from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
-
-        if self.part == "vision_tower":
-            return BaseModelOutputWithPooling(last_hidden_state=self.run(args[0] if args else kwargs["pixel_values"]))
-        if self.part == "encoder":
-            embeds = kwargs["inputs_embeds"]
-            mask = kwargs.get("attention_mask")
-            if mask is None:
-                mask = torch.ones(embeds.shape[:2], dtype=torch.int64)
-            return BaseModelOutput(last_hidden_state=self.run(embeds, mask))
-        return self.run(*args)
 
 
 GROUPED = "florence2_bench_grouped"  # the attention the decoder's cached step is traced with
@@ -101,23 +71,6 @@ def attention_implementation(config, name: str):
         yield
     finally:
         config._attn_implementation = before
-
-
-def repeat_factor(arrays: list[np.ndarray]) -> int:
-    """The largest k such that every array's rows come in runs of k equal rows (beam search's first step:
-    each image's beams are copies), so that step runs once per run and its outputs are repeated, exactly.
-
-    Rows are compared one at a time (no copy of the arrays), first to find the first run's length.
-    """
-    rows = arrays[0].shape[0]
-    first = 1
-    while first < rows and all(np.array_equal(a[first], a[0]) for a in arrays):
-        first += 1
-    for k in range(first, 1, -1):
-        if first % k == 0 and rows % k == 0 and all(
-                np.array_equal(a[i], a[i - i % k]) for i in range(rows) for a in arrays):
-            return k
-    return 1
 
 
 def cache_keyword(module: torch.nn.Module) -> str:
@@ -201,60 +154,3 @@ class DecoderStep(torch.nn.Module):
             for i in range(len(layers)):
                 out += [cache.cross_attention_cache.layers[i].keys, cache.cross_attention_cache.layers[i].values]
         return tuple(out)
-
-
-class OVDecoder(torch.nn.Module):
-    """The text decoder in OpenVINO: ``first`` (no cache yet) and ``step`` (with the cache), one token a call.
-
-    The self-attention cache stays in the transformers cache object generate() keeps, so beam search
-    reorders it as usual. The first step runs once per run of equal rows (the beams of one image are
-    copies then) and its outputs are repeated; the cross-attention keys and values it makes are kept once
-    per run, on that cache object instead of in it: beam search reorders rows only among one image's
-    beams, which share them, so they never need reordering or copying per beam.
-    """
-
-    def __init__(self, first, step, decoder: torch.nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.first, self.step = first, step
-        self.first_request, self.step_request = first.create_infer_request(), step.create_infer_request()
-        self.layers = len(decoder.layers)
-        self.embed_tokens = decoder.embed_tokens  # what get_input_embeddings() and tied weights still find
-        self.dtype = dtype
-
-    def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                cache=None, inputs_embeds=None, use_cache=None, **kwargs):
-        from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
-
-        cache = cache if cache is not None else kwargs.get("past_key_values")
-        if input_ids is None or input_ids.shape[1] != 1 or cache is None or attention_mask is not None:
-            raise ValueError("the OpenVINO decoder runs generate() with its KV cache, one token id a step "
-                             f"(got input_ids {None if input_ids is None else tuple(input_ids.shape)}, "
-                             f"cache {type(cache).__name__}, decoder attention_mask {attention_mask is not None})")
-        rows = input_ids.shape[0]
-        if encoder_attention_mask is None:
-            encoder_attention_mask = torch.ones(rows, encoder_hidden_states.shape[1], dtype=torch.int64)
-        ids = input_ids.to(torch.int64).contiguous().numpy()
-        position = cache.get_seq_length()
-        mask = encoder_attention_mask.to(torch.int64).contiguous().numpy()
-        selfs = cache.self_attention_cache
-        if position == 0:
-            hidden = encoder_hidden_states.detach().to(torch.float32).contiguous().numpy()
-            k = repeat_factor([ids, mask, hidden])
-            outputs = self.first_request.infer([ids[::k], np.array([0], dtype=np.int64), mask[::k], hidden[::k]])
-            values = [outputs[o] for o in self.first.outputs]
-            cache.ov_cross = (k, mask[::k].copy(), [v.copy() for v in values[1 + 2 * self.layers:]])
-            values = [np.repeat(v, k, axis=0) for v in values[:1 + 2 * self.layers]]
-        else:
-            k, cross_mask, cross = cache.ov_cross
-            past = []
-            for layer in selfs.layers[:self.layers]:
-                past += [layer.keys.contiguous().numpy(), layer.values.contiguous().numpy()]
-            outputs = self.step_request.infer([ids, np.array([position], dtype=np.int64), cross_mask, *past, *cross],
-                                              share_inputs=True)
-            values = [outputs[o] for o in self.step.outputs]
-        for i in range(self.layers):
-            selfs.update(torch.from_numpy(values[1 + 2 * i].copy()), torch.from_numpy(values[2 + 2 * i].copy()), i)
-        hidden = torch.from_numpy(values[0].copy()).to(self.dtype)
-        output = BaseModelOutputWithPastAndCrossAttentions
-        return output(last_hidden_state=hidden, **{"cache" if "cache" in output.__dataclass_fields__
-                                                   else "past_key_values": cache})
