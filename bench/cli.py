@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished cells are in results.jsonl (use --resume)", file=sys.stderr)
+        print(f"{PROG}: interrupted; finished cells are in results.jsonl (use --resume), and what the cell that "
+              "was stopped had printed (a capacity search's steps) in progress.log", file=sys.stderr)
         return 130
     except Exception as exc:  # the last resort: a bug, never mistaken for "regression" or "failed cell"
         path = _write_traceback(argv)

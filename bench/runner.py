@@ -181,10 +181,14 @@ def free_memory() -> None:
 
 
 class Progress:
-    """A tqdm bar with cell count, current cell and ETA; ``quiet`` prints one plain line per cell."""
+    """A tqdm bar with cell count, current cell and ETA; ``quiet`` prints one plain line per cell.
 
-    def __init__(self, total: int, quiet: bool) -> None:
+    With ``run_dir`` every line printed is also appended, timestamped, to its progress.log as it is printed.
+    """
+
+    def __init__(self, total: int, quiet: bool, run_dir: Path | None = None) -> None:
         self.quiet = quiet
+        self.run_dir = run_dir
         self.bar = None
         if not quiet:
             from tqdm import tqdm
@@ -209,6 +213,8 @@ class Progress:
         self._write(f"        {line}")
 
     def _write(self, line: str) -> None:
+        if self.run_dir is not None:
+            store.append_progress(self.run_dir, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
         if self.bar is not None:
             self.bar.write(line)
         else:
@@ -232,7 +238,7 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
     ``gate(cell)`` may refuse a cell before it starts (a time budget, say): its reason becomes the
     ``skipped`` record's error.
     """
-    progress = Progress(len(cells), quiet)
+    progress = Progress(len(cells), quiet, out)
     written: list[dict[str, Any]] = []
     oom_at: dict[Cell, int] = {}  # a setting (batch size left out) -> the smallest batch that ran out of memory
 

@@ -37,6 +37,7 @@ except ImportError:  # not POSIX: no lock, as before
 RESULTS = "results.jsonl"
 ENV = "env.json"
 REPORT = "report.html"
+PROGRESS = "progress.log"  # every progress line as it is printed: a stopped capacity search keeps its steps
 
 
 @dataclass
@@ -113,6 +114,22 @@ def append(run_dir: Path, record: Record, writer=os.write) -> None:
         while view:  # a regular file takes the whole line in one write; loop in case it does not
             view = view[writer(fd, view) :]
         os.fsync(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def append_progress(run_dir: Path, line: str, writer=os.write) -> None:
+    """Append one progress line (a cell's end, a capacity search's step) to progress.log as it is printed,
+    so that a run stopped mid-cell keeps what that cell had measured; a link there is refused."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / PROGRESS
+    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "progress log")
+    try:
+        view = memoryview((line.rstrip("\n") + "\n").encode())
+        while view:
+            view = view[writer(fd, view) :]
     except OSError as exc:
         raise write_error(path, exc) from None
     finally:

@@ -211,14 +211,13 @@ def test_the_first_decoder_step_runs_once_per_run_of_equal_rows():
                                                                           rows(a, a, a, a)]) == 1
 
 
-def test_a_batch_is_split_into_whole_groups_one_slice_per_stream():
+def test_a_batch_is_split_into_one_slice_of_whole_images_per_stream():
     from bench.backends.openvino.runtime import row_slices
 
     assert row_slices(2, 2) == [slice(0, 1), slice(1, 2)]
     assert row_slices(3, 2) == [slice(0, 1), slice(1, 3)]
-    assert row_slices(3, 2, rows_per_group=3) == [slice(0, 3), slice(3, 9)]  # three images' beams, never split
     assert row_slices(1, 4) == [slice(0, 1)]  # one image: one stream
-    assert row_slices(5, 1, 2) == [slice(0, 10)]
+    assert row_slices(5, 1) == [slice(0, 5)]
 
 
 def test_openvino_loads_apart_where_its_threads_or_streams_differ():
@@ -257,7 +256,10 @@ def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkp
     ov = backend.load(variant, resolve(variant, options), _cell(batch_size=count), options)
     assert isinstance(ov.model.model.language_model.decoder, OVDecoder)
     assert ov.backend_info["streams"] == streams
-    assert len(ov.model.model.language_model.decoder.step_requests) == streams
+    split = {p["part"]: p["streams"] for p in ov.backend_info["converted_parts"]}
+    assert split == {"vision_tower": streams, "multi_modal_projector": streams, "encoder": streams,
+                     "decoder_first": streams, "decoder_step": 1, "lm_head": 1}  # per token: every thread
+    assert len(ov.model.model.language_model.decoder.first_requests) == streams
     prompts = ["<CAPTION_TO_PHRASE_GROUNDING>a cat", "<CAPTION_TO_PHRASE_GROUNDING>a red car on a long road",
                "<CAPTION_TO_PHRASE_GROUNDING>two dogs"][:count]
     images = [s.load_image() for s in synthetic_smoke(count)]

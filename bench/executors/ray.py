@@ -59,9 +59,11 @@ def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> 
             for p in (scratch / "examples").rglob("*")
             if p.is_file()
         }
+        log = scratch / store.PROGRESS
+        progress = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
     for record in records:
         record["extra"]["ray"] = {"host": socket.gethostname(), "num_threads": num_threads}
-    return {"records": records, "files": files}
+    return {"records": records, "files": files, "progress": progress, "host": socket.gethostname()}
 
 
 def run_with_ray(
@@ -87,7 +89,7 @@ def run_with_ray(
     owned = not ray.is_initialized()
     if owned:
         connect(ray, ray_address)
-    progress = Progress(len(cells), quiet)
+    progress = Progress(len(cells), quiet, out)
     by_id = {c.cell_id: c for c in cells}
     written: list[dict[str, Any]] = []
 
@@ -125,6 +127,8 @@ def run_with_ray(
                 for other in pending:
                     ray.cancel(other)
                 raise UsageError(result["usage_error"])
+            for line in result.get("progress", []):  # the task's own lines (a search's steps), as it ended
+                store.append_progress(out, f"{line} [ray task on {result.get('host')}]")
             for rel, data in result["files"].items():
                 path = out / rel
                 if not path.exists():

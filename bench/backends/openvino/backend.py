@@ -42,6 +42,8 @@ from bench.backends.openvino.config import (
 from bench.backends.transformers.checkpoints import ATTN, LoadedModel, weights_bytes
 
 IR_FILE = "model.xml"
+PARTS = ("vision_tower", "multi_modal_projector", "encoder", "decoder_first", "decoder_step", "lm_head")
+PER_TOKEN = ("decoder_step", "lm_head")  # run once per generated token, on a batch's beam rows
 
 
 class OpenVINOBackend(Backend):
@@ -108,11 +110,12 @@ class OpenVINOBackend(Backend):
         pixels = torch.zeros(1, 3, size["height"], size["width"])
         threads, streams = self.threads(cell), self.streams(cell)
         group = QUANT[cell.quant]
-        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "INFERENCE_NUM_THREADS": threads,
-                  **({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams} if streams > 1 else
-                     {"PERFORMANCE_HINT": "LATENCY"})}
+        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "INFERENCE_NUM_THREADS": threads}
         if group is not None:  # with int8 weights OpenVINO would pick its own group size: the cell states it
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
+        # the parts that run once per token read all their weights for a few rows: split across streams,
+        # each stream would read them again, so they keep one stream with every thread
+        split = {name: 1 if name in PER_TOKEN else streams for name in PARTS}
         core = ov.Core()
         dtype = torch_dtype(cell.dtype)  # the token embeddings', and what the converted parts hand back
         tower = TowerOutput(inner.vision_tower)
@@ -141,16 +144,19 @@ class OpenVINOBackend(Backend):
         for name, module, example, dynamic in specs:
             started = time.perf_counter()
             path, converted = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant))
-            compiled[name] = core.compile_model(str(path), "CPU", config)
-            parts.append({"part": name, "ir": str(path), "converted": converted,
+            compiled[name] = core.compile_model(str(path), "CPU", {**config, **(
+                {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": split[name]} if split[name] > 1 else
+                {"PERFORMANCE_HINT": "LATENCY"})})
+            parts.append({"part": name, "ir": str(path), "converted": converted, "streams": split[name],
                           "load_s": round(time.perf_counter() - started, 3)})
             ir_bytes += path.with_suffix(".bin").stat().st_size
-        inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype, streams)
+        inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype, split["vision_tower"])
         inner.multi_modal_projector = OVPart(compiled["multi_modal_projector"], "multi_modal_projector", dtype,
-                                             streams)
-        text.encoder = OVPart(compiled["encoder"], "encoder", dtype, streams)
-        text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype, streams)
-        loaded.model.lm_head = OVPart(compiled["lm_head"], "lm_head", dtype, streams)
+                                             split["multi_modal_projector"])
+        text.encoder = OVPart(compiled["encoder"], "encoder", dtype, split["encoder"])
+        text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype,
+                                 split["decoder_first"])
+        loaded.model.lm_head = OVPart(compiled["lm_head"], "lm_head", dtype, split["lm_head"])
         loaded.model.to(dtype)  # the prompt's token embeddings (what the encoder reads) in the cell's dtype
         loaded.weights_bytes = weights_bytes(loaded.model) + ir_bytes
         loaded.notes = [f"vision tower, projector, text encoder, decoder and lm_head in OpenVINO {ov.__version__} (IR cached "

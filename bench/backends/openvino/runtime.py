@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 
-def row_slices(groups: int, streams: int, rows_per_group: int = 1) -> list[slice]:
-    """Contiguous slices of ``groups * rows_per_group`` rows, one per stream (at most one per group), as
-    equal as whole groups allow: the rows a part's infer requests run side by side."""
-    chunks = max(1, min(streams, groups))
-    bounds = [groups * i // chunks * rows_per_group for i in range(chunks + 1)]
+def row_slices(rows: int, streams: int) -> list[slice]:
+    """Contiguous slices of ``rows`` rows (images), one per stream and at most one per row, as equal as
+    whole rows allow: what a part's infer requests run side by side."""
+    chunks = max(1, min(streams, rows))
+    bounds = [rows * i // chunks for i in range(chunks + 1)]
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
@@ -108,11 +108,11 @@ class OVDecoder(torch.nn.Module):
     beams, which share them, so they never need reordering or copying per beam.
     """
 
-    def __init__(self, first, step, decoder: torch.nn.Module, dtype: torch.dtype, streams: int = 1) -> None:
+    def __init__(self, first, step, decoder: torch.nn.Module, dtype: torch.dtype, first_streams: int = 1) -> None:
         super().__init__()
         self.first, self.step = first, step
-        self.first_requests = [first.create_infer_request() for _ in range(streams)]
-        self.step_requests = [step.create_infer_request() for _ in range(streams)]
+        self.first_requests = [first.create_infer_request() for _ in range(first_streams)]
+        self.step_request = step.create_infer_request()  # few rows a token: one request with every thread
         self.layers = len(decoder.layers)
         self.embed_tokens = decoder.embed_tokens  # what get_input_embeddings() and tied weights still find
         self.dtype = dtype
@@ -140,18 +140,15 @@ class OVDecoder(torch.nn.Module):
             zero = np.array([0], dtype=np.int64)
             values = joined(infer_split(self.first_requests, [[ids[s], zero, mask[s], hidden[s]] for s in
                                                               row_slices(ids.shape[0], len(self.first_requests))]))
-            cache.ov_cross = (k, mask, values[1 + 2 * self.layers:])
+            cache.ov_cross = (mask, values[1 + 2 * self.layers:])
             values = [np.repeat(v, k, axis=0) for v in values[:1 + 2 * self.layers]]
         else:
-            k, cross_mask, cross = cache.ov_cross
+            cross_mask, cross = cache.ov_cross
             past = []
             for layer in selfs.layers[:self.layers]:
                 past += [layer.keys.contiguous().numpy(), layer.values.contiguous().numpy()]
             at = np.array([position], dtype=np.int64)
-            images, streams = cross_mask.shape[0], len(self.step_requests)
-            chunks = [[ids[rows], at, cross_mask[group], *(a[rows] for a in past), *(a[group] for a in cross)]
-                      for group, rows in zip(row_slices(images, streams), row_slices(images, streams, k), strict=True)]
-            values = joined(infer_split(self.step_requests, chunks))
+            values = joined(infer_split([self.step_request], [[ids, at, cross_mask, *past, *cross]]))
         for i in range(self.layers):
             selfs.update(torch.from_numpy(values[1 + 2 * i]), torch.from_numpy(values[2 + 2 * i]), i)
         hidden = torch.from_numpy(values[0]).to(self.dtype)
