@@ -214,7 +214,7 @@ class Progress:
 
     def _write(self, line: str) -> None:
         if self.run_dir is not None:
-            store.append_progress(self.run_dir, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
+            store.append_progress(self.run_dir, f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {line}")
         if self.bar is not None:
             self.bar.write(line)
         else:

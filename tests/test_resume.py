@@ -54,4 +54,4 @@ def test_a_run_stopped_mid_cell_keeps_what_it_printed_in_progress_log(tiny_check
     assert [r["task"] for r in store.read_records(out)] == ["<CAPTION>"]
     lines = (out / store.PROGRESS).read_text().splitlines()
     assert len(lines) == 2 and "ok" in lines[0] and "<CAPTION>" in lines[0] and lines[1].endswith(step)
-    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", line) for line in lines)
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} ", line) for line in lines)

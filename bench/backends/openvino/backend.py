@@ -161,8 +161,9 @@ class OpenVINOBackend(Backend):
         loaded.weights_bytes = weights_bytes(loaded.model) + ir_bytes
         loaded.notes = [f"vision tower, projector, text encoder, decoder and lm_head in OpenVINO {ov.__version__} (IR cached "
                         f"in {self.settings.cache_dir}), INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, "
-                        f"{threads} threads in {streams} stream(s), a batch's images split across them; "
-                        f"token embeddings: PyTorch {cell.dtype}"]
+                        f"{threads} threads in {streams} stream(s), a batch's images split across them (the "
+                        f"per-token parts, {' and '.join(PER_TOKEN)}: one stream with every thread); token "
+                        f"embeddings: PyTorch {cell.dtype}"]
         if group is not None:
             activations = (f"activations quantised per call in groups of {group}" if group else
                            f"activations in {PRECISIONS[cell.dtype]}")
