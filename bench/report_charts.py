@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bench.chart_keys import MAX_LABEL, Key, short_labels
-from bench.numbers import finite_number
+from bench.numbers import finite_number, is_finite
 from bench.page import DTYPE_DASHES, DTYPE_SYMBOLS, FLAG_COLOR, Chart, Palette, axis_type, figure_html
 from bench.page import plot_text as _t
 from bench.report_rows import _ALONG_A_LINE as ALONG_A_LINE
@@ -234,7 +234,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                 steps = [{"target_qps": r.server.get("target_qps"), "achieved_qps": r.server.get("achieved_qps"),
                           "p50": r.p50, "p90": r.p90, "p99": r.p99, "valid": not r.invalid,
                           "invalid_reason": r.server.get("invalid_reason")}]
-            steps = [s for s in steps if finite_number(s.get("p99")) is not None and finite_number(s.get("target_qps"))]
+            steps = [s for s in steps if is_finite(s.get("p99")) and finite_number(s.get("target_qps"))]
             steps.sort(key=lambda s: s["target_qps"])
             if not steps:
                 continue
@@ -391,7 +391,7 @@ def _size_quality_charts(
     for r in rows:
         params = finite_number(r.rec.get("params"))
         for key, value in table(r.rec, "extra", "reported").items():
-            if params and finite_number(value) is not None:
+            if params and is_finite(value):
                 reported.setdefault(str(key), {})[str(r.rec.get("variant"))] = (params / 1e6, float(value))
     if reported:
         fig = go.Figure()
@@ -435,7 +435,7 @@ def _reported_vs_cost(
         pts = [
             r for r in rows
             if r.ok and r.task == task and r.traits.closed_loop and r.ips
-            and finite_number(table(r.rec, "extra", "reported").get(key)) is not None
+            and is_finite(table(r.rec, "extra", "reported").get(key))
         ]
         if not pts:
             continue
@@ -773,7 +773,7 @@ def _distribution_chart(rows: list[Row], styles: Styles) -> Chart | None:
     import plotly.graph_objects as go
 
     def samples(r: Row) -> list[float]:
-        return [float(s) for s in (r.rec.get("samples_ms") or []) if finite_number(s) is not None]
+        return [float(s) for s in (r.rec.get("samples_ms") or []) if is_finite(s)]
 
     sel = [r for r in rows if r.ok and samples(r)]
     if not sel:

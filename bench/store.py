@@ -105,31 +105,27 @@ def append(run_dir: Path, record: Record, writer=os.write) -> None:
     ``writer`` is ``os.write`` (the seam where tests inject a full disk); a link at results.jsonl is refused.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    line = (record.to_json() + "\n").encode()
     path = run_dir / RESULTS
     repair_tail(path)
-    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "results file")
-    try:
-        view = memoryview(line)
-        while view:  # a regular file takes the whole line in one write; loop in case it does not
-            view = view[writer(fd, view) :]
-        os.fsync(fd)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    finally:
-        os.close(fd)
+    _append_line(path, record.to_json(), "results file", writer, sync=True)
 
 
 def append_progress(run_dir: Path, line: str, writer=os.write) -> None:
     """Append one progress line (a cell's end, a capacity search's step) to progress.log as it is printed,
     so that a run stopped mid-cell keeps what that cell had measured; a link there is refused."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / PROGRESS
-    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "progress log")
+    _append_line(run_dir / PROGRESS, line.rstrip("\n"), "progress log", writer, sync=False)
+
+
+def _append_line(path: Path, line: str, what: str, writer, sync: bool) -> None:
+    """``line`` and a newline at the end of ``path`` (opened without following a link); ``sync``: fsync it."""
+    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what)
     try:
-        view = memoryview((line.rstrip("\n") + "\n").encode())
-        while view:
+        view = memoryview((line + "\n").encode())
+        while view:  # a regular file takes the whole line in one write; loop in case it does not
             view = view[writer(fd, view) :]
+        if sync:
+            os.fsync(fd)
     except OSError as exc:
         raise write_error(path, exc) from None
     finally:

@@ -61,9 +61,10 @@ def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> 
         }
         log = scratch / store.PROGRESS
         progress = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+    host = socket.gethostname()
     for record in records:
-        record["extra"]["ray"] = {"host": socket.gethostname(), "num_threads": num_threads}
-    return {"records": records, "files": files, "progress": progress, "host": socket.gethostname()}
+        record["extra"]["ray"] = {"host": host, "num_threads": num_threads}
+    return {"records": records, "files": files, "progress": progress, "host": host}
 
 
 def run_with_ray(
@@ -127,8 +128,8 @@ def run_with_ray(
                 for other in pending:
                     ray.cancel(other)
                 raise UsageError(result["usage_error"])
-            for line in result.get("progress", []):  # the task's own lines (a search's steps), as it ended
-                store.append_progress(out, f"{line} [ray task on {result.get('host')}]")
+            for line in result["progress"]:  # the task's own lines (a search's steps), as it ended
+                store.append_progress(out, f"{line} [ray task on {result['host']}]")
             for rel, data in result["files"].items():
                 path = out / rel
                 if not path.exists():

@@ -42,7 +42,6 @@ from bench.backends.openvino.config import (
 from bench.backends.transformers.checkpoints import ATTN, LoadedModel, weights_bytes
 
 IR_FILE = "model.xml"
-PARTS = ("vision_tower", "multi_modal_projector", "encoder", "decoder_first", "decoder_step", "lm_head")
 PER_TOKEN = ("decoder_step", "lm_head")  # run once per generated token, on a batch's beam rows
 
 
@@ -113,9 +112,6 @@ class OpenVINOBackend(Backend):
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "INFERENCE_NUM_THREADS": threads}
         if group is not None:  # with int8 weights OpenVINO would pick its own group size: the cell states it
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
-        # the parts that run once per token read all their weights for a few rows: split across streams,
-        # each stream would read them again, so they keep one stream with every thread
-        split = {name: 1 if name in PER_TOKEN else streams for name in PARTS}
         core = ov.Core()
         dtype = torch_dtype(cell.dtype)  # the token embeddings', and what the converted parts hand back
         tower = TowerOutput(inner.vision_tower)
@@ -140,9 +136,12 @@ class OpenVINOBackend(Backend):
                  ("decoder_step", step, (beams[0], position + 1, mask, *beams[1:], *states[2 * layers:]),
                   (1, 0, 2) + (3,) * len(states)),  # rows (images for the mask and cross keys), tokens, heads
                  ("lm_head", loaded.model.lm_head, (torch.zeros(1, 1, loaded.model.lm_head.in_features),), (2,))]
-        parts, compiled, ir_bytes = [], {}, 0
+        parts, compiled, split, ir_bytes = [], {}, {}, 0
         for name, module, example, dynamic in specs:
             started = time.perf_counter()
+            # the parts that run once per token read all their weights for a few rows: split across streams,
+            # each stream would read them again, so they keep one stream with every thread
+            split[name] = 1 if name in PER_TOKEN else streams
             path, converted = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant))
             compiled[name] = core.compile_model(str(path), "CPU", {**config, **(
                 {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": split[name]} if split[name] > 1 else
