@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import answer as answers
-from bench import host, report_charts, store
+from bench import host, report_charts, report_table, store
 from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
@@ -746,6 +746,9 @@ def build_report(
         "reported": _reported_table(rows),
         "metric_label": metric_label,
         "table": table,
+        "cells_table": report_table.script_json(
+            report_table.table_data(rows, latency_bound_ms, _agreement_label(rows))),
+        "cells_table_headers": report_table.headers(_agreement_label(rows)),
     }
     return write_html(Path(out), render("report.html.j2", **context), writer)
 
