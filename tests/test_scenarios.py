@@ -214,6 +214,8 @@ def test_a_bound_below_the_service_time_stops_the_search_as_unreachable():
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
     assert m.capacity_qps is None and m.server["valid"] is False
     assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server["curve"]) <= 2
+    # no predicted rate meets the bound: the search starts at the ceiling
+    assert m.extra["capacity_search"]["start"] == "ceiling" and m.extra["capacity_search"]["prediction"]["qps"] is None
 
 
 class _Overloaded:

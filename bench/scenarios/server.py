@@ -344,10 +344,10 @@ def service_ms(result: BatchResult, prefetch: bool) -> float:
 
 def predicted_start(run: ScenarioInput, measured: Sequence[BatchResult],
                     batches: int) -> tuple[predict.Prediction | None, str]:
-    """The capacity predicted from the cell's own batches (warm-up and ceiling probe, at the cell's batch
-    size, plus ``batches`` batches of one after one more to warm that size up, when the cell's is larger:
-    partial batches are common at light load), and where the search starts: "predicted" or, without a
-    rate that meets the bound, "ceiling"."""
+    """The capacity predicted from the cell's own batches (the ceiling's, after the warm-up, at the cell's
+    batch size, plus ``batches`` batches of one after one more to warm that size up, when the cell's is
+    larger: partial batches are common at light load), and where the search starts: "predicted" or, without
+    a predicted rate that meets the bound or at which a run can be as long as its percentile needs, "ceiling"."""
     settings = run.server
     assert settings is not None and settings.latency_bound_ms is not None
     times = {run.batch_size: [service_ms(r, run.prefetch) for r in measured]}
@@ -358,7 +358,8 @@ def predicted_start(run: ScenarioInput, measured: Sequence[BatchResult],
     prediction = predict.predict_capacity(times, bound_ms=settings.latency_bound_ms,
                                           percentile=settings.latency_percentile, max_batch=run.batch_size,
                                           max_queue_delay_ms=settings.max_queue_delay_ms, seed=settings.seed)
-    return prediction, "predicted" if prediction.qps is not None else "ceiling"
+    usable = prediction.qps is not None and run_size(prediction.qps, settings, len(run.samples))[1] is None
+    return prediction, "predicted" if usable else "ceiling"
 
 
 def _service_unstable(results: Sequence[BatchResult], cv_threshold: float) -> bool:
@@ -414,7 +415,7 @@ class Server:
             ceiling, probed = offline_images_per_s(run, probe_batches)  # before the trackers, like the warm-up
             prediction, start = None, "ceiling"
             if settings.search_start == "predicted":
-                prediction, start = predicted_start(run, [*warmed, *probed], probe_batches)
+                prediction, start = predicted_start(run, probed, probe_batches)
             start_qps = prediction.qps if start == "predicted" and prediction is not None else None
             run.note(f"capacity search from {start_qps or ceiling:.4g} QPS ("
                      + (f"{predict.Prediction.BASIS}; " if start_qps else "")
