@@ -237,7 +237,7 @@ def test_bad_inputs_are_usage_errors(tmp_path):
         report.build_report([run], tmp_path / "r.html", latency_bound_ms=-5)
     with pytest.raises(UsageError, match="baseline"):
         report.build_report([run], tmp_path / "r.html", baseline=tmp_path / "nope")
-    with pytest.raises(UsageError, match="--demand-qps"):
+    with pytest.raises(UsageError, match="bad demand_qps 0"):
         report.build_report([run], tmp_path / "r.html", demand_qps=0)
 
 
