@@ -112,6 +112,9 @@ class ServerRun:
     valid: bool = True
     invalid_reason: str | None = None
     loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures, when it generated the load
+    # the rate the load generator's schedule offered, when it is not the target by construction (LoadGen's
+    # scheduled samples per second: its schedule is its own)
+    offered_qps: float | None = None
     latencies_ms: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +127,7 @@ class ServerRun:
     @property
     def duration_s(self) -> float:
         """From the window's start to its end or to the last request's dispatch, whichever is later."""
-        return max(self.n_requests / self.target_qps, float(self.dispatches_s.max()))
+        return max(self.scheduled_s, float(self.dispatches_s.max()))
 
     @property
     def wall_s(self) -> float:
@@ -139,13 +142,14 @@ class ServerRun:
 
     @property
     def scheduled_s(self) -> float:
-        """The schedule's window: ``n`` arrivals at the target rate."""
-        return self.n_requests / self.target_qps
+        """The schedule's window: ``n`` arrivals at the offered rate."""
+        return self.n_requests / self.scheduled_qps
 
     @property
     def scheduled_qps(self) -> float:
-        """Requests / the schedule's window: the offered rate (the target, by construction)."""
-        return self.n_requests / self.scheduled_s
+        """The offered rate: requests / the schedule's window (the builtin's: the target, by construction;
+        LoadGen's: its scheduled samples per second, which can fall short of the target)."""
+        return self.offered_qps if self.offered_qps else self.target_qps
 
     @property
     def completed_qps(self) -> float:
@@ -206,18 +210,28 @@ class ServerRun:
     def batch_size_mean(self) -> float:
         return statistics.fmean(len(r.samples) for r in self.results)
 
+    def service_ms(self) -> tuple[float | None, int | None]:
+        """How fast the machine served at this load: the median batch time of the most common batch size,
+        and that size (with batching the sizes follow the load, so loads compare only at the same size)."""
+        if not self.results:
+            return None, None
+        size, _ = Counter(len(r.samples) for r in self.results).most_common(1)[0]
+        return statistics.median(r.batch_ms for r in self.results if len(r.samples) == size), size
+
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
 
     def step(self) -> dict[str, Any]:
         """This run as one point of a latency-vs-QPS curve (``server.curve``)."""
         ci = self.percentile_ci_ms() or [None, None]
+        service_ms, service_batch = self.service_ms()
         return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
                 "scheduled_qps": self.scheduled_qps, "completed_qps": self.completed_qps,
                 "p50": self.percentile(50), "p90": self.percentile(90), "p99": self.percentile(99),
                 "percentile_ms": self.percentile_ms, "ci_lo_ms": ci[0], "ci_hi_ms": ci[1],
                 "overlatency": self.overlatency, "n_requests": self.n_requests,
-                "batch_size_mean": self.batch_size_mean, "valid": self.valid, "invalid_reason": self.invalid_reason}
+                "batch_size_mean": self.batch_size_mean, "service_ms": service_ms, "service_batch_size": service_batch,
+                "valid": self.valid, "invalid_reason": self.invalid_reason}
 
     def server_field(self, curve: list[dict[str, Any]], bracket: list[float | None] | None = None) -> dict[str, Any]:
         return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
@@ -361,14 +375,20 @@ class Server:
         """One load, judged. A run whose percentile is within the bound but that is too short for the count
         over the bound it saw (MLPerf's early stopping asks more requests as more exceed: p90 needs 44 with
         none over, 64 with one) runs again at the same load, sized to that count, at most ``EXTENSIONS``
-        times while it fits ``max_duration_s`` and ``max_requests``: a step never fails for being short."""
-        served = serve(run, qps, first, workers)
+        times while it fits ``max_duration_s`` and ``max_requests``: a step never fails for being short.
+        The same for every load generator: each runs one load in ``serve_once``."""
+        served = self.serve_once(run, qps, first, workers)
         for _ in range(EXTENSIONS):
             needed = served.requests_to_pass()
             if needed is None or run_size(qps, run.server, len(run.samples), needed)[1]:
                 break
-            served = serve(run, qps, first, workers, at_least=needed)
+            served = self.serve_once(run, qps, first, workers, at_least=needed)
         return served
+
+    def serve_once(self, run: ScenarioInput, qps: float, first: FirstAnswers, workers: int = 1,
+                   at_least: int = 0) -> ServerRun:
+        """One run at ``qps`` of at least ``at_least`` requests, judged (the builtin Poisson schedule)."""
+        return serve(run, qps, first, workers, at_least)
 
     def measure(self, run: ScenarioInput) -> Measurement:
         settings = run.server
@@ -403,9 +423,12 @@ class Server:
                 "ceiling_qps": ceiling, "precision": capacity.PRECISION, "stop": found.stop_reason,
                 "seed": settings.seed,
                 "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell"}
+            ends = [next((s for s in curve if s["target_qps"] == q and s["valid"] == (i == 0)), None)
+                    for i, q in enumerate(bracket)]
             flags = [f for f in (
                 plausibility.capacity_above_offline(capacity_qps, ceiling, "the search's own offline ceiling"),
-                plausibility.curve_not_monotone(curve)) if f]
+                plausibility.curve_not_monotone(curve),
+                plausibility.bracket_speed_changed(*ends) if all(ends) else None) if f]
         else:
             with Tracking(run.device, run.energy_idle_s) as tracking:
                 main = self.serve(run, float(settings.qps), first, workers)
