@@ -475,30 +475,56 @@ def _md_code(text: str) -> str:
 # Statistics
 
 
-def bootstrap_ratio(
-    baseline: np.ndarray,
-    current: np.ndarray,
+BOOT_ELEMENTS = 2_000_000
+"""Resampled values drawn per call: bounds the memory of one cell's draw and of one batch of cells."""
+
+
+def _draw(n_base: int, n_cur: int, rng: np.random.Generator, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """One cell's resample indices, drawn from its own generator in chunks of ``BOOT_ELEMENTS`` (the
+    stream a verdict was always drawn from: it depends on the cell alone, never on the other cells)."""
+    chunk = max(1, BOOT_ELEMENTS // max(n_base, n_cur))
+    b, c = [], []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        b.append(rng.integers(0, n_base, (size, n_base)))
+        c.append(rng.integers(0, n_cur, (size, n_cur)))
+    return np.concatenate(b), np.concatenate(c)
+
+
+def bootstrap_ratios(
+    pairs: list[tuple[np.ndarray, np.ndarray, np.random.Generator]],
     quantiles: tuple[float, ...],
-    rng: np.random.Generator,
     n_boot: int,
     level: float = CI_LEVEL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point ratio and percentile interval of quantile(current)/quantile(baseline), per quantile.
+    """Point ratio and percentile interval of quantile(current)/quantile(baseline), per cell and quantile
+    (arrays of shape (cells, quantiles)), for (baseline samples, current samples, the cell's generator)
+    pairs.
 
     Both runs are resampled independently with replacement (they are independent runs); the same
-    resample serves all quantiles. Work is chunked so memory stays bounded for long runs.
+    resample serves all quantiles. Each cell draws its indices from its own generator; the quantiles of
+    every cell with the same sample counts are then taken in one numpy call per batch (at most
+    ``BOOT_ELEMENTS`` values per run), not one per cell, so thousands of cells cost a few calls.
     """
-    point = np.quantile(current, quantiles) / np.quantile(baseline, quantiles)
-    chunk = max(1, 2_000_000 // max(len(baseline), len(current)))
-    ratios = []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        b = baseline[rng.integers(0, len(baseline), (size, len(baseline)))]
-        c = current[rng.integers(0, len(current), (size, len(current)))]
-        ratios.append(np.quantile(c, quantiles, axis=1) / np.quantile(b, quantiles, axis=1))
-    boot = np.concatenate(ratios, axis=1)
+    q = np.asarray(quantiles, dtype=float)
     alpha = (1 - level) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha], axis=1)
+    point = np.empty((len(pairs), len(q)))
+    low, high = np.empty_like(point), np.empty_like(point)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (b, c, _) in enumerate(pairs):
+        groups.setdefault((len(b), len(c)), []).append(i)
+    for (n_base, n_cur), members in groups.items():
+        per_batch = max(1, BOOT_ELEMENTS // (n_boot * max(n_base, n_cur)))
+        for start in range(0, len(members), per_batch):
+            batch = members[start : start + per_batch]
+            drawn = [_draw(n_base, n_cur, pairs[i][2], n_boot) for i in batch]
+            base = np.stack([pairs[i][0] for i in batch])
+            cur = np.stack([pairs[i][1] for i in batch])
+            point[batch] = (np.quantile(cur, q, axis=1) / np.quantile(base, q, axis=1)).T
+            b = np.take_along_axis(base[:, None, :], np.stack([d[0] for d in drawn]), axis=2)
+            c = np.take_along_axis(cur[:, None, :], np.stack([d[1] for d in drawn]), axis=2)
+            ratios = np.quantile(c, q, axis=2) / np.quantile(b, q, axis=2)  # (quantiles, cells, n_boot)
+            low[batch], high[batch] = (np.quantile(ratios, [alpha, 1 - alpha], axis=2)).transpose(0, 2, 1)
     return point, low, high
 
 
@@ -606,21 +632,22 @@ def _latency_rows(
     base: dict[str, Any],
     cur: dict[str, Any],
     thresholds: dict[str, float],
-    rng,
-    n_boot: int,
+    estimate: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> list[Row]:
-    """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples."""
+    """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples
+    (``estimate``: ``bootstrap_ratios``' point, low and high of this cell; None when the samples are too
+    few, see ``LATENCY_QUANTILES``)."""
     metrics = ("latency_p50", "latency_p90", "throughput")
     closed_loop = _closed_loop(base) and _closed_loop(cur)  # else queueing: throughput is not 1 / latency
     b, c = samples_of(base), samples_of(cur)
     unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
-    if min(len(b), len(c)) < MIN_BOOTSTRAP_SAMPLES:
+    if estimate is None:
         note = _join(f"too few samples for an interval (n={len(b)}/{len(c)})", unstable)
         return [
             _single(row, m, point_value(base, m), point_value(cur, m), threshold_for(m, thresholds), note)
             for m in metrics
         ]
-    point, low, high = bootstrap_ratio(b, c, (0.5, 0.9), rng, n_boot)
+    point, low, high = estimate
     # throughput at the median latency: the p50 ratio inverted, interval bounds swapped
     estimates = {
         "latency_p50": (point[0], low[0], high[0]),
@@ -689,9 +716,14 @@ def unmeasured_accuracy(base: dict[str, Any], cur: dict[str, Any]) -> str | None
 
 
 def compare_records(
-    base: dict[str, Any], cur: dict[str, Any], label: str, thresholds: dict[str, float], rng, n_boot: int
+    base: dict[str, Any],
+    cur: dict[str, Any],
+    label: str,
+    thresholds: dict[str, float],
+    estimate: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> list[Row]:
-    """All rows of one matched cell (``thresholds`` already resolved, see ``compare_dirs``)."""
+    """All rows of one matched cell (``thresholds`` already resolved and ``estimate`` bootstrapped, see
+    ``compare_dirs``)."""
     row = {"cell_id": base["cell_id"], "label": label}
     statuses = base.get("status", "ok"), cur.get("status", "ok")
     metrics = ["latency_p50", "latency_p90", "throughput", "peak_memory", *accuracy_metrics(base, cur)]
@@ -717,7 +749,7 @@ def compare_records(
             )
             for m in metrics
         ]
-    rows = _latency_rows(row, base, cur, thresholds, rng, n_boot)
+    rows = _latency_rows(row, base, cur, thresholds, estimate)
     key = _memory_key(base, cur)
     memory = [_memory(r, key) if key else None for r in (base, cur)]
     rows.append(
@@ -819,6 +851,27 @@ def _env_warnings(baseline: Path, current: Path) -> list[str]:
     return differences(store.read_env(baseline), store.read_env(current))
 
 
+LATENCY_QUANTILES = (0.5, 0.9)
+"""The sample quantiles one bootstrap of a cell judges: latency p50 (and throughput from it) and p90."""
+
+
+def _estimates(
+    matched: list[tuple[str, dict[str, Any], dict[str, Any]]], seed: int, n_boot: int
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The bootstrap of every matched cell both of whose runs are ok with enough samples, in one
+    ``bootstrap_ratios`` call; each cell's generator is seeded from ``seed`` and its id alone."""
+    pairs, ids = [], []
+    for cell_id, base, cur in matched:
+        if (base.get("status", "ok"), cur.get("status", "ok")) != ("ok", "ok"):
+            continue
+        b, c = samples_of(base), samples_of(cur)
+        if min(len(b), len(c)) >= MIN_BOOTSTRAP_SAMPLES:
+            pairs.append((b, c, np.random.default_rng([seed, zlib.crc32(cell_id.encode())])))
+            ids.append(cell_id)
+    point, low, high = bootstrap_ratios(pairs, LATENCY_QUANTILES, n_boot)
+    return {cell_id: (point[i], low[i], high[i]) for i, cell_id in enumerate(ids)}
+
+
 def compare_dirs(
     baseline: Path,
     current: Path,
@@ -844,20 +897,17 @@ def compare_dirs(
         )
     resolved = resolve_thresholds(thresholds)
     labels = cell_labels({**cur_records, **base_records}.values())
+    matched = [(cell_id, base, cur_records[cell_id]) for cell_id, base in base_records.items() if cell_id in cur_records]
+    estimates = _estimates(matched, seed, n_boot)
     rows: list[Row] = []
     newly_failed, accuracy_skipped = [], []
-    for cell_id, base in base_records.items():
-        cur = cur_records.get(cell_id)
-        if cur is None:
-            continue
+    for cell_id, base, cur in matched:
         if (why := unmeasured_accuracy(base, cur)) is not None:
             accuracy_skipped.append(f"{labels[cell_id]}: {why}")
-        rng = np.random.default_rng([seed, zlib.crc32(cell_id.encode())])
-        rows += compare_records(base, cur, labels[cell_id], resolved, rng, n_boot)
+        rows += compare_records(base, cur, labels[cell_id], resolved, estimates.get(cell_id))
         if base.get("status", "ok") == "ok" and cur.get("status") in FAILED_STATUSES:
             newly_failed.append(f"{labels[cell_id]}: {cur.get('status')}: {cur.get('error') or 'no message'}")
     env_warnings = _env_warnings(Path(baseline), Path(current))
-    matched = any(cell_id in cur_records for cell_id in base_records)
     return Comparison(
         rows=rows,
         unmatched_baseline=[labels[c] for c in base_records if c not in cur_records],

@@ -10,8 +10,9 @@ import pytest
 
 from bench import store
 from bench.compare import (
+    CI_LEVEL,
     DEFAULT_THRESHOLDS,
-    bootstrap_ratio,
+    bootstrap_ratios,
     compare_dirs,
     parse_fail_on,
     run_compare,
@@ -153,6 +154,12 @@ def test_an_unstable_runs_tail_does_not_gate_but_its_median_does(tmp_path):
     assert verdicts(compare_dirs(base, slow), "latency_p50") == {"regressed"}
 
 
+def bootstrap_ratio(baseline, current, quantiles, rng, n_boot):
+    """One cell's bootstrap: point ratio, low and high per quantile."""
+    point, low, high = bootstrap_ratios([(baseline, current, rng)], quantiles, n_boot)
+    return point[0], low[0], high[0]
+
+
 def test_bootstrap_known_answers():
     rng = np.random.default_rng(0)
     flat = np.full(10, 100.0)
@@ -164,6 +171,35 @@ def test_bootstrap_known_answers():
     for point, low, high in (narrow, wide):
         assert low[0] <= point[0] <= high[0]
     assert narrow[2][0] - narrow[1][0] < wide[2][0] - wide[1][0]
+
+
+def _bootstrap_cell_by_cell(baseline, current, quantiles, rng, n_boot, level=CI_LEVEL):
+    """The bootstrap as compare ran it before it was vectorised: one cell, its resamples in chunks of
+    2,000,000 values, numpy quantiles per chunk (the oracle the vectorised one must equal)."""
+    point = np.quantile(current, quantiles) / np.quantile(baseline, quantiles)
+    chunk = max(1, 2_000_000 // max(len(baseline), len(current)))
+    ratios = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        b = baseline[rng.integers(0, len(baseline), (size, len(baseline)))]
+        c = current[rng.integers(0, len(current), (size, len(current)))]
+        ratios.append(np.quantile(c, quantiles, axis=1) / np.quantile(b, quantiles, axis=1))
+    low, high = np.quantile(np.concatenate(ratios, axis=1), [(1 - level) / 2, (1 + level) / 2], axis=1)
+    return point, low, high
+
+
+def test_the_vectorised_bootstrap_equals_the_cell_by_cell_one_draw_for_draw():
+    rng = np.random.default_rng(3)
+    sizes = [(3, 3), (3, 3), (5, 3), (3, 3), (2, 40), (5, 3), (1200, 900)]  # groups interleaved; one chunked draw
+    cells = [(noisy(rng, n=nb), noisy(rng, n=nc) * 1.1) for nb, nc in sizes]
+    pairs = [(b, c, np.random.default_rng([9, i])) for i, (b, c) in enumerate(cells)]
+    point, low, high = bootstrap_ratios(pairs, (0.5, 0.9), 2000)
+    for i, (b, c) in enumerate(cells):
+        expected = _bootstrap_cell_by_cell(b, c, (0.5, 0.9), np.random.default_rng([9, i]), 2000)
+        np.testing.assert_array_equal(point[i], expected[0])
+        np.testing.assert_array_equal(low[i], expected[1])
+        np.testing.assert_array_equal(high[i], expected[2])
+    assert (low < point).all() and (point < high).all()
 
 
 def test_seeded_and_independent_of_other_cells(tmp_path):
