@@ -39,10 +39,11 @@ from bench.paths import Writer, write_all, write_atomic
 from bench.prices import HOURS_PER_MONTH
 from bench.question import PERCENTILE_DEFAULT, Question, percentile_name
 from bench.report_rows import MIN_QPS, DeviceKind, Row, kinds_of, lower_is_better, number, rate, tasks_of
+from bench.scenarios import predict as predict_module
 from bench.uncertainty import CONFIDENCE, percentile_figure, samples_needed
 
 SERVER_BASIS = "measured server capacity"
-PREDICTED_BASIS = "predicted (queueing model from measured batch times)"
+PREDICTED_BASIS = predict_module.Prediction.BASIS
 TOP = 5
 """Options listed per device kind (Triton model-analyzer's top-N view)."""
 SUSPECT = ("capacity-above-offline", "curve-not-monotone", "unstable")
@@ -116,7 +117,7 @@ def _server_validity(r: Row, step: Mapping[str, Any] | None = None) -> Validity:
     rules = rules if isinstance(rules, dict) else {}
     run = step if step is not None else s
     es = s.get("early_stopping") if isinstance(s.get("early_stopping"), dict) and step is None else {}
-    n = number(run.get("n_requests"))
+    n = number(es.get("queries", run.get("n_requests")))
     over = number(run.get("overlatency", es.get("overlatency")))
     bound = number(s.get("latency_bound_ms"))
     percentile = number(s.get("latency_percentile")) or PERCENTILE_DEFAULT
@@ -270,31 +271,19 @@ def _server_options(r: Row, q: Question, rows: list[Row]) -> list[Option]:
 Predict = Callable[..., Mapping[tuple, list[Any]]]
 
 
-def _default_predict(records: Iterable[dict[str, Any]], **kw: Any) -> Mapping[tuple, list[Any]]:
-    from bench.scenarios import predict
-
-    return predict.predictions(records, **kw)
-
-
-def _setting_key(rec: dict[str, Any]) -> tuple:
-    from bench.scenarios import predict
-
-    return predict.setting_key(rec)
-
-
 def _predicted_options(rows: list[Row], q: Question, all_rows: list[Row], predict: Predict) -> list[Option]:
     """Settings of one task and device kind with no server cell: their capacity predicted from the batch
     times their offline and single-stream cells measured (one option per setting, its best batch size)."""
     if q.bound_ms is None:
         return []
     closed = [r for r in rows if r.traits.closed_loop and r.traits.reads is not None]
-    served = {_setting_key(r.rec) for r in rows if r.traits.reads == "capacity"}
-    closed = [r for r in closed if _setting_key(r.rec) not in served]
+    served = {predict_module.setting_key(r.rec) for r in rows if r.traits.reads == "capacity"}
+    closed = [r for r in closed if predict_module.setting_key(r.rec) not in served]
     if not closed:
         return []
     out = []
     for key, found in predict([r.rec for r in closed], bound_ms=q.bound_ms, percentile=q.percentile).items():
-        mine = [r for r in closed if _setting_key(r.rec) == key]
+        mine = [r for r in closed if predict_module.setting_key(r.rec) == key]
         usable = [p for p in found if p.qps is not None and rate(p.qps)]
         if not mine or not usable:
             continue
@@ -419,7 +408,7 @@ def no_capacity(rows: list[Row], q: Question) -> str:
 
 
 def options(rows: list[Row], q: Question, all_rows: list[Row] | None = None,
-            predict: Predict = _default_predict) -> tuple[list[Option], str]:
+            predict: Predict = predict_module.predictions) -> tuple[list[Option], str]:
     """Every option of one task on one device kind (measured and predicted), and why there is none."""
     ok = [r for r in rows if r.ok]
     every = all_rows if all_rows is not None else ok
@@ -451,7 +440,7 @@ def default_demand(found: list[Option], q: Question) -> float | None:
     return best.capacity * q.max_utilisation
 
 
-def answer(rows: list[Row], q: Question, predict: Predict = _default_predict) -> list[Answer]:
+def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predictions) -> list[Answer]:
     """Per task: one answer per device kind (GPUs first), the cheapest priced one marked ``overall``."""
     out: list[Answer] = []
     ok = [r for r in rows if r.ok]

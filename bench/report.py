@@ -201,7 +201,7 @@ def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
     if best is None:
         why = "not measured"
         if goal.name == "capacity" and any(r.traits.reads == "capacity" for r in rows):
-            why = answers.no_capacity(rows, bound)
+            why = answers.no_capacity(rows, answers.Question(bound))
         return Pick(goal, None, why)
     text = goal.show(goal.value(best, bound), best, bound)
     note = ""
@@ -621,7 +621,7 @@ def _agreement_differs(rows: list[Row]) -> str:
 
 def _recorded(rows: list[Row], *keys: str) -> str:
     """The distinct values the server cells recorded at ``keys`` (the rules they ran under), or the default's."""
-    values = sorted({format_number(v) for r in rows if r.ok and r.server for v in [_num(_get(r.rec, *keys))]
+    values = sorted({f"{v:g}" for r in rows if r.ok and r.server for v in [_num(_get(r.rec, *keys))]
                      if v is not None})
     return ", ".join(values)
 
@@ -632,10 +632,10 @@ def _rules(rows: list[Row], question: answers.Question) -> list[str]:
     defaults = ServerSettings(qps=1.0)
     percentiles = sorted({answers.percentile_name(_num(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT)
                           for r in rows if r.ok and r.server})
-    confidence = _recorded(rows, "timing", "server_run", "confidence") or format_number(defaults.confidence)
+    confidence = _recorded(rows, "timing", "server_run", "confidence") or f"{defaults.confidence:g}"
     need = {p: queries_needed(0, p, defaults.confidence) for p in (0.9, 0.99)}
-    min_duration = _recorded(rows, "timing", "server_run", "min_duration_s") or format_number(defaults.min_duration_s)
-    min_requests = _recorded(rows, "timing", "server_run", "min_requests") or format_number(defaults.min_requests)
+    min_duration = _recorded(rows, "timing", "server_run", "min_duration_s") or f"{defaults.min_duration_s:g}"
+    min_requests = _recorded(rows, "timing", "server_run", "min_requests") or f"{defaults.min_requests:g}"
     return [
         f"The answer's question: {question.text}. An option qualifies for the headline only when its capacity was "
         f"judged at {question.statistic}, its run is VALID, and it carries none of the flags "
