@@ -5,6 +5,7 @@ cannot headline, so a buyer sees what each cheaper or faster setting costs in la
 from __future__ import annotations
 
 from bench.answer import PREDICTED_BASIS, Answer, Ranked
+from bench.chart_keys import MAX_LABEL
 from bench.numbers import is_finite
 from bench.page import Chart, axis_type, figure_html
 from bench.page import plot_text as _t
@@ -37,7 +38,7 @@ def charts(answers: list[Answer], styles: Styles) -> list[Chart]:
                     text=[str(i + 1) if group == "top" else "" for i in range(len(pts))], textposition="top center",
                     marker={"size": 12, "color": [styles.color(x.option.row) for x in pts],
                             "symbol": [_symbol(x, group) for x in pts], "line": {"width": 1, "color": "#333"}},
-                    name=_t(f"{a.kind.label}: {'top options' if group == 'top' else 'cannot headline'}"),
+                    name=_t(_legend(a, group)),
                     hovertext=[_t(_hover(x)) for x in pts], hoverinfo="text"))
         if not xs:
             continue
@@ -55,6 +56,13 @@ def charts(answers: list[Answer], styles: Styles) -> list[Chart]:
                          "markers are measured server capacities, open ones predicted (queueing model from measured "
                          "batch times); ✕: an option that cannot headline (its hover says why)."))
     return out
+
+
+def _legend(a: Answer, group: str) -> str:
+    """A legend entry within the page's label limit: the device kind (its name, shortened), then the group."""
+    suffix = ": top" if group == "top" else ": ✕ cannot headline"
+    kind = a.kind.name if a.kind.kind == "gpu" else f"CPU, {a.kind.cores or '?'} cores"
+    return kind[: MAX_LABEL - len(suffix)] + suffix
 
 
 def _symbol(x: Ranked, group: str) -> str:
