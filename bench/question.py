@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import UsageError
-from bench.numbers import finite_number
+from bench.inputs import check_bound
 from bench.server_settings import PERCENTILE_DEFAULT
 
 MAX_UTILISATION_DEFAULT = 0.8
@@ -36,20 +35,12 @@ class Question:
     accuracy_floor: float | None = None
 
     def __post_init__(self) -> None:
-        checks = (
-            (self.bound_ms, "latency bound", " ms", "a number > 0 (--latency-bound-ms)", lambda v: v > 0),
-            (self.percentile, "latency percentile", "", "a number in (0, 1), e.g. 0.99 (--latency-percentile)",
-             lambda v: 0 < v < 1),
-            (self.demand_qps, "demand", " images/s", "a number > 0 (--demand-qps)", lambda v: v > 0),
-            (self.max_utilisation, "max utilisation", "", "a number in (0, 1] (--max-utilisation)",
-             lambda v: 0 < v <= 1),
-            (self.quality_gate, "quality gate", "", "a number in (0, 1], e.g. 0.99 (--quality-gate)",
-             lambda v: 0 < v <= 1),
-            (self.accuracy_floor, "accuracy floor", "", "a finite number (--accuracy-floor)", lambda v: True),
-        )
-        for value, name, unit, accepted, ok in checks:
-            if value is not None and (finite_number(value) is None or isinstance(value, bool) or not ok(value)):
-                raise UsageError(f"{name} {value!r}{unit}; accepted: {accepted}")
+        """Each value within its range in ``bench.inputs.BOUNDS`` (one line naming the flag, exit 2)."""
+        for name, value in (("latency_bound_ms", self.bound_ms), ("latency_percentile", self.percentile),
+                            ("demand_qps", self.demand_qps), ("max_utilisation", self.max_utilisation),
+                            ("quality_gate", self.quality_gate), ("accuracy_floor", self.accuracy_floor)):
+            if value is not None:
+                check_bound(name, value, f"--{name.replace('_', '-')}")
 
     @property
     def statistic(self) -> str:

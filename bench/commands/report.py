@@ -54,22 +54,22 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     )
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("-o", "--output", help="HTML file (default: RUN_DIR/report.html of the first run)")
-    rp.add_argument("--latency-bound-ms", type=float, metavar="MS",
+    rp.add_argument("--latency-bound-ms", type=inputs.bounded("latency_bound_ms"), metavar="MS",
                     help="the question's bound on request latency at --latency-percentile (the answer); the decision "
                          "table judges single-stream cells by p90, server cells by their own percentile; offline cells "
                          "never meet it")
-    rp.add_argument("--latency-percentile", type=float, metavar="P", default=PERCENTILE_DEFAULT,
+    rp.add_argument("--latency-percentile", type=inputs.bounded("latency_percentile"), metavar="P", default=PERCENTILE_DEFAULT,
                     help=f"the percentile the bound is on, in (0, 1) (default {PERCENTILE_DEFAULT:g}): an option "
                          "qualifies only if its capacity was judged at P")
-    rp.add_argument("--max-utilisation", type=float, metavar="U", default=MAX_UTILISATION_DEFAULT,
+    rp.add_argument("--max-utilisation", type=inputs.bounded("max_utilisation"), metavar="U", default=MAX_UTILISATION_DEFAULT,
                     help=f"plan devices at most this busy, in (0, 1] (default {MAX_UTILISATION_DEFAULT:g}): "
                          "devices = ceil(demand / (capacity x U))")
-    rp.add_argument("--quality-gate", type=float, metavar="X",
+    rp.add_argument("--quality-gate", type=inputs.bounded("quality_gate"), metavar="X",
                     help="keep out of the headline any option whose accuracy is not measured or below X times the "
                          "fp32 reference of the same variant and task, in (0, 1] (MLPerf: 0.99)")
-    rp.add_argument("--accuracy-floor", type=float, metavar="X",
+    rp.add_argument("--accuracy-floor", type=inputs.bounded("accuracy_floor"), metavar="X",
                     help="accuracy floor on each task's headline metric (a ceiling for error rates such as CER)")
-    rp.add_argument("--demand-qps", type=float, metavar="Q",
+    rp.add_argument("--demand-qps", type=inputs.bounded("demand_qps"), metavar="Q",
                     help="images per second to serve: the answer gives, per task and device kind, the cheapest "
                          "setting, the devices it needs (ceil(Q / (capacity x U))) and their cost (default: one "
                          "device of the best option at the target utilisation)")
