@@ -35,12 +35,12 @@ class Question:
     accuracy_floor: float | None = None
 
     def __post_init__(self) -> None:
-        """Each value within its range in ``bench.inputs.BOUNDS`` (one line naming the flag, exit 2)."""
+        """Each value within its range in ``bench.inputs.BOUNDS`` (one line naming it, exit 2)."""
         for name, value in (("latency_bound_ms", self.bound_ms), ("latency_percentile", self.percentile),
                             ("demand_qps", self.demand_qps), ("max_utilisation", self.max_utilisation),
                             ("quality_gate", self.quality_gate), ("accuracy_floor", self.accuracy_floor)):
             if value is not None:
-                check_bound(name, value, f"--{name.replace('_', '-')}")
+                check_bound(name, value)
 
     @property
     def statistic(self) -> str:
