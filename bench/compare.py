@@ -6,7 +6,9 @@ How a verdict is reached (docs/regression.md has the long form):
 - latency p50 / p90: a seeded percentile bootstrap of the ratio current/baseline of the two runs'
   medians (p90s), resampling the raw ``samples_ms`` of each run independently. The verdict is
   "regressed" only when the *whole* confidence interval lies beyond the threshold (``ci_low > 1 + t``)
-  and "improved" only when it lies wholly on the good side (``ci_high < 1 - t``). The threshold is an
+  and "improved" only when it lies wholly on the good side (``ci_high < 1 - t``); "unchanged" only when it
+  lies wholly within ``1 +- t``, and "inconclusive" when it reaches past the threshold without lying
+  wholly beyond it (the run cannot rule out a change that size: never folded into "unchanged"). The threshold is an
   equivalence margin, not a significance level: a run-to-run drift smaller than ``t`` (another user's
   job, turbo clocks, page cache) fails the gate at most 5% of the time (a drift just under ``t``), far
   less for smaller drifts, and ever less as samples grow; a shift well beyond ``t`` is flagged once
@@ -63,8 +65,8 @@ FAILED_STATUSES = ("oom", "error")
 MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_bytes")
 """Which peak to compare: the device's own when measured, else the process RSS (CPU runs)."""
 
-VERDICTS = ("regressed", "improved", "unchanged", "not-comparable")
-JUDGED = VERDICTS[:3]  # the verdicts that judge something
+VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "not-comparable")
+JUDGED = VERDICTS[:4]  # the verdicts that judge something (an inconclusive row is judged: it says the run cannot tell)
 COLUMNS = (
     "cell",
     "metric",
@@ -327,12 +329,38 @@ class Comparison:
         """At least one verdict: a metric compared, or a cell that was ok and now fails."""
         return bool(self.newly_failed) or any(row.verdict in JUDGED for row in self.rows)
 
+    @property
+    def inconclusive(self) -> list[Row]:
+        """The rows whose figures cannot rule out a change beyond the threshold (neither regressed nor unchanged)."""
+        return [row for row in self.rows if row.verdict == "inconclusive"]
+
+    @property
+    def state(self) -> str:
+        """What the headline says, and the colour pages give it: "not-comparable", "not-judged", "regressed",
+        "inconclusive" (nothing regressed, but some row cannot tell) or "ok"."""
+        if self.nothing_comparable:
+            return "not-comparable"
+        if not self.judged:
+            return "not-judged"
+        if self.regressed:
+            return "regressed"
+        return "inconclusive" if self.inconclusive else "ok"
+
     def nothing_judged(self) -> str:
         """One line saying why no verdict was reached (a verdict over nothing is exit 2, never OK)."""
         reasons = list(dict.fromkeys(f"{row.label}: {row.note}" for row in self.rows if row.note))
-        shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        shown = listed(reasons)
         return (f"nothing judged: {len(self.rows)} row(s), none with a verdict" + (f" ({shown})" if shown else "")
                 + "; accepted: runs with at least one ok cell in common")
+
+    def inconclusive_line(self) -> str:
+        """One line for ``--fail-on-inconclusive`` (exit 2): the rows that could not tell, and what passes."""
+        rows = [f"{row.label} {row.metric} {row.change_text()}" for row in self.inconclusive]
+        return (
+            f"inconclusive (--fail-on-inconclusive): {len(rows)} row(s) whose figures cannot rule out a change "
+            f"beyond the threshold ({listed(rows)}); accepted: figures that settle every verdict (more samples "
+            "per cell, a quieter machine), or no --fail-on-inconclusive"
+        )
 
     def counts(self) -> dict[str, int]:
         counted = Counter(row.verdict for row in self.rows)
@@ -354,7 +382,7 @@ class Comparison:
             return f"NOT JUDGED: {self.nothing_judged()}"
         counts = ", ".join(f"{n} {verdict}" for verdict, n in self.counts().items())
         failed = f", {len(self.newly_failed)} newly failed cell(s)" if self.newly_failed else ""
-        return f"{'REGRESSED' if self.regressed else 'OK'}: {counts}{failed}"
+        return f"{self.state.upper()}: {counts}{failed}"
 
     def method_text(self) -> str:
         return (
@@ -456,6 +484,22 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
+def listed(items: list[str], n: int = 3) -> str:
+    """The first ``n`` items joined, and how many more there are (one-line messages stay one line)."""
+    return "; ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def exit_code(result: Comparison, fail_on_inconclusive: bool = False) -> int:
+    """1 for a regression (it wins over anything inconclusive); 0 otherwise, except that with
+    ``fail_on_inconclusive`` an inconclusive row is no pass: UsageError (exit 2), the code of a verdict
+    over nothing, because 1 would claim a regression the figures do not show."""
+    if result.regressed:
+        return 1
+    if fail_on_inconclusive and result.inconclusive:
+        raise UsageError(result.inconclusive_line())
+    return 0
+
+
 def _md(text: str) -> str:
     """Text shown as typed in a markdown table cell: labels come from records, which are untrusted."""
     text = " ".join(str(text).split())  # a newline would end the table row
@@ -529,7 +573,10 @@ def bootstrap_ratios(
 
 
 def classify(spec: MetricSpec, value: float, low: float | None, high: float | None, threshold: float) -> str:
-    """Verdict from the interval (or the single value) against the threshold, in the metric's direction."""
+    """Verdict from the interval (or the single value) against the threshold, in the metric's direction:
+    "inconclusive" when the interval is neither wholly beyond the threshold nor wholly within it (a single
+    value is never inconclusive; an ``off`` threshold, infinite, never is either)."""
+    interval = low is not None and high is not None
     low = value if low is None else low
     high = value if high is None else high
     if spec.higher_is_better is None:
@@ -542,7 +589,10 @@ def classify(spec: MetricSpec, value: float, low: float | None, high: float | No
         worse, better = high < 1 - threshold, low > 1 + threshold
     else:
         worse, better = low > 1 + threshold, high < 1 - threshold
-    return "regressed" if worse else "improved" if better else "unchanged"
+    if worse or better:
+        return "regressed" if worse else "improved"
+    within = (threshold, -threshold) if spec.kind == "delta" else (1 - threshold, 1 + threshold)
+    return "inconclusive" if interval and (low < within[0] or high > within[1]) else "unchanged"
 
 
 def samples_of(record: dict[str, Any]) -> np.ndarray:
@@ -664,9 +714,9 @@ def _latency_rows(
         if metric == "latency_p90" and unstable and verdict in ("regressed", "improved"):
             # An unstable run's tail is the machine's noise (bursts of foreign load hit a few samples,
             # which iid resampling cannot see); its p90 supports no verdict. The median still gates.
-            verdict, tail_noise = "unchanged", "p90 not gated: its tail is noise in an unstable run"
-        # "unchanged" but the interval reaches past a threshold: this run cannot rule out a change that size
-        wide = verdict == "unchanged" and (lo < 1 - threshold or hi > 1 + threshold)
+            verdict, tail_noise = "inconclusive", "p90 not gated: its tail is noise in an unstable run"
+        # the interval reaches past a threshold: this run cannot rule out a change that size
+        wide = verdict == "inconclusive" and not tail_noise
         rows.append(
             Row(
                 **row,
@@ -681,7 +731,8 @@ def _latency_rows(
                 verdict=verdict,
                 threshold=threshold,
                 note=_join(
-                    f"n={len(b)}/{len(c)}", "inconclusive: more samples needed" if wide else "", unstable,
+                    f"n={len(b)}/{len(c)}", "interval reaches past the threshold: more samples needed" if wide else "",
+                    unstable,
                     tail_noise,
                 ),
             )
@@ -923,11 +974,16 @@ def compare_dirs(
 
 
 def run_compare(
-    baseline: Path, current: Path, fail_on: str | None = None, markdown: Path | None = None
+    baseline: Path,
+    current: Path,
+    fail_on: str | None = None,
+    markdown: Path | None = None,
+    fail_on_inconclusive: bool = False,
 ) -> int:
     """The ``compare`` command: print the table, write markdown if asked, return the exit code (1 = regressed).
 
-    No matched cell is bad input, not a pass: the markdown (if asked) says so, then UsageError (exit 2)."""
+    No matched cell is bad input, not a pass: the markdown (if asked) says so, then UsageError (exit 2);
+    so is an inconclusive row under ``fail_on_inconclusive`` (``exit_code``)."""
     thresholds = parse_fail_on(fail_on) if fail_on else None
     comparison = compare_dirs(Path(baseline), Path(current), thresholds)
     if markdown is not None:
@@ -939,4 +995,4 @@ def run_compare(
     print(comparison.to_table(), end="")
     if not comparison.judged:  # every matched cell skipped or unmeasured: the table lists why, then exit 2
         raise UsageError(comparison.nothing_judged())
-    return 1 if comparison.regressed else 0
+    return exit_code(comparison, fail_on_inconclusive)

@@ -5,7 +5,8 @@ text and sort key once, in a ``<script type="application/json">`` block, and ``t
 ``PAGE_ROWS`` rows at a time (sorting and filtering work on all of them). Every column is a ``Column``
 entry: its header, its definition (the header's hover text) and how a cell's text and sort key are made.
 A cell is ``[html, key]``: the text already escaped (markup only where the column adds it), and a number
-(sorted as a number), a string (sorted as text) or null (no value: last in both directions).
+(sorted as a number), a string (sorted as text) or null (no value: last in both directions); a cell shown
+in short adds its full text, its title. Every cell is one line (the page's CSS clips it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from bench.report_rows import Row, table
 PAGE_ROWS = 500
 """Rows drawn at once; the pager shows the others (a 43,000-cell table as 43,000 DOM rows takes minutes)."""
 
-Cell = tuple[str, Any]
+Cell = tuple[str, Any] | tuple[str, Any, str]
+"""[html, sort key] or [html, sort key, title]: the title is the full text of a cell shown in short."""
 
 
 def _mib(value: Any) -> str:
@@ -129,8 +131,18 @@ def _roofline(r: Row, _: Context) -> Cell:
     return _pct(fraction), _key(fraction)
 
 
+def timing_text(timing: Any) -> str | None:
+    """How a cell was timed, in short: its warm-up and iterations (the rest is the cell's title)."""
+    if not isinstance(timing, dict):
+        return None
+    parts = [f"{k}={timing[k]}" for k in ("warmup", "iterations") if k in timing]
+    return ", ".join(parts) or None
+
+
 def _timing(r: Row, _: Context) -> Cell:
-    return "<small>" + "".join(f"{escape(k)}={escape(v)} " for k, v in table(r.rec, "timing").items()) + "</small>", None
+    timing = table(r.rec, "timing")
+    full = "; ".join(f"{k}={v}" for k, v in timing.items())
+    return f"<small>{escape(timing_text(timing) or '–')}</small>", None, full
 
 
 def _text(value: Any) -> Cell:
@@ -161,12 +173,12 @@ COLUMNS = (
            "decoding steps per second (one token per image per step)"),
     Column("per-token p50 / p99 ms", _pair("per_token_ms", "p50", "p99", " / "), "one decoding step, which each image of the batch waits"),
     Column("load s / first call ms", _pair("timing", "load_s", "first_call_ms", " / "), "model load; the cell's first, cold batch"),
-    Column("peak memory", _memory, css="wrap"),
+    Column("peak memory", _memory),
     Column("J/image", lambda r, _: _number(r.joules)),
-    Column("accuracy", _accuracy, css="wrap"),
-    Column("fp32 agreement", _agreement, "", "wrap"),
+    Column("accuracy", _accuracy),
+    Column("fp32 agreement", _agreement),
     Column("roofline fraction", _roofline),
-    Column("timing", _timing, css="wrap"),
+    Column("timing", _timing, css="timing"),
     Column("cell", lambda r, _: (f"<code>{escape(str(r.rec.get('cell_id') or '')[:10])}</code>",
                                  str(r.rec.get("cell_id") or "") or None)),
 )

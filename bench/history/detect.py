@@ -18,7 +18,9 @@ Noise, as these statistics see it (docs/history.md has the long form and the mea
 
 check: the newest run against the median of the previous ``K`` (10) runs of its class that measured
 the cell: a regression when the change is beyond compare's threshold *and* beyond the noise band
-``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median).
+``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median). A change
+beyond the threshold but within the band is "inconclusive" (the history cannot tell it from noise),
+never "unchanged".
 Where a step is found among the previous runs in any metric of a cell, the latest such step starts the
 baseline of all the cell's metrics (``cell_level_start``, ``CELL_LEVEL_RULE``).
 
@@ -40,12 +42,13 @@ import numpy as np
 
 from bench import compare
 from bench.history.entries import Entry, MachineClass
+from bench.inputs import BOUNDS
 from bench.numbers import finite_number
 from bench.scenarios import traits_of
 
 K_BASELINE = 10
 SPREAD_RUNS = 30
-MIN_BASELINE = 3
+MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
 Z_CHECK = 3.5
 Z_STEP = 4.5
 MIN_SEGMENT = 3
@@ -316,8 +319,7 @@ class HistoryCheck(compare.Comparison):
 
     def nothing_judged(self) -> str:
         reasons = self.unjudgeable or self.unmatched_current or ["the newest run has no ok cell"]
-        shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
-        return f"nothing judged in the newest run ({shown})"
+        return f"nothing judged in the newest run ({compare.listed(reasons)})"
 
     def _notes(self) -> list[tuple[str, list[str]]]:
         return [
@@ -339,6 +341,7 @@ class HistoryCheck(compare.Comparison):
             f"{run}each metric against the median of the previous {self.k} runs of this machine class; "
             f"regressed when the change is beyond the threshold and the noise band "
             f"(±{self.z:g} sigma: the larger of the runs' robust spread and their sample noise); "
+            "inconclusive when it is beyond the threshold but within the band; "
             f"{CELL_LEVEL_RULE}"
         )
 
@@ -433,7 +436,8 @@ def _row(
     verdict = compare.classify(spec, change, None, None, threshold)
     note = f"median of {min(k, len(level))} runs" + (f" since the step at {since}" if since else "")
     if verdict in ("regressed", "improved") and abs(dx) <= band:
-        verdict, note = "unchanged", f"{note}; within the noise band"
+        # beyond the threshold, yet no larger than the runs' own noise: the history cannot tell
+        verdict, note = "inconclusive", f"{note}; beyond the threshold but within the noise band"
     elif spec.higher_is_better is None:
         note = f"{note}; direction unknown: not a metric of bench.metrics.METRICS, so no verdict"
     return compare.Row(

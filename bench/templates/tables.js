@@ -70,7 +70,7 @@
   });
 })();
 /* Tables drawn from a JSON data block (class "datatable", data-rows="ID of the block"): the block holds
-   {"page": N, "rows": [[row class, [html, key], ...], ...]}; N rows are drawn at a time, with a pager.
+   {"page": N, "rows": [[row class, [html, key(, title)], ...], ...]}; N rows are drawn at a time, with a pager.
    Sorting (a click on a header) and the filter (data-filter="TABLE_ID") work on every row, with the same
    rules as above: numbers as numbers, text as text, cells without a value (key null) last either way. */
 (function () {
@@ -101,6 +101,7 @@
           var td = document.createElement("td"), cell = r[col + 1];
           td.innerHTML = cell[0];
           if (css[col]) { td.className = css[col]; }
+          if (cell.length > 2) { td.title = cell[2]; }
           if (numeric[col]) { td.setAttribute("data-v", cell[1] === null ? "" : String(cell[1])); }
           tr.appendChild(td);
         }
