@@ -712,8 +712,9 @@ def build_report(
     rows = [r for run in runs for r in run.rows]
     tasks = _tasks(rows)
     reported_keys = {t: _reported_key(t, rows) for t in tasks}
-    styles = report_charts.Styles(rows)
-    charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
+    charted, charted_note = report_charts.chart_rows(rows)
+    styles = report_charts.Styles(charted)
+    charts = report_charts.build_charts(charted, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
     badge, badge_class = _weights_badge(rows)
     facts = comparability(runs)
     found = answers.answer(rows, question)
@@ -747,6 +748,7 @@ def build_report(
         "unpriced": [k.label for k in _kinds([r for r in rows if r.ok and r.price is None])],
         "charts": charts,
         "chart_keys": styles.keys,
+        "charted_note": charted_note,
         "max_label": report_charts.MAX_LABEL,
         "facts": facts,
         "differing": [f for f in facts if f.differs],

@@ -17,8 +17,8 @@ the time to its first screen is Chromium's wall time to load the page and take a
 process start included (an upper bound). The host's load average is recorded before and after every
 command: on a shared machine the figures are as slow as its neighbours made them.
 
-    python -m bench.tools.scale [--sizes 1000,10000,43200] [--compare-cells 100000] [--runs 2000]
-        [--history-cells 100] [--source RUN_DIR] [--work DIR] [--out scale.json] [--screenshot PNG]
+    python -m bench.tools.scale [--sizes 1000,10000,43200] [--compare-cells 100000] [--histories 2000x10,1000x100]
+        [--source RUN_DIR] [--work DIR] [--out scale.json] [--screenshot PNG]
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="cells per report size (comma-separated)")
     parser.add_argument("--compare-cells", type=int, default=100_000, help="cells of compare and export's largest size")
-    parser.add_argument("--runs", type=int, default=2000, help="runs in the history")
-    parser.add_argument("--history-cells", type=int, default=10, help="cells per history run")
+    parser.add_argument("--histories", default="2000x10,1000x100",
+                        help="histories to time, each RUNSxCELLS (runs, cells per run), comma-separated")
     parser.add_argument("--source", type=Path, help="a real run directory to copy records from (default: a tiny run)")
     parser.add_argument("--work", type=Path, default=Path("runs/scale"), help="where the synthetic runs go")
     parser.add_argument("--out", type=Path, default=Path("runs/scale/scale.json"))
@@ -263,14 +263,17 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"cells": n, **timed([*bench, "export", str(merged / "base"), str(args.work / f"{n}" / f"all.{kind}")], cwd)}
                 result[f"export_{kind}"].append(row)
                 print(f"export {kind} {n} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB", flush=True)
-    history = write_history(templates_, env, args.runs, args.history_cells, args.work / "history")
-    for name, extra in (("check", []), ("steps", []), ("report", ["-o", str(args.work / "trends.html")])):
-        row = timed([*bench, "history", name, str(history), *extra], cwd)
-        if name == "report":
-            row["page_mib"] = round((args.work / "trends.html").stat().st_size / 2**20, 2)
-        result["history"][name] = {"runs": args.runs, "cells_per_run": args.history_cells, **row}
-        print(f"history {name} {args.runs} runs x {args.history_cells} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB",
-              flush=True)
+    for spec in args.histories.split(","):
+        runs, n_cells = (int(v) for v in spec.lower().split("x"))
+        history = write_history(templates_, env, runs, n_cells, args.work / f"history-{spec}")
+        trends = args.work / f"trends-{spec}.html"
+        for name, extra in (("check", []), ("steps", []), ("report", ["-o", str(trends)])):
+            row = {"runs": runs, "cells_per_run": n_cells, **timed([*bench, "history", name, str(history), *extra], cwd)}
+            if name == "report":
+                row["page_mib"] = round(trends.stat().st_size / 2**20, 2) if trends.exists() else None
+            result["history"].setdefault(spec, {})[name] = row
+            print(f"history {name} {runs} runs x {n_cells} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB "
+                  f"(load {row['load_before']})", flush=True)
     result["growth_exponent"] = {
         f"{name} ({clock})": exponent([(r["cells"], r[clock]) for r in result[name]])
         for name in ("report", "compare", "export_csv", "export_parquet") for clock in ("seconds", "cpu_seconds")
