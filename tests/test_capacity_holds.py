@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from scenario_fakes import scenario_input
+from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), independent of bench's code
 
 from bench import plausibility
 from bench.scenarios import ServerSettings, get_scenario
@@ -91,7 +92,7 @@ def test_a_search_whose_machine_sped_up_between_the_bracket_ends_is_flagged():
         return 1.3 * S if calls["n"] <= 3500 else S
 
     settings = ServerSettings(qps="auto", latency_bound_ms=5 * S * 1000, latency_percentile=0.9, min_requests=300,
-                              min_duration_s=0.0, final_min_duration_s=5.0)
+                              min_duration_s=0.0, final_min_duration_s=5.0, search_start="ceiling")
     m = get_scenario("server").measure(scenario_input(faster_later, server=settings)[0])
     low, high = m.server["capacity_bracket"]
     [signed] = [s for s in m.server["curve"] if s["final"] and s["valid"] and s["target_qps"] == low]
@@ -112,21 +113,6 @@ def test_every_step_records_its_service_time_at_its_most_common_batch_size():
 
 D = 0.143  # the tiny checkpoint's service time on the machine of issue 29, seconds
 BOUND = 10 * D  # a bound of ten service times: M/D/1 capacity at rho 0.88 for p90, 0.77 for p99
-
-
-def md1_wait_cdf(t: float, rate: float, service: float) -> float:
-    """P(wait <= t) in M/D/1 (Erlang's formula), independent of bench's code."""
-    return (1 - rate * service) * sum((rate * (k * service - t)) ** k / math.factorial(k)
-                                      * math.exp(-rate * (k * service - t)) for k in range(int(t // service) + 1))
-
-
-def md1_capacity(service: float, bound: float, percentile: float) -> float:
-    """The highest rate whose time in system (wait + service) meets ``bound`` at ``percentile``."""
-    lo, hi = 0.0, 1.0 / service
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if md1_wait_cdf(bound - service, mid, service) >= percentile else (lo, mid)
-    return lo
 
 
 def p_valid_md1(rho: float, duration_s: float, percentile: float, runs: int = 2000, seed: int = 0) -> float:

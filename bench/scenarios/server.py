@@ -45,7 +45,7 @@ from bench.backends.transformers.pipeline import BatchResult
 from bench.errors import UsageError
 from bench.measure import summarize
 from bench.prefetch import ScheduledPreparer
-from bench.scenarios import capacity
+from bench.scenarios import capacity, predict
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,
@@ -344,12 +344,38 @@ def _workers(settings: ServerSettings, run: ScenarioInput, warmed: Sequence[Batc
     return prep_workers(settings, run.batch_size, prepare_ms, batch_ms - prepare_ms * run.batch_size)
 
 
-def offline_images_per_s(run: ScenarioInput, batches: int) -> float:
+def offline_images_per_s(run: ScenarioInput, batches: int) -> tuple[float, list[BatchResult]]:
     """A quick closed-loop throughput at the cell's batch size: the ceiling of the capacity search
-    (prefetching as the cell does: then images / wall time, since batches overlap)."""
+    (prefetching as the cell does: then images / wall time, since batches overlap), and its batches."""
     results, seconds = run_batches(run.pipeline, run.batches(run.samples, run.batch_size), batches,
                                    prefetch=run.prefetch, now=run.timer.now)
-    return sum(len(r.samples) for r in results) / seconds
+    return sum(len(r.samples) for r in results) / seconds, results
+
+
+def batch_service_ms(result: BatchResult, prefetch: bool) -> float:
+    """What a batch costs the server's model: its wall time, less its preparation when requests are
+    prepared at their arrival (prefetch) rather than at dispatch."""
+    return result.batch_ms - (result.stages_ms["preprocess"] * len(result.samples) if prefetch else 0.0)
+
+
+def predicted_start(run: ScenarioInput, measured: Sequence[BatchResult],
+                    batches: int) -> tuple[predict.Prediction | None, str]:
+    """The capacity predicted from the cell's own batches (the ceiling's, after the warm-up, at the cell's
+    batch size, plus ``batches`` batches of one after one more to warm that size up, when the cell's is
+    larger: partial batches are common at light load), and where the search starts: "predicted" or, without
+    a predicted rate that meets the bound or at which a run can be as long as its percentile needs, "ceiling"."""
+    settings = run.server
+    assert settings is not None and settings.latency_bound_ms is not None
+    times = {run.batch_size: [batch_service_ms(r, run.prefetch) for r in measured]}
+    if run.batch_size > 1:
+        ones, _ = run_batches(run.pipeline, run.batches(run.samples, 1), batches + 1, prefetch=False,
+                              now=run.timer.now)
+        times[1] = [batch_service_ms(r, run.prefetch) for r in ones[1:]]
+    prediction = predict.predict_capacity(times, bound_ms=settings.latency_bound_ms,
+                                          percentile=settings.latency_percentile, max_batch=run.batch_size,
+                                          max_queue_delay_ms=settings.max_queue_delay_ms, seed=settings.seed)
+    usable = prediction.qps is not None and run_size(prediction.qps, settings, len(run.samples))[1] is None
+    return prediction, "predicted" if usable else "ceiling"
 
 
 def _service_unstable(results: Sequence[BatchResult], cv_threshold: float) -> bool:
@@ -407,8 +433,15 @@ class Server:
         bracket = None
         if settings.qps == "auto":
             probe_batches = max(2, min(policy.min_iterations, 5))
-            ceiling = offline_images_per_s(run, probe_batches)  # before the trackers start, like the warm-up
-            run.note(f"capacity search from {ceiling:.4g} QPS (offline throughput at batch {run.batch_size})")
+            began = run.timer.now()
+            ceiling, probed = offline_images_per_s(run, probe_batches)  # before the trackers, like the warm-up
+            prediction, start = None, "ceiling"
+            if settings.search_start == "predicted":
+                prediction, start = predicted_start(run, probed, probe_batches)
+            start_qps = prediction.qps if start == "predicted" and prediction is not None else None
+            run.note(f"capacity search from {start_qps or ceiling:.4g} QPS ("
+                     + (f"{predict.Prediction.BASIS}; " if start_qps else "")
+                     + f"offline throughput at batch {run.batch_size}: {ceiling:.4g})")
 
             def step(qps: float, final: bool = False) -> ServerRun:
                 at = dataclasses.replace(run, server=settings.final(qps)) if final else run
@@ -421,7 +454,7 @@ class Server:
 
             with Tracking(run.device, run.energy_idle_s) as tracking:
                 found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps,
-                                        final_at=lambda qps: step(qps, final=True))
+                                        start_qps=start_qps, final_at=lambda qps: step(qps, final=True))
             served = found.steps
             main = found.representative
             curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
@@ -429,7 +462,10 @@ class Server:
                 "ceiling_qps": ceiling, "precision": capacity.PRECISION, "stop": found.stop_reason,
                 "final_min_duration_s": settings.final_min_duration_s,
                 "seed": settings.seed,
-                "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell"}
+                "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell",
+                "start": start, "start_qps": found.steps[0].target_qps, "search_s": run.timer.now() - began,
+                "prediction": None if prediction is None else {**dataclasses.asdict(prediction),
+                                                               "basis": predict.Prediction.BASIS}}
             signed = any(s["final"] and s["valid"] for s in curve)  # the valid end is then a final run
             ends = [next((s for s in curve if s["target_qps"] == bracket[0] and s["valid"]
                           and (s["final"] or not signed)), None),
