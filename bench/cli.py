@@ -3,8 +3,10 @@ layer over the modules that do the work); here the parser they hang on, the exit
 
 Exit codes: 0 all good; 1 a regression (compare, history check) or at least one failed cell (run); 2 bad
 usage or bad input, with one line naming the offending value and what is accepted; 3 an unexpected error
-(a bug), with one line and the path of a file holding the full traceback. A crash is never exit 1, which
-`compare` and `history check` reserve for a regression.
+(a bug), with one line and the path of a file holding the full traceback (or saying why none could be
+written); 130 and 143 Ctrl-C and SIGTERM, with the command's advice. A crash is never exit 1, which
+`compare` and `history check` reserve for a regression, and a lost stdout (a closed pipe, a full disk)
+changes no exit code.
 """
 
 from __future__ import annotations
