@@ -97,6 +97,8 @@ BOUNDS: dict[str, Bound] = {
     "latency_percentile": Bound(0, 0.999999, integer=False, low_open=True),
     "confidence": Bound(0, 0.999999, integer=False, low_open=True),
     "accuracy_floor": Bound(0, 1_000_000, integer=False),
+    "max_utilisation": Bound(0, 1, integer=False, low_open=True),
+    "quality_gate": Bound(0, 1, integer=False, low_open=True),
     "min_duration_s": Bound(0, 86_400, integer=False),
     "max_duration_s": Bound(0, 86_400, integer=False),
     "min_requests": Bound(1, 10_000_000),
