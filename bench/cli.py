@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from bench.commands import COMMANDS
 from bench.errors import PROG, UsageError
+from bench.paths import temp_file
 
 
 def _quiet_libraries() -> None:
@@ -91,10 +91,10 @@ def _one_line(text: str, limit: int = 500) -> str:
 def _write_traceback(argv: list[str] | None) -> Path:
     """The current exception's full traceback in a file of its own (the terminal gets one line)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    fd, name = tempfile.mkstemp(prefix=f"{PROG}-crash-{stamp}-", suffix=".txt")
+    fd, path = temp_file(f"{PROG}-crash-{stamp}-", ".txt")
     with os.fdopen(fd, "w") as fh:
         fh.write(f"{PROG} {' '.join(sys.argv[1:] if argv is None else argv)}\n\n{traceback.format_exc()}")
-    return Path(name)
+    return path
 
 
 @contextlib.contextmanager

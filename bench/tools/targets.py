@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
+from bench.paths import write_output
 from bench.scenarios import traits_of
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
@@ -192,7 +193,7 @@ def evaluate_run(
     perf_path = perf_path or run_dir / PERF_FILE
     perf = json.loads(perf_path.read_text()) if perf_path.exists() else None
     results = evaluate(records, perf)
-    (run_dir / TARGETS_FILE).write_text(json.dumps(
+    write_output(run_dir / TARGETS_FILE, json.dumps(
         {"work": {"task": TASK, "num_beams": NUM_BEAMS, "max_new_tokens": NEW_TOKENS, "weights": "random"},
          "targets": results}, indent=2))
     return results
