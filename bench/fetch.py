@@ -410,9 +410,11 @@ def _download_checked(
     """The verified download of one file and its sha256; resumes a ``.part`` file, deletes a corrupt one."""
     final, digest_file = folder / spec.name, folder / (spec.name + ".sha256")
     if os.path.lexists(final):  # verified where it is read (_sha256, link_or_copy): a link is never taken in
-        if not os.path.lexists(digest_file):
-            write_atomic(digest_file, _sha256(final), what="download digest")
-        return final, read_text(digest_file, "download digest").strip()
+        digest = read_text(digest_file, "download digest", "replace").strip() if os.path.lexists(digest_file) else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):  # absent or damaged: computed again from the download
+            digest = _sha256(final)
+            write_atomic(digest_file, digest, what="download digest")
+        return final, digest
     part = folder / (spec.name + ".part")
     log(f"{dataset}: downloading {spec.url}")
     _download(dataset, spec, part)

@@ -398,18 +398,24 @@ def confined(root: str | os.PathLike, name: str, what: str) -> Path:
 
 
 def remove_tree(path: str | os.PathLike, root: str | os.PathLike, what: str) -> None:
-    """Delete the folder ``path`` inside ``root`` (never a link: ``rmtree`` refuses one, so do we)."""
+    """Delete the folder ``path`` inside ``root``; a link there is refused, a file or FIFO there (a stale entry
+    of the tool's own folder) is removed as a name."""
     path = Path(path)
     _kind(what)
     if path.is_symlink():
         raise refuse_link_error(path, what)
     inside(root, path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path, what)
+    if not path.is_dir():
+        remove_file(path, what)
+        return
     shutil.rmtree(path)
 
 
 def remove_file(path: str | os.PathLike, what: str) -> None:
-    """Delete the name ``path`` (a link's name, never its target)."""
+    """Delete the name ``path`` (a link's name, never its target); a directory there is refused."""
     _kind(what)
+    if Path(path).is_dir() and not Path(path).is_symlink():
+        raise UsageError(f"{what} {path} is a directory; accepted: a regular file (remove the directory)")
     with suppress(FileNotFoundError):
         os.unlink(path)
 

@@ -445,7 +445,7 @@ def _examples(out: Path, dataset: str, samples, answers: dict[int, Any], texts: 
     for sample in samples:
         name = f"{slug}/{sample.image_id:06d}.png"
         path = out / "examples" / name
-        if not path.exists():
+        if not path.is_file() or path.is_symlink():  # a link, a FIFO, a folder: refused by the door, never used
             inside(out, f"examples/{name}", "example image")  # a link in examples/ never leads a write outside
             make_dir(folder, "example image")
             png = io.BytesIO()

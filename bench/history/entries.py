@@ -30,7 +30,7 @@ from bench import store
 from bench.errors import UsageError
 from bench.inputs import conforms
 from bench.numbers import is_finite
-from bench.paths import inside, write_atomic
+from bench.paths import inside, read_text, write_atomic
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -226,7 +226,7 @@ def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
 
 def read_pytest_benchmark(path: Path) -> Source:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "input"))
         machine_info, benchmarks = data["machine_info"], data["benchmarks"]
         if not isinstance(benchmarks, list) or not benchmarks:
             raise ValueError("no benchmarks")
@@ -357,7 +357,7 @@ def add(
         if (found := _readable(existing)) is not None and found.run_id == entry.run_id:
             return found, False
     path = inside(history, entry.file_name(), "history entry")
-    write_atomic(path, entry.to_json())
+    write_atomic(path, entry.to_json(), what="history entry")
     entry.path = path
     return entry, True
 
@@ -367,7 +367,7 @@ ACCEPTED_HISTORY = "a directory of run-*.json files written by `florence2-bench 
 
 def _read_entry(path: Path) -> Entry:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "history entry"))
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"format {found!r}, not {FORMAT!r}")
