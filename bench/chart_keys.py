@@ -100,8 +100,15 @@ def short_labels(parts: dict[Hashable, Parts], limit: int = MAX_LABEL) -> dict[H
     def label(k: Hashable) -> str:
         return " ".join(text(k, a) for a in shown[k])
 
+    projections: dict[tuple[str, ...], Counter] = {}
+
     def tells_apart(k: Hashable, kept: list[str]) -> bool:
-        return all(any(values[o].get(a) != values[k][a] for a in kept) for o in keys if o != k)
+        # unique when no other key projects onto the same values: each projection is counted once, over
+        # all keys, and reused by every key that asks about the same axes (linear, not key by key)
+        axes_kept = tuple(kept)
+        if axes_kept not in projections:
+            projections[axes_kept] = Counter(tuple(values[o].get(a) for a in axes_kept) for o in keys)
+        return projections[axes_kept][tuple(values[k][a] for a in axes_kept)] == 1
 
     for k in keys:
         for axis in sorted(shown[k], key=_rank, reverse=True):

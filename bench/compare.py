@@ -6,7 +6,9 @@ How a verdict is reached (docs/regression.md has the long form):
 - latency p50 / p90: a seeded percentile bootstrap of the ratio current/baseline of the two runs'
   medians (p90s), resampling the raw ``samples_ms`` of each run independently. The verdict is
   "regressed" only when the *whole* confidence interval lies beyond the threshold (``ci_low > 1 + t``)
-  and "improved" only when it lies wholly on the good side (``ci_high < 1 - t``). The threshold is an
+  and "improved" only when it lies wholly on the good side (``ci_high < 1 - t``); "unchanged" only when it
+  lies wholly within ``1 +- t``, and "inconclusive" when it reaches past the threshold without lying
+  wholly beyond it (the run cannot rule out a change that size: never folded into "unchanged"). The threshold is an
   equivalence margin, not a significance level: a run-to-run drift smaller than ``t`` (another user's
   job, turbo clocks, page cache) fails the gate at most 5% of the time (a drift just under ``t``), far
   less for smaller drifts, and ever less as samples grow; a shift well beyond ``t`` is flagged once
@@ -64,8 +66,8 @@ FAILED_STATUSES = ("oom", "error")
 MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_bytes")
 """Which peak to compare: the device's own when measured, else the process RSS (CPU runs)."""
 
-VERDICTS = ("regressed", "improved", "unchanged", "not-comparable")
-JUDGED = VERDICTS[:3]  # the verdicts that judge something
+VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "not-comparable")
+JUDGED = VERDICTS[:4]  # the verdicts that judge something (an inconclusive row is judged: it says the run cannot tell)
 COLUMNS = (
     "cell",
     "metric",
@@ -328,12 +330,38 @@ class Comparison:
         """At least one verdict: a metric compared, or a cell that was ok and now fails."""
         return bool(self.newly_failed) or any(row.verdict in JUDGED for row in self.rows)
 
+    @property
+    def inconclusive(self) -> list[Row]:
+        """The rows whose figures cannot rule out a change beyond the threshold (neither regressed nor unchanged)."""
+        return [row for row in self.rows if row.verdict == "inconclusive"]
+
+    @property
+    def state(self) -> str:
+        """What the headline says, and the colour pages give it: "not-comparable", "not-judged", "regressed",
+        "inconclusive" (nothing regressed, but some row cannot tell) or "ok"."""
+        if self.nothing_comparable:
+            return "not-comparable"
+        if not self.judged:
+            return "not-judged"
+        if self.regressed:
+            return "regressed"
+        return "inconclusive" if self.inconclusive else "ok"
+
     def nothing_judged(self) -> str:
         """One line saying why no verdict was reached (a verdict over nothing is exit 2, never OK)."""
         reasons = list(dict.fromkeys(f"{row.label}: {row.note}" for row in self.rows if row.note))
-        shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        shown = listed(reasons)
         return (f"nothing judged: {len(self.rows)} row(s), none with a verdict" + (f" ({shown})" if shown else "")
                 + "; accepted: runs with at least one ok cell in common")
+
+    def inconclusive_line(self) -> str:
+        """One line for ``--fail-on-inconclusive`` (exit 2): the rows that could not tell, and what passes."""
+        rows = [f"{row.label} {row.metric} {row.change_text()}" for row in self.inconclusive]
+        return (
+            f"inconclusive (--fail-on-inconclusive): {len(rows)} row(s) whose figures cannot rule out a change "
+            f"beyond the threshold ({listed(rows)}); accepted: figures that settle every verdict (more samples "
+            "per cell, a quieter machine), or no --fail-on-inconclusive"
+        )
 
     def counts(self) -> dict[str, int]:
         counted = Counter(row.verdict for row in self.rows)
@@ -355,7 +383,7 @@ class Comparison:
             return f"NOT JUDGED: {self.nothing_judged()}"
         counts = ", ".join(f"{n} {verdict}" for verdict, n in self.counts().items())
         failed = f", {len(self.newly_failed)} newly failed cell(s)" if self.newly_failed else ""
-        return f"{'REGRESSED' if self.regressed else 'OK'}: {counts}{failed}"
+        return f"{self.state.upper()}: {counts}{failed}"
 
     def method_text(self) -> str:
         return (
@@ -457,6 +485,22 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
+def listed(items: list[str], n: int = 3) -> str:
+    """The first ``n`` items joined, and how many more there are (one-line messages stay one line)."""
+    return "; ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def exit_code(result: Comparison, fail_on_inconclusive: bool = False) -> int:
+    """1 for a regression (it wins over anything inconclusive); 0 otherwise, except that with
+    ``fail_on_inconclusive`` an inconclusive row is no pass: UsageError (exit 2), the code of a verdict
+    over nothing, because 1 would claim a regression the figures do not show."""
+    if result.regressed:
+        return 1
+    if fail_on_inconclusive and result.inconclusive:
+        raise UsageError(result.inconclusive_line())
+    return 0
+
+
 def _md(text: str) -> str:
     """Text shown as typed in a markdown table cell: labels come from records, which are untrusted."""
     text = " ".join(str(text).split())  # a newline would end the table row
@@ -476,35 +520,64 @@ def _md_code(text: str) -> str:
 # Statistics
 
 
-def bootstrap_ratio(
-    baseline: np.ndarray,
-    current: np.ndarray,
+BOOT_ELEMENTS = 2_000_000
+"""Resampled values drawn per call: bounds the memory of one cell's draw and of one batch of cells."""
+
+
+def _draw(n_base: int, n_cur: int, rng: np.random.Generator, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """One cell's resample indices, drawn from its own generator in chunks of ``BOOT_ELEMENTS`` (the
+    stream a verdict was always drawn from: it depends on the cell alone, never on the other cells)."""
+    chunk = max(1, BOOT_ELEMENTS // max(n_base, n_cur))
+    b, c = [], []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        b.append(rng.integers(0, n_base, (size, n_base)))
+        c.append(rng.integers(0, n_cur, (size, n_cur)))
+    return np.concatenate(b), np.concatenate(c)
+
+
+def bootstrap_ratios(
+    pairs: list[tuple[np.ndarray, np.ndarray, np.random.Generator]],
     quantiles: tuple[float, ...],
-    rng: np.random.Generator,
     n_boot: int,
     level: float = CI_LEVEL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point ratio and percentile interval of quantile(current)/quantile(baseline), per quantile.
+    """Point ratio and percentile interval of quantile(current)/quantile(baseline), per cell and quantile
+    (arrays of shape (cells, quantiles)), for (baseline samples, current samples, the cell's generator)
+    pairs.
 
     Both runs are resampled independently with replacement (they are independent runs); the same
-    resample serves all quantiles. Work is chunked so memory stays bounded for long runs.
+    resample serves all quantiles. Each cell draws its indices from its own generator; the quantiles of
+    every cell with the same sample counts are then taken in one numpy call per batch (at most
+    ``BOOT_ELEMENTS`` values per run), not one per cell, so thousands of cells cost a few calls.
     """
-    point = np.quantile(current, quantiles) / np.quantile(baseline, quantiles)
-    chunk = max(1, 2_000_000 // max(len(baseline), len(current)))
-    ratios = []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        b = baseline[rng.integers(0, len(baseline), (size, len(baseline)))]
-        c = current[rng.integers(0, len(current), (size, len(current)))]
-        ratios.append(np.quantile(c, quantiles, axis=1) / np.quantile(b, quantiles, axis=1))
-    boot = np.concatenate(ratios, axis=1)
+    q = np.asarray(quantiles, dtype=float)
     alpha = (1 - level) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha], axis=1)
+    point = np.empty((len(pairs), len(q)))
+    low, high = np.empty_like(point), np.empty_like(point)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (b, c, _) in enumerate(pairs):
+        groups.setdefault((len(b), len(c)), []).append(i)
+    for (n_base, n_cur), members in groups.items():
+        per_batch = max(1, BOOT_ELEMENTS // (n_boot * max(n_base, n_cur)))
+        for start in range(0, len(members), per_batch):
+            batch = members[start : start + per_batch]
+            drawn = [_draw(n_base, n_cur, pairs[i][2], n_boot) for i in batch]
+            base = np.stack([pairs[i][0] for i in batch])
+            cur = np.stack([pairs[i][1] for i in batch])
+            point[batch] = (np.quantile(cur, q, axis=1) / np.quantile(base, q, axis=1)).T
+            b = np.take_along_axis(base[:, None, :], np.stack([d[0] for d in drawn]), axis=2)
+            c = np.take_along_axis(cur[:, None, :], np.stack([d[1] for d in drawn]), axis=2)
+            ratios = np.quantile(c, q, axis=2) / np.quantile(b, q, axis=2)  # (quantiles, cells, n_boot)
+            low[batch], high[batch] = (np.quantile(ratios, [alpha, 1 - alpha], axis=2)).transpose(0, 2, 1)
     return point, low, high
 
 
 def classify(spec: MetricSpec, value: float, low: float | None, high: float | None, threshold: float) -> str:
-    """Verdict from the interval (or the single value) against the threshold, in the metric's direction."""
+    """Verdict from the interval (or the single value) against the threshold, in the metric's direction:
+    "inconclusive" when the interval is neither wholly beyond the threshold nor wholly within it (a single
+    value is never inconclusive; an ``off`` threshold, infinite, never is either)."""
+    interval = low is not None and high is not None
     low = value if low is None else low
     high = value if high is None else high
     if spec.higher_is_better is None:
@@ -517,7 +590,10 @@ def classify(spec: MetricSpec, value: float, low: float | None, high: float | No
         worse, better = high < 1 - threshold, low > 1 + threshold
     else:
         worse, better = low > 1 + threshold, high < 1 - threshold
-    return "regressed" if worse else "improved" if better else "unchanged"
+    if worse or better:
+        return "regressed" if worse else "improved"
+    within = (threshold, -threshold) if spec.kind == "delta" else (1 - threshold, 1 + threshold)
+    return "inconclusive" if interval and (low < within[0] or high > within[1]) else "unchanged"
 
 
 def samples_of(record: dict[str, Any]) -> np.ndarray:
@@ -607,21 +683,22 @@ def _latency_rows(
     base: dict[str, Any],
     cur: dict[str, Any],
     thresholds: dict[str, float],
-    rng,
-    n_boot: int,
+    estimate: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> list[Row]:
-    """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples."""
+    """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples
+    (``estimate``: ``bootstrap_ratios``' point, low and high of this cell; None when the samples are too
+    few, see ``LATENCY_QUANTILES``)."""
     metrics = ("latency_p50", "latency_p90", "throughput")
     closed_loop = _closed_loop(base) and _closed_loop(cur)  # else queueing: throughput is not 1 / latency
     b, c = samples_of(base), samples_of(cur)
     unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
-    if min(len(b), len(c)) < MIN_BOOTSTRAP_SAMPLES:
+    if estimate is None:
         note = _join(f"too few samples for an interval (n={len(b)}/{len(c)})", unstable)
         return [
             _single(row, m, point_value(base, m), point_value(cur, m), threshold_for(m, thresholds), note)
             for m in metrics
         ]
-    point, low, high = bootstrap_ratio(b, c, (0.5, 0.9), rng, n_boot)
+    point, low, high = estimate
     # throughput at the median latency: the p50 ratio inverted, interval bounds swapped
     estimates = {
         "latency_p50": (point[0], low[0], high[0]),
@@ -638,9 +715,9 @@ def _latency_rows(
         if metric == "latency_p90" and unstable and verdict in ("regressed", "improved"):
             # An unstable run's tail is the machine's noise (bursts of foreign load hit a few samples,
             # which iid resampling cannot see); its p90 supports no verdict. The median still gates.
-            verdict, tail_noise = "unchanged", "p90 not gated: its tail is noise in an unstable run"
-        # "unchanged" but the interval reaches past a threshold: this run cannot rule out a change that size
-        wide = verdict == "unchanged" and (lo < 1 - threshold or hi > 1 + threshold)
+            verdict, tail_noise = "inconclusive", "p90 not gated: its tail is noise in an unstable run"
+        # the interval reaches past a threshold: this run cannot rule out a change that size
+        wide = verdict == "inconclusive" and not tail_noise
         rows.append(
             Row(
                 **row,
@@ -655,7 +732,8 @@ def _latency_rows(
                 verdict=verdict,
                 threshold=threshold,
                 note=_join(
-                    f"n={len(b)}/{len(c)}", "inconclusive: more samples needed" if wide else "", unstable,
+                    f"n={len(b)}/{len(c)}", "interval reaches past the threshold: more samples needed" if wide else "",
+                    unstable,
                     tail_noise,
                 ),
             )
@@ -690,9 +768,14 @@ def unmeasured_accuracy(base: dict[str, Any], cur: dict[str, Any]) -> str | None
 
 
 def compare_records(
-    base: dict[str, Any], cur: dict[str, Any], label: str, thresholds: dict[str, float], rng, n_boot: int
+    base: dict[str, Any],
+    cur: dict[str, Any],
+    label: str,
+    thresholds: dict[str, float],
+    estimate: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> list[Row]:
-    """All rows of one matched cell (``thresholds`` already resolved, see ``compare_dirs``)."""
+    """All rows of one matched cell (``thresholds`` already resolved and ``estimate`` bootstrapped, see
+    ``compare_dirs``)."""
     row = {"cell_id": base["cell_id"], "label": label}
     statuses = base.get("status", "ok"), cur.get("status", "ok")
     metrics = ["latency_p50", "latency_p90", "throughput", "peak_memory", *accuracy_metrics(base, cur)]
@@ -718,7 +801,7 @@ def compare_records(
             )
             for m in metrics
         ]
-    rows = _latency_rows(row, base, cur, thresholds, rng, n_boot)
+    rows = _latency_rows(row, base, cur, thresholds, estimate)
     key = _memory_key(base, cur)
     memory = [_memory(r, key) if key else None for r in (base, cur)]
     rows.append(
@@ -820,6 +903,27 @@ def _env_warnings(baseline: Path, current: Path) -> list[str]:
     return differences(store.read_env(baseline), store.read_env(current))
 
 
+LATENCY_QUANTILES = (0.5, 0.9)
+"""The sample quantiles one bootstrap of a cell judges: latency p50 (and throughput from it) and p90."""
+
+
+def _estimates(
+    matched: list[tuple[str, dict[str, Any], dict[str, Any]]], seed: int, n_boot: int
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The bootstrap of every matched cell both of whose runs are ok with enough samples, in one
+    ``bootstrap_ratios`` call; each cell's generator is seeded from ``seed`` and its id alone."""
+    pairs, ids = [], []
+    for cell_id, base, cur in matched:
+        if (base.get("status", "ok"), cur.get("status", "ok")) != ("ok", "ok"):
+            continue
+        b, c = samples_of(base), samples_of(cur)
+        if min(len(b), len(c)) >= MIN_BOOTSTRAP_SAMPLES:
+            pairs.append((b, c, np.random.default_rng([seed, zlib.crc32(cell_id.encode())])))
+            ids.append(cell_id)
+    point, low, high = bootstrap_ratios(pairs, LATENCY_QUANTILES, n_boot)
+    return {cell_id: (point[i], low[i], high[i]) for i, cell_id in enumerate(ids)}
+
+
 def compare_dirs(
     baseline: Path,
     current: Path,
@@ -845,20 +949,17 @@ def compare_dirs(
         )
     resolved = resolve_thresholds(thresholds)
     labels = cell_labels({**cur_records, **base_records}.values())
+    matched = [(cell_id, base, cur_records[cell_id]) for cell_id, base in base_records.items() if cell_id in cur_records]
+    estimates = _estimates(matched, seed, n_boot)
     rows: list[Row] = []
     newly_failed, accuracy_skipped = [], []
-    for cell_id, base in base_records.items():
-        cur = cur_records.get(cell_id)
-        if cur is None:
-            continue
+    for cell_id, base, cur in matched:
         if (why := unmeasured_accuracy(base, cur)) is not None:
             accuracy_skipped.append(f"{labels[cell_id]}: {why}")
-        rng = np.random.default_rng([seed, zlib.crc32(cell_id.encode())])
-        rows += compare_records(base, cur, labels[cell_id], resolved, rng, n_boot)
+        rows += compare_records(base, cur, labels[cell_id], resolved, estimates.get(cell_id))
         if base.get("status", "ok") == "ok" and cur.get("status") in FAILED_STATUSES:
             newly_failed.append(f"{labels[cell_id]}: {cur.get('status')}: {cur.get('error') or 'no message'}")
     env_warnings = _env_warnings(Path(baseline), Path(current))
-    matched = any(cell_id in cur_records for cell_id in base_records)
     return Comparison(
         rows=rows,
         unmatched_baseline=[labels[c] for c in base_records if c not in cur_records],
@@ -874,11 +975,16 @@ def compare_dirs(
 
 
 def run_compare(
-    baseline: Path, current: Path, fail_on: str | None = None, markdown: Path | None = None
+    baseline: Path,
+    current: Path,
+    fail_on: str | None = None,
+    markdown: Path | None = None,
+    fail_on_inconclusive: bool = False,
 ) -> int:
     """The ``compare`` command: print the table, write markdown if asked, return the exit code (1 = regressed).
 
-    No matched cell is bad input, not a pass: the markdown (if asked) says so, then UsageError (exit 2)."""
+    No matched cell is bad input, not a pass: the markdown (if asked) says so, then UsageError (exit 2);
+    so is an inconclusive row under ``fail_on_inconclusive`` (``exit_code``)."""
     thresholds = parse_fail_on(fail_on) if fail_on else None
     comparison = compare_dirs(Path(baseline), Path(current), thresholds)
     if markdown is not None:
@@ -888,4 +994,4 @@ def run_compare(
     print(comparison.to_table(), end="")
     if not comparison.judged:  # every matched cell skipped or unmeasured: the table lists why, then exit 2
         raise UsageError(comparison.nothing_judged())
-    return 1 if comparison.regressed else 0
+    return exit_code(comparison, fail_on_inconclusive)

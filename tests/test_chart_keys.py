@@ -8,11 +8,12 @@ import itertools
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from bench import report
+from bench import chart_keys, report
 from bench.chart_keys import MAX_LABEL, run_short_names, short_labels
 from bench.page import BASE_COLORS, FLAG_COLOR, MIN_COLOR_DISTANCE, Palette, color_distance
 
@@ -160,3 +161,57 @@ def test_random_weight_examples_are_collapsed_with_a_one_line_note(tmp_path):
     assert '<details id="examples-noise" class="noise">' in section
     assert "outputs are noise" in section[: section.index("</summary>")]
     assert '<details id="examples-noise"' not in pages["failed"]  # pretrained outputs stay open
+
+
+def _labels_key_by_key(parts: dict, limit: int = MAX_LABEL) -> dict:
+    """The labels as short_labels made them before it counted projections: every key compared with every
+    other (quadratic), kept here as the oracle the one-pass labels must equal."""
+    keys = list(parts)
+    runs = run_short_names(text for k in keys for axis, text in parts[k] if axis == "run")
+    values = {k: dict(parts[k]) for k in keys}
+    axes = list(dict.fromkeys(axis for k in keys for axis, _ in parts[k]))
+    telling = [a for a in axes if len({values[k].get(a) for k in keys}) > 1]
+    shown = {k: [a for a in telling if a in values[k]] for k in keys}
+
+    def label(k):
+        return " ".join(runs.get(values[k][a], values[k][a]) if a == "run" else chart_keys._abbreviate(values[k][a])
+                        for a in shown[k])
+
+    for k in keys:
+        for axis in sorted(shown[k], key=chart_keys._rank, reverse=True):
+            if len(label(k)) <= limit:
+                break
+            kept = [a for a in shown[k] if a != axis]
+            if kept and all(any(values[o].get(a) != values[k][a] for a in kept) for o in keys if o != k):
+                shown[k] = kept
+    out = {k: label(k) or "all cells" for k in keys}
+    counted = Counter(out.values())
+    for n, k in enumerate(keys, 1):
+        if len(out[k]) > limit or counted[out[k]] > 1:
+            out[k] = out[k][: limit - len(f"…#{n}")].rstrip() + f"…#{n}"
+    return out
+
+
+def test_one_pass_labels_equal_the_key_by_key_labels():
+    import random
+
+    rng = random.Random(7)
+    choices = {"run": ["gpu-nvidia-h200", "gpu-nvidia-h200-graphs", "smoke-cpu"], "task": ["<CAPTION>", "<OD>"],
+               "variant": ["base", "large", "base-ft"], "dtype": ["fp32", "fp16", "bf16"],
+               "batch_size": ["bs1", "bs8", "bs32", "bs128"], "scenario": ["offline", "single-stream", "server"],
+               "settings.compile_vision": ["compile_vision=True", "compile_vision=False"],
+               "settings.preprocess": ["preprocess=device", "preprocess=host"]}
+    for trial in range(40):
+        parts = {}
+        for n in range(rng.randint(1, 60)):
+            axes = [a for a in choices if a in ("run", "task") or rng.random() < 0.8]
+            parts[n] = [(a, rng.choice(choices[a])) for a in axes]
+        limit = rng.choice([12, 20, MAX_LABEL])
+        assert short_labels(parts, limit) == _labels_key_by_key(parts, limit), trial
+    # and the report's own labels, on the issue's long settings and the tight cut above
+    words = LONG.split()
+    axes = ["run", "variant", "device", "dtype", "batch_size", "compile", "max_new_tokens", "scenario",
+            "settings.cache", "settings.compile_vision", "settings.prefetch", "settings.preprocess"]
+    a = list(zip(axes, words, strict=True))
+    b = [(axis, text.replace("bs128", "bs1")) for axis, text in a]
+    assert short_labels({"a": a, "b": b}) == _labels_key_by_key({"a": a, "b": b})

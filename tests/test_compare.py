@@ -10,9 +10,13 @@ import pytest
 
 from bench import store
 from bench.compare import (
+    CI_LEVEL,
     DEFAULT_THRESHOLDS,
-    bootstrap_ratio,
+    METRICS,
+    bootstrap_ratios,
+    classify,
     compare_dirs,
+    metric_spec,
     parse_fail_on,
     run_compare,
 )
@@ -129,7 +133,7 @@ def test_stalls_do_not_fail_the_median(tmp_path):
     base = write_run(tmp_path / "base", [record(t, noisy(rng)) for t in TASKS])
     cur = write_run(tmp_path / "cur", [record(t, stalled()) for t in TASKS])
     comparison = compare_dirs(base, cur)
-    assert verdicts(comparison, "latency_p50") == {"unchanged"}
+    assert verdicts(comparison, "latency_p50") <= {"unchanged", "inconclusive"}
 
 
 def test_an_unstable_runs_tail_does_not_gate_but_its_median_does(tmp_path):
@@ -145,12 +149,18 @@ def test_an_unstable_runs_tail_does_not_gate_but_its_median_does(tmp_path):
     cur = write_run(tmp_path / "cur", [record(t, burst(), unstable=True) for t in TASKS])
     comparison = compare_dirs(base, cur)
     assert not comparison.regressed
-    assert verdicts(comparison, "latency_p90") == {"unchanged"}
+    assert verdicts(comparison, "latency_p90") == {"inconclusive"}  # no verdict, never "unchanged"
     assert any("p90 not gated" in row.note for row in comparison.rows if row.metric == "latency_p90")
     stable = write_run(tmp_path / "stable", [record(t, burst()) for t in TASKS])
     assert "regressed" in verdicts(compare_dirs(base, stable), "latency_p90")  # the same tail, stable: gated
     slow = write_run(tmp_path / "slow", [record(t, burst(1.25), unstable=True) for t in TASKS])
     assert verdicts(compare_dirs(base, slow), "latency_p50") == {"regressed"}
+
+
+def bootstrap_ratio(baseline, current, quantiles, rng, n_boot):
+    """One cell's bootstrap: point ratio, low and high per quantile."""
+    point, low, high = bootstrap_ratios([(baseline, current, rng)], quantiles, n_boot)
+    return point[0], low[0], high[0]
 
 
 def test_bootstrap_known_answers():
@@ -164,6 +174,35 @@ def test_bootstrap_known_answers():
     for point, low, high in (narrow, wide):
         assert low[0] <= point[0] <= high[0]
     assert narrow[2][0] - narrow[1][0] < wide[2][0] - wide[1][0]
+
+
+def _bootstrap_cell_by_cell(baseline, current, quantiles, rng, n_boot, level=CI_LEVEL):
+    """The bootstrap as compare ran it before it was vectorised: one cell, its resamples in chunks of
+    2,000,000 values, numpy quantiles per chunk (the oracle the vectorised one must equal)."""
+    point = np.quantile(current, quantiles) / np.quantile(baseline, quantiles)
+    chunk = max(1, 2_000_000 // max(len(baseline), len(current)))
+    ratios = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        b = baseline[rng.integers(0, len(baseline), (size, len(baseline)))]
+        c = current[rng.integers(0, len(current), (size, len(current)))]
+        ratios.append(np.quantile(c, quantiles, axis=1) / np.quantile(b, quantiles, axis=1))
+    low, high = np.quantile(np.concatenate(ratios, axis=1), [(1 - level) / 2, (1 + level) / 2], axis=1)
+    return point, low, high
+
+
+def test_the_vectorised_bootstrap_equals_the_cell_by_cell_one_draw_for_draw():
+    rng = np.random.default_rng(3)
+    sizes = [(3, 3), (3, 3), (5, 3), (3, 3), (2, 40), (5, 3), (1200, 900)]  # groups interleaved; one chunked draw
+    cells = [(noisy(rng, n=nb), noisy(rng, n=nc) * 1.1) for nb, nc in sizes]
+    pairs = [(b, c, np.random.default_rng([9, i])) for i, (b, c) in enumerate(cells)]
+    point, low, high = bootstrap_ratios(pairs, (0.5, 0.9), 2000)
+    for i, (b, c) in enumerate(cells):
+        expected = _bootstrap_cell_by_cell(b, c, (0.5, 0.9), np.random.default_rng([9, i]), 2000)
+        np.testing.assert_array_equal(point[i], expected[0])
+        np.testing.assert_array_equal(low[i], expected[1])
+        np.testing.assert_array_equal(high[i], expected[2])
+    assert (low < point).all() and (point < high).all()
 
 
 def test_seeded_and_independent_of_other_cells(tmp_path):
@@ -316,8 +355,61 @@ def test_too_few_samples_are_inconclusive_not_regressed(tmp_path):
     cur = write_run(tmp_path / "cur", [record("<OD>", noisy(rng, 1.15, n=3))])
     row = next(r for r in compare_dirs(base, cur).rows if r.metric == "latency_p50")
     assert row.method == "bootstrap-median-ratio"
-    assert row.verdict == "unchanged"
-    assert "inconclusive" in row.note
+    assert row.verdict == "inconclusive"
+    assert "more samples needed" in row.note
+
+
+def test_classify_is_inconclusive_only_where_the_interval_straddles_the_threshold():
+    p50, accuracy = METRICS["latency_p50"], metric_spec("accuracy.cider")
+    assert classify(p50, 1.30, 0.95, 1.80, 0.10) == "inconclusive"  # +30%, but -5% cannot be ruled out
+    assert classify(p50, 1.02, 0.98, 1.15, 0.10) == "inconclusive"  # near 0, but +15% cannot be ruled out
+    assert classify(p50, 1.30, 1.15, 1.50, 0.10) == "regressed"
+    assert classify(p50, 0.70, 0.60, 0.85, 0.10) == "improved"
+    assert classify(p50, 1.02, 0.97, 1.08, 0.10) == "unchanged"
+    assert classify(p50, 1.05, None, None, 0.10) == "unchanged"  # a single value has no interval to straddle
+    assert classify(p50, 1.30, 0.95, 1.80, math.inf) == "unchanged"  # latency_p50=off never fails, nor is unsure
+    assert classify(accuracy, -0.5, -1.5, 0.5, -1.0) == "inconclusive"  # in points: a 1.5-point drop not ruled out
+    assert classify(accuracy, -0.2, -0.6, 0.3, -1.0) == "unchanged"
+
+
+def _noisy_30_percent_slower(tmp_path: Path, regressed_too: bool = False) -> tuple[Path, Path]:
+    """One cell measured 5 times on a noisy machine (CV ~25%), the current run 30% slower throughout;
+    with ``regressed_too`` a second cell with 40 samples and a clear 50% slowdown."""
+    base_x = np.array([140.0, 200.0, 260.0, 170.0, 230.0])
+    base, cur = [record("<OD>", base_x)], [record("<OD>", base_x[::-1] * 1.3)]
+    if regressed_too:
+        rng = np.random.default_rng(0)
+        base.append(record("<OCR>", noisy(rng)))
+        cur.append(record("<OCR>", noisy(rng, 1.5)))
+    return write_run(tmp_path / "base", base), write_run(tmp_path / "cur", cur)
+
+
+def test_a_30_percent_slower_run_on_a_noisy_machine_reads_inconclusive_never_ok(tmp_path, capsys):
+    from bench import cli
+
+    base, cur = _noisy_30_percent_slower(tmp_path)
+    comparison = compare_dirs(base, cur)
+    rows = {row.metric: row for row in comparison.rows}
+    assert rows["latency_p50"].ratio == pytest.approx(1.3)
+    assert rows["latency_p50"].verdict == "inconclusive" and rows["latency_p50"].ci_low < 1.1
+    assert comparison.counts()["inconclusive"] >= 2 and comparison.counts()["unchanged"] == 1  # peak memory only
+    assert comparison.state == "inconclusive" and not comparison.regressed
+    assert comparison.summary().startswith("INCONCLUSIVE: 0 regressed, 0 improved, 1 unchanged, ")
+    md = tmp_path / "summary.md"
+    # the documented exit codes: no regression is 0; strict CI makes an inconclusive verdict exit 2, never 1
+    assert cli.main(["compare", str(base), str(cur), "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("INCONCLUSIVE") and " inconclusive " in out
+    assert md.read_text().startswith("### Regression check: INCONCLUSIVE: 0 regressed")
+    assert cli.main(["compare", str(base), str(cur), "--fail-on-inconclusive"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "inconclusive" in err and "latency_p50 +30.0%" in err, err
+    assert "accepted:" in err
+    both = tmp_path / "both"
+    base, cur = _noisy_30_percent_slower(both, regressed_too=True)
+    assert compare_dirs(base, cur).state == "regressed"
+    assert cli.main(["compare", str(base), str(cur), "--fail-on-inconclusive"]) == 1  # a regression wins
+    assert capsys.readouterr().out.startswith("REGRESSED")
 
 
 def test_parse_fail_on_good_specs():

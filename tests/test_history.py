@@ -599,3 +599,92 @@ def test_trend_page_opens_with_the_newest_runs_verdict_and_keeps_one_colour_per_
                 colours.setdefault(t["name"], set()).add(t["line"]["color"])
     assert len(colours) >= 6 and all(len(c) == 1 for c in colours.values())
     assert len({next(iter(c)) for c in colours.values()}) == len(colours)
+
+
+# ------------------------------------------------------------------------------------------ inconclusive
+
+
+def test_a_30_percent_slower_newest_run_on_a_noisy_machine_is_inconclusive_never_unchanged(tmp_path, capsys):
+    """A run-to-run drift of 10% (a noisy machine): +30% is beyond the threshold but within the noise band."""
+    entries = synth.history(20, 0, step_at=19, step=1.3, drift_sd=0.10)
+    result = check(entries)
+    p50 = [r for r in result.rows if r.metric == "latency_p50"]
+    assert p50 and all(r.verdict == "inconclusive" and r.ratio > 1.1 for r in p50)
+    assert all("beyond the threshold but within the noise band" in r.note for r in p50)
+    assert result.state == "inconclusive" and result.summary().startswith("INCONCLUSIVE: 0 regressed")
+    history = synth.write(entries, tmp_path / "h")
+    rc, out, _ = _main(capsys, "history", "check", str(history))
+    assert rc == 0 and out.startswith("INCONCLUSIVE")
+    rc, _, err = _main(capsys, "history", "check", str(history), "--fail-on-inconclusive")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "inconclusive" in err and "accepted:" in err, err
+    rc, _, _ = _main(capsys, "history", "check", str(synth.write(synth.history(20, 1), tmp_path / "q")),
+                     "--fail-on-inconclusive")
+    assert rc == 0  # a quiet history passes the strict gate
+
+
+# ------------------------------------------------------------------------------------------ trend page
+
+
+def _css_background(page: str, selector: str) -> str:
+    """The background colour the page's stylesheet gives ``selector``."""
+    import re
+
+    rules = {name.strip(): colour for names, colour in
+             re.findall(r"([^{}]+)\{[^}]*?background: (#[0-9a-f]{6})", page.split("</style>")[0])
+             for name in names.split(",")}
+    assert selector in rules, selector
+    return rules[selector]
+
+
+def test_trend_page_draws_not_judged_and_inconclusive_in_their_own_colours_never_green(tmp_path):
+    from bench.history.trends import build_trends
+
+    ok = _css_background(build_trends(synth.write(synth.history(12, 1), tmp_path / "q"), tmp_path / "q.html")
+                         .read_text(), ".badge-ok")
+    young = build_trends(synth.write(synth.history(3, 1), tmp_path / "young"), tmp_path / "young.html").read_text()
+    assert 'class="badge badge-not-judged" id="check-verdict">NOT JUDGED: ' in young
+    grey = _css_background(young, ".badge-not-judged")
+    channels = [int(grey[i : i + 2], 16) for i in (1, 3, 5)]
+    assert grey != ok and max(channels) - min(channels) < 40  # neutral: a grey, not the OK green
+    assert "No metric of the newest run moved" not in young  # nothing was judged, so nothing is said to be still
+    noisy = synth.write(synth.history(20, 0, step_at=19, step=1.3, drift_sd=0.10), tmp_path / "noisy")
+    page = build_trends(noisy, tmp_path / "noisy.html").read_text()
+    assert 'class="badge badge-inconclusive" id="check-verdict">INCONCLUSIVE: ' in page
+    assert _css_background(page, ".badge-inconclusive") not in (ok, grey)
+    assert "<li>inconclusive: " in page
+
+
+def test_trend_x_labels_are_unique_commit_and_date_even_for_a_commit_measured_twice(tmp_path):
+    from test_chart_keys import figures
+
+    from bench.history.trends import build_trends, tick_labels
+
+    entries = synth.history(6, 3)
+    entries[3].commit = entries[2].commit  # measured twice the same day
+    entries[5].commit, entries[5].date = entries[4].commit, entries[4].date  # twice in the same minute
+    labels = tick_labels(entries)
+    assert len(set(labels)) == len(labels)
+    assert all(e.commit[:7] in label and e.date[:10] in label for e, label in zip(entries, labels, strict=True))
+    assert labels[0].endswith(entries[0].date[:10])  # the day alone where that is unique
+    page = build_trends(synth.write(entries, tmp_path / "h"), tmp_path / "trends.html").read_text()
+    for _, layout in figures(page):
+        text = layout["xaxis"]["ticktext"]
+        assert len(set(text)) == len(text) == len(entries)
+
+
+def test_trend_y_axis_is_logarithmic_where_values_span_more_than_30x(tmp_path):
+    from test_chart_keys import figures
+
+    from bench.history.trends import build_trends
+    from bench.page import LOG_SPAN
+
+    entries = synth.history(6, 4)
+    for entry in entries:  # one <CAPTION> cell 1000x slower than the other: a GPU next to a CPU
+        for record in entry.records:
+            if record["task"] == "<CAPTION>" and record["variant"] == "base":
+                record["samples_ms"] = [x * 1000 for x in record["samples_ms"]]
+    page = build_trends(synth.write(entries, tmp_path / "h"), tmp_path / "trends.html").read_text()
+    axes = {html.unescape(layout["title"]["text"]): layout["yaxis"].get("type") for _, layout in figures(page)}
+    assert axes["<CAPTION> · latency_p50"] == axes["<CAPTION> · throughput"] == "log"
+    assert axes["<OD> · latency_p50"] == axes["<CAPTION> · peak_memory"] == "linear"
+    assert f"logarithmic where its values span more than {LOG_SPAN:g}×" in page

@@ -370,6 +370,8 @@ def test_regression_section_shows_exactly_what_compare_prints(tmp_path):
     assert "cells only in the baseline" in section.lower()
     # the machines differ: the warning comes before the verdict, as in the terminal output
     assert section.index("CPU cores usable differs") < section.index('id="regression-verdict"')
+    assert '<p class="badge badge-regressed" id="regression-verdict">REGRESSED: ' in section  # its state's colour
+    assert 'class="headline bad" id="regression-headline"' in text
     # placed at the top: in the header and before the first chart, right after the decision
     assert 'id="regression-headline"' in text[: text.index("<main>")]
     assert text.index('<section id="decision"') < text.index('<section id="regression"')

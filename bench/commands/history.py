@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import inputs
+from bench.commands.compare import INCONCLUSIVE_HELP
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     hc.add_argument("history", metavar="DIR")
     hc.add_argument("--fail-on", help=fail_on)
     hc.add_argument("--markdown", help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    hc.add_argument("--fail-on-inconclusive", action="store_true", help=INCONCLUSIVE_HELP)
     hc.add_argument("--baseline-runs", type=int, metavar="K",
                     help="how many previous runs of the class give the baseline median (default 10, at least 3)")
     hst = hs.add_parser("steps", help="list every step over the whole history with the first commit after it")
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return history.run_add(Path(args.source), Path(args.history), args.commit, args.date)
     if args.action == "check":
         markdown = inputs.output_file(args.markdown, "markdown summary") if args.markdown else None
-        return history.run_check(Path(args.history), args.fail_on, markdown, args.baseline_runs)
+        return history.run_check(Path(args.history), args.fail_on, markdown, args.baseline_runs,
+                                 args.fail_on_inconclusive)
     if args.action == "steps":
         return history.run_steps(Path(args.history), args.fail_on)
     return history.run_report(Path(args.history), inputs.output_file(args.output, "trend report"), args.fail_on,

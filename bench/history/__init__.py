@@ -82,9 +82,15 @@ def run_add(source: Path, history: Path, commit: str | None = None, date: str | 
 
 
 def run_check(
-    history: Path, fail_on: str | None = None, markdown: Path | None = None, k: int | None = None
+    history: Path,
+    fail_on: str | None = None,
+    markdown: Path | None = None,
+    k: int | None = None,
+    fail_on_inconclusive: bool = False,
 ) -> int:
-    """Judge the newest run; 1 when a metric regressed beyond threshold and noise, or a cell now fails."""
+    """Judge the newest run; 1 when a metric regressed beyond threshold and noise, or a cell now fails;
+    with ``fail_on_inconclusive``, 2 when nothing regressed but a change beyond the threshold is within
+    the noise band (``compare.exit_code``)."""
     k = K_BASELINE if k is None else k
     if k < MIN_BASELINE:
         raise UsageError(f"--baseline-runs {k}; accepted: an integer >= {MIN_BASELINE}")
@@ -95,7 +101,7 @@ def run_check(
         write_output(markdown, result.to_markdown())
     if not result.judged and not result.building:  # a verdict over nothing is no pass (exit 2)
         raise UsageError(result.nothing_judged() + "; accepted: a newest run with judgeable values")
-    return 1 if result.regressed else 0
+    return compare.exit_code(result, fail_on_inconclusive)
 
 
 def run_steps(history: Path, fail_on: str | None = None) -> int:

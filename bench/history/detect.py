@@ -18,7 +18,9 @@ Noise, as these statistics see it (docs/history.md has the long form and the mea
 
 check: the newest run against the median of the previous ``K`` (10) runs of its class that measured
 the cell: a regression when the change is beyond compare's threshold *and* beyond the noise band
-``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median).
+``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median). A change
+beyond the threshold but within the band is "inconclusive" (the history cannot tell it from noise),
+never "unchanged".
 Where a step is found among the previous runs in any metric of a cell, the latest such step starts the
 baseline of all the cell's metrics (``cell_level_start``, ``CELL_LEVEL_RULE``).
 
@@ -316,8 +318,7 @@ class HistoryCheck(compare.Comparison):
 
     def nothing_judged(self) -> str:
         reasons = self.unjudgeable or self.unmatched_current or ["the newest run has no ok cell"]
-        shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
-        return f"nothing judged in the newest run ({shown})"
+        return f"nothing judged in the newest run ({compare.listed(reasons)})"
 
     def _notes(self) -> list[tuple[str, list[str]]]:
         return [
@@ -339,6 +340,7 @@ class HistoryCheck(compare.Comparison):
             f"{run}each metric against the median of the previous {self.k} runs of this machine class; "
             f"regressed when the change is beyond the threshold and the noise band "
             f"(±{self.z:g} sigma: the larger of the runs' robust spread and their sample noise); "
+            "inconclusive when it is beyond the threshold but within the band; "
             f"{CELL_LEVEL_RULE}"
         )
 
@@ -433,7 +435,8 @@ def _row(
     verdict = compare.classify(spec, change, None, None, threshold)
     note = f"median of {min(k, len(level))} runs" + (f" since the step at {since}" if since else "")
     if verdict in ("regressed", "improved") and abs(dx) <= band:
-        verdict, note = "unchanged", f"{note}; within the noise band"
+        # beyond the threshold, yet no larger than the runs' own noise: the history cannot tell
+        verdict, note = "inconclusive", f"{note}; beyond the threshold but within the noise band"
     elif spec.higher_is_better is None:
         note = f"{note}; direction unknown: not a metric of bench.metrics.METRICS, so no verdict"
     return compare.Row(

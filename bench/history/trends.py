@@ -8,6 +8,7 @@ inlined once, the run report's stylesheet and chart settings (``bench.page``), n
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,14 @@ def _labels(series: list[Series]) -> dict[tuple[str, str], str]:
 
 
 def _verdict(result: HistoryCheck) -> dict[str, Any]:
-    """The newest run's `history check` verdict for the top of the page: its summary line and its
-    regressed (then improved) rows, biggest change first, as the CLI words them."""
+    """The newest run's `history check` verdict for the top of the page: its summary line, its state (which
+    the badge's colour shows: NOT JUDGED and INCONCLUSIVE are never drawn as OK) and its regressed, then
+    improved, then inconclusive rows, biggest change first, as the CLI words them."""
     def size(r: compare.Row) -> float:
         return abs((r.ratio or 1.0) - 1.0) if r.kind == "ratio" else abs(r.ratio or 0.0)
 
-    flagged = sorted((r for r in result.rows if r.verdict in ("regressed", "improved")),
-                     key=lambda r: (r.verdict != "regressed", -size(r)))
+    order = ("regressed", "improved", "inconclusive")
+    flagged = sorted((r for r in result.rows if r.verdict in order), key=lambda r: (order.index(r.verdict), -size(r)))
     lines = [
         f"{r.verdict}: {r.label} {r.metric} {compare.format_change(r.kind, r.ratio)} "
         f"({compare.value_text(r.metric, r.baseline)} -> {compare.value_text(r.metric, r.current)}; {r.note})"
@@ -64,7 +66,7 @@ def _verdict(result: HistoryCheck) -> dict[str, Any]:
     lines += [f"newly failed: {item}" for item in result.newly_failed]
     return {
         "summary": result.summary(),
-        "regressed": result.regressed,
+        "state": result.state,
         "lines": lines,
         "more": max(0, len(flagged) - TOP_LINES),
         "method": result.method_text(),
@@ -82,10 +84,26 @@ def _axis_title(metric: str) -> str:
     return f"{metric} ({'MiB' if unit == 'bytes' else unit})" if unit else metric
 
 
+def tick_labels(entries: list[Entry]) -> list[str]:
+    """One x label per run, never two alike: the commit and the day; the time too where a label would
+    repeat (a commit measured twice that day), and the run's position where even that repeats."""
+    from bench.page import plot_text as _t
+
+    def label(entry: Entry, width: int) -> str:
+        commit = entry.commit[:7] + ("+dirty" if entry.dirty else "")
+        return f"{_t(commit)}<br>{_t(entry.date[:width].replace('T', ' '))}"
+
+    day, minute = [label(e, 10) for e in entries], [label(e, 16) for e in entries]
+    days, minutes = Counter(day), Counter(minute)
+    return [d if days[d] == 1 else m if minutes[m] == 1 else f"{m} #{i}"
+            for i, (d, m) in enumerate(zip(day, minute, strict=True))]
+
+
 def _ticks(entries: list[Entry]) -> dict[str, Any]:
     every = max(1, -(-len(entries) // MAX_TICKS))
     shown = list(range(0, len(entries), every))
-    return {"tickvals": shown, "ticktext": [entries[i].commit[:7] for i in shown], "tickangle": -45}
+    labels = tick_labels(entries)
+    return {"tickvals": shown, "ticktext": [labels[i] for i in shown], "tickangle": -45}
 
 
 def _chart(
@@ -99,15 +117,17 @@ def _chart(
 ) -> Any:
     import plotly.graph_objects as go
 
-    from bench.page import Chart
+    from bench.page import Chart, axis_type
     from bench.page import figure_html as _fig_html
     from bench.page import plot_text as _t
 
     fig = go.Figure()
+    values = []
     for s in series:
         kind = s.kind
         xs = [p.index for p in s.points]
         ys = [_display(metric, unscale(kind, p.x)) for p in s.points]
+        values += ys
         hover = [
             f"{_t(s.label)}<br>{_t(metric)} {_t(compare.value_text(metric, unscale(kind, p.x)))}<br>"
             f"commit {_t(entries[p.index].short)}<br>{_t(entries[p.index].date[:19])}<br>{_t(s.machine.label)}"
@@ -156,7 +176,7 @@ def _chart(
     fig.update_layout(
         title={"text": _t(title), "font": {"size": 14}},
         xaxis={"title": {"text": "run (commit order)"}, **_ticks(entries)},
-        yaxis={"title": {"text": _t(_axis_title(metric))}},
+        yaxis={"title": {"text": _t(_axis_title(metric))}, "type": axis_type(values)},
         hovermode="closest",
     )
     height = 380 + 18 * max(0, len(series) - 6)
@@ -170,7 +190,7 @@ def build_trends(
     import plotly.offline
     from markupsafe import Markup
 
-    from bench.page import Palette
+    from bench.page import LOG_SPAN, Palette
     from bench.page import environment as _environment
 
     entries = load(Path(history))
@@ -214,6 +234,7 @@ def build_trends(
         ],
         "charts": charts,
         "min_segment": MIN_SEGMENT,
+        "log_span": LOG_SPAN,
         "verdict": _verdict(check(entries, thresholds)),
         "steps_method": steps_method_text(),
         "cell_level_rule": CELL_LEVEL_RULE,

@@ -40,7 +40,14 @@ from bench.backends.transformers.pipeline import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
 from bench.paths import move_in, private_dir, read_text, remove_file
-from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures
+from bench.scenarios.base import (
+    FirstAnswers,
+    Measurement,
+    ScenarioInput,
+    Tracking,
+    batch_figures,
+    token_figures,
+)
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.server import Server, ServerRun, judge
 from bench.stats import queries_needed
@@ -384,12 +391,14 @@ def closed_loop(scenario: str, run: ScenarioInput) -> Measurement:
     latency = summarize(samples_ms, policy.cv_threshold).to_dict()
     memory, energy = tracking.fields(n_images, run.weights_bytes)
     wall_s = measured.wall_s
+    per_token, decode_tokens_per_s = token_figures(results)  # the same token figures as the builtin's
     return Measurement(
         samples_ms=samples_ms, latency=latency, time_per_image=time_per_image, stages_ms=stages,
-        throughput={"images_per_s": n_images / wall_s, "tokens_per_s": sum(tokens) / wall_s, "wall_s": wall_s},
+        throughput={"images_per_s": n_images / wall_s, "tokens_per_s": sum(tokens) / wall_s, "wall_s": wall_s,
+                    "decode_tokens_per_s": decode_tokens_per_s},
         memory=memory, energy=energy, gen_tokens_mean=sum(tokens) / len(tokens), iterations=len(results),
         latency_basis=LATENCY_BASIS[scenario], answers=first.answers, texts=first.texts,
-        unstable=bool(latency["unstable"]), loadgen=measured.summary)
+        unstable=bool(latency["unstable"]), loadgen=measured.summary, per_token_ms=per_token)
 
 
 class LoadGenServer(Server):
