@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -41,8 +41,8 @@ from bench.paths import (
     create_new,
     inside,
     link_or_copy,
+    locked,
     open_append,
-    open_lock,
     open_read,
     plain_name,
     read_text,
@@ -266,7 +266,7 @@ def fetch(
     downloads = inside(root, Path(DOWNLOADS) / m.name, "download folder")
     try:
         downloads.mkdir(parents=True, exist_ok=True)
-        with _locked(root / f".{m.name}.lock"):
+        with locked(root / f".{m.name}.lock", "dataset lock"):
             if (final / READY).is_file():  # another process finished it while we waited
                 return final
             _fetch_locked(m, root, final, downloads, log, writer)
@@ -386,22 +386,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One fetch of a dataset at a time per cache (an advisory lock; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = open_lock(path, "dataset lock")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _download_checked(

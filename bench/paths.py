@@ -79,8 +79,7 @@ def refuse_link(path: str | os.PathLike, what: str) -> Path:
     """``path`` itself, refused when it is a symbolic link (the tool never writes through one)."""
     path = Path(path)
     if path.is_symlink():
-        raise UsageError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); refusing to follow it; "
-                         "accepted: a regular file (remove the link)")
+        raise refuse_link_error(path, what)
     return path
 
 
@@ -111,6 +110,7 @@ KINDS: dict[str, PathKind] = {k.what: k for k in (
     PathKind("load generator log folder", "run", "tree", "RUN/loadgen/CELL"),
     PathKind("run directory", "runs", "tree", "runs/NAME-TIME"),
     PathKind("history entry", "history", "replace", "HISTORY/run-*.json"),
+    PathKind("history lock", "history", "lock", "HISTORY/.lock"),
     PathKind("output", "output", "replace", "RUN/report.html, and any file named by -o, --markdown, --json, "
              "--answer, export"),
     PathKind("checkpoint", "output", "tree", "DIR of make-checkpoint, make-tiny-checkpoint"),
@@ -205,11 +205,6 @@ def open_file(path: str | os.PathLike, flags: int, what: str, mode: int = 0o644)
     return fd
 
 
-def open_nofollow(path: str | os.PathLike, flags: int, what: str, mode: int = 0o644) -> int:
-    """``open_file``: the name the older callers know."""
-    return open_file(path, flags, what, mode)
-
-
 def read_bytes(path: str | os.PathLike, what: str = "input") -> bytes:
     """The bytes of the regular file at ``path`` (a link, a FIFO, a directory: one line, never a wait)."""
     with os.fdopen(open_file(path, os.O_RDONLY, what), "rb") as fh:
@@ -257,6 +252,23 @@ def open_update(path: str | os.PathLike, what: str) -> BinaryIO:
 def open_lock(path: str | os.PathLike, what: str) -> int:
     """A descriptor of the verified lock file at ``path`` (created when absent), for ``flock``."""
     return open_file(path, os.O_RDWR | os.O_CREAT, what)
+
+
+@contextmanager
+def locked(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold the verified lock file at ``path`` exclusively (``flock``, waiting for another holder; the kernel
+    drops it when a holder dies): one writer at a time for a folder that several processes may fill."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = open_lock(path, what)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def create_new(path: str | os.PathLike, what: str) -> BinaryIO:

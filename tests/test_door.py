@@ -4,6 +4,7 @@ temporary file by itself. An AST scan, so a new writer that bypasses the door fa
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,155 @@ def test_the_scan_finds_each_kind_of_writer(source):
                                     "os.path.join(a, b)", "os.fstat(fd)"])
 def test_the_scan_lets_reads_and_lookalikes_pass(source):
     assert not offences(source, "x.py")
+
+
+# ------------------------------------------------------------------------------ the door's writers, by behaviour
+
+def _enospc(*args):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_killed_or_full_whole_file_write_keeps_the_previous_file_and_no_temporary(tmp_path):
+    from bench import paths
+    from bench.errors import UsageError
+
+    out = tmp_path / "x.csv"
+    out.write_bytes(b"previous export\n")
+
+    def killed(fh):
+        fh.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        paths.write_atomic(out, killed)
+    with pytest.raises(UsageError, match=r"cannot write .*x.csv: No space left"):
+        paths.write_output(out, b"new", writer=_enospc)
+    assert out.read_bytes() == b"previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
+
+
+def test_two_history_adds_of_one_run_at_once_add_it_once(tmp_path, monkeypatch):
+    import shutil
+    import threading
+    import time
+
+    from bench.history import entries
+
+    run = shutil.copytree(ROOT / "reports" / "baselines" / "smoke-cpu", tmp_path / "run")
+    slow = entries.write_atomic
+
+    def write_slowly(*args, **kwargs):  # both would find no entry and write one each, without the lock
+        time.sleep(0.3)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(entries, "write_atomic", write_slowly)
+    added = []
+    threads = [threading.Thread(target=lambda c=c: added.append(entries.add(run, tmp_path / "h", commit=c)[1]))
+               for c in ("a" * 40, "b" * 40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(added) == [False, True]
+    assert len(list((tmp_path / "h").glob("run-*.json"))) == 1
+
+
+def test_a_sweep_name_outside_runs_is_refused_before_anything_is_made(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    from sweep_helpers import write_sweep
+
+    from bench import cli
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("../../../escaped", str(tmp_path / "abs")):
+        sweep = write_sweep(tmp_path / "s.toml", tiny_checkpoint)
+        sweep.write_text(sweep.read_text().replace('name = "test"', f'name = "{name}"', 1))
+        capsys.readouterr()
+        assert cli.main(["run", "--sweep", str(sweep), "--quiet"]) == 2
+        assert "outside runs" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+def _fake_save(seen: list):
+    def save(model, processor, directory):
+        from bench.backends.transformers.checkpoints import MARKER
+
+        seen.append((directory / MARKER).is_file())  # the marker is there before any weight
+        (directory / "model.safetensors").write_bytes(b"weights")
+    return save
+
+
+def test_a_checkpoint_is_staged_marker_first_and_an_existing_one_needs_force(tmp_path):
+    from bench.backends.transformers import checkpoints
+    from bench.errors import UsageError
+
+    seen: list[bool] = []
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / "old.bin").write_bytes(b"old")
+    with pytest.raises(UsageError, match="is not empty; accepted: .*--force"):
+        checkpoints.make_tiny_checkpoint(target, save=_fake_save(seen))
+    assert sorted(p.name for p in target.iterdir()) == ["old.bin"]
+    checkpoints.make_tiny_checkpoint(target, save=_fake_save(seen), force=True)
+    assert sorted(p.name for p in target.iterdir()) == [checkpoints.MARKER, "model.safetensors"]  # replaced whole
+    assert seen == [True]
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="symbolic link"):
+        checkpoints.make_tiny_checkpoint(link, save=_fake_save(seen), force=True)
+    assert not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "link"]  # no staging left behind
+
+
+def _ov_part(tmp: Path):
+    """A one-layer part, a fake loaded model around a checkpoint folder, and the backend: converts in a second."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.backends.openvino.backend import OpenVINOBackend
+    from bench.backends.openvino.config import OpenVINOSettings
+
+    ckpt = tmp / "ckpt"
+    ckpt.mkdir(exist_ok=True)
+    (ckpt / "model.safetensors").write_bytes(b"weights-1")
+    loaded = SimpleNamespace(ref=SimpleNamespace(checkpoint="c", weights="random", directory=ckpt),
+                             model=SimpleNamespace(config=SimpleNamespace(to_json_string=lambda use_diff: "{}")))
+    torch.manual_seed(0)
+    return OpenVINOBackend(OpenVINOSettings(cache_dir=tmp / "ir")), loaded, torch.nn.Linear(4, 2), (torch.zeros(1, 4),)
+
+
+def test_the_ir_cache_is_keyed_by_content_and_a_damaged_or_foreign_entry_is_converted_again(tmp_path):
+    ov = pytest.importorskip("openvino")
+    from bench.backends.openvino.backend import checkpoint_digests
+
+    backend, loaded, module, example = _ov_part(tmp_path)
+
+    def ir():
+        return backend.ir(ov, loaded, "lm_head", module, example, (1,), "f32", checkpoint_digests(loaded))
+
+    first = ir()
+    assert first.converted and first.path is not None and not ir().converted
+    weights = first.path.with_suffix(".bin")
+    weights.write_bytes(b"\0" * weights.stat().st_size)  # damaged, same size
+    with pytest.warns(UserWarning, match="damaged or foreign .*do not match"):
+        assert ir().converted
+    outside = tmp_path / "outside.xml"
+    outside.write_bytes(first.path.read_bytes())
+    first.path.unlink()
+    first.path.symlink_to(outside)  # foreign: a link to a file elsewhere
+    with pytest.warns(UserWarning, match="damaged or foreign .*symbolic link"):
+        assert ir().converted
+    assert not ir().converted and outside.read_bytes().startswith(b"<?xml")
+    stat = (loaded.ref.directory / "model.safetensors").stat()
+    (loaded.ref.directory / "model.safetensors").write_bytes(b"weights-2")  # same size and time, other bytes
+    os.utime(loaded.ref.directory / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ir().converted
+
+
+def test_an_ir_cache_that_cannot_be_written_runs_uncached_and_says_so(tmp_path):
+    ov = pytest.importorskip("openvino")
+    backend, loaded, module, example = _ov_part(tmp_path)
+    (tmp_path / "ir").write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="cannot be written .*ran without caching"):
+        entry = backend.ir(ov, loaded, "lm_head", module, example, (1,), "f32", [])
+    assert entry.path is None and entry.converted and entry.bin_bytes > 0 and "without caching" in entry.note

@@ -163,6 +163,25 @@ def test_the_door_refuses_each_hostile_state_of_each_kind(kind, state, tmp_path)
     _untouched(outside)
 
 
+def _enospc(*args):
+    raise OSError(28, "No space left on device")
+
+
+FULL_DISK: dict[str, Callable[[Path, str], object]] = {
+    "append": lambda p, what: paths.append_line(p, "a line", what, writer=_enospc),
+    "replace": lambda p, what: paths.write_atomic(p, b"new", what=what, writer=_enospc),
+}
+
+
+@pytest.mark.parametrize("kind", [k for k, v in paths.KINDS.items() if v.op in FULL_DISK])
+def test_a_full_disk_under_each_written_kind_is_one_line_and_keeps_the_file(kind, tmp_path):
+    path = tmp_path / "target"
+    path.write_bytes(b"before\n")
+    with pytest.raises(UsageError, match=r"cannot write .*target: No space left"):
+        FULL_DISK[paths.KINDS[kind].op](path, kind)
+    assert path.read_bytes() == b"before\n" and sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+
+
 # ------------------------------------------------------------------------------ layer 2: the code that touches it
 
 def _run(tmp: Path) -> Path:
@@ -224,6 +243,12 @@ def _history_entry(tmp):
     assert cli.main(["history", "add", str(run), "--history", str(history)]) == 0
     entry = next(history.glob("run-*.json"))
     return entry, lambda: _exit_2_or_0(["history", "add", str(run), "--history", str(history)])
+
+
+def _history_lock(tmp):
+    run, history = _run(tmp), tmp / "h"
+    history.mkdir()
+    return history / ".lock", lambda: _exit_2_or_0(["history", "add", str(run), "--history", str(history)])
 
 
 def _output(tmp):
@@ -302,6 +327,7 @@ EXERCISE: dict[str, Callable[[Path], tuple[Path, Callable[[], object]]]] = {
     "load generator log folder": lambda t: _loadgen(t, folder=True),
     "run directory": _run_directory,
     "history entry": _history_entry,
+    "history lock": _history_lock,
     "output": _output,
     "checkpoint": _checkpoint,
     "dataset lock": lambda t: _fetch(t, lambda c: c / ".d.lock"),

@@ -30,7 +30,7 @@ from bench import store
 from bench.errors import UsageError
 from bench.inputs import conforms
 from bench.numbers import is_finite
-from bench.paths import inside, read_text, write_atomic
+from bench.paths import inside, locked, read_text, write_atomic
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -353,13 +353,17 @@ def add(
         records=src.records,
     )
     history.mkdir(parents=True, exist_ok=True)
-    for existing in history.glob(f"run-*-{entry.run_id[:16]}.json"):
-        if (found := _readable(existing)) is not None and found.run_id == entry.run_id:
-            return found, False
-    path = inside(history, entry.file_name(), "history entry")
-    write_atomic(path, entry.to_json(), what="history entry")
+    with locked(history / HISTORY_LOCK, "history lock"):  # two adds of one run at once: it is added once
+        for existing in history.glob(f"run-*-{entry.run_id[:16]}.json"):
+            if (found := _readable(existing)) is not None and found.run_id == entry.run_id:
+                return found, False
+        path = inside(history, entry.file_name(), "history entry")
+        write_atomic(path, entry.to_json(), what="history entry")
     entry.path = path
     return entry, True
+
+
+HISTORY_LOCK = ".lock"
 
 
 ACCEPTED_HISTORY = "a directory of run-*.json files written by `florence2-bench history add --history DIR`"

@@ -153,12 +153,13 @@ class OpenVINOBackend(Backend):
                   (1, 0, 2) + (3,) * len(states)),  # rows (images for the mask and cross keys), tokens, heads
                  ("lm_head", loaded.model.lm_head, (torch.zeros(1, 1, loaded.model.lm_head.in_features),), (2,))]
         parts, compiled, split, ir_bytes, uncached = [], {}, {}, 0, []
+        digests = checkpoint_digests(loaded)
         for name, module, example, dynamic in specs:
             started = time.perf_counter()
             # the parts that run once per token read all their weights for a few rows: split across streams,
             # each stream would read them again, so they keep one stream with every thread
             split[name] = 1 if name in PER_TOKEN else streams
-            entry = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant))
+            entry = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant), digests)
             if entry.note:
                 uncached.append(entry.note)
             compiled[name] = core.compile_model(entry.model, "CPU", {**config, **(
@@ -193,17 +194,17 @@ class OpenVINOBackend(Backend):
                                "ir_cache": "; ".join(uncached) if uncached else "used"}
 
     def ir(self, ov: ModuleType, loaded: LoadedModel, part: str, module: Any, example: tuple, dynamic: tuple,
-           precision: str) -> IREntry:
+           precision: str, files: list[tuple[str, str]]) -> IREntry:
         """The IR of one part: from the cache when its entry is there and verified, else converted now and
         cached (a damaged or foreign entry, a link, a FIFO, files that do not match their digests, is
         converted again once, with a warning; a cache that cannot be written: the part runs uncached, said).
 
         ``dynamic[i]``: how many leading axes of input i are dynamic (the batch; for the encoder, the sequence too).
-        ``precision``: how its weights are stored (``config.weight_precision``).
+        ``precision``: how its weights are stored (``config.weight_precision``); ``files``: ``checkpoint_digests``.
         """
         root = Path(self.settings.cache_dir).expanduser().resolve()
         shapes = [[-1] * n + list(t.shape[n:]) for t, n in zip(example, dynamic, strict=True)]
-        fields = ir_key_fields(loaded, part, shapes, precision, ov.__version__)
+        fields = ir_key_fields(loaded, part, shapes, precision, ov.__version__, files)
         key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
         folder = root / f"{part}-{key}"  # the key is hex: a name in the cache, never a path out of it
         if os.path.lexists(folder):
@@ -289,26 +290,28 @@ def discard(folder: Path, root: Path) -> None:
         remove_tree(folder, root, "IR folder")
 
 
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    """A weights file's sha256 (remembered per process by its size, time and inode, never across processes)."""
-    digest = hashlib.sha256()
-    with open_read(path, "input") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def checkpoint_digests(loaded: LoadedModel) -> list[tuple[str, str]]:
+    """Each weights and config file of the checkpoint with its sha256, read through the door: a file replaced
+    with the same size and time still converts again (computed once per load, for all its parts)."""
+    if loaded.ref.directory is None:
+        return []
+    out = []
+    for path in sorted(Path(loaded.ref.directory).glob("*")):
+        if path.suffix in (".safetensors", ".bin", ".json"):
+            digest = hashlib.sha256()
+            with open_read(path, "input") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(chunk)
+            out.append((path.name, digest.hexdigest()))
+    return out
 
 
-def ir_key_fields(loaded: LoadedModel, part: str, shapes: list, precision: str, version: str) -> dict[str, Any]:
+def ir_key_fields(loaded: LoadedModel, part: str, shapes: list, precision: str, version: str,
+                  files: list[tuple[str, str]]) -> dict[str, Any]:
     """What a converted part depends on: the checkpoint (its config, and its weight files' contents: sha256),
     the part, the input shape past the batch, the weight precision, the converter's version, and the source
     of the modules that are traced (a change to them converts again)."""
     ref = loaded.ref
-    files = []
-    if ref.directory is not None:
-        files = [(p.name, _file_digest(str(p), st.st_size, st.st_mtime_ns, st.st_ino))
-                 for p in sorted(Path(ref.directory).glob("*")) if p.suffix in (".safetensors", ".bin", ".json")
-                 and (st := p.stat())]
     return {"checkpoint": ref.checkpoint, "weights": ref.weights, "files": files, "part": part,
             "config": loaded.model.config.to_json_string(use_diff=False), "shapes": shapes,
             "weight_precision": precision, "openvino": version,
