@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.inputs import conforms
+from bench.inputs import conforms, parse_json
 from bench.numbers import is_number
 from bench.paths import append_line, make_dir, open_file, open_lock, open_update, read_bytes, write_atomic
 from bench.schema import SCHEMA_VERSION, upgrade
@@ -121,8 +121,8 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
     """The record a results.jsonl line holds, or None (torn, not UTF-8, not JSON, or not a record)."""
     try:
         text = line.decode("utf-8") if isinstance(line, bytes) else line
-        value = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        value = parse_json(text)
+    except ValueError:  # not UTF-8, not JSON, or nested deeper than inputs.MAX_NESTING
         return None
     if not (isinstance(value, dict) and isinstance(value.get("cell_id"), str) and isinstance(value.get("status"), str)):
         return None
@@ -315,8 +315,8 @@ def read_env(run_dir: Path) -> dict[str, Any]:
     if not os.path.lexists(path):
         return {}
     try:
-        env = json.loads(read_bytes(path, "environment file").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        env = parse_json(read_bytes(path, "environment file").decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON, or nested deeper than inputs.MAX_NESTING
         warnings.warn(f"{path}: ignored, not readable JSON ({exc})", stacklevel=2)
         return {}
     if not isinstance(env, dict):

@@ -7,13 +7,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bench import inputs
+
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     m = subparsers.add_parser("make-checkpoint", help="write a Florence-2 checkpoint of a variant's real size with "
                               "random weights, marked random (for other tools to run exactly the model measured here)")
     m.add_argument("directory", metavar="DIR")
     m.add_argument("--variant", default="base", help="a registered variant, e.g. base, large (see `variants`)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=inputs.bounded("seed"), default=0)
     m.add_argument("--force", action="store_true", help="replace an existing non-empty DIR whole (without it, one "
                     "is refused)")
     return m

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bench import inputs
+
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     t = subparsers.add_parser("make-tiny-checkpoint", help="write a complete, tiny, random Florence-2 checkpoint")
     t.add_argument("directory", metavar="DIR")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=inputs.bounded("seed"), default=0)
     t.add_argument("--force", action="store_true", help="replace an existing non-empty DIR whole (without it, one "
                     "is refused)")
     return t

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError, choice_error
+from bench.inputs import parse_json
 from bench.paths import staged_dir, write_atomic
 from bench.variants import Variant
 
@@ -106,8 +107,8 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{directory} is not a Florence-2 checkpoint: no config.json")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        config = parse_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, not UTF-8, or nested deeper than inputs.MAX_NESTING
         raise UsageError(f"{path} is not valid JSON: {exc}; accepted: a UTF-8 JSON config object") from None
     if not isinstance(config, dict):
         raise UsageError(
@@ -432,8 +433,8 @@ def random_marker(directory: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        marker = parse_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, not UTF-8, or nested deeper than inputs.MAX_NESTING
         raise UsageError(f"{path} is not valid JSON: {exc}; accepted: {{\"weights\": \"random\", ...}}") from None
     if not isinstance(marker, dict) or marker.get("weights") != "random":
         raise UsageError(f"{path} does not say weights \"random\"; accepted: {{\"weights\": \"random\", ...}}, or "
