@@ -135,6 +135,9 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     env = os.environ.get(DATA_ENV)
+    if env and os.path.lexists(env) and not os.path.isdir(env):
+        raise UsageError(f"{DATA_ENV}={env} is not a folder; accepted: a folder for the dataset cache (or unset: "
+                         "~/.cache/florence2-bench/datasets)")
     return Path(env) if env else Path.home() / ".cache" / "florence2-bench" / "datasets"
 
 

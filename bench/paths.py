@@ -446,9 +446,9 @@ def archive_link(target: str, dest: str | os.PathLike) -> None:
     os.symlink(target, dest)
 
 
-def temp_file(prefix: str, suffix: str) -> tuple[int, Path]:
-    """A new file of this process's own in the system's temporary folder (``O_EXCL``, a random name)."""
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix)
+def temp_file(prefix: str, suffix: str, folder: str | None = None) -> tuple[int, Path]:
+    """A new file of this process's own (``O_EXCL``, a random name) in ``folder``, else the temporary folder."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     return fd, Path(name)
 
 

@@ -118,8 +118,8 @@ def test_capacity_search_finds_the_md1_capacity_for_the_bound(start):
     if start == "ceiling":
         assert len(curve) >= 4 and curve[0]["target_qps"] == pytest.approx(1 / S)  # bracketed from offline
         assert searched["prediction"] is None
-    else:  # from the prediction of the cell's own batch times, then one neighbour: two runs
-        assert len(curve) == 2 and curve[0]["target_qps"] == searched["prediction"]["qps"]
+    else:  # from the prediction of the cell's own batch times, then its neighbours: two or three runs
+        assert len(curve) <= 3 and curve[0]["target_qps"] == searched["prediction"]["qps"]
         assert searched["prediction"]["basis"] == "predicted (queueing model from measured batch times)"
         assert list(searched["prediction"]["batch_sizes"]) == [1]
     valid = [s for s in curve if s["valid"]]

@@ -11,8 +11,11 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.inputs import bounded
+from bench.interrupts import RESUME_ADVICE
 from bench.paths import confined
 from bench.summary import summary_table
+
+INTERRUPTED = RESUME_ADVICE  # what Ctrl-C or SIGTERM says (bench.cli): the run goes on with --resume
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:

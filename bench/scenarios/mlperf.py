@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import interrupts
 from bench.backends.transformers.pipeline import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
@@ -122,7 +123,7 @@ class BatchingSUT:
         self.results: list[BatchResult] = []
         self.error: BaseException | None = None
         self._waiting: deque[Query] = deque()
-        self._flushed = self._closed = False
+        self._flushed = self._closed = self._stopped = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="loadgen-sut", daemon=True)
         self._thread.start()
@@ -141,6 +142,10 @@ class BatchingSUT:
         with self._cond:
             self._flushed = True
             self._cond.notify()
+
+    def stop(self) -> None:
+        """Answer every query from now on unserved, so that LoadGen's test ends early (Ctrl-C, SIGTERM)."""
+        self._stopped = True
 
     def close(self) -> None:
         with self._cond:
@@ -170,7 +175,7 @@ class BatchingSUT:
     def _work(self) -> None:
         samples, timer = self.run.samples, self.run.timer
         while (taken := self._next_batch()) is not None:
-            if self.error is None:  # after a failure, queries are answered unserved so that LoadGen ends
+            if self.error is None and not self._stopped:  # else answered unserved, so that LoadGen ends
                 try:
                     result = self.run.pipeline.run_batch([samples[q.index] for q in taken])
                     self.results.append(result)
@@ -253,7 +258,8 @@ def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batc
         sut_handle = lg.ConstructSUT(sut.issue, sut.flush)
         qsl_handle = lg.ConstructQSL(n, n, lambda _: None, lambda _: None)  # samples load lazily, in the pipeline
         try:
-            lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log)
+            with interrupts.deferred(sut.stop, interrupts.RESUME_ADVICE):  # LoadGen cannot unwind an exception
+                lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log)
         finally:
             sut.close()
             lg.DestroyQSL(qsl_handle)

@@ -37,11 +37,13 @@ import numpy as np
 from bench.numbers import is_finite
 from bench.scenarios.batcher import Batcher
 from bench.server_settings import ServerSettings
+from bench.stats import early_stopping_met
 
 DEFAULT_MAX_QUEUE_DELAY_MS: float = next(f.default for f in fields(ServerSettings) if f.name == "max_queue_delay_ms")
 QUANTILES = 1000  # quantile levels of each batch size's service-time table
 MIN_REQUESTS = 20000  # simulated requests per rate, at least; more for a high percentile (TAIL_REQUESTS in its tail)
 TAIL_REQUESTS = 200
+MAX_REQUESTS = 60000  # at most (a prediction stays well under a second or two)
 RATE_PRECISION = 0.005  # the bisection stops when the rates bracketing the capacity are within 0.5%
 LOWEST_RATE = 1e-3  # of the saturation rate: the lightest load tried (service time and batching delay alone)
 CLOSED_LOOP = ("offline", "single-stream")
@@ -119,8 +121,20 @@ def simulate(arrivals_ms: Sequence[float], table: Sequence[Sequence[float]], dra
     return np.repeat(np.asarray(ends), counts) - np.asarray(a)
 
 
+def run_quantile(requests: int, percentile: float, confidence: float) -> float:
+    """The latency quantile at the bound for which a run of ``requests`` passes early stopping (for
+    ``percentile`` at ``confidence``) half the time: with k requests over the bound allowed, the over-bound
+    count's median is k when the quantile is 1 - (k + ln 2) / requests (exact for k = 0: q ** requests = 1/2).
+    A capacity search's runs are judged so (its shortest: 459 requests at p99, none over), which is stricter
+    than the percentile itself: predicting the search's result needs this quantile."""
+    allowed = -1
+    while allowed < requests and early_stopping_met(requests, allowed + 1, percentile, confidence):
+        allowed += 1
+    return max(percentile, 1.0 - (max(allowed, 0) + math.log(2)) / requests)
+
+
 def _requests(percentile: float) -> int:
-    return max(MIN_REQUESTS, math.ceil(TAIL_REQUESTS / (1.0 - percentile)))
+    return min(MAX_REQUESTS, max(MIN_REQUESTS, math.ceil(TAIL_REQUESTS / (1.0 - percentile))))
 
 
 def predict_capacity(batch_times_ms: Mapping[int, Sequence[float]], *, bound_ms: float, percentile: float,
