@@ -369,9 +369,8 @@ def predicted_start(run: ScenarioInput, measured: Sequence[BatchResult],
         ones, _ = run_batches(run.pipeline, run.batches(run.samples, 1), batches + 1, prefetch=False,
                               now=run.timer.now)
         times[1] = [batch_service_ms(r, run.prefetch) for r in ones[1:]]
-    # judged as early stopping judges the search's shortest run, not at the bare percentile (run_quantile)
-    judged = predict.run_quantile(settings.requests_needed(), settings.latency_percentile, settings.confidence)
-    prediction = predict.predict_capacity(times, bound_ms=settings.latency_bound_ms, percentile=judged,
+    prediction = predict.predict_capacity(times, bound_ms=settings.latency_bound_ms,
+                                          percentile=settings.latency_percentile,
                                           max_batch=run.batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
                                           seed=settings.seed)
     usable = prediction.qps is not None and run_size(prediction.qps, settings, len(run.samples))[1] is None
