@@ -127,7 +127,8 @@ GOALS: tuple[Goal, ...] = (
         True,
         _capacity_value,
         lambda v, r, b: _fmt(v, "requests/s") + f" ({r.capacity(b)[1]})",
-        "measured: the highest Poisson arrival rate a server cell sustained with p99 within the bound",
+        "measured: the highest Poisson arrival rate a server cell sustained validly with the percentile its search "
+        "judged (p99 unless its record says otherwise) within the bound",
     ),
     Goal(
         "cost",

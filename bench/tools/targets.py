@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import selfcheck, store
+from bench.paths import write_output
 from bench.scenarios import traits_of
 from bench.uncertainty import judge as record_interval
 from bench.uncertainty import latency_interval
@@ -220,7 +221,7 @@ def evaluate_run(
     perf_path = perf_path or run_dir / PERF_FILE
     perf = json.loads(perf_path.read_text()) if perf_path.exists() else None
     results = evaluate(records, perf, store.read_env(run_dir).get("host_load"))
-    (run_dir / TARGETS_FILE).write_text(json.dumps(
+    write_output(run_dir / TARGETS_FILE, json.dumps(
         {"work": {"task": TASK, "num_beams": NUM_BEAMS, "max_new_tokens": NEW_TOKENS, "weights": "random"},
          "targets": results}, indent=2))
     return results
