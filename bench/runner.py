@@ -381,6 +381,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
         record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
+                                       "final_min_duration_s": cell.server.final_min_duration_s,
                                        "max_duration_s": cell.server.max_duration_s,
                                        "min_requests": cell.server.min_requests,
                                        "max_requests": cell.server.max_requests,
