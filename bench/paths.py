@@ -426,10 +426,12 @@ def confined(root: str | os.PathLike, name: str, what: str) -> Path:
 
 
 def remove_tree(path: str | os.PathLike, root: str | os.PathLike, what: str) -> None:
-    """Delete the folder ``path`` inside ``root``; a link there is refused, a file or FIFO there (a stale entry
-    of the tool's own folder) is removed as a name."""
+    """Delete the folder ``path`` inside ``root`` (nothing when there is none); a link there is refused, a file
+    or FIFO there (a stale entry of the tool's own folder) is removed as a name."""
     path = Path(path)
     _kind(what)
+    if not os.path.lexists(path):
+        return
     if path.is_symlink():
         raise refuse_link_error(path, what)
     inside(root, path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path, what)
