@@ -132,7 +132,7 @@ def cells(n: int, seed: int = 0) -> list[dict[str, Any]]:
 def _factor(axes: dict[str, Any], rng: random.Random) -> float:
     v = 1 + AXES["variant"].index(axes["variant"]) * 0.6
     d = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.6}[axes["dtype"]]
-    b = axes["batch_size"] ** 0.7 if axes["scenario"] == "offline" else 1.0
+    b = axes["batch_size"] ** 0.7  # a larger batch takes longer, in every scenario
     return v * d * b * (0.8 if axes["backend"] == "openvino" else 1.0) * math.exp(rng.gauss(0, 0.05))
 
 
