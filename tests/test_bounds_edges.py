@@ -437,3 +437,22 @@ def test_an_output_under_a_dangling_link_says_it_is_a_dangling_link(regressed, t
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
     rc, line = _one_line(capsys, ["report", str(regressed[1]), "-o", str(tmp_path / "link" / "r.html")])
     assert rc == 2 and f"{tmp_path / 'link'} is a dangling link (to {tmp_path / 'nowhere'})" in line
+
+
+@pytest.mark.parametrize("name, damage, named", [
+    ("tokenizer_config.json", lambda p: p.write_text("{"), "is not valid JSON"),
+    ("generation_config.json", lambda p: p.write_text("[1]"), "holds a JSON list"),
+    ("processor_config.json", lambda p: p.write_bytes(b"\xff{}"), "is not valid JSON"),
+    ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated"),
+    ("model.safetensors", lambda p: p.write_bytes(b"\xff" * 64), "a header of"),
+])
+def test_a_damaged_checkpoint_file_is_one_line_exit_2_before_any_cell(tiny_checkpoint, tmp_path, capsys, name,
+                                                                      damage, named):
+    import shutil
+
+    copy = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoint, copy)
+    damage(copy / name)
+    rc, line = _one_line(capsys, ["run", "--model-path", str(copy), "--limit", "1", "--out", str(tmp_path / "r")])
+    assert rc == 2 and f"{copy / name} " in line and named in line
+    assert not (tmp_path / "r").exists()
