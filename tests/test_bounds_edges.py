@@ -87,7 +87,7 @@ def _sweep_file(tmp_path, text: str):
     ("batch_sizes = [9223372036854775808]", "bad batch_sizes value 9223372036854775808"),
     ("max_new_tokens = 9223372036854775807", "bad max_new_tokens 9223372036854775807"),
     ("num_beams = [0]", "bad num_beams value 0"),
-    ("threads = [100000]", "bad threads value 100000"),
+    ("threads = [100000]", "bad threads value 100000; accepted: auto or an integer >= 1 and <= 1,024"),
     ("examples = 100000", "bad examples 100000"),
     ("energy_idle_s = 1e9", "bad energy_idle_s 1000000000.0"),
     ('scenarios = ["server"]\n[server]\nqps = 1e12', "bad [server] qps"),
