@@ -229,9 +229,11 @@ class Option:
 
     @property
     def name(self) -> str:
-        """The setting as a buyer orders it: variant, backend, dtype, quantisation, threads, batch size, scenario."""
-        j = self.setting_json()
+        """The setting as a buyer orders it: variant, backend, dtype, quantisation, compilation, threads, batch
+        size, scenario (the full setting, run included, is ``row.setting``)."""
+        j, compiled = self.setting_json(), self.row.rec.get("compile")
         parts = [j["variant"], j["backend"], j["dtype"], j["quant"] if j["quant"] != "none" else None,
+                 {"graphs": "cuda-graphs", True: "compiled"}.get(compiled) if isinstance(compiled, (bool, str)) else None,
                  f"{j['threads']} threads" if j["threads"] else None, f"bs{j['batch_size']}", j["scenario"]]
         return " ".join(str(p) for p in parts if p)
 

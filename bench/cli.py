@@ -18,7 +18,6 @@ import io
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -29,6 +28,7 @@ from typing import Any, TextIO
 from bench import interrupts
 from bench.commands import COMMANDS
 from bench.errors import PROG, UsageError
+from bench.paths import temp_file
 
 
 def _quiet_libraries() -> None:
@@ -197,13 +197,13 @@ def _write_traceback(argv: list[str] | None) -> Path:
     text = f"{PROG} {' '.join(sys.argv[1:] if argv is None else argv)}\n\n{traceback.format_exc()}"
     for folder in (None, os.getcwd()):
         try:
-            fd, name = tempfile.mkstemp(prefix=f"{PROG}-crash-{stamp}-", suffix=".txt", dir=folder)
+            fd, path = temp_file(f"{PROG}-crash-{stamp}-", ".txt", folder)
         except OSError as exc:
             failure = exc
             continue
         with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(text)
-        return Path(name)
+        return path
     raise failure
 
 

@@ -101,6 +101,7 @@ BOUNDS: dict[str, Bound] = {
     "quality_gate": Bound(0, 1, integer=False, low_open=True),
     "min_duration_s": Bound(0, 86_400, integer=False),
     "max_duration_s": Bound(0, 86_400, integer=False),
+    "final_min_duration_s": Bound(0, 86_400, integer=False),
     "min_requests": Bound(1, 10_000_000),
     "max_requests": Bound(1, 10_000_000),
     "prep_workers": Bound(1, 1024),

@@ -27,6 +27,7 @@ from bench.data import CROWD, Region, Sample, get_dataset, load_samples
 from bench.errors import UsageError, choice_error
 from bench.inputs import parse_json
 from bench.numbers import finite_number, is_finite
+from bench.paths import write_output
 
 JAVA_ENV = "FLORENCE2_BENCH_JAVA_METRICS"
 IOU_THRESHOLD = 0.5
@@ -996,5 +997,5 @@ def score_file(
             "metrics": metrics,
             "benchmark": bench.key if bench else None,
         }
-        Path(json_out).write_text(json.dumps(doc, indent=2) + "\n")
+        write_output(json_out, json.dumps(doc, indent=2) + "\n")
     return metrics

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import answer as answers
-from bench import answer_chart, host, report_charts, store
+from bench import answer_chart, host, report_charts, report_table, store
 from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
@@ -127,7 +127,8 @@ GOALS: tuple[Goal, ...] = (
         True,
         _capacity_value,
         lambda v, r, b: _fmt(v, "requests/s") + f" ({r.capacity(b)[1]})",
-        "measured: the highest Poisson arrival rate a server cell sustained with p99 within the bound",
+        "measured: the highest Poisson arrival rate a server cell sustained validly with the percentile its search "
+        "judged (p99 unless its record says otherwise) within the bound",
     ),
     Goal(
         "cost",
@@ -580,13 +581,6 @@ def _env_table(env: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _timing_text(timing: Any) -> str | None:
-    if not isinstance(timing, dict):
-        return None
-    parts = [f"{k}={timing[k]}" for k in ("warmup", "iterations") if k in timing]
-    return ", ".join(parts) or None
-
-
 def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
     def collect(getter) -> str:
         values = Counter(v for v in (getter(r) for r in rows if r.ok) if v not in (None, "", {}))
@@ -595,7 +589,7 @@ def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
     energy = f"; energy {prices.usd_per_kwh:g} USD/kWh ({prices.energy_source})" if prices.usd_per_kwh else ""
     return [
         ("latency clock", collect(lambda r: _get(r.rec, "timing", "clock"))),
-        ("warm-up / iterations", collect(lambda r: _timing_text(r.rec.get("timing")))),
+        ("warm-up / iterations", collect(lambda r: report_table.timing_text(r.rec.get("timing")))),
         ("scenario", collect(lambda r: r.rec.get("scenario"))),
         ("per-stage times", collect(lambda r: _get(r.rec, "timing", "stages_basis"))),
         ("energy source", collect(lambda r: _get(r.rec, "energy", "source"))),
@@ -719,8 +713,9 @@ def build_report(
     rows = [r for run in runs for r in run.rows]
     tasks = _tasks(rows)
     reported_keys = {t: _reported_key(t, rows) for t in tasks}
-    styles = report_charts.Styles(rows)
-    charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
+    charted, charted_note = report_charts.chart_rows(rows)
+    styles = report_charts.Styles(charted)
+    charts = report_charts.build_charts(charted, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
     badge, badge_class = _weights_badge(rows)
     facts = comparability(runs)
     found = answers.answer(rows, question)
@@ -754,6 +749,7 @@ def build_report(
         "unpriced": [k.label for k in _kinds([r for r in rows if r.ok and r.price is None])],
         "charts": charts,
         "chart_keys": styles.keys,
+        "charted_note": charted_note,
         "max_label": report_charts.MAX_LABEL,
         "facts": facts,
         "differing": [f for f in facts if f.differs],
@@ -765,7 +761,6 @@ def build_report(
         "any_random": any(r.weights == "random" for r in rows),
         "agreement_label": _agreement_label(rows),
         "agreement_differs": _agreement_differs(rows),
-        "timing_short": _timing_text,
         "rules": _rules(rows, question),
         "suspect": answers.SUSPECT,
         "answer_charts": answer_chart.charts(found, styles),
@@ -773,6 +768,9 @@ def build_report(
         "reported": _reported_table(rows),
         "metric_label": metric_label,
         "table": table,
+        "cells_table": report_table.script_json(
+            report_table.table_data(rows, latency_bound_ms, _agreement_label(rows))),
+        "cells_table_headers": report_table.headers(_agreement_label(rows)),
     }
     return write_html(Path(out), render("report.html.j2", **context), writer)
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import answer, report, store
+from bench import answer, report, report_table, store
 from bench.prices import load_prices
 from bench.question import Question
 from bench.stats import percentile_ci
@@ -458,10 +458,12 @@ def test_all_cells_is_one_line_per_cell(tmp_path):
     text = report.build_report([run], tmp_path / "r.html").read_text()
     table = text[text.index('<table id="all-cells"'):]
     table = table[: table.index("</table>")]
-    body = table[table.index("<tbody>"):]
-    assert 'class="wrap"' not in body and "<br>" not in body
-    timing = re.search(r'<td class="timing" title="[^"]*"><small>([^<]*)</small>', body).group(1)
-    assert timing == "warmup=1, iterations=12"
+    assert 'data-td="wrap"' not in table  # no column wraps
+    block = text[text.index('id="all-cells-data">') + len('id="all-cells-data">'):]
+    (row,) = json.loads(block[: block.index("</script>")])["rows"]
+    assert not any("<br>" in cell[0] for cell in row[1:])
+    timing = row[1 + [c.header for c in report_table.COLUMNS].index("timing")]
+    assert timing[0] == "<small>warmup=1, iterations=12</small>" and "x x x" in timing[2]  # the full text: its title
     css = (Path(report.__file__).parent / "templates" / "report.css").read_text()
     assert re.search(r"#all-cells td[^{]*\{[^}]*white-space: nowrap", css)
 

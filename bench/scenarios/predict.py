@@ -37,7 +37,6 @@ import numpy as np
 from bench.numbers import is_finite
 from bench.scenarios.batcher import Batcher
 from bench.server_settings import ServerSettings
-from bench.stats import early_stopping_met
 
 DEFAULT_MAX_QUEUE_DELAY_MS: float = next(f.default for f in fields(ServerSettings) if f.name == "max_queue_delay_ms")
 QUANTILES = 1000  # quantile levels of each batch size's service-time table
@@ -119,18 +118,6 @@ def simulate(arrivals_ms: Sequence[float], table: Sequence[Sequence[float]], dra
         counts.append(m)
         i += m
     return np.repeat(np.asarray(ends), counts) - np.asarray(a)
-
-
-def run_quantile(requests: int, percentile: float, confidence: float) -> float:
-    """The latency quantile at the bound for which a run of ``requests`` passes early stopping (for
-    ``percentile`` at ``confidence``) half the time: with k requests over the bound allowed, the over-bound
-    count's median is k when the quantile is 1 - (k + ln 2) / requests (exact for k = 0: q ** requests = 1/2).
-    A capacity search's runs are judged so (its shortest: 459 requests at p99, none over), which is stricter
-    than the percentile itself: predicting the search's result needs this quantile."""
-    allowed = -1
-    while allowed < requests and early_stopping_met(requests, allowed + 1, percentile, confidence):
-        allowed += 1
-    return max(percentile, 1.0 - (max(allowed, 0) + math.log(2)) / requests)
 
 
 def _requests(percentile: float) -> int:
