@@ -310,8 +310,17 @@ def test_an_interrupted_command_gives_its_own_advice_and_exit_code(tmp_path, mon
 
 
 def _pipe_readers(pid: int, inode: str) -> int:
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd) == inode) if fds.exists() else 0
+    """How many of the process's descriptors lead to the pipe (0 once it is gone)."""
+    def target(fd: Path) -> str | None:
+        try:
+            return os.readlink(fd)
+        except OSError:  # closed while we looked
+            return None
+
+    try:
+        return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if target(fd) == inode)
+    except OSError:
+        return 0
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see the process wait")
