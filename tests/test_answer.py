@@ -186,6 +186,19 @@ def test_the_question_names_its_percentile_and_a_p90_capacity_does_not_answer_p9
     assert "request latency p90 (95% CI)" in html.unescape(_answer_section(text))
 
 
+def test_the_report_a_run_writes_asks_the_runs_own_question(tmp_path):
+    from bench.commands.run import _write_report
+
+    rec = make_server_record("base", weights="random", batch_size=4, service_ms=30.0, qps_max=200.0, bound_ms=100.0,
+                             percentile=0.9)
+    run = write_run(tmp_path / "run", [rec])
+    text = html.unescape(_write_report(run, {"latency_bound_ms": 100.0, "latency_percentile": 0.9}).read_text())
+    section = _answer_section(text)
+    assert "request latency p90 ≤ 100 ms" in section and f'data-cell="{rec.cell_id}"' in section
+    unbounded = html.unescape(_answer_section(_write_report(run, {}).read_text()))
+    assert "no latency bound (request latency p99 shown)" in unbounded
+
+
 def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judged(tmp_path):
     """Issue 26: the ★ of a p90 search sat at its p99, above the bound line, under a caption about p99."""
     from bench import report_charts
