@@ -32,7 +32,7 @@ from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
 from bench.paths import Writer, distinct_dirs, write_all
 from bench.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
-from bench.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT
+from bench.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT, percentile_name
 from bench.report_rows import (
     DeviceKind,
     Row,
@@ -624,21 +624,22 @@ def _rules(rows: list[Row], question: answers.Question) -> list[str]:
     """The rules the figures on this page were judged by, generated from the code's constants and what the
     records store (never a hand-written paraphrase that can go stale)."""
     defaults = ServerSettings(qps=1.0)
-    percentiles = sorted({answers.percentile_name(_num(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT)
+    percentiles = sorted({percentile_name(_num(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT)
                           for r in rows if r.ok and r.server})
     confidence = _recorded(rows, "timing", "server_run", "confidence") or f"{defaults.confidence:g}"
     need = {p: queries_needed(0, p, defaults.confidence) for p in (0.9, 0.99)}
+    here = "here" if any(r.ok and r.server for r in rows) else "by default; no server run here"
     min_duration = _recorded(rows, "timing", "server_run", "min_duration_s") or f"{defaults.min_duration_s:g}"
     min_requests = _recorded(rows, "timing", "server_run", "min_requests") or f"{defaults.min_requests:g}"
     return [
         f"The answer's question: {question.text}. An option qualifies for the headline only when its capacity was "
         f"judged at {question.statistic}, its run is VALID, and it carries none of the flags "
         f"{', '.join(answers.SUSPECT)}; the others are listed with why. Devices = ceil(demand ÷ (capacity × "
-        f"{format_number(question.max_utilisation)})).",
+        f"{question.max_utilisation:g})).",
         "A server run is VALID by MLPerf's rules: its Poisson schedule lasted at least min_duration_s "
-        f"({min_duration} s here), it served at least min_requests ({min_requests} here), and early stopping "
+        f"({min_duration} s {here}), it served at least min_requests ({min_requests} {here}), and early stopping "
         "passes for its percentile "
-        f"({', '.join(percentiles) or 'none run here'}) at {confidence} confidence: with k of n requests over the "
+        f"({', '.join(percentiles) or f'{percentile_name(PERCENTILE_DEFAULT)} by default'}) at {confidence} confidence: with k of n requests over the "
         "bound, the true percentile is within it when P(Binomial(n, 1 − P) ≤ k) ≤ 1 − confidence (LoadGen's "
         f"early_stopping.cc); with none over, p99 needs {need[0.99]} requests and p90 {need[0.9]}. The achieved "
         f"rate is reported, never judged (a run that achieved ≥ {KEPT_UP:.0%} of its target kept up: the capacity "
@@ -647,7 +648,7 @@ def _rules(rows: list[Row], question: answers.Question) -> list[str]:
         "of the lowest invalid one (the record's capacity_bracket); a capacity above the offline throughput "
         "(capacity-above-offline) or a curve whose percentile falls as the load rises (curve-not-monotone) is "
         "flagged by the run and never headlines.",
-        f"A setting with no server cell is answered by a {answers.PREDICTED_BASIS}: a simulation of the batcher "
+        f"A setting with no server cell is answered by a capacity {answers.PREDICTED_BASIS}: a simulation of the batcher "
         "(max batch, max queue delay) under Poisson arrivals, each batch's service time drawn from the raw batch "
         "times its offline and single-stream cells measured (never extrapolated past the largest measured batch "
         "size), searched for the highest rate whose percentile meets the bound. It is never called measured.",

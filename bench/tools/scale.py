@@ -41,6 +41,7 @@ from typing import Any
 
 from bench import store
 from bench.history.entries import DROPPED_FIELDS, Entry, machine_from_env
+from bench.paths import read_bytes, remove_tree, write_atomic, write_output
 from bench.tasks import TASKS
 from bench.variants import VARIANTS
 
@@ -74,7 +75,7 @@ def tiny_source(work: Path) -> Path:
     if (source / store.RESULTS).exists():
         return source
     bench = [sys.executable, "-m", "bench"]
-    subprocess.run([*bench, "make-tiny-checkpoint", str(work / "tiny")], check=True, capture_output=True)
+    subprocess.run([*bench, "make-tiny-checkpoint", "--force", str(work / "tiny")], check=True, capture_output=True)
     subprocess.run([*bench, "run", "--model-path", str(work / "tiny"), "--variants", "base", "--tasks", "<CAPTION>,<OD>",
                     "--batch-sizes", "1,2", "--scenarios", "single-stream,offline,server", "--server-qps", "2",
                     "--limit", "4", "--out", str(source), "--quiet"], check=True)
@@ -141,14 +142,13 @@ def write_runs(templates_: dict[str, dict[str, Any]], env: dict[str, Any], n: in
     dirs = []
     for m in range(MACHINES):
         run = out / f"machine-{m + 1}"
-        shutil.rmtree(run, ignore_errors=True)
+        remove_tree(run, out, "run directory")
         run.mkdir(parents=True)
         store.write_env(run, env)
         mine = chosen[m::MACHINES]
-        with open(run / store.RESULTS, "w") as f:
-            for axes in mine:
-                record = synth_record(templates_[axes["scenario"]], axes, _factor(axes, rng))
-                f.write(json.dumps(record, sort_keys=True) + "\n")
+        lines = [json.dumps(synth_record(templates_[axes["scenario"]], axes, _factor(axes, rng)), sort_keys=True)
+                 + "\n" for axes in mine]
+        write_atomic(run / store.RESULTS, "".join(lines), what="results file")
         if len(store.read_records(run)) != len(mine):
             raise SystemExit(f"scale: the readers refused some synthetic records in {run}")
         dirs.append(run)
@@ -158,7 +158,7 @@ def write_runs(templates_: dict[str, dict[str, Any]], env: dict[str, Any], n: in
 def write_history(templates_: dict[str, dict[str, Any]], env: dict[str, Any], runs: int, n_cells: int,
                   out: Path) -> Path:
     """``runs`` history entries (what ``history add`` writes) of the same ``n_cells`` cells, an hour apart."""
-    shutil.rmtree(out, ignore_errors=True)
+    remove_tree(out, out.parent, "run directory")
     out.mkdir(parents=True)
     machine = machine_from_env(env)
     chosen = cells(n_cells)
@@ -175,7 +175,7 @@ def write_history(templates_: dict[str, dict[str, Any]], env: dict[str, Any], ru
         entry = Entry(run_id=hashlib.sha256(f"scale-{i}".encode()).hexdigest(), commit=commit,
                       date=(start + timedelta(hours=i)).isoformat(), dirty=False,
                       source={"kind": "run-dir", "path": f"synthetic/{i}"}, machine=machine, env=env, records=records)
-        (out / entry.file_name()).write_text(entry.to_json())
+        write_atomic(out / entry.file_name(), entry.to_json(), what="history entry")
     return out
 
 
@@ -204,7 +204,7 @@ def first_screen(page: Path, shot: Path) -> dict[str, Any] | None:
     start = time.perf_counter()
     subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", page.as_uri()],
                    check=True, capture_output=True, timeout=900)
-    shutil.rmtree(profile, ignore_errors=True)
+    remove_tree(profile, shot.parent, "output")
     return {"seconds": round(time.perf_counter() - start, 2), "screenshot": str(shot)}
 
 
@@ -246,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 shot = args.work / f"{n}" / "first-screen.png"
                 row["first_screen"] = first_screen(page, shot)
                 if n == sizes[-1] and args.screenshot and row["first_screen"]:
-                    args.screenshot.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(shot, args.screenshot)
+                    write_output(args.screenshot, read_bytes(shot, "output"))
             result["report"].append(row)
             print(f"report {n} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB, page {row['page_mib']} MiB, "
                   f"first screen {(row.get('first_screen') or {}).get('seconds')} s (load {row['load_before']})", flush=True)
@@ -280,20 +279,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["host"]["load_end"] = load_average()
     print("growth exponents (log time / log cells, smallest to largest):", result["growth_exponent"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_output(args.out, json.dumps(result, indent=1) + "\n")
     print(f"figures: {args.out}")
     return 0
 
 
 def _merge(dirs: list[Path], out: Path) -> None:
     """One run directory holding the cells of all ``dirs`` (compare and export take one per side)."""
-    shutil.rmtree(out, ignore_errors=True)
+    remove_tree(out, out.parent, "run directory")
     out.mkdir(parents=True)
-    shutil.copyfile(dirs[0] / store.ENV, out / store.ENV)
-    with open(out / store.RESULTS, "wb") as f:
-        for d in dirs:
-            f.write((d / store.RESULTS).read_bytes())
+    write_atomic(out / store.ENV, read_bytes(dirs[0] / store.ENV, "environment file"), what="environment file")
+    write_atomic(out / store.RESULTS, b"".join(read_bytes(d / store.RESULTS, "results file") for d in dirs),
+                 what="results file")
 
 
 if __name__ == "__main__":
