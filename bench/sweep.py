@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import host, inputs, store
 from bench.backends.registry import BACKENDS, DEFAULT_BACKEND, get_backend
-from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, read_config
+from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, check_files, read_config
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
 from bench.errors import UsageError, choice_error
@@ -203,6 +203,7 @@ def validate(config: SweepConfig) -> None:
     validate_scenarios(config)
     if config.model_path:
         read_config(Path(config.model_path).expanduser())
+        check_files(Path(config.model_path).expanduser())
     for sample in load_samples(config.dataset, config.limit, config.allow_outside_images):
         sample.load_image()  # a missing or corrupt image stops the sweep here, named, before any cell runs
 
