@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import host, plausibility, store
+from bench.backends.base import LoadedModel, LoadOptions, generation_settings
 from bench.backends.registry import get_backend
-from bench.backends.transformers.checkpoints import LoadedModel, LoadOptions, resolve
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
 from bench.errors import CellSkipped, UsageError
@@ -307,7 +307,7 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ref = resolve(variant, config.load_options())
+        ref = get_backend(cell.backend).resolve(variant, config.load_options())
     for w in caught:
         print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
     loaded = get_backend(cell.backend).load(variant, ref, cell, config.load_options())
@@ -318,10 +318,9 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
 def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
              note: Callable[[str], None] = lambda line: None) -> store.Record:
     """Measure one cell with an already-loaded model and build its record; ``note`` gets progress lines."""
-    from bench.backends.transformers.pipeline import generation_settings
+    from bench.backends.transformers.preprocess import device_unsupported_reason
     from bench.metrics import usable_samples
     from bench.optimize import matmul_reference, reference_dtype, roofline_for
-    from bench.preprocess import device_unsupported_reason
     from bench.scenarios import ScenarioInput, get_load_generator, get_scenario
     from bench.scenarios.base import TIME_PER_IMAGE_BASIS
     from bench.schema import STAGES_BASIS
@@ -340,14 +339,18 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
     policy = config.policy(cell.device)
     started = time.time()
     reference_in = reference_dtype(cell.dtype, cell.quant)
-    before = matmul_reference(cell.device, reference_in)  # the roofline's reference, just before the cell
+    flops = backend.vision_flops(loaded)  # no roofline (nor its reference products) where it counts none
+    before = matmul_reference(cell.device, reference_in) if flops is not None else 0.0  # just before the cell
     log_dir = out / LOADGEN_LOGS / cell.cell_id  # a generator's own logs (LoadGen's), one folder per cell
     inside(out, f"{LOADGEN_LOGS}/{cell.cell_id}", "load generator log folder")  # a link there never leads outside
     m = get_load_generator(cell.load_generator).measure(cell.scenario, ScenarioInput(
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
         energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir,
         note=note))
-    after = matmul_reference(cell.device, reference_in)  # and just after it
+    if set(m.stages_ms) != set(backend.stages):  # a record holds what its backend declares it times
+        raise RuntimeError(f"backend {backend.name} timed stages {', '.join(m.stages_ms) or 'none'}; it declares "
+                           f"{', '.join(backend.stages)}")
+    after = matmul_reference(cell.device, reference_in) if flops is not None else 0.0  # and just after it
     record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
     record.max_new_tokens = generation.max_new_tokens
     record.params = loaded.params
@@ -372,7 +375,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
         "latency": m.latency_basis, "time_per_image": TIME_PER_IMAGE_BASIS, "stages_basis": STAGES_BASIS,
         "generation": "forced exact token count (random weights)" if generation.forced else "natural end (EOS)",
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "image_processor": type(loaded.processor.image_processor).__name__,
+        "image_processor": backend.processor_name(loaded),
         "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
                        "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
         "prefetch": get_scenario(cell.scenario).traits.prefetch if cell.prefetch else None,
@@ -391,7 +394,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
     record.extra["reported_source"] = variant.reported_source
     record.extra["reported_benchmark"] = _benchmark(cell)
     record.extra["texts"] = {str(k): v for k, v in m.texts.items()}
-    record.extra["roofline"], flags = roofline_for(loaded.model, m.stages_ms.get("vision"), cell.device, cell.dtype,
+    record.extra["roofline"], flags = roofline_for(flops, m.stages_ms.get("vision"), cell.device, cell.dtype,
                                                    cell.quant, (before, after))
     record.flags.extend(flags)
     record.extra["resolution_note"] = loaded.ref.note

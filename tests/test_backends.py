@@ -78,6 +78,20 @@ def test_a_cell_is_made_only_where_its_backend_runs_the_value():
         "backend openvino does not run compile True; accepted: false")
 
 
+def test_a_quant_off_the_cpu_is_a_skipped_cell_and_a_sweep_with_no_device_for_it_is_refused():
+    # which quant runs on which device is the backend's (device_axes), never a rule of the sweep
+    cells = expand(SweepConfig(devices=["cpu", "cuda"], quant=["none", "int8-dynamic"], limit=1))
+    assert sorted((c.device, c.quant) for c in cells) == [("cpu", "int8-dynamic"), ("cpu", "none"),
+                                                          ("cuda", "int8-dynamic"), ("cuda", "none")]
+    transformers = get_backend("transformers")
+    assert transformers.unsupported_reason(_cell(device="cuda", quant="int8-dynamic")) == (
+        "backend transformers does not run quant 'int8-dynamic' on cuda; accepted there: none")
+    assert transformers.unsupported_reason(_cell(quant="int8-dynamic")) is None
+    with pytest.raises(UsageError, match=r"^quantisation 'int8-dynamic' runs on no device of the sweep \(cuda:0\); "
+                                         r"accepted devices: cpu$"):
+        validate(SweepConfig(devices=["cuda:0"], quant=["int8-dynamic"], limit=1))
+
+
 # ------------------------------------------------------------------------------------- import rule
 
 
@@ -165,7 +179,8 @@ def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_c
 
 def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_checkpoint, ov_cache):
     pytest.importorskip("openvino")
-    from bench.backends.transformers.checkpoints import LoadOptions, resolve
+    from bench.backends.base import LoadOptions
+    from bench.backends.transformers.checkpoints import resolve
     from bench.variants import get_variant
 
     backend = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache))
@@ -246,8 +261,9 @@ def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkp
     pytest.importorskip("openvino")
     import torch
 
+    from bench.backends.base import LoadOptions
     from bench.backends.openvino.runtime import OVDecoder
-    from bench.backends.transformers.checkpoints import LoadOptions, resolve
+    from bench.backends.transformers.checkpoints import resolve
     from bench.data import synthetic_smoke
     from bench.variants import get_variant
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from bench.backends.transformers.pipeline import STAGES, BatchResult
+from bench.backends.base import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
 from bench.scenarios import ScenarioInput, ServerSettings, get_load_generator

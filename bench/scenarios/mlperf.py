@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends.transformers.pipeline import BatchResult
+from bench.backends.base import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
 from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.backends.base import Backend
+from bench.backends.base import LoadedModel
 from bench.backends.openvino.config import (
     INSTALL_HINT,
     PRECISIONS,
@@ -39,13 +39,14 @@ from bench.backends.openvino.config import (
     OpenVINOSettings,
     weight_precision,
 )
-from bench.backends.transformers.checkpoints import ATTN, LoadedModel, weights_bytes
+from bench.backends.transformers.backend import CheckpointBackend
+from bench.backends.transformers.checkpoints import ATTN, weights_bytes
 
 IR_FILE = "model.xml"
 PER_TOKEN = ("decoder_step", "lm_head")  # run once per generated token, on a batch's beam rows
 
 
-class OpenVINOBackend(Backend):
+class OpenVINOBackend(CheckpointBackend):
     name = "openvino"
     axes = {"dtype": tuple(PRECISIONS), "attn": ATTN, "cache": ("dynamic",), "quant": tuple(QUANT), "compile": (False,),
             "compile_vision": (False,), "channels_last": (False,), "preprocess": ("host",)}
