@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bench import fetch
 from bench.errors import UsageError, choice_error
+from bench.inputs import parse_json
 from bench.numbers import is_finite
 from bench.paths import inside
 
@@ -332,10 +333,10 @@ def _bomb(path: object, exc: Exception) -> UsageError:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"annotation file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or nested deeper than inputs.MAX_NESTING
         raise UsageError(f"{path} is not valid JSON: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read annotation file {path}: {exc.strerror}") from None

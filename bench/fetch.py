@@ -35,12 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bench.errors import UsageError, choice_error
+from bench.inputs import parse_json, parse_toml
 from bench.paths import Writer, inside, plain_name, write_all, write_atomic, write_error
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 DATA_ENV = "FLORENCE2_BENCH_DATA"
 MANIFEST_ENV = "FLORENCE2_BENCH_MANIFESTS"
@@ -127,7 +123,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def _parse_manifest(path: Path) -> Manifest:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = parse_toml(path.read_text(encoding="utf-8"))
         files = tuple(
             FileSpec(
                 name=plain_name(f["name"], f"file name in dataset manifest {path}"),
@@ -152,7 +148,7 @@ def _parse_manifest(path: Path) -> Manifest:
             embedded=bool(raw.get("embedded", False)),
             path=path,
         )
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"bad dataset manifest {path}: {type(exc).__name__}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read dataset manifest {path}: {exc.strerror}") from None
@@ -344,7 +340,7 @@ def verify(name: str, cache_dir: str | os.PathLike | None = None) -> VerifyRepor
 def _read_ready(path: Path, name: str) -> dict[str, Any]:
     """The READY record of a fetched dataset; a damaged one is one line saying how to redo the fetch."""
     try:
-        ready = json.loads(path.read_bytes().decode("utf-8"))
+        ready = parse_json(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         ready, why = None, f"not JSON ({type(exc).__name__})"
     else:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.inputs import BOUNDS
 
 # The threads axis's default: leave torch's own choice (one thread per physical core, or
 # OMP_NUM_THREADS when set); the record says the number it used.
@@ -36,10 +37,6 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-MAX_THREADS = 1024
-"""More threads than any machine's cores by far: a larger count is a typo, and OpenMP would try to start them."""
-
-
 def parse_threads(value: Any) -> int | str:
     """A threads axis value: ``auto`` or an integer >= 1 (from the command line or TOML)."""
     if value == THREADS_DEFAULT:
@@ -48,9 +45,9 @@ def parse_threads(value: Any) -> int | str:
         number = int(value) if isinstance(value, str) else value
     except ValueError:
         number = None
-    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_THREADS:
-        raise UsageError(f"bad threads value {value!r}; accepted: {THREADS_DEFAULT} or an integer >= 1 and <= "
-                         f"{MAX_THREADS}")
+    bound = BOUNDS["threads"]  # more than any machine's cores by far: a typo, and OpenMP would start them
+    if not bound.accepts(number):
+        raise UsageError(f"bad threads value {value!r}; accepted: {THREADS_DEFAULT} or {bound.describe()}")
     return number
 
 

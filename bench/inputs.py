@@ -9,18 +9,26 @@ of the harness but its errors: callers hand it the schemas and axes, so every mo
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
 from bench.numbers import is_finite, is_number
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 
 def read_text(path: Path, what: str) -> str:
@@ -38,6 +46,145 @@ def read_text(path: Path, what: str) -> str:
         ) from None
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+# ------------------------------------------------------------------------------------ bounds
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The accepted range of a number: ``low`` <= value <= ``high`` (``low_open``: value > ``low``)."""
+
+    low: float
+    high: float
+    integer: bool = True
+    low_open: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) or not is_number(value) or (self.integer and not isinstance(value, int)):
+            return False
+        if not is_finite(value):
+            return False
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        low = f"> {_plain(self.low)}" if self.low_open else f">= {_plain(self.low)}"
+        return f"{kind} {low} and <= {_plain(self.high)}"
+
+
+def _plain(number: float) -> str:
+    """A bound as people write it: 4,294,967,295 rather than 4.29497e+09."""
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
+# Every number a user gives (a flag, a sweep file's value), with its accepted range; README "Bounds"
+# lists them. A value outside is one line, exit 2, before any work: a batch of 2**63 images is never built.
+BOUNDS: dict[str, Bound] = {
+    "batch_sizes": Bound(1, 4096),
+    "num_beams": Bound(1, 64),
+    "max_new_tokens": Bound(1, 8192),
+    "limit": Bound(1, 10_000_000),
+    "examples": Bound(0, 1000),
+    "energy_idle_s": Bound(0, 3600, integer=False),
+    "threads": Bound(1, 1024),
+    "seed": Bound(0, 2**32 - 1),
+    "baseline_runs": Bound(3, 10_000),  # fewer runs give no spread to judge a change against
+    "qps": Bound(0, 1_000_000, integer=False, low_open=True),
+    "demand_qps": Bound(0, 1_000_000, integer=False, low_open=True),
+    "max_queue_delay_ms": Bound(0, 60_000, integer=False),
+    "latency_bound_ms": Bound(0, 3_600_000, integer=False, low_open=True),
+    "latency_percentile": Bound(0, 0.999999, integer=False, low_open=True),
+    "confidence": Bound(0, 0.999999, integer=False, low_open=True),
+    "accuracy_floor": Bound(0, 1_000_000, integer=False),
+    "min_duration_s": Bound(0, 86_400, integer=False),
+    "max_duration_s": Bound(0, 86_400, integer=False),
+    "min_requests": Bound(1, 10_000_000),
+    "max_requests": Bound(1, 10_000_000),
+    "prep_workers": Bound(1, 1024),
+    "warmup": Bound(0, 100_000),
+    "min_iterations": Bound(1, 1_000_000),
+    "max_iterations": Bound(1, 1_000_000),
+    "cv_threshold": Bound(0, 100, integer=False, low_open=True),
+}
+# the most cells one sweep may make (the product of its axis lengths, computed before any is expanded)
+MAX_CELLS = 100_000
+# the deepest nesting of lists and tables a JSON or TOML file may have (the harness's own files use < 10)
+MAX_NESTING = 64
+
+
+def check_bound(name: str, value: Any, where: str = "") -> None:
+    """Refuse ``value`` outside ``BOUNDS[name]``; ``where`` names its source (a flag, a file)."""
+    bound = BOUNDS[name]
+    if not bound.accepts(value):
+        raise UsageError(f"{where or 'bad ' + name} {_show(value)}; accepted: {bound.describe()}")
+
+
+def bounded(name: str) -> Callable[[str], int | float]:
+    """An argparse ``type`` for a numeric flag: the number, or argparse's one-line error naming the range."""
+    bound = BOUNDS[name]
+
+    def parse(text: str) -> int | float:
+        try:
+            value: int | float = int(text) if bound.integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {'int' if bound.integer else 'float'} value: {text!r}; accepted: "
+                                             f"{bound.describe()}") from None
+        if not bound.accepts(value):
+            raise argparse.ArgumentTypeError(f"bad {name} {text}; accepted: {bound.describe()}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def check_cell_count(lengths: dict[str, int]) -> None:
+    """Refuse a sweep whose axes multiply to more than ``MAX_CELLS`` cells, before any is made."""
+    total = math.prod(lengths.values())
+    if total > MAX_CELLS:
+        largest = sorted(lengths.items(), key=lambda kv: -kv[1])[:3]
+        shown = " x ".join(f"{n} {axis}" for axis, n in largest)
+        raise UsageError(f"the sweep would make up to {total:,} cells ({shown}, ...); accepted: at most "
+                         f"{MAX_CELLS:,} cells (split it into several sweeps)")
+
+
+# --------------------------------------------------------------------------------- nesting
+
+
+class NestingError(ValueError):
+    """A JSON or TOML document nested deeper than ``MAX_NESTING`` (a ValueError, as a parse error is)."""
+
+
+def _depth_ok(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_NESTING:
+                return False
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
+def _nesting_checked(parse: Callable[[str], Any], text: str) -> Any:
+    too_deep = NestingError(f"nested deeper than {MAX_NESTING} levels; accepted: at most {MAX_NESTING}")
+    try:
+        value = parse(text)
+    except RecursionError:
+        raise too_deep from None
+    if not _depth_ok(value):
+        raise too_deep
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` for files from outside: nesting deeper than ``MAX_NESTING`` is a ``NestingError``."""
+    return _nesting_checked(json.loads, text)
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads`` for files from outside: nesting deeper than ``MAX_NESTING`` is a ``NestingError``."""
+    return _nesting_checked(tomllib.loads, text)
 
 
 # ------------------------------------------------------------------------------------- types
@@ -105,18 +252,27 @@ def check_sweep(values: dict[str, Any], schema: type, sections: dict[str, type],
 
 
 def check_ranges(config: Any, axes: Iterable[str]) -> None:
-    """Values of the right type but outside what the harness accepts."""
+    """Values of the right type but outside what the harness accepts (``BOUNDS``), and a matrix too large
+    (``MAX_CELLS``): checked on the settings as given, before anything is expanded or run."""
+    lengths = {}
     for axis in axes:
-        if isinstance(getattr(config, axis, None), list) and not getattr(config, axis):
+        values = getattr(config, axis, None)
+        if isinstance(values, list) and not values:
             raise UsageError(f"the sweep's {axis} list is empty; accepted: at least one value")
-    if config.max_new_tokens is not None and config.max_new_tokens < 1:
-        raise UsageError(
-            f"bad max_new_tokens {config.max_new_tokens}; accepted: integers >= 1 (or unset for the task's default)"
-        )
-    if config.examples < 0:
-        raise UsageError(f"bad examples {config.examples}; accepted: integers >= 0")
-    if config.energy_idle_s < 0:
-        raise UsageError(f"bad energy_idle_s {config.energy_idle_s}; accepted: a number of seconds >= 0")
+        lengths[axis] = len(values) if isinstance(values, list) else 1
+    check_cell_count(lengths)
+    for axis in axes:
+        if axis in BOUNDS:
+            for value in getattr(config, axis):
+                if axis != "threads" or not isinstance(value, str):  # threads "auto": host.parse_threads
+                    check_bound(axis, value, f"bad {axis} value")
+    for name in ("limit", "max_new_tokens", "examples", "energy_idle_s"):
+        if getattr(config, name) is not None:  # limit, max_new_tokens: None is "all", "the task's default"
+            check_bound(name, getattr(config, name))
+    for table in ("repetition", "server"):
+        for key, value in getattr(config, table).items():
+            if key in BOUNDS and is_number(value):  # a string (qps "auto") or a wrong type: the table's own check
+                check_bound(key, value, f"bad [{table}] {key}")
 
 
 def _show(value: Any) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.data import CROWD, Region, Sample, get_dataset, load_samples
 from bench.errors import UsageError, choice_error
+from bench.inputs import parse_json
 from bench.numbers import finite_number, is_finite
 
 JAVA_ENV = "FLORENCE2_BENCH_JAVA_METRICS"
@@ -919,10 +920,10 @@ def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
             continue
         where = f"{path}:{n}"
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
+            row = parse_json(line)
+        except ValueError as exc:  # not JSON, or nested deeper than inputs.MAX_NESTING
             raise UsageError(
-                f"{where}: not a JSON object ({exc.msg}); expected {_ROW_FORMAT[kind]}"
+                f"{where}: not a JSON object ({getattr(exc, 'msg', exc)}); expected {_ROW_FORMAT[kind]}"
             ) from None
         if (
             not isinstance(row, dict)

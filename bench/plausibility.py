@@ -9,6 +9,9 @@ figure; it says why the figure may not be what it seems:
 - ``curve-not-monotone``: along the search's latency-vs-QPS curve, the chosen percentile fell by more
   than its confidence interval as the load rose (the interval of the lighter step lies wholly above the
   heavier step's): the machine's speed changed during the search.
+- ``bracket-speed-changed``: the two ends of the capacity bracket (the highest valid load and the lowest
+  invalid one above it) served their most common batch size (the same at both) at median times more
+  than ``BRACKET_SERVICE_APART`` (10%) apart: the bracket compares two machine speeds, not two loads.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from bench.numbers import is_number
 
 OFFLINE_MARGIN = 1.05
+BRACKET_SERVICE_APART = 0.10
 
 
 def flag(code: str, message: str) -> dict[str, str]:
@@ -49,3 +53,19 @@ def curve_not_monotone(curve: Sequence[dict[str, Any]]) -> dict[str, str] | None
                             f"below the one at the lighter {light['target_qps']:.4g} QPS "
                             f"[{light['ci_lo_ms']:.4g}, {light['ci_hi_ms']:.4g}] ms")
     return None
+
+
+def bracket_speed_changed(low: dict[str, Any], high: dict[str, Any]) -> dict[str, str] | None:
+    """The ``bracket-speed-changed`` flag for the bracket's two ends (curve steps with ``target_qps``,
+    ``service_ms``: the median batch time of the step's most common batch size, and that size,
+    ``service_batch_size``), or None; ends whose common sizes differ (batching follows the load) are not
+    compared."""
+    a, b, size = low.get("service_ms"), high.get("service_ms"), low.get("service_batch_size")
+    if not (is_number(a) and is_number(b) and min(a, b) > 0 and size == high.get("service_batch_size")):
+        return None
+    if max(a, b) <= (1 + BRACKET_SERVICE_APART) * min(a, b):
+        return None
+    return flag("bracket-speed-changed",
+                f"the capacity bracket's ends ran at different machine speeds: batches of {size} took a median "
+                f"{a:.4g} ms at {low['target_qps']:.4g} QPS and {b:.4g} ms at {high['target_qps']:.4g} QPS, more "
+                f"than {BRACKET_SERVICE_APART:.0%} apart")

@@ -14,13 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
-from bench.inputs import read_text
+from bench.inputs import parse_toml, read_text
 from bench.numbers import is_finite
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 DEFAULT_PRICES = Path(__file__).parent / "data" / "prices.toml"
 HOURS_PER_MONTH = 730.0  # 8760 / 12
@@ -103,8 +98,8 @@ def load_prices(path: Path | None = None) -> PriceTable:
     """Read a price table; a missing, malformed or old-format file is a UsageError naming it."""
     path = Path(path) if path is not None else DEFAULT_PRICES
     try:
-        data = tomllib.loads(read_text(path, "price table"))
-    except tomllib.TOMLDecodeError as exc:
+        data = parse_toml(read_text(path, "price table"))
+    except ValueError as exc:  # TOML syntax, or nesting deeper than inputs.MAX_NESTING
         raise UsageError(f"price table {path} is not valid TOML: {exc}") from None
     if "prices" in data:
         raise UsageError(

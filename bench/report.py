@@ -28,6 +28,7 @@ from typing import Any
 from bench import answer as answers
 from bench import host, report_charts, store
 from bench.errors import UsageError
+from bench.inputs import check_bound
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
 from bench.paths import Writer, distinct_dirs, write_all
@@ -686,12 +687,10 @@ def build_report(
 
     With ``answer``, the answer section is also written there as JSON (``bench.answer.answer_json``). A
     directory named twice (``RUN ./RUN/``) counts once; ``writer`` is the seam for a full disk."""
-    if latency_bound_ms is not None and not (_num(latency_bound_ms) and latency_bound_ms > 0):
-        raise UsageError(f"latency bound {latency_bound_ms!r} ms; accepted: a number > 0")
-    if accuracy_floor is not None and _num(accuracy_floor) is None:
-        raise UsageError(f"accuracy floor {accuracy_floor!r}; accepted: a finite number")
-    if demand_qps is not None and not (_num(demand_qps) and demand_qps > 0):
-        raise UsageError(f"demand {demand_qps!r} images/s; accepted: a number > 0 (--demand-qps)")
+    for name, value in (("latency_bound_ms", latency_bound_ms), ("accuracy_floor", accuracy_floor),
+                        ("demand_qps", demand_qps)):
+        if value is not None:
+            check_bound(name, value)
     run_dirs = distinct_dirs(run_dirs)
     price_table = load_prices(prices)
     runs = load_runs(run_dirs, price_table)

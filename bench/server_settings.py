@@ -22,6 +22,7 @@ def _setting(default: Any, *, identity: bool | str = True) -> Any:
 
 
 PERCENTILE_DEFAULT = 0.99
+SEARCH_STARTS = ("predicted", "ceiling")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class ServerSettings:
     # measured preparation and service times, bench.scenarios.server.prep_workers)
     prep_workers: int | str = _setting("auto", identity=False)
     seed: int = _setting(0, identity=False)
+    # where the capacity search starts: "predicted" (bench.scenarios.predict, from the cell's own batch times)
+    # or "ceiling" (the offline throughput, halving down: the search before predictions)
+    search_start: str = _setting("predicted", identity=False)
 
     def __post_init__(self) -> None:
         qps = self.qps
@@ -74,6 +78,8 @@ class ServerSettings:
         if self.prep_workers != "auto" and not (isinstance(self.prep_workers, int) and not isinstance(
                 self.prep_workers, bool) and self.prep_workers >= 1):
             raise UsageError(f"bad server prep_workers {self.prep_workers!r}; accepted: an integer >= 1 or auto")
+        if self.search_start not in SEARCH_STARTS:
+            raise UsageError(f"bad server search_start {self.search_start!r}; accepted: {', '.join(SEARCH_STARTS)}")
         if self.latency_bound_ms is not None and not (is_number(self.latency_bound_ms) and self.latency_bound_ms > 0
                                                       and math.isfinite(self.latency_bound_ms)):
             raise UsageError(f"bad latency bound {self.latency_bound_ms!r} ms; accepted: a finite number > 0")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.inputs import conforms
+from bench.inputs import conforms, parse_json
 from bench.numbers import is_number
 from bench.paths import open_nofollow, refuse_link, write_atomic, write_error
 from bench.schema import SCHEMA_VERSION, upgrade
@@ -55,7 +55,7 @@ class Record:
     dtype: str
     batch_size: int
     attn: str
-    compile: bool | str  # False, True or "graphs" (bench.optimize.COMPILE_MODES)
+    compile: bool | str  # False, True or "graphs" (bench.backends.transformers.settings.COMPILE_MODES)
     num_beams: int
     max_new_tokens: int
     status: str = "ok"
@@ -136,8 +136,8 @@ def parse_line(line: bytes | str) -> dict[str, Any] | None:
     """The record a results.jsonl line holds, or None (torn, not UTF-8, not JSON, or not a record)."""
     try:
         text = line.decode("utf-8") if isinstance(line, bytes) else line
-        value = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        value = parse_json(text)
+    except ValueError:  # not UTF-8, not JSON, or nested deeper than inputs.MAX_NESTING
         return None
     if not (isinstance(value, dict) and isinstance(value.get("cell_id"), str) and isinstance(value.get("status"), str)):
         return None
@@ -330,8 +330,8 @@ def read_env(run_dir: Path) -> dict[str, Any]:
         return {}
     try:
         with os.fdopen(open_nofollow(path, os.O_RDONLY, "environment file"), "rb") as fh:
-            env = json.loads(fh.read().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            env = parse_json(fh.read().decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON, or nested deeper than inputs.MAX_NESTING
         warnings.warn(f"{path}: ignored, not readable JSON ({exc})", stacklevel=2)
         return {}
     if not isinstance(env, dict):

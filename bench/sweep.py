@@ -44,11 +44,6 @@ from bench.schema import converted
 from bench.tasks import get_task
 from bench.variants import get_variant
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 SWEEP_DIR = Path(__file__).parent / "sweeps"
 # axes a user can override from the command line, with their element parser
 AXES: dict[str, Callable[[str], Any]] = {
@@ -130,17 +125,18 @@ class SweepConfig:
 
 
 def load_sweep(name_or_path: str) -> SweepConfig:
-    """A shipped sweep by name (``smoke``) or a TOML file path."""
+    """A shipped sweep by name (``smoke``: no suffix, no folder) or a TOML file path (``s.toml``, and a
+    path without a suffix such as ``/dev/fd/63`` from ``--sweep <(cat s.toml)``)."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if not path.suffix and len(path.parts) == 1:
         path = SWEEP_DIR / f"{name_or_path}.toml"
         if not path.exists():
             raise choice_error("sweep", name_or_path, sorted(p.stem for p in SWEEP_DIR.glob("*.toml")))
     elif not path.exists():
         raise UsageError(f"sweep file not found: {path}; accepted: a shipped sweep name or a TOML file")
     try:
-        raw = tomllib.loads(inputs.read_text(path, "sweep file"))
-    except tomllib.TOMLDecodeError as exc:
+        raw = inputs.parse_toml(inputs.read_text(path, "sweep file"))
+    except ValueError as exc:  # TOML syntax, or nesting deeper than inputs.MAX_NESTING
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in raw.items():
@@ -201,12 +197,6 @@ def validate(config: SweepConfig) -> None:
     if over := host.oversubscribed(config.threads, host.usable_cores()):
         warnings.warn(f"threads {', '.join(map(str, over))} > the {host.usable_cores()} usable cores: the cells "
                       "oversubscribe the CPU (allowed, to measure it; expect slower, noisier figures)", stacklevel=2)
-    for name, values in (("batch size", config.batch_sizes), ("num_beams", config.num_beams)):
-        for value in values:
-            if value < 1:
-                raise UsageError(f"bad {name} {value}; accepted: integers >= 1")
-    if config.limit is not None and config.limit < 1:
-        raise UsageError(f"bad limit {config.limit}; accepted: integers >= 1")
     for device in config.devices:
         config.policy(device)
     validate_scenarios(config)

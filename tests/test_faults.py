@@ -979,5 +979,5 @@ def test_a_load_generator_log_folder_leading_elsewhere_is_refused(kind, sweep_fi
 
 @pytest.mark.parametrize("value", ["1000000000", "1025", "0"])
 def test_a_thread_count_beyond_any_machine_is_refused(value):
-    with pytest.raises(cli.UsageError, match=r"bad threads value .*accepted: auto or an integer >= 1 and <= 1024"):
+    with pytest.raises(cli.UsageError, match=r"bad threads value .*accepted: auto or an integer >= 1 and <= 1,024"):
         host.parse_threads(value)

@@ -24,8 +24,9 @@ def test_the_dry_run_goes_through_every_step(tmp_path):
                           capture_output=True, text=True, timeout=7200)  # a hang guard, not a speed bound
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = dict(line.split()[:2] for line in (out / "steps.txt").read_text().splitlines())
-    # the check exits 1 on a CPU (no CUDA memory or NVML energy: implausible as GPU figures), the rest 0
-    assert steps == {"env": "0", "pixels": "0", "check": "1", "perf": "0", "targets": "0", "server": "0"}
+    # the check exits 1 on a CPU (no CUDA memory or NVML energy: implausible as GPU figures); perf 4: one
+    # round and no A/A control cannot judge the CPU target; the rest 0
+    assert steps == {"env": "0", "pixels": "0", "check": "1", "perf": "4", "targets": "0", "server": "0"}
     log = (out / "gpu-verify.log").read_text()
     assert "Traceback" not in log
     assert "within tolerance" in log and "dry run on cpu" in log
@@ -42,5 +43,6 @@ def test_the_dry_run_goes_through_every_step(tmp_path):
     assert any(r["status"] == "skipped" and r["compile"] == "graphs" for r in records)
     perf = json.loads((out / "perf.json").read_text())
     assert perf["measured"] == 1 and perf["settings"][1]["skipped"] == "unsupported"
+    assert perf["judgement"]["verdict"] == "not judged" and perf["host_load"]["rounds"]
     [server] = [json.loads(line) for line in (out / "server-results.jsonl").read_text().splitlines()]
     assert server["status"] == "ok" and server["scenario"] == "server" and server["server"]["n_requests"] >= 64

@@ -321,7 +321,7 @@ def _bad(tmp_path: Path) -> list[tuple[list[str], str]]:
             "yesterday",
         ),
         (["history", "check", str(good), "--fail-on", "latency_p5=5%"], "latency_p5=5%"),
-        (["history", "check", str(good), "--baseline-runs", "2"], "--baseline-runs 2"),
+        (["history", "check", str(good), "--baseline-runs", "2"], "--baseline-runs: bad baseline_runs 2"),
     ]
 
 

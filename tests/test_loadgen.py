@@ -38,6 +38,7 @@ class SleepingPipeline:
 
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
+        self.results: list[BatchResult] = []
 
     def run_batch(self, samples: list[Sample]) -> BatchResult:
         start = time.perf_counter()
@@ -45,9 +46,11 @@ class SleepingPipeline:
         batch_ms = (time.perf_counter() - start) * 1000.0
         n = len(samples)
         self.batch_sizes.append(n)
-        return BatchResult({s: batch_ms / n / len(STAGES) for s in STAGES}, batch_ms / n, batch_ms, [3] * n,
-                           [f"text {s.image_id}" for s in samples], [f"answer {s.image_id}" for s in samples],
-                           list(samples))
+        result = BatchResult({s: batch_ms / n / len(STAGES) for s in STAGES}, batch_ms / n, batch_ms, [3] * n,
+                             [f"text {s.image_id}" for s in samples], [f"answer {s.image_id}" for s in samples],
+                             list(samples))
+        self.results.append(result)
+        return result
 
 
 def scenario_input(tmp_path, batch_size: int, server: ServerSettings | None = None,
@@ -128,6 +131,11 @@ def test_closed_loops_run_under_loadgen(tmp_path, scenario, batch_size):
     if scenario == "single-stream":
         assert loadgen["percentiles_ms"]["p50"] == pytest.approx(m.latency["p50"], rel=0.03)
     assert (tmp_path / "logs" / "mlperf_log_summary.txt").exists()
+    # the same token figures as the builtin generator's: the fake's decode stage, 2 tokens after the first
+    assert m.per_token_ms is not None and m.per_token_ms["n"] == 0 and m.per_token_ms["p50"] is None
+    decode_s = sum(r.stages_ms["decode"] * len(r.samples) for r in run.pipeline.results) / 1000.0
+    rate = 2 * sum(run.pipeline.batch_sizes) / decode_s  # every batch the fake ran, warm-up included
+    assert m.throughput["decode_tokens_per_s"] == pytest.approx(rate, rel=0.15)
 
 
 @needs_loadgen

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from bench import measure, optimize
-from bench.backends.base import GenerationSettings
+from bench.backends.base import GenerationSettings, LoadOptions
 from bench.backends.transformers import settings as speed
 from bench.backends.transformers.backend import TransformersBackend
-from bench.backends.transformers.checkpoints import LoadOptions, load, resolve, weights_bytes
+from bench.backends.transformers.checkpoints import load, resolve, weights_bytes
 from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.backends.transformers.settings import apply_model_settings, unsupported_reason, vision_flops
 from bench.data import synthetic_smoke

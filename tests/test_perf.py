@@ -28,6 +28,7 @@ def report(tiny_checkpoint):
 
     candidates = [Candidate(), Candidate(batch_size=2)]
     lines: list[str] = []
+    readings = iter([(0.5, 0.4, 0.3), (1.5, 0.6, 0.4), (2.5, 0.8, 0.5), (3.5, 1.0, 0.6)])
     result = measure_settings(
         load_model,
         candidates,
@@ -36,6 +37,7 @@ def report(tiny_checkpoint):
         rounds=2,
         max_new_tokens=4,
         log=lines.append,
+        read_load=lambda: next(readings),
     )
     result.loads = loads
     return result
@@ -62,7 +64,7 @@ def test_table_speedup_and_json(report):
         assert setting.name in table
     line = report.speedup_line()
     match = re.fullmatch(
-        r"speedup: (\d+\.\d\d)x \(best: (.+) via the harness Pipeline, .* vs model-card snippet: "
+        r"speedup: (\d+\.\d\d)x \(95% CI \d+\.\d\d-\d+\.\d\dx over 2 rounds; best: (.+) via the harness Pipeline, .* vs model-card snippet: "
         r"base fp32 batch 1 num_beams=3 sdpa .*\)",
         line,
     )
@@ -80,6 +82,18 @@ def test_table_speedup_and_json(report):
     assert roof["fraction"] == (None if roof["bad_reference"] else pytest.approx(ratio))
     assert roof["bad_reference"] == (ratio > 1)  # a reference that under-read the machine is never a result
     assert data["settings"][0]["expected_same_tokens"] is True
+
+
+def test_the_host_load_is_read_before_after_each_round_and_after(report):
+    load = report.to_dict()["host_load"]
+    assert load["start"] == [0.5, 0.4, 0.3] and load["end"] == [3.5, 1.0, 0.6]
+    assert load["rounds"] == [[1.5, 0.6, 0.4], [2.5, 0.8, 0.5]] and report.rounds == 2
+    assert "after each round 1.50, 2.50" in report.host_line()
+    spread = report.to_dict()["settings"][0]["spread"]
+    assert spread["batches"] == 2 and spread["min_s"] <= spread["median_s"] <= spread["max_s"]
+    # two rounds and, a priori, a tiny model: never judged, and the exit code says so
+    assert "2 round(s) completed, 3 needed" in report.target_line()
+    assert report.exit_code() == perf.EXIT_NOT_JUDGED
 
 
 def test_candidates_keep_the_work_identical():
@@ -212,9 +226,11 @@ def test_out_of_memory_skips_a_setting_and_no_speedup_says_why(tiny_checkpoint, 
     assert report.target_line().startswith("target: >= 1.5x on cpu: not measured (no harness setting was measured")
     cuda = perf.PerfReport("cuda", 2, 1, 2, report.baseline, report.settings, {}, 1.0)
     assert cuda.target_line().startswith("target: >= 30.0x on cuda: not measured")
+    assert cuda.exit_code() == perf.EXIT_NOT_JUDGED
     faster = perf.SettingResult("x", 8, "fp16", "harness Pipeline", batch_s=[8 / (31 * report.baseline.images_per_s)])
-    assert perf.PerfReport("cuda", 2, 1, 2, report.baseline, [faster], {}, 1.0).target_line() == (
-        "target: >= 30.0x on cuda: met")
+    one_round = perf.PerfReport("cuda", 2, 1, 2, report.baseline, [faster], {}, 1.0)
+    assert one_round.target_line().startswith("target: >= 30.0x on cuda: not judged: 1 round(s) completed, 3 needed; "
+                                              "no A/A control")  # 31x, but nothing says the machine was steady
 
 
 def test_candidates_flag_picks_settings_and_refuses_bad_ones(capsys):
@@ -265,6 +281,79 @@ def test_the_ov_flag_names_an_openvino_setting_and_the_best_of_each_backend_is_c
     report = perf.PerfReport("cpu", 2, 1, 20, snippet, settings, {}, 1.0)
     assert {k: s.key for k, s in report.best_by_backend().items()} == {"transformers": "bf16-b1",
                                                                        "openvino": ov.key}
-    assert report.backends_line() == f"backends: best openvino {ov.key} 2.00x the best transformers bf16-b1"
+    assert report.backends_line() == (f"backends: best openvino {ov.key} 2.00x (no interval: 1 round(s) in common) "
+                                      "the best transformers bf16-b1")
     assert report.to_dict()["best_by_backend"]["openvino"]["images_per_s"] == 1.0
     assert perf.PerfReport("cpu", 2, 1, 20, snippet, settings[:2], {}, 1.0).backends_line() is None
+
+
+# ------------------------------------------------------------------------------ judging itself (fakes)
+
+QUIET = {"cores": 2, "start": [0.2, 0.3, 0.3], "rounds": [[1.9, 0.8, 0.4]] * 5, "end": [2.0, 1.0, 0.5]}
+BUSY = {**QUIET, "start": [3.1, 2.9, 2.5]}
+
+
+def _setting(candidate: Candidate, batch_s: list[float]) -> perf.SettingResult:
+    return perf.SettingResult(candidate.name, candidate.batch_size, candidate.dtype, "harness Pipeline",
+                              batch_s=batch_s, candidate=dataclasses.asdict(candidate), key=candidate.key)
+
+
+def _judged(snippet_s, control_s, best_s, host_load=QUIET, device="cpu"):
+    """A report from fake per-round batch times: the snippet, the harness's fp32-b1 (the A/A control)
+    and one faster setting at batch 2."""
+    snippet = perf.SettingResult("snippet", 1, "fp32", "model-card snippet", batch_s=snippet_s)
+    settings = [_setting(Candidate(), control_s)] if control_s else []
+    settings.append(_setting(Candidate(dtype="bf16", batch_size=2), best_s))
+    return perf.PerfReport(device, 4, min(map(len, [snippet_s, best_s])), 20, snippet, settings, {}, 1.0,
+                           host_load=host_load)
+
+
+STEADY = [5.0, 5.1, 4.9, 5.05, 4.95]
+
+
+def test_a_quiet_steady_run_is_judged_met_with_its_interval():
+    report = _judged(STEADY, [4.9, 5.0, 5.0, 5.1, 4.95], [2.5, 2.55, 2.45, 2.5, 2.6])  # ~4x at batch 2
+    ci = report.speedup_interval()
+    assert ci.value == pytest.approx(4.0) and 3.7 < ci.low <= ci.value <= ci.high < 4.3 and ci.rounds == 5
+    assert report.target_line() == "target: >= 1.5x on cpu: met"
+    assert re.match(r"speedup: 4\.00x \(95% CI \d\.\d\d-\d\.\d\dx over 5 rounds; best: ", report.speedup_line())
+    aa = report.aa_control()
+    assert aa.value == pytest.approx(5.0 / 5.0) and "within 1 ± 0.10" in report.aa_line()
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["judgement"] == {"verdict": "met", "reasons": []}
+    assert data["speedup_interval"]["low"] == pytest.approx(ci.low) and data["aa_control"]["rounds"] == 5
+    assert data["host_load"] == QUIET and data["settings"][1]["spread"]["batches"] == 5
+    assert report.exit_code() == 0
+
+
+def test_a_busy_host_is_not_judged_and_says_its_load_and_the_aa_ratio():
+    report = _judged(STEADY, STEADY, [2.5] * 5, host_load=BUSY)
+    line = report.target_line()
+    assert line.startswith("target: >= 1.5x on cpu: not judged: the host was busy (1-min load 3.10 at start")
+    assert "A/A control 1.00x (95% CI" in line and "host load: 1-min load 3.10" in line
+    assert report.exit_code() == perf.EXIT_NOT_JUDGED
+    assert report.to_dict()["judgement"]["verdict"] == "not judged"
+
+
+def test_an_aa_control_off_by_more_than_10_percent_blocks_the_verdict():
+    """Issue 29's busy machine: the harness's fp32-b1 read 0.044 img/s against the snippet's 0.085."""
+    report = _judged(STEADY, [9.7, 9.6, 9.8, 9.5, 9.7], [2.5] * 5)
+    assert report.aa_control().value == pytest.approx(5.0 / 9.7)
+    assert "not judged: the A/A control read 0.52x, outside 1 ± 0.10" in report.target_line()
+    assert "OUTSIDE" in report.aa_line() and report.exit_code() == perf.EXIT_NOT_JUDGED
+
+
+def test_too_few_rounds_or_no_control_are_not_judged():
+    two = _judged(STEADY[:2], STEADY[:2], [2.5, 2.5])
+    assert "not judged: 2 round(s) completed, 3 needed" in two.target_line()
+    alone = _judged(STEADY, None, [2.5] * 5)
+    assert "no A/A control" in alone.target_line() and "A/A control: not measured" in alone.aa_line()
+
+
+def test_met_needs_the_intervals_lower_end_to_clear_the_target():
+    """A median of 1.67x whose rounds spread down to 1.05x: the interval's lower end decides, NOT met."""
+    report = _judged([1.0] * 5, [1.0] * 5, [1.2, 1.2, 1.8, 1.2, 1.9])
+    assert report.speedup == pytest.approx(2 / 1.2) and report.speedup >= 1.5
+    assert report.speedup_interval().low < 1.5
+    assert report.target_line().startswith("target: >= 1.5x on cpu: NOT met: the interval's lower end is 1.0")
+    assert report.exit_code() == 0  # judged: a missed target is a finding, not a failure to judge

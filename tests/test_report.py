@@ -233,11 +233,11 @@ def test_bad_inputs_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="no results.jsonl"):
         report.build_report([tmp_path], tmp_path / "r.html")
     run = single_run(tmp_path / "run")
-    with pytest.raises(UsageError, match="latency bound"):
+    with pytest.raises(UsageError, match="bad latency_bound_ms -5"):
         report.build_report([run], tmp_path / "r.html", latency_bound_ms=-5)
     with pytest.raises(UsageError, match="baseline"):
         report.build_report([run], tmp_path / "r.html", baseline=tmp_path / "nope")
-    with pytest.raises(UsageError, match="--demand-qps"):
+    with pytest.raises(UsageError, match="bad demand_qps 0"):
         report.build_report([run], tmp_path / "r.html", demand_qps=0)
 
 

@@ -283,7 +283,7 @@ def test_report_cli_takes_demand_qps_and_refuses_a_bad_one(runs, tmp_path, capsy
     capsys.readouterr()
     assert cli.main([*args, "--demand-qps", "-3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "demand -3.0 images/s" in err[0] and "--demand-qps" in err[0]
+    assert len(err) == 1 and "bad demand_qps -3" in err[0] and "--demand-qps" in err[0]
 
 
 def test_schema_2_fields_of_the_wrong_type_render_as_missing(tmp_path):

@@ -104,14 +104,24 @@ def test_a_latency_bound_is_judged_on_p99():
     assert m.server["latency_bound_ms"] == 30.0
 
 
-def test_capacity_search_finds_the_md1_capacity_for_the_bound():
+@pytest.mark.parametrize("start", ["ceiling", "predicted"])
+def test_capacity_search_finds_the_md1_capacity_for_the_bound(start):
     bound_ms = 5 * S * 1000
     expected = md1_capacity(bound_ms, S)
-    settings = ServerSettings(qps="auto", latency_bound_ms=bound_ms, min_requests=4000, min_duration_s=0.0)
+    settings = ServerSettings(qps="auto", latency_bound_ms=bound_ms, min_requests=4000, min_duration_s=0.0,
+                              search_start=start)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
     assert m.capacity_qps == pytest.approx(expected, rel=0.10)
-    curve = m.server["curve"]
-    assert len(curve) >= 4 and curve[0]["target_qps"] == pytest.approx(1 / S)  # bracketed from offline
+    curve, searched = m.server["curve"], m.extra["capacity_search"]
+    assert searched["start"] == start and searched["start_qps"] == curve[0]["target_qps"]
+    assert searched["search_s"] >= sum(step["n_requests"] / step["target_qps"] for step in curve)  # virtual time
+    if start == "ceiling":
+        assert len(curve) >= 4 and curve[0]["target_qps"] == pytest.approx(1 / S)  # bracketed from offline
+        assert searched["prediction"] is None
+    else:  # from the prediction of the cell's own batch times, then one neighbour: two runs
+        assert len(curve) == 2 and curve[0]["target_qps"] == searched["prediction"]["qps"]
+        assert searched["prediction"]["basis"] == "predicted (queueing model from measured batch times)"
+        assert list(searched["prediction"]["batch_sizes"]) == [1]
     valid = [s for s in curve if s["valid"]]
     assert max(s["target_qps"] for s in valid) == m.capacity_qps
     assert all(s["p99"] <= bound_ms for s in valid)
@@ -132,6 +142,9 @@ def test_dynamic_batching_raises_capacity_with_the_batch_size():
         capacity[batch_size] = m.capacity_qps
         if batch_size == 8:
             assert m.server["batch_size_mean"] > 2 and m.server["max_batch_size"] == 8
+            # predicted from the cell's own batches of 8 and of 1 (partial batches interpolated between them)
+            prediction = m.extra["capacity_search"]["prediction"]
+            assert list(prediction["batch_sizes"]) == [1, 8] and len(m.server["curve"]) <= 3
     assert capacity[8] > 2 * capacity[1]
 
 
@@ -201,6 +214,8 @@ def test_a_bound_below_the_service_time_stops_the_search_as_unreachable():
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
     assert m.capacity_qps is None and m.server["valid"] is False
     assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server["curve"]) <= 2
+    # no predicted rate meets the bound: the search starts at the ceiling
+    assert m.extra["capacity_search"]["start"] == "ceiling" and m.extra["capacity_search"]["prediction"]["qps"] is None
 
 
 class _Overloaded:
@@ -238,6 +253,28 @@ class _Step:
         self.target_qps, self.valid = qps, qps <= limit
         self.latencies_ms, self.latency_bound_ms, self.queued = [1.0], 10.0, 1
         self.kept_up, self.too_short = self.valid, None
+
+
+@pytest.mark.parametrize(("start", "steps"), [(98.0, 2), (103.0, 2), (93.0, 3), (107.0, 3)])
+def test_a_search_from_a_close_prediction_brackets_in_two_or_three_runs(start, steps):
+    found = capacity.search(lambda q: _Step(q, 100.0), ceiling_qps=500.0, bound_ms=10.0, start_qps=start)
+    assert [s.target_qps for s in found.steps][0] == start and len(found.steps) == steps
+    lo, hi = found.bracket
+    assert lo <= 100.0 < hi <= lo * 1.05 * (1 + 1e-9) and found.stop_reason.startswith("bracket")
+
+
+@pytest.mark.parametrize("start", [20.0, 400.0])
+def test_a_search_from_a_wrong_prediction_falls_back_to_stepping_and_halving(start):
+    found = capacity.search(lambda q: _Step(q, 100.0), ceiling_qps=500.0, bound_ms=10.0, start_qps=start)
+    targets = [s.target_qps for s in found.steps]
+    assert targets[2] == pytest.approx(start * 1.05 ** 2 if start < 100 else start / 1.05 ** 2)  # neighbours first
+    assert targets[3] == pytest.approx(targets[2] * 1.5 if start < 100 else targets[2] / 2)  # then as before
+    assert 100.0 / 1.05 <= found.capacity_qps <= 100.0 and found.stop_reason.startswith("bracket")
+
+
+def test_a_prediction_above_the_ceiling_starts_at_the_ceiling():
+    found = capacity.search(lambda q: _Step(q, 100.0), ceiling_qps=101.0, bound_ms=10.0, start_qps=300.0)
+    assert [s.target_qps for s in found.steps] == pytest.approx([101.0, 101.0 / 1.05])
 
 
 @pytest.mark.parametrize("limit", [130.0, 37.0, 3.0])

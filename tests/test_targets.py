@@ -18,7 +18,8 @@ def _record(cell_id: str, variant: str = "base", scenario: str = "offline", devi
             "max_new_tokens": 20, "device": device, "dtype": "fp16", "batch_size": 128 if scenario == "offline" else 1,
             "scenario": scenario, "compile": False, "settings": {"cache": "dynamic", "preprocess": "device",
                                                                   "prefetch": scenario == "offline"},
-            "throughput": {"images_per_s": 100.0}, "latency_ms": {"p50": 100.0}, "extra": {}}
+            "throughput": {"images_per_s": 100.0}, "latency_ms": {"p50": 100.0}, "extra": {},
+            "samples_ms": [400.0 + (i % 3) for i in range(12)]}  # steady batches: a tight interval
     return {**base, **fields}
 
 
@@ -27,7 +28,7 @@ RECORDS = [
             extra={"roofline": {"fraction": 0.30, "vision_gflops_per_s": 190e3, "matmul_gflops_per_s": 640e3,
                                 "matmul_dtype": "fp16", "matmul_n": 8192}}),
     _record("b", throughput={"images_per_s": 250.0}),
-    _record("c", scenario="single-stream", latency_ms={"p50": 45.0}),
+    _record("c", scenario="single-stream", latency_ms={"p50": 45.0}, samples_ms=[44.0, 45.0, 46.0] * 4),
     _record("d", scenario="single-stream", latency_ms={"p50": 38.0}, max_new_tokens=10),  # other work: ignored
     _record("e", variant="large", device="cpu", throughput={"images_per_s": 500.0}),  # not a GPU: ignored
     _record("f", variant="large", status="skipped", throughput=None),
@@ -38,8 +39,11 @@ def _by_key(results):
     return {r["key"]: r for r in results}
 
 
+JUDGED_PERF = {"speedup_interval": {"low": 30.4, "high": 32.0}, "self_check": []}
+
+
 def test_each_target_is_measured_met_or_not_from_the_right_records():
-    perf = {"device": "cuda", "speedup": 31.2, "best": "base fp16 batch 128", "measured": 7}
+    perf = {"device": "cuda", "speedup": 31.2, "best": "base fp16 batch 128", "measured": 7, **JUDGED_PERF}
     results = _by_key(targets.evaluate(RECORDS, perf))
     assert results["base_offline"]["value"] == 320.0 and results["base_offline"]["verdict"] == "met"
     assert "cell a" in results["base_offline"]["source"]
@@ -51,6 +55,26 @@ def test_each_target_is_measured_met_or_not_from_the_right_records():
     vision = results["vision_roofline"]
     assert vision["value"] == pytest.approx(0.30) and vision["verdict"] == "NOT met"
     assert "8192² matrix product" in vision["source"]
+    assert results["base_offline"]["low"] == pytest.approx(320.0 * 401 / 402)  # the median batch's interval
+
+
+def test_a_target_is_met_only_when_judged_and_its_interval_clears_it():
+    """perf's own self-check travels with its speedup; the records' targets are not judged on a busy host."""
+    perf = {"device": "cuda", "speedup": 31.2, "best": "b", "measured": 7, **JUDGED_PERF}
+    unsure = _by_key(targets.evaluate(RECORDS, {**perf, "speedup_interval": {"low": 28.0, "high": 33.0}}))
+    assert unsure["perf_speedup"]["verdict"] == "NOT met" and "lower end is 28" in unsure["perf_speedup"]["why"][0]
+    noisy = {**perf, "self_check": ["the A/A control read 0.52x, outside 1 ± 0.10"]}
+    assert _by_key(targets.evaluate(RECORDS, noisy))["perf_speedup"]["why"] == noisy["self_check"]
+    old = _by_key(targets.evaluate(RECORDS, {"device": "cuda", "speedup": 31.2}))["perf_speedup"]
+    assert old["verdict"] == "not judged" and "no self-check" in old["why"][0]
+    busy = {"cores": 16, "start": [12.0, 9.0, 8.0], "end": None}
+    results = _by_key(targets.evaluate(RECORDS, perf, host_load=busy))
+    assert results["base_offline"]["verdict"] == "not judged"
+    assert results["base_offline"]["why"] == ["the host was busy (1-min load 12.00 at start, on 16 cores (busy))"]
+    assert results["perf_speedup"]["verdict"] == "met"  # perf read its own load
+    assert results["large_offline"]["verdict"] == "not measured"
+    few = _by_key(targets.evaluate([{**RECORDS[0], "samples_ms": [400.0, 401.0]}], perf))["base_offline"]
+    assert few["verdict"] == "not judged" and few["why"] == ["the figure has no interval"]
 
 
 def test_without_a_gpu_nothing_is_met():
@@ -66,10 +90,12 @@ def test_without_a_gpu_nothing_is_met():
 def test_evaluate_run_writes_targets_json_and_the_command_prints_them(tmp_path, capsys):
     for r in RECORDS:
         store.append(tmp_path, store.Record(**{k: v for k, v in _full(r).items()}))
-    (tmp_path / targets.PERF_FILE).write_text(json.dumps({"device": "cuda", "speedup": 12.0, "measured": 6}))
+    (tmp_path / targets.PERF_FILE).write_text(json.dumps({"device": "cuda", "speedup": 12.0, "measured": 6,
+                                                          "speedup_interval": {"low": 11.5, "high": 12.5},
+                                                          "self_check": []}))
     assert targets.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "targets: 1 met, 3 not met, 1 not measured" in out
+    assert "targets: 1 met, 3 not met, 0 not judged, 1 not measured" in out
     written = json.loads((tmp_path / targets.TARGETS_FILE).read_text())
     assert written["work"]["max_new_tokens"] == 20 and len(written["targets"]) == 5
     records = list(store.latest_by_cell(store.read_records(tmp_path)).values())  # as gpucheck passes them

@@ -34,6 +34,13 @@ def test_no_decoding_step_gives_no_percentile_and_no_rate():
     assert per_token["n"] == 0 and per_token["p50"] is None and decode_tps is None
 
 
+def test_one_new_token_gives_no_decode_rate_even_with_a_decode_time():
+    """``--max-new-tokens 1``: the decode stage still takes a moment (the stop check), but no token came
+    after the first, so there is no decode rate: null, never 0.0 tokens/s."""
+    per_token, decode_tps = token_figures([_batch([], 2, 1, 3.0), _batch([], 2, 1, 2.5)])
+    assert decode_tps is None and per_token["n"] == 0
+
+
 @pytest.mark.parametrize("scenario", ["single-stream", "offline", "server"])
 def test_every_scenario_reports_the_per_token_distribution_and_decode_rate(scenario):
     batch = 1 if scenario == "single-stream" else 2

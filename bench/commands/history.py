@@ -28,7 +28,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     hc.add_argument("--fail-on", help=fail_on)
     hc.add_argument("--markdown", help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     hc.add_argument("--fail-on-inconclusive", action="store_true", help=INCONCLUSIVE_HELP)
-    hc.add_argument("--baseline-runs", type=int, metavar="K",
+    hc.add_argument("--baseline-runs", type=inputs.bounded("baseline_runs"), metavar="K",
                     help="how many previous runs of the class give the baseline median (default 10, at least 3)")
     hst = hs.add_parser("steps", help="list every step over the whole history with the first commit after it")
     hst.add_argument("history", metavar="DIR")

@@ -15,7 +15,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
                               "random weights, marked random (for other tools to run exactly the model measured here)")
     m.add_argument("directory", metavar="DIR")
     m.add_argument("--variant", default="base", help="a registered variant, e.g. base, large (see `variants`)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=inputs.bounded("seed"), default=0)
     return m
 
 

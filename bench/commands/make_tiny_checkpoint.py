@@ -12,7 +12,7 @@ from bench import inputs
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     t = subparsers.add_parser("make-tiny-checkpoint", help="write a complete, tiny, random Florence-2 checkpoint")
     t.add_argument("directory", metavar="DIR")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=inputs.bounded("seed"), default=0)
     return t
 
 

@@ -51,12 +51,12 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     )
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("-o", "--output", help="HTML file (default: RUN_DIR/report.html of the first run)")
-    rp.add_argument("--latency-bound-ms", type=float, metavar="MS",
+    rp.add_argument("--latency-bound-ms", type=inputs.bounded("latency_bound_ms"), metavar="MS",
                     help="bound on request latency: p90 of single-stream cells, p99 of server cells; offline cells "
                          "never meet it (they are judged on throughput only)")
-    rp.add_argument("--accuracy-floor", type=float, metavar="X",
+    rp.add_argument("--accuracy-floor", type=inputs.bounded("accuracy_floor"), metavar="X",
                     help="accuracy floor on each task's headline metric (a ceiling for error rates such as CER)")
-    rp.add_argument("--demand-qps", type=float, metavar="Q",
+    rp.add_argument("--demand-qps", type=inputs.bounded("demand_qps"), metavar="Q",
                     help="images per second to serve: the answer gives, per task and device kind, the cheapest "
                          "setting, the devices it needs (ceil(Q / capacity)) and their cost (default: one device "
                          "of the best option)")

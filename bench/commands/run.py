@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.inputs import bounded
 from bench.summary import summary_table
 
 
@@ -47,13 +48,13 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
                    "default: the sweep's, else single-stream at batch 1 and offline above")
     r.add_argument("--load-generator", help="who issues the requests: builtin (default), mlperf (the official MLPerf "
                    "LoadGen; pip install -e '.[mlperf]'); builtin,mlperf makes a cell for each")
-    r.add_argument("--server-qps", help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
+    r.add_argument("--server-qps", type=_qps, help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
                    "QPS whose chosen percentile stays within --latency-bound-ms (capacity search)")
-    r.add_argument("--max-queue-delay-ms", type=float, help="server scenario: how long the dynamic batcher waits for "
+    r.add_argument("--max-queue-delay-ms", type=bounded("max_queue_delay_ms"), help="server scenario: how long the dynamic batcher waits for "
                    "a fuller batch (default 5)")
-    r.add_argument("--latency-bound-ms", type=float, help="server scenario: bound on the --latency-percentile a run "
+    r.add_argument("--latency-bound-ms", type=bounded("latency_bound_ms"), help="server scenario: bound on the --latency-percentile a run "
                    "must meet to be valid, by MLPerf's early stopping (required with --server-qps auto)")
-    r.add_argument("--latency-percentile", type=float, help="server scenario: the percentile judged against the bound, "
+    r.add_argument("--latency-percentile", type=bounded("latency_percentile"), help="server scenario: the percentile judged against the bound, "
                    "e.g. 0.9 (default 0.99; needs 44 requests per run at 0.9, 459 at 0.99)")
     r.add_argument("--weights", choices=None, help="auto (default), pretrained, random")
     r.add_argument("--model-path", help="a local Florence-2 checkpoint directory (implies --weights pretrained and "
@@ -63,8 +64,8 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--dataset", help="synthetic-smoke (default), a fetched dataset, NAME:N, or coco-json:PATH")
     r.add_argument("--allow-outside-images", action="store_true", help="coco-json:PATH: read images whose "
                    "file_name (absolute or ../) lies outside the image folder (refused by default)")
-    r.add_argument("--limit", type=int, help="at most N images")
-    r.add_argument("--max-new-tokens", type=int, help="override the generation cap (random mode: forced count)")
+    r.add_argument("--limit", type=bounded("limit"), help="at most N images")
+    r.add_argument("--max-new-tokens", type=bounded("max_new_tokens"), help="override the generation cap (random mode: forced count)")
     r.add_argument("--out", help="run directory (default: runs/<sweep>-<time>)")
     r.add_argument("--resume", action="store_true", help="continue a run directory: cells whose latest record is ok "
                    "or skipped are not run again, failed ones are retried; refused if the sweep differs from the "
@@ -133,6 +134,11 @@ def _server_overrides(config, args: argparse.Namespace):
         raise UsageError(f"--{'server-qps' if 'qps' in given else next(iter(given)).replace('_', '-')} applies to "
                          "the server scenario, which this run has not; accepted: add server to --scenarios")
     return dataclasses.replace(config, server={**config.server, **given})
+
+
+def _qps(text: str) -> float | str:
+    """``--server-qps``: ``auto`` (the capacity search) or a load within ``inputs.BOUNDS["qps"]``."""
+    return text if text == "auto" else bounded("qps")(text)
 
 
 def _timestamp() -> str:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from bench import compare
 from bench.errors import UsageError
-from bench.history.detect import K_BASELINE, MIN_BASELINE, Step, check, steps
+from bench.history.detect import K_BASELINE, Step, check, steps
 from bench.history.entries import Entry, MachineClass, add, load
+from bench.inputs import check_bound
 
 __all__ = ["Entry", "MachineClass", "Step", "add", "check", "load", "steps", "steps_table"]
 
@@ -91,8 +92,7 @@ def run_check(
     with ``fail_on_inconclusive``, 2 when nothing regressed but a change beyond the threshold is within
     the noise band (``compare.exit_code``)."""
     k = K_BASELINE if k is None else k
-    if k < MIN_BASELINE:
-        raise UsageError(f"--baseline-runs {k}; accepted: an integer >= {MIN_BASELINE}")
+    check_bound("baseline_runs", k, "bad --baseline-runs")
     thresholds = _thresholds(fail_on)
     result = check(load(Path(history)), thresholds, k=k)
     print(result.to_table(), end="")

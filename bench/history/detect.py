@@ -42,12 +42,13 @@ import numpy as np
 
 from bench import compare
 from bench.history.entries import Entry, MachineClass
+from bench.inputs import BOUNDS
 from bench.numbers import finite_number
 from bench.scenarios import traits_of
 
 K_BASELINE = 10
 SPREAD_RUNS = 30
-MIN_BASELINE = 3
+MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
 Z_CHECK = 3.5
 Z_STEP = 4.5
 MIN_SEGMENT = 3

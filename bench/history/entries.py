@@ -28,7 +28,7 @@ from typing import Any
 
 from bench import store
 from bench.errors import UsageError
-from bench.inputs import conforms
+from bench.inputs import conforms, parse_json
 from bench.numbers import is_finite
 from bench.paths import inside, write_atomic
 
@@ -226,7 +226,7 @@ def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
 
 def read_pytest_benchmark(path: Path) -> Source:
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
         machine_info, benchmarks = data["machine_info"], data["benchmarks"]
         if not isinstance(benchmarks, list) or not benchmarks:
             raise ValueError("no benchmarks")
@@ -244,7 +244,7 @@ def read_pytest_benchmark(path: Path) -> Source:
             raise ValueError(f"machine_info.cpu.count is {count!r}, not an integer")
         env = store.checked_env(machine_info.get(PYTEST_BENCHMARK_ENV) or {}, path)
         records = sorted((_benchmark_record(b) for b in benchmarks), key=lambda r: r["cell_id"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"{str(path)!r} is not a pytest-benchmark JSON file ({_one(exc)}); accepted: {ACCEPTED_SOURCE}"
         ) from None
@@ -367,7 +367,7 @@ ACCEPTED_HISTORY = "a directory of run-*.json files written by `florence2-bench 
 
 def _read_entry(path: Path) -> Entry:
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"format {found!r}, not {FORMAT!r}")
@@ -392,7 +392,7 @@ def _read_entry(path: Path) -> Entry:
             records=records,
             path=path,
         )
-    except (OSError, ValueError, KeyError, TypeError, UsageError, RecursionError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
         raise UsageError(
             f"history file {str(path)!r} is not a history entry ({_one(exc)}); accepted: {ACCEPTED_HISTORY}"
         ) from None

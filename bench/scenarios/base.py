@@ -218,8 +218,9 @@ def batch_figures(results: Sequence[BatchResult], cv_threshold: float) -> tuple[
 
 def token_figures(results: Sequence[BatchResult]) -> tuple[dict[str, Any], float | None]:
     """The per-token latency distribution (``per_token_ms``) and the decode phase's tokens/s of some
-    batches: tokens after each image's first (which ttft makes) over the batches' decode time (None where
-    the backend does not time decoding)."""
+    batches: tokens after each image's first (which ttft makes) over the batches' decode time; None when
+    no token came after the first (``max_new_tokens`` 1: there is no decode phase to rate, not a rate of 0)
+    or the backend does not time decoding."""
     steps = [s for r in results for s in r.step_ms]
     quantiles = np.percentile(steps, [50, 90, 99]).tolist() if steps else [None] * 3
     batch = max((len(r.samples) for r in results), default=1)
@@ -227,4 +228,4 @@ def token_figures(results: Sequence[BatchResult]) -> tuple[dict[str, Any], float
                  "basis": PER_TOKEN_BASIS.format(n=batch)}
     decode_s = sum(r.stages_ms.get("decode", 0.0) * len(r.samples) for r in results) / 1000.0
     tokens = sum(sum(r.new_tokens) - len(r.new_tokens) for r in results)
-    return per_token, (tokens / decode_s if decode_s > 0 else None)
+    return per_token, (tokens / decode_s if decode_s > 0 and tokens > 0 else None)

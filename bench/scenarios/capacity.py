@@ -17,6 +17,13 @@ chosen percentile under the latency bound); an invalid run counts as "too high".
 3. bisects between the highest valid and the lowest invalid load until they are within
    ``PRECISION`` (5%) of each other.
 
+With a predicted capacity (``start_qps``, ``bench.scenarios.predict`` from the cell's own batch times), the
+search starts there instead of at the ceiling, and its first ``NEIGHBOURS`` steps away from it go to the
+neighbouring rates (``PRECISION`` above after a valid run, below after an invalid one): when the prediction
+is within 10%, two or three runs close the bracket. When they do not (the prediction was off), the search
+goes on by the rules above (steps of 1.5x up, halving down, the same unreachable checks), from
+the runs it has.
+
 Every step is a full server run with the same seed (the same random pattern, scaled to each rate),
 kept in ``steps``: the latency-vs-QPS curve. ``capacity_qps`` is the highest valid load, or None;
 ``bracket`` is [highest valid, lowest invalid] as the search proved them (either may be None).
@@ -32,6 +39,7 @@ from typing import Generic, Protocol, TypeVar
 PRECISION = 0.05  # stop when the invalid load is within 5% above the valid one
 MAX_STEPS = 14  # a bound on the run time; the search says when it stopped here
 STEP_UP = 1.5
+NEIGHBOURS = 2  # steps of PRECISION away from a predicted start before the search falls back to STEP_UP or halving
 
 
 class Step(Protocol):
@@ -71,12 +79,24 @@ class Search(Generic[StepT]):
         return lo, min(above) if above else None
 
 
+def _closed(lo: float, hi: float, precision: float) -> bool:
+    """The invalid load is within ``precision`` above the valid one (a neighbour step lands on the edge)."""
+    return hi <= lo * (1 + precision) * (1 + 1e-9)
+
+
 def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float | None,
-           precision: float = PRECISION, max_steps: int = MAX_STEPS, max_qps: float = math.inf) -> Search[StepT]:
-    """Bracket from ``ceiling_qps``, then bisect; ``run_at(qps)`` runs and judges one step."""
+           precision: float = PRECISION, max_steps: int = MAX_STEPS, max_qps: float = math.inf,
+           start_qps: float | None = None) -> Search[StepT]:
+    """Bracket from ``start_qps`` (a prediction; its neighbours first) or else ``ceiling_qps``, then bisect;
+    ``run_at(qps)`` runs and judges one step."""
     if not ceiling_qps > 0:
         raise ValueError(f"the search needs a positive ceiling, got {ceiling_qps!r}")
+    if start_qps is not None and not start_qps > 0:
+        raise ValueError(f"the search needs a positive start, got {start_qps!r}")
     found: Search[StepT] = Search()
+
+    def neighbour() -> bool:  # the first steps away from a predicted start go to its neighbours
+        return start_qps is not None and len(found.steps) <= NEIGHBOURS
 
     def valid_at(qps: float) -> bool:
         step = run_at(qps)
@@ -85,7 +105,7 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
 
     lo: float | None = None
     hi: float | None = None
-    start = min(ceiling_qps, max_qps)
+    start = min(ceiling_qps, max_qps, start_qps or math.inf)
     if valid_at(start):
         lo = start
         while hi is None and len(found.steps) < max_steps:
@@ -94,7 +114,7 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
                 found.stop_reason = (f"capacity at least {lo:.4g} QPS: a heavier run would need more than "
                                      "max_requests requests for min_duration_s")
                 return found
-            qps = min(lo * STEP_UP, max_qps)
+            qps = min(lo * (1 + precision if neighbour() else STEP_UP), max_qps)
             if valid_at(qps):
                 lo = qps
             else:
@@ -115,12 +135,12 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
                                      "yet the run was invalid: its percentile is service time, which no lighter "
                                      "load lowers")
                 return found
-            qps = hi / 2
+            qps = hi / (1 + precision) if neighbour() else hi / 2
             if valid_at(qps):
                 lo = qps
             else:
                 hi = qps
-    while lo is not None and hi is not None and hi - lo > precision * lo and len(found.steps) < max_steps:
+    while lo is not None and hi is not None and not _closed(lo, hi, precision) and len(found.steps) < max_steps:
         mid = (lo + hi) / 2
         if valid_at(mid):
             lo = mid
@@ -129,7 +149,7 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
     found.capacity_qps = lo
     if lo is None:
         found.stop_reason = f"no valid load found in {len(found.steps)} steps (lowest tried {hi:.3g} QPS)"
-    elif hi is None or hi - lo > precision * lo:
+    elif hi is None or not _closed(lo, hi, precision):
         found.stop_reason = f"step limit {max_steps} reached before the bracket closed to {precision:.0%}"
     else:
         found.stop_reason = f"bracket [{lo:.4g}, {hi:.4g}] QPS within {precision:.0%}"

@@ -39,7 +39,14 @@ import numpy as np
 from bench.backends.base import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
-from bench.scenarios.base import FirstAnswers, Measurement, ScenarioInput, Tracking, batch_figures
+from bench.scenarios.base import (
+    FirstAnswers,
+    Measurement,
+    ScenarioInput,
+    Tracking,
+    batch_figures,
+    token_figures,
+)
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.server import Server, ServerRun, judge
 from bench.stats import queries_needed
@@ -197,10 +204,12 @@ class LoadGenRun:
         return max(q.completed_s for q in self.queries) - self.start_s
 
 
-def test_settings(lg: ModuleType, scenario: str, run: ScenarioInput, expected_batch_s: float) -> Any:
+def test_settings(lg: ModuleType, scenario: str, run: ScenarioInput, expected_batch_s: float,
+                  at_least: int = 0) -> Any:
     """LoadGen's settings for a cell: its scenario, run length and seed, and for the server the target QPS,
-    the latency bound and its percentile. ``expected_batch_s`` (the warm-up's batch time) sizes the
-    closed loops as LoadGen asks."""
+    the latency bound and its percentile, and at least ``at_least`` queries (a re-run sized to the count
+    over the bound an earlier run saw). ``expected_batch_s`` (the warm-up's batch time) sizes the closed
+    loops as LoadGen asks."""
     policy, n_images = run.policy, len(run.samples)
     ts = lg.TestSettings()
     ts.scenario = getattr(lg.TestScenario, SCENARIOS[scenario])
@@ -224,7 +233,8 @@ def test_settings(lg: ModuleType, scenario: str, run: ScenarioInput, expected_ba
         ts.server_target_latency_ns = NO_BOUND_NS if bound is None else round(bound * 1e6)
         ts.server_target_latency_percentile = settings.latency_percentile
         ts.min_duration_ms = round(settings.min_duration_s * 1000)
-        ts.min_query_count = max(settings.min_requests, n_images, queries_needed(0, settings.latency_percentile, CONFIDENCE))
+        ts.min_query_count = max(settings.min_requests, n_images,
+                                 queries_needed(0, settings.latency_percentile, CONFIDENCE), at_least)
     return ts
 
 
@@ -380,12 +390,14 @@ def closed_loop(scenario: str, run: ScenarioInput) -> Measurement:
     latency = summarize(samples_ms, policy.cv_threshold).to_dict()
     memory, energy = tracking.fields(n_images, run.weights_bytes)
     wall_s = measured.wall_s
+    per_token, decode_tokens_per_s = token_figures(results)  # the same token figures as the builtin's
     return Measurement(
         samples_ms=samples_ms, latency=latency, time_per_image=time_per_image, stages_ms=stages,
-        throughput={"images_per_s": n_images / wall_s, "tokens_per_s": sum(tokens) / wall_s, "wall_s": wall_s},
+        throughput={"images_per_s": n_images / wall_s, "tokens_per_s": sum(tokens) / wall_s, "wall_s": wall_s,
+                    "decode_tokens_per_s": decode_tokens_per_s},
         memory=memory, energy=energy, gen_tokens_mean=sum(tokens) / len(tokens), iterations=len(results),
         latency_basis=LATENCY_BASIS[scenario], answers=first.answers, texts=first.texts,
-        unstable=bool(latency["unstable"]), loadgen=measured.summary)
+        unstable=bool(latency["unstable"]), loadgen=measured.summary, per_token_ms=per_token)
 
 
 class LoadGenServer(Server):
@@ -395,14 +407,17 @@ class LoadGenServer(Server):
     def __init__(self) -> None:
         self._runs = 0
 
-    def serve(self, run: ScenarioInput, qps: float, first: FirstAnswers, workers: int = 1) -> ServerRun:
-        """``workers`` is the builtin's preparation pool: prefetch is measured with the builtin generator only."""
+    def serve_once(self, run: ScenarioInput, qps: float, first: FirstAnswers, workers: int = 1,
+                   at_least: int = 0) -> ServerRun:
+        """One LoadGen test at ``qps`` of at least ``at_least`` queries (``Server.serve`` re-runs a short one
+        as the builtin's). ``workers`` is the builtin's preparation pool: prefetch is measured with the
+        builtin generator only."""
         lg = _loadgen()
         settings = run.server
         assert settings is not None
         self._runs += 1
         at_qps = dataclasses.replace(run, server=dataclasses.replace(settings, qps=qps))
-        measured = run_loadgen(lg, at_qps, test_settings(lg, "server", at_qps, 0.0),
+        measured = run_loadgen(lg, at_qps, test_settings(lg, "server", at_qps, 0.0, at_least),
                                Batcher(run.batch_size, settings.max_queue_delay_ms / 1000.0), first,
                                _log_dir(run, f"step-{self._runs:02d}"))
         start = measured.start_s
@@ -412,6 +427,7 @@ class LoadGenServer(Server):
                            run.batch_size, settings.max_queue_delay_ms, settings.latency_bound_ms,
                            settings.latency_percentile, CONFIDENCE)
         served.latencies_ms = measured.loadgen_latencies_ms  # LoadGen's, from its scheduled arrivals
+        served.offered_qps = measured.summary.get("scheduled_samples_per_s")  # what LoadGen offered
         judge(served, settings)
         served.valid = measured.summary.get("result_validity") == "VALID"  # LoadGen's verdict decides
         served.invalid_reason = _verdict_reason(measured.summary)

@@ -29,6 +29,7 @@ included; and with ``qps = "auto"``, the highest load whose chosen percentile (p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import statistics
@@ -44,7 +45,7 @@ from bench.backends.base import BatchResult
 from bench.errors import UsageError
 from bench.measure import summarize
 from bench.prefetch import ScheduledPreparer
-from bench.scenarios import capacity
+from bench.scenarios import capacity, predict
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,
@@ -112,6 +113,9 @@ class ServerRun:
     valid: bool = True
     invalid_reason: str | None = None
     loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures, when it generated the load
+    # the rate the load generator's schedule offered, when it is not the target by construction (LoadGen's
+    # scheduled samples per second: its schedule is its own)
+    offered_qps: float | None = None
     latencies_ms: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +128,7 @@ class ServerRun:
     @property
     def duration_s(self) -> float:
         """From the window's start to its end or to the last request's dispatch, whichever is later."""
-        return max(self.n_requests / self.target_qps, float(self.dispatches_s.max()))
+        return max(self.scheduled_s, float(self.dispatches_s.max()))
 
     @property
     def wall_s(self) -> float:
@@ -139,13 +143,14 @@ class ServerRun:
 
     @property
     def scheduled_s(self) -> float:
-        """The schedule's window: ``n`` arrivals at the target rate."""
-        return self.n_requests / self.target_qps
+        """The schedule's window: ``n`` arrivals at the offered rate."""
+        return self.n_requests / self.scheduled_qps
 
     @property
     def scheduled_qps(self) -> float:
-        """Requests / the schedule's window: the offered rate (the target, by construction)."""
-        return self.n_requests / self.scheduled_s
+        """The offered rate: requests / the schedule's window (the builtin's: the target, by construction;
+        LoadGen's: its scheduled samples per second, which can fall short of the target)."""
+        return self.offered_qps if self.offered_qps else self.target_qps
 
     @property
     def completed_qps(self) -> float:
@@ -206,18 +211,28 @@ class ServerRun:
     def batch_size_mean(self) -> float:
         return statistics.fmean(len(r.samples) for r in self.results)
 
+    def service_ms(self) -> tuple[float | None, int | None]:
+        """How fast the machine served at this load: the median batch time of the most common batch size,
+        and that size (with batching the sizes follow the load, so loads compare only at the same size)."""
+        if not self.results:
+            return None, None
+        size, _ = Counter(len(r.samples) for r in self.results).most_common(1)[0]
+        return statistics.median(r.batch_ms for r in self.results if len(r.samples) == size), size
+
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
 
     def step(self) -> dict[str, Any]:
         """This run as one point of a latency-vs-QPS curve (``server.curve``)."""
         ci = self.percentile_ci_ms() or [None, None]
+        service_ms, service_batch = self.service_ms()
         return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
                 "scheduled_qps": self.scheduled_qps, "completed_qps": self.completed_qps,
                 "p50": self.percentile(50), "p90": self.percentile(90), "p99": self.percentile(99),
                 "percentile_ms": self.percentile_ms, "ci_lo_ms": ci[0], "ci_hi_ms": ci[1],
                 "overlatency": self.overlatency, "n_requests": self.n_requests,
-                "batch_size_mean": self.batch_size_mean, "valid": self.valid, "invalid_reason": self.invalid_reason}
+                "batch_size_mean": self.batch_size_mean, "service_ms": service_ms, "service_batch_size": service_batch,
+                "valid": self.valid, "invalid_reason": self.invalid_reason}
 
     def server_field(self, curve: list[dict[str, Any]], bracket: list[float | None] | None = None) -> dict[str, Any]:
         return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
@@ -327,12 +342,38 @@ def _workers(settings: ServerSettings, run: ScenarioInput, warmed: Sequence[Batc
     return prep_workers(settings, run.batch_size, prepare_ms, batch_ms - prepare_ms * run.batch_size)
 
 
-def offline_images_per_s(run: ScenarioInput, batches: int) -> float:
+def offline_images_per_s(run: ScenarioInput, batches: int) -> tuple[float, list[BatchResult]]:
     """A quick closed-loop throughput at the cell's batch size: the ceiling of the capacity search
-    (prefetching as the cell does: then images / wall time, since batches overlap)."""
+    (prefetching as the cell does: then images / wall time, since batches overlap), and its batches."""
     results, seconds = run_batches(run.pipeline, run.batches(run.samples, run.batch_size), batches,
                                    prefetch=run.prefetch, now=run.timer.now)
-    return sum(len(r.samples) for r in results) / seconds
+    return sum(len(r.samples) for r in results) / seconds, results
+
+
+def batch_service_ms(result: BatchResult, prefetch: bool) -> float:
+    """What a batch costs the server's model: its wall time, less its preparation when requests are
+    prepared at their arrival (prefetch) rather than at dispatch."""
+    return result.batch_ms - (result.stages_ms["preprocess"] * len(result.samples) if prefetch else 0.0)
+
+
+def predicted_start(run: ScenarioInput, measured: Sequence[BatchResult],
+                    batches: int) -> tuple[predict.Prediction | None, str]:
+    """The capacity predicted from the cell's own batches (the ceiling's, after the warm-up, at the cell's
+    batch size, plus ``batches`` batches of one after one more to warm that size up, when the cell's is
+    larger: partial batches are common at light load), and where the search starts: "predicted" or, without
+    a predicted rate that meets the bound or at which a run can be as long as its percentile needs, "ceiling"."""
+    settings = run.server
+    assert settings is not None and settings.latency_bound_ms is not None
+    times = {run.batch_size: [batch_service_ms(r, run.prefetch) for r in measured]}
+    if run.batch_size > 1:
+        ones, _ = run_batches(run.pipeline, run.batches(run.samples, 1), batches + 1, prefetch=False,
+                              now=run.timer.now)
+        times[1] = [batch_service_ms(r, run.prefetch) for r in ones[1:]]
+    prediction = predict.predict_capacity(times, bound_ms=settings.latency_bound_ms,
+                                          percentile=settings.latency_percentile, max_batch=run.batch_size,
+                                          max_queue_delay_ms=settings.max_queue_delay_ms, seed=settings.seed)
+    usable = prediction.qps is not None and run_size(prediction.qps, settings, len(run.samples))[1] is None
+    return prediction, "predicted" if usable else "ceiling"
 
 
 def _service_unstable(results: Sequence[BatchResult], cv_threshold: float) -> bool:
@@ -361,14 +402,20 @@ class Server:
         """One load, judged. A run whose percentile is within the bound but that is too short for the count
         over the bound it saw (MLPerf's early stopping asks more requests as more exceed: p90 needs 44 with
         none over, 64 with one) runs again at the same load, sized to that count, at most ``EXTENSIONS``
-        times while it fits ``max_duration_s`` and ``max_requests``: a step never fails for being short."""
-        served = serve(run, qps, first, workers)
+        times while it fits ``max_duration_s`` and ``max_requests``: a step never fails for being short.
+        The same for every load generator: each runs one load in ``serve_once``."""
+        served = self.serve_once(run, qps, first, workers)
         for _ in range(EXTENSIONS):
             needed = served.requests_to_pass()
             if needed is None or run_size(qps, run.server, len(run.samples), needed)[1]:
                 break
-            served = serve(run, qps, first, workers, at_least=needed)
+            served = self.serve_once(run, qps, first, workers, at_least=needed)
         return served
+
+    def serve_once(self, run: ScenarioInput, qps: float, first: FirstAnswers, workers: int = 1,
+                   at_least: int = 0) -> ServerRun:
+        """One run at ``qps`` of at least ``at_least`` requests, judged (the builtin Poisson schedule)."""
+        return serve(run, qps, first, workers, at_least)
 
     def measure(self, run: ScenarioInput) -> Measurement:
         settings = run.server
@@ -384,8 +431,15 @@ class Server:
         bracket = None
         if settings.qps == "auto":
             probe_batches = max(2, min(policy.min_iterations, 5))
-            ceiling = offline_images_per_s(run, probe_batches)  # before the trackers start, like the warm-up
-            run.note(f"capacity search from {ceiling:.4g} QPS (offline throughput at batch {run.batch_size})")
+            began = run.timer.now()
+            ceiling, probed = offline_images_per_s(run, probe_batches)  # before the trackers, like the warm-up
+            prediction, start = None, "ceiling"
+            if settings.search_start == "predicted":
+                prediction, start = predicted_start(run, probed, probe_batches)
+            start_qps = prediction.qps if start == "predicted" and prediction is not None else None
+            run.note(f"capacity search from {start_qps or ceiling:.4g} QPS ("
+                     + (f"{predict.Prediction.BASIS}; " if start_qps else "")
+                     + f"offline throughput at batch {run.batch_size}: {ceiling:.4g})")
 
             def step(qps: float) -> ServerRun:
                 served = self.serve(run, qps, first, workers)
@@ -395,17 +449,24 @@ class Server:
                 return served
 
             with Tracking(run.device, run.energy_idle_s) as tracking:
-                found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps)
+                found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps,
+                                        start_qps=start_qps)
             served = found.steps
             main = found.representative
             curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
             extra["capacity_search"] = {
                 "ceiling_qps": ceiling, "precision": capacity.PRECISION, "stop": found.stop_reason,
                 "seed": settings.seed,
-                "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell"}
+                "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell",
+                "start": start, "start_qps": found.steps[0].target_qps, "search_s": run.timer.now() - began,
+                "prediction": None if prediction is None else {**dataclasses.asdict(prediction),
+                                                               "basis": predict.Prediction.BASIS}}
+            ends = [next((s for s in curve if s["target_qps"] == q and s["valid"] == (i == 0)), None)
+                    for i, q in enumerate(bracket)]
             flags = [f for f in (
                 plausibility.capacity_above_offline(capacity_qps, ceiling, "the search's own offline ceiling"),
-                plausibility.curve_not_monotone(curve)) if f]
+                plausibility.curve_not_monotone(curve),
+                plausibility.bracket_speed_changed(*ends) if all(ends) else None) if f]
         else:
             with Tracking(run.device, run.energy_idle_s) as tracking:
                 main = self.serve(run, float(settings.qps), first, workers)

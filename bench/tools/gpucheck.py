@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if kind != "cuda":
         print(f"gpu_check: dry run on {args.device}: the code paths run, the figures are not GPU figures")
 
-    from bench import store
+    from bench import host, store
     from bench.cli import _quiet_libraries
     from bench.environment import fingerprint
     from bench.measure import matmul_gflops, plausibility_problems
@@ -134,13 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     if (out / store.RESULTS).exists():
         (out / store.RESULTS).unlink()
     out.mkdir(parents=True, exist_ok=True)
-    store.write_env(out, {**fingerprint(), "sweep": dataclasses.asdict(config),
-                          "gpucheck": {"targets": args.targets, "budget_s": args.budget_s, "cells": len(cells)}})
+    load = host.host_load()  # the end is filled in after the cells: targets judge nothing on a busy host
+    env = {**fingerprint(), "sweep": dataclasses.asdict(config), "host_load": load,
+           "gpucheck": {"targets": args.targets, "budget_s": args.budget_s, "cells": len(cells)}}
+    store.write_env(out, env)
+    if warning := host.busy_warning(load):
+        print(f"gpu_check: {warning}; targets will not be judged")
     start = time.perf_counter()
     budget = f", budget {args.budget_s:.0f} s" if args.budget_s else ""
     print(f"gpu_check: {len(cells)} cells{budget}", flush=True)
     run_cells(config, cells, out, quiet=True,
               gate=budget_gate(args.budget_s, args.eager_cell_s, args.compiled_cell_s))
+    load["end"] = host.load_average()
+    store.write_env(out, env)
     records = list(store.latest_by_cell(store.read_records(out)).values())
     print(summary_table(records))
     n = MATMUL_N[kind]

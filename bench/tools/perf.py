@@ -14,12 +14,20 @@ first); building is timed apart from the time budget, which counts warming up an
 Each setting also gets a roofline figure (vision GFLOP/s against a matrix product measured now, in
 its dtype; no fraction where it would exceed 1, a reference that under-read the machine) and the
 exact-match agreement of its texts with the fp32 snippet's.
+
+The run judges itself before it judges the speedup (``bench.selfcheck``): the harness's fp32 batch 1
+and the snippet do the same work, so their ratio is an A/A control; the speedup carries a bootstrap
+interval over rounds; the host load is read at the start, after each round and at the end. The target
+is "met" only when the interval's lower end clears it, at least 3 rounds ran, the A/A control lies
+within 10% of 1 and the host was not busy; otherwise "not judged". Exit codes: 0 judged (met or not) or
+no target for the device, 2 bad usage, ``EXIT_NOT_JUDGED`` (4) a target not judged.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -31,6 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bench import host, selfcheck
 from bench.backends.base import CheckpointRef, GenerationSettings, LoadedModel, LoadOptions
 from bench.backends.registry import get_backend
 from bench.backends.transformers.checkpoints import load, resolve
@@ -55,6 +64,7 @@ NUM_BEAMS = 3
 VARIANT = "base"
 # issue 12's targets over the model-card snippet: the 2-core CPU, and one H100/H200 end to end at its best
 TARGETS = {"cpu": 1.5, "cuda": 30.0}
+EXIT_NOT_JUDGED = 4  # a target exists but the run could not judge it (bench.selfcheck); 0 when judged
 PREFETCH_STREAM = 3  # batches per measurement of a prefetching setting (the first one's preparation is not hidden)
 
 
@@ -196,18 +206,20 @@ def cpu_candidates() -> list[Candidate]:
 def cuda_candidates() -> list[Candidate]:
     """One GPU, cheapest first (warm-ups are lazy and budgeted, so the eager settings are always measured):
     half precision up to batch 128 with pixels made on the GPU and the next batch prepared while one runs;
-    the host-pixel batch 64 shows what that buys; fp32 batch 1 is the snippet's setting through the
-    harness. Then the settings that compile: CUDA graphs for batch 1 (launch-bound) and batches 64/128."""
+    the host-pixel batch 64 shows what that buys. fp32 batch 1, the snippet's setting through the harness,
+    comes second: it is the A/A control that lets the run judge itself (``bench.selfcheck``), so the budget
+    must never skip it. Then the settings that compile: CUDA graphs for batch 1 (launch-bound) and batches
+    64/128."""
     fast = {"preprocess": "device", "prefetch": True}
     graphs = {"cache": "static", "compile": "graphs"}
     return [
         Candidate(dtype="fp16"),
+        Candidate(),
         Candidate(dtype="fp16", batch_size=32, **fast),
         Candidate(dtype="fp16", batch_size=64, **fast),
         Candidate(dtype="fp16", batch_size=128, **fast),
         Candidate(dtype="bf16", batch_size=64, **fast),
         Candidate(dtype="fp16", batch_size=64),
-        Candidate(),
         Candidate(dtype="fp16", batch_size=1, compile_vision="graphs", preprocess="device", **graphs),
         Candidate(dtype="fp16", batch_size=64, compile_vision=True, **graphs, **fast),
         Candidate(dtype="fp16", batch_size=128, compile_vision=True, **graphs, **fast),
@@ -251,6 +263,15 @@ class SettingResult:
     @property
     def vision_ms_per_image(self) -> float | None:
         return statistics.median(self.vision_ms) if self.vision_ms else None
+
+    @property
+    def spread(self) -> dict[str, float] | None:
+        """How far the rounds' batch times spread: min, median, max and (max - min) / median."""
+        if not self.batch_s:
+            return None
+        low, mid, high = min(self.batch_s), statistics.median(self.batch_s), max(self.batch_s)
+        return {"batches": len(self.batch_s), "min_s": low, "median_s": mid, "max_s": high,
+                "range_rel": (high - low) / mid if mid > 0 else None}
 
 
 class SnippetRunner:
@@ -344,6 +365,7 @@ class PerfReport:
     budget_s: float | None = None
     spent_s: float = 0.0  # warming up and measuring: what the budget counts
     load_s: float = 0.0  # building models, timed apart from the budget
+    host_load: dict[str, Any] | None = None  # cores, 1/5/15-min load at the start, after each round, at the end
 
     @property
     def best(self) -> SettingResult | None:
@@ -360,20 +382,74 @@ class PerfReport:
                 out[backend] = s
         return out
 
+    def backends_intervals(self) -> dict[str, selfcheck.RatioInterval]:
+        """The best setting of each other backend over the best transformers one, with its interval over rounds."""
+        best = self.best_by_backend()
+        base = best.get("transformers")
+        if base is None:
+            return {}
+        return {name: ratio for name, s in best.items() if name != "transformers"
+                and (ratio := selfcheck.round_ratio(s.batch_s, s.batch_size, base.batch_s, base.batch_size))}
+
     def backends_line(self) -> str | None:
         """The best setting of each other backend against the best transformers one (None with one backend)."""
-        best = self.best_by_backend()
-        if len(best) < 2 or "transformers" not in best:
+        best, ratios = self.best_by_backend(), self.backends_intervals()
+        if not ratios:
             return None
-        base = best["transformers"]
         return "backends: " + "; ".join(
-            f"best {name} {s.key} {s.images_per_s / base.images_per_s:.2f}x the best transformers {base.key}"
-            for name, s in best.items() if name != "transformers")
+            f"best {name} {best[name].key} {ratio.text} the best transformers {best['transformers'].key}"
+            for name, ratio in ratios.items())
 
     @property
     def speedup(self) -> float | None:
         best, base = self.best, self.baseline.images_per_s
         return best.images_per_s / base if best and base else None
+
+    def speedup_interval(self) -> selfcheck.RatioInterval | None:
+        best = self.best
+        return selfcheck.round_ratio(best.batch_s, best.batch_size, self.baseline.batch_s, 1) if best else None
+
+    def aa_control(self) -> selfcheck.RatioInterval | None:
+        """The harness's fp32 batch 1 over the snippet: the same work, so ~1 on a machine that gives like work
+        like speed (None when that setting was not measured)."""
+        same = asdict(Candidate())
+        control = next((s for s in self.settings if s.candidate == same and s.error is None and s.batch_s), None)
+        return selfcheck.round_ratio(control.batch_s, 1, self.baseline.batch_s, 1) if control else None
+
+    def aa_line(self) -> str:
+        aa = self.aa_control()
+        if aa is None:
+            return "A/A control: not measured (add fp32-b1 to the candidates)"
+        inside = abs(aa.value - 1.0) <= selfcheck.AA_TOLERANCE
+        return (f"A/A control (harness fp32 batch 1 / model-card snippet, the same work): {aa.text}, "
+                f"{'within' if inside else 'OUTSIDE'} 1 ± {selfcheck.AA_TOLERANCE:.2f}")
+
+    def host_line(self) -> str:
+        load = self.host_load or {}
+        rounds = ", ".join(f"{r[0]:.2f}" for r in load.get("rounds") or [] if r)
+        start = host.describe_load(load) or "not readable"
+        return f"host load: {start}" + (f"; after each round {rounds}" if rounds else "")
+
+    def judgement(self) -> selfcheck.Judgement | None:
+        """The verdict on this device's target (None when there is none): ``bench.selfcheck.judge`` of the
+        speedup's interval, given the rounds, the A/A control and the host load."""
+        target = TARGETS.get(device_kind(self.device))
+        if target is None:
+            return None
+        if self.speedup is None:
+            return selfcheck.Judgement(selfcheck.NOT_MEASURED, (str(self.why_no_speedup()),))
+        ci = self.speedup_interval()
+        return selfcheck.judge(self.speedup, ci.low if ci else None, ci.high if ci else None, target, True,
+                               self.self_check())
+
+    def self_check(self) -> list[str]:
+        """Why this run cannot judge a target (``bench.selfcheck.preconditions``; empty when it can)."""
+        return selfcheck.preconditions(rounds=self.rounds, aa=self.aa_control(), host_load=self.host_load)
+
+    def exit_code(self) -> int:
+        """0 when the target was judged (met or not) or there is none; ``EXIT_NOT_JUDGED`` otherwise."""
+        verdict = self.judgement()
+        return EXIT_NOT_JUDGED if verdict and verdict.verdict in (selfcheck.NOT_JUDGED, selfcheck.NOT_MEASURED) else 0
 
     def roofline_of(self, s: SettingResult) -> dict[str, float | None]:
         reference = self.matmul_gflops.get(s.dtype if s.dtype in self.matmul_gflops else "fp32")
@@ -407,20 +483,25 @@ class PerfReport:
         )
         if best is None or speedup is None:
             return f"speedup: n/a: {self.why_no_speedup()}; {snippet}"
+        ci = self.speedup_interval()
         return (
-            f"speedup: {speedup:.2f}x (best: {best.name} via the harness Pipeline, "
+            f"speedup: {speedup:.2f}x ({ci.interval_text + '; ' if ci else ''}best: {best.name} via the harness Pipeline, "
             f"{best.images_per_s:.3f} images/s vs {snippet})"
         )
 
     def target_line(self) -> str:
         kind = device_kind(self.device)
         target = TARGETS.get(kind)
-        if target is None:
+        verdict = self.judgement()
+        if target is None or verdict is None:
             return f"target: none for {kind} (issue 12 sets targets for {' and '.join(TARGETS)} only)"
-        if self.speedup is None:
+        if verdict.verdict == selfcheck.NOT_MEASURED:
             return f"target: >= {target:.1f}x on {kind}: not measured ({self.why_no_speedup()})"
-        verdict = "met" if self.speedup >= target else "NOT met"
-        return f"target: >= {target:.1f}x on {kind}: {verdict}"
+        line = f"target: >= {target:.1f}x on {kind}: {verdict.text}"
+        if verdict.verdict == selfcheck.NOT_JUDGED:
+            aa = self.aa_control()
+            line += f" ({self.host_line()}; A/A control {aa.text if aa else 'not measured'})"
+        return line
 
     def table(self) -> str:
         head = (
@@ -455,9 +536,13 @@ class PerfReport:
                 "vision_ms_per_image": s.vision_ms_per_image,
                 "roofline": self.roofline_of(s),
                 "agreement_with_fp32_snippet": self.agreement_of(s),
+                "spread": s.spread,
             }
 
-        best = self.best
+        def interval(ratio: selfcheck.RatioInterval | None) -> dict[str, Any] | None:
+            return ratio.to_dict() if ratio else None
+
+        best, verdict = self.best, self.judgement()
         return {
             "device": self.device,
             "task": TASK,
@@ -477,12 +562,20 @@ class PerfReport:
             "best": best.name if best else None,
             "best_key": best.key if best else None,
             "speedup": self.speedup,
+            "speedup_interval": interval(self.speedup_interval()),
+            "aa_control": interval(self.aa_control()),
+            "aa_tolerance": selfcheck.AA_TOLERANCE,
+            "min_rounds": selfcheck.MIN_ROUNDS,
+            "host_load": self.host_load,
+            "self_check": self.self_check(),
+            "judgement": {"verdict": verdict.verdict, "reasons": list(verdict.reasons)} if verdict else None,
             "why_no_speedup": self.why_no_speedup(),
             "speedup_line": self.speedup_line(),
             "target": TARGETS.get(device_kind(self.device)),
             "target_line": self.target_line(),
             "best_by_backend": {name: {"key": s.key, "images_per_s": s.images_per_s}
                                 for name, s in self.best_by_backend().items()},
+            "backends_intervals": {name: r.to_dict() for name, r in self.backends_intervals().items()},
             "backends_line": self.backends_line(),
             "notes": self.notes,
         }
@@ -508,6 +601,7 @@ def measure_settings(
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.perf_counter,
     compiled_warmup_s: float = 60.0,
+    read_load: host.LoadReader = os.getloadavg,
 ) -> PerfReport:
     """Measure the snippet and every candidate in interleaved rounds, within a time budget.
 
@@ -519,7 +613,9 @@ def measure_settings(
     estimated compilation time) is left; further rounds run while the budget allows one more (never
     below one).
     Running out of device memory skips a setting, naming the memory; other failures are errors.
+    ``read_load`` reads the host's load averages: at the start, after every round and at the end.
     """
+    host_load: dict[str, Any] = {**host.host_load(read_load), "rounds": []}
     started = clock()
     loading = 0.0
     notes: list[str] = []
@@ -613,6 +709,7 @@ def measure_settings(
         result.warmup_s = clock() - t0
         log(f"  warm-up {result.warmup_s:6.1f}s  {result.name}")
         last_round[id(result)] = measure(result)
+    host_load["rounds"].append(host.load_average(read_load))
     done = 1
     while done < rounds:
         live = [r for r, _ in order if id(r) in runners and not r.error]
@@ -627,7 +724,9 @@ def measure_settings(
         for result in live:
             last_round[id(result)] = measure(result)
         done += 1
+        host_load["rounds"].append(host.load_average(read_load))
         log(f"  round {done}/{rounds} done at {spent():.0f} s")
+    host_load["end"] = host.load_average(read_load)
 
     live_results = [r for r, _ in order if r.batch_s]
     dtypes = sorted({r.dtype for r in live_results})
@@ -636,7 +735,7 @@ def measure_settings(
         notes.append("int8 rows are compared with the fp32 matrix product (their fraction may exceed 1)")
     flops = vision_flops(plain.model) / 1e9
     return PerfReport(device, len(samples), done, max_new_tokens, baseline, settings, mm, flops, notes,
-                      budget_s=budget_s, spent_s=spent(), load_s=loading)
+                      budget_s=budget_s, spent_s=spent(), load_s=loading, host_load=host_load)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -663,7 +762,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.tools.perf", description=__doc__.split("\n\n")[0],
         epilog="Default candidates: cpu: " + ", ".join(c.key for c in cpu_candidates())
-        + "; cuda: " + ", ".join(c.key for c in cuda_candidates()))
+        + "; cuda: " + ", ".join(c.key for c in cuda_candidates())
+        + f". Exit codes: 0 the target was judged (met or not) or the device has none; 2 bad usage; "
+        f"{EXIT_NOT_JUDGED} the target was not judged (too few rounds, the A/A control fp32-b1 missing or off "
+        "by more than 10%, a busy host, or no speedup).")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument(
         "--images", type=int, default=None, help="synthetic-smoke images (default: 4 cpu, 16 cuda)"
@@ -745,12 +847,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{data['measured']} of {len(candidates)} settings measured")
     for note in report.notes:
         print(f"note: {note}")
+    print(report.host_line())
+    print(report.aa_line())
     print(report.speedup_line())
     if line := report.backends_line():
         print(line)
     print(report.target_line())
     print(f"wrote {out / 'perf.json'}")
-    return 0
+    return report.exit_code()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ device, or other work, never count: without a GPU every target reads "not measur
 
 ``python -m bench.tools.targets RUN_DIR`` prints the table and writes ``RUN_DIR/targets.json``; it reads
 ``RUN_DIR/perf.json`` when ``python -m bench.tools.perf --out RUN_DIR`` wrote one there.
+
+A target is judged as perf judges itself (``bench.selfcheck``): "met" only when the figure's interval
+clears the threshold (the lower end of a throughput's, the upper end of a latency's) and the run could
+judge: the speedup carries perf's own self-check (rounds, A/A control, host load), the records' targets
+the host load in the run's ``env.json``. Otherwise "not judged" and why.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench import selfcheck, store
 from bench.scenarios import traits_of
+from bench.uncertainty import judge as record_interval
+from bench.uncertainty import latency_interval
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
 TARGETS_FILE = "targets.json"
@@ -33,10 +40,14 @@ PERF_FILE = "perf.json"
 
 @dataclass(frozen=True)
 class Measured:
-    """A target's figure, and where it came from (or why there is none)."""
+    """A target's figure, its interval (None: none could be had), where it came from (or why there is none),
+    and why the run that measured it cannot judge it (empty when it can)."""
 
     value: float | None
     source: str
+    low: float | None = None
+    high: float | None = None
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,14 @@ class Target:
     unit: str
     higher_is_better: bool
     measure: Callable[[list[dict[str, Any]], dict[str, Any] | None], Measured]
+    # the vision roofline has no interval of its own: its guard is the matrix product measured just before
+    # and after its cell (a fraction above 1, a reference that under-read the machine, is never a result)
+    point_value: bool = False
 
-    def verdict(self, measured: Measured) -> str:
-        if measured.value is None:
-            return "not measured"
-        ok = measured.value >= self.threshold if self.higher_is_better else measured.value <= self.threshold
-        return "met" if ok else "NOT met"
+    def judgement(self, measured: Measured, host_load: dict[str, Any] | None = None) -> selfcheck.Judgement:
+        low, high = (measured.value, measured.value) if self.point_value else (measured.low, measured.high)
+        reasons = [*measured.reasons, *selfcheck.busy_reasons(host_load)]
+        return selfcheck.judge(measured.value, low, high, self.threshold, self.higher_is_better, reasons)
 
     @property
     def goal(self) -> str:
@@ -91,7 +104,9 @@ def _best_offline(variant: str):
         if not rows:
             return _none(records, variant, "in the offline scenario")
         best = max(rows, key=lambda r: r["throughput"]["images_per_s"])
-        return Measured(best["throughput"]["images_per_s"], f"best of {len(rows)}: {_describe(best)}")
+        ci = record_interval(best)
+        return Measured(best["throughput"]["images_per_s"], f"best of {len(rows)}: {_describe(best)}",
+                        ci.low if ci else None, ci.high if ci else None)
 
     return measure
 
@@ -102,7 +117,8 @@ def _single_stream(records, perf) -> Measured:
     if not rows:
         return _none(records, "base", "in the single-stream scenario")
     best = min(rows, key=lambda r: r["latency_ms"]["p50"])
-    return Measured(best["latency_ms"]["p50"], f"best of {len(rows)}: {_describe(best)}")
+    low, high = latency_interval(best, "p50") or (None, None)
+    return Measured(best["latency_ms"]["p50"], f"best of {len(rows)}: {_describe(best)}", low, high)
 
 
 def _speedup(records, perf) -> Measured:
@@ -112,8 +128,13 @@ def _speedup(records, perf) -> Measured:
         return Measured(None, f"{PERF_FILE} was measured on {perf.get('device')!r}, not a CUDA device")
     if perf.get("speedup") is None:
         return Measured(None, f"{PERF_FILE}: {perf.get('why_no_speedup') or 'no speedup computed'}")
+    interval = perf.get("speedup_interval") or {}
+    checked = perf.get("self_check")
+    reasons = tuple(checked) if isinstance(checked, list) else (f"{PERF_FILE} has no self-check (written by a "
+                                                                "perf before it judged itself)",)
     return Measured(perf["speedup"], f"{PERF_FILE}: {perf.get('best')} vs the model-card snippet "
-                                     f"({perf.get('measured')} settings measured)")
+                                     f"({perf.get('measured')} settings measured)",
+                    interval.get("low"), interval.get("high"), reasons)
 
 
 def _vision_fraction(records, perf) -> Measured:
@@ -136,7 +157,7 @@ TARGETS: dict[str, Target] = {t.key: t for t in (
            _best_offline("large")),
     Target("perf_speedup", "bench.tools.perf speedup over the model-card snippet", 30.0, "x", True, _speedup),
     Target("vision_roofline", "vision tower, fraction of the matrix-product rate in its dtype", 0.35, "", True,
-           _vision_fraction),
+           _vision_fraction, point_value=True),
 )}
 
 # The cells that measure the targets, in the order they run (each a set of sweep-axis overrides on
@@ -160,14 +181,18 @@ LATE_CELLS: list[dict[str, Any]] = [  # after the plausibility cells, if the bud
 ]
 
 
-def evaluate(records: list[dict[str, Any]], perf: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Every target: its goal, the measured value, the verdict and where the value came from."""
+def evaluate(records: list[dict[str, Any]], perf: dict[str, Any] | None,
+             host_load: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every target: its goal, the measured value and interval, the verdict, why (when not plainly met)
+    and where the value came from. ``host_load``: the run's (``env.json``), for the records' targets."""
     out = []
     for target in TARGETS.values():
         measured = target.measure(records, perf)
+        judged = target.judgement(measured, None if target.key == "perf_speedup" else host_load)
         out.append({"key": target.key, "description": target.description, "goal": target.goal,
                     "threshold": target.threshold, "unit": target.unit, "higher_is_better": target.higher_is_better,
-                    "value": measured.value, "verdict": target.verdict(measured), "source": measured.source})
+                    "value": measured.value, "low": measured.low, "high": measured.high,
+                    "verdict": judged.verdict, "why": list(judged.reasons), "source": measured.source})
     return out
 
 
@@ -175,7 +200,10 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = [f"{'target':62s} {'goal':>14s} {'measured':>10s}  verdict", "-" * 100]
     for r in results:
         value = "-" if r["value"] is None else f"{r['value']:.3g}"
-        lines.append(f"{r['description']:62s} {r['goal']:>14s} {value:>10s}  {r['verdict']}")
+        why = f": {'; '.join(r['why'])}" if r.get("why") else ""
+        lines.append(f"{r['description']:62s} {r['goal']:>14s} {value:>10s}  {r['verdict']}{why}")
+        if r.get("low") is not None and r.get("high") is not None:
+            lines.append(f"    95% interval {r['low']:.3g}-{r['high']:.3g}")
         lines.append(f"    {r['source']}")
     return "\n".join(lines)
 
@@ -191,7 +219,7 @@ def evaluate_run(
         records = list(store.latest_by_cell(store.read_records(run_dir)).values())
     perf_path = perf_path or run_dir / PERF_FILE
     perf = json.loads(perf_path.read_text()) if perf_path.exists() else None
-    results = evaluate(records, perf)
+    results = evaluate(records, perf, store.read_env(run_dir).get("host_load"))
     (run_dir / TARGETS_FILE).write_text(json.dumps(
         {"work": {"task": TASK, "num_beams": NUM_BEAMS, "max_new_tokens": NEW_TOKENS, "weights": "random"},
          "targets": results}, indent=2))
@@ -230,9 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     results = evaluate_run(run_dir, Path(args.perf) if args.perf else None)
     print(table(results))
-    counts = {v: sum(r["verdict"] == v for r in results) for v in ("met", "NOT met", "not measured")}
-    print(f"targets: {counts['met']} met, {counts['NOT met']} not met, {counts['not measured']} not measured; "
-          f"wrote {run_dir / TARGETS_FILE}")
+    counts = {v: sum(r["verdict"] == v for r in results)
+              for v in (selfcheck.MET, selfcheck.NOT_MET, selfcheck.NOT_JUDGED, selfcheck.NOT_MEASURED)}
+    print(f"targets: {counts['met']} met, {counts['NOT met']} not met, {counts['not judged']} not judged, "
+          f"{counts['not measured']} not measured; wrote {run_dir / TARGETS_FILE}")
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.backends.base import CheckpointRef, LoadedModel, LoadOptions
 from bench.errors import UsageError, choice_error
+from bench.inputs import parse_json
 from bench.paths import staged_dir
 from bench.variants import Variant
 
@@ -73,8 +74,8 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{directory} is not a Florence-2 checkpoint: no config.json")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        config = parse_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, not UTF-8, or nested deeper than inputs.MAX_NESTING
         raise UsageError(f"{path} is not valid JSON: {exc}; accepted: a UTF-8 JSON config object") from None
     if not isinstance(config, dict):
         raise UsageError(
@@ -215,7 +216,7 @@ def weights_bytes(model) -> int:
 
 def meta_model(config_json: str):
     """The architecture of a native config on the meta device (no weights, no compute): what FLOPs are
-    counted on (``bench.optimize.vision_flops``)."""
+    counted on (``bench.backends.transformers.settings.vision_flops``)."""
     import torch
     from transformers import Florence2Config
     from transformers.models.florence2.modeling_florence2 import Florence2Model
@@ -395,8 +396,8 @@ def random_marker(directory: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        marker = parse_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, not UTF-8, or nested deeper than inputs.MAX_NESTING
         raise UsageError(f"{path} is not valid JSON: {exc}; accepted: {{\"weights\": \"random\", ...}}") from None
     if not isinstance(marker, dict) or marker.get("weights") != "random":
         raise UsageError(f"{path} does not say weights \"random\"; accepted: {{\"weights\": \"random\", ...}}, or "
