@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import host, plausibility, store
-from bench.backends.base import LoadedModel, LoadOptions, generation_settings
+from bench.backends.base import Backend, LoadedModel, LoadOptions, generation_settings
 from bench.backends.registry import get_backend
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
@@ -57,15 +57,21 @@ class RunConfig(Protocol):
 
     def load_options(self) -> LoadOptions: ...
 
+    def backend_for(self, name: str) -> Backend: ...
+
+
+def backend_for(config: RunConfig | None, name: str) -> Backend:
+    """The backend ``name`` with the run's settings for it (none without a run: the registry's own)."""
+    return get_backend(name) if config is None else config.backend_for(name)
+
 
 # ------------------------------------------------------------------------------------ support
 
 
-def unsupported_reason(cell: Cell) -> str | None:
-    """Why a valid cell cannot run on this machine (it becomes a ``skipped`` record), or None."""
+def unsupported_reason(cell: Cell, backend: Backend) -> str | None:
+    """Why a valid cell cannot run on this machine with ``backend`` (a ``skipped`` record), or None."""
     import torch
 
-    backend = get_backend(cell.backend)
     if reason := backend.unavailable_reason():  # not installed: nothing else about the cell matters
         return reason
     kind = device_kind(cell.device)
@@ -225,10 +231,11 @@ class Progress:
             self.bar.close()
 
 
-def groups(cells: Iterable[Cell]) -> list[list[Cell]]:
+def groups(cells: Iterable[Cell], config: RunConfig | None = None) -> list[list[Cell]]:
     """Adjacent cells sharing a model load, in order (what the load depends on: the cell's group and
-    whatever its backend fixes when it loads)."""
-    return [list(g) for _, g in itertools.groupby(cells, key=lambda c: (c.group, get_backend(c.backend).load_key(c)))]
+    whatever its backend, with the run's settings, fixes when it loads)."""
+    return [list(g) for _, g in itertools.groupby(
+        cells, key=lambda c: (c.group, backend_for(config, c.backend).load_key(c)))]
 
 
 def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = False,
@@ -248,10 +255,10 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
         progress.done(cell, record)
 
     try:
-        for group in groups(cells):
+        for group in groups(cells, config):
             runnable = []
             for cell in group:
-                reason = unsupported_reason(cell) or (gate(cell) if gate else None)
+                reason = unsupported_reason(cell, config.backend_for(cell.backend)) or (gate(cell) if gate else None)
                 if reason:
                     emit(cell, marked_record(cell, "skipped", reason))
                 else:
@@ -307,10 +314,10 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ref = get_backend(cell.backend).resolve(variant, config.load_options())
+        ref = config.backend_for(cell.backend).resolve(variant, config.load_options())
     for w in caught:
         print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
-    loaded = get_backend(cell.backend).load(variant, ref, cell, config.load_options())
+    loaded = config.backend_for(cell.backend).load(variant, ref, cell, config.load_options())
     loaded.load_s = time.perf_counter() - started
     return loaded
 
@@ -333,7 +340,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
         raise CellSkipped(reason)
     generation = generation_settings(task, loaded.ref.weights, cell.num_beams, cell.max_new_tokens, cell.cache)
     clock = clock_for(cell.device)
-    backend = get_backend(cell.backend)
+    backend = config.backend_for(cell.backend)
     pipeline = backend.pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock,
                                 preprocess=cell.preprocess, prefetch=cell.prefetch)
     policy = config.policy(cell.device)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import host, inputs, store
-from bench.backends.base import LoadOptions
+from bench.backends.base import Backend, LoadOptions
 from bench.backends.registry import BACKENDS, DEFAULT_BACKEND, get_backend
 from bench.backends.transformers.checkpoints import WEIGHTS_MODES, read_config
 from bench.backends.transformers.settings import parse_compile
@@ -61,7 +61,7 @@ BACKEND_AXES = {"dtype": ("dtypes", "dtype"), "attn": ("attn", "attention implem
                 "compile_vision": ("compile_vision", "compile_vision"),
                 "channels_last": ("channels_last", "channels_last"), "preprocess": ("preprocess", "preprocess")}
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
-SECTIONS = ("repetition", "server")
+SECTIONS = ("repetition", "server", "backend")
 
 
 def _parse_bool(axis: str, value: str) -> bool:
@@ -107,6 +107,7 @@ class SweepConfig:
     allow_outside_images: bool = False  # coco-json images may lie outside the image folder (--allow-outside-images)
     repetition: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)  # [server]: ServerSettings fields
+    backend: dict[str, dict[str, Any]] = field(default_factory=dict)  # [backend.NAME]: that backend's settings
     energy_idle_s: float = 1.0
     examples: int = 2
 
@@ -122,6 +123,10 @@ class SweepConfig:
 
     def server_settings(self) -> ServerSettings:
         return ServerSettings.from_dict(self.server)
+
+    def backend_for(self, name: str) -> Backend:
+        """The backend ``name`` with this sweep's settings for it (``[backend.NAME]``)."""
+        return get_backend(name).configure(self.backend.get(name, {}))
 
 
 def load_sweep(name_or_path: str) -> SweepConfig:
@@ -190,6 +195,8 @@ def validate(config: SweepConfig) -> None:
         if value not in LOAD_GENERATORS:
             raise choice_error("load generator", value, LOAD_GENERATORS)
     validate_backend_axes(config)
+    for name in config.backend:  # a table for a backend the sweep does not run is kept, checked all the same
+        config.backend_for(name)
     for device in config.devices:
         device_kind(device)
     for value in config.threads:

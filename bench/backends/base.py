@@ -9,6 +9,9 @@ cell by cell. Nothing here knows transformers: the backends that start from a tr
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,17 +149,24 @@ class Backend:
     device_axes: Mapping[str, Mapping[str, tuple]] = {}
     stages: tuple[str, ...] = STAGES  # the stages its pipeline times (a subset of STAGES, in that order)
     install_hint: str | None = None  # how to install what it needs, for the skipped record
-    settings: Any = None  # its own settings (a frozen dataclass), from the sweep's [backend.NAME] table
+    # its settings' dataclass: a sweep's [backend.NAME] table and the run flags --NAME-FIELD set them
+    settings_type: type | None = None
+    settings: Any = None  # an instance of settings_type (None: the backend has none)
 
-    def configure(self, settings: Mapping[str, Any]) -> Backend:
-        """This backend with its settings from a ``[backend.NAME]`` table (UsageError on a bad one);
-        a backend without settings accepts none."""
-        from bench.errors import UsageError
+    def configure(self, table: Mapping[str, Any]) -> Backend:
+        """This backend with the settings of a ``[backend.NAME]`` table (itself when the table is empty);
+        a bad setting is a UsageError of one line."""
+        if not table:
+            return self
+        where = f"[backend.{self.name}]"
+        if self.settings_type is None:
+            from bench.errors import UsageError
 
-        if settings:
-            raise UsageError(f"backend {self.name} has no settings ({', '.join(sorted(settings))} given); "
-                             "accepted: an empty or absent [backend." + self.name + "] table")
-        return self
+            raise UsageError(f"backend {self.name} has no settings ({where} {', '.join(sorted(table))}); "
+                             "accepted: no table")
+        configured = copy.copy(self)
+        configured.settings = parse_settings(self.settings_type, table, where)
+        return configured
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run at all here (its package is missing), or None."""
@@ -219,6 +229,37 @@ class Backend:
     def record_extra(self, loaded: LoadedModel) -> dict[str, Any]:
         """What this backend adds to a record's ``extra["backend_info"]`` (versions, conversions, settings)."""
         return {}
+
+
+SETTING_MAX = 1024  # the largest count (threads, streams) a backend setting accepts
+
+
+def parse_settings(kind: type, table: Mapping[str, Any], where: str) -> Any:
+    """A backend's settings dataclass from a table (TOML values, or the command line's strings): every key
+    a field, every value of the field's kind (a count: an integer from 1 to ``SETTING_MAX``; a path)."""
+    from bench.errors import UsageError
+
+    hints = typing.get_type_hints(kind)
+    names = [f.name for f in dataclasses.fields(kind)]
+    if unknown := sorted(set(table) - set(names)):
+        raise UsageError(f"unknown {where} setting(s) {unknown}; accepted: {', '.join(names)}")
+    return kind(**{key: _setting(f"{where} {key}", value, hints[key]) for key, value in table.items()})
+
+
+def _setting(what: str, value: Any, hint: Any) -> Any:
+    from bench.errors import UsageError
+
+    kinds = typing.get_args(hint) or (hint,)
+    if int in kinds:
+        number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+        if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= SETTING_MAX:
+            return number
+        raise UsageError(f"bad {what} {value!r}; accepted: an integer from 1 to {SETTING_MAX}")
+    if Path in kinds:
+        if isinstance(value, str) and value.strip():
+            return Path(value).expanduser()
+        raise UsageError(f"bad {what} {value!r}; accepted: a folder path")
+    raise TypeError(f"{what}: no parser for a setting of type {hint}")  # a settings field this seam cannot read
 
 
 def _listed(values: tuple | None) -> str:

@@ -19,6 +19,7 @@ weights compressed by ``nncf.compress_weights``; int8-dynamic also quantises act
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -51,6 +52,7 @@ class OpenVINOBackend(CheckpointBackend):
     axes = {"dtype": tuple(PRECISIONS), "attn": ATTN, "cache": ("dynamic",), "quant": tuple(QUANT), "compile": (False,),
             "compile_vision": (False,), "channels_last": (False,), "preprocess": ("host",)}
     install_hint = INSTALL_HINT
+    settings_type = OpenVINOSettings
 
     def __init__(self, settings: OpenVINOSettings | None = None,
                  importer: Callable[[str], ModuleType] = importlib.import_module) -> None:
@@ -212,7 +214,8 @@ class OpenVINOBackend(CheckpointBackend):
         return path, True
 
     def record_extra(self, loaded: LoadedModel) -> dict[str, Any]:
-        return dict(loaded.backend_info)
+        settings = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)}
+        return {**loaded.backend_info, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
 
 
 def ir_key_fields(loaded: LoadedModel, part: str, shapes: list, precision: str, version: str) -> dict[str, Any]:
