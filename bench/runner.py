@@ -31,7 +31,7 @@ from bench.data import get_dataset, load_samples
 from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
 from bench.paths import inside, write_atomic
-from bench.tasks import get_task
+from bench.tasks import get_task, tasks_of
 from bench.variants import get_variant
 
 COLD_BASIS = ("load_s: resolve + load + model settings of the model this cell shares with its group; "
@@ -431,8 +431,7 @@ def _accuracy(cell: Cell, loaded: LoadedModel, samples, answers: dict[int, Any])
     """Scores with pretrained weights only: random weights' answers are meaningless."""
     if loaded.ref.weights != "pretrained":
         return None
-    spec = get_dataset(cell.dataset)
-    if cell.task not in spec.tasks:
+    if cell.task not in tasks_of(get_dataset(cell.dataset)):
         return None
     from bench.metrics import score
 

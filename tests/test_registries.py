@@ -4,12 +4,16 @@ the datasets that score it come with it)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from bench import compare, store
+from bench import compare, metrics, store
 from bench.compare import MetricSpec, compare_dirs, parse_fail_on
+from bench.data import DATASETS, synthetic_smoke
 from bench.history import detect
+from bench.tasks import TASKS, Task, get_task, tasks_of
 
 SAMPLES = np.linspace(95.0, 105.0, 40)
 
@@ -49,3 +53,33 @@ def test_the_stored_gate_figures_are_where_the_runner_writes_them():
     assert [compare.point_value(record, m) for m in compare.LATENCY_METRICS] == [3.0, 4.0, 5.0]
     with pytest.raises(KeyError):
         compare.point_value(record, "latency_p99")  # not a gate metric until its MetricSpec says so
+
+
+def test_a_task_added_to_TASKS_alone_gets_its_scoring_and_datasets(monkeypatch):
+    short = dataclasses.replace(TASKS["<CAPTION>"], token="<SHORT_CAPTION>", prompt="Say it short.", random_tokens=8)
+    monkeypatch.setitem(TASKS, short.token, short)  # the one entry
+    assert metrics.headline_metric(short.token) == "cider" and metrics.task_metrics(short.token) == (
+        "cider", "bleu4", "rouge_l")
+    by_family = {name: short.token in tasks_of(spec) for name, spec in DATASETS.items()}
+    assert by_family["synthetic-smoke"] and by_family["coco-karpathy-test"] and by_family["coco-val2017"]
+    assert not any(found for name, found in by_family.items() if name.startswith("refcoco"))  # no captions there
+    samples = synthetic_smoke(2)
+    assert metrics.usable_samples(short.token, samples) == samples
+    scored = metrics.score(short.token, samples, [s.captions[0] for s in samples], java=False)
+    assert tuple(scored) == ("cider", "bleu4", "rouge_l") and scored["bleu4"] > 0
+    assert get_task(short.token) is short
+
+
+def test_an_incomplete_task_entry_is_a_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match=r"^task <X> names no scoring; accepted: a key of bench.metrics.SCORINGS$"):
+        Task("<X>", "Say it.", "pure_text", "text", 4, datasets=("captions",))
+    with pytest.raises(ValueError, match=r"^task <X>: dataset families \['pets'\]; accepted: one or more of "
+                                         r"captions, instances, referring, ocr, region_descriptions"):
+        Task("<X>", "Say it.", "pure_text", "text", 4, scoring="captions", datasets=("pets",))
+    with pytest.raises(ValueError, match=r"dataset families \[\]"):
+        Task("<X>", "Say it.", "pure_text", "text", 4, scoring="captions")
+    odd = Task("<ODD>", "Say it.", "pure_text", "text", 4, scoring="made_up", datasets=("captions",))
+    monkeypatch.setitem(TASKS, odd.token, odd)
+    with pytest.raises(ValueError, match=r"^task <ODD> is scored by 'made_up', which bench.metrics.SCORINGS does "
+                                         r"not have; accepted: captions, region_description, "):
+        metrics.usable_samples(odd.token, synthetic_smoke(1))
