@@ -51,6 +51,7 @@ import numpy as np
 from bench import store
 from bench.errors import UsageError
 from bench.numbers import finite_number
+from bench.paths import write_output
 from bench.scenarios import traits_of
 from bench.schema import converted
 
@@ -1006,9 +1007,7 @@ def run_compare(
     thresholds = parse_fail_on(fail_on) if fail_on else None
     comparison = compare_dirs(Path(baseline), Path(current), thresholds)
     if markdown is not None:
-        markdown = Path(markdown)
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(comparison.to_markdown())
+        write_output(markdown, comparison.to_markdown())
     if comparison.nothing_comparable:
         raise UsageError(comparison.nothing_comparable)
     print(comparison.to_table(), end="")

@@ -29,14 +29,31 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bench.errors import UsageError, choice_error
 from bench.inputs import parse_json, parse_toml
-from bench.paths import Writer, inside, plain_name, write_all, write_atomic, write_error
+from bench.paths import (
+    Writer,
+    archive_link,
+    create_new,
+    inside,
+    link_or_copy,
+    locked,
+    open_append,
+    open_read,
+    plain_name,
+    read_text,
+    remove_file,
+    remove_tree,
+    rename,
+    write_all,
+    write_atomic,
+    write_error,
+)
 
 DATA_ENV = "FLORENCE2_BENCH_DATA"
 MANIFEST_ENV = "FLORENCE2_BENCH_MANIFESTS"
@@ -118,6 +135,9 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     env = os.environ.get(DATA_ENV)
+    if env and os.path.lexists(env) and not os.path.isdir(env):
+        raise UsageError(f"{DATA_ENV}={env} is not a folder; accepted: a folder for the dataset cache (or unset: "
+                         "~/.cache/florence2-bench/datasets)")
     return Path(env) if env else Path.home() / ".cache" / "florence2-bench" / "datasets"
 
 
@@ -245,7 +265,7 @@ def fetch(
     downloads = inside(root, Path(DOWNLOADS) / m.name, "download folder")
     try:
         downloads.mkdir(parents=True, exist_ok=True)
-        with _locked(root / f".{m.name}.lock"):
+        with locked(root / f".{m.name}.lock", "dataset lock"):
             if (final / READY).is_file():  # another process finished it while we waited
                 return final
             _fetch_locked(m, root, final, downloads, log, writer)
@@ -260,8 +280,8 @@ def _fetch_locked(m: Manifest, root: Path, final: Path, downloads: Path, log: Ca
     """Download, extract into a staging folder, rename it into place; the staging folder never stays."""
     checked = [_download_checked(m.name, f, downloads, log) for f in m.files]
     staging = inside(root, f".{m.name}.staging", "staging folder")
-    if staging.exists():  # left by an interrupted fetch
-        shutil.rmtree(staging)
+    if os.path.lexists(staging):  # left by an interrupted fetch
+        remove_tree(staging, root, "dataset folder")
     staging.mkdir(parents=True)
     try:
         for spec, (path, _) in zip(m.files, checked, strict=True):
@@ -269,7 +289,7 @@ def _fetch_locked(m: Manifest, root: Path, final: Path, downloads: Path, log: Ca
                 log(f"{m.name}: extracting {spec.name}")
                 extract_archive(path, staging)
             else:
-                _link_or_copy(path, inside(staging, spec.name, "dataset file"))
+                link_or_copy(path, inside(staging, spec.name, "dataset file"), "dataset file")
         members = {
             str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()
         }
@@ -278,12 +298,13 @@ def _fetch_locked(m: Manifest, root: Path, final: Path, downloads: Path, log: Ca
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "downloads": {s.name: digest for s, (_, digest) in zip(m.files, checked, strict=True)},
             "members": members,
-        }, indent=1, sort_keys=True), writer=writer)
-        if final.exists():  # a folder left without READY by an interrupted fetch
-            shutil.rmtree(inside(root, m.name, "dataset folder"))
-        os.rename(staging, final)  # READY is inside: the dataset appears complete or not at all
+        }, indent=1, sort_keys=True), what="dataset file", writer=writer)
+        if os.path.lexists(final):  # a folder left without READY by an interrupted fetch
+            remove_tree(final, root, "dataset folder")
+        rename(staging, final, "dataset folder")  # READY is inside: the dataset appears complete or not at all
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError, UsageError):
+            remove_tree(staging, root, "dataset folder")
         raise
 
 
@@ -360,26 +381,10 @@ def _read_ready(path: Path, name: str) -> dict[str, Any]:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_read(path, "download") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One fetch of a dataset at a time per cache (an advisory lock; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _download_checked(
@@ -387,10 +392,12 @@ def _download_checked(
 ) -> tuple[Path, str]:
     """The verified download of one file and its sha256; resumes a ``.part`` file, deletes a corrupt one."""
     final, digest_file = folder / spec.name, folder / (spec.name + ".sha256")
-    if final.is_file():
-        if not digest_file.is_file():
-            digest_file.write_text(_sha256(final))
-        return final, digest_file.read_text().strip()
+    if os.path.lexists(final):  # verified where it is read (_sha256, link_or_copy): a link is never taken in
+        digest = read_text(digest_file, "download digest", "replace").strip() if os.path.lexists(digest_file) else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):  # absent or damaged: computed again from the download
+            digest = _sha256(final)
+            write_atomic(digest_file, digest, what="download digest")
+        return final, digest
     part = folder / (spec.name + ".part")
     log(f"{dataset}: downloading {spec.url}")
     _download(dataset, spec, part)
@@ -398,21 +405,21 @@ def _download_checked(
     if spec.size and size < spec.size:
         raise _interrupted(dataset, spec, f"{size} of {spec.size} bytes")
     if spec.size and size != spec.size:
-        part.unlink()
+        remove_file(part, "partial download")
         raise UsageError(
             f"{dataset}: {spec.name} has {size} bytes, manifest says {spec.size}; deleted it, run fetch again"
         )
     digest = _sha256(part)
     if spec.sha256 and digest != spec.sha256:
-        part.unlink()
+        remove_file(part, "partial download")
         raise UsageError(
             f"{dataset}: checksum mismatch for {spec.name}: expected sha256 {spec.sha256}, got {digest}; "
             "deleted the corrupt download"
         )
     if not spec.sha256:
         log(f"{dataset}: {spec.name}: checksum unknown in manifest, not verified (sha256 {digest})")
-    os.replace(part, final)
-    digest_file.write_text(digest)
+    rename(part, final, "download")
+    write_atomic(digest_file, digest, what="download digest")
     return final, digest
 
 
@@ -440,7 +447,9 @@ def _download(dataset: str, spec: FileSpec, part: Path) -> None:
         length = resp.headers.get("Content-Length")
         expected = (have if resumed else 0) + int(length) if length and length.isdigit() else None
         try:
-            with part.open("ab" if resumed else "wb") as fh:
+            if not resumed:
+                remove_file(part, "partial download")
+            with open_append(part, "partial download") as fh:
                 shutil.copyfileobj(resp, fh, _CHUNK)
         except (TimeoutError, http.client.IncompleteRead, ConnectionError) as exc:
             raise _interrupted(dataset, spec, type(exc).__name__) from None
@@ -455,13 +464,6 @@ def _interrupted(dataset: str, spec: FileSpec, why: str) -> UsageError:
 def _range_start(content_range: str) -> int:
     match = re.match(r"bytes (\d+)-", content_range)
     return int(match.group(1)) if match else -1
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +510,7 @@ def extract_archive(archive: Path, target: Path) -> None:
         else:
             _extract_tar(archive, target)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        archive.unlink(missing_ok=True)
+        remove_file(archive, "download")
         raise UsageError(f"corrupt archive {archive.name} ({exc}); deleted it, run fetch again") from None
 
 
@@ -527,12 +529,12 @@ def _extract_zip(archive: Path, target: Path) -> None:
                 raise _refuse(archive, info.filename, "resolves outside the target folder")
             if info.filename in links:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(links[info.filename], dest)
+                archive_link(links[info.filename], dest)
             elif info.is_dir():
                 dest.mkdir(parents=True, exist_ok=True)
             else:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, dest.open("wb") as dst:
+                with zf.open(info) as src, create_new(dest, "dataset file") as dst:
                     shutil.copyfileobj(src, dst, _CHUNK)
 
 

@@ -97,8 +97,11 @@ BOUNDS: dict[str, Bound] = {
     "latency_percentile": Bound(0, 0.999999, integer=False, low_open=True),
     "confidence": Bound(0, 0.999999, integer=False, low_open=True),
     "accuracy_floor": Bound(0, 1_000_000, integer=False),
+    "max_utilisation": Bound(0, 1, integer=False, low_open=True),
+    "quality_gate": Bound(0, 1, integer=False, low_open=True),
     "min_duration_s": Bound(0, 86_400, integer=False),
     "max_duration_s": Bound(0, 86_400, integer=False),
+    "final_min_duration_s": Bound(0, 86_400, integer=False),
     "min_requests": Bound(1, 10_000_000),
     "max_requests": Bound(1, 10_000_000),
     "prep_workers": Bound(1, 1024),
@@ -321,12 +324,23 @@ def output_file(path: str | os.PathLike, what: str) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise UsageError(f"cannot write {what} {path}: a part of its folder is a file; accepted: a path in a directory") from None
+        raise UsageError(f"cannot write {what} {path}: {_blocking_part(path.parent)}; accepted: a path in a "
+                         "directory") from None
     except OSError as exc:
         raise UsageError(f"cannot write {what} {path}: {exc.strerror}; accepted: a path in a writable directory") from None
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {what} {path}: {path.parent} is not writable; accepted: a writable directory")
     return path
+
+
+def _blocking_part(folder: Path) -> str:
+    """Why ``folder`` cannot be made: the first part of it that is a dangling link, or a file."""
+    for part in reversed((folder, *folder.parents)):
+        if part.is_symlink() and not part.exists():
+            return f"{part} is a dangling link (to {os.readlink(part)})"
+        if part.exists() and not part.is_dir():
+            return f"a part of its folder is a file ({part})"
+    return "a part of its folder is a file"
 
 
 # --------------------------------------------------------------------------------- resuming

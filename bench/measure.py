@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.errors import UsageError, choice_error
+from bench.paths import write_proc
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 
@@ -325,7 +326,7 @@ class RSSTracker(_Span):
 
     def _try_reset_hwm(self) -> bool:
         try:
-            (self._proc / "clear_refs").write_text("5")
+            write_proc(self._proc / "clear_refs", "5")
             _status_kb(self._proc, "VmHWM")
             return True
         except (OSError, KeyError, ValueError):

@@ -27,6 +27,7 @@ from bench.data import CROWD, Region, Sample, get_dataset, load_samples
 from bench.errors import UsageError
 from bench.inputs import parse_json
 from bench.numbers import finite_number, is_finite
+from bench.paths import write_output
 from bench.tasks import TASKS, get_task, tasks_of
 
 JAVA_ENV = "FLORENCE2_BENCH_JAVA_METRICS"
@@ -1001,5 +1002,5 @@ def score_file(
             "metrics": metrics,
             "benchmark": bench.key if bench else None,
         }
-        Path(json_out).write_text(json.dumps(doc, indent=2) + "\n")
+        write_output(json_out, json.dumps(doc, indent=2) + "\n")
     return metrics

@@ -21,7 +21,7 @@ TOKEN_PRESERVING: dict[str, bool] = {
     "compile": True,  # same graph, fused kernels (also with CUDA graphs: the same kernels, replayed)
     "compile_vision": True,
     "prefetch": True,  # the same batches, prepared earlier on another thread
-    "preprocess": False,  # device pixels are within 2 grey levels of the processor's: see bench.preprocess
+    "preprocess": False,  # device pixels are within 2 grey levels of the processor's: see bench.backends.transformers.preprocess
     "dtype": False,  # fp16/bf16 round every activation: see agreement()
     "quant": False,  # int8 weights and activations: see agreement()
     "num_beams": False,  # a different search, not a faster one

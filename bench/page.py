@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.numbers import is_finite
-from bench.paths import Writer, write_all, write_atomic
+from bench.paths import Writer, write_all, write_output
 
 TEMPLATES = Path(__file__).parent / "templates"
 LOG_SPAN = 30.0
@@ -187,6 +187,4 @@ def render(template: str, **context: Any) -> str:
 
 def write_html(path: Path, text: str, writer: Writer = write_all) -> Path:
     """Write a page atomically (temp file, then rename; a full disk leaves no temporary); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, text, writer=writer)
+    return write_output(path, text, writer=writer)

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import answer as answers
-from bench import host, report_charts, store
+from bench import answer_chart, host, report_charts, store
 from bench.errors import UsageError
-from bench.inputs import check_bound
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
 from bench.paths import Writer, distinct_dirs, write_all
 from bench.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
+from bench.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT
 from bench.report_rows import (
     DeviceKind,
     Row,
@@ -50,6 +50,10 @@ from bench.report_rows import dig as _get
 from bench.report_rows import kinds_of as _kinds
 from bench.report_rows import number as _num
 from bench.report_rows import tasks_of as _tasks
+from bench.scenarios import capacity as capacity_search
+from bench.scenarios.server import KEPT_UP
+from bench.server_settings import ServerSettings
+from bench.stats import queries_needed
 from bench.uncertainty import ALTERNATIVE_FACTOR, STABLE_HALF_WIDTH, samples_needed
 
 __all__ = [
@@ -100,14 +104,6 @@ def _capacity_value(r: Row, bound: float | None) -> float | None:
     return found[0] if found else None
 
 
-def _bound_cost(r: Row, bound: float | None) -> float | None:
-    if bound is None or not r.meets_bound(bound):
-        return None
-    if r.traits.reads == "capacity":
-        return r.cost_at(_capacity_value(r, bound))
-    return r.cost_per_million
-
-
 GOALS: tuple[Goal, ...] = (
     Goal(
         "throughput",
@@ -131,7 +127,8 @@ GOALS: tuple[Goal, ...] = (
         True,
         _capacity_value,
         lambda v, r, b: _fmt(v, "requests/s") + f" ({r.capacity(b)[1]})",
-        "measured: the highest Poisson arrival rate a server cell sustained with p99 within the bound",
+        "measured: the highest Poisson arrival rate a server cell sustained validly with the percentile its search "
+        "judged (p99 unless its record says otherwise) within the bound",
     ),
     Goal(
         "cost",
@@ -143,12 +140,13 @@ GOALS: tuple[Goal, ...] = (
     ),
     Goal(
         "cost_within_bound",
-        "lowest cost per million images within the latency bound",
+        "cheapest way to serve the question (the answer's pick)",
         False,
-        _bound_cost,
+        lambda r, b: None,  # not a figure of one row: ``decide`` takes the answer's pick
         lambda v, r, b: f"${format_number(v)} ({r.price.text if r.price else ''})",
-        "derived: as above, at a server cell's capacity or a single-stream cell's throughput, for cells "
-        "whose request latency meets the bound (offline cells never do)",
+        "the answer's pick for this device kind (bench.answer): the cheapest option whose capacity was judged at "
+        "the question's percentile within the bound, valid, unflagged and through the quality gate; its cost per "
+        "million images at that capacity",
     ),
     Goal(
         "energy",
@@ -204,9 +202,7 @@ def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
     if best is None:
         why = "not measured"
         if goal.name == "capacity" and any(r.traits.reads == "capacity" for r in rows):
-            why = answers.no_capacity(rows, bound)
-        elif goal.name == "cost_within_bound" and any(r.bound_latency is not None for r in rows):
-            why = f"no priced setting has request latency within {bound:g} ms"
+            why = answers.no_capacity(rows, answers.Question(bound))
         return Pick(goal, None, why)
     text = goal.show(goal.value(best, bound), best, bound)
     note = ""
@@ -219,28 +215,43 @@ def _pick(rows: list[Row], goal: Goal, bound: float | None) -> Pick:
     return Pick(goal, best, text, note)
 
 
-def decide(rows: list[Row], bound: float | None) -> list[Decision]:
-    """Per task: for each goal and device kind, the best finished (and, for servers, valid) setting."""
+def _answer_pick(goal: Goal, found: answers.Answer | None) -> Pick:
+    """The cost-within-the-question goal is the answer's own pick (one decision function for the page)."""
+    if found is None or found.option is None:
+        return Pick(goal, None, found.note if found else "not measured")
+    o = found.option
+    text = (f"${format_number(o.usd_per_million)} per million images ({o.row.price.text})" if o.usd_per_million
+            is not None else "cost unknown (no price)") + f" at {format_number(o.capacity)} requests/s ({o.basis})"
+    return Pick(goal, o.row, text, f"{found.devices} devices for {format_number(found.demand_qps)} images/s; "
+                                   f"{o.latency.text}; {o.validity.stamp}; {o.quality.text}")
+
+
+def decide(rows: list[Row], bound: float | None, found: list[answers.Answer] | None = None) -> list[Decision]:
+    """Per task: for each goal and device kind, the best finished (and, for servers, valid) setting; the
+    cheapest way to serve the question is the answer's pick (``found``, ``bench.answer.answer``)."""
     out = []
     ok = [r for r in rows if r.ok]
+    found = found or []
     for task in _tasks(ok):
         mine = [r for r in ok if r.task == task]
         kinds = _kinds(mine)
+        picked = {a.kind: a for a in found if a.task == task}
         goals = [
             g
             for g in GOALS
-            if (g.name != "cost_within_bound" or bound is not None)
-            and any(g.value(r, bound) is not None for r in mine)
+            if (g.name == "cost_within_bound" and any(a.option for a in picked.values()))
+            or (g.name != "cost_within_bound" and any(g.value(r, bound) is not None for r in mine))
         ]
         picks = {
-            (g.name, k): _pick([r for r in mine if r.kind == k], g, bound) for g in goals for k in kinds
+            (g.name, k): _answer_pick(g, picked.get(k)) if g.name == "cost_within_bound"
+            else _pick([r for r in mine if r.kind == k], g, bound) for g in goals for k in kinds
         }
         out.append(Decision(task, kinds, goals, picks))
     return out
 
 
 # ---------------------------------------------------------------------------------------------
-# the recommendation: cheapest setting within the latency bound and above the accuracy floor
+# the recommendation: the answer's overall pick, with the constraints it met
 
 
 @dataclass
@@ -254,86 +265,34 @@ class Recommendation:
     verdict: str
     notes: list[str] = field(default_factory=list)
     cost: float | None = None
+    option: answers.Option | None = None
 
 
-def _meets_floor(value: float, floor: float, metric: str | None) -> bool:
-    return value <= floor if lower_is_better(metric) else value >= floor
-
-
-def _recommendation_cost(r: Row, bound: float | None) -> float | None:
-    if bound is not None:
-        return _bound_cost(r, bound)
-    if r.traits.reads == "capacity":
-        return r.cost_at(_capacity_value(r, None))
-    return r.cost_per_million
-
-
-def recommend(
-    rows: list[Row], task: str, latency_bound_ms: float | None, accuracy_floor: float | None
-) -> Recommendation:
-    """The cheapest ok setting for a task whose request latency meets the bound (p90 single-stream,
-    p99 valid server; offline never) and whose accuracy meets the floor."""
-    ok = [r for r in rows if r.rec.get("task") == task and r.ok]
+def recommend(rows: list[Row], task: str, found: list[answers.Answer], question: answers.Question) -> Recommendation:
+    """The task's overall pick of the answer (the same pick as the Answer and Decision sections and the
+    ``--answer`` JSON), with how many options met the question and, when none did, why."""
+    ok = [r for r in rows if r.task == task and r.ok]
     metric = next((r.metric for r in ok if r.metric), None)
-    parts = []
-    if latency_bound_ms is not None:
-        parts.append(f"request latency ≤ {latency_bound_ms:g} ms (p90 single-stream, p99 server)")
-    if accuracy_floor is not None:
-        parts.append(f"{metric or 'accuracy'} {'≤' if lower_is_better(metric) else '≥'} {accuracy_floor:g}")
-    rec = Recommendation(task, metric, " and ".join(parts) or "no bound or floor given", None, 0, len(ok), "")
+    constraint = question.text
+    if question.accuracy_floor is not None:
+        constraint += f"; {metric or 'accuracy'} {'≤' if lower_is_better(metric) else '≥'} " \
+                      f"{format_number(question.accuracy_floor)}"
+    mine = [a for a in found if a.task == task]
+    met = sum(len(a.top) for a in mine)
+    rec = Recommendation(task, metric, constraint, None, met, len(ok), "")
     if not ok:
         rec.verdict = f"{NONE_MEETS}: no cell of this task finished"
         return rec
-    candidates = [r for r in ok if not r.invalid]
-    if latency_bound_ms is not None:
-        candidates = [r for r in candidates if r.meets_bound(latency_bound_ms)]
-    measured = [r for r in ok if r.acc is not None]
-    if accuracy_floor is not None:
-        if not measured:
-            random_only = all(r.rec.get("weights") == "random" for r in ok)
-            why = "accuracy not measured (random weights)" if random_only else "accuracy not measured"
-            rec.verdict = f"{NONE_MEETS}: {why}, so the accuracy floor cannot be checked"
-            return rec
-        within = len(candidates)
-        candidates = [
-            r for r in candidates if r.acc is not None and _meets_floor(r.acc, accuracy_floor, metric)
-        ]
-        if not candidates:
-            rec.verdict = f"{NONE_MEETS}: {within} of {len(ok)} settings meet the latency bound, none the accuracy floor"
-            return rec
-    elif not measured:
-        random_only = all(r.rec.get("weights") == "random" for r in ok)
-        rec.notes.append(
-            "accuracy not measured (random weights): only speed and cost were compared"
-            if random_only
-            else "accuracy not measured: only speed and cost were compared"
-        )
-    if not candidates:
-        invalid = sum(1 for r in ok if r.invalid)
-        if latency_bound_ms is None:  # nothing was filtered by a bound: every finished setting is invalid
-            rec.verdict = f"{NONE_MEETS}: all {invalid} finished settings are invalid runs (see their reasons)"
-            return rec
-        offline = sum(1 for r in ok if not r.traits.meets_bound)
-        why = f"; {offline} offline cells are judged on throughput only" if offline else ""
-        why += f"; {invalid} invalid runs are never chosen" if invalid else ""
-        rec.verdict = f"{NONE_MEETS}: no setting has request latency ≤ {latency_bound_ms:g} ms{why}"
+    pick = answers.overall(found, task)
+    if pick is None or pick.option is None:
+        rec.verdict = f"{NONE_MEETS}: " + ("; ".join(f"{a.kind.label}: {a.note}" for a in mine) or "no option")
         return rec
-    rec.met = len(candidates)
-    priced = [(c, r) for r in candidates if (c := _recommendation_cost(r, latency_bound_ms)) is not None]
-    if priced:
-        rec.cost, rec.best = min(priced, key=lambda cr: cr[0])
-        rec.verdict = "cheapest setting that meets it"
-        unpriced = sorted({r.kind.label for r in candidates if r.price is None})
-        if unpriced:
-            rec.notes.append(f"not costed (no price in the table): {', '.join(unpriced)}")
-    else:
-        fast = [r for r in candidates if r.ips is not None] or candidates
-        rec.best = max(fast, key=lambda r: r.ips or 0.0)
-        devices = ", ".join(sorted({r.kind.label for r in candidates}))
-        rec.verdict = f"fastest setting that meets it; cost unknown (no price for {devices})"
-    if rec.best is not None and rec.best.unstable:
-        rec.notes.append("the chosen setting is unstable: rerun it on a quiet machine before deciding")
-    if latency_bound_ms is None and accuracy_floor is None:
+    rec.option, rec.best, rec.cost = pick.option, pick.option.row, pick.usd_per_million
+    rec.verdict = ("cheapest option that meets it" if pick.usd_per_month is not None
+                   else f"fewest devices that meet it; cost unknown (no price for {pick.kind.label})")
+    if not pick.option.quality.verified:
+        rec.notes.append(pick.option.quality.text + ": give --quality-gate X to keep such options out")
+    if question.bound_ms is None and question.accuracy_floor is None:
         rec.notes.append("give --latency-bound-ms and --accuracy-floor to constrain the choice")
     return rec
 
@@ -646,6 +605,68 @@ def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
     ]
 
 
+def _agreement_differs(rows: list[Row]) -> str:
+    """What differs from the fp32 reference in the compared cells, named (never "half-precision" for int8)."""
+    parts = []
+    dtypes = sorted({str(r.rec.get("dtype")) for r in rows if r.ok and r.rec.get("dtype") not in ("fp32", None)})
+    if dtypes:
+        parts.append(f"{'/'.join(dtypes)} precision")
+    quants = sorted({r.quant for r in rows if r.ok} - {"none"})
+    if quants:
+        parts.append(f"{'/'.join(quants)} quantisation")
+    backends = sorted({str(r.rec.get("backend")) for r in rows if r.ok and r.rec.get("backend")} - {"transformers"})
+    if backends:
+        parts.append(f"the {'/'.join(backends)} backend")
+    return " and ".join(parts) or "the settings that differ from eager fp32 transformers"
+
+
+def _recorded(rows: list[Row], *keys: str) -> str:
+    """The distinct values the server cells recorded at ``keys`` (the rules they ran under), or the default's."""
+    values = sorted({f"{v:g}" for r in rows if r.ok and r.server for v in [_num(_get(r.rec, *keys))]
+                     if v is not None})
+    return ", ".join(values)
+
+
+def _rules(rows: list[Row], question: answers.Question) -> list[str]:
+    """The rules the figures on this page were judged by, generated from the code's constants and what the
+    records store (never a hand-written paraphrase that can go stale)."""
+    defaults = ServerSettings(qps=1.0)
+    percentiles = sorted({answers.percentile_name(_num(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT)
+                          for r in rows if r.ok and r.server})
+    confidence = _recorded(rows, "timing", "server_run", "confidence") or f"{defaults.confidence:g}"
+    need = {p: queries_needed(0, p, defaults.confidence) for p in (0.9, 0.99)}
+    min_duration = _recorded(rows, "timing", "server_run", "min_duration_s") or f"{defaults.min_duration_s:g}"
+    min_requests = _recorded(rows, "timing", "server_run", "min_requests") or f"{defaults.min_requests:g}"
+    return [
+        f"The answer's question: {question.text}. An option qualifies for the headline only when its capacity was "
+        f"judged at {question.statistic}, its run is VALID, and it carries none of the flags "
+        f"{', '.join(answers.SUSPECT)}; the others are listed with why. Devices = ceil(demand ÷ (capacity × "
+        f"{format_number(question.max_utilisation)})).",
+        "A server run is VALID by MLPerf's rules: its Poisson schedule lasted at least min_duration_s "
+        f"({min_duration} s here), it served at least min_requests ({min_requests} here), and early stopping "
+        "passes for its percentile "
+        f"({', '.join(percentiles) or 'none run here'}) at {confidence} confidence: with k of n requests over the "
+        "bound, the true percentile is within it when P(Binomial(n, 1 − P) ≤ k) ≤ 1 − confidence (LoadGen's "
+        f"early_stopping.cc); with none over, p99 needs {need[0.99]} requests and p90 {need[0.9]}. The achieved "
+        f"rate is reported, never judged (a run that achieved ≥ {KEPT_UP:.0%} of its target kept up: the capacity "
+        "search's stop rule only).",
+        f"Capacity is the highest VALID rate the capacity search found, to within {capacity_search.PRECISION:.0%} "
+        "of the lowest invalid one (the record's capacity_bracket); a capacity above the offline throughput "
+        "(capacity-above-offline) or a curve whose percentile falls as the load rises (curve-not-monotone) is "
+        "flagged by the run and never headlines.",
+        f"A setting with no server cell is answered by a {answers.PREDICTED_BASIS}: a simulation of the batcher "
+        "(max batch, max queue delay) under Poisson arrivals, each batch's service time drawn from the raw batch "
+        "times its offline and single-stream cells measured (never extrapolated past the largest measured batch "
+        "size), searched for the highest rate whose percentile meets the bound. It is never called measured.",
+        "The decision table judges single-stream cells by request latency p90 and server cells by their own "
+        "percentile; offline cells are judged on throughput only and never meet a bound.",
+        f"A figure is stable when the 95% interval of the statistic its scenario is judged on lies within "
+        f"±{STABLE_HALF_WIDTH:.0%} of it; an interval needs at least {samples_needed(0.5)} samples for the median, "
+        f"{samples_needed(0.9)} for p90 and {samples_needed(0.99)} for p99 (order statistics), and with fewer the "
+        "page says “not enough samples”. Every interval printed is the interval of the statistic beside it.",
+    ]
+
+
 def _agreement_label(rows: list[Row]) -> str:
     """The fp32-agreement column's header: with random weights it is a numerical stress test only."""
     if any(r.weights == "random" for r in rows):
@@ -681,16 +702,18 @@ def build_report(
     title: str | None = None,
     demand_qps: float | None = None,
     answer: Path | None = None,
+    latency_percentile: float = PERCENTILE_DEFAULT,
+    max_utilisation: float = MAX_UTILISATION_DEFAULT,
+    quality_gate: float | None = None,
     writer: Writer = write_all,
 ) -> Path:
     """Render one self-contained HTML report for one or several run directories; returns ``out``.
 
-    With ``answer``, the answer section is also written there as JSON (``bench.answer.answer_json``). A
+    The question (``bench.answer.Question``: bound, percentile, demand, utilisation, quality gate, floor) is
+    answered once and every section reads that answer; with ``answer`` it is also written there as JSON. A
     directory named twice (``RUN ./RUN/``) counts once; ``writer`` is the seam for a full disk."""
-    for name, value in (("latency_bound_ms", latency_bound_ms), ("accuracy_floor", accuracy_floor),
-                        ("demand_qps", demand_qps)):
-        if value is not None:
-            check_bound(name, value)
+    question = answers.Question(latency_bound_ms, latency_percentile, demand_qps, max_utilisation, quality_gate,
+                                accuracy_floor)
     run_dirs = distinct_dirs(run_dirs)
     price_table = load_prices(prices)
     runs = load_runs(run_dirs, price_table)
@@ -701,9 +724,9 @@ def build_report(
     charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
     badge, badge_class = _weights_badge(rows)
     facts = comparability(runs)
-    found = answers.answer(rows, demand_qps, latency_bound_ms)
+    found = answers.answer(rows, question)
     if answer is not None:
-        answers.write_answer(Path(answer), found, demand_qps, latency_bound_ms, writer=writer)
+        answers.write_answer(Path(answer), found, question, writer=writer)
     context = {
         "title": title or f"Florence-2 benchmark: {', '.join(run.name for run in runs)}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -714,17 +737,18 @@ def build_report(
         "ok_rows": [r for r in rows if r.ok],
         "several_runs": len(runs) > 1,
         "summary": _summary(runs, rows),
-        "decisions": decide(rows, latency_bound_ms),
+        "decisions": decide(rows, latency_bound_ms, found),
+        "question": question,
         "answers": found,
         "answer_tasks": list(dict.fromkeys(a.task for a in found)),
         "demand_qps": demand_qps,
         "hours_per_month": HOURS_PER_MONTH,
         "cost_rounding": answers.ROUNDING,
         "server_basis": answers.SERVER_BASIS,
-        "offline_basis": answers.OFFLINE_BASIS,
+        "predicted_basis": answers.PREDICTED_BASIS,
         "stability": {"half_width": STABLE_HALF_WIDTH, "factor": ALTERNATIVE_FACTOR,
                       "needed": {s: samples_needed(q) for s, q in (("median", 0.5), ("p90", 0.9), ("p99", 0.99))}},
-        "recommendations": [recommend(rows, t, latency_bound_ms, accuracy_floor) for t in tasks],
+        "recommendations": [recommend(rows, t, found, question) for t in tasks],
         "latency_bound_ms": latency_bound_ms,
         "accuracy_floor": accuracy_floor,
         "prices": price_table,
@@ -741,6 +765,11 @@ def build_report(
         "random_only": {r.rec.get("weights") for r in rows} == {"random"},
         "any_random": any(r.weights == "random" for r in rows),
         "agreement_label": _agreement_label(rows),
+        "agreement_differs": _agreement_differs(rows),
+        "timing_short": _timing_text,
+        "rules": _rules(rows, question),
+        "suspect": answers.SUSPECT,
+        "answer_charts": answer_chart.charts(found, styles),
         "reported_label": REPORTED_LABEL,
         "reported": _reported_table(rows),
         "metric_label": metric_label,

@@ -213,7 +213,8 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
 
 
 def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list[Chart]:
-    """Per task: request latency p99 against offered load for every server setting (the capacity curve)."""
+    """Per task: request latency at the percentile each server setting's search judged (p99 unless its record
+    says otherwise) against offered load (the capacity curve), so its capacity (★) sits within the bound."""
     import plotly.graph_objects as go
 
     charts = []
@@ -228,18 +229,21 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
         # batch size, since cells of one series differ by batch size here
         mine = [r for r in servers if r.task == task]
         sizes = sorted({r.rec.get("batch_size") or 0 for r in mine})
+        stats = sorted({r.traits.statistic for r in mine})
         for r in mine:
+            stat = r.traits.statistic
             steps = [s for s in (r.server.get("curve") or []) if isinstance(s, dict)]
             if not steps and r.p99 is not None:
                 steps = [{"target_qps": r.server.get("target_qps"), "achieved_qps": r.server.get("achieved_qps"),
-                          "p50": r.p50, "p90": r.p90, "p99": r.p99, "valid": not r.invalid,
+                          "p50": r.p50, "p90": r.p90, "p99": r.p99, stat: r.latency(stat), "valid": not r.invalid,
                           "invalid_reason": r.server.get("invalid_reason")}]
-            steps = [s for s in steps if is_finite(s.get("p99")) and finite_number(s.get("target_qps"))]
+            steps = [{**s, "judged": s.get(stat) if is_finite(s.get(stat)) else s.get("percentile_ms")} for s in steps]
+            steps = [s for s in steps if is_finite(s["judged"]) and finite_number(s.get("target_qps"))]
             steps.sort(key=lambda s: s["target_qps"])
             if not steps:
                 continue
             x = [s["target_qps"] for s in steps]
-            y = [s["p99"] for s in steps]
+            y = [s["judged"] for s in steps]
             xs += x
             ys += y
             fig.add_trace(
@@ -255,7 +259,7 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                         _hover(r, f"offered {xx:.4g} requests/s, achieved "
                                f"{finite_number(s.get('achieved_qps')) or float('nan'):.4g}",
                                f"request latency p50 {finite_number(s.get('p50')) or float('nan'):.4g} ms, "
-                               f"p99 {s['p99']:.4g} ms",
+                               f"{stat} {s['judged']:.4g} ms",
                                "valid" if s.get("valid") is not False else
                                f"invalid: {s.get('invalid_reason') or 'no reason recorded'}")
                         for s, xx in zip(steps, x, strict=True)
@@ -263,11 +267,11 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     hoverinfo="text",
                 )
             )
-            invalid += [(xx, s["p99"]) for s, xx in zip(steps, x, strict=True) if s.get("valid") is False]
+            invalid += [(xx, s["judged"]) for s, xx in zip(steps, x, strict=True) if s.get("valid") is False]
             cap = r.capacity(bound)
             if cap:
                 near = min(zip(steps, x, strict=True), key=lambda sx: abs(sx[0]["target_qps"] - cap[0]))
-                capacity_points.append((near[1], near[0]["p99"], f"{r.setting}: capacity {cap[0]:.4g} requests/s"))
+                capacity_points.append((near[1], near[0]["judged"], f"{r.setting}: capacity {cap[0]:.4g} requests/s"))
         if not xs:
             continue
         if invalid:
@@ -297,13 +301,15 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
             _bound_line(fig, bound, xs, vertical=False)
             ys = [*ys, bound]
         fig.update_layout(
-            title=_t(f"{task}: request latency p99 vs offered load (server scenario, measured)"),
+            title=_t(f"{task}: request latency {'/'.join(stats)} vs offered load (server scenario, measured)"),
             xaxis={"title": "offered load: target requests per second (Poisson arrivals)", "type": axis_type(xs)},
-            yaxis={"title": "request latency p99, ms (queueing included)", "type": axis_type(ys)},
+            yaxis={"title": f"request latency {'/'.join(stats)}, ms (queueing included; each setting at the "
+                            "percentile its search judged)", "type": axis_type(ys)},
         )
         note = ("Each point is one run at a fixed arrival rate (a step of the capacity search; the achieved rate "
-                "is in its hover); a setting's capacity (★) is its highest valid rate whose p99 is within the bound; "
-                "✕ marks an invalid step (too short, target QPS missed, or p99 over its bound). Colour: the "
+                f"is in its hover); a setting's capacity (★) is its highest valid rate whose {' / '.join(stats)} (the "
+                "percentile its capacity search judged, plotted here) is within the bound; ✕ marks an invalid step "
+                "(too short, or early stopping not met for its percentile). Colour: the "
                 "setting's, as in every chart; dash: its batch size.")
         charts.append(Chart(f"{task}: latency vs QPS", figure_html(fig, 460), note))
     return charts
@@ -434,7 +440,7 @@ def _reported_vs_cost(
             continue
         pts = [
             r for r in rows
-            if r.ok and r.task == task and r.traits.closed_loop and r.ips
+            if r.ok and r.task == task and r.traits.closed_loop and r.ips and r.at_reported_setting
             and is_finite(table(r.rec, "extra", "reported").get(key))
         ]
         if not pts:
@@ -477,7 +483,8 @@ def _reported_vs_cost(
             },
             yaxis_title=_t(f"{key} ({reported_label})"),
         )
-        note = (f"Quality is the variant's {reported_label} number, the same for every setting of a variant; "
+        note = (f"Quality is the variant's {reported_label} number, drawn only at the setting it was reported for "
+                "(fp32, not quantised, the card's pretrained checkpoint); "
                 "only the horizontal axis was measured here. Cheaper is further left." if priced else
                 f"Quality is the variant's {reported_label} number; throughput was measured here.")
         charts.append(Chart(f"{task}: reported vs cost", figure_html(fig, 420), note))

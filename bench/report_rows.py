@@ -25,6 +25,7 @@ from bench.optimize import agreement_with_fp32
 from bench.prices import Price, PriceTable
 from bench.scenarios import ScenarioTraits, traits_of
 from bench.uncertainty import UNSTABLE, Interval, judge
+from bench.variants import VARIANTS
 
 # Per-stage times: vision is part of ttft, so the stack is preprocess, vision, ttft - vision,
 # decode, postprocess, which sums to about the end-to-end time per image.
@@ -237,6 +238,19 @@ class Row:
     @property
     def weights(self) -> str:
         return str(self.rec.get("weights") or "unknown")
+
+    @property
+    def quant(self) -> str:
+        """The quantisation the cell ran with (``settings.quant``; "none" when absent)."""
+        return str(table(self.rec, "settings").get("quant") or "none")
+
+    @property
+    def at_reported_setting(self) -> bool:
+        """fp32, not quantised, pretrained weights of the variant's own checkpoint: the only setting a paper's or
+        model card's accuracy is reported for (drawn beside no other)."""
+        variant = VARIANTS.get(str(self.rec.get("variant")))
+        return (variant is not None and self.rec.get("dtype") == "fp32" and self.quant == "none"
+                and self.weights == "pretrained" and self.rec.get("checkpoint") in (variant.hub_id, variant.native_id))
 
     @property
     def acc(self) -> float | None:

@@ -30,7 +30,7 @@ from bench.cell import Cell
 from bench.data import get_dataset, load_samples
 from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
-from bench.paths import inside, write_atomic
+from bench.paths import inside, make_dir, write_atomic
 from bench.tasks import get_task, tasks_of
 from bench.variants import get_variant
 
@@ -391,6 +391,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
         record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
+                                       "final_min_duration_s": cell.server.final_min_duration_s,
                                        "max_duration_s": cell.server.max_duration_s,
                                        "min_requests": cell.server.min_requests,
                                        "max_requests": cell.server.max_requests,
@@ -454,12 +455,12 @@ def _examples(out: Path, dataset: str, samples, answers: dict[int, Any], texts: 
     for sample in samples:
         name = f"{slug}/{sample.image_id:06d}.png"
         path = out / "examples" / name
-        if not path.exists():
+        if not path.is_file() or path.is_symlink():  # a link, a FIFO, a folder: refused by the door, never used
             inside(out, f"examples/{name}", "example image")  # a link in examples/ never leads a write outside
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dir(folder, "example image")
             png = io.BytesIO()
             sample.load_image().save(png, format="PNG")
-            write_atomic(path, png.getvalue())
+            write_atomic(path, png.getvalue(), what="example image")
         examples.append({"image_id": sample.image_id, "image_file": f"examples/{name}", "width": sample.width,
                          "height": sample.height, "text": texts.get(sample.image_id, ""),
                          "answer": answers.get(sample.image_id)})

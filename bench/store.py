@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.inputs import conforms, parse_json
 from bench.numbers import is_number
-from bench.paths import open_nofollow, refuse_link, write_atomic, write_error
+from bench.paths import append_line, make_dir, open_file, open_lock, open_update, read_bytes, write_atomic
 from bench.schema import SCHEMA_VERSION, upgrade
 
 try:
@@ -107,29 +107,14 @@ def append(run_dir: Path, record: Record, writer=os.write) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RESULTS
     repair_tail(path)
-    _append_line(path, record.to_json(), "results file", writer, sync=True)
+    append_line(path, record.to_json(), "results file", writer, sync=True)
 
 
 def append_progress(run_dir: Path, line: str, writer=os.write) -> None:
     """Append one progress line (a cell's end, a capacity search's step) to progress.log as it is printed,
     so that a run stopped mid-cell keeps what that cell had measured; a link there is refused."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    _append_line(run_dir / PROGRESS, line.rstrip("\n"), "progress log", writer, sync=False)
-
-
-def _append_line(path: Path, line: str, what: str, writer, sync: bool) -> None:
-    """``line`` and a newline at the end of ``path`` (opened without following a link); ``sync``: fsync it."""
-    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what)
-    try:
-        view = memoryview((line + "\n").encode())
-        while view:  # a regular file takes the whole line in one write; loop in case it does not
-            view = view[writer(fd, view) :]
-        if sync:
-            os.fsync(fd)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    finally:
-        os.close(fd)
+    append_line(run_dir / PROGRESS, line, "progress log", writer)
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
@@ -199,11 +184,13 @@ def repair_tail(path: Path) -> None:
     A last line without its newline is either a record whose writer died between the JSON and the
     newline (completed here, since ``--resume`` already counts it as done) or a torn write (cut here).
     """
-    if not refuse_link(path, "results file").exists() or path.stat().st_size == 0:
+    if not os.path.lexists(path):
         return
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise _is_dir(path)
-    with os.fdopen(open_nofollow(path, os.O_RDWR, "results file"), "rb+") as fh:
+    with open_update(path, "results file") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return
         fh.seek(-1, os.SEEK_END)
         if fh.read(1) == b"\n":
             return
@@ -228,13 +215,12 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     skipped with one warning that counts them: a damaged line never makes the directory unreadable.
     """
     path = Path(run_dir) / RESULTS
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise _is_dir(path)
-    if not refuse_link(path, "results file").is_file():
+    if not os.path.lexists(path):
         return []
     records, bad = [], []
-    with os.fdopen(open_nofollow(path, os.O_RDONLY, "results file"), "rb") as fh:
-        data = fh.read()
+    data = read_bytes(path, "results file")
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
@@ -276,7 +262,7 @@ def _is_dir(path: Path) -> Exception:
 
 def write_env(run_dir: Path, env: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / ENV, json.dumps(env, indent=2, sort_keys=True, default=_jsonable))
+    write_atomic(run_dir / ENV, json.dumps(env, indent=2, sort_keys=True, default=_jsonable), what="environment file")
 
 
 # env.json's sections and their shapes, as bench.environment.fingerprint writes them: a table of scalars,
@@ -326,11 +312,10 @@ def read_env(run_dir: Path) -> dict[str, Any]:
     """env.json as a dict: {} when there is none, and {} with a warning when it is damaged or not an object;
     fields of the wrong type are dropped with a warning (``checked_env``)."""
     path = Path(run_dir) / ENV
-    if not refuse_link(path, "environment file").is_file():
+    if not os.path.lexists(path):
         return {}
     try:
-        with os.fdopen(open_nofollow(path, os.O_RDONLY, "environment file"), "rb") as fh:
-            env = parse_json(fh.read().decode("utf-8"))
+        env = parse_json(read_bytes(path, "environment file").decode("utf-8"))
     except ValueError as exc:  # not UTF-8, not JSON, or nested deeper than inputs.MAX_NESTING
         warnings.warn(f"{path}: ignored, not readable JSON ({exc})", stacklevel=2)
         return {}
@@ -372,7 +357,7 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
         return
     path = run_dir / LOCK
     try:
-        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, "run lock")
+        fd = open_lock(path, "run lock")
     except OSError as exc:
         raise UsageError(f"cannot write in run directory {run_dir}: {exc.strerror}; accepted: a writable --out") from None
     try:
@@ -402,7 +387,7 @@ def lock_holder(run_dir: Path) -> str | None:
     path = Path(run_dir) / LOCK
     if fcntl is None or not path.is_file() or path.is_symlink():
         return None
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = open_file(path, os.O_RDONLY, "run lock")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -475,13 +460,12 @@ def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
         frame[column] = [
             json.dumps(v, default=_jsonable) if isinstance(v, (list, dict)) else v for v in frame[column]
         ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-        return path
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise UsageError("Parquet export needs pyarrow: pip install 'florence2-bench[parquet]'") from None
-    frame.to_parquet(path, index=False)
-    return path
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UsageError("Parquet export needs pyarrow: pip install 'florence2-bench[parquet]'") from None
+    make_dir(path.parent, "output")
+    # written whole to a temporary and renamed: a killed export or a full disk keeps the previous one
+    return write_atomic(path, lambda fh: frame.to_csv(fh, index=False) if suffix == ".csv"
+                        else frame.to_parquet(fh, index=False), what="output")

@@ -129,11 +129,12 @@ def judge(rec: dict[str, Any]) -> Interval | None:
                     f"order statistics of samples_ms ({statistic})")
 
 
-def latency_interval(rec: dict[str, Any], statistic: str = "p99") -> tuple[float, float] | None:
-    """A request-latency percentile's 95% interval: the server's recorded one for its p99 when present,
-    else from ``samples_ms``; None when the samples are too few."""
-    server = rec.get("server") if isinstance(rec.get("server"), dict) else {}
-    if statistic == "p99" and (recorded := recorded_interval(server.get("percentile_ci_ms"))) is not None:
-        return recorded
-    samples = _samples(rec)
-    return percentile_ci(samples, int(statistic[1:]) / 100.0, CONFIDENCE) if samples else None
+def percentile_figure(sorted_samples: list[float], q: float,
+                      confidence: float = CONFIDENCE) -> tuple[float, tuple[float, float] | None]:
+    """The q-quantile of the samples (linear interpolation, as ``numpy.percentile`` and the server's own
+    ``percentile_ms``) and the 95% interval of that same statistic from the same samples (order statistics;
+    None when too few). The interval always contains the estimate (tests/test_answer.py checks it for
+    random samples and percentiles)."""
+    import numpy as np
+
+    return float(np.percentile(sorted_samples, q * 100)), percentile_ci(sorted_samples, q, confidence)

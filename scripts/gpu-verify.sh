@@ -116,7 +116,7 @@ else
   SERVER_ARGS=()
 fi
 
-step pixels 45 "$PY" -m bench.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
+step pixels 45 "$PY" -m bench.backends.transformers.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
 step check "$CHECK_LIMIT" "$PY" -m bench.tools.gpucheck "$RUN" --device "$DEVICE" --targets "${CHECK_BUDGET_ARGS[@]}" \
   "${CHECK_ARGS[@]}"
 step perf "$PERF_LIMIT" "$PY" -m bench.tools.perf --device "$DEVICE" --budget-s "$PERF_BUDGET" --out "$RUN" "${PERF_ARGS[@]}"

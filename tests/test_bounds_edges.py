@@ -9,13 +9,21 @@ folder, a non-UTF-8 locale or path: each is one line and an exit code that keeps
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
-from bench import cli, inputs, sweep
+from bench import cli, commands, inputs, interrupts, sweep
 from bench.errors import UsageError
+from bench.scenarios import mlperf
 
 # ------------------------------------------------------------------------------------- bounds
 
@@ -207,10 +215,225 @@ def test_a_sweep_file_without_a_suffix_in_a_folder_is_a_file(tmp_path):
 
 
 def test_the_readme_states_every_bound_as_the_code_checks_it():
-    from pathlib import Path
-
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in readme.splitlines()
             if line.startswith("| `") and line.count("|") == 4}
     assert {name: rows.get(name) for name in inputs.BOUNDS} == {n: b.describe() for n, b in inputs.BOUNDS.items()}
     assert f"over {inputs.MAX_CELLS:,} cells" in readme and f"deeper than {inputs.MAX_NESTING} levels" in readme
+
+
+# ------------------------------------------------------------------------------ process edges
+
+ROOT = Path(__file__).parents[1]
+TESTS = Path(__file__).parent
+
+
+def _bench(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """The command line in a process of its own (exit paths that only a real process shows)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **kwargs.pop("env", {})}
+    return subprocess.run([sys.executable, "-m", "bench", *args], env=env, timeout=120, **kwargs)
+
+
+def _err_lines(stderr: bytes) -> list[str]:
+    return stderr.decode("utf-8", "replace").strip().splitlines()
+
+
+@pytest.fixture
+def regressed(tmp_path):
+    """A baseline and a current run 30% slower: `compare` exits 1."""
+    import test_compare
+
+    return test_compare.pair(tmp_path, seed=1, scale=1.3)
+
+
+def test_compare_into_a_closed_pipe_keeps_its_exit_1_and_writes_its_files(regressed, tmp_path):
+    md = tmp_path / "summary.md"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "compare", *map(str, regressed), "--markdown", str(md)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc.stdout.close()  # the reader is gone before a line is written (`| head -0`)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and _err_lines(err) == [] and md.read_text()
+
+
+def test_compare_onto_a_full_device_keeps_its_exit_1_and_says_the_output_was_lost(regressed):
+    with open("/dev/full", "w") as full:
+        result = _bench("compare", *map(str, regressed), stdout=full, stderr=subprocess.PIPE)
+    err = _err_lines(result.stderr)
+    assert result.returncode == 1 and len(err) == 1 and "output to stdout was lost (No space left on device)" in err[0]
+
+
+def test_an_ascii_locale_prints_what_is_not_ascii_escaped(regressed, tmp_path):
+    out = tmp_path / "ré.html"
+    result = _bench("report", str(regressed[1]), "-o", str(out), capture_output=True,
+                    env={"PYTHONIOENCODING": "ascii", "LANG": "C", "LC_ALL": "C"})
+    assert result.returncode == 0, result.stderr
+    assert b"r\\xe9.html" in result.stdout and out.exists()
+
+
+class _BrokenPipe(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("status, code", [("ok", 0), ("error", 1)])
+def test_a_run_into_a_broken_pipe_writes_its_report_and_keeps_its_exit_code(tmp_path, monkeypatch, capsys,
+                                                                            status, code):
+    import test_compare
+
+    records = [test_compare.record("<CAPTION>", [100.0, 110.0], status=status)]
+    monkeypatch.setattr(sweep, "run_sweep", lambda config, out, **kw: (
+        test_compare.write_run(out, records), sweep.RunSummary(records, 0))[1])
+    monkeypatch.setattr(sys, "stdout", _BrokenPipe())
+    assert cli.main(["run", "--out", str(tmp_path / "run")]) == code
+    assert (tmp_path / "run" / "report.html").stat().st_size
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, signal_raised, code, advice", [
+    ("run", KeyboardInterrupt, 130, interrupts.RESUME_ADVICE),
+    ("run", interrupts.Terminated, 143, interrupts.RESUME_ADVICE),
+    ("report", KeyboardInterrupt, 130, cli.INTERRUPTED),
+])
+def test_an_interrupted_command_gives_its_own_advice_and_exit_code(tmp_path, monkeypatch, capsys, command,
+                                                                   signal_raised, code, advice):
+    def stopped(*args, **kwargs):
+        raise signal_raised()
+
+    monkeypatch.setattr(sweep, "run_sweep", stopped)
+    monkeypatch.setattr(commands.report, "run", stopped)
+    rc, line = _one_line(capsys, [command, "--out" if command == "run" else str(tmp_path), str(tmp_path / "r")])
+    assert rc == code and line == f"florence2-bench: interrupted; {advice}"
+    assert command == "run" or "--resume" not in line
+
+
+def _pipe_readers(pid: int, inode: str) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd) == inode) if fds.exists() else 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see the process wait")
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_a_run_waits_on_its_sweep_file_is_exit_130_or_143_with_the_advice(signum, code):
+    read, write = os.pipe()
+    inode = os.readlink(f"/proc/self/fd/{read}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--sweep", f"/dev/fd/{read}"], pass_fds=(read,),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while _pipe_readers(proc.pid, inode) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the sweep file is open (a second descriptor on the pipe): it waits for it
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(read)
+        os.close(write)
+    assert proc.returncode == code
+    assert _err_lines(err) == [f"florence2-bench: interrupted; {interrupts.RESUME_ADVICE}"]
+
+
+_LOADGEN_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+import test_loadgen as t
+from bench.measure import RepetitionPolicy
+from bench.scenarios import ServerSettings, get_load_generator
+
+class Signalled(t.SleepingPipeline):
+    def run_batch(self, samples):
+        if len(self.batch_sizes) == 3:
+            os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+        return super().run_batch(samples)
+
+scenario = sys.argv[1]
+server = ServerSettings(qps=5.0, min_duration_s=60.0) if scenario == "server" else None
+run = t.scenario_input(Path(sys.argv[3]), 1, server=server, policy=RepetitionPolicy(
+    warmup=1, min_iterations=600, min_duration_s=0.0, max_iterations=600, cv_threshold=0.5))
+run.pipeline = Signalled()
+try:
+    get_load_generator("mlperf").measure(scenario, run)
+except KeyboardInterrupt as exc:
+    print(type(exc).__name__, len(run.pipeline.batch_sizes))
+"""
+
+
+@pytest.mark.skipif(mlperf.import_loadgen() is None, reason="needs the mlperf extra")
+@pytest.mark.parametrize("scenario, signame, raised", [("single-stream", "SIGINT", "KeyboardInterrupt"),
+                                                       ("offline", "SIGTERM", "Terminated")])
+def test_a_signal_in_a_loadgen_test_ends_it_early_and_is_raised_after_it(tmp_path, scenario, signame, raised):
+    """Ctrl-C inside LoadGen's C++ test once aborted the process (std::bad_alloc, exit 134): the test now
+    ends early (the queries left are answered unserved) and the signal is raised once it has returned."""
+    result = subprocess.run([sys.executable, "-c", _LOADGEN_SCRIPT, scenario, signame, str(tmp_path)],
+                            capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": f"{ROOT}:{TESTS}"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, batches = result.stdout.decode().split()
+    assert name == raised and int(batches) < 10  # of 600: the pipeline stopped running at once
+    assert b"terminate called" not in result.stderr
+
+
+@pytest.mark.skipif(mlperf.import_loadgen() is None, reason="needs the mlperf extra")
+def test_a_loadgen_server_test_that_keeps_its_schedule_ends_the_process_after_the_grace(tmp_path):
+    result = subprocess.run([sys.executable, "-c", _LOADGEN_SCRIPT, "server", "SIGINT", str(tmp_path)],
+                            capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": f"{ROOT}:{TESTS}"})
+    assert result.returncode == 130
+    assert _err_lines(result.stderr)[-1] == f"florence2-bench: interrupted; {interrupts.RESUME_ADVICE}"
+
+
+def test_a_deleted_working_folder_is_one_line_exit_2(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    result = subprocess.run(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m bench variants'],
+                            capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    err = _err_lines(result.stderr)
+    assert result.returncode == 2 and len(err) == 1 and "current folder cannot be read" in err[0]
+
+
+def test_an_argument_that_is_not_utf8_is_one_line_exit_2(capsys):
+    rc, line = _one_line(capsys, ["report", "/tmp/run-\udcff"])
+    assert rc == 2 and "argument '/tmp/run-\\xff' is not UTF-8" in line
+
+
+def _crash(monkeypatch):
+    def boom(args):
+        raise RuntimeError("boom ×")
+
+    monkeypatch.setattr(commands.variants, "run", boom)
+
+
+def test_a_crash_without_a_temp_folder_writes_its_traceback_in_the_working_folder(tmp_path, monkeypatch, capsys):
+    _crash(monkeypatch)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-temp"))
+    monkeypatch.chdir(tmp_path)
+    rc, line = _one_line(capsys, ["variants"])
+    assert rc == 3 and "internal error: RuntimeError: boom ×; full traceback in" in line
+    crash = Path(line.rsplit(" in ", 1)[1])
+    assert crash.parent == tmp_path and "boom ×" in crash.read_text(encoding="utf-8")
+
+
+def test_a_crash_that_cannot_be_written_anywhere_is_still_one_line_exit_3(monkeypatch, capsys):
+    _crash(monkeypatch)
+
+    def nowhere(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", nowhere)
+    rc, line = _one_line(capsys, ["variants"])
+    assert rc == 3 and "boom ×" in line and "the traceback could not be saved (PermissionError" in line
+
+
+def test_a_data_folder_setting_that_is_a_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from bench.fetch import DATA_ENV
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "afile"))
+    rc, line = _one_line(capsys, ["datasets", "list"])
+    assert rc == 2 and f"{DATA_ENV}={tmp_path / 'afile'} is not a folder" in line
+
+
+def test_an_output_under_a_dangling_link_says_it_is_a_dangling_link(regressed, tmp_path, capsys):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    rc, line = _one_line(capsys, ["report", str(regressed[1]), "-o", str(tmp_path / "link" / "r.html")])
+    assert rc == 2 and f"{tmp_path / 'link'} is a dangling link (to {tmp_path / 'nowhere'})" in line

@@ -28,6 +28,7 @@ from hostile import bench_json, edit_records
 from sweep_helpers import write_sweep
 
 from bench import answer, cli, compare, host, report, store, sweep
+from bench.question import Question
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
@@ -857,7 +858,7 @@ def test_an_invalid_capacity_never_plans_devices(capacity, tmp_path, capsys):
                              "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0}})
     assert cli.main(["report", str(run), "--demand-qps", "50", "-o", str(tmp_path / "r.html")]) == 0
     rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
-    plans = answer.answer(rows, 50.0, None)
+    plans = answer.answer(rows, Question(demand_qps=50.0))
     assert plans and all(p.option is None and p.devices is None and p.usd_per_month is None for p in plans)
     assert all("not a rate" in p.note or "no valid" in p.note or "no server" in p.note for p in plans), plans
 
@@ -867,7 +868,7 @@ def test_a_demand_that_needs_a_billion_devices_is_not_planned(tmp_path):
     edit_records(run, lambda r: {**r, "scenario": "server", "capacity_qps": 1e-5,
                              "server": {"target_qps": "auto", "valid": True, "latency_bound_ms": 1000.0}})
     rows = [r for run_ in report.load_runs([run], report.load_prices(None)) for r in run_.rows]
-    plans = answer.answer(rows, 1e5, None)
+    plans = answer.answer(rows, Question(demand_qps=1e5))
     assert plans and all(p.option is None and "not planned" in p.note for p in plans), plans
 
 

@@ -96,7 +96,7 @@ def test_both_generators_give_the_same_percentiles_on_a_service_of_known_time(tm
 @pytest.mark.slow
 def test_the_capacity_search_runs_each_step_under_loadgen_and_takes_its_verdict(tmp_path):
     settings = ServerSettings(qps="auto", max_queue_delay_ms=2.0, latency_bound_ms=2.5 * T * 1000,
-                              min_duration_s=0.5, min_requests=8)
+                              min_duration_s=0.5, final_min_duration_s=2.0, min_requests=8)
     m = get_load_generator("mlperf").measure("server", scenario_input(tmp_path, B, settings))
     curve = m.server["curve"]
     steps = sorted(p.name for p in (tmp_path / "logs").iterdir())
@@ -106,6 +106,8 @@ def test_the_capacity_search_runs_each_step_under_loadgen_and_takes_its_verdict(
         assert step["valid"] == (verdict == "VALID"), (k, step)
         assert step["valid"] or step["invalid_reason"].startswith("LoadGen: ")
     assert m.capacity_qps is not None and m.server["valid"] and m.loadgen["result_validity"] == "VALID"
+    assert m.server["scheduled_qps"] == m.loadgen["scheduled_samples_per_s"]  # what LoadGen offered
+    assert m.server["target_qps"] == m.capacity_qps and curve[-1]["final"]
     assert m.capacity_qps <= 1.2 * CAPACITY  # no more than the fake can serve (a slow machine only lowers it)
     assert m.loadgen["logs"].endswith(f"step-{1 + [s['target_qps'] for s in curve].index(m.capacity_qps):02d}")
 

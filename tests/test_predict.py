@@ -163,3 +163,4 @@ def test_predictions_one_per_measured_batch_size():
     times = batch_times(_records("gpu-nvidia-h200"))
     assert {k: [p.max_batch for p in v] for k, v in found.items()} == {k: sorted(v) for k, v in times.items()}
     assert all(p.qps is not None and p.p_ms <= 2000 for v in found.values() for p in v)
+

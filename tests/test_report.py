@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench import report, report_charts, store
+from bench import answer, report, report_charts, store
 from bench.errors import UsageError
+from bench.question import Question
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import (  # noqa: E402
@@ -103,7 +104,7 @@ def test_random_weights_only_says_so_and_recommends_nothing_against_a_floor(tmp_
     assert "RANDOM WEIGHTS — accuracy not measured" in text
     rec = text[text.index('id="recommendations"') :]
     rec = rec[: rec.index("</table>")]
-    assert "none meets it: accuracy not measured (random weights)" in rec
+    assert "none meets it" in rec and "accuracy not measured: the floor cannot be checked" in rec
     # no accuracy, so no frontier: said plainly instead of an empty chart
     pareto = text[text.index('id="pareto"') : text.index('id="throughput"')]
     assert "plotly-graph-div" not in pareto and "No accuracy was measured" in pareto
@@ -111,16 +112,21 @@ def test_random_weights_only_says_so_and_recommends_nothing_against_a_floor(tmp_
     assert '<span class="tag reported">reported</span> coco_caption_cider: 133.0' in text
 
 
-def test_random_weights_without_a_floor_picks_the_cheapest_within_the_bound(tmp_path):
+def _recommend(rows, task, bound, floor):
+    question = Question(bound, accuracy_floor=floor)
+    return report.recommend(rows, task, answer.answer(rows, question), question)
+
+
+def test_random_weights_without_a_floor_picks_the_answers_cheapest_within_the_bound(tmp_path):
     runs = report.load_runs([random_run(tmp_path / "run")], report.load_prices())
     rows = runs[0].rows
-    rec = report.recommend(rows, "<CAPTION>", 1000.0, None)
-    # an offline request waits for its whole batch and is judged on throughput only: never within a bound
-    within = [r for r in rows if r.scenario == "single-stream" and r.p90 <= 1000.0]
-    assert len(within) == 4 and all(not r.meets_bound(1e9) for r in rows if r.scenario == "offline")
-    assert rec.best is min(within, key=lambda r: r.cost_per_million)
-    assert rec.met == len(within)
-    assert "accuracy not measured (random weights)" in rec.notes[0]
+    rec = _recommend(rows, "<CAPTION>", 1000.0, None)
+    # no server cell: every option rests on a capacity predicted from the batch times, never on a throughput
+    assert rec.option.basis == answer.PREDICTED_BASIS and rec.option.capacity < rec.best.ips
+    (pick,) = [a for a in answer.answer(rows, Question(1000.0)) if a.overall]
+    assert rec.best is pick.option.row and rec.cost == pick.usd_per_million
+    assert rec.met == sum(len(a.top) for a in answer.answer(rows, Question(1000.0)))
+    assert "quality unverified: random weights" in rec.notes[0]
 
 
 def test_single_cell_renders_every_section(tmp_path):
@@ -257,11 +263,11 @@ def test_recommendation_cheapest_within_bound_and_floor_else_none(tmp_path):
         make_record("large", dtype="fp32", p50=400.0, accuracy=1.43, seed=3),
     ]
     rows = report.load_runs([write_run(tmp_path / "run", records)], report.load_prices())[0].rows
-    assert report.recommend(rows, "<CAPTION>", 200.0, 1.4).best.rec["variant"] == "large"
-    assert report.recommend(rows, "<CAPTION>", 200.0, 1.0).best.rec["variant"] == "base"
-    none = report.recommend(rows, "<CAPTION>", 100.0, 1.4)
+    assert _recommend(rows, "<CAPTION>", 200.0, 1.4).best.rec["variant"] == "large"
+    assert _recommend(rows, "<CAPTION>", 200.0, 1.0).best.rec["variant"] == "base"
+    none = _recommend(rows, "<CAPTION>", 100.0, 1.4)
     assert none.best is None and none.verdict.startswith(report.NONE_MEETS)
-    assert report.recommend(rows, "<CAPTION>", 10.0, None).verdict.startswith(report.NONE_MEETS)
+    assert _recommend(rows, "<CAPTION>", 10.0, None).verdict.startswith(report.NONE_MEETS)
 
 
 def test_recommendation_without_a_price_picks_the_fastest_and_says_cost_unknown(tmp_path):
@@ -269,7 +275,7 @@ def test_recommendation_without_a_price_picks_the_fastest_and_says_cost_unknown(
     prices.write_text("[cpu]\nusd_per_vcpu_hour = 0.1\n")
     records = [make_record("base", p50=50.0, seed=1), make_record("base", batch_size=8, p50=6.0, seed=2)]
     rows = report.load_runs([write_run(tmp_path / "run", records)], report.load_prices(prices))[0].rows
-    rec = report.recommend(rows, "<CAPTION>", None, None)
+    rec = _recommend(rows, "<CAPTION>", 1000.0, None)
     assert rec.best.rec["batch_size"] == 8
     assert "cost unknown (no price for NVIDIA H100 80GB HBM3)" in rec.verdict
 
@@ -279,7 +285,7 @@ def test_error_rate_floor_is_a_ceiling(tmp_path):
     b = make_record("large", task="<OCR>", p50=90.0, seed=2, accuracy=None)
     a.accuracy, b.accuracy = {"wer": 0.40}, {"wer": 0.10}
     rows = report.load_runs([write_run(tmp_path / "run", [a, b])], report.load_prices())[0].rows
-    rec = report.recommend(rows, "<OCR>", None, 0.2)
+    rec = _recommend(rows, "<OCR>", 1000.0, 0.2)
     assert rec.best.rec["variant"] == "large" and "wer ≤ 0.2" in rec.constraint
 
 

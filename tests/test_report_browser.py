@@ -138,8 +138,10 @@ def test_report_loads_without_console_errors_and_every_chart_renders(tmp_path, c
     assert charts > 0
 
     dom = load_offline(chromium, tmp_path, page, f"report-{name}.png", charts)
-    # the decision comes first: before the first chart of the page
-    assert dom.index('<section id="decision"') < dom.index('class="plotly-graph-div')
+    # the answer (with its top options' chart) and the decision come first: before the evidence's charts
+    assert dom.index('<section id="decision"') < dom.index('<section id="tradeoff"')
+    first_chart = dom.index('class="plotly-graph-div')
+    assert first_chart > dom.index('<section id="decision"') or first_chart < dom.index('<nav id="toc"')
     # the hostile strings are text in the live DOM too, never an element
     assert "<script>alert(1)" not in dom and (HOSTILE_ESCAPED in dom or name == "two-machines")
     shutil.copy(page, ARTIFACTS / f"report-{name}.html")

@@ -1,7 +1,8 @@
 """The command line's subcommands: one module per command, registered in ``COMMANDS``.
 
 A command module has ``setup_arguments(subparsers)``, which adds its parser (name, help, arguments) and
-returns it, and ``run(args) -> int``, its exit code. ``bench.cli`` walks ``COMMANDS`` to build the parser, in
+returns it, and ``run(args) -> int``, its exit code; it may state ``INTERRUPTED``, what Ctrl-C or SIGTERM
+tells the user (exit 130/143; ``bench.cli.INTERRUPTED`` otherwise). ``bench.cli`` walks ``COMMANDS`` to build the parser, in
 this order (a run's workflow: run, read, compare, track; then the helpers), which is the order `--help` lists.
 To add a command: a module here and an entry in ``COMMANDS``.
 """

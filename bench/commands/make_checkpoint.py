@@ -16,6 +16,8 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("directory", metavar="DIR")
     m.add_argument("--variant", default="base", help="a registered variant, e.g. base, large (see `variants`)")
     m.add_argument("--seed", type=inputs.bounded("seed"), default=0)
+    m.add_argument("--force", action="store_true", help="replace an existing non-empty DIR whole (without it, one "
+                    "is refused)")
     return m
 
 
@@ -24,8 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.variants import get_variant
 
     variant = get_variant(args.variant)
-    inputs.output_file(Path(args.directory) / "config.json", "checkpoint")
-    path = make_checkpoint(variant, Path(args.directory), seed=args.seed)
+    path = make_checkpoint(variant, Path(args.directory), seed=args.seed, force=args.force)
     print(f"Florence-2 {variant.name} checkpoint with RANDOM weights written to {path} (marked random in "
           f"florence2_bench.json; load it with --model-path {path})")
     return 0

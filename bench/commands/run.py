@@ -11,7 +11,11 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.inputs import bounded
+from bench.interrupts import RESUME_ADVICE
+from bench.paths import confined
 from bench.summary import summary_table
+
+INTERRUPTED = RESUME_ADVICE  # what Ctrl-C or SIGTERM says (bench.cli): the run goes on with --resume
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if args.variants is None:  # the checkpoint's own config.json is the architecture
             updates["variants"] = ["custom"]
     config = dataclasses.replace(config, **updates)
-    out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{_timestamp()}"
+    out = Path(args.out) if args.out else confined("runs", f"{config.name}-{_timestamp()}", "run directory")
     summary = sweep.run_sweep(config, out, resume=args.resume, quiet=args.quiet, executor=args.executor,
                               ray_address=args.ray_address, extend=args.extend)
     records = list(store.latest_by_cell(store.read_records(out)).values())

@@ -17,7 +17,6 @@ import io
 import json
 import re
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from bench import store
 from bench.cell import Cell
 from bench.errors import UsageError
 from bench.measure import device_kind
+from bench.paths import inside, make_dir, private_dir, write_atomic
 from bench.runner import Progress, RunConfig, groups, marked_record, run_cells
 
 RAY_MISSING = "--executor ray needs the ray extra: pip install 'florence2-bench[ray]'"
@@ -47,8 +47,7 @@ def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> 
         import torch
 
         torch.set_num_threads(num_threads)  # use the cores the task declared, not the whole node
-    with tempfile.TemporaryDirectory(prefix="florence2-bench-") as tmp:
-        scratch = Path(tmp)
+    with private_dir("florence2-bench-") as scratch:
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the driver prints the progress lines
                 records = run_cells(config, cells, scratch, quiet=True)
@@ -133,8 +132,9 @@ def run_with_ray(
             for rel, data in result["files"].items():
                 path = out / rel
                 if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
+                    inside(out, rel, "example image")  # a name from the task never leads outside the run
+                    make_dir(path.parent, "example image")
+                    write_atomic(path, data, what="example image")
             for fields in result["records"]:
                 emit(store.Record(**fields))
     finally:

@@ -17,6 +17,7 @@ from bench.errors import UsageError
 from bench.history.detect import K_BASELINE, Step, check, steps
 from bench.history.entries import Entry, MachineClass, add, load
 from bench.inputs import check_bound
+from bench.paths import write_output
 
 __all__ = ["Entry", "MachineClass", "Step", "add", "check", "load", "steps", "steps_table"]
 
@@ -97,9 +98,7 @@ def run_check(
     result = check(load(Path(history)), thresholds, k=k)
     print(result.to_table(), end="")
     if markdown is not None:
-        markdown = Path(markdown)
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(result.to_markdown())
+        write_output(markdown, result.to_markdown())
     if not result.judged and not result.building:  # a verdict over nothing is no pass (exit 2)
         raise UsageError(result.nothing_judged() + "; accepted: a newest run with judgeable values")
     return compare.exit_code(result, fail_on_inconclusive)

@@ -30,7 +30,7 @@ from bench import store
 from bench.errors import UsageError
 from bench.inputs import conforms, parse_json
 from bench.numbers import is_finite
-from bench.paths import inside, write_atomic
+from bench.paths import inside, locked, read_text, write_atomic
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -226,7 +226,7 @@ def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
 
 def read_pytest_benchmark(path: Path) -> Source:
     try:
-        data = parse_json(path.read_text())
+        data = parse_json(read_text(path, "input"))
         machine_info, benchmarks = data["machine_info"], data["benchmarks"]
         if not isinstance(benchmarks, list) or not benchmarks:
             raise ValueError("no benchmarks")
@@ -353,13 +353,17 @@ def add(
         records=src.records,
     )
     history.mkdir(parents=True, exist_ok=True)
-    for existing in history.glob(f"run-*-{entry.run_id[:16]}.json"):
-        if (found := _readable(existing)) is not None and found.run_id == entry.run_id:
-            return found, False
-    path = inside(history, entry.file_name(), "history entry")
-    write_atomic(path, entry.to_json())
+    with locked(history / HISTORY_LOCK, "history lock"):  # two adds of one run at once: it is added once
+        for existing in history.glob(f"run-*-{entry.run_id[:16]}.json"):
+            if (found := _readable(existing)) is not None and found.run_id == entry.run_id:
+                return found, False
+        path = inside(history, entry.file_name(), "history entry")
+        write_atomic(path, entry.to_json(), what="history entry")
     entry.path = path
     return entry, True
+
+
+HISTORY_LOCK = ".lock"
 
 
 ACCEPTED_HISTORY = "a directory of run-*.json files written by `florence2-bench history add --history DIR`"
@@ -367,7 +371,7 @@ ACCEPTED_HISTORY = "a directory of run-*.json files written by `florence2-bench 
 
 def _read_entry(path: Path) -> Entry:
     try:
-        data = parse_json(path.read_text())
+        data = parse_json(read_text(path, "history entry"))
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"format {found!r}, not {FORMAT!r}")

@@ -28,6 +28,7 @@ from bench.history.detect import (
     unscale,
 )
 from bench.history.entries import Entry, load
+from bench.paths import write_output
 
 STEP_COLOURS = {"regressed": "#b3261e", "improved": "#1b6e3a"}
 MAX_TICKS = 30
@@ -242,9 +243,4 @@ def build_trends(
         "plotlyjs": Markup(plotly.offline.get_plotlyjs()),
     }
     text = _environment().get_template("history.html.j2").render(**context)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_output(out, text)

@@ -36,9 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from bench import interrupts
 from bench.backends.base import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
+from bench.paths import move_in, private_dir, read_text, remove_file
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,
@@ -121,7 +123,7 @@ class BatchingSUT:
         self.results: list[BatchResult] = []
         self.error: BaseException | None = None
         self._waiting: deque[Query] = deque()
-        self._flushed = self._closed = False
+        self._flushed = self._closed = self._stopped = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="loadgen-sut", daemon=True)
         self._thread.start()
@@ -140,6 +142,10 @@ class BatchingSUT:
         with self._cond:
             self._flushed = True
             self._cond.notify()
+
+    def stop(self) -> None:
+        """Answer every query from now on unserved, so that LoadGen's test ends early (Ctrl-C, SIGTERM)."""
+        self._stopped = True
 
     def close(self) -> None:
         with self._cond:
@@ -169,7 +175,7 @@ class BatchingSUT:
     def _work(self) -> None:
         samples, timer = self.run.samples, self.run.timer
         while (taken := self._next_batch()) is not None:
-            if self.error is None:  # after a failure, queries are answered unserved so that LoadGen ends
+            if self.error is None and not self._stopped:  # else answered unserved, so that LoadGen ends
                 try:
                     result = self.run.pipeline.run_batch([samples[q.index] for q in taken])
                     self.results.append(result)
@@ -240,28 +246,32 @@ def test_settings(lg: ModuleType, scenario: str, run: ScenarioInput, expected_ba
 
 def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batcher, first: FirstAnswers,
                 log_dir: Path) -> LoadGenRun:
-    """One LoadGen test against the batching SUT; its logs are written to ``log_dir``."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = lg.LogSettings()
-    log.log_output.outdir = str(log_dir)
-    log.log_output.copy_summary_to_stdout = False
-    log.enable_trace = True  # its only record of each query's latency
-    sut = BatchingSUT(lg, run, batcher, first)
-    n = len(run.samples)
-    sut_handle = lg.ConstructSUT(sut.issue, sut.flush)
-    qsl_handle = lg.ConstructQSL(n, n, lambda _: None, lambda _: None)  # samples load lazily, in the pipeline
-    try:
-        lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log)
-    finally:
-        sut.close()
-        lg.DestroyQSL(qsl_handle)
-        lg.DestroySUT(sut_handle)
-    if sut.error is not None:
-        raise sut.error
-    trace = log_dir / TRACE
-    issue_delays, latencies = read_trace(trace)
-    trace.unlink(missing_ok=True)
-    summary = read_summary(log_dir)
+    """One LoadGen test against the batching SUT. LoadGen's C++ writers follow links, so they write into a
+    fresh private folder; its logs (but the trace, read here) are then moved into ``log_dir`` through the door."""
+    with private_dir("florence2-bench-loadgen-") as private:
+        log = lg.LogSettings()
+        log.log_output.outdir = str(private)
+        log.log_output.copy_summary_to_stdout = False
+        log.enable_trace = True  # its only record of each query's latency
+        sut = BatchingSUT(lg, run, batcher, first)
+        n = len(run.samples)
+        sut_handle = lg.ConstructSUT(sut.issue, sut.flush)
+        qsl_handle = lg.ConstructQSL(n, n, lambda _: None, lambda _: None)  # samples load lazily, in the pipeline
+        try:
+            with interrupts.deferred(sut.stop, interrupts.RESUME_ADVICE):  # LoadGen cannot unwind an exception
+                lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log)
+        finally:
+            sut.close()
+            lg.DestroyQSL(qsl_handle)
+            lg.DestroySUT(sut_handle)
+        if sut.error is not None:
+            raise sut.error
+        trace = private / TRACE
+        issue_delays, latencies = read_trace(trace)
+        remove_file(trace, "load generator log")
+        summary = read_summary(private)
+        summary["logs"] = str(log_dir)
+        move_in(private, log_dir, "load generator log")
     if issue_delays:  # how late LoadGen's own thread issued the queries: a busy machine shows here first
         summary["issue_delay_ms"] = {f"p{q}": float(np.percentile(issue_delays, q)) for q in (50, 90, 99)}
     if len(latencies) != summary["sample_count"]:
@@ -275,15 +285,15 @@ def read_trace(trace: Path) -> tuple[list[float], list[float]]:
     its trace."""
     if not trace.exists():
         return [], []
-    with trace.open(errors="replace") as lines:
-        pairs = [(int(m.group(1)) / 1e6, int(m.group(2)) / 1e6) for line in lines if (m := _TRACE_SAMPLE.search(line))]
+    lines = read_text(trace, "load generator log", errors="replace").splitlines()
+    pairs = [(int(m.group(1)) / 1e6, int(m.group(2)) / 1e6) for line in lines if (m := _TRACE_SAMPLE.search(line))]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def read_detail(path: Path) -> dict[str, Any]:
     """The ``:::MLLOG {json}`` lines of LoadGen's detail log, key -> value (the last of each key)."""
     values: dict[str, Any] = {}
-    for line in path.read_text(errors="replace").splitlines():
+    for line in read_text(path, "load generator log", errors="replace").splitlines():
         if line.startswith(":::MLLOG "):
             try:
                 entry = json.loads(line[len(":::MLLOG "):])

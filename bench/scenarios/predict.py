@@ -42,6 +42,7 @@ DEFAULT_MAX_QUEUE_DELAY_MS: float = next(f.default for f in fields(ServerSetting
 QUANTILES = 1000  # quantile levels of each batch size's service-time table
 MIN_REQUESTS = 20000  # simulated requests per rate, at least; more for a high percentile (TAIL_REQUESTS in its tail)
 TAIL_REQUESTS = 200
+MAX_REQUESTS = 60000  # at most (a prediction stays well under a second or two)
 RATE_PRECISION = 0.005  # the bisection stops when the rates bracketing the capacity are within 0.5%
 LOWEST_RATE = 1e-3  # of the saturation rate: the lightest load tried (service time and batching delay alone)
 CLOSED_LOOP = ("offline", "single-stream")
@@ -120,7 +121,7 @@ def simulate(arrivals_ms: Sequence[float], table: Sequence[Sequence[float]], dra
 
 
 def _requests(percentile: float) -> int:
-    return max(MIN_REQUESTS, math.ceil(TAIL_REQUESTS / (1.0 - percentile)))
+    return min(MAX_REQUESTS, max(MIN_REQUESTS, math.ceil(TAIL_REQUESTS / (1.0 - percentile))))
 
 
 def predict_capacity(batch_times_ms: Mapping[int, Sequence[float]], *, bound_ms: float, percentile: float,

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.environment import fingerprint
     from bench.measure import matmul_gflops, plausibility_problems
     from bench.optimize import MATMUL_N
+    from bench.paths import make_dir, remove_file
     from bench.runner import run_cells
     from bench.summary import summary_table
     from bench.sweep import SweepConfig, override, validate
@@ -131,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     validate(config)
     cells = plan(config, args.targets, variant_map, args.max_batch_size, args.dtype)
     out = Path(args.out)
-    if (out / store.RESULTS).exists():
-        (out / store.RESULTS).unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    remove_file(out / store.RESULTS, "results file")
+    make_dir(out, "run directory")
     load = host.host_load()  # the end is filled in after the cells: targets judge nothing on a busy host
     env = {**fingerprint(), "sweep": dataclasses.asdict(config), "host_load": load,
            "gpucheck": {"targets": args.targets, "budget_s": args.budget_s, "cells": len(cells)}}

@@ -53,6 +53,7 @@ from bench.optimize import (
     matmul_reference,
     roofline,
 )
+from bench.paths import write_output
 from bench.runner import cuda_oom_reason, free_memory, is_cuda_oom
 from bench.scenarios.base import cycle_batches, run_batches
 from bench.tasks import get_task
@@ -834,9 +835,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.environment import fingerprint
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     data = {**report.to_dict(), "wall_s": time.perf_counter() - wall, "env": fingerprint()}
-    (out / "perf.json").write_text(json.dumps(data, indent=2, default=str))
+    write_output(out / "perf.json", json.dumps(data, indent=2, default=str))
     print(report.table())
     print(
         f"vision: {report.vision_gflop_per_image:.1f} GFLOP per image (multiply-add = 2 FLOPs); roof = vision "

@@ -19,15 +19,17 @@ weights compressed by ``nncf.compress_weights``; int8-dynamic also quantises act
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import importlib
 import json
-import shutil
-import tempfile
+import os
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,8 +44,22 @@ from bench.backends.openvino.config import (
 )
 from bench.backends.transformers.backend import CheckpointBackend
 from bench.backends.transformers.checkpoints import ATTN, weights_bytes
+from bench.errors import UsageError
+from bench.paths import (
+    make_dir,
+    open_read,
+    private_dir,
+    read_bytes,
+    read_text,
+    remove_file,
+    remove_tree,
+    rename,
+    staging_dir,
+    write_atomic,
+)
 
 IR_FILE = "model.xml"
+KEY_FILE = "key.json"
 PER_TOKEN = ("decoder_step", "lm_head")  # run once per generated token, on a batch's beam rows
 
 
@@ -139,19 +155,22 @@ class OpenVINOBackend(CheckpointBackend):
                  ("decoder_step", step, (beams[0], position + 1, mask, *beams[1:], *states[2 * layers:]),
                   (1, 0, 2) + (3,) * len(states)),  # rows (images for the mask and cross keys), tokens, heads
                  ("lm_head", loaded.model.lm_head, (torch.zeros(1, 1, loaded.model.lm_head.in_features),), (2,))]
-        parts, compiled, split, ir_bytes = [], {}, {}, 0
+        parts, compiled, split, ir_bytes, uncached = [], {}, {}, 0, []
+        digests = checkpoint_digests(loaded)
         for name, module, example, dynamic in specs:
             started = time.perf_counter()
             # the parts that run once per token read all their weights for a few rows: split across streams,
             # each stream would read them again, so they keep one stream with every thread
             split[name] = 1 if name in PER_TOKEN else streams
-            path, converted = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant))
-            compiled[name] = core.compile_model(str(path), "CPU", {**config, **(
+            entry = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant), digests)
+            if entry.note:
+                uncached.append(entry.note)
+            compiled[name] = core.compile_model(entry.model, "CPU", {**config, **(
                 {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": split[name]} if split[name] > 1 else
                 {"PERFORMANCE_HINT": "LATENCY"})})
-            parts.append({"part": name, "ir": str(path), "converted": converted, "streams": split[name],
-                          "load_s": round(time.perf_counter() - started, 3)})
-            ir_bytes += path.with_suffix(".bin").stat().st_size
+            parts.append({"part": name, "ir": str(entry.path) if entry.path else None, "converted": entry.converted,
+                          "streams": split[name], "load_s": round(time.perf_counter() - started, 3)})
+            ir_bytes += entry.bin_bytes
         inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype, split["vision_tower"])
         inner.multi_modal_projector = OVPart(compiled["multi_modal_projector"], "multi_modal_projector", dtype,
                                              split["multi_modal_projector"])
@@ -165,7 +184,7 @@ class OpenVINOBackend(CheckpointBackend):
                         f"in {self.settings.cache_dir}), INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, "
                         f"{threads} threads in {streams} stream(s), a batch's images split across them (the "
                         f"per-token parts, {' and '.join(PER_TOKEN)}: one stream with every thread); token "
-                        f"embeddings: PyTorch {cell.dtype}"]
+                        f"embeddings: PyTorch {cell.dtype}", *uncached]
         if group is not None:
             activations = (f"activations quantised per call in groups of {group}" if group else
                            f"activations in {PRECISIONS[cell.dtype]}")
@@ -174,59 +193,129 @@ class OpenVINOBackend(CheckpointBackend):
         loaded.backend_info = {"openvino": ov.__version__, "inference_precision": PRECISIONS[cell.dtype],
                                "weight_precision": weight_precision(cell.quant),
                                "dynamic_quantization_group_size": group, "threads": threads, "streams": streams,
-                               "converted_parts": parts, "pytorch_parts": ["embed_tokens"]}
+                               "converted_parts": parts, "pytorch_parts": ["embed_tokens"],
+                               "ir_cache": "; ".join(uncached) if uncached else "used"}
 
     def ir(self, ov: ModuleType, loaded: LoadedModel, part: str, module: Any, example: tuple, dynamic: tuple,
-           precision: str) -> tuple[Path, bool]:
-        """The cached IR of one part (converted now when absent); returns its path and whether it was converted.
+           precision: str, files: list[tuple[str, str]]) -> IREntry:
+        """The IR of one part: from the cache when its entry is there and verified, else converted now and
+        cached (a damaged or foreign entry, a link, a FIFO, files that do not match their digests, is
+        converted again once, with a warning; a cache that cannot be written: the part runs uncached, said).
 
         ``dynamic[i]``: how many leading axes of input i are dynamic (the batch; for the encoder, the sequence too).
-        ``precision``: how its weights are stored (``config.weight_precision``).
+        ``precision``: how its weights are stored (``config.weight_precision``); ``files``: ``checkpoint_digests``.
         """
         root = Path(self.settings.cache_dir).expanduser().resolve()
         shapes = [[-1] * n + list(t.shape[n:]) for t, n in zip(example, dynamic, strict=True)]
-        fields = ir_key_fields(loaded, part, shapes, precision, ov.__version__)
+        fields = ir_key_fields(loaded, part, shapes, precision, ov.__version__, files)
         key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        folder = (root / f"{part}-{key}").resolve()
-        if folder.parent != root:  # the key is hex; a path outside the cache is never written
-            raise ValueError(f"IR folder {folder} is outside the cache {root}")
-        path = folder / IR_FILE
-        if path.is_file() and path.with_suffix(".bin").is_file():
-            return path, False
+        folder = root / f"{part}-{key}"  # the key is hex: a name in the cache, never a path out of it
+        if os.path.lexists(folder):
+            try:
+                return read_ir(ov, folder)
+            except (UsageError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+                warnings.warn(f"IR cache entry {folder} is damaged or foreign ({exc}); converting it again",
+                              stacklevel=2)
+                with contextlib.suppress(OSError, UsageError):
+                    discard(folder, root)
         import torch
 
         with torch.inference_mode(False), torch.no_grad():
             model = ov.convert_model(module, example_input=example, input=[ov.PartialShape(s) for s in shapes])
         if precision == "int8":
             model = self.importer("nncf").compress_weights(model)
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=root))  # written whole, then renamed into place
         try:
-            ov.save_model(model, str(staging / IR_FILE), compress_to_fp16=False)
-            (staging / "key.json").write_text(json.dumps(fields, indent=1, default=str))
-            try:
-                staging.rename(folder)
-            except OSError:  # another process put it there first: theirs is the same conversion
-                shutil.rmtree(staging, ignore_errors=True)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-        return path, True
+            return write_ir(ov, model, fields, root, folder)
+        except (OSError, UsageError) as exc:  # a read-only or full cache: this part runs without it
+            note = (f"IR cache {root} cannot be written ({exc}); {part} ran without caching (converted in this "
+                    "process)")
+            warnings.warn(note, stacklevel=2)
+            with private_dir("florence2-bench-ir-") as private:  # its size, as a cached IR's would be measured
+                ov.save_model(model, str(private / IR_FILE), compress_to_fp16=False)
+                size = (private / IR_FILE).with_suffix(".bin").stat().st_size
+            return IREntry(model, None, True, size, note)
 
     def record_extra(self, loaded: LoadedModel) -> dict[str, Any]:
         settings = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)}
         return {**loaded.backend_info, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
 
 
-def ir_key_fields(loaded: LoadedModel, part: str, shapes: list, precision: str, version: str) -> dict[str, Any]:
-    """What a converted part depends on: the checkpoint (its config, and its weight files' sizes and times),
+@dataclass
+class IREntry:
+    """One converted part: the model, where it is cached (None: not cached), whether it was converted now,
+    its weights' bytes, and why it was not cached (None when it was)."""
+
+    model: Any
+    path: Path | None
+    converted: bool
+    bin_bytes: int
+    note: str | None = None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_ir(ov: ModuleType, folder: Path) -> IREntry:
+    """A cached entry read through the door (no link, no FIFO) and checked against the digests its key.json
+    holds; the model is made from those very bytes, so what was checked is what runs."""
+    if folder.is_symlink() or not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder of the cache")
+    key = json.loads(read_text(folder / KEY_FILE, "IR file"))
+    xml = read_bytes(folder / IR_FILE, "IR file")
+    weights = read_bytes((folder / IR_FILE).with_suffix(".bin"), "IR file")
+    if not isinstance(key, dict) or key.get("xml_sha256") != _digest(xml) or key.get("bin_sha256") != _digest(weights):
+        raise ValueError("its files do not match the digests in its key.json")
+    import numpy as np
+
+    model = ov.Core().read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, dtype=np.uint8).copy()))
+    return IREntry(model, folder / IR_FILE, False, len(weights))
+
+
+def write_ir(ov: ModuleType, model: Any, fields: dict[str, Any], root: Path, folder: Path) -> IREntry:
+    """Save ``model`` into a fresh folder in the cache, with key.json (its key's fields and its files' digests)
+    written last, then rename it into place; another process's entry already there is kept (the same key)."""
+    make_dir(root, "IR folder")
+    with staging_dir(root, "IR folder") as staging:
+        ov.save_model(model, str(staging / IR_FILE), compress_to_fp16=False)
+        weights = read_bytes((staging / IR_FILE).with_suffix(".bin"), "IR file")
+        digests = {"xml_sha256": _digest(read_bytes(staging / IR_FILE, "IR file")), "bin_sha256": _digest(weights)}
+        write_atomic(staging / KEY_FILE, json.dumps({**fields, **digests}, indent=1, default=str), what="IR file")
+        with contextlib.suppress(OSError):  # another process put it there first: theirs is the same conversion
+            rename(staging, folder, "IR folder")
+    return IREntry(model, folder / IR_FILE, True, len(weights))
+
+
+def discard(folder: Path, root: Path) -> None:
+    """Remove a damaged or foreign cache entry: a link's name (never its target), a file, or a folder."""
+    if folder.is_symlink() or not folder.is_dir():
+        remove_file(folder, "IR folder")
+    else:
+        remove_tree(folder, root, "IR folder")
+
+
+def checkpoint_digests(loaded: LoadedModel) -> list[tuple[str, str]]:
+    """Each weights and config file of the checkpoint with its sha256, read through the door: a file replaced
+    with the same size and time still converts again (computed once per load, for all its parts)."""
+    if loaded.ref.directory is None:
+        return []
+    out = []
+    for path in sorted(Path(loaded.ref.directory).glob("*")):
+        if path.suffix in (".safetensors", ".bin", ".json"):
+            digest = hashlib.sha256()
+            with open_read(path, "input") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(chunk)
+            out.append((path.name, digest.hexdigest()))
+    return out
+
+
+def ir_key_fields(loaded: LoadedModel, part: str, shapes: list, precision: str, version: str,
+                  files: list[tuple[str, str]]) -> dict[str, Any]:
+    """What a converted part depends on: the checkpoint (its config, and its weight files' contents: sha256),
     the part, the input shape past the batch, the weight precision, the converter's version, and the source
     of the modules that are traced (a change to them converts again)."""
     ref = loaded.ref
-    files = []
-    if ref.directory is not None:
-        files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in sorted(Path(ref.directory).glob("*")) if p.suffix in (".safetensors", ".bin", ".json")]
     return {"checkpoint": ref.checkpoint, "weights": ref.weights, "files": files, "part": part,
             "config": loaded.model.config.to_json_string(use_diff=False), "shapes": shapes,
             "weight_precision": precision, "openvino": version,

@@ -18,7 +18,7 @@ from typing import Any
 from bench.backends.base import CheckpointRef, LoadedModel, LoadOptions
 from bench.errors import UsageError, choice_error
 from bench.inputs import parse_json
-from bench.paths import staged_dir
+from bench.paths import staged_dir, write_atomic
 from bench.variants import Variant
 
 log = logging.getLogger(__name__)
@@ -362,31 +362,35 @@ def _save_checkpoint(model, processor, directory: Path) -> None:
     processor.save_pretrained(directory)
 
 
-def make_tiny_checkpoint(directory: Path, seed: int = 0, save=_save_checkpoint) -> Path:
+def make_tiny_checkpoint(directory: Path, seed: int = 0, save=_save_checkpoint, force: bool = False) -> Path:
     """Write a complete tiny native checkpoint (config, safetensors, processor files), marked random."""
-    return write_random_checkpoint(tiny_config(), directory, seed, "make-tiny-checkpoint", save)
+    return write_random_checkpoint(tiny_config(), directory, seed, "make-tiny-checkpoint", save, force)
 
 
-def make_checkpoint(variant: Variant, directory: Path, seed: int = 0, save=_save_checkpoint) -> Path:
+def make_checkpoint(variant: Variant, directory: Path, seed: int = 0, save=_save_checkpoint,
+                    force: bool = False) -> Path:
     """A checkpoint of a variant's exact architecture and size with random weights, marked random, so that
     other tools (optimum-benchmark, OpenVINO's) can run exactly the model this harness measures."""
     return write_random_checkpoint(variant.config(), directory, seed, f"make-checkpoint --variant {variant.name}",
-                                   save)
+                                   save, force)
 
 
-def write_random_checkpoint(config, directory: Path, seed: int, made_by: str, save=_save_checkpoint) -> Path:
-    """The files are written into a temporary folder beside ``directory`` and moved in once all are
-    written, so a full disk leaves no half checkpoint (``save`` is the seam where tests inject one)."""
+def write_random_checkpoint(config, directory: Path, seed: int, made_by: str, save=_save_checkpoint,
+                            force: bool = False) -> Path:
+    """The marker first, then the weights, into a fresh folder beside ``directory`` renamed to it once all are
+    written: a kill or a full disk (``save`` is the seam where tests inject one) leaves no half checkpoint and
+    never weights without their marker. An existing non-empty ``directory`` is refused unless ``force``, which
+    replaces it whole; a link there is refused."""
     import torch
     from transformers import Florence2ForConditionalGeneration
 
     directory = Path(directory)
-    torch.manual_seed(seed)
-    model = Florence2ForConditionalGeneration(config).eval()
-    with staged_dir(directory) as staging:
+    with staged_dir(directory, "checkpoint", force) as staging:
+        write_atomic(staging / MARKER, json.dumps({"weights": "random", "seed": seed, "made_by": f"florence2-bench "
+                                                   f"{made_by}"}, indent=1) + "\n", what="checkpoint")
+        torch.manual_seed(seed)
+        model = Florence2ForConditionalGeneration(config).eval()
         save(model, build_processor(), staging)
-        (staging / MARKER).write_text(json.dumps({"weights": "random", "seed": seed, "made_by": f"florence2-bench "
-                                                  f"{made_by}"}, indent=1) + "\n", encoding="utf-8")
     return directory
 
 
