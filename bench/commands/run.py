@@ -151,7 +151,8 @@ def _backend_setting_flags(r: argparse.ArgumentParser) -> None:
 
     for backend in BACKENDS.values():
         for f in dataclasses.fields(backend.settings_type) if backend.settings_type else ():
-            r.add_argument(f"--{backend.name}-{f.name.replace('_', '-')}", dest=f"{BACKEND_FLAG}:{backend.name}:{f.name}", metavar=f.name.upper(),
+            r.add_argument(f"--{backend.name}-{f.name.replace('_', '-')}", metavar=f.name.upper(),
+                           dest=f"{BACKEND_FLAG}:{backend.name}:{f.name}",
                            help=f"backend {backend.name}: {f.metadata.get('help', f.name)} ([backend.{backend.name}] "
                                 f"{f.name})")
 
