@@ -607,9 +607,10 @@ def measure_settings(
     """Measure the snippet and every candidate in interleaved rounds, within a time budget.
 
     ``load_model(dtype, attn)`` returns a freshly loaded model; model-level settings (quantisation,
-    channels_last, compile) are applied here with ``bench.backends.transformers.settings.apply_model_settings``. Models are loaded
-    and warmed up lazily, in the candidates' order, when a setting is first needed; loading is timed
-    apart and not counted in ``budget_s``. A setting whose warm-up would start after 3/4 of the budget
+    channels_last, compile) are applied here with the backend's ``prepare`` (transformers':
+    ``bench.backends.transformers.settings.apply_model_settings``). Models are loaded and warmed up lazily,
+    in the candidates' order, when a setting is first needed; loading is timed apart and not counted in
+    ``budget_s``. A setting whose warm-up would start after 3/4 of the budget
     is skipped (and says so), and so is a compiled one when less than ``compiled_warmup_s`` (the
     estimated compilation time) is left; further rounds run while the budget allows one more (never
     below one).
