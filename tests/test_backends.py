@@ -349,8 +349,8 @@ def test_bf16_without_native_support_is_skipped_on_either_backend(monkeypatch):
 
     monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx2"})
     for backend in ("transformers", "openvino"):
-        reason = runner.unsupported_reason(_cell(backend=backend, dtype="bf16"))
+        reason = runner.unsupported_reason(_cell(backend=backend, dtype="bf16"), get_backend(backend))
         assert reason is not None and "no native bf16" in reason
     monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx512_bf16"})
     pytest.importorskip("openvino")
-    assert runner.unsupported_reason(_cell(backend="openvino", dtype="bf16")) is None
+    assert runner.unsupported_reason(_cell(backend="openvino", dtype="bf16"), get_backend("openvino")) is None
