@@ -28,7 +28,7 @@ from bench import fetch
 from bench.errors import UsageError, choice_error
 from bench.inputs import parse_json
 from bench.numbers import is_finite
-from bench.paths import inside
+from bench.paths import inside, open_input
 
 Box = tuple[float, float, float, float]
 
@@ -69,7 +69,7 @@ class Sample:
         if self.image_path is None:
             raise UsageError(f"sample {self.image_id} has no image")
         try:
-            with Image.open(self.image_path) as img:
+            with open_input(self.image_path) as fh, Image.open(fh) as img:  # a FIFO: refused, never a wait
                 img.load()
                 return img.convert("RGB")
         except FileNotFoundError:
@@ -288,7 +288,7 @@ def take_subset(samples: list[Sample], limit: int | None) -> list[Sample]:
 def _image_size(path: Path) -> tuple[int, int]:
     """Width and height from the image header only (no decoding)."""
     try:
-        with Image.open(path) as img:
+        with open_input(path) as fh, Image.open(fh) as img:
             return img.size
     except FileNotFoundError:
         raise UsageError(f"image not found: {path}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 import sys
 from html.parser import HTMLParser
@@ -23,6 +24,7 @@ from report_factory import (  # noqa: E402
     HOSTILE_ESCAPED,
     example_image,
     failed_run,
+    gpu_and_cpu_runs,
     make_record,
     random_run,
     single_run,
@@ -73,10 +75,13 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     parser.feed(text)
     charts = text.count('class="plotly-graph-div"')
     assert charts >= 8
-    # plotly.js once, one small script per chart, the table script last, and nothing else
-    assert len(parser.scripts) == 1 + charts + 1
+    # plotly.js once, one small script per chart, the all-cells data block, the table script last, nothing else
+    assert len(parser.scripts) == 1 + charts + 2
     assert "Plotly" in parser.scripts[0] and len(parser.scripts[0]) > 1_000_000
-    assert all(s.strip().startswith("window.PLOTLYENV") for s in parser.scripts[1:-1])
+    assert all(s.strip().startswith("window.PLOTLYENV") for s in parser.scripts[1:-2])
+    cells = json.loads(parser.scripts[-2])["rows"]
+    assert len(cells) == len(store.latest_by_cell(store.read_records(tmp_path / "run")))  # one row per cell
+    assert HOSTILE_ESCAPED in parser.scripts[-2]  # escaped in the block too: drawn as text
     assert "table.sortable" in parser.scripts[-1] and "http" not in parser.scripts[-1]
     assert "<script>alert(1)" not in text
     # the hostile variant name, settings value, error message, env value and example text show as text
@@ -443,3 +448,25 @@ def test_the_comparability_panel_shows_each_runs_load_and_differs_only_when_one_
     busy = host_load([run(0.3), run(2.5), SimpleNamespace(env={})])
     assert busy.differs and busy.suspect == [False, True, False]
     assert busy.values[1].endswith("(busy)") and busy.values[2] == "not recorded"
+
+
+def test_the_all_cells_block_holds_every_cell_once_with_its_sort_keys(tmp_path):
+    from bench.prices import load_prices
+    from bench.report_rows import load_runs
+    from bench.report_table import COLUMNS, headers, script_json, table_data
+
+    runs = load_runs(list(gpu_and_cpu_runs(tmp_path / "runs")), load_prices(None))
+    rows = [r for run in runs for r in run.rows]
+    data = table_data(rows, 100.0, "agreement")
+    assert data["page"] > 0 and len(data["rows"]) == len(rows) == 10
+    names = [c.header for c in COLUMNS]
+    for row, cells in zip(rows, data["rows"], strict=True):
+        assert len(cells) == 1 + len(COLUMNS) and cells[0] == ("unstable" if row.flags else "")
+        p50 = cells[1 + names.index("latency p50 ms")]
+        assert p50[1] == row.p50 or (p50 == ["–", None] and row.p50 is None)
+        assert cells[1 + names.index("setting")][1] == row.setting.lower()
+        assert cells[1 + names.index("cell")][1] == row.rec["cell_id"]
+    # the block is compact JSON with no "<" that could end its script element, and reads back the same
+    block = str(script_json(data))
+    assert "<" not in block and json.loads(block) == data
+    assert [h["text"] for h in headers("agreement")] == names

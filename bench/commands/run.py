@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                               ray_address=args.ray_address, extend=args.extend)
     records = list(store.latest_by_cell(store.read_records(out)).values())
     print(summary_table(records))
-    report = _write_report(out)
+    report = _write_report(out, config.server)
     print(f"\nrun directory: {out}\n  results: {out / store.RESULTS}\n  environment: {out / store.ENV}\n"
           f"  report: {report}")
     if summary.skipped_resumed:
@@ -184,7 +184,10 @@ def _timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _write_report(out: Path) -> Path:
+def _write_report(out: Path, server: dict) -> Path:
+    """The run's own report asks the run's own question: its server bound at its percentile, when it has one."""
+    from bench.question import PERCENTILE_DEFAULT
     from bench.report import build_report
 
-    return build_report([out], out / "report.html")
+    return build_report([out], out / "report.html", latency_bound_ms=server.get("latency_bound_ms"),
+                        latency_percentile=server.get("latency_percentile") or PERCENTILE_DEFAULT)

@@ -30,7 +30,7 @@ from bench import store
 from bench.errors import UsageError
 from bench.inputs import conforms, parse_json
 from bench.numbers import is_finite
-from bench.paths import inside, locked, read_text, write_atomic
+from bench.paths import inside, locked, open_input, read_text, write_atomic
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -226,7 +226,8 @@ def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
 
 def read_pytest_benchmark(path: Path) -> Source:
     try:
-        data = parse_json(read_text(path, "input"))
+        with open_input(path) as fh:  # the user's file: a link is fine, a FIFO is refused, never a wait
+            data = parse_json(fh.read().decode("utf-8"))
         machine_info, benchmarks = data["machine_info"], data["benchmarks"]
         if not isinstance(benchmarks, list) or not benchmarks:
             raise ValueError("no benchmarks")
