@@ -265,10 +265,9 @@ def check_ranges(config: Any, axes: Iterable[str]) -> None:
         lengths[axis] = len(values) if isinstance(values, list) else 1
     check_cell_count(lengths)
     for axis in axes:
-        if axis in BOUNDS:
+        if axis in BOUNDS and axis != "threads":  # threads may be "auto": host.parse_threads checks them
             for value in getattr(config, axis):
-                if axis != "threads" or not isinstance(value, str):  # threads "auto": host.parse_threads
-                    check_bound(axis, value, f"bad {axis} value")
+                check_bound(axis, value, f"bad {axis} value")
     for name in ("limit", "max_new_tokens", "examples", "energy_idle_s"):
         if getattr(config, name) is not None:  # limit, max_new_tokens: None is "all", "the task's default"
             check_bound(name, getattr(config, name))

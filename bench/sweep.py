@@ -22,7 +22,7 @@ from typing import Any
 from bench import host, inputs, store
 from bench.backends.base import Backend, LoadOptions
 from bench.backends.registry import BACKENDS, DEFAULT_BACKEND, get_backend
-from bench.backends.transformers.checkpoints import WEIGHTS_MODES, read_config
+from bench.backends.transformers.checkpoints import WEIGHTS_MODES, check_files, read_config
 from bench.backends.transformers.settings import parse_compile
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
@@ -209,6 +209,7 @@ def validate(config: SweepConfig) -> None:
     validate_scenarios(config)
     if config.model_path:
         read_config(Path(config.model_path).expanduser())
+        check_files(Path(config.model_path).expanduser())
     for sample in load_samples(config.dataset, config.limit, config.allow_outside_images):
         sample.load_image()  # a missing or corrupt image stops the sweep here, named, before any cell runs
 
