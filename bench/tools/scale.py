@@ -5,8 +5,8 @@ Run directories are synthesised from a real tiny run's records: ``--source RUN_D
 run this tool makes first (a tiny random-weight checkpoint; single-stream, offline and server cells of
 ``<CAPTION>`` and ``<OD>``). Each synthetic cell is a copy of the source record of its scenario with
 its axes set (variant, task, dtype, batch size, backend; 43,200 cells = 5 variants x 15 tasks x 3
-dtypes x 8 batch sizes x 2 backends x 3 scenarios over 4 machines, one run directory each; the sizes are
-drawn at random from that product times 3 beam counts, so 100,000 cells exist) and its
+dtypes x 8 batch sizes x 2 backends x 3 scenarios x 4 machines, one run directory each; the sizes are
+drawn at random from that product times 3 beam counts, 129,600 cells in all) and its
 timings scaled by a per-cell factor; the examples (image files) are left out. Every record written is
 read back through ``bench.store`` (the readers' rule), or the tool stops.
 
@@ -107,9 +107,10 @@ def _scaled(value: Any, factor: float) -> Any:
 
 
 def synth_record(template: dict[str, Any], axes: dict[str, Any], factor: float) -> dict[str, Any]:
-    """The template with these axes and its timings times ``factor`` (rates divided by it)."""
+    """The template with these axes (``machine`` only in its cell id, so merged runs keep every cell) and
+    its timings times ``factor`` (rates divided by it)."""
     record = copy.deepcopy(template)
-    record.update(axes)
+    record.update({k: v for k, v in axes.items() if k != "machine"})
     record["cell_id"] = hashlib.sha256(json.dumps(axes, sort_keys=True).encode()).hexdigest()[:16]
     record["samples_ms"] = _scaled(record.get("samples_ms") or [], factor)
     for name in TIMED_FIELDS:
@@ -123,10 +124,14 @@ def synth_record(template: dict[str, Any], axes: dict[str, Any], factor: float) 
 
 
 def cells(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` distinct settings drawn from the product of ``AXES`` (all of them when n is its size)."""
-    product = [dict(zip(AXES, values, strict=True)) for values in itertools.product(*AXES.values())]
+    """``n`` distinct settings drawn from ``MACHINES`` x the product of ``AXES`` (all when n is its size),
+    each with the index of the machine (run directory) it ran on."""
+    product = [{"machine": m, **dict(zip(AXES, values, strict=True))}
+               for m in range(MACHINES) for values in itertools.product(*AXES.values())]
     random.Random(seed).shuffle(product)
-    return product[: min(n, len(product))]
+    if n > len(product):
+        raise SystemExit(f"scale: {n} cells asked for; accepted: at most {len(product)} (the axes' product)")
+    return product[:n]
 
 
 def _factor(axes: dict[str, Any], rng: random.Random) -> float:
@@ -146,7 +151,7 @@ def write_runs(templates_: dict[str, dict[str, Any]], env: dict[str, Any], n: in
         remove_tree(run, out, "run directory")
         run.mkdir(parents=True)
         store.write_env(run, env)
-        mine = chosen[m::MACHINES]
+        mine = [axes for axes in chosen if axes["machine"] == m]
         lines = [json.dumps(synth_record(templates_[axes["scenario"]], axes, _factor(axes, rng)), sort_keys=True)
                  + "\n" for axes in mine]
         write_atomic(run / store.RESULTS, "".join(lines), what="results file")
@@ -162,7 +167,7 @@ def write_history(templates_: dict[str, dict[str, Any]], env: dict[str, Any], ru
     remove_tree(out, out.parent, "run directory")
     out.mkdir(parents=True)
     machine = machine_from_env(env)
-    chosen = cells(n_cells)
+    chosen = [{k: v for k, v in axes.items() if k != "machine"} for axes in cells(n_cells)]
     rng = random.Random(1)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for i in range(runs):
