@@ -772,6 +772,9 @@ def build_report(
         "cells_table": report_table.script_block(
             report_table.table_data(rows, latency_bound_ms, _agreement_label(rows))),
         "cells_table_headers": report_table.headers(_agreement_label(rows)),
+        "cost_table": report_table.script_block(report_table.table_data(
+            [r for r in rows if r.ok], latency_bound_ms, "", report_table.COST_COLUMNS)),
+        "cost_table_headers": report_table.headers("", report_table.COST_COLUMNS),
     }
     return write_html(Path(out), render("report.html.j2", **context), writer)
 

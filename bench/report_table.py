@@ -211,13 +211,14 @@ def _compact(cell: Cell, titles: dict[str, int]) -> Any:
     return text if key == _text_key(text) else [text, key]
 
 
-def table_data(rows: list[Row], latency_bound_ms: float | None, agreement_label: str) -> dict[str, Any]:
-    """The all-cells table's block: ``rows`` is one ``[css class, cell, cell, ...]`` per row (``COLUMNS``
-    order, each cell as ``_compact`` stores it; the class marks flagged rows); ``titles`` the distinct
-    titles the cells point at."""
+def table_data(rows: list[Row], latency_bound_ms: float | None, agreement_label: str,
+               columns: tuple[Column, ...] = COLUMNS) -> dict[str, Any]:
+    """A table's block (the all-cells table's unless ``columns`` says another): ``rows`` is one ``[css class,
+    cell, cell, ...]`` per row (``columns`` order, each cell as ``_compact`` stores it; the class marks
+    flagged rows); ``titles`` the distinct titles the cells point at."""
     ctx = Context(latency_bound_ms, agreement_label)
     titles: dict[str, int] = {}
-    body = [["unstable" if r.flags else "", *(_compact(c.cell(r, ctx), titles) for c in COLUMNS)] for r in rows]
+    body = [["unstable" if r.flags else "", *(_compact(c.cell(r, ctx), titles) for c in columns)] for r in rows]
     return {"page": PAGE_ROWS, "titles": list(titles), "rows": body}
 
 
@@ -240,7 +241,30 @@ def script_block(data: dict[str, Any]) -> Block:
     return Block("application/json", Markup(text.replace("<", "\\u003c")))
 
 
-def headers(agreement_label: str) -> list[dict[str, str]]:
+def headers(agreement_label: str, columns: tuple[Column, ...] = COLUMNS) -> list[dict[str, str]]:
     """The header cells: text, hover text (the fp32 agreement's is the page's label) and the td class."""
     return [{"text": c.header, "title": agreement_label if c.header == "fp32 agreement" else c.title, "css": c.css}
-            for c in COLUMNS]
+            for c in columns]
+
+
+def _price(r: Row, _: Context) -> Cell:
+    return (str(escape(r.price.text)), r.price.text.lower()) if r.price else ('<span class="muted">no price</span>', None)
+
+
+def _tagged(text: str, tag: str) -> Markup:
+    return Markup(f'{escape(text)} <span class="tag {tag}">{tag}</span>')
+
+
+COST_COLUMNS = (
+    Column("task", lambda r, _: _text(r.rec.get("task"))),
+    Column("setting", _setting, css="setting"),
+    Column("device kind", lambda r, _: _text(r.kind.label)),
+    Column("price used (source)", _price),
+    Column("images/s", lambda r, _: _number(r.ips)),
+    Column(_tagged("J/image", "measured"), lambda r, _: _number(r.joules)),
+    Column("images/J", lambda r, _: _number(r.images_per_joule)),
+    Column("energy source", lambda r, _: _text(table(r.rec, "energy").get("source") or "not measured")),
+    Column(_tagged("USD per M images", "derived"), lambda r, _: _number(r.cost_per_million)),
+    Column(_tagged("energy USD per M images", "derived"), lambda r, _: _number(r.energy_cost_per_million)),
+)
+"""The energy and cost table's columns (one row per finished cell), drawn from its own block."""

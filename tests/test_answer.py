@@ -139,8 +139,11 @@ def test_answer_json_agrees_with_the_page_and_the_hand_computation(tmp_path):
     section = _answer_section(text)
     assert "$13,140" in section and "$6.94" in section and "69.4% of their capacity used" in section
     assert "no valid server run with p99 ≤ 100 ms" in section  # the CPU's row says why it has no answer
-    cost_table = text[text.index('id="cost-table"'):]
-    assert f'data-v="{gpu["usd_per_million_images"]!r}"' in cost_table[: cost_table.index("</table>")]
+    block = text[text.index('id="cost-table-data">') + len('id="cost-table-data">'):]
+    column = next(n for n, c in enumerate(report_table.COST_COLUMNS) if c.header.startswith("USD per M images"))
+    costs = [row[1 + column]
+             for row in json.loads(block[: block.index("</script>")])["rows"]]
+    assert any(isinstance(c, list) and c[1] == pytest.approx(gpu["usd_per_million_images"], rel=1e-3) for c in costs)
     assert "rounded up to whole devices" in section
 
 

@@ -75,10 +75,13 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     parser.feed(text)
     charts = text.count('class="plotly-graph-div"')
     assert charts >= 8
-    # plotly.js once, one small script per chart, the all-cells data block, the table script last, nothing else
-    assert len(parser.scripts) == 1 + charts + 2
+    # plotly.js once, one small script per chart, the cost and all-cells data blocks, the table script last
+    assert len(parser.scripts) == 1 + charts + 3
     assert "Plotly" in parser.scripts[0] and len(parser.scripts[0]) > 1_000_000
-    assert all(s.strip().startswith("window.PLOTLYENV") for s in parser.scripts[1:-2])
+    blocks = [s for s in parser.scripts[1:-1] if not s.strip().startswith("window.PLOTLYENV")]
+    assert len(blocks) == 2 and blocks[-1] == parser.scripts[-2]
+    assert len(json.loads(blocks[0])["rows"]) == sum(  # the cost table: one row per finished cell
+        r.get("status") == "ok" for r in store.latest_by_cell(store.read_records(tmp_path / "run")).values())
     cells = json.loads(parser.scripts[-2])["rows"]
     assert len(cells) == len(store.latest_by_cell(store.read_records(tmp_path / "run")))  # one row per cell
     assert HOSTILE_ESCAPED in parser.scripts[-2]  # escaped in the block too: drawn as text
