@@ -57,6 +57,16 @@ def perf(session: nox.Session) -> None:
 
 
 @nox.session
+def scale(session: nox.Session) -> None:
+    """The scale benchmark (bench/tools/scale.py): report, compare, export and history timed on synthetic run
+    directories of 1k to 43k cells (100k for compare and export) and a 2,000-run history made from a real
+    tiny run; prints growth exponents and peak RSS, writes runs/scale/scale.json. Takes an hour or more on a
+    busy 2-core machine. Extra args go to the tool (e.g. `-- --sizes 1000,10000`)."""
+    install(session, "test")
+    session.run("python", "-m", "bench.tools.scale", *session.posargs)
+
+
+@nox.session
 def gpu_check(session: nox.Session) -> None:
     """On one GPU: base and large, fp32/fp16/bf16, batch 1/8/32; fails unless every figure is plausible."""
     install(session)

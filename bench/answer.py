@@ -38,7 +38,17 @@ from bench.page import format_number
 from bench.paths import Writer, write_all, write_atomic
 from bench.prices import HOURS_PER_MONTH
 from bench.question import PERCENTILE_DEFAULT, Question, percentile_name
-from bench.report_rows import MIN_QPS, DeviceKind, Row, kinds_of, lower_is_better, number, rate, tasks_of
+from bench.report_rows import (
+    MIN_QPS,
+    DeviceKind,
+    Row,
+    kinds_of,
+    lower_is_better,
+    number,
+    rate,
+    table,
+    tasks_of,
+)
 from bench.scenarios import predict as predict_module
 from bench.uncertainty import CONFIDENCE, percentile_figure, samples_needed
 
@@ -88,8 +98,7 @@ def _samples_latency(rec: dict[str, Any], q: float) -> Latency:
     samples = sorted(float(v) for v in raw if finite_number(v) is not None) if isinstance(raw, list) else []
     name = percentile_name(q)
     if not samples:
-        return Latency(name, number((rec.get("latency_ms") or {}).get(name)) if isinstance(
-            rec.get("latency_ms"), dict) else None, None, "no samples recorded")
+        return Latency(name, number(table(rec, "latency_ms").get(name)), None, "no samples recorded")
     estimate, interval = percentile_figure(samples, q, CONFIDENCE)
     note = "" if interval else f"not enough samples for a {name} interval: n = {len(samples)}, " \
                                 f"{samples_needed(q)} needed"
@@ -113,10 +122,9 @@ class Validity:
 
 
 def _server_validity(r: Row, step: Mapping[str, Any] | None = None) -> Validity:
-    s, rules = r.server, r.rec.get("timing", {}).get("server_run") if isinstance(r.rec.get("timing"), dict) else None
-    rules = rules if isinstance(rules, dict) else {}
+    s, rules = r.server, table(r.rec, "timing", "server_run")
     run = step if step is not None else s
-    es = s.get("early_stopping") if isinstance(s.get("early_stopping"), dict) and step is None else {}
+    es = table(s, "early_stopping") if step is None else {}
     n = number(es.get("queries", run.get("n_requests")))
     over = number(run.get("overlatency", es.get("overlatency")))
     bound = number(s.get("latency_bound_ms"))
@@ -233,13 +241,13 @@ class Option:
         size, scenario (the full setting, run included, is ``row.setting``)."""
         j, compiled = self.setting_json(), self.row.rec.get("compile")
         parts = [j["variant"], j["backend"], j["dtype"], j["quant"] if j["quant"] != "none" else None,
-                 {"graphs": "cuda-graphs", True: "compiled"}.get(compiled) if isinstance(compiled, (bool, str)) else None,
+                 ({"graphs": "cuda-graphs"}.get(compiled, compiled) if isinstance(compiled, str) else
+                  "compiled" if compiled is True else None),
                  f"{j['threads']} threads" if j["threads"] else None, f"bs{j['batch_size']}", j["scenario"]]
         return " ".join(str(p) for p in parts if p)
 
     def setting_json(self) -> dict[str, Any]:
-        rec, settings = self.row.rec, self.row.rec.get("settings") if isinstance(self.row.rec.get("settings"), dict) \
-            else {}
+        rec, settings = self.row.rec, table(self.row.rec, "settings")
         return {"variant": rec.get("variant"), "backend": rec.get("backend") or "transformers",
                 "dtype": rec.get("dtype"), "quant": self.row.quant, "threads": settings.get("threads"),
                 "batch_size": rec.get("batch_size"), "scenario": self.row.scenario, "weights": self.row.weights}

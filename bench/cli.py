@@ -73,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     if problem := _environment_problem(sys.argv[1:] if argv is None else argv):
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    _quiet_libraries()
     try:
+        _quiet_libraries()
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except KeyboardInterrupt as exc:  # while the libraries load: nothing has started
+        print(f"{PROG}: interrupted; {INTERRUPTED}", file=sys.stderr)
+        return interrupts.exit_code(exc)
     interrupts.raise_on_terminate()
     with _guarded_stdout() as stdout:
         code = _run(args, argv)

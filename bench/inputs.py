@@ -101,6 +101,7 @@ BOUNDS: dict[str, Bound] = {
     "quality_gate": Bound(0, 1, integer=False, low_open=True),
     "min_duration_s": Bound(0, 86_400, integer=False),
     "max_duration_s": Bound(0, 86_400, integer=False),
+    "final_min_duration_s": Bound(0, 86_400, integer=False),
     "min_requests": Bound(1, 10_000_000),
     "max_requests": Bound(1, 10_000_000),
     "prep_workers": Bound(1, 1024),
@@ -264,10 +265,9 @@ def check_ranges(config: Any, axes: Iterable[str]) -> None:
         lengths[axis] = len(values) if isinstance(values, list) else 1
     check_cell_count(lengths)
     for axis in axes:
-        if axis in BOUNDS:
+        if axis in BOUNDS and axis != "threads":  # threads may be "auto": host.parse_threads checks them
             for value in getattr(config, axis):
-                if axis != "threads" or not isinstance(value, str):  # threads "auto": host.parse_threads
-                    check_bound(axis, value, f"bad {axis} value")
+                check_bound(axis, value, f"bad {axis} value")
     for name in ("limit", "max_new_tokens", "examples", "energy_idle_s"):
         if getattr(config, name) is not None:  # limit, max_new_tokens: None is "all", "the task's default"
             check_bound(name, getattr(config, name))

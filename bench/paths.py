@@ -223,6 +223,22 @@ def open_read(path: str | os.PathLike, what: str = "input") -> BinaryIO:
     return os.fdopen(open_file(path, os.O_RDONLY, what), "rb")
 
 
+def open_input(path: str | os.PathLike, what: str = "input") -> BinaryIO:
+    """A file a user gave, such as a dataset's image: links are followed (datasets hold them; where it may lie
+    is checked by ``inside``), but anything not a regular file (a FIFO, a folder) is refused without waiting."""
+    _kind(what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, what, st.st_mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def append_line(path: str | os.PathLike, line: str, what: str, writer: Callable[[int, bytes], int] = os.write,
                 sync: bool = False) -> None:
     """``line`` and a newline at the end of the verified file at ``path``; ``sync``: fsync it."""
@@ -410,10 +426,12 @@ def confined(root: str | os.PathLike, name: str, what: str) -> Path:
 
 
 def remove_tree(path: str | os.PathLike, root: str | os.PathLike, what: str) -> None:
-    """Delete the folder ``path`` inside ``root``; a link there is refused, a file or FIFO there (a stale entry
-    of the tool's own folder) is removed as a name."""
+    """Delete the folder ``path`` inside ``root`` (nothing when there is none); a link there is refused, a file
+    or FIFO there (a stale entry of the tool's own folder) is removed as a name."""
     path = Path(path)
     _kind(what)
+    if not os.path.lexists(path):
+        return
     if path.is_symlink():
         raise refuse_link_error(path, what)
     inside(root, path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path, what)

@@ -41,7 +41,17 @@ def capacity_above_offline(capacity_qps: float | None, offline_images_per_s: flo
 
 def curve_not_monotone(curve: Sequence[dict[str, Any]]) -> dict[str, str] | None:
     """The ``curve-not-monotone`` flag for a curve whose steps carry ``target_qps`` and the chosen
-    percentile's interval (``ci_lo_ms``, ``ci_hi_ms``; steps without one are skipped), or None."""
+    percentile's interval (``ci_lo_ms``, ``ci_hi_ms``; steps without one are skipped), or None. Steps of
+    one length are compared: a capacity's final runs (``final``) are longer, and a queue near saturation
+    grows with the run, so a long run's percentile sits above a short one's at the same load."""
+    for final in (False, True):
+        found = _falls([s for s in curve if bool(s.get("final")) == final])
+        if found:
+            return found
+    return None
+
+
+def _falls(curve: Sequence[dict[str, Any]]) -> dict[str, str] | None:
     steps = sorted((s for s in curve if is_number(s.get("target_qps")) and is_number(s.get("ci_lo_ms"))
                     and is_number(s.get("ci_hi_ms"))), key=lambda s: s["target_qps"])
     for i, light in enumerate(steps):

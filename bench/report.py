@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import answer as answers
-from bench import answer_chart, host, report_charts, store
+from bench import answer_chart, host, report_charts, report_table, store
 from bench.errors import UsageError
 from bench.metrics import TASK_BENCHMARKS
 from bench.page import format_number, render, write_html
 from bench.paths import Writer, distinct_dirs, write_all
 from bench.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
-from bench.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT
+from bench.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT, percentile_name
 from bench.report_rows import (
     DeviceKind,
     Row,
@@ -581,13 +581,6 @@ def _env_table(env: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _timing_text(timing: Any) -> str | None:
-    if not isinstance(timing, dict):
-        return None
-    parts = [f"{k}={timing[k]}" for k in ("warmup", "iterations") if k in timing]
-    return ", ".join(parts) or None
-
-
 def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
     def collect(getter) -> str:
         values = Counter(v for v in (getter(r) for r in rows if r.ok) if v not in (None, "", {}))
@@ -596,7 +589,7 @@ def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
     energy = f"; energy {prices.usd_per_kwh:g} USD/kWh ({prices.energy_source})" if prices.usd_per_kwh else ""
     return [
         ("latency clock", collect(lambda r: _get(r.rec, "timing", "clock"))),
-        ("warm-up / iterations", collect(lambda r: _timing_text(r.rec.get("timing")))),
+        ("warm-up / iterations", collect(lambda r: report_table.timing_text(r.rec.get("timing")))),
         ("scenario", collect(lambda r: r.rec.get("scenario"))),
         ("per-stage times", collect(lambda r: _get(r.rec, "timing", "stages_basis"))),
         ("energy source", collect(lambda r: _get(r.rec, "energy", "source"))),
@@ -631,21 +624,22 @@ def _rules(rows: list[Row], question: answers.Question) -> list[str]:
     """The rules the figures on this page were judged by, generated from the code's constants and what the
     records store (never a hand-written paraphrase that can go stale)."""
     defaults = ServerSettings(qps=1.0)
-    percentiles = sorted({answers.percentile_name(_num(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT)
+    percentiles = sorted({percentile_name(_num(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT)
                           for r in rows if r.ok and r.server})
     confidence = _recorded(rows, "timing", "server_run", "confidence") or f"{defaults.confidence:g}"
     need = {p: queries_needed(0, p, defaults.confidence) for p in (0.9, 0.99)}
+    here = "here" if any(r.ok and r.server for r in rows) else "by default; no server run here"
     min_duration = _recorded(rows, "timing", "server_run", "min_duration_s") or f"{defaults.min_duration_s:g}"
     min_requests = _recorded(rows, "timing", "server_run", "min_requests") or f"{defaults.min_requests:g}"
     return [
         f"The answer's question: {question.text}. An option qualifies for the headline only when its capacity was "
         f"judged at {question.statistic}, its run is VALID, and it carries none of the flags "
         f"{', '.join(answers.SUSPECT)}; the others are listed with why. Devices = ceil(demand ÷ (capacity × "
-        f"{format_number(question.max_utilisation)})).",
+        f"{question.max_utilisation:g})).",
         "A server run is VALID by MLPerf's rules: its Poisson schedule lasted at least min_duration_s "
-        f"({min_duration} s here), it served at least min_requests ({min_requests} here), and early stopping "
+        f"({min_duration} s {here}), it served at least min_requests ({min_requests} {here}), and early stopping "
         "passes for its percentile "
-        f"({', '.join(percentiles) or 'none run here'}) at {confidence} confidence: with k of n requests over the "
+        f"({', '.join(percentiles) or f'{percentile_name(PERCENTILE_DEFAULT)} by default'}) at {confidence} confidence: with k of n requests over the "
         "bound, the true percentile is within it when P(Binomial(n, 1 − P) ≤ k) ≤ 1 − confidence (LoadGen's "
         f"early_stopping.cc); with none over, p99 needs {need[0.99]} requests and p90 {need[0.9]}. The achieved "
         f"rate is reported, never judged (a run that achieved ≥ {KEPT_UP:.0%} of its target kept up: the capacity "
@@ -654,7 +648,7 @@ def _rules(rows: list[Row], question: answers.Question) -> list[str]:
         "of the lowest invalid one (the record's capacity_bracket); a capacity above the offline throughput "
         "(capacity-above-offline) or a curve whose percentile falls as the load rises (curve-not-monotone) is "
         "flagged by the run and never headlines.",
-        f"A setting with no server cell is answered by a {answers.PREDICTED_BASIS}: a simulation of the batcher "
+        f"A setting with no server cell is answered by a capacity {answers.PREDICTED_BASIS}: a simulation of the batcher "
         "(max batch, max queue delay) under Poisson arrivals, each batch's service time drawn from the raw batch "
         "times its offline and single-stream cells measured (never extrapolated past the largest measured batch "
         "size), searched for the highest rate whose percentile meets the bound. It is never called measured.",
@@ -720,8 +714,9 @@ def build_report(
     rows = [r for run in runs for r in run.rows]
     tasks = _tasks(rows)
     reported_keys = {t: _reported_key(t, rows) for t in tasks}
-    styles = report_charts.Styles(rows)
-    charts = report_charts.build_charts(rows, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
+    charted, charted_note = report_charts.chart_rows(rows)
+    styles = report_charts.Styles(charted)
+    charts = report_charts.build_charts(charted, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
     badge, badge_class = _weights_badge(rows)
     facts = comparability(runs)
     found = answers.answer(rows, question)
@@ -755,6 +750,7 @@ def build_report(
         "unpriced": [k.label for k in _kinds([r for r in rows if r.ok and r.price is None])],
         "charts": charts,
         "chart_keys": styles.keys,
+        "charted_note": charted_note,
         "max_label": report_charts.MAX_LABEL,
         "facts": facts,
         "differing": [f for f in facts if f.differs],
@@ -766,7 +762,6 @@ def build_report(
         "any_random": any(r.weights == "random" for r in rows),
         "agreement_label": _agreement_label(rows),
         "agreement_differs": _agreement_differs(rows),
-        "timing_short": _timing_text,
         "rules": _rules(rows, question),
         "suspect": answers.SUSPECT,
         "answer_charts": answer_chart.charts(found, styles),
@@ -774,6 +769,9 @@ def build_report(
         "reported": _reported_table(rows),
         "metric_label": metric_label,
         "table": table,
+        "cells_table": report_table.script_block(
+            report_table.table_data(rows, latency_bound_ms, _agreement_label(rows))),
+        "cells_table_headers": report_table.headers(_agreement_label(rows)),
     }
     return write_html(Path(out), render("report.html.j2", **context), writer)
 

@@ -29,6 +29,13 @@ FLAG_NAME = "⚠ unstable or invalid (red ring)"
 FLAG_MARK = " ⚠"
 BATCH_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 DTYPE_PATTERNS = {"fp32": "", "fp16": "/", "bf16": ".", "int8": "+"}
+CHART_CELLS = 400
+"""Above this many finished cells the charts draw the cells of the ``LEADING_SERIES`` settings (a setting
+without batch size and scenario, on one machine) with the highest throughput; every cell stays in the
+all-cells table. Thousands of traces make a page that takes minutes to open and a chart nobody can read."""
+LEADING_SERIES = 12
+BAR_CELLS = 60
+"""A chart of one bar, box or stack per cell draws at most this many cells, the best first."""
 STAGE_COLORS = ("#9ecae9", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1")
 MEMORY_COLORS = ("#bab0ac", "#4e79a7", "#76b7b2", "#e15759", "#f28e2b")
 
@@ -89,6 +96,31 @@ class Styles:
     @staticmethod
     def pattern(r: Row) -> str:
         return DTYPE_PATTERNS.get(str(r.rec.get("dtype")), "x")
+
+
+def chart_rows(rows: list[Row]) -> tuple[list[Row], str]:
+    """The rows the charts draw (``CHART_CELLS``) and, where not all, a sentence that says which."""
+    ok = [r for r in rows if r.ok]
+    if len(ok) <= CHART_CELLS:
+        return rows, ""
+    best: dict[str, float] = {}
+    for r in ok:
+        best[r.series] = max(best.get(r.series, 0.0), r.ips or 0.0)
+    leading = set(sorted(best, key=lambda s: -best[s])[:LEADING_SERIES])
+    chosen = [r for r in ok if r.series in leading]
+    return chosen, (
+        f"{len(ok):,} cells finished, more than the {CHART_CELLS:,} a page can chart legibly: the charts draw the "
+        f"{len(chosen):,} cells of the {len(leading)} settings (without batch size and scenario) with the highest "
+        f"throughput, and charts of one bar or box per cell the best {BAR_CELLS} of them. Every cell is in the "
+        "all-cells table."
+    )
+
+
+def _leading(items: list, what: str) -> tuple[list, str]:
+    """The first ``BAR_CELLS`` of items sorted best first, and a note when some were left out."""
+    if len(items) <= BAR_CELLS:
+        return items, ""
+    return items[:BAR_CELLS], f"The best {BAR_CELLS} of {len(items):,} {what} are drawn; the all-cells table has every one."
 
 
 def _flagged(r: Row) -> bool:
@@ -663,6 +695,8 @@ def _bars(
     if not items:
         return None
     items.sort(key=lambda vr: -vr[0] if higher_is_better else vr[0])
+    items, cut = _leading(items, "cells")
+    note = f"{note} {cut}".strip()
     labels = {id(r): _t(styles.cell(r)) for _, r in items}
     fig = go.Figure()
     for members in _groups(items, lambda vr: (vr[1].task, vr[1].series)).values():
@@ -707,7 +741,7 @@ def _stage_charts(rows: list[Row], styles: Styles) -> list[Chart]:
 def _stage_chart(sel: list[Row], styles: Styles, kind: str) -> Chart:
     import plotly.graph_objects as go
 
-    sel = sorted(sel, key=lambda r: sum(r.stages.values()))
+    sel, cut = _leading(sorted(sel, key=lambda r: sum(r.stages.values())), "cells (by total)")
     labels = [_t(styles.cell(r)) for r in sel]
     fig = go.Figure()
     for (key, name), color in zip(STAGES, STAGE_COLORS, strict=True):
@@ -744,8 +778,9 @@ def _stage_chart(sel: list[Row], styles: Styles, kind: str) -> Chart:
         + (f" (the records say: {'; '.join(bases)})" if bases else "")
         + "; they are not request latencies. The vision encoder runs inside time-to-first-token, so the "
         "stack shows vision and ttft − vision separately; preprocess + ttft + decode + postprocess ≈ the "
-        "amortised time per image (black tick). Each stage is its own median, so the stack need not equal it."
-    )
+        "amortised time per image (black tick). Each stage is its own median, so the stack need not equal it. "
+        + cut
+    ).strip()
     return Chart(title, figure_html(fig, max(280, 120 + 26 * len(sel))), note)
 
 
@@ -759,6 +794,7 @@ def _memory_chart(rows: list[Row], styles: Styles) -> Chart | None:
     if not sel:
         return None
     sel.sort(key=peak)
+    sel, cut = _leading(sel, "cells (smallest peak first)")
     labels = [_t(styles.cell(r)) for r in sel]
     fig = go.Figure()
     values_all: list[float] = []
@@ -773,7 +809,7 @@ def _memory_chart(rows: list[Row], styles: Styles) -> Chart | None:
         xaxis={"title": "MiB (measured peaks)", "type": axis_type(values_all)},
         yaxis={"autorange": "reversed"},
     )
-    return Chart("memory", figure_html(fig, max(280, 120 + 40 * len(sel))))
+    return Chart("memory", figure_html(fig, max(280, 120 + 40 * len(sel))), cut)
 
 
 def _distribution_chart(rows: list[Row], styles: Styles) -> Chart | None:
@@ -786,6 +822,7 @@ def _distribution_chart(rows: list[Row], styles: Styles) -> Chart | None:
     if not sel:
         return None
     sel.sort(key=lambda r: sorted(samples(r))[len(samples(r)) // 2])
+    sel, cut = _leading(sel, "cells (by median)")
     fig = go.Figure()
     for r in sel:
         fig.add_trace(
@@ -807,7 +844,7 @@ def _distribution_chart(rows: list[Row], styles: Styles) -> Chart | None:
         yaxis={"autorange": "reversed"},
     )
     note = ("Sorted by median. A box drawn in red (label ⚠) is an unstable or invalid cell. An offline request "
-            "waits for its whole batch; a server request's wait includes queueing.")
+            f"waits for its whole batch; a server request's wait includes queueing. {cut}").strip()
     return Chart("request latency distributions", figure_html(fig, max(280, 120 + 26 * len(sel))), note)
 
 

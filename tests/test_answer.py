@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import answer, report, store
+from bench import answer, report, report_table, store
 from bench.prices import load_prices
 from bench.question import Question
 from bench.stats import percentile_ci
@@ -184,6 +184,19 @@ def test_the_question_names_its_percentile_and_a_p90_capacity_does_not_answer_p9
     assert a["cell_id"] == p90.cell_id and a["percentile"] == "p90" and a["latency_ci95_ms"] is not None
     _interval_holds(a)
     assert "request latency p90 (95% CI)" in html.unescape(_answer_section(text))
+
+
+def test_the_report_a_run_writes_asks_the_runs_own_question(tmp_path):
+    from bench.commands.run import _write_report
+
+    rec = make_server_record("base", weights="random", batch_size=4, service_ms=30.0, qps_max=200.0, bound_ms=100.0,
+                             percentile=0.9)
+    run = write_run(tmp_path / "run", [rec])
+    text = html.unescape(_write_report(run, {"latency_bound_ms": 100.0, "latency_percentile": 0.9}).read_text())
+    section = _answer_section(text)
+    assert "request latency p90 ≤ 100 ms" in section and f'data-cell="{rec.cell_id}"' in section
+    unbounded = html.unescape(_answer_section(_write_report(run, {}).read_text()))
+    assert "no latency bound (request latency p99 shown)" in unbounded
 
 
 def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judged(tmp_path):
@@ -458,10 +471,13 @@ def test_all_cells_is_one_line_per_cell(tmp_path):
     text = report.build_report([run], tmp_path / "r.html").read_text()
     table = text[text.index('<table id="all-cells"'):]
     table = table[: table.index("</table>")]
-    body = table[table.index("<tbody>"):]
-    assert 'class="wrap"' not in body and "<br>" not in body
-    timing = re.search(r'<td class="timing" title="[^"]*"><small>([^<]*)</small>', body).group(1)
-    assert timing == "warmup=1, iterations=12"
+    assert 'data-td="wrap"' not in table  # no column wraps
+    block = text[text.index('id="all-cells-data">') + len('id="all-cells-data">'):]
+    data = json.loads(block[: block.index("</script>")])
+    (row,) = data["rows"]
+    assert not any("<br>" in str(cell) for cell in row[1:])
+    timing = row[1 + [c.header for c in report_table.COLUMNS].index("timing")]
+    assert timing[0] == "<small>warmup=1, iterations=12</small>" and "x x x" in data["titles"][timing[2]]  # its title
     css = (Path(report.__file__).parent / "templates" / "report.css").read_text()
     assert re.search(r"#all-cells td[^{]*\{[^}]*white-space: nowrap", css)
 

@@ -87,7 +87,7 @@ def _sweep_file(tmp_path, text: str):
     ("batch_sizes = [9223372036854775808]", "bad batch_sizes value 9223372036854775808"),
     ("max_new_tokens = 9223372036854775807", "bad max_new_tokens 9223372036854775807"),
     ("num_beams = [0]", "bad num_beams value 0"),
-    ("threads = [100000]", "bad threads value 100000"),
+    ("threads = [100000]", "bad threads value 100000; accepted: auto or an integer >= 1 and <= 1,024"),
     ("examples = 100000", "bad examples 100000"),
     ("energy_idle_s = 1e9", "bad energy_idle_s 1000000000.0"),
     ('scenarios = ["server"]\n[server]\nqps = 1e12', "bad [server] qps"),
@@ -310,8 +310,17 @@ def test_an_interrupted_command_gives_its_own_advice_and_exit_code(tmp_path, mon
 
 
 def _pipe_readers(pid: int, inode: str) -> int:
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd) == inode) if fds.exists() else 0
+    """How many of the process's descriptors lead to the pipe (0 once it is gone)."""
+    def target(fd: Path) -> str | None:
+        try:
+            return os.readlink(fd)
+        except OSError:  # closed while we looked
+            return None
+
+    try:
+        return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if target(fd) == inode)
+    except OSError:
+        return 0
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see the process wait")
@@ -437,3 +446,22 @@ def test_an_output_under_a_dangling_link_says_it_is_a_dangling_link(regressed, t
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
     rc, line = _one_line(capsys, ["report", str(regressed[1]), "-o", str(tmp_path / "link" / "r.html")])
     assert rc == 2 and f"{tmp_path / 'link'} is a dangling link (to {tmp_path / 'nowhere'})" in line
+
+
+@pytest.mark.parametrize("name, damage, named", [
+    ("tokenizer_config.json", lambda p: p.write_text("{"), "is not valid JSON"),
+    ("generation_config.json", lambda p: p.write_text("[1]"), "holds a JSON list"),
+    ("processor_config.json", lambda p: p.write_bytes(b"\xff{}"), "is not valid JSON"),
+    ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated"),
+    ("model.safetensors", lambda p: p.write_bytes(b"\xff" * 64), "a header of"),
+])
+def test_a_damaged_checkpoint_file_is_one_line_exit_2_before_any_cell(tiny_checkpoint, tmp_path, capsys, name,
+                                                                      damage, named):
+    import shutil
+
+    copy = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoint, copy)
+    damage(copy / name)
+    rc, line = _one_line(capsys, ["run", "--model-path", str(copy), "--limit", "1", "--out", str(tmp_path / "r")])
+    assert rc == 2 and f"{copy / name} " in line and named in line
+    assert not (tmp_path / "r").exists()

@@ -4,14 +4,19 @@ ends ran at different machine speeds is flagged. Fakes on a virtual clock; no mo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scenario_fakes import scenario_input
+from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), independent of bench's code
 
 from bench import plausibility
 from bench.scenarios import ServerSettings, get_scenario
 from bench.scenarios import mlperf as lg_scenarios
 from bench.scenarios.server import Server, ServerRun, serve
+from bench.server_settings import FALSE_ACCEPT_LIMIT, FINAL_MIN_DURATION_S
+from bench.stats import early_stopping_met, queries_needed
 
 S = 0.010
 
@@ -79,19 +84,20 @@ def test_a_bracket_whose_ends_ran_at_service_times_more_than_10_percent_apart_is
     assert plausibility.bracket_speed_changed(low, {"target_qps": 3.3}) is None  # an old record's curve
 
 
-def test_a_search_whose_machine_slowed_between_the_bracket_ends_is_flagged():
+def test_a_search_whose_machine_sped_up_between_the_bracket_ends_is_flagged():
     calls = {"n": 0}
 
-    def slower_later(batch: int) -> float:  # the first 800 batches at S, then 30% slower
+    def faster_later(batch: int) -> float:  # 30% slower for the short search's batches, then at S
         calls["n"] += 1
-        return S if calls["n"] <= 800 else 1.3 * S
+        return 1.3 * S if calls["n"] <= 3500 else S
 
     settings = ServerSettings(qps="auto", latency_bound_ms=5 * S * 1000, latency_percentile=0.9, min_requests=300,
-                              min_duration_s=0.0)
-    m = get_scenario("server").measure(scenario_input(slower_later, server=settings)[0])
+                              min_duration_s=0.0, final_min_duration_s=5.0, search_start="ceiling")
+    m = get_scenario("server").measure(scenario_input(faster_later, server=settings)[0])
     low, high = m.server["capacity_bracket"]
-    ends = {s["target_qps"]: s["service_ms"] for s in m.server["curve"] if s["target_qps"] in (low, high)}
-    assert ends[high] == pytest.approx(1.3 * ends[low])
+    [signed] = [s for s in m.server["curve"] if s["final"] and s["valid"] and s["target_qps"] == low]
+    [above] = [s for s in m.server["curve"] if not s["valid"] and s["target_qps"] == high]
+    assert above["service_ms"] == pytest.approx(1.3 * signed["service_ms"])
     assert [f["code"] for f in m.flags] == ["bracket-speed-changed"]
     steady = get_scenario("server").measure(scenario_input(lambda b: S, server=settings)[0])
     assert steady.flags == []
@@ -101,3 +107,47 @@ def test_every_step_records_its_service_time_at_its_most_common_batch_size():
     settings = ServerSettings(qps=300.0, min_duration_s=1.0, max_queue_delay_ms=5.0)
     step = serve(scenario_input(lambda b: S + 0.002 * b, batch_size=4, server=settings)[0], 300.0).step()
     assert step["service_ms"] == pytest.approx((S + 0.002 * step["service_batch_size"]) * 1000)
+
+
+# ------------------------------------------------------------------ final runs against M/D/1 (issue 29)
+
+D = 0.143  # the tiny checkpoint's service time on the machine of issue 29, seconds
+BOUND = 10 * D  # a bound of ten service times: M/D/1 capacity at rho 0.88 for p90, 0.77 for p99
+
+
+def p_valid_md1(rho: float, duration_s: float, percentile: float, runs: int = 2000, seed: int = 0) -> float:
+    """How often a run of ``duration_s`` at load ``rho`` of an M/D/1 server (service D) passes early
+    stopping under BOUND: Lindley's recursion over ``runs`` independent Poisson schedules at once."""
+    qps = rho / D
+    n = max(queries_needed(0, percentile, 0.99), math.ceil(qps * duration_s))
+    gaps = np.random.default_rng(seed).exponential(1 / qps, (n, runs))
+    wait, over = np.zeros(runs), np.zeros(runs, dtype=int)
+    for i in range(n):
+        if i:
+            wait = np.maximum(0.0, wait + D - gaps[i])
+        over += wait + D > BOUND
+    allowed = next(k for k in range(n, -2, -1) if k < 0 or early_stopping_met(n, k, percentile, 0.99))
+    return float(np.mean(over <= allowed))
+
+
+@pytest.mark.parametrize("percentile", [0.9, 0.99])
+def test_a_final_run_at_the_saturation_rate_rarely_passes_at_the_default_length(percentile):
+    """The stated figure: at rho = 1 a final run of the default length passes with probability below
+    FALSE_ACCEPT_LIMIT (5%), where the old 10 s passed a p90 run 61% of the time."""
+    settings = ServerSettings(qps="auto", latency_bound_ms=BOUND * 1000)
+    assert settings.final_min_duration_s == FINAL_MIN_DURATION_S == 120.0
+    assert p_valid_md1(1.0, FINAL_MIN_DURATION_S, percentile) < FALSE_ACCEPT_LIMIT
+    if percentile == 0.9:
+        assert p_valid_md1(1.0, settings.min_duration_s, percentile) > 0.3  # what a short run lets through
+
+
+@pytest.mark.parametrize("percentile", [0.9, 0.99])
+def test_a_capacity_search_lands_on_the_md1_capacity_of_its_own_service_time(percentile):
+    """Issue 29's done-when on a fake of constant service (the tiny checkpoint's 143 ms): the search with
+    the default run lengths lands within 0.9-1.1x of the M/D/1 capacity for the percentile asked."""
+    settings = ServerSettings(qps="auto", latency_bound_ms=BOUND * 1000, latency_percentile=percentile)
+    m = get_scenario("server").measure(scenario_input(lambda b: D, server=settings)[0])
+    theory = md1_capacity(D, BOUND, percentile)
+    assert 0.9 <= m.capacity_qps / theory <= 1.1, (m.capacity_qps, theory, m.extra["capacity_search"]["stop"])
+    assert m.server["curve"][-1]["final"] and m.server["duration_s"] >= FINAL_MIN_DURATION_S
+    assert m.server["target_qps"] == m.capacity_qps and m.server["valid"]

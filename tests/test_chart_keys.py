@@ -215,3 +215,25 @@ def test_one_pass_labels_equal_the_key_by_key_labels():
     a = list(zip(axes, words, strict=True))
     b = [(axis, text.replace("bs128", "bs1")) for axis, text in a]
     assert short_labels({"a": a, "b": b}) == _labels_key_by_key({"a": a, "b": b})
+
+
+def test_above_the_chart_limit_the_charts_draw_the_leading_settings_and_say_so():
+    from bench.report_charts import BAR_CELLS, CHART_CELLS, LEADING_SERIES, _leading, chart_rows
+    from bench.report_rows import Row
+
+    def row(n: int, series: int, ips: float, status: str = "ok") -> Row:
+        return Row(rec={"status": status, "throughput": {"images_per_s": ips}}, run="r", device_name="cpu",
+                   series=f"s{series}")
+
+    few = [row(n, n % 7, 1.0 + n) for n in range(CHART_CELLS)]
+    assert chart_rows(few) == (few, "")  # at the limit: every cell, no note
+    many = [row(n, n % 50, 1.0 + n) for n in range(CHART_CELLS + 200)] + [row(0, 49, 1e9, "error")]
+    chosen, note = chart_rows(many)
+    best = {f"s{s}" for s in range(50 - LEADING_SERIES, 50)}  # the highest cells are in the last series
+    assert {r.series for r in chosen} == best and all(r.ok for r in chosen)
+    assert len(chosen) == sum(r.series in best for r in many if r.ok)
+    assert f"{len(chosen):,} cells of the {LEADING_SERIES} settings" in note and "all-cells table" in note
+    items = list(range(BAR_CELLS + 5))
+    assert _leading(items, "cells") == (items[:BAR_CELLS], f"The best {BAR_CELLS} of {BAR_CELLS + 5} cells are drawn; "
+                                        "the all-cells table has every one.")
+    assert _leading(items[:3], "cells") == (items[:3], "")

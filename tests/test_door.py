@@ -233,3 +233,14 @@ def test_an_ir_cache_that_cannot_be_written_runs_uncached_and_says_so(tmp_path):
     with pytest.warns(UserWarning, match="cannot be written .*ran without caching"):
         entry = backend.ir(ov, loaded, "lm_head", module, example, (1,), "f32", [])
     assert entry.path is None and entry.converted and entry.bin_bytes > 0 and "without caching" in entry.note
+
+
+def test_a_fifo_or_folder_where_an_image_should_be_is_one_line_never_a_wait(tmp_path):
+    from bench import data
+    from bench.errors import UsageError
+
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "dir.png").mkdir()
+    for name, kind in (("fifo.png", r"a FIFO \(named pipe\)"), ("dir.png", "a directory")):
+        with pytest.raises(UsageError, match=f"is {kind}; accepted: a regular file"):
+            data._image_size(tmp_path / name)

@@ -17,8 +17,9 @@ import sys
 import time
 
 import pytest
+from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), independent of bench's code
 
-from bench.backends.transformers.pipeline import STAGES, BatchResult
+from bench.backends.base import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
 from bench.scenarios import ScenarioInput, ServerSettings, get_load_generator
@@ -34,15 +35,16 @@ SAMPLES = [Sample(image_id=i, width=32, height=32) for i in range(8)]
 
 
 class SleepingPipeline:
-    """A model whose every batch takes T of wall time (``time.sleep``)."""
+    """A model whose every batch takes ``seconds`` (T) of wall time (``time.sleep``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = T) -> None:
+        self.seconds = seconds
         self.batch_sizes: list[int] = []
         self.results: list[BatchResult] = []
 
     def run_batch(self, samples: list[Sample]) -> BatchResult:
         start = time.perf_counter()
-        time.sleep(T)
+        time.sleep(self.seconds)
         batch_ms = (time.perf_counter() - start) * 1000.0
         n = len(samples)
         self.batch_sizes.append(n)
@@ -54,10 +56,10 @@ class SleepingPipeline:
 
 
 def scenario_input(tmp_path, batch_size: int, server: ServerSettings | None = None,
-                   policy: RepetitionPolicy | None = None) -> ScenarioInput:
+                   policy: RepetitionPolicy | None = None, seconds: float = T) -> ScenarioInput:
     policy = policy or RepetitionPolicy(warmup=1, min_iterations=5, min_duration_s=0.3, max_iterations=40,
                                         cv_threshold=0.5)
-    return ScenarioInput(SleepingPipeline(), SAMPLES, batch_size, policy, energy_idle_s=0.0, server=server,
+    return ScenarioInput(SleepingPipeline(seconds), SAMPLES, batch_size, policy, energy_idle_s=0.0, server=server,
                          log_dir=tmp_path / "logs")
 
 
@@ -96,7 +98,7 @@ def test_both_generators_give_the_same_percentiles_on_a_service_of_known_time(tm
 @pytest.mark.slow
 def test_the_capacity_search_runs_each_step_under_loadgen_and_takes_its_verdict(tmp_path):
     settings = ServerSettings(qps="auto", max_queue_delay_ms=2.0, latency_bound_ms=2.5 * T * 1000,
-                              min_duration_s=0.5, min_requests=8)
+                              min_duration_s=0.5, final_min_duration_s=2.0, min_requests=8)
     m = get_load_generator("mlperf").measure("server", scenario_input(tmp_path, B, settings))
     curve = m.server["curve"]
     steps = sorted(p.name for p in (tmp_path / "logs").iterdir())
@@ -106,8 +108,33 @@ def test_the_capacity_search_runs_each_step_under_loadgen_and_takes_its_verdict(
         assert step["valid"] == (verdict == "VALID"), (k, step)
         assert step["valid"] or step["invalid_reason"].startswith("LoadGen: ")
     assert m.capacity_qps is not None and m.server["valid"] and m.loadgen["result_validity"] == "VALID"
+    assert m.server["scheduled_qps"] == m.loadgen["scheduled_samples_per_s"]  # what LoadGen offered
+    assert m.server["target_qps"] == m.capacity_qps and curve[-1]["final"]
     assert m.capacity_qps <= 1.2 * CAPACITY  # no more than the fake can serve (a slow machine only lowers it)
     assert m.loadgen["logs"].endswith(f"step-{1 + [s['target_qps'] for s in curve].index(m.capacity_qps):02d}")
+
+
+@needs_loadgen
+@pytest.mark.slow
+def test_a_p90_capacity_search_under_loadgen_lands_on_the_md1_capacity_of_its_own_service_time(tmp_path):
+    """Issue 29's done-when with LoadGen: batch 1 and a constant service D is M/D/1, so the p90 capacity
+    under a bound of 10 D is the M/D/1 one (rho 0.88) computed from the service the final run measured.
+    The final runs last 17 s: as many service times squared over the bound as the default 120 s at the
+    tiny checkpoint's 143 ms (docs/scenarios.md, "Final runs")."""
+    service = 0.020
+    settings = ServerSettings(qps="auto", max_queue_delay_ms=0.0, latency_bound_ms=10 * service * 1000,
+                              latency_percentile=0.9, min_duration_s=1.0, final_min_duration_s=17.0)
+    m = get_load_generator("mlperf").measure("server", scenario_input(tmp_path, 1, settings, seconds=service))
+    [signed] = [s for s in m.server["curve"] if s["final"] and s["valid"] and s["target_qps"] == m.capacity_qps]
+    assert m.server["target_qps"] == m.capacity_qps and m.server["valid"]
+    measured_s = signed["service_ms"] / 1000  # a sleep overshoots on a busy machine: theory from what ran
+    theory = md1_capacity(measured_s, 10 * service, 0.9)
+    late_ms = m.loadgen["issue_delay_ms"]["p99"]
+    ratio = m.capacity_qps / theory
+    if not 0.9 <= ratio <= 1.1 and (late_ms > 0.1 * service * 1000 or measured_s > 1.1 * service):
+        pytest.skip(f"the machine was too busy for a constant service: LoadGen's issue delay p99 {late_ms:.1f} ms, "
+                    f"median service {measured_s * 1000:.1f} ms for {service * 1000:.0f}; capacity/theory {ratio:.2f}")
+    assert 0.9 <= ratio <= 1.1, (m.capacity_qps, theory, m.extra["capacity_search"]["stop"])
 
 
 @needs_loadgen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 import sys
 from html.parser import HTMLParser
@@ -23,6 +24,7 @@ from report_factory import (  # noqa: E402
     HOSTILE_ESCAPED,
     example_image,
     failed_run,
+    gpu_and_cpu_runs,
     make_record,
     random_run,
     single_run,
@@ -73,10 +75,13 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     parser.feed(text)
     charts = text.count('class="plotly-graph-div"')
     assert charts >= 8
-    # plotly.js once, one small script per chart, the table script last, and nothing else
-    assert len(parser.scripts) == 1 + charts + 1
+    # plotly.js once, one small script per chart, the all-cells data block, the table script last, nothing else
+    assert len(parser.scripts) == 1 + charts + 2
     assert "Plotly" in parser.scripts[0] and len(parser.scripts[0]) > 1_000_000
-    assert all(s.strip().startswith("window.PLOTLYENV") for s in parser.scripts[1:-1])
+    assert all(s.strip().startswith("window.PLOTLYENV") for s in parser.scripts[1:-2])
+    cells = json.loads(parser.scripts[-2])["rows"]
+    assert len(cells) == len(store.latest_by_cell(store.read_records(tmp_path / "run")))  # one row per cell
+    assert HOSTILE_ESCAPED in parser.scripts[-2]  # escaped in the block too: drawn as text
     assert "table.sortable" in parser.scripts[-1] and "http" not in parser.scripts[-1]
     assert "<script>alert(1)" not in text
     # the hostile variant name, settings value, error message, env value and example text show as text
@@ -443,3 +448,38 @@ def test_the_comparability_panel_shows_each_runs_load_and_differs_only_when_one_
     busy = host_load([run(0.3), run(2.5), SimpleNamespace(env={})])
     assert busy.differs and busy.suspect == [False, True, False]
     assert busy.values[1].endswith("(busy)") and busy.values[2] == "not recorded"
+
+
+def test_the_all_cells_block_holds_every_cell_once_with_its_sort_keys(tmp_path):
+    import base64
+    import zlib
+
+    from bench.prices import load_prices
+    from bench.report_rows import load_runs
+    from bench.report_table import COLUMNS, COMPRESS_ROWS, headers, script_block, table_data
+
+    runs = load_runs(list(gpu_and_cpu_runs(tmp_path / "runs")), load_prices(None))
+    rows = [r for run in runs for r in run.rows]
+    data = table_data(rows, 100.0, "agreement")
+    assert data["page"] > 0 and len(data["rows"]) == len(rows) == 10
+    names = [c.header for c in COLUMNS]
+    for row, cells in zip(rows, data["rows"], strict=True):
+        assert len(cells) == 1 + len(COLUMNS) and cells[0] == ("unstable" if row.flags else "")
+        p50 = cells[1 + names.index("latency p50 ms")]  # [text, key to 4 significant figures]
+        assert p50[1] == pytest.approx(row.p50, rel=1e-3) if row.p50 is not None else p50 == "–"
+        setting = cells[1 + names.index("setting")]  # bare text, or [text with its flags, the setting]
+        text = html.escape(row.setting) + "".join(
+            f' <span class="status status-unstable flag">⚠ {html.escape(f)}</span>' for f in row.flags)
+        assert setting == (text if not row.flags else [text, row.setting.lower()])
+        assert cells[1 + names.index("cell")][1] == row.rec["cell_id"]  # the key: the whole id, not the text shown
+        timing = cells[1 + names.index("timing")]
+        assert data["titles"][timing[2]].startswith("clock=")  # the full timing, once per distinct text
+    assert len(data["titles"]) < len(rows)
+    # small: JSON with no "<" that could end its script element; large: deflated, the same data
+    block = script_block(data)
+    assert block.type == "application/json" and "<" not in block.text and json.loads(block.text) == data
+    big = {**data, "rows": data["rows"] * (COMPRESS_ROWS // 10 + 1)}
+    packed = script_block(big)
+    assert packed.type == "application/x-deflate-base64" and len(packed.text) < len(json.dumps(big)) / 5
+    assert json.loads(zlib.decompress(base64.b64decode(str(packed.text)))) == big
+    assert [h["text"] for h in headers("agreement")] == names

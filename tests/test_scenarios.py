@@ -118,12 +118,13 @@ def test_capacity_search_finds_the_md1_capacity_for_the_bound(start):
     if start == "ceiling":
         assert len(curve) >= 4 and curve[0]["target_qps"] == pytest.approx(1 / S)  # bracketed from offline
         assert searched["prediction"] is None
-    else:  # from the prediction of the cell's own batch times, then its neighbours: two or three runs
-        assert len(curve) <= 3 and curve[0]["target_qps"] == searched["prediction"]["qps"]
+    else:  # from the prediction of the cell's own batch times, then its neighbours: two or three runs (and
+        short = [s for s in curve if not s["final"]]  # the final run)
+        assert len(short) <= 3 and curve[0]["target_qps"] == searched["prediction"]["qps"]
         assert searched["prediction"]["basis"] == "predicted (queueing model from measured batch times)"
         assert list(searched["prediction"]["batch_sizes"]) == [1]
     valid = [s for s in curve if s["valid"]]
-    assert max(s["target_qps"] for s in valid) == m.capacity_qps
+    assert max(s["target_qps"] for s in valid if s["final"]) == m.capacity_qps  # signed by final runs
     assert all(s["p99"] <= bound_ms for s in valid)
     above = [s["target_qps"] for s in curve if not s["valid"] and s["target_qps"] > m.capacity_qps]
     assert min(above) <= m.capacity_qps * 1.05  # the bracket closed to 5%
@@ -249,8 +250,8 @@ def test_a_bound_within_the_service_times_own_spread_is_unreachable():
 
 
 class _Step:
-    def __init__(self, qps: float, limit: float) -> None:
-        self.target_qps, self.valid = qps, qps <= limit
+    def __init__(self, qps: float, limit: float, final: bool = False) -> None:
+        self.target_qps, self.valid, self.final = qps, qps <= limit, final
         self.latencies_ms, self.latency_bound_ms, self.queued = [1.0], 10.0, 1
         self.kept_up, self.too_short = self.valid, None
 
@@ -283,3 +284,18 @@ def test_the_search_brackets_up_or_down_from_the_ceiling_and_closes_to_5_percent
     assert limit / 1.05 <= found.capacity_qps <= limit
     assert found.stop_reason.startswith("bracket") and len(found.steps) <= capacity.MAX_STEPS
     assert found.representative.target_qps == found.capacity_qps
+
+
+@pytest.mark.parametrize(("short_limit", "final_limit"), [(37.0, 37.0), (37.0, 30.0), (37.0, 15.0)])
+def test_final_runs_sign_the_capacity_or_bring_it_down_to_what_they_pass(short_limit, final_limit):
+    """Short steps pass up to ``short_limit`` (a short run passes a small overload), final runs only up to
+    ``final_limit``: the capacity is what a final run passed, within 5% of its limit."""
+    found = capacity.search(lambda q: _Step(q, short_limit), ceiling_qps=100.0, bound_ms=10.0,
+                            final_at=lambda q: _Step(q, final_limit, final=True))
+    assert final_limit / 1.05 <= found.capacity_qps <= final_limit
+    finals = [s for s in found.steps if s.final]
+    assert finals and found.representative.final and found.representative.target_qps == found.capacity_qps
+    assert len(finals) <= capacity.MAX_FINAL_STEPS
+    assert (len(finals) == 1) == (final_limit == short_limit)  # one final run when the short search held
+    low, high = found.bracket
+    assert low == found.capacity_qps and high <= 1.05 * low

@@ -21,7 +21,7 @@ POLICY = RepetitionPolicy(warmup=2, min_iterations=3, min_duration_s=0.0, max_it
 
 def _capacity(prepare_s: float, workers: int | str) -> tuple[float, dict]:
     settings = ServerSettings(qps="auto", latency_bound_ms=250.0, latency_percentile=0.9, min_duration_s=1.0,
-                              max_queue_delay_ms=20.0, prep_workers=workers)
+                              final_min_duration_s=1.0, max_queue_delay_ms=20.0, prep_workers=workers)
     run = ScenarioInput(SleepPipeline(prepare_s, EXECUTE_S), SAMPLES, BATCH, POLICY, energy_idle_s=0.0,
                         server=settings, prefetch=True)
     m = get_scenario("server").measure(run)

@@ -154,9 +154,10 @@ def test_the_capacity_search_reports_each_step_as_it_ends():
     m = get_scenario("server").measure(run)
     assert lines[0].startswith("capacity search from ") and "offline throughput at batch" in lines[0]
     steps = lines[1:]
-    assert len(steps) == len(m.server["curve"]) > 1
+    assert len(steps) == len(m.server["curve"]) > 1 and m.server["curve"][-1]["final"]
     for line, step in zip(steps, m.server["curve"], strict=True):
-        assert line.startswith(f"{step['target_qps']:.4g} QPS: {step['n_requests']} requests, p90 ")
+        final = " (final run)" if step["final"] else ""
+        assert line.startswith(f"{step['target_qps']:.4g} QPS{final}: {step['n_requests']} requests, p90 ")
         assert line.endswith("; valid") if step["valid"] else f"invalid: {step['invalid_reason']}" in line
 
 

@@ -15,7 +15,12 @@ chosen percentile under the latency bound); an invalid run counts as "too high".
    that fell behind says nothing of the service time (its backlog delays every request, the first ones
    too), so the load is always halved after one;
 3. bisects between the highest valid and the lowest invalid load until they are within
-   ``PRECISION`` (5%) of each other.
+   ``PRECISION`` (5%) of each other;
+4. signs the capacity with *final runs* (``final``: the server's runs of at least
+   ``final_min_duration_s``): a short run near the bound can pass an overload (at p90 with 10 s, an
+   M/D/1 run at the saturation rate passes about half the time), a long one rarely does. If the final run at the highest
+   valid load fails, the load steps down by 1.5x until a final run passes, then bisects between them
+   with final runs to ``PRECISION``; at most ``MAX_FINAL_STEPS`` final runs.
 
 With a predicted capacity (``start_qps``, ``bench.scenarios.predict`` from the cell's own batch times), the
 search starts there instead of at the ceiling, and its first ``NEIGHBOURS`` steps away from it go to the
@@ -25,8 +30,9 @@ goes on by the rules above (steps of 1.5x up, halving down, the same unreachable
 the runs it has.
 
 Every step is a full server run with the same seed (the same random pattern, scaled to each rate),
-kept in ``steps``: the latency-vs-QPS curve. ``capacity_qps`` is the highest valid load, or None;
-``bracket`` is [highest valid, lowest invalid] as the search proved them (either may be None).
+kept in ``steps``: the latency-vs-QPS curve. ``capacity_qps`` is the highest valid load (with final runs:
+the highest load a final run passed), or None; ``bracket`` is [highest valid, lowest invalid] as the
+search proved them (either may be None).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Generic, Protocol, TypeVar
 PRECISION = 0.05  # stop when the invalid load is within 5% above the valid one
 MAX_STEPS = 14  # a bound on the run time; the search says when it stopped here
 STEP_UP = 1.5
+MAX_FINAL_STEPS = 8  # final runs (long) after the short search: the same bound's reasoning
 NEIGHBOURS = 2  # steps of PRECISION away from a predicted start before the search falls back to STEP_UP or halving
 
 
@@ -52,6 +59,7 @@ class Step(Protocol):
     latency_bound_ms: float | None
     queued: int  # requests that waited for a busy model (beyond the batcher's own delay)
     too_short: str | None  # why the run could not be as long as its percentile needs (None: it was)
+    final: bool  # a final run, of the length that signs a capacity
 
 
 StepT = TypeVar("StepT", bound=Step)
@@ -65,15 +73,18 @@ class Search(Generic[StepT]):
 
     @property
     def representative(self) -> StepT:
-        """The run the cell's own figures come from: the one at capacity, else the lightest load tried."""
+        """The run the cell's own figures come from: the one at capacity (a final run when there are any),
+        else the lightest load tried."""
         valid = [s for s in self.steps if s.valid]
+        valid = [s for s in valid if s.final] or valid
         if valid:
             return max(valid, key=lambda s: s.target_qps)
         return min(self.steps, key=lambda s: s.target_qps)
 
     @property
     def bracket(self) -> tuple[float | None, float | None]:
-        """(highest valid load, lowest invalid load above it) of the steps run."""
+        """(highest valid load, lowest invalid load above it) of the steps run (the valid end: the capacity,
+        which final runs signed when there are any; an invalid short run is as invalid as a long one)."""
         lo = self.capacity_qps
         above = [s.target_qps for s in self.steps if not s.valid and (lo is None or s.target_qps > lo)]
         return lo, min(above) if above else None
@@ -86,9 +97,10 @@ def _closed(lo: float, hi: float, precision: float) -> bool:
 
 def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float | None,
            precision: float = PRECISION, max_steps: int = MAX_STEPS, max_qps: float = math.inf,
-           start_qps: float | None = None) -> Search[StepT]:
+           start_qps: float | None = None, final_at: Callable[[float], StepT] | None = None) -> Search[StepT]:
     """Bracket from ``start_qps`` (a prediction; its neighbours first) or else ``ceiling_qps``, then bisect;
-    ``run_at(qps)`` runs and judges one step."""
+    ``run_at(qps)`` runs and judges one step, ``final_at(qps)`` one final run (None: the capacity rests on
+    the steps alone)."""
     if not ceiling_qps > 0:
         raise ValueError(f"the search needs a positive ceiling, got {ceiling_qps!r}")
     if start_qps is not None and not start_qps > 0:
@@ -153,4 +165,41 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
         found.stop_reason = f"step limit {max_steps} reached before the bracket closed to {precision:.0%}"
     else:
         found.stop_reason = f"bracket [{lo:.4g}, {hi:.4g}] QPS within {precision:.0%}"
+    if final_at is not None and lo is not None:
+        _sign(found, final_at, lo, precision)
     return found
+
+
+def _sign(found: Search[StepT], final_at: Callable[[float], StepT], qps: float, precision: float) -> None:
+    """Final runs from the short search's capacity ``qps``: kept if its final run passes; else step down by
+    ``STEP_UP`` until one passes, then bisect between it and the lowest final failure."""
+    lo: float | None = None
+    hi: float | None = None
+    start = len(found.steps)
+
+    def passes(at: float) -> bool:
+        step = final_at(at)
+        found.steps.append(step)
+        return step.valid
+
+    while lo is None and len(found.steps) - start < MAX_FINAL_STEPS:
+        if passes(qps):
+            lo = qps
+        else:
+            hi, qps = qps, qps / STEP_UP
+            if found.steps[-1].too_short:
+                break  # a lighter final run needs longer still
+    while lo is not None and hi is not None and not _closed(lo, hi, precision) \
+            and len(found.steps) - start < MAX_FINAL_STEPS:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    found.capacity_qps = lo
+    runs = len(found.steps) - start
+    if lo is None:
+        found.stop_reason = f"no load passed a final run ({runs} tried, lowest {qps * STEP_UP:.4g} QPS)"
+    elif hi is None:
+        found.stop_reason += f"; signed by a final run at {lo:.4g} QPS"
+    else:
+        closed = "within" if _closed(lo, hi, precision) else "not yet within"
+        found.stop_reason = (f"final runs ({runs}): the short search's capacity failed; bracket [{lo:.4g}, "
+                             f"{hi:.4g}] QPS {closed} {precision:.0%}")

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench import plausibility
-from bench.backends.transformers.pipeline import BatchResult
+from bench.backends.base import BatchResult
 from bench.errors import UsageError
 from bench.measure import summarize
 from bench.prefetch import ScheduledPreparer
@@ -116,6 +116,7 @@ class ServerRun:
     # the rate the load generator's schedule offered, when it is not the target by construction (LoadGen's
     # scheduled samples per second: its schedule is its own)
     offered_qps: float | None = None
+    final: bool = False  # a capacity's final run (``ServerSettings.final_min_duration_s``)
     latencies_ms: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -231,8 +232,9 @@ class ServerRun:
                 "p50": self.percentile(50), "p90": self.percentile(90), "p99": self.percentile(99),
                 "percentile_ms": self.percentile_ms, "ci_lo_ms": ci[0], "ci_hi_ms": ci[1],
                 "overlatency": self.overlatency, "n_requests": self.n_requests,
-                "batch_size_mean": self.batch_size_mean, "service_ms": service_ms, "service_batch_size": service_batch,
-                "valid": self.valid, "invalid_reason": self.invalid_reason}
+                "batch_size_mean": self.batch_size_mean, "service_ms": service_ms,
+                "service_batch_size": service_batch, "final": self.final, "valid": self.valid,
+                "invalid_reason": self.invalid_reason}
 
     def server_field(self, curve: list[dict[str, Any]], bracket: list[float | None] | None = None) -> dict[str, Any]:
         return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
@@ -337,7 +339,7 @@ def _workers(settings: ServerSettings, run: ScenarioInput, warmed: Sequence[Batc
         return 1
     if settings.prep_workers == "auto" and not warmed:
         return max(1, min(run.batch_size, os.cpu_count() or 1))
-    prepare_ms = statistics.median(r.stages_ms["preprocess"] for r in warmed) if warmed else 0.0
+    prepare_ms = statistics.median(r.stages_ms.get("preprocess", 0.0) for r in warmed) if warmed else 0.0
     batch_ms = statistics.median(r.batch_ms for r in warmed) if warmed else 0.0
     return prep_workers(settings, run.batch_size, prepare_ms, batch_ms - prepare_ms * run.batch_size)
 
@@ -442,28 +444,33 @@ class Server:
                      + (f"{predict.Prediction.BASIS}; " if start_qps else "")
                      + f"offline throughput at batch {run.batch_size}: {ceiling:.4g})")
 
-            def step(qps: float) -> ServerRun:
-                served = self.serve(run, qps, first, workers)
+            def step(qps: float, final: bool = False) -> ServerRun:
+                at = dataclasses.replace(run, server=settings.final(qps)) if final else run
+                served = self.serve(at, qps, first, workers)
+                served.final = final
                 verdict = "valid" if served.valid else f"invalid: {served.invalid_reason}"
-                run.note(f"{qps:.4g} QPS: {served.n_requests} requests, p{100 * served.latency_percentile:g} "
-                         f"{served.percentile_ms:.0f} ms; {verdict}")
+                run.note(f"{qps:.4g} QPS{' (final run)' if final else ''}: {served.n_requests} requests, "
+                         f"p{100 * served.latency_percentile:g} {served.percentile_ms:.0f} ms; {verdict}")
                 return served
 
             with Tracking(run.device, run.energy_idle_s) as tracking:
                 found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps,
-                                        start_qps=start_qps)
+                                        start_qps=start_qps, final_at=lambda qps: step(qps, final=True))
             served = found.steps
             main = found.representative
             curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
             extra["capacity_search"] = {
                 "ceiling_qps": ceiling, "precision": capacity.PRECISION, "stop": found.stop_reason,
+                "final_min_duration_s": settings.final_min_duration_s,
                 "seed": settings.seed,
                 "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell",
                 "start": start, "start_qps": found.steps[0].target_qps, "search_s": run.timer.now() - began,
                 "prediction": None if prediction is None else {**dataclasses.asdict(prediction),
                                                                "basis": predict.Prediction.BASIS}}
-            ends = [next((s for s in curve if s["target_qps"] == q and s["valid"] == (i == 0)), None)
-                    for i, q in enumerate(bracket)]
+            signed = any(s["final"] and s["valid"] for s in curve)  # the valid end is then a final run
+            ends = [next((s for s in curve if s["target_qps"] == bracket[0] and s["valid"]
+                          and (s["final"] or not signed)), None),
+                    next((s for s in curve if s["target_qps"] == bracket[1] and not s["valid"]), None)]
             flags = [f for f in (
                 plausibility.capacity_above_offline(capacity_qps, ceiling, "the search's own offline ceiling"),
                 plausibility.curve_not_monotone(curve),

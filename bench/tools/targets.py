@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import selfcheck, store
+from bench.numbers import is_finite
 from bench.paths import write_output
 from bench.scenarios import traits_of
 from bench.uncertainty import judge as record_interval
-from bench.uncertainty import latency_interval
+from bench.uncertainty import percentile_figure
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
 TARGETS_FILE = "targets.json"
@@ -118,7 +119,8 @@ def _single_stream(records, perf) -> Measured:
     if not rows:
         return _none(records, "base", "in the single-stream scenario")
     best = min(rows, key=lambda r: r["latency_ms"]["p50"])
-    low, high = latency_interval(best, "p50") or (None, None)
+    samples = sorted(float(v) for v in best.get("samples_ms") or [] if is_finite(v))
+    low, high = (percentile_figure(samples, 0.5)[1] if samples else None) or (None, None)
     return Measured(best["latency_ms"]["p50"], f"best of {len(rows)}: {_describe(best)}", low, high)
 
 

@@ -12,10 +12,10 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.backends.base import CheckpointRef, LoadedModel, LoadOptions
 from bench.errors import UsageError, choice_error
 from bench.inputs import parse_json
 from bench.paths import staged_dir, write_atomic
@@ -63,39 +63,6 @@ def torch_dtype(name: str):
     return table[name]
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """How the user allows a checkpoint to be loaded (both unsafe options are off by default)."""
-
-    weights: str = "auto"
-    model_path: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    """A resolved source: a local directory with weights, or None for random weights."""
-
-    weights: str  # "pretrained" | "random"
-    checkpoint: str  # what the record shows: a path, a hub id, or "random:<variant>"
-    directory: Path | None
-    config_directory: Path | None = None  # random weights with a user-given architecture
-    note: str = ""
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    processor: Any
-    ref: CheckpointRef
-    params: int
-    weights_bytes: int
-    notes: list[str] = field(default_factory=list)
-    load_s: float | None = None  # resolve + load + model settings, timed by the runner (bench.runner.load_group)
-    backend_info: dict[str, Any] = field(default_factory=dict)  # what the backend adds to the record
-
-
 # ---------------------------------------------------------------------------------------- checks
 
 
@@ -123,6 +90,52 @@ def read_config(directory: Path) -> dict[str, Any]:
         if config.get(key) is not None and not isinstance(config[key], dict):
             raise UsageError(f"{path}: {key} is {json.dumps(config[key])[:40]}; accepted: a JSON object (or absent)")
     return config
+
+
+MAX_SAFETENSORS_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+def check_files(directory: Path) -> None:
+    """The checkpoint's JSON files (processor, tokenizer, generation configs) and safetensors headers, read
+    before any cell runs: a damaged one is one line naming it (exit 2), not an error record in every cell."""
+    for path in sorted(directory.glob("*.json")):
+        try:
+            value = parse_json(path.read_bytes().decode("utf-8"))
+        except (ValueError, OSError) as exc:  # not JSON, not UTF-8, nested too deep; unreadable
+            raise UsageError(f"{path} is not valid JSON ({_reason(exc)}); accepted: the checkpoint's UTF-8 JSON "
+                             "file (re-download or re-make the checkpoint)") from None
+        if path.name.endswith("config.json") and not isinstance(value, dict):
+            raise UsageError(f"{path} holds a JSON {type(value).__name__}; accepted: a JSON object")
+    for path in sorted(directory.glob("*.safetensors")):
+        if why := _safetensors_problem(path):
+            raise UsageError(f"{path} is not a complete safetensors file ({why}); accepted: the checkpoint's "
+                             "weights as written (re-download or re-make the checkpoint)")
+
+
+def _reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:120]
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's header (its size, JSON, tensor offsets), or None."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or not 0 < n <= min(size - 8, MAX_SAFETENSORS_HEADER):
+                return f"a header of {n} bytes in a file of {size}"
+            header = parse_json(fh.read(n).decode("utf-8"))
+    except (ValueError, OSError) as exc:
+        return _reason(exc)
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [e["data_offsets"][1] for k, e in header.items() if k != "__metadata__" and isinstance(e, dict)
+            and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2]
+    if len(ends) != len([k for k in header if k != "__metadata__"]) or not all(isinstance(x, int) for x in ends):
+        return "a tensor entry without data_offsets"
+    if ends and max(ends) > size - 8 - n:
+        return f"its tensors end at byte {max(ends) + 8 + n} of {size}: truncated"
+    return None
 
 
 def is_original_layout(config: dict[str, Any]) -> bool:
@@ -249,7 +262,7 @@ def weights_bytes(model) -> int:
 
 def meta_model(config_json: str):
     """The architecture of a native config on the meta device (no weights, no compute): what FLOPs are
-    counted on (``bench.optimize.vision_flops``)."""
+    counted on (``bench.backends.transformers.settings.vision_flops``)."""
     import torch
     from transformers import Florence2Config
     from transformers.models.florence2.modeling_florence2 import Florence2Model
