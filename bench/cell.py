@@ -37,7 +37,7 @@ class Cell:
     dtype: str
     batch_size: int
     attn: str
-    compile: bool | str  # False, True or "graphs" (bench.optimize.COMPILE_MODES)
+    compile: bool | str  # False, True or "graphs" (bench.backends.transformers.settings.COMPILE_MODES)
     num_beams: int
     cache: str
     channels_last: bool

@@ -95,6 +95,11 @@ class MetricSpec:
     # the quantile of the latency samples the value is (throughput: images at the median latency);
     # None: not a statistic of the samples (memory, accuracy)
     quantile: float | None = None
+    # where a record stores its single value: (table, key), e.g. ("latency_ms", "p50"); every reader of a
+    # gate metric's stored figure (POINT_VALUES, bench.history's check of stored figures) takes it from here.
+    # A gate metric on a stored figure is one MetricSpec with ``stored``: compared, thresholded and judged
+    # in history as a single value per run. None: read otherwise (peak memory, accuracy)
+    stored: tuple[str, str] | None = None
 
     @property
     def se_factor(self) -> float | None:
@@ -120,9 +125,9 @@ class MetricSpec:
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("latency_p50", "ratio", False, 0.10, "ms", quantile=0.5),
-        MetricSpec("latency_p90", "ratio", False, 0.15, "ms", quantile=0.9),
-        MetricSpec("throughput", "ratio", True, 0.10, "img/s", quantile=0.5),
+        MetricSpec("latency_p50", "ratio", False, 0.10, "ms", quantile=0.5, stored=("latency_ms", "p50")),
+        MetricSpec("latency_p90", "ratio", False, 0.15, "ms", quantile=0.9, stored=("latency_ms", "p90")),
+        MetricSpec("throughput", "ratio", True, 0.10, "img/s", quantile=0.5, stored=("throughput", "images_per_s")),
         MetricSpec("peak_memory", "ratio", False, 0.10, "bytes"),
         MetricSpec("accuracy", "delta", True, -1.0, "pt"),
     )
@@ -232,7 +237,8 @@ def resolve_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
 
 
 def threshold_for(metric: str, thresholds: dict[str, float]) -> float:
-    return thresholds.get(metric, thresholds[metric.split(".", 1)[0]])
+    head = metric.split(".", 1)[0]
+    return thresholds.get(metric, thresholds.get(head, METRICS[head].default))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -610,13 +616,26 @@ def _memory_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     return next((k for k in MEMORY_KEYS if _memory(a, k) is not None and _memory(b, k) is not None), None)
 
 
-# Single values of one record, used when there are no samples and for the side of a failed cell.
+def stored_value(record: dict[str, Any], metric: str) -> float | None:
+    """The single value a record stores for a gate metric with ``MetricSpec.stored`` (None: absent or not a
+    finite number)."""
+    table, key = METRICS[metric].stored
+    return finite_number((record.get(table) or {}).get(key))
+
+
+# Single values of one record that are not stored as such (every ``MetricSpec.stored`` one: ``stored_value``),
+# used when there are no samples and for the side of a failed cell.
 POINT_VALUES: dict[str, Callable[[dict[str, Any]], float | None]] = {
-    "latency_p50": lambda r: finite_number((r.get("latency_ms") or {}).get("p50")),
-    "latency_p90": lambda r: finite_number((r.get("latency_ms") or {}).get("p90")),
-    "throughput": lambda r: finite_number((r.get("throughput") or {}).get("images_per_s")),
     "peak_memory": lambda r: next((v for k in MEMORY_KEYS if (v := _memory(r, k)) is not None), None),
 }
+# The gate metrics read from the latency samples (``_latency_rows``); every other one with a stored figure
+# is compared as one value per run, like peak memory (``stored_metrics``).
+LATENCY_METRICS = ("latency_p50", "latency_p90", "throughput")
+
+
+def stored_metrics() -> list[str]:
+    """The gate metrics on a stored figure besides the latency ones, in ``METRICS`` order."""
+    return [m for m, spec in METRICS.items() if spec.stored and m not in LATENCY_METRICS]
 
 
 # The same values recomputed from the raw samples (request latencies), so that they match the
@@ -639,7 +658,7 @@ def point_value(record: dict[str, Any], metric: str) -> float | None:
     samples = samples_of(record)
     if len(samples) and metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record)):
         return FROM_SAMPLES[metric](samples, record)
-    return POINT_VALUES[metric](record)
+    return stored_value(record, metric) if METRICS[metric].stored else POINT_VALUES[metric](record)
 
 
 def _single(
@@ -688,7 +707,7 @@ def _latency_rows(
     """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples
     (``estimate``: ``bootstrap_ratios``' point, low and high of this cell; None when the samples are too
     few, see ``LATENCY_QUANTILES``)."""
-    metrics = ("latency_p50", "latency_p90", "throughput")
+    metrics = LATENCY_METRICS
     closed_loop = _closed_loop(base) and _closed_loop(cur)  # else queueing: throughput is not 1 / latency
     b, c = samples_of(base), samples_of(cur)
     unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
@@ -778,7 +797,7 @@ def compare_records(
     ``compare_dirs``)."""
     row = {"cell_id": base["cell_id"], "label": label}
     statuses = base.get("status", "ok"), cur.get("status", "ok")
-    metrics = ["latency_p50", "latency_p90", "throughput", "peak_memory", *accuracy_metrics(base, cur)]
+    metrics = [*LATENCY_METRICS, "peak_memory", *stored_metrics(), *accuracy_metrics(base, cur)]
     if statuses != ("ok", "ok"):
         error = cur.get("error") if statuses[1] != "ok" else base.get("error")
         note = _join(f"baseline {statuses[0]}, current {statuses[1]}", error or "")

@@ -90,12 +90,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registry entry: how to load a dataset and which task tokens it has references for."""
+    """A registry entry: how to load a dataset and which kinds of reference it holds (its tasks:
+    ``bench.tasks.tasks_of``)."""
 
     name: str
     description: str
     load: Callable[[int | None], list[Sample]]
-    tasks: tuple[str, ...]
+    families: tuple[str, ...]  # of FAMILIES
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,37 +262,9 @@ def fingerprint(samples: list[Sample]) -> str:
     return digest.hexdigest()
 
 
-ALL_TASKS = (
-    "<OCR>",
-    "<OCR_WITH_REGION>",
-    "<CAPTION>",
-    "<DETAILED_CAPTION>",
-    "<MORE_DETAILED_CAPTION>",
-    "<OD>",
-    "<DENSE_REGION_CAPTION>",
-    "<REGION_PROPOSAL>",
-    "<CAPTION_TO_PHRASE_GROUNDING>",
-    "<REFERRING_EXPRESSION_SEGMENTATION>",
-    "<REGION_TO_SEGMENTATION>",
-    "<OPEN_VOCABULARY_DETECTION>",
-    "<REGION_TO_CATEGORY>",
-    "<REGION_TO_DESCRIPTION>",
-    "<REGION_TO_OCR>",
-)
-CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
-INSTANCE_TASKS = (
-    "<OD>",
-    "<DENSE_REGION_CAPTION>",
-    "<REGION_PROPOSAL>",
-    "<OPEN_VOCABULARY_DETECTION>",
-    "<REGION_TO_CATEGORY>",
-    "<REGION_TO_SEGMENTATION>",
-)
-REFERRING_TASKS = (
-    "<CAPTION_TO_PHRASE_GROUNDING>",
-    "<OPEN_VOCABULARY_DETECTION>",
-    "<REFERRING_EXPRESSION_SEGMENTATION>",
-)
+# The kinds of reference a dataset may hold; each task names the families that score it
+# (``bench.tasks.Task.datasets``) and ``bench.tasks.tasks_of`` gives a dataset's tasks from its families.
+FAMILIES = ("captions", "instances", "referring", "ocr", "region_descriptions")
 
 # An object whose description is CROWD is a COCO iscrowd=1 region: detection scoring ignores
 # detections on it (as the official COCOeval does) instead of counting them as false positives.
@@ -462,15 +435,11 @@ def _coco_val2017(limit: int | None) -> list[Sample]:
     return coco_samples(files, root / "val2017", limit)
 
 
-def _coco_json_tasks(path: Path) -> tuple[str, ...]:
+def _coco_json_families(path: Path) -> tuple[str, ...]:
     doc = _read_json(path)
     anns = doc.get("annotations", []) if isinstance(doc, dict) else []
-    tasks: tuple[str, ...] = ()
-    if any("caption" in a for a in anns):
-        tasks += CAPTION_TASKS
-    if any("bbox" in a for a in anns):
-        tasks += INSTANCE_TASKS
-    return tasks
+    return tuple(family for family, key in (("captions", "caption"), ("instances", "bbox"))
+                 if any(key in a for a in anns))
 
 
 def _parse_coco_json(name: str) -> tuple[Path, Path | None, int | None]:
@@ -646,25 +615,25 @@ DATASETS: dict[str, DatasetSpec] = {
         name="synthetic-smoke",
         description=f"{SMOKE_SIZE} generated images of shapes and words, references for every task",
         load=synthetic_smoke,
-        tasks=ALL_TASKS,
+        families=FAMILIES,
     ),
     "coco-val2017": DatasetSpec(
         name="coco-val2017",
         description="COCO 2017 val (5,000 images): captions and instances",
         load=_coco_val2017,
-        tasks=CAPTION_TASKS + INSTANCE_TASKS,
+        families=("captions", "instances"),
     ),
     "coco-karpathy-test": DatasetSpec(
         name="coco-karpathy-test",
         description="COCO captions, Karpathy test split (5,000 val2014 images)",
         load=_coco_karpathy_test,
-        tasks=CAPTION_TASKS,
+        families=("captions",),
     ),
     "textcaps-val": DatasetSpec(
         name="textcaps-val",
         description="TextCaps 0.1 val (3,166 images): captions that read the text",
         load=_textcaps_val,
-        tasks=CAPTION_TASKS,
+        families=("captions",),
     ),
 }
 for _r in _REFER:
@@ -673,7 +642,7 @@ for _r in _REFER:
             name=f"{_r.manifest}-{_split}",
             description=f"{_r.folder} {_split} split: one sample per referring expression",
             load=_r.loader(_split),
-            tasks=REFERRING_TASKS,
+            families=("referring",),
         )
 
 COCO_JSON_PREFIX = "coco-json:"
@@ -693,7 +662,7 @@ def get_dataset(name: str, allow_outside_images: bool = False) -> DatasetSpec:
             name=name,
             description=f"COCO-format annotations from {path}",
             load=lambda limit: coco_samples([path], image_dir, limit, allow_outside_images),
-            tasks=_coco_json_tasks(path),
+            families=_coco_json_families(path),
         )
     base = name.split(":", 1)[0]
     if base not in DATASETS:

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from bench.data import CROWD, Region, Sample, get_dataset, load_samples
-from bench.errors import UsageError, choice_error
+from bench.errors import UsageError
 from bench.inputs import parse_json
 from bench.numbers import finite_number, is_finite
 from bench.paths import write_output
+from bench.tasks import TASKS, get_task, tasks_of
 
 JAVA_ENV = "FLORENCE2_BENCH_JAVA_METRICS"
 IOU_THRESHOLD = 0.5
@@ -714,60 +715,64 @@ def _always(s: Sample) -> bool:
     return True
 
 
-TASK_SCORING: dict[str, TaskScoring] = {
-    "<CAPTION>": TaskScoring(_CAPTION, _score_captions, "text", _has_captions),
-    "<DETAILED_CAPTION>": TaskScoring(_CAPTION, _score_captions, "text", _has_captions),
-    "<MORE_DETAILED_CAPTION>": TaskScoring(_CAPTION, _score_captions, "text", _has_captions),
-    "<REGION_TO_DESCRIPTION>": TaskScoring(
+# How a task's answers are scored, by the name a task gives as its ``scoring`` (bench.tasks.TASKS): several
+# tasks may share one (the three caption tasks, the two box-recall ones).
+SCORINGS: dict[str, TaskScoring] = {
+    "captions": TaskScoring(_CAPTION, _score_captions, "text", _has_captions),
+    "region_description": TaskScoring(
         _CAPTION, _score_region_description, "text", lambda s: bool(s.regions and s.regions[0].description)
     ),
-    "<OCR>": TaskScoring(_OCR, _score_ocr, "text", lambda s: bool(s.ocr_text)),
-    "<REGION_TO_OCR>": TaskScoring(
+    "ocr": TaskScoring(_OCR, _score_ocr, "text", lambda s: bool(s.ocr_text)),
+    "region_ocr": TaskScoring(
         _OCR, _score_region_ocr, "text", lambda s: bool(s.ocr_lines and s.ocr_lines[0].text)
     ),
-    "<OCR_WITH_REGION>": TaskScoring(
+    "ocr_regions": TaskScoring(
         (*_RECALL_PRECISION, "cer"), _score_ocr_regions, "quads", lambda s: bool(s.ocr_lines)
     ),
-    "<OD>": TaskScoring(("map", "ap50", "ap75"), _score_detection, "boxes", _always),
-    "<DENSE_REGION_CAPTION>": TaskScoring(("recall_at_0.5",), _score_box_recall, "boxes", _always),
-    "<REGION_PROPOSAL>": TaskScoring(("recall_at_0.5",), _score_box_recall, "boxes", _always),
-    "<CAPTION_TO_PHRASE_GROUNDING>": TaskScoring(
+    "detection": TaskScoring(("map", "ap50", "ap75"), _score_detection, "boxes", _always),
+    "box_recall": TaskScoring(("recall_at_0.5",), _score_box_recall, "boxes", _always),
+    "grounding": TaskScoring(
         ("acc_at_0.5", "miou"), _score_grounding, "boxes", lambda s: bool(s.grounding_caption and s.phrases)
     ),
-    "<OPEN_VOCABULARY_DETECTION>": TaskScoring(
+    "open_vocabulary": TaskScoring(
         _RECALL_PRECISION, _score_open_vocabulary, "ovd", lambda s: bool(s.objects)
     ),
-    "<REFERRING_EXPRESSION_SEGMENTATION>": TaskScoring(
+    "referring_segmentation": TaskScoring(
         ("miou", "mask_iou"), _score_res, "polygons", lambda s: bool(s.expressions)
     ),
-    "<REGION_TO_SEGMENTATION>": TaskScoring(
+    "region_segmentation": TaskScoring(
         ("miou", "mask_iou"), _score_region_segmentation, "polygons", lambda s: bool(s.regions)
     ),
-    "<REGION_TO_CATEGORY>": TaskScoring(
+    "region_category": TaskScoring(
         ("accuracy",), _score_region_category, "text", lambda s: bool(s.regions and s.regions[0].category)
     ),
 }
-# The metric names each task produces (caption tasks add "meteor" and "spice" where Java allows).
-METRIC_FOR_TASK: dict[str, tuple[str, ...]] = {task: s.metrics for task, s in TASK_SCORING.items()}
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The metric names a task produces, its headline first (caption tasks add "meteor" and "spice" where
+    Java allows)."""
+    return task_scoring(task).metrics
 
 
 def headline_metric(task: str) -> str | None:
-    """The metric a task is judged by (its first), or None for a task without scoring."""
-    scoring = TASK_SCORING.get(task)
-    return scoring.headline if scoring else None
+    """The metric a task is judged by (its first), or None for a task the registry does not have."""
+    return task_scoring(task).headline if task in TASKS else None
 
 
 def usable_samples(task: str, samples: list[Sample]) -> list[Sample]:
     """The samples that carry this task's query and references (e.g. COCO images without objects have
     no <REGION_TO_CATEGORY> query); run and score only these."""
-    usable = _scoring(task).usable
+    usable = task_scoring(task).usable
     return [s for s in samples if usable(s)]
 
 
-def _scoring(task: str) -> TaskScoring:
-    if task not in TASK_SCORING:
-        raise choice_error("task", task, TASK_SCORING)
-    return TASK_SCORING[task]
+def task_scoring(task: str) -> TaskScoring:
+    """How a task of ``bench.tasks.TASKS`` is scored (UsageError for an unknown task; ValueError for a task
+    whose ``scoring`` names none of ``SCORINGS``: a registry entry to fix)."""
+    scoring = get_task(task).scoring
+    if scoring not in SCORINGS:
+        raise ValueError(f"task {task} is scored by {scoring!r}, which bench.metrics.SCORINGS does not have; "
+                         f"accepted: {', '.join(SCORINGS)}")
+    return SCORINGS[scoring]
 
 
 def score(
@@ -778,7 +783,7 @@ def score(
     Caption tasks add METEOR (and SPICE, when its CoreNLP jars are installed) when ``java`` is True, or is
     None and FLORENCE2_BENCH_JAVA_METRICS=1, and a ``java`` executable is on the PATH.
     """
-    scoring = _scoring(task)
+    scoring = task_scoring(task)
     if len(answers) != len(samples):
         raise UsageError(
             f"{len(answers)} answers for {len(samples)} samples ({task}); accepted: one answer per sample"
@@ -830,7 +835,7 @@ def empty_answer(task: str) -> Any:
         "ovd": {"bboxes": [], "bboxes_labels": [], "polygons": [], "polygons_labels": []},
         "polygons": {"polygons": [], "labels": []},
         "quads": {"quad_boxes": [], "labels": []},
-    }[_scoring(task).kind]
+    }[task_scoring(task).kind]
 
 
 _ROW_FORMAT = {
@@ -900,7 +905,7 @@ def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
     Rows of one image are grouped in file order (the order gives <OD> boxes their scores when rows have
     none); images without rows get an empty answer; rows for images outside ``samples`` are ignored.
     """
-    kind = _scoring(task).kind
+    kind = task_scoring(task).kind
     index = _id_index(samples)
     answers: list[Any] = [None] * len(samples)
     ignored = rows = 0
@@ -978,11 +983,11 @@ def score_file(
     java: bool | None = None,
 ) -> dict[str, float]:
     """Score a predictions file made elsewhere against a dataset; optionally write the result as JSON."""
-    _scoring(task)
+    task_scoring(task)
     spec = get_dataset(dataset)
-    if task not in spec.tasks:
+    if task not in tasks_of(spec):
         raise UsageError(
-            f"dataset {dataset!r} has no references for {task}; accepted: {', '.join(spec.tasks)}"
+            f"dataset {dataset!r} has no references for {task}; accepted: {', '.join(tasks_of(spec))}"
         )
     samples = load_samples(dataset)
     answers = load_predictions(Path(predictions), task, samples)

@@ -769,7 +769,7 @@ def build_report(
         "reported": _reported_table(rows),
         "metric_label": metric_label,
         "table": table,
-        "cells_table": report_table.script_json(
+        "cells_table": report_table.script_block(
             report_table.table_data(rows, latency_bound_ms, _agreement_label(rows))),
         "cells_table_headers": report_table.headers(_agreement_label(rows)),
     }

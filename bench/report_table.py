@@ -11,7 +11,11 @@ in short adds its full text, its title. Every cell is one line (the page's CSS c
 
 from __future__ import annotations
 
+import base64
+import html as htmllib
 import json
+import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -184,20 +188,56 @@ COLUMNS = (
 )
 
 
+COMPRESS_ROWS = 1000
+"""Above this many rows the block is deflated and base64-encoded (the page inflates it with the browser's
+own ``DecompressionStream``): 43,000 rows of JSON are about 30 MB, deflated about a tenth."""
+
+
+def _text_key(html: str) -> str | None:
+    """A text cell's sort key as the page derives it: its text without markup, lower case; None when empty."""
+    text = htmllib.unescape(re.sub(r"<[^>]*>", "", html)).strip().lower()
+    return None if text in ("", "–") else text
+
+
+def _compact(cell: Cell, titles: dict[str, int]) -> Any:
+    """A cell as the block stores it: its bare text where the key is the text's own (the page derives it),
+    else [text, key] with a number's key to 4 significant figures, and a title as an index into ``titles``."""
+    text, key = cell[0], cell[1]
+    if isinstance(key, float):
+        key = float(f"{key:.4g}")
+        key = int(key) if key.is_integer() and abs(key) < 2**53 else key
+    if len(cell) > 2:
+        return [text, key, titles.setdefault(cell[2], len(titles))]  # type: ignore[misc]
+    return text if key == _text_key(text) else [text, key]
+
+
 def table_data(rows: list[Row], latency_bound_ms: float | None, agreement_label: str) -> dict[str, Any]:
-    """The all-cells table's block: ``rows`` is one ``[css class, cell, cell, ...]`` per row (``Cell``s in
-    ``COLUMNS`` order; the class marks flagged rows)."""
+    """The all-cells table's block: ``rows`` is one ``[css class, cell, cell, ...]`` per row (``COLUMNS``
+    order, each cell as ``_compact`` stores it; the class marks flagged rows); ``titles`` the distinct
+    titles the cells point at."""
     ctx = Context(latency_bound_ms, agreement_label)
-    return {
-        "page": PAGE_ROWS,
-        "rows": [["unstable" if r.flags else "", *(list(c.cell(r, ctx)) for c in COLUMNS)] for r in rows],
-    }
+    titles: dict[str, int] = {}
+    body = [["unstable" if r.flags else "", *(_compact(c.cell(r, ctx), titles) for c in COLUMNS)] for r in rows]
+    return {"page": PAGE_ROWS, "titles": list(titles), "rows": body}
 
 
-def script_json(data: Any) -> Markup:
-    """``data`` as compact JSON that is safe inside a ``<script>`` element: every "<" is written "\\u003c",
-    so nothing in it can end the element or open a comment."""
-    return Markup(json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c"))
+@dataclass(frozen=True)
+class Block:
+    """The block as the page embeds it: its script type and its text."""
+
+    type: str
+    text: Markup
+
+
+def script_block(data: dict[str, Any]) -> Block:
+    """``data`` as compact JSON that is safe inside a ``<script>`` element (every "<" written "\\u003c", so
+    nothing in it can end the element or open a comment); above ``COMPRESS_ROWS`` rows deflated and
+    base64-encoded, which holds no "<" at all."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if len(data["rows"]) > COMPRESS_ROWS:
+        packed = base64.b64encode(zlib.compress(text.encode(), 6)).decode()
+        return Block("application/x-deflate-base64", Markup(packed))
+    return Block("application/json", Markup(text.replace("<", "\\u003c")))
 
 
 def headers(agreement_label: str) -> list[dict[str, str]]:

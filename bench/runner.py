@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import host, plausibility, store
+from bench.backends.base import Backend, LoadedModel, LoadOptions, generation_settings
 from bench.backends.registry import get_backend
-from bench.backends.transformers.checkpoints import LoadedModel, LoadOptions, resolve
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
 from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
 from bench.paths import inside, make_dir, write_atomic
-from bench.tasks import get_task
+from bench.tasks import get_task, tasks_of
 from bench.variants import get_variant
 
 COLD_BASIS = ("load_s: resolve + load + model settings of the model this cell shares with its group; "
@@ -57,15 +57,21 @@ class RunConfig(Protocol):
 
     def load_options(self) -> LoadOptions: ...
 
+    def backend_for(self, name: str) -> Backend: ...
+
+
+def backend_for(config: RunConfig | None, name: str) -> Backend:
+    """The backend ``name`` with the run's settings for it (none without a run: the registry's own)."""
+    return get_backend(name) if config is None else config.backend_for(name)
+
 
 # ------------------------------------------------------------------------------------ support
 
 
-def unsupported_reason(cell: Cell) -> str | None:
-    """Why a valid cell cannot run on this machine (it becomes a ``skipped`` record), or None."""
+def unsupported_reason(cell: Cell, backend: Backend) -> str | None:
+    """Why a valid cell cannot run on this machine with ``backend`` (a ``skipped`` record), or None."""
     import torch
 
-    backend = get_backend(cell.backend)
     if reason := backend.unavailable_reason():  # not installed: nothing else about the cell matters
         return reason
     kind = device_kind(cell.device)
@@ -225,10 +231,11 @@ class Progress:
             self.bar.close()
 
 
-def groups(cells: Iterable[Cell]) -> list[list[Cell]]:
+def groups(cells: Iterable[Cell], config: RunConfig | None = None) -> list[list[Cell]]:
     """Adjacent cells sharing a model load, in order (what the load depends on: the cell's group and
-    whatever its backend fixes when it loads)."""
-    return [list(g) for _, g in itertools.groupby(cells, key=lambda c: (c.group, get_backend(c.backend).load_key(c)))]
+    whatever its backend, with the run's settings, fixes when it loads)."""
+    return [list(g) for _, g in itertools.groupby(
+        cells, key=lambda c: (c.group, backend_for(config, c.backend).load_key(c)))]
 
 
 def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = False,
@@ -248,10 +255,10 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
         progress.done(cell, record)
 
     try:
-        for group in groups(cells):
+        for group in groups(cells, config):
             runnable = []
             for cell in group:
-                reason = unsupported_reason(cell) or (gate(cell) if gate else None)
+                reason = unsupported_reason(cell, config.backend_for(cell.backend)) or (gate(cell) if gate else None)
                 if reason:
                     emit(cell, marked_record(cell, "skipped", reason))
                 else:
@@ -307,10 +314,10 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ref = resolve(variant, config.load_options())
+        ref = config.backend_for(cell.backend).resolve(variant, config.load_options())
     for w in caught:
         print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
-    loaded = get_backend(cell.backend).load(variant, ref, cell, config.load_options())
+    loaded = config.backend_for(cell.backend).load(variant, ref, cell, config.load_options())
     loaded.load_s = time.perf_counter() - started
     return loaded
 
@@ -318,10 +325,9 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
 def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
              note: Callable[[str], None] = lambda line: None) -> store.Record:
     """Measure one cell with an already-loaded model and build its record; ``note`` gets progress lines."""
-    from bench.backends.transformers.pipeline import generation_settings
+    from bench.backends.transformers.preprocess import device_unsupported_reason
     from bench.metrics import usable_samples
     from bench.optimize import matmul_reference, reference_dtype, roofline_for
-    from bench.preprocess import device_unsupported_reason
     from bench.scenarios import ScenarioInput, get_load_generator, get_scenario
     from bench.scenarios.base import TIME_PER_IMAGE_BASIS
     from bench.schema import STAGES_BASIS
@@ -334,20 +340,24 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
         raise CellSkipped(reason)
     generation = generation_settings(task, loaded.ref.weights, cell.num_beams, cell.max_new_tokens, cell.cache)
     clock = clock_for(cell.device)
-    backend = get_backend(cell.backend)
+    backend = config.backend_for(cell.backend)
     pipeline = backend.pipeline(loaded, task, generation, device=cell.device, dtype=cell.dtype, clock=clock,
                                 preprocess=cell.preprocess, prefetch=cell.prefetch)
     policy = config.policy(cell.device)
     started = time.time()
     reference_in = reference_dtype(cell.dtype, cell.quant)
-    before = matmul_reference(cell.device, reference_in)  # the roofline's reference, just before the cell
+    flops = backend.vision_flops(loaded)  # no roofline (nor its reference products) where it counts none
+    before = matmul_reference(cell.device, reference_in) if flops is not None else 0.0  # just before the cell
     log_dir = out / LOADGEN_LOGS / cell.cell_id  # a generator's own logs (LoadGen's), one folder per cell
     inside(out, f"{LOADGEN_LOGS}/{cell.cell_id}", "load generator log folder")  # a link there never leads outside
     m = get_load_generator(cell.load_generator).measure(cell.scenario, ScenarioInput(
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
         energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir,
         note=note))
-    after = matmul_reference(cell.device, reference_in)  # and just after it
+    if set(m.stages_ms) != set(backend.stages):  # a record holds what its backend declares it times
+        raise RuntimeError(f"backend {backend.name} timed stages {', '.join(m.stages_ms) or 'none'}; it declares "
+                           f"{', '.join(backend.stages)}")
+    after = matmul_reference(cell.device, reference_in) if flops is not None else 0.0  # and just after it
     record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
     record.max_new_tokens = generation.max_new_tokens
     record.params = loaded.params
@@ -372,7 +382,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
         "latency": m.latency_basis, "time_per_image": TIME_PER_IMAGE_BASIS, "stages_basis": STAGES_BASIS,
         "generation": "forced exact token count (random weights)" if generation.forced else "natural end (EOS)",
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "image_processor": type(loaded.processor.image_processor).__name__,
+        "image_processor": backend.processor_name(loaded),
         "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
                        "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
         "prefetch": get_scenario(cell.scenario).traits.prefetch if cell.prefetch else None,
@@ -392,7 +402,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
     record.extra["reported_source"] = variant.reported_source
     record.extra["reported_benchmark"] = _benchmark(cell)
     record.extra["texts"] = {str(k): v for k, v in m.texts.items()}
-    record.extra["roofline"], flags = roofline_for(loaded.model, m.stages_ms.get("vision"), cell.device, cell.dtype,
+    record.extra["roofline"], flags = roofline_for(flops, m.stages_ms.get("vision"), cell.device, cell.dtype,
                                                    cell.quant, (before, after))
     record.flags.extend(flags)
     record.extra["resolution_note"] = loaded.ref.note
@@ -422,8 +432,7 @@ def _accuracy(cell: Cell, loaded: LoadedModel, samples, answers: dict[int, Any])
     """Scores with pretrained weights only: random weights' answers are meaningless."""
     if loaded.ref.weights != "pretrained":
         return None
-    spec = get_dataset(cell.dataset)
-    if cell.task not in spec.tasks:
+    if cell.task not in tasks_of(get_dataset(cell.dataset)):
         return None
     from bench.metrics import score
 

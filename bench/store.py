@@ -55,7 +55,7 @@ class Record:
     dtype: str
     batch_size: int
     attn: str
-    compile: bool | str  # False, True or "graphs" (bench.optimize.COMPILE_MODES)
+    compile: bool | str  # False, True or "graphs" (bench.backends.transformers.settings.COMPILE_MODES)
     num_beams: int
     max_new_tokens: int
     status: str = "ok"

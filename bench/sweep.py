@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import host, inputs, store
+from bench.backends.base import Backend, LoadOptions
 from bench.backends.registry import BACKENDS, DEFAULT_BACKEND, get_backend
-from bench.backends.transformers.checkpoints import WEIGHTS_MODES, LoadOptions, check_files, read_config
+from bench.backends.transformers.checkpoints import WEIGHTS_MODES, check_files, read_config
+from bench.backends.transformers.settings import parse_compile
 from bench.cell import Cell
 from bench.data import get_dataset, load_samples
 from bench.errors import UsageError, choice_error
 from bench.executors import ExecutorOptions, get_executor
-from bench.measure import RepetitionPolicy, device_kind
-from bench.optimize import parse_compile
+from bench.measure import DEVICE_KINDS, RepetitionPolicy, device_kind
 from bench.paths import refuse_link
 from bench.runner import LOADGEN_LOGS
 from bench.scenarios import (
@@ -60,7 +61,7 @@ BACKEND_AXES = {"dtype": ("dtypes", "dtype"), "attn": ("attn", "attention implem
                 "compile_vision": ("compile_vision", "compile_vision"),
                 "channels_last": ("channels_last", "channels_last"), "preprocess": ("preprocess", "preprocess")}
 # TOML tables kept as settings dicts (every other table is flattened into the sweep's fields)
-SECTIONS = ("repetition", "server")
+SECTIONS = ("repetition", "server", "backend")
 
 
 def _parse_bool(axis: str, value: str) -> bool:
@@ -106,6 +107,7 @@ class SweepConfig:
     allow_outside_images: bool = False  # coco-json images may lie outside the image folder (--allow-outside-images)
     repetition: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)  # [server]: ServerSettings fields
+    backend: dict[str, dict[str, Any]] = field(default_factory=dict)  # [backend.NAME]: that backend's settings
     energy_idle_s: float = 1.0
     examples: int = 2
 
@@ -121,6 +123,10 @@ class SweepConfig:
 
     def server_settings(self) -> ServerSettings:
         return ServerSettings.from_dict(self.server)
+
+    def backend_for(self, name: str) -> Backend:
+        """The backend ``name`` with this sweep's settings for it (``[backend.NAME]``)."""
+        return get_backend(name).configure(self.backend.get(name, {}))
 
 
 def load_sweep(name_or_path: str) -> SweepConfig:
@@ -189,6 +195,8 @@ def validate(config: SweepConfig) -> None:
         if value not in LOAD_GENERATORS:
             raise choice_error("load generator", value, LOAD_GENERATORS)
     validate_backend_axes(config)
+    for name in config.backend:  # a table for a backend the sweep does not run is kept, checked all the same
+        config.backend_for(name)
     for device in config.devices:
         device_kind(device)
     for value in config.threads:
@@ -196,8 +204,6 @@ def validate(config: SweepConfig) -> None:
     if over := host.oversubscribed(config.threads, host.usable_cores()):
         warnings.warn(f"threads {', '.join(map(str, over))} > the {host.usable_cores()} usable cores: the cells "
                       "oversubscribe the CPU (allowed, to measure it; expect slower, noisier figures)", stacklevel=2)
-    if config.quant == ["int8-dynamic"] and all(device_kind(d) != "cpu" for d in config.devices):
-        raise UsageError("quant 'int8-dynamic' runs on CPU only and no device is cpu; accepted devices: cpu")
     for device in config.devices:
         config.policy(device)
     validate_scenarios(config)
@@ -209,9 +215,11 @@ def validate(config: SweepConfig) -> None:
 
 
 def validate_backend_axes(config: SweepConfig) -> None:
-    """Known backends, and each axis value one of them runs (the accepted values are the backends')."""
+    """Known backends, and each axis value one of them runs (the accepted values are the backends'), on
+    one of the sweep's devices (a value a backend runs on some of them only gives skipped cells elsewhere)."""
     backends = [get_backend(name) for name in config.backends]
     others = [b for name, b in BACKENDS.items() if name not in config.backends]
+    kinds = list(dict.fromkeys(device_kind(d) for d in config.devices))
     for axis, (sweep_axis, kind) in BACKEND_AXES.items():
         for value in getattr(config, sweep_axis):
             if not any(b.accepts(axis, value) for b in backends):
@@ -221,6 +229,10 @@ def validate_backend_axes(config: SweepConfig) -> None:
                 if elsewhere:
                     error = UsageError(f"{error}; backend {', '.join(elsewhere)} runs it (--backends)")
                 raise error
+            if not any(b.accepts(axis, value, k) for b in backends for k in kinds):
+                where = [k for k in DEVICE_KINDS if any(b.accepts(axis, value, k) for b in backends)]
+                raise UsageError(f"{kind} {value!r} runs on no device of the sweep ({', '.join(config.devices)}); "
+                                 f"accepted devices: {', '.join(where)}")
 
 
 def validate_scenarios(config: SweepConfig) -> None:
@@ -275,8 +287,6 @@ def expand(config: SweepConfig) -> list[Cell]:
                                        config.cache, config.threads, config.load_generator):
             (backend, variant, device, dtype, attn, quant, channels_last, compile_, compile_vision, task, preprocess,
              prefetch, bs, beams, cache, threads, load_generator) = combo
-            if quant != "none" and device_kind(device) != "cpu":
-                continue  # int8 is a CPU-only path; the combination is not a cell
             values = {"dtype": dtype, "attn": attn, "cache": cache, "quant": quant, "compile": compile_,
                       "compile_vision": compile_vision, "channels_last": channels_last, "preprocess": preprocess}
             if not all(get_backend(backend).accepts(axis, value) for axis, value in values.items()):

@@ -6,7 +6,7 @@
 # Steps, each under `timeout`, all output tee'd into OUT_DIR/gpu-verify.log (exit codes in steps.txt):
 #   install  wheels from .whl/ (prepared with shared/offline-wheels.sh) into /tmp/site, if there are any
 #   env      GPU, driver and library versions
-#   pixels   python -m bench.preprocess: device pixels vs the reference CLIP processor, host vs device time
+#   pixels   python -m bench.backends.transformers.preprocess: device pixels vs the reference CLIP processor, host vs device time
 #   check    python -m bench.tools.gpucheck RUN --targets: the target cells, then plausibility cells, budgeted
 #   perf     python -m bench.tools.perf --device cuda --budget-s 90 --out RUN: the snippet vs the harness
 #   targets  python -m bench.tools.targets RUN: every target measured, met or not (targets.json)
@@ -116,7 +116,7 @@ else
   SERVER_ARGS=()
 fi
 
-step pixels 45 "$PY" -m bench.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
+step pixels 45 "$PY" -m bench.backends.transformers.preprocess --device "$DEVICE" "${PIXEL_ARGS[@]}"
 step check "$CHECK_LIMIT" "$PY" -m bench.tools.gpucheck "$RUN" --device "$DEVICE" --targets "${CHECK_BUDGET_ARGS[@]}" \
   "${CHECK_ARGS[@]}"
 step perf "$PERF_LIMIT" "$PY" -m bench.tools.perf --device "$DEVICE" --budget-s "$PERF_BUDGET" --out "$RUN" "${PERF_ARGS[@]}"

@@ -39,7 +39,8 @@ def pretrained_tiny_checkpoint(tiny_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_checkpoint):
     """The tiny checkpoint loaded through the same code path as real checkpoints."""
-    from bench.backends.transformers.checkpoints import LoadOptions, load, resolve
+    from bench.backends.base import LoadOptions
+    from bench.backends.transformers.checkpoints import load, resolve
     from bench.variants import get_variant
 
     variant = get_variant("base")

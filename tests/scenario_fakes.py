@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from bench.backends.transformers.pipeline import STAGES, BatchResult, Prepared
+from bench.backends.base import STAGES, BatchResult, Prepared
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
 from bench.scenarios import ScenarioInput, ServerSettings

@@ -12,8 +12,9 @@ import pytest
 from sweep_helpers import write_sweep
 
 from bench import store
+from bench.backends.base import CheckpointRef, LoadedModel
 from bench.backends.openvino.backend import OpenVINOBackend
-from bench.backends.openvino.config import INSTALL_HINT, OpenVINOSettings
+from bench.backends.openvino.config import INSTALL_HINT, OpenVINOSettings, default_cache_dir
 from bench.backends.registry import BACKENDS, get_backend
 from bench.cell import Cell
 from bench.errors import UsageError
@@ -78,6 +79,64 @@ def test_a_cell_is_made_only_where_its_backend_runs_the_value():
         "backend openvino does not run compile True; accepted: false")
 
 
+def test_a_quant_off_the_cpu_is_a_skipped_cell_and_a_sweep_with_no_device_for_it_is_refused():
+    # which quant runs on which device is the backend's (device_axes), never a rule of the sweep
+    cells = expand(SweepConfig(devices=["cpu", "cuda"], quant=["none", "int8-dynamic"], limit=1))
+    assert sorted((c.device, c.quant) for c in cells) == [("cpu", "int8-dynamic"), ("cpu", "none"),
+                                                          ("cuda", "int8-dynamic"), ("cuda", "none")]
+    transformers = get_backend("transformers")
+    assert transformers.unsupported_reason(_cell(device="cuda", quant="int8-dynamic")) == (
+        "backend transformers does not run quant 'int8-dynamic' on cuda; accepted there: none")
+    assert transformers.unsupported_reason(_cell(quant="int8-dynamic")) is None
+    with pytest.raises(UsageError, match=r"^quantisation 'int8-dynamic' runs on no device of the sweep \(cuda:0\); "
+                                         r"accepted devices: cpu$"):
+        validate(SweepConfig(devices=["cuda:0"], quant=["int8-dynamic"], limit=1))
+
+
+def test_backend_settings_come_from_the_sweep_file_and_the_run_flags(tmp_path, capsys):
+    from bench import cli
+    from bench.sweep import load_sweep
+
+    path = tmp_path / "s.toml"
+    path.write_text('backends = ["transformers", "openvino"]\n[backend.openvino]\nstreams = 2\ncache_dir = "~/ir"\n')
+    config = load_sweep(str(path))
+    assert config.backend == {"openvino": {"streams": 2, "cache_dir": "~/ir"}}
+    configured = config.backend_for("openvino")
+    assert configured.settings == OpenVINOSettings(cache_dir=Path("~/ir").expanduser(), streams=2)
+    assert get_backend("openvino").settings == OpenVINOSettings()  # the registry's own is left alone
+    assert configured.load_key(_cell(backend="openvino", threads=2, batch_size=4)) == (2, 2)
+    assert config.backend_for("transformers") is get_backend("transformers")
+    # each bad value is one line naming it and what is accepted, exit 2, before anything runs
+    for table, line in (
+            ("[backend.openvino]\nstreams = 0", "bad [backend.openvino] streams 0; accepted: an integer from 1 to 1024"),
+            ("[backend.openvino]\nstreams = true",
+             "bad [backend.openvino] streams True; accepted: an integer from 1 to 1024"),
+            ("[backend.openvino]\ncache_dir = 3", "bad [backend.openvino] cache_dir 3; accepted: a folder path"),
+            ("[backend.openvino]\nstream = 2",
+             "unknown [backend.openvino] setting(s) ['stream']; accepted: cache_dir, threads, streams"),
+            ("[backend.transformers]\nstreams = 2", "backend transformers has no settings ([backend.transformers] "
+                                                    "streams); accepted: no table")):
+        path.write_text(f"limit = 1\n{table}\n")
+        with pytest.raises(UsageError) as caught:
+            validate(load_sweep(str(path)))
+        assert str(caught.value) == line
+    path.write_text("limit = 1\n")
+    assert cli.main(["run", "--sweep", str(path), "--backends", "openvino", "--openvino-streams", "x"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "bad [backend.openvino] streams 'x'; accepted: an integer from 1 to 1024")
+    assert cli.main(["run", "--sweep", str(path), "--openvino-streams", "2"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--openvino-streams applies to backend openvino, which this run has not; accepted: add openvino to --backends")
+
+
+def test_the_openvino_record_says_which_settings_it_ran_with():
+    backend = OpenVINOBackend().configure({"threads": "2", "streams": 1})
+    loaded = LoadedModel(None, None, CheckpointRef("random", "random:base", None), 0, 0,
+                         backend_info={"threads": 2, "streams": 1})
+    assert backend.record_extra(loaded) == {"threads": 2, "streams": 1, "settings": {
+        "cache_dir": str(default_cache_dir()), "threads": 2, "streams": 1}}
+
+
 # ------------------------------------------------------------------------------------- import rule
 
 
@@ -138,10 +197,11 @@ def ov_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("openvino-ir")
 
 
-def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_cache, tmp_path, monkeypatch):
+def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_cache, tmp_path):
     pytest.importorskip("openvino")
-    monkeypatch.setitem(BACKENDS, "openvino", OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache)))
     sweep = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=list(TASKS), backends=["transformers", "openvino"])
+    # the backend's settings from the sweep file, as a user sets them
+    sweep.write_text(sweep.read_text() + f"[backend.openvino]\ncache_dir = {json.dumps(str(ov_cache))}\nstreams = 1\n")
     from bench.sweep import load_sweep
 
     config = dataclasses.replace(load_sweep(str(sweep)), limit=1,
@@ -156,6 +216,7 @@ def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_c
     assert [p["part"] for p in info["converted_parts"]] == ["vision_tower", "multi_modal_projector", "encoder",
                                                              "decoder_first", "decoder_step", "lm_head"]
     assert info["pytorch_parts"] == ["embed_tokens"] and info["inference_precision"] == "f32"
+    assert info["settings"] == {"cache_dir": str(ov_cache), "threads": None, "streams": 1} and info["streams"] == 1
     assert all(Path(p["ir"]).resolve().is_relative_to(ov_cache.resolve()) for p in info["converted_parts"])
     assert all(r["stages_ms"]["vision"] > 0 for r in ov)  # the hooks still time the converted parts
     agreement = agreement_with_fp32(records)
@@ -165,7 +226,8 @@ def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_c
 
 def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_checkpoint, ov_cache):
     pytest.importorskip("openvino")
-    from bench.backends.transformers.checkpoints import LoadOptions, resolve
+    from bench.backends.base import LoadOptions
+    from bench.backends.transformers.checkpoints import resolve
     from bench.variants import get_variant
 
     backend = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache))
@@ -246,8 +308,9 @@ def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkp
     pytest.importorskip("openvino")
     import torch
 
+    from bench.backends.base import LoadOptions
     from bench.backends.openvino.runtime import OVDecoder
-    from bench.backends.transformers.checkpoints import LoadOptions, resolve
+    from bench.backends.transformers.checkpoints import resolve
     from bench.data import synthetic_smoke
     from bench.variants import get_variant
 
@@ -286,8 +349,8 @@ def test_bf16_without_native_support_is_skipped_on_either_backend(monkeypatch):
 
     monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx2"})
     for backend in ("transformers", "openvino"):
-        reason = runner.unsupported_reason(_cell(backend=backend, dtype="bf16"))
+        reason = runner.unsupported_reason(_cell(backend=backend, dtype="bf16"), get_backend(backend))
         assert reason is not None and "no native bf16" in reason
     monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx512_bf16"})
     pytest.importorskip("openvino")
-    assert runner.unsupported_reason(_cell(backend="openvino", dtype="bf16")) is None
+    assert runner.unsupported_reason(_cell(backend="openvino", dtype="bf16"), get_backend("openvino")) is None

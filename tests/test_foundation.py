@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import Florence2Config, Florence2ForConditionalGeneration
 
+from bench.backends.base import GenerationSettings, LoadOptions, generation_settings
 from bench.backends.transformers import checkpoints
-from bench.backends.transformers.checkpoints import LoadOptions, convert_original_config, resolve
-from bench.backends.transformers.pipeline import GenerationSettings, Pipeline, generation_settings
+from bench.backends.transformers.checkpoints import convert_original_config, resolve
+from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.data import synthetic_smoke
 from bench.errors import UsageError
 from bench.measure import CpuClock
@@ -163,7 +164,7 @@ OUTPUT_CHECKS = {
 def test_every_task_runs_end_to_end_on_the_tiny_checkpoint(tiny_loaded, token):
     task = TASKS[token]
     samples = synthetic_smoke(2)
-    pipeline = Pipeline(tiny_loaded, task, GenerationSettings(num_beams=1, max_new_tokens=6, forced=True),
+    pipeline = TransformersPipeline(tiny_loaded, task, GenerationSettings(num_beams=1, max_new_tokens=6, forced=True),
                         device="cpu", dtype="fp32", clock=CpuClock())
     result = pipeline.run_batch(samples)
     assert len(result.answers) == len(result.texts) == 2

@@ -689,3 +689,16 @@ def test_trend_y_axis_is_logarithmic_where_values_span_more_than_30x(tmp_path):
     assert axes["<CAPTION> · latency_p50"] == axes["<CAPTION> · throughput"] == "log"
     assert axes["<OD> · latency_p50"] == axes["<CAPTION> · peak_memory"] == "linear"
     assert f"logarithmic where its values span more than {LOG_SPAN:g}×" in page
+
+
+def test_a_loaded_history_holds_only_what_its_commands_read(tmp_path):
+    entries = synth.history(8, seed=3)
+    for entry in entries:
+        for record in entry.records:
+            record["extra"] = {**(record.get("extra") or {}), "texts": {"1": "x" * 1000}}
+    loaded = load(synth.write(entries, tmp_path / "h"))
+    kept = loaded[0].records[0]
+    assert "timing" not in kept and "stages_ms" not in kept and "texts" not in kept.get("extra", {})
+    assert {"samples_ms", "latency_ms", "throughput", "memory", "status", "task"} <= set(kept)
+    # and the verdicts are those of the whole records
+    assert check(loaded).rows == check(entries).rows and steps(loaded) == steps(entries)

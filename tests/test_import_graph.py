@@ -116,3 +116,28 @@ def test_commands_sit_above_the_flow_and_tools_beside_it():
             assert not {t for t in targets if t.startswith("bench.tools.")}, name
         if name != "bench.cli" and name != "bench.commands" and not name.startswith("bench.commands."):
             assert not {t for t in targets if t == "bench.commands" or t.startswith("bench.commands.")}, name
+
+
+def two_way_pairs(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(module, package) pairs that import each other: the module imports a module of the package (itself
+    or below it) and one of those imports the module back. Acyclic modules can still tangle two layers
+    this way (the transformers backend's speed settings once sat in the root and imported it back)."""
+    packages = {name for name in graph if (BENCH.parent / name.replace(".", "/") / "__init__.py").exists()}
+    pairs = set()
+    for package in packages - {"bench"}:
+        inside = {m for m in graph if m == package or m.startswith(package + ".")}
+        for module in set(graph) - inside:
+            if module != "bench" and graph[module] & inside and any(module in graph[m] for m in inside):
+                pairs.add((module, package))
+    return pairs
+
+
+def test_no_module_and_package_import_each_other():
+    assert two_way_pairs(import_graph()) == set()
+
+
+def test_the_pair_finder_finds_a_module_and_a_package_importing_each_other():
+    graph = import_graph()
+    graph["bench.backends.transformers.backend"] = graph["bench.backends.transformers.backend"] | {"bench.optimize"}
+    graph["bench.optimize"] = graph["bench.optimize"] | {"bench.backends.transformers.checkpoints"}
+    assert ("bench.optimize", "bench.backends.transformers") in two_way_pairs(graph)

@@ -19,7 +19,7 @@ import time
 import pytest
 from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), independent of bench's code
 
-from bench.backends.transformers.pipeline import STAGES, BatchResult
+from bench.backends.base import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
 from bench.scenarios import ScenarioInput, ServerSettings, get_load_generator

@@ -6,14 +6,15 @@ import pytest
 from test_compare import record, write_run
 
 from bench.compare import compare_dirs
-from bench.metrics import METRICS, TASK_SCORING, TaskScoring, headline_metric
+from bench.metrics import METRICS, SCORINGS, TaskScoring, headline_metric, task_scoring
+from bench.tasks import TASKS
 
 
 def test_every_metric_a_task_produces_is_registered_and_headlines_are_its_first():
-    produced = {name for scoring in TASK_SCORING.values() for name in scoring.metrics} | {"meteor", "spice"}
+    produced = {name for scoring in SCORINGS.values() for name in scoring.metrics} | {"meteor", "spice"}
     assert produced <= set(METRICS)
-    for task, scoring in TASK_SCORING.items():
-        assert headline_metric(task) == scoring.metrics[0]
+    for task in TASKS:
+        assert headline_metric(task) == task_scoring(task).metrics[0]
     assert headline_metric("<OD>") == "map" and headline_metric("<OCR>") == "cer"
     assert headline_metric("<NOT_A_TASK>") is None
     lower = {name for name, m in METRICS.items() if not m.higher_is_better}

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from bench import metrics
-from bench.data import ALL_TASKS, CROWD, DATASETS, Region, Sample, synthetic_smoke
+from bench.data import CROWD, DATASETS, Region, Sample, synthetic_smoke
 from bench.errors import UsageError
+from bench.tasks import TASKS, tasks_of
 
 approx = pytest.approx
 
@@ -260,11 +261,11 @@ def test_region_to_category_accuracy():
 
 
 def test_every_task_has_metrics_and_perfect_smoke_answers_score_the_maximum():
-    assert set(metrics.METRIC_FOR_TASK) == set(ALL_TASKS)
+    assert tasks_of(DATASETS["synthetic-smoke"]) == tuple(TASKS)  # the smoke set holds every family
     samples = synthetic_smoke(4)
-    for task in ALL_TASKS:
+    for task in TASKS:
         got = metrics.score(task, samples, [_perfect(task, s) for s in samples], java=False)
-        assert tuple(got) == metrics.METRIC_FOR_TASK[task], task
+        assert tuple(got) == metrics.task_metrics(task), task
         assert all(isinstance(v, float) and math.isfinite(v) for v in got.values())
         for name, value in got.items():
             if name in ("cer", "wer"):
@@ -346,8 +347,8 @@ ALLOWED_KEYS = {
 def test_task_benchmarks_use_agreed_keys_and_real_metrics():
     for (dataset, task), bench in metrics.TASK_BENCHMARKS.items():
         assert bench.key in ALLOWED_KEYS
-        assert dataset in DATASETS and task in DATASETS[dataset].tasks
-        assert bench.metric in metrics.METRIC_FOR_TASK[task]
+        assert dataset in DATASETS and task in tasks_of(DATASETS[dataset])
+        assert bench.metric in metrics.task_metrics(task)
     assert metrics.reported_benchmark("coco-val2017:500", "<OD>").key == "coco_det_map"
     assert (
         metrics.reported_benchmark("refcocog-test", "<CAPTION_TO_PHRASE_GROUNDING>").key
@@ -373,6 +374,6 @@ def test_docs_list_the_synonym_table_and_every_metric():
     for canon, synonyms in metrics.SYNONYMS.items():
         if synonyms:
             assert f"| {canon} | {', '.join(synonyms)} |" in doc, canon
-    for names in metrics.METRIC_FOR_TASK.values():
-        for name in names:
+    for scoring in metrics.SCORINGS.values():
+        for name in scoring.metrics:
             assert f"`{name}`" in doc, name

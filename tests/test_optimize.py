@@ -8,20 +8,21 @@ import pytest
 import torch
 
 from bench import measure, optimize
-from bench.backends.transformers.checkpoints import LoadOptions, load, resolve, weights_bytes
-from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
+from bench.backends.base import GenerationSettings, LoadOptions
+from bench.backends.transformers import settings as speed
+from bench.backends.transformers.backend import TransformersBackend
+from bench.backends.transformers.checkpoints import load, resolve, weights_bytes
+from bench.backends.transformers.pipeline import TransformersPipeline
+from bench.backends.transformers.settings import apply_model_settings, unsupported_reason, vision_flops
 from bench.data import synthetic_smoke
 from bench.optimize import (
     BAD_REFERENCE,
     TOKEN_PRESERVING,
     agreement,
     agreement_with_fp32,
-    apply_model_settings,
     reference_dtype,
     roofline,
     roofline_for,
-    unsupported_reason,
-    vision_flops,
 )
 from bench.tasks import get_task
 from bench.variants import get_variant
@@ -52,7 +53,7 @@ def _load(checkpoint, attn: str, **settings):
 
 def _token_ids(loaded, task: str, samples, batch_size: int, cache: str, num_beams: int) -> list[list[int]]:
     generation = GenerationSettings(num_beams, NEW_TOKENS, forced=True, cache=cache)
-    pipeline = Pipeline(loaded, get_task(task), generation, device="cpu", dtype="fp32", clock=None)
+    pipeline = TransformersPipeline(loaded, get_task(task), generation, device="cpu", dtype="fp32", clock=None)
     ids: list[list[int]] = []
     for i in range(0, len(samples), batch_size):
         inputs = pipeline.preprocess(samples[i : i + batch_size])
@@ -121,7 +122,10 @@ def test_unsupported_combinations_are_named():
     assert unsupported_reason(_settings()) is None
     assert unsupported_reason(_settings(quant="int8-dynamic")) is None
     assert "fp32" in unsupported_reason(_settings(quant="int8-dynamic", dtype="bf16"))
-    assert "CPU" in unsupported_reason(_settings(quant="int8-dynamic", device="cuda:0"))
+    # which quant runs on which device is the backend's axes: off the CPU, a skipped cell that says so
+    off_cpu = TransformersBackend().unsupported_reason(_settings(quant="int8-dynamic", device="cuda:0"))
+    assert off_cpu == "backend transformers does not run quant 'int8-dynamic' on cuda; accepted there: none"
+    assert TransformersBackend().unsupported_reason(_settings(quant="int8-dynamic")) is None
 
 
 # ------------------------------------------------------------------------------------------ FLOPs
@@ -217,7 +221,7 @@ def test_agreement_with_fp32_pairs_records_doing_the_same_work():
 
 def test_roofline_for_takes_the_faster_reference_of_the_two_around_the_cell(tiny_loaded):
     achieved = vision_flops(tiny_loaded.model) / 1e9 / 0.01  # GFLOP/s at 10 ms per image
-    bf16, flags = roofline_for(tiny_loaded.model, 10.0, "cpu", "bf16", "none", (achieved * 3, achieved * 4))
+    bf16, flags = roofline_for(vision_flops(tiny_loaded.model), 10.0, "cpu", "bf16", "none", (achieved * 3, achieved * 4))
     assert bf16["vision_gflops_per_s"] == pytest.approx(achieved)
     assert bf16["matmul_gflops_before"] == achieved * 3 and bf16["matmul_gflops_after"] == achieved * 4
     assert bf16["matmul_gflops_per_s"] == achieved * 4 and bf16["fraction"] == pytest.approx(0.25)
@@ -228,7 +232,7 @@ def test_roofline_for_takes_the_faster_reference_of_the_two_around_the_cell(tiny
 @pytest.mark.parametrize("quant", ["none", "int8-dynamic"])
 def test_a_fraction_above_one_is_flagged_as_a_bad_reference_and_never_reported(tiny_loaded, quant):
     achieved = vision_flops(tiny_loaded.model) / 1e9 / 0.01
-    figure, flags = roofline_for(tiny_loaded.model, 10.0, "cpu", "fp32", quant, (achieved / 2, achieved / 1.5))
+    figure, flags = roofline_for(vision_flops(tiny_loaded.model), 10.0, "cpu", "fp32", quant, (achieved / 2, achieved / 1.5))
     assert figure["fraction"] is None  # never shown as a result
     assert figure["vision_gflops_per_s"] == pytest.approx(achieved)  # the raw rates are kept
     assert figure["matmul_gflops_per_s"] == achieved / 1.5 and figure["matmul_gflops_before"] == achieved / 2
@@ -264,7 +268,7 @@ def eager_compile(monkeypatch):
         calls.append((fn.__qualname__, graphs))
         return torch.compile(fn, backend="eager", dynamic=False)
 
-    monkeypatch.setattr(optimize, "torch_compile", compile_)
+    monkeypatch.setattr(speed, "torch_compile", compile_)
     yield calls
     torch._dynamo.reset()
 
@@ -315,7 +319,7 @@ def test_graph_steps_tell_cudagraphs_where_a_step_begins(monkeypatch):
     marks = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: (marks.append(kwargs), fn)[1])
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append("step"))
-    step = optimize.torch_compile(lambda x: x + 1, graphs=True)
+    step = speed.torch_compile(lambda x: x + 1, graphs=True)
     assert [step(1), step(2)] == [2, 3]
     assert marks == [{"dynamic": False, "mode": "reduce-overhead"}, "step", "step"]
 
@@ -332,13 +336,13 @@ def test_graph_steps_hand_out_copies_a_later_replay_cannot_overwrite(monkeypatch
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
-    step = optimize.torch_compile(replay, graphs=True)
+    step = speed.torch_compile(replay, graphs=True)
     first = step(1.0)
     second = step(2.0)
     assert first.logits.tolist() == [1.0] * 3 and first["logits"] is first.logits  # kept, attribute and item
     assert first.encoder_hidden_states[1].tolist() == [1.0] * 3 and second.logits.tolist() == [2.0] * 3
     assert first.past_key_values is cache  # not a tensor: handed over as it is
-    assert optimize.owned_outputs([pool, "x", 3])[1:] == ["x", 3]
+    assert speed.owned_outputs([pool, "x", 3])[1:] == ["x", 3]
 
 
 def test_cuda_graphs_are_cuda_only_and_need_the_static_cache():

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from bench.backends.transformers.checkpoints import LoadOptions, load, resolve
+from bench.backends.base import LoadOptions
+from bench.backends.transformers.checkpoints import load, resolve
 from bench.data import synthetic_smoke
 from bench.tools import perf
 from bench.tools.perf import Candidate, measure_settings
@@ -140,7 +141,7 @@ def test_random_models_are_built_on_their_device_in_their_dtype(tiny_checkpoint,
     import torch
     from transformers import Florence2ForConditionalGeneration
 
-    from bench.backends.transformers.checkpoints import CheckpointRef
+    from bench.backends.base import CheckpointRef
 
     seen = []
     real = Florence2ForConditionalGeneration._from_config.__func__

@@ -8,7 +8,8 @@ import time
 import pytest
 from scenario_fakes import SleepPipeline
 
-from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
+from bench.backends.base import GenerationSettings
+from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock, RepetitionPolicy
 from bench.prefetch import Prefetcher
@@ -122,8 +123,8 @@ def test_a_server_prepares_each_request_as_it_arrives():
 def test_a_prepared_batch_executes_to_the_same_outputs(tiny_loaded):
     """prepare on another thread (own processor copy) + execute == run_batch, with honest stage times."""
     generation = GenerationSettings(num_beams=1, max_new_tokens=4, forced=True)
-    inline = Pipeline(tiny_loaded, get_task("<OD>"), generation, device="cpu", dtype="fp32", clock=CpuClock())
-    ahead = Pipeline(tiny_loaded, get_task("<OD>"), generation, device="cpu", dtype="fp32", clock=CpuClock(),
+    inline = TransformersPipeline(tiny_loaded, get_task("<OD>"), generation, device="cpu", dtype="fp32", clock=CpuClock())
+    ahead = TransformersPipeline(tiny_loaded, get_task("<OD>"), generation, device="cpu", dtype="fp32", clock=CpuClock(),
                      preprocess="device", prefetch=True)
     assert ahead.preprocessor.tokens.processor is not tiny_loaded.processor  # a thread gets its own tokenizer
     samples = synthetic_smoke(4)
@@ -147,7 +148,7 @@ def test_requests_prepared_one_by_one_collate_into_the_batch(tiny_loaded, prepro
 
     from bench.data import synthetic_smoke
 
-    pipeline = Pipeline(tiny_loaded, get_task("<CAPTION_TO_PHRASE_GROUNDING>"),
+    pipeline = TransformersPipeline(tiny_loaded, get_task("<CAPTION_TO_PHRASE_GROUNDING>"),
                         GenerationSettings(num_beams=1, max_new_tokens=2, forced=True), device="cpu", dtype="fp32",
                         clock=CpuClock(), preprocess=preprocess)
     samples = synthetic_smoke(3)

@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from bench.backends.transformers.checkpoints import build_processor
-from bench.data import synthetic_smoke
-from bench.preprocess import (
+from bench.backends.transformers.preprocess import (
     MAX_ABS_DIFF,
     MEAN_ABS_DIFF,
     DevicePreprocessor,
@@ -20,6 +19,7 @@ from bench.preprocess import (
     make_preprocessor,
     reference_image_processor,
 )
+from bench.data import synthetic_smoke
 from bench.tasks import TASKS
 
 # down- and up-scaling, both aspect ratios, one exact fit, odd sizes
@@ -116,7 +116,7 @@ def test_unknown_preprocess_name_is_a_usage_error(processor):
 
 
 def test_the_device_check_command_runs_and_reports_the_tolerance(capsys):
-    from bench import preprocess
+    from bench.backends.transformers import preprocess
 
     assert preprocess.main(["--device", "cpu", "--images", "2"]) == 0
     out = capsys.readouterr().out

@@ -451,9 +451,12 @@ def test_the_comparability_panel_shows_each_runs_load_and_differs_only_when_one_
 
 
 def test_the_all_cells_block_holds_every_cell_once_with_its_sort_keys(tmp_path):
+    import base64
+    import zlib
+
     from bench.prices import load_prices
     from bench.report_rows import load_runs
-    from bench.report_table import COLUMNS, headers, script_json, table_data
+    from bench.report_table import COLUMNS, COMPRESS_ROWS, headers, script_block, table_data
 
     runs = load_runs(list(gpu_and_cpu_runs(tmp_path / "runs")), load_prices(None))
     rows = [r for run in runs for r in run.rows]
@@ -462,11 +465,21 @@ def test_the_all_cells_block_holds_every_cell_once_with_its_sort_keys(tmp_path):
     names = [c.header for c in COLUMNS]
     for row, cells in zip(rows, data["rows"], strict=True):
         assert len(cells) == 1 + len(COLUMNS) and cells[0] == ("unstable" if row.flags else "")
-        p50 = cells[1 + names.index("latency p50 ms")]
-        assert p50[1] == row.p50 or (p50 == ["–", None] and row.p50 is None)
-        assert cells[1 + names.index("setting")][1] == row.setting.lower()
-        assert cells[1 + names.index("cell")][1] == row.rec["cell_id"]
-    # the block is compact JSON with no "<" that could end its script element, and reads back the same
-    block = str(script_json(data))
-    assert "<" not in block and json.loads(block) == data
+        p50 = cells[1 + names.index("latency p50 ms")]  # [text, key to 4 significant figures]
+        assert p50[1] == pytest.approx(row.p50, rel=1e-3) if row.p50 is not None else p50 == "–"
+        setting = cells[1 + names.index("setting")]  # bare text, or [text with its flags, the setting]
+        text = html.escape(row.setting) + "".join(
+            f' <span class="status status-unstable flag">⚠ {html.escape(f)}</span>' for f in row.flags)
+        assert setting == (text if not row.flags else [text, row.setting.lower()])
+        assert cells[1 + names.index("cell")][1] == row.rec["cell_id"]  # the key: the whole id, not the text shown
+        timing = cells[1 + names.index("timing")]
+        assert data["titles"][timing[2]].startswith("clock=")  # the full timing, once per distinct text
+    assert len(data["titles"]) < len(rows)
+    # small: JSON with no "<" that could end its script element; large: deflated, the same data
+    block = script_block(data)
+    assert block.type == "application/json" and "<" not in block.text and json.loads(block.text) == data
+    big = {**data, "rows": data["rows"] * (COMPRESS_ROWS // 10 + 1)}
+    packed = script_block(big)
+    assert packed.type == "application/x-deflate-base64" and len(packed.text) < len(json.dumps(big)) / 5
+    assert json.loads(zlib.decompress(base64.b64decode(str(packed.text)))) == big
     assert [h["text"] for h in headers("agreement")] == names

@@ -125,7 +125,8 @@ def test_on_the_tiny_checkpoint_0_8_of_capacity_is_valid_for_every_seed_and_2x_i
     half a service time per request, so most of a 60-request run is over the bound."""
     import statistics
 
-    from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
+    from bench.backends.base import GenerationSettings
+    from bench.backends.transformers.pipeline import TransformersPipeline
     from bench.data import synthetic_smoke
     from bench.measure import CpuClock, RepetitionPolicy
     from bench.scenarios import ScenarioInput, ServerSettings
@@ -133,7 +134,7 @@ def test_on_the_tiny_checkpoint_0_8_of_capacity_is_valid_for_every_seed_and_2x_i
     from bench.stats import binomial_cdf
     from bench.tasks import get_task
 
-    pipeline = Pipeline(tiny_loaded, get_task("<CAPTION>"), GenerationSettings(num_beams=1, max_new_tokens=2,
+    pipeline = TransformersPipeline(tiny_loaded, get_task("<CAPTION>"), GenerationSettings(num_beams=1, max_new_tokens=2,
                         forced=True), device="cpu", dtype="fp32", clock=CpuClock())
     samples = synthetic_smoke(2)
     policy = RepetitionPolicy(warmup=0, min_iterations=1, min_duration_s=0.0, max_iterations=1, cv_threshold=1.0)

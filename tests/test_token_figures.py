@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from scenario_fakes import FAKE_TOKENS, scenario_input
 
-from bench.backends.transformers.pipeline import STAGES, BatchResult, GenerationSettings, Pipeline
+from bench.backends.base import STAGES, BatchResult, GenerationSettings
+from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock
 from bench.scenarios import ServerSettings, get_scenario
@@ -58,7 +59,7 @@ def test_every_scenario_reports_the_per_token_distribution_and_decode_rate(scena
 @pytest.fixture(scope="module")
 def forced_pipeline(tiny_loaded):
     generation = GenerationSettings(num_beams=1, max_new_tokens=6, forced=True)
-    return Pipeline(tiny_loaded, get_task("<CAPTION>"), generation, device="cpu", dtype="fp32", clock=CpuClock())
+    return TransformersPipeline(tiny_loaded, get_task("<CAPTION>"), generation, device="cpu", dtype="fp32", clock=CpuClock())
 
 
 def test_the_pipeline_times_each_decoding_step_on_the_tiny_model(forced_pipeline):
@@ -73,7 +74,7 @@ def test_the_pipeline_times_each_decoding_step_on_the_tiny_model(forced_pipeline
 
 def test_the_first_call_is_the_pipelines_first_batch_only(tiny_loaded):
     generation = GenerationSettings(num_beams=1, max_new_tokens=3, forced=True)
-    pipeline = Pipeline(tiny_loaded, get_task("<CAPTION>"), generation, device="cpu", dtype="fp32", clock=CpuClock())
+    pipeline = TransformersPipeline(tiny_loaded, get_task("<CAPTION>"), generation, device="cpu", dtype="fp32", clock=CpuClock())
     assert pipeline.first_call_ms is None
     first = pipeline.run_batch(synthetic_smoke()[:1])
     pipeline.run_batch(synthetic_smoke()[:1])
@@ -105,7 +106,7 @@ class EventClock:
 def test_step_times_follow_the_device_clocks_rules_one_sync_per_batch(tiny_loaded):
     clock = EventClock()
     generation = GenerationSettings(num_beams=2, max_new_tokens=5, forced=True)
-    pipeline = Pipeline(tiny_loaded, get_task("<CAPTION>"), generation, device="cpu", dtype="fp32", clock=clock)
+    pipeline = TransformersPipeline(tiny_loaded, get_task("<CAPTION>"), generation, device="cpu", dtype="fp32", clock=clock)
     result = pipeline.run_batch(synthetic_smoke()[:1])
     assert clock.syncs == 1  # the steps add marks, never a synchronisation
     assert len(result.step_ms) == 4 and all(s > 0 for s in result.step_ms)  # beam search: one mark per step

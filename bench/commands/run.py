@@ -46,6 +46,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
                                    "int8-weights (openvino: int8 weights only)")
     r.add_argument("--backends", help="runtimes: transformers (default), openvino (CPU; optional extra "
                    "'openvino'); each runs the axis values it accepts (README: Backends)")
+    _backend_setting_flags(r)
     r.add_argument("--threads", help="torch intra-op threads per cell, e.g. 1,2; auto (default): torch's own "
                    "(one per physical core, or OMP_NUM_THREADS); more than the usable cores is allowed, with a warning")
     r.add_argument("--scenarios", help="single-stream (batch 1 only), offline, server (docs/scenarios.md); "
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
                             threads=args.threads, load_generator=args.load_generator,
                             backends=args.backends)
     config = _server_overrides(config, args)
+    config = _backend_overrides(config, args)
     updates = {k: v for k, v in (("weights", args.weights), ("model_path", args.model_path),
                                  ("dataset", args.dataset), ("limit", args.limit),
                                  ("max_new_tokens", args.max_new_tokens)) if v is not None}
@@ -138,6 +140,37 @@ def _server_overrides(config, args: argparse.Namespace):
         raise UsageError(f"--{'server-qps' if 'qps' in given else next(iter(given)).replace('_', '-')} applies to "
                          "the server scenario, which this run has not; accepted: add server to --scenarios")
     return dataclasses.replace(config, server={**config.server, **given})
+
+
+BACKEND_FLAG = "backend_setting"  # the argparse dest of --NAME-FIELD: backend_setting:NAME:FIELD
+
+
+def _backend_setting_flags(r: argparse.ArgumentParser) -> None:
+    """--NAME-FIELD for every field of every registered backend's settings (``Backend.settings_type``)."""
+    from bench.backends.registry import BACKENDS
+
+    for backend in BACKENDS.values():
+        for f in dataclasses.fields(backend.settings_type) if backend.settings_type else ():
+            r.add_argument(f"--{backend.name}-{f.name.replace('_', '-')}", metavar=f.name.upper(),
+                           dest=f"{BACKEND_FLAG}:{backend.name}:{f.name}",
+                           help=f"backend {backend.name}: {f.metadata.get('help', f.name)} ([backend.{backend.name}] "
+                                f"{f.name})")
+
+
+def _backend_overrides(config, args: argparse.Namespace):
+    """``--openvino-streams`` and friends replace the sweep's [backend.NAME] settings; they need that backend."""
+    given: dict[str, dict[str, str]] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith(f"{BACKEND_FLAG}:") and value is not None:
+            _, name, key = dest.split(":")
+            given.setdefault(name, {})[key] = value
+    for name, table in given.items():
+        if name not in config.backends:
+            flag = f"--{name}-{next(iter(table)).replace('_', '-')}"
+            raise UsageError(f"{flag} applies to backend {name}, which this run has not; accepted: add {name} to "
+                             "--backends")
+    return dataclasses.replace(config, backend={**config.backend, **{
+        name: {**config.backend.get(name, {}), **table} for name, table in given.items()}})
 
 
 def _qps(text: str) -> float | str:

@@ -102,7 +102,7 @@ def run_with_ray(
         has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
         remote = ray.remote(run_group)
         pending: dict[Any, list[Cell]] = {}
-        for group in groups(cells):
+        for group in groups(cells, config):
             if device_kind(group[0].device) == "cuda":
                 if not has_gpu:
                     for cell in group:

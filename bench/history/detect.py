@@ -56,7 +56,6 @@ CLIP = 3.0  # steps: values further than this many sigma from their running medi
 MAD_SCALE = 1.4826  # median absolute deviation -> standard deviation of a normal
 BIWEIGHT_C = 9.0  # the biweight's tuning constant: points beyond 9 MADs (~6 SD) get no weight
 
-RUN_METRICS = tuple(m for m in compare.METRICS if m != "accuracy")
 BENCHMARK_METRICS = ("latency_p50", "latency_p90")
 """A pytest-benchmark cell's values are round times: no images, memory or accuracy to judge."""
 
@@ -68,7 +67,7 @@ def source_of(record: dict[str, Any]) -> str:
 def metrics_of(record: dict[str, Any]) -> list[str]:
     if source_of(record) == "pytest-benchmark":
         return list(BENCHMARK_METRICS)
-    return [*RUN_METRICS, *compare.accuracy_metrics(record)]
+    return [*(m for m in compare.METRICS if m != "accuracy"), *compare.accuracy_metrics(record)]
 
 
 def labels(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -112,9 +111,6 @@ def sample_se(record: dict[str, Any], metric: str) -> float:
     return factor * float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples))
 
 
-# where each judged metric's single value is stored (compare.POINT_VALUES reads these)
-RAW_FIELDS = {"latency_p50": ("latency_ms", "p50"), "latency_p90": ("latency_ms", "p90"),
-              "throughput": ("throughput", "images_per_s")}
 
 
 def invalid_values(record: dict[str, Any]) -> list[str]:
@@ -123,8 +119,10 @@ def invalid_values(record: dict[str, Any]) -> list[str]:
     if record.get("status", "ok") != "ok":
         return []
     out = []
-    for metric, (table, key) in RAW_FIELDS.items():
-        value = (record.get(table) or {}).get(key)
+    for metric, spec in compare.METRICS.items():  # where each is stored: MetricSpec.stored, stated once
+        if spec.stored is None:
+            continue
+        value = (record.get(spec.stored[0]) or {}).get(spec.stored[1])
         if value is not None and not (finite_number(value) is not None and value > 0):
             out.append(f"{metric} is {value!r}: not a positive finite number")
     samples = record.get("samples_ms") or []

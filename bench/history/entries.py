@@ -38,6 +38,21 @@ DROPPED_FIELDS = ("examples",)
 """Record fields not kept: ``examples`` points at image files of the run directory, which a history does
 not copy."""
 
+UNREAD_FIELDS = ("examples", "timing", "per_token_ms", "stages_ms", "energy", "time_per_image_ms", "loadgen")
+READ_EXTRA = ("pytest_benchmark",)
+"""What a loaded entry keeps of ``extra``: the checks, steps and trend page read a record's judged figures,
+samples, axes, status and server table, never its stage times, energy, LoadGen logs or output texts; a
+1,000-run history of 100 cells holds them in memory only once (``load``)."""
+
+
+def _held(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored record as a loaded entry holds it (``UNREAD_FIELDS`` dropped, ``extra`` cut to ``READ_EXTRA``)."""
+    held = {k: v for k, v in record.items() if k not in UNREAD_FIELDS}
+    if isinstance(held.get("extra"), dict):
+        held["extra"] = {k: v for k, v in held["extra"].items() if k in READ_EXTRA}
+    return held
+
+
 ACCEPTED_SOURCE = (
     "a run directory written by `florence2-bench run --out DIR` or a pytest-benchmark JSON file "
     "(--benchmark-json / --benchmark-autosave)"
@@ -394,7 +409,7 @@ def _read_entry(path: Path) -> Entry:
             source={str(k): str(v) for k, v in source.items()},
             machine=MachineClass(**machine),
             env=store.checked_env(env, path),
-            records=records,
+            records=[_held(r) for r in records],
             path=path,
         )
     except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bench.backends.transformers.pipeline import STAGES, BatchResult
+from bench.backends.base import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import (
     RepetitionPolicy,
@@ -43,7 +43,7 @@ PER_TOKEN_BASIS = ("one sample per decoding step after the first token (the inte
 
 
 class BatchRunner(Protocol):
-    """What a scenario drives: ``bench.backends.transformers.pipeline.Pipeline``, or a fake with a known service time."""
+    """What a scenario drives: a backend's ``bench.backends.base.Pipeline``, or a fake with a known service time."""
 
     def run_batch(self, samples: list[Sample]) -> BatchResult: ...
 
@@ -58,7 +58,7 @@ class Timer(Protocol):
 
 class HostTimer:
     """The real clock: ``perf_counter`` and ``sleep``. A request's completion is when ``run_batch``
-    returns, which is after the batch's device synchronisation (see ``bench.backends.transformers.pipeline``)."""
+    returns, which is after the batch's device synchronisation (``bench.backends.base.Pipeline``)."""
 
     def now(self) -> float:
         return time.perf_counter()
@@ -206,9 +206,12 @@ def per_image_ms(result: BatchResult) -> float:
 
 def batch_figures(results: Sequence[BatchResult], cv_threshold: float) -> tuple[dict[str, Any], dict[str, float],
                                                                                   list[int]]:
-    """Amortised time-per-image statistics, stage medians and generated-token counts of some batches."""
+    """Amortised time-per-image statistics, stage medians and generated-token counts of some batches.
+
+    The stages are those every batch timed (a backend times its ``stages``, a subset of ``STAGES``)."""
     time_per_image = summarize([per_image_ms(r) for r in results], cv_threshold).to_dict()
-    stages = {s: statistics.median(r.stages_ms[s] for r in results) for s in STAGES}
+    timed = [s for s in STAGES if all(s in r.stages_ms for r in results)]
+    stages = {s: statistics.median(r.stages_ms[s] for r in results) for s in timed}
     tokens = [c for r in results for c in r.new_tokens]
     return time_per_image, stages, tokens
 
@@ -216,12 +219,13 @@ def batch_figures(results: Sequence[BatchResult], cv_threshold: float) -> tuple[
 def token_figures(results: Sequence[BatchResult]) -> tuple[dict[str, Any], float | None]:
     """The per-token latency distribution (``per_token_ms``) and the decode phase's tokens/s of some
     batches: tokens after each image's first (which ttft makes) over the batches' decode time; None when
-    no token came after the first (``max_new_tokens`` 1: there is no decode phase to rate, not a rate of 0)."""
+    no token came after the first (``max_new_tokens`` 1: there is no decode phase to rate, not a rate of 0)
+    or the backend does not time decoding."""
     steps = [s for r in results for s in r.step_ms]
     quantiles = np.percentile(steps, [50, 90, 99]).tolist() if steps else [None] * 3
     batch = max((len(r.samples) for r in results), default=1)
     per_token = {"p50": quantiles[0], "p90": quantiles[1], "p99": quantiles[2], "n": len(steps),
                  "basis": PER_TOKEN_BASIS.format(n=batch)}
-    decode_s = sum(r.stages_ms["decode"] * len(r.samples) for r in results) / 1000.0
+    decode_s = sum(r.stages_ms.get("decode", 0.0) * len(r.samples) for r in results) / 1000.0
     tokens = sum(sum(r.new_tokens) - len(r.new_tokens) for r in results)
     return per_token, (tokens / decode_s if decode_s > 0 and tokens > 0 else None)

@@ -12,7 +12,7 @@ waiting for the batch before it), and throughput is images / wall time, since th
 
 from __future__ import annotations
 
-from bench.backends.transformers.pipeline import BatchResult
+from bench.backends.base import BatchResult
 from bench.measure import summarize
 from bench.prefetch import Prefetcher
 from bench.scenarios.base import (

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from bench import interrupts
-from bench.backends.transformers.pipeline import BatchResult
+from bench.backends.base import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
 from bench.paths import move_in, private_dir, read_text, remove_file

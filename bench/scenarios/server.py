@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench import plausibility
-from bench.backends.transformers.pipeline import BatchResult
+from bench.backends.base import BatchResult
 from bench.errors import UsageError
 from bench.measure import summarize
 from bench.prefetch import ScheduledPreparer
@@ -339,7 +339,7 @@ def _workers(settings: ServerSettings, run: ScenarioInput, warmed: Sequence[Batc
         return 1
     if settings.prep_workers == "auto" and not warmed:
         return max(1, min(run.batch_size, os.cpu_count() or 1))
-    prepare_ms = statistics.median(r.stages_ms["preprocess"] for r in warmed) if warmed else 0.0
+    prepare_ms = statistics.median(r.stages_ms.get("preprocess", 0.0) for r in warmed) if warmed else 0.0
     batch_ms = statistics.median(r.batch_ms for r in warmed) if warmed else 0.0
     return prep_workers(settings, run.batch_size, prepare_ms, batch_ms - prepare_ms * run.batch_size)
 

@@ -69,25 +69,35 @@
     });
   });
 })();
-/* Tables drawn from a JSON data block (class "datatable", data-rows="ID of the block"): the block holds
-   {"page": N, "rows": [[row class, [html, key(, title)], ...], ...]}; N rows are drawn at a time, with a pager.
-   Sorting (a click on a header) and the filter (data-filter="TABLE_ID") work on every row, with the same
-   rules as above: numbers as numbers, text as text, cells without a value (key null) last either way. */
+/* Tables drawn from a data block (class "datatable", data-rows="ID of the block"): the block holds
+   {"page": N, "titles": [...], "rows": [[row class, cell, ...], ...]} as JSON, or deflated and base64-encoded
+   (type application/x-deflate-base64) for a large table. A cell is its HTML (its sort key is its text), or
+   [html, key] or [html, key, index of its title]. N rows are drawn at a time, with a pager. Sorting (a click
+   on a header) and the filter (data-filter="TABLE_ID") work on every row, with the same rules as above:
+   numbers as numbers, text as text, cells without a value (key null) last either way. */
 (function () {
   "use strict";
   function plain(html) {
     return html.replace(/<[^>]*>/g, "").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&#34;|&quot;/g, '"')
       .replace(/&#39;/g, "'").replace(/&amp;/g, "&");
   }
-  document.querySelectorAll("table.datatable").forEach(function (table) {
-    var block = document.getElementById(table.getAttribute("data-rows"));
-    if (!block) { return; }
-    var data = JSON.parse(block.textContent);
-    var rows = data.rows, size = data.page || 500;
+  function html(cell) { return typeof cell === "string" ? cell : cell[0]; }
+  function key(cell) {
+    if (typeof cell !== "string") { return cell[1]; }
+    var text = plain(cell).trim().toLowerCase();
+    return text === "" || text === "–" ? null : text;
+  }
+  function inflate(block) {
+    var bytes = Uint8Array.from(atob(block.textContent.trim()), function (c) { return c.charCodeAt(0); });
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).text().then(JSON.parse);
+  }
+  function setUp(table, data) {
+    var rows = data.rows, size = data.page || 500, titles = data.titles || [];
     var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
     var css = heads.map(function (th) { return th.getAttribute("data-td") || ""; });
     var numeric = heads.map(function (_, col) {
-      return rows.some(function (r) { return typeof r[col + 1][1] === "number"; });
+      return rows.some(function (r) { return typeof key(r[col + 1]) === "number"; });
     });
     var texts = null, shown = rows, first = 0;
     var pager = document.getElementById(table.id + "-pager");
@@ -99,10 +109,10 @@
         if (r[0]) { tr.className = r[0]; }
         for (var col = 0; col < heads.length; col += 1) {
           var td = document.createElement("td"), cell = r[col + 1];
-          td.innerHTML = cell[0];
+          td.innerHTML = html(cell);
           if (css[col]) { td.className = css[col]; }
-          if (cell.length > 2) { td.title = cell[2]; }
-          if (numeric[col]) { td.setAttribute("data-v", cell[1] === null ? "" : String(cell[1])); }
+          if (typeof cell !== "string" && cell.length > 2) { td.title = titles[cell[2]]; }
+          if (numeric[col]) { var k = key(cell); td.setAttribute("data-v", k === null ? "" : String(k)); }
           tr.appendChild(td);
         }
         body.appendChild(tr);
@@ -121,8 +131,10 @@
         var up = th.getAttribute("aria-sort") !== "ascending";
         heads.forEach(function (other) { other.removeAttribute("aria-sort"); });
         th.setAttribute("aria-sort", up ? "ascending" : "descending");
+        var keys = new Map();
+        rows.forEach(function (r) { keys.set(r, key(r[col + 1])); });
         function order(r1, r2) {
-          var k1 = r1[col + 1][1], k2 = r2[col + 1][1];
+          var k1 = keys.get(r1), k2 = keys.get(r2);
           if (k1 === null || k2 === null) { return (k1 === null) - (k2 === null); }
           var n1 = typeof k1 === "number", n2 = typeof k2 === "number";
           var c = n1 && n2 ? k1 - k2 : n1 ? -1 : n2 ? 1 : k1 < k2 ? -1 : k1 > k2 ? 1 : 0;
@@ -143,7 +155,7 @@
         if (!texts) {
           texts = new Map();
           rows.forEach(function (r) {
-            texts.set(r, r.slice(1).map(function (c) { return plain(c[0]); }).join(" ").toLowerCase());
+            texts.set(r, r.slice(1).map(function (c) { return plain(html(c)); }).join(" ").toLowerCase());
           });
         }
         shown = words.length ? rows.filter(function (r) {
@@ -165,5 +177,14 @@
       });
     }
     draw();
+  }
+  document.querySelectorAll("table.datatable").forEach(function (table) {
+    var block = document.getElementById(table.getAttribute("data-rows"));
+    if (!block) { return; }
+    if (block.type === "application/x-deflate-base64") {
+      inflate(block).then(function (data) { setUp(table, data); });
+    } else {
+      setUp(table, JSON.parse(block.textContent));
+    }
   });
 })();

@@ -2,5 +2,6 @@
 
 - ``perf``: the model-card snippet against the harness's best settings (``perf.json``);
 - ``gpucheck``: a budgeted GPU run whose measurements must come back plausible;
-- ``targets``: the GPU targets, each measured, met or not, from a run directory (``targets.json``).
+- ``targets``: the GPU targets, each measured, met or not, from a run directory (``targets.json``);
+- ``scale``: report, compare, export and history timed on synthetic sweeps of 1k to 43k cells (``scale.json``).
 """

@@ -40,9 +40,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench import host, selfcheck
+from bench.backends.base import CheckpointRef, GenerationSettings, LoadedModel, LoadOptions
 from bench.backends.registry import get_backend
-from bench.backends.transformers.checkpoints import CheckpointRef, LoadedModel, LoadOptions, load, resolve
-from bench.backends.transformers.pipeline import GenerationSettings
+from bench.backends.transformers.checkpoints import load, resolve
+from bench.backends.transformers.settings import vision_flops
 from bench.data import Sample, synthetic_smoke
 from bench.errors import UsageError
 from bench.measure import clock_for, device_kind
@@ -51,7 +52,6 @@ from bench.optimize import (
     agreement,
     matmul_reference,
     roofline,
-    vision_flops,
 )
 from bench.paths import write_output
 from bench.runner import cuda_oom_reason, free_memory, is_cuda_oom
@@ -607,9 +607,10 @@ def measure_settings(
     """Measure the snippet and every candidate in interleaved rounds, within a time budget.
 
     ``load_model(dtype, attn)`` returns a freshly loaded model; model-level settings (quantisation,
-    channels_last, compile) are applied here with ``optimize.apply_model_settings``. Models are loaded
-    and warmed up lazily, in the candidates' order, when a setting is first needed; loading is timed
-    apart and not counted in ``budget_s``. A setting whose warm-up would start after 3/4 of the budget
+    channels_last, compile) are applied here with the backend's ``prepare`` (transformers':
+    ``bench.backends.transformers.settings.apply_model_settings``). Models are loaded and warmed up lazily,
+    in the candidates' order, when a setting is first needed; loading is timed apart and not counted in
+    ``budget_s``. A setting whose warm-up would start after 3/4 of the budget
     is skipped (and says so), and so is a compiled one when less than ``compiled_warmup_s`` (the
     estimated compilation time) is left; further rounds run while the budget allows one more (never
     below one).

@@ -5,8 +5,8 @@ Run directories are synthesised from a real tiny run's records: ``--source RUN_D
 run this tool makes first (a tiny random-weight checkpoint; single-stream, offline and server cells of
 ``<CAPTION>`` and ``<OD>``). Each synthetic cell is a copy of the source record of its scenario with
 its axes set (variant, task, dtype, batch size, backend; 43,200 cells = 5 variants x 15 tasks x 3
-dtypes x 8 batch sizes x 2 backends x 3 scenarios over 4 machines, one run directory each; the sizes are
-drawn at random from that product times 3 beam counts, so 100,000 cells exist) and its
+dtypes x 8 batch sizes x 2 backends x 3 scenarios x 4 machines, one run directory each; the sizes are
+drawn at random from that product times 3 beam counts, 129,600 cells in all) and its
 timings scaled by a per-cell factor; the examples (image files) are left out. Every record written is
 read back through ``bench.store`` (the readers' rule), or the tool stops.
 
@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -106,9 +107,10 @@ def _scaled(value: Any, factor: float) -> Any:
 
 
 def synth_record(template: dict[str, Any], axes: dict[str, Any], factor: float) -> dict[str, Any]:
-    """The template with these axes and its timings times ``factor`` (rates divided by it)."""
+    """The template with these axes (``machine`` only in its cell id, so merged runs keep every cell) and
+    its timings times ``factor`` (rates divided by it)."""
     record = copy.deepcopy(template)
-    record.update(axes)
+    record.update({k: v for k, v in axes.items() if k != "machine"})
     record["cell_id"] = hashlib.sha256(json.dumps(axes, sort_keys=True).encode()).hexdigest()[:16]
     record["samples_ms"] = _scaled(record.get("samples_ms") or [], factor)
     for name in TIMED_FIELDS:
@@ -122,16 +124,20 @@ def synth_record(template: dict[str, Any], axes: dict[str, Any], factor: float) 
 
 
 def cells(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` distinct settings drawn from the product of ``AXES`` (all of them when n is its size)."""
-    product = [dict(zip(AXES, values, strict=True)) for values in itertools.product(*AXES.values())]
+    """``n`` distinct settings drawn from ``MACHINES`` x the product of ``AXES`` (all when n is its size),
+    each with the index of the machine (run directory) it ran on."""
+    product = [{"machine": m, **dict(zip(AXES, values, strict=True))}
+               for m in range(MACHINES) for values in itertools.product(*AXES.values())]
     random.Random(seed).shuffle(product)
-    return product[: min(n, len(product))]
+    if n > len(product):
+        raise SystemExit(f"scale: {n} cells asked for; accepted: at most {len(product)} (the axes' product)")
+    return product[:n]
 
 
 def _factor(axes: dict[str, Any], rng: random.Random) -> float:
     v = 1 + AXES["variant"].index(axes["variant"]) * 0.6
     d = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.6}[axes["dtype"]]
-    b = axes["batch_size"] ** 0.7 if axes["scenario"] == "offline" else 1.0
+    b = axes["batch_size"] ** 0.7  # a larger batch takes longer, in every scenario
     return v * d * b * (0.8 if axes["backend"] == "openvino" else 1.0) * math.exp(rng.gauss(0, 0.05))
 
 
@@ -145,7 +151,7 @@ def write_runs(templates_: dict[str, dict[str, Any]], env: dict[str, Any], n: in
         remove_tree(run, out, "run directory")
         run.mkdir(parents=True)
         store.write_env(run, env)
-        mine = chosen[m::MACHINES]
+        mine = [axes for axes in chosen if axes["machine"] == m]
         lines = [json.dumps(synth_record(templates_[axes["scenario"]], axes, _factor(axes, rng)), sort_keys=True)
                  + "\n" for axes in mine]
         write_atomic(run / store.RESULTS, "".join(lines), what="results file")
@@ -161,7 +167,7 @@ def write_history(templates_: dict[str, dict[str, Any]], env: dict[str, Any], ru
     remove_tree(out, out.parent, "run directory")
     out.mkdir(parents=True)
     machine = machine_from_env(env)
-    chosen = cells(n_cells)
+    chosen = [{k: v for k, v in axes.items() if k != "machine"} for axes in cells(n_cells)]
     rng = random.Random(1)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for i in range(runs):
@@ -223,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, help="a real run directory to copy records from (default: a tiny run)")
     parser.add_argument("--work", type=Path, default=Path("runs/scale"), help="where the synthetic runs go")
     parser.add_argument("--out", type=Path, default=Path("runs/scale/scale.json"))
+    parser.add_argument("--report-args", default="",
+                        help='options for every report, one string (e.g. --report-args="--latency-bound-ms 500": with a '
+                             "bound, the answer predicts the capacity of every setting without a server cell by simulation)")
     parser.add_argument("--screenshot", type=Path, help="keep the largest report's first screen here (PNG)")
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -240,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         base = write_runs(templates_, env, n, args.work / f"{n}" / "base", seed=n)
         if n in sizes:
             page = args.work / f"{n}" / "report.html"
-            row = {"cells": n, **timed([*bench, "report", *map(str, base), "-o", str(page), "--latency-bound-ms", "500"], cwd)}
+            row = {"cells": n, **timed([*bench, "report", *map(str, base), "-o", str(page), *shlex.split(args.report_args)], cwd)}
             row["page_mib"] = round(page.stat().st_size / 2**20, 2) if page.exists() else None
             if page.exists():
                 shot = args.work / f"{n}" / "first-screen.png"

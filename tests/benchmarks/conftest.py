@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.backends.transformers.pipeline import GenerationSettings, Pipeline
+from bench.backends.base import GenerationSettings
+from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.data import synthetic_smoke
 from bench.measure import CpuClock
 from bench.tasks import TASKS
@@ -21,8 +22,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 @pytest.fixture(scope="session")
 def make_pipeline(tiny_loaded):
-    def make(token: str, new_tokens: int = 8) -> Pipeline:
-        return Pipeline(tiny_loaded, TASKS[token], GenerationSettings(num_beams=1, max_new_tokens=new_tokens,
+    def make(token: str, new_tokens: int = 8) -> TransformersPipeline:
+        return TransformersPipeline(tiny_loaded, TASKS[token], GenerationSettings(num_beams=1, max_new_tokens=new_tokens,
                                                                       forced=True),
                         device="cpu", dtype="fp32", clock=CpuClock())
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from bench import store
-from bench.backends.transformers.pipeline import Pipeline
+from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.compare import compare_dirs
 from bench.runner import run_cells
 from bench.sweep import SweepConfig, expand
@@ -36,13 +36,13 @@ def _run(checkpoint, out):
 def _slower_preprocessing(monkeypatch, delay_s: float) -> None:
     """Each batch's preprocessing takes ``delay_s`` longer: the slowdown injected through the pipeline's
     own seam (its preprocess step), nowhere in the product code."""
-    original = Pipeline.preprocess
+    original = TransformersPipeline.preprocess
 
     def slow(self, samples):
         time.sleep(delay_s)
         return original(self, samples)
 
-    monkeypatch.setattr(Pipeline, "preprocess", slow)
+    monkeypatch.setattr(TransformersPipeline, "preprocess", slow)
 
 
 def _p50_ratio(comparison) -> str:

@@ -20,6 +20,7 @@ weights compressed by ``nncf.compress_weights``; int8-dynamic also quantises act
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -33,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.backends.base import Backend
+from bench.backends.base import LoadedModel
 from bench.backends.openvino.config import (
     INSTALL_HINT,
     PRECISIONS,
@@ -41,7 +42,8 @@ from bench.backends.openvino.config import (
     OpenVINOSettings,
     weight_precision,
 )
-from bench.backends.transformers.checkpoints import ATTN, LoadedModel, weights_bytes
+from bench.backends.transformers.backend import CheckpointBackend
+from bench.backends.transformers.checkpoints import ATTN, weights_bytes
 from bench.errors import UsageError
 from bench.paths import (
     make_dir,
@@ -61,11 +63,12 @@ KEY_FILE = "key.json"
 PER_TOKEN = ("decoder_step", "lm_head")  # run once per generated token, on a batch's beam rows
 
 
-class OpenVINOBackend(Backend):
+class OpenVINOBackend(CheckpointBackend):
     name = "openvino"
     axes = {"dtype": tuple(PRECISIONS), "attn": ATTN, "cache": ("dynamic",), "quant": tuple(QUANT), "compile": (False,),
             "compile_vision": (False,), "channels_last": (False,), "preprocess": ("host",)}
     install_hint = INSTALL_HINT
+    settings_type = OpenVINOSettings
 
     def __init__(self, settings: OpenVINOSettings | None = None,
                  importer: Callable[[str], ModuleType] = importlib.import_module) -> None:
@@ -233,7 +236,8 @@ class OpenVINOBackend(Backend):
             return IREntry(model, None, True, size, note)
 
     def record_extra(self, loaded: LoadedModel) -> dict[str, Any]:
-        return dict(loaded.backend_info)
+        settings = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)}
+        return {**loaded.backend_info, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
 
 
 @dataclass

@@ -12,10 +12,10 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.backends.base import CheckpointRef, LoadedModel, LoadOptions
 from bench.errors import UsageError, choice_error
 from bench.inputs import parse_json
 from bench.paths import staged_dir, write_atomic
@@ -61,39 +61,6 @@ def torch_dtype(name: str):
     if name not in table:
         raise choice_error("dtype", name, DTYPES)
     return table[name]
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How the user allows a checkpoint to be loaded (both unsafe options are off by default)."""
-
-    weights: str = "auto"
-    model_path: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    """A resolved source: a local directory with weights, or None for random weights."""
-
-    weights: str  # "pretrained" | "random"
-    checkpoint: str  # what the record shows: a path, a hub id, or "random:<variant>"
-    directory: Path | None
-    config_directory: Path | None = None  # random weights with a user-given architecture
-    note: str = ""
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    processor: Any
-    ref: CheckpointRef
-    params: int
-    weights_bytes: int
-    notes: list[str] = field(default_factory=list)
-    load_s: float | None = None  # resolve + load + model settings, timed by the runner (bench.runner.load_group)
-    backend_info: dict[str, Any] = field(default_factory=dict)  # what the backend adds to the record
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -295,7 +262,7 @@ def weights_bytes(model) -> int:
 
 def meta_model(config_json: str):
     """The architecture of a native config on the meta device (no weights, no compute): what FLOPs are
-    counted on (``bench.optimize.vision_flops``)."""
+    counted on (``bench.backends.transformers.settings.vision_flops``)."""
     import torch
     from transformers import Florence2Config
     from transformers.models.florence2.modeling_florence2 import Florence2Model

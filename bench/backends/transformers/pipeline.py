@@ -4,7 +4,7 @@ The stages are marked on the device's clock (CUDA events on GPUs, perf_counter o
 after a single synchronisation per batch:
 
 - ``preprocess``: image decode + tokenise + resize/normalise + copy to the device, on the host with the
-  checkpoint's processor or on the device (``bench.preprocess``, the ``preprocess`` axis);
+  checkpoint's processor or on the device (``bench.backends.transformers.preprocess``, the ``preprocess`` axis);
 - ``vision``: the vision tower and projector, timed by forward hooks *inside* generate (part of ttft);
 - ``ttft``: generate() start to the first token's logits (vision + text encoder + first decoder step);
 - ``decode``: first token to the end of generate(); ``per_token`` = decode / (new tokens - 1); each
@@ -29,69 +29,14 @@ import itertools
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-from bench.backends.transformers.checkpoints import LoadedModel, torch_dtype
+from bench.backends.base import BatchResult, GenerationSettings, LoadedModel, Prepared
+from bench.backends.transformers.checkpoints import torch_dtype
+from bench.backends.transformers.preprocess import make_preprocessor, pad_rows
 from bench.data import Sample
 from bench.measure import Clock, device_kind
-from bench.preprocess import make_preprocessor, pad_rows
 from bench.tasks import Task
-
-STAGES = ("preprocess", "vision", "ttft", "per_token", "decode", "postprocess")
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How generate() is called; random weights force an exact token count per task."""
-
-    num_beams: int = 3
-    max_new_tokens: int = 1024
-    forced: bool = False  # True in random mode: exactly max_new_tokens new tokens (EOS suppressed)
-    cache: str = "dynamic"  # "dynamic" | "static"
-
-    def kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"num_beams": self.num_beams, "do_sample": False, "max_new_tokens": self.max_new_tokens}
-        if self.forced:
-            kw["min_new_tokens"] = self.max_new_tokens
-        if self.cache == "static":
-            kw["cache_implementation"] = "static"
-        return kw
-
-
-def generation_settings(task: Task, weights: str, num_beams: int, max_new_tokens: int | None = None,
-                        cache: str = "dynamic") -> GenerationSettings:
-    """Random weights: the task's typical output length, forced. Pretrained: the model card's 1024 cap."""
-    if weights == "random":
-        return GenerationSettings(num_beams, max_new_tokens or task.random_tokens, forced=True, cache=cache)
-    return GenerationSettings(num_beams, max_new_tokens or 1024, forced=False, cache=cache)
-
-
-@dataclass
-class BatchResult:
-    """Per-image stage times (ms, amortised over the batch) and the outputs of one batch."""
-
-    stages_ms: dict[str, float]
-    end_to_end_ms: float
-    batch_ms: float
-    new_tokens: list[int]
-    texts: list[str]
-    answers: list[Any]
-    samples: list[Sample] = field(default_factory=list)
-    started_s: float = 0.0  # host perf_counter when the batch's preparation began
-    finished_s: float = 0.0  # host perf_counter when its results were ready (after the sync)
-    overlapped: bool = False  # prepared ahead by a Prefetcher while the previous batch ran
-    step_ms: list[float] = field(default_factory=list)  # each decoding step after the first token (whole batch)
-
-
-@dataclass
-class Prepared:
-    """A batch ready for ``Pipeline.execute``: its inputs on the device and how long preparing took."""
-
-    samples: list[Sample]
-    inputs: dict[str, Any]
-    prepare_ms: float  # host wall time of decode + tokenise + pixels + copy, device work included
-    started_s: float
 
 
 class _FirstTokenMarker:
@@ -126,10 +71,10 @@ def _vision_hooks(model, clock: Clock, marks: list):
             h.remove()
 
 
-class Pipeline:
+class TransformersPipeline:
     """Runs batches of one task through a loaded model and times each stage on ``clock``.
 
-    ``preprocess`` names how pixels are made (``bench.preprocess.PREPROCESSORS``); ``prefetch`` says
+    ``preprocess`` names how pixels are made (``preprocess.PREPROCESSORS``); ``prefetch`` says
     that ``prepare`` will run on other threads (a server may prepare several requests at once), each of
     which then gets its own copy of the processor (a tokenizer is not safe to share between threads)
     and, on CUDA, its own stream.

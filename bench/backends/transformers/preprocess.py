@@ -13,7 +13,7 @@ Two ways, a sweep axis (``preprocess``), registered in ``PREPROCESSORS``:
   Against the reference processor, on images from 33x47 to 2000x300 (down- and up-scaling, smooth and
   noise content): at most 2 grey levels apart, i.e. ``MAX_ABS_DIFF`` after normalisation, with a mean
   absolute difference below ``MEAN_ABS_DIFF`` on every image (tests/test_preprocess.py measures both on
-  the CPU: worst image 0.0009; on an H200, ``python -m bench.preprocess --device cuda``: max 2 grey
+  the CPU: worst image 0.0009; on an H200, ``python -m bench.backends.transformers.preprocess --device cuda``: max 2 grey
   levels, worst image 0.0016, mean over 14 images 0.00013: CUDA's kernels round slightly differently). Single-pass
   float resizing, for comparison, was up to 28 grey levels off. Tokens come from the processor itself:
   each distinct prompt is tokenised once (with a 1x1 placeholder image) and cached.
@@ -263,7 +263,7 @@ def reference_image_processor(processor: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.preprocess --device cuda``: device pixels against the reference, and the time
+    """``python -m bench.backends.transformers.preprocess --device cuda``: device pixels against the reference, and the time
     per image of both ways on a batch of 640x480 images."""
     import argparse
     import time
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.backends.transformers.checkpoints import build_processor
     from bench.measure import clock_for
 
-    p = argparse.ArgumentParser(prog="python -m bench.preprocess", description=main.__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.backends.transformers.preprocess", description=main.__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--images", type=int, default=32, help="batch timed for each way (default 32)")
     args = p.parse_args(argv)
