@@ -465,3 +465,19 @@ def test_a_damaged_checkpoint_file_is_one_line_exit_2_before_any_cell(tiny_check
     rc, line = _one_line(capsys, ["run", "--model-path", str(copy), "--limit", "1", "--out", str(tmp_path / "r")])
     assert rc == 2 and f"{copy / name} " in line and named in line
     assert not (tmp_path / "r").exists()
+
+
+def test_two_trend_reports_to_one_file_at_once_both_succeed(tmp_path):
+    import history_synth
+
+    history = history_synth.write(history_synth.history(6, 1), tmp_path / "h")
+    out = tmp_path / "same.html"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", "history", "report", str(history), "-o", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert [rc for rc, _ in results] == [0, 0], results
+    assert out.read_text().rstrip().endswith("</html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "same.html"]  # no temporary file left
