@@ -40,7 +40,7 @@ from bench import interrupts
 from bench.backends.base import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
-from bench.paths import move_in, private_dir, read_text, remove_file
+from bench.paths import move_in, private_dir, read_text, remove_file, rename
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,
@@ -416,6 +416,18 @@ class LoadGenServer(Server):
 
     def __init__(self) -> None:
         self._runs = 0
+        self._short = 0
+
+    def _step_log(self, run: ScenarioInput, rerun: bool) -> Path:
+        """The step's log folder: one per step of the curve, holding the run its verdict came from; a run
+        re-run for being short keeps its log beside it as ``step-NN-short-K``."""
+        if not rerun:
+            self._runs, self._short = self._runs + 1, 0
+        step = _log_dir(run, f"step-{self._runs:02d}")
+        if rerun and step.is_dir():
+            self._short += 1
+            rename(step, _log_dir(run, f"{step.name}-short-{self._short}"), "load generator log folder")
+        return step
 
     def serve_once(self, run: ScenarioInput, qps: float, first: FirstAnswers, workers: int = 1,
                    at_least: int = 0) -> ServerRun:
@@ -425,11 +437,10 @@ class LoadGenServer(Server):
         lg = _loadgen()
         settings = run.server
         assert settings is not None
-        self._runs += 1
+        step = self._step_log(run, rerun=at_least > 0)
         at_qps = dataclasses.replace(run, server=dataclasses.replace(settings, qps=qps))
         measured = run_loadgen(lg, at_qps, test_settings(lg, "server", at_qps, 0.0, at_least),
-                               Batcher(run.batch_size, settings.max_queue_delay_ms / 1000.0), first,
-                               _log_dir(run, f"step-{self._runs:02d}"))
+                               Batcher(run.batch_size, settings.max_queue_delay_ms / 1000.0), first, step)
         start = measured.start_s
         times = {name: np.array([getattr(q, name) - start for q in measured.queries])
                  for name in ("issued_s", "dispatched_s", "completed_s")}
