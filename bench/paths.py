@@ -184,8 +184,8 @@ def refuse_link_error(path: str | os.PathLike, what: str) -> UsageError:
 def _check_size(path: str | os.PathLike, what: str, st: os.stat_result) -> None:
     limit = KINDS[what].max_bytes
     if st.st_size > limit:
-        raise UsageError(f"{what} {path} is {st.st_size:,} bytes, over the {limit:,} bytes a {what} may have; "
-                         f"accepted: a file of at most {limit:,} bytes")
+        raise UsageError(f"{what} {path} is {st.st_size:,} bytes, over the bound of its kind; accepted: a file "
+                         f"of at most {limit:,} bytes")
 
 
 def open_file(path: str | os.PathLike, flags: int, what: str, mode: int = 0o644) -> int:
