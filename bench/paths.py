@@ -90,13 +90,16 @@ class PathKind:
     """One kind of path the tool touches: the folder it belongs to and what the tool does with it.
 
     ``op``: read (a file read), append (a file appended to or cut), lock (a lock file), replace (a file written
-    whole), tree (a folder the tool creates, fills or deletes).
+    whole), tree (a folder the tool creates, fills or deletes). ``max_bytes``: the largest file of the kind the
+    tool reads (a larger one, such as a planted sparse file, is refused before a byte is read: never a wait or an
+    allocation of its size).
     """
 
     what: str
     where: str
     op: str
     example: str
+    max_bytes: int = 1 << 32  # 4 GiB: far over any run file, log, entry or report the tool writes
 
 
 OPS = ("read", "append", "lock", "replace", "tree")
@@ -116,13 +119,14 @@ KINDS: dict[str, PathKind] = {k.what: k for k in (
     PathKind("checkpoint", "output", "tree", "DIR of make-checkpoint, make-tiny-checkpoint"),
     PathKind("dataset lock", "cache", "lock", "CACHE/.NAME.lock"),
     PathKind("partial download", "cache", "append", "CACHE/_downloads/NAME/FILE.part"),
-    PathKind("download", "cache", "read", "CACHE/_downloads/NAME/FILE"),
+    PathKind("download", "cache", "read", "CACHE/_downloads/NAME/FILE", max_bytes=1 << 38),  # a dataset archive
     PathKind("download digest", "cache", "replace", "CACHE/_downloads/NAME/FILE.sha256"),
     PathKind("dataset file", "cache", "replace", "CACHE/NAME/FILE"),
     PathKind("dataset folder", "cache", "tree", "CACHE/NAME"),
-    PathKind("IR file", "cache", "read", "IR_CACHE/PART-KEY/model.xml"),
+    PathKind("IR file", "cache", "read", "IR_CACHE/PART-KEY/model.xml", max_bytes=1 << 36),  # a model's weights
     PathKind("IR folder", "cache", "tree", "IR_CACHE/PART-KEY"),
-    PathKind("input", "input", "read", "a file the tool reads that a user or a third party wrote"),
+    PathKind("input", "input", "read", "a file the tool reads that a user or a third party wrote",
+             max_bytes=1 << 36),  # a checkpoint's weights
 )}
 
 
@@ -177,12 +181,19 @@ def refuse_link_error(path: str | os.PathLike, what: str) -> UsageError:
                       "regular file (remove the link)")
 
 
+def _check_size(path: str | os.PathLike, what: str, st: os.stat_result) -> None:
+    limit = KINDS[what].max_bytes
+    if st.st_size > limit:
+        raise UsageError(f"{what} {path} is {st.st_size:,} bytes, over the bound of its kind; accepted: a file "
+                         f"of at most {limit:,} bytes")
+
+
 def open_file(path: str | os.PathLike, flags: int, what: str, mode: int = 0o644) -> int:
     """A descriptor of the regular file at ``path``, opened without following a link and without waiting.
 
     Refused in one line: a link, anything but a regular file (a FIFO never blocks: ``O_NONBLOCK``, then
-    ``fstat``), and, when ``flags`` write, a file with more than one hard link (its other name lies elsewhere).
-    Never pass ``O_TRUNC``: a file is cut only after it is verified (``write_atomic`` writes whole files).
+    ``fstat``), when ``flags`` only read, a file over its kind's ``max_bytes``, and, when ``flags`` write, a file
+    with more than one hard link (its other name lies elsewhere). Never pass ``O_TRUNC``: a file is cut only after it is verified (``write_atomic`` writes whole files).
     """
     _kind(what)
     writing = bool(flags & _WRITING)
@@ -194,6 +205,8 @@ def open_file(path: str | os.PathLike, flags: int, what: str, mode: int = 0o644)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, what, st.st_mode)
+        if not writing:
+            _check_size(path, what, st)
         if writing and st.st_nlink > 1:
             raise UsageError(f"{what} {path} has {st.st_nlink} hard links (another name for it lies elsewhere); "
                              "refusing to write into it; accepted: a file with one link (copy it, then remove "
@@ -232,6 +245,7 @@ def open_input(path: str | os.PathLike, what: str = "input") -> BinaryIO:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, what, st.st_mode)
+        _check_size(path, what, st)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_env() -> dict[str, str]:
+    """The environment of a ``python -m bench`` subprocess on this checkout (one thread: the machine is shared)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def bench_process(*args: object, **kwargs: Any) -> subprocess.Popen:
+    """``python -m bench ARGS`` of this checkout, started (a test kills it or waits for it)."""
+    return subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], env=bench_env(), cwd=ROOT, **kwargs)
 
 
 def edit_records(run: Path, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> Path:

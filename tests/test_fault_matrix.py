@@ -1,6 +1,8 @@
 """The generated fault matrix (issue 28): every kind of path the door knows (``bench.paths.KINDS``) in every
 hostile state: a symbolic link to a file outside, a hard link to it, a FIFO, a directory, an unreadable file,
-garbage and a truncated (empty) file. Each case ends in one UsageError line (exit 2) or a correct success
+garbage and a truncated (empty) file; a read kind also deeply nested (JSON past ``MAX_NESTING``) and huge (a sparse
+file of 1 TiB); a written kind also under two writers at once; the run directory's appended files also under a
+SIGKILL of a real run at a random point, then ``--resume``. Each case ends in one UsageError line (exit 2) or a correct success
 where the state is harmless; the file outside is never touched; nothing waits (an alarm fails a hang).
 
 Two layers: the door's own operation for the kind's ``op`` (generated from the registry alone), and the
@@ -12,18 +14,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import stat
+import subprocess
+import threading
+import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hostile import bench_process
+from sweep_helpers import write_sweep
 
-from bench import cli, paths, store
+from bench import cli, inputs, paths, store, sweep
 from bench.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +71,31 @@ def _truncated(path: Path, outside: Path) -> None:
     path.write_bytes(b"")
 
 
+def _deeply_nested(path: Path, outside: Path) -> None:
+    depth = 1000 * inputs.MAX_NESTING  # past the bound and past Python's recursion limit
+    path.write_text("[" * depth + "]" * depth)
+
+
+def _huge(path: Path, outside: Path) -> None:
+    path.write_bytes(b"{")
+    os.truncate(path, 1 << 40)  # 1 TiB, sparse: costs no disk, but reading it whole would never end
+
+
 STATES: dict[str, Callable[[Path, Path], None]] = {
     "symlink to outside": _symlink, "hard link": _hard_link, "FIFO": _fifo, "directory": _directory,
-    "unreadable": _unreadable, "garbage": _garbage, "truncated": _truncated}
+    "unreadable": _unreadable, "garbage": _garbage, "truncated": _truncated,
+    "deeply nested": _deeply_nested, "huge": _huge}
+READ_ONLY_STATES = {"deeply nested", "huge"}  # what a file the tool reads may be; a written file is the tool's own
+
+
+def _states(op: str) -> list[str]:
+    return [s for s in STATES if op == "read" or s not in READ_ONLY_STATES]
+
+
+CASES = [(kind, state) for kind, k in paths.KINDS.items() for state in _states(k.op)]
 # states the door must refuse, per operation (any other state: refused or a correct success)
 MUST_REFUSE = {
-    "read": {"symlink to outside", "FIFO", "directory"},
+    "read": {"symlink to outside", "FIFO", "directory", "huge"},
     "append": {"symlink to outside", "hard link", "FIFO", "directory"},
     "lock": {"symlink to outside", "hard link", "FIFO", "directory"},
     "replace": {"symlink to outside", "FIFO", "directory"},
@@ -114,16 +143,20 @@ def _place(path: Path, state: str, outside: Path, tree: bool) -> None:
     STATES[state](path, outside)
 
 
-def _outcome(act: Callable[[], object], refusals: tuple[type[BaseException], ...] = (UsageError,)) -> str:
+def _refused_or_ok(act: Callable[[], object]) -> str:
+    try:
+        act()
+    except UsageError as exc:
+        assert "\n" not in str(exc).strip(), exc
+        return "refused"
+    return "ok"
+
+
+def _outcome(act: Callable[[], object]) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _no_hang():
-            try:
-                act()
-            except refusals as exc:
-                assert "\n" not in str(exc).strip(), exc
-                return "refused"
-    return "ok"
+            return _refused_or_ok(act)
 
 
 def _skip_meaningless(op: str, state: str) -> None:
@@ -147,8 +180,7 @@ def test_every_kind_has_a_known_operation_and_an_exercise():
     assert set(EXERCISE) == set(paths.KINDS), "a new path kind needs its entry in EXERCISE"
 
 
-@pytest.mark.parametrize("state", list(STATES))
-@pytest.mark.parametrize("kind", list(paths.KINDS))
+@pytest.mark.parametrize(("kind", "state"), CASES)
 def test_the_door_refuses_each_hostile_state_of_each_kind(kind, state, tmp_path):
     op = paths.KINDS[kind].op
     _skip_meaningless(op, state)
@@ -346,8 +378,7 @@ REPLACED = {("partial download", "symlink to outside"), ("partial download", "FI
             ("dataset file", "symlink to outside"), ("dataset file", "directory"), ("dataset folder", "FIFO")}
 
 
-@pytest.mark.parametrize("state", list(STATES))
-@pytest.mark.parametrize("kind", list(paths.KINDS))
+@pytest.mark.parametrize(("kind", "state"), CASES)
 def test_the_code_touching_each_kind_refuses_each_hostile_state(kind, state, tmp_path, monkeypatch):
     from bench import fetch
 
@@ -374,3 +405,108 @@ def test_a_sweep_name_never_makes_a_run_directory_outside_runs(tmp_path, monkeyp
         with pytest.raises(UsageError, match="outside runs"):
             paths.confined("runs", f"{name}-1", "run directory")
     assert paths.confined("runs", "smoke-1", "run directory") == Path("runs/smoke-1")
+
+
+# ------------------------------------------------------------------------------ two writers at once
+
+WRITTEN = [k for k, v in paths.KINDS.items() if v.op in ("append", "replace")]
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+@pytest.mark.parametrize("kind", WRITTEN)
+def test_two_writers_of_each_written_kind_at_once_leave_a_whole_file(kind, tmp_path, monkeypatch):
+    """Each writer succeeds or says why in one line; the file is whole: appended lines neither torn, lost nor
+    doubled, a replaced file what one writer alone leaves, and no temporary file left beside it."""
+    from bench import fetch
+
+    monkeypatch.setenv(fetch.MANIFEST_ENV, "")
+    path, act = EXERCISE[kind](tmp_path)
+    before = _lines(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _outcome(act) == "ok"
+        alone, grown = (path.read_bytes() if path.is_file() else None), _lines(path) - before
+        gate, outcomes = threading.Barrier(2), []
+
+        def writer() -> None:
+            gate.wait()
+            outcomes.append(_refused_or_ok(act))
+
+        threads = [threading.Thread(target=writer) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60 * HANG_S)
+        store._held.clear()
+    assert not any(t.is_alive() for t in threads), "a writer waits forever"
+    assert len(outcomes) == 2, "a writer crashed"
+    if paths.KINDS[kind].op == "append" and alone is not None:
+        data = path.read_bytes()
+        assert data.startswith(alone) and data.endswith(b"\n")
+        assert _lines(path) == before + grown * (1 + outcomes.count("ok"))
+    elif alone is not None:
+        assert path.read_bytes() == alone
+    assert not list(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+# ------------------------------------------------------------------------------ SIGKILL, then --resume
+
+RUN_APPENDED = [k for k, v in paths.KINDS.items() if v.where == "run" and v.op == "append"]
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S* ")
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(tiny_checkpoint, tmp_path_factory):
+    """A real run of three cells, SIGKILLed a seeded random time after its first record, then resumed."""
+    tmp = tmp_path_factory.mktemp("killed")
+    sweep_file = write_sweep(tmp / "s.toml", tiny_checkpoint, tasks=["<CAPTION>", "<OD>", "<OCR>"])
+    cells = sweep.expand(sweep.load_sweep(str(sweep_file)))
+    out, rng = tmp / "run", random.Random(28)
+    proc = bench_process("run", "--sweep", sweep_file, "--out", out, "--quiet", stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600  # the machine may be busy: the first cell loads the model
+        while _lines(out / store.RESULTS) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        killed = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a torn tail is possible (and repaired)
+        kept = store.read_records(out)
+        assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(out), "--resume", "--quiet"]) == 0
+    return SimpleNamespace(out=out, cells=cells, killed=killed, kept=kept)
+
+
+def _each_cell_once(run) -> None:
+    records = store.read_records(run.out)
+    assert Counter(r["cell_id"] for r in records) == Counter(c.cell_id for c in run.cells)
+    assert records[: len(run.kept)] == run.kept  # what the killed run finished was kept, not run again
+
+
+def _whole_lines_each_cell_done_once(run) -> None:
+    lines = (run.out / store.PROGRESS).read_text().splitlines(keepends=True)
+    assert all(STAMP.match(line) and line.endswith("\n") for line in lines), lines
+    said = [STAMP.sub("", line, count=1).rstrip("\n") for line in lines]
+    done = Counter(c.label for c in run.cells for rest in said
+                   if rest == f"{'ok':7s} {c.label}" or rest.startswith(f"{'ok':7s} {c.label}  "))
+    kept = {r["cell_id"] for r in run.kept}
+    resumed = {c.label for c in run.cells if c.cell_id not in kept}
+    assert set(done.values()) <= {1} and resumed <= set(done), (done, resumed, said)
+
+
+AFTER_KILL: dict[str, Callable[[SimpleNamespace], None]] = {
+    "results file": _each_cell_once, "progress log": _whole_lines_each_cell_done_once}
+
+
+@pytest.mark.parametrize("kind", RUN_APPENDED)
+def test_each_appended_run_file_after_a_sigkill_and_resume_loses_and_doubles_nothing(kind, killed_then_resumed):
+    assert set(AFTER_KILL) == set(RUN_APPENDED), "a new appended run file needs its check in AFTER_KILL"
+    assert killed_then_resumed.killed, "the run ended before it could be killed"
+    AFTER_KILL[kind](killed_then_resumed)

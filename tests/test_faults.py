@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile import bench_json, edit_records
+from hostile import bench_env, bench_json, bench_process, edit_records
 from sweep_helpers import write_sweep
 
 from bench import answer, cli, compare, host, report, store, sweep
@@ -32,14 +32,6 @@ from bench.question import Question
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def _bench(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], env=_env(), cwd=ROOT, **kwargs)
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -82,7 +74,7 @@ def test_kills_at_random_points_then_resume_record_every_cell_exactly_once(tiny_
     kills = 0
     for attempt, where in enumerate(("between cells", "mid-cell")):
         before = len(_lines(results))
-        proc = _bench("run", "--sweep", sweep_file, "--out", out, "--quiet", *(["--resume"] if attempt else []),
+        proc = bench_process("run", "--sweep", sweep_file, "--out", out, "--quiet", *(["--resume"] if attempt else []),
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             target, deadline = before + rng.randint(1, 2), time.monotonic() + 240
@@ -173,7 +165,7 @@ def test_resume_after_a_torn_last_write(finished_run, sweep_file, tmp_path, cut)
 
 def test_two_runs_into_one_out_run_each_cell_once(sweep_file, tmp_path):
     out = tmp_path / "run"
-    procs = [_bench("run", "--sweep", sweep_file, "--out", out, "--quiet", stdout=subprocess.DEVNULL,
+    procs = [bench_process("run", "--sweep", sweep_file, "--out", out, "--quiet", stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE, text=True) for _ in range(2)]
     ends = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert sorted(code for code, _ in ends) == [0, 2]
@@ -189,7 +181,7 @@ def test_a_locked_out_is_refused_naming_the_holder_and_a_killed_holder_frees_it(
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from bench import store; "
          "lock = store.run_lock(Path(sys.argv[1])); lock.__enter__(); print('locked', flush=True); time.sleep(600)",
-         str(out)], env=_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+         str(out)], env=bench_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         args = ["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]

@@ -45,6 +45,7 @@ from bench.backends.openvino.config import (
 from bench.backends.transformers.backend import CheckpointBackend
 from bench.backends.transformers.checkpoints import ATTN, weights_bytes
 from bench.errors import UsageError
+from bench.inputs import parse_json
 from bench.paths import (
     make_dir,
     open_read,
@@ -261,7 +262,7 @@ def read_ir(ov: ModuleType, folder: Path) -> IREntry:
     holds; the model is made from those very bytes, so what was checked is what runs."""
     if folder.is_symlink() or not folder.is_dir():
         raise ValueError(f"{folder} is not a folder of the cache")
-    key = json.loads(read_text(folder / KEY_FILE, "IR file"))
+    key = parse_json(read_text(folder / KEY_FILE, "IR file"))  # nested too deep: a ValueError, discarded
     xml = read_bytes(folder / IR_FILE, "IR file")
     weights = read_bytes((folder / IR_FILE).with_suffix(".bin"), "IR file")
     if not isinstance(key, dict) or key.get("xml_sha256") != _digest(xml) or key.get("bin_sha256") != _digest(weights):
