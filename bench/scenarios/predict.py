@@ -111,20 +111,22 @@ def simulate(arrivals_ms: Sequence[float], table: Sequence[Sequence[float]], dra
     a = arrivals_ms
     n, limit = len(a), batcher.max_batch_size
     delay_ms = batcher.max_queue_delay_s * 1000.0
-    free = [0.0] * instances  # when each instance is next free (a heap)
+    wait_until, after = batcher.wait_until, bisect.bisect_right  # the hot loop: one lookup each
+    free = [0.0] * instances  # when each instance is next free (a heap: its first is the next one free)
     ends: list[float] = []
     counts: list[int] = []
     i = 0
     while i < n:
-        t = max(heapq.heappop(free), a[i])
-        j = bisect.bisect_right(a, t, i)  # requests arrived by t
-        if batcher.wait_until(j - i, a[i] / 1000.0, more_coming=j < n) is not None and t < a[i] + delay_ms:
+        arrived = a[i]
+        t = free[0] if free[0] > arrived else arrived
+        j = after(a, t, i)  # requests arrived by t
+        if t < arrived + delay_ms and wait_until(j - i, arrived / 1000.0, j < n) is not None:
             # a fuller batch: dispatch when it fills, when the last request arrives, or at the oldest's deadline
-            t = max(t, min(a[i] + delay_ms, a[min(i + limit, n) - 1]))
-            j = bisect.bisect_right(a, t, i)
+            t = max(t, min(arrived + delay_ms, a[min(i + limit, n) - 1]))
+            j = after(a, t, i)
         m = min(limit, j - i)
         end = t + table[m][draws[len(ends)]]
-        heapq.heappush(free, end)
+        heapq.heapreplace(free, end)  # the instance that took the batch is free at its end
         ends.append(end)
         counts.append(m)
         i += m
