@@ -281,36 +281,74 @@ def _server_options(r: Row, q: Question, rows: list[Row]) -> list[Option]:
 Predict = Callable[..., Mapping[tuple, list[Any]]]
 
 
-def _predicted_options(rows: list[Row], q: Question, all_rows: list[Row], predict: Predict) -> list[Option]:
-    """Settings of one task and device kind with no server cell: their capacity predicted from the batch
-    times their offline and single-stream cells measured (one option per setting, its best batch size)."""
+@dataclass(eq=False)
+class Unpredicted:
+    """A setting of one task and device kind with no server cell, before its capacity is predicted:
+    ``ceiling`` bounds its prediction above (``predict.ceiling_qps``), so it can be ranked before it is run."""
+
+    order: int  # its place among the kind's settings (the order an unpruned answer lists them in)
+    key: tuple
+    rows: list[Row]
+    ceiling: float
+    _headlines: dict[int, bool] = field(default_factory=dict, repr=False)
+
+    def headlines(self, row: Row, q: Question, all_rows: list[Row]) -> bool:
+        """Whether this setting predicted as ``row`` would qualify (``Option.why_not``: for a prediction it does
+        not depend on the capacity; quality only when a gate or floor asks for it). Cached: one question."""
+        cell = id(row)
+        if cell not in self._headlines:
+            flagged = _unstable(self.rows)
+            probe = Option(row, self.ceiling, "", PREDICTED_BASIS, q.percentile, Latency("", None, None),
+                           Validity("PREDICTED", ""), quality(row, all_rows) if q.quality_gate is not None
+                           or q.accuracy_floor is not None else Quality(False, ""), flagged)
+            self._headlines[cell] = not probe.why_not(q)
+        return self._headlines[cell]
+
+
+def _unpredicted(rows: list[Row], q: Question) -> list[Unpredicted]:
+    """The settings ``_predicted_option`` answers: closed-loop cells whose setting has no server cell."""
     if q.bound_ms is None:
         return []
-    closed = [r for r in rows if r.traits.closed_loop and r.traits.reads is not None]
     served = {predict_module.setting_key(r.rec) for r in rows if r.traits.reads == "capacity"}
-    closed = [r for r in closed if predict_module.setting_key(r.rec) not in served]
-    if not closed:
-        return []
-    out = []
-    for key, found in predict([r.rec for r in closed], bound_ms=q.bound_ms, percentile=q.percentile).items():
-        mine = [r for r in closed if predict_module.setting_key(r.rec) == key]
-        usable = [p for p in found if p.qps is not None and rate(p.qps)]
-        if not mine or not usable:
-            continue
-        best = max(usable, key=lambda p: p.qps)
-        row = next((r for r in mine if r.rec.get("batch_size") == best.max_batch), mine[0])
-        sizes = ", ".join(str(b) for b in best.batch_sizes)
-        how = (f"max batch {best.max_batch}, queue delay {format_number(best.max_queue_delay_ms)} ms, "
-               f"{best.instances} instance{'s' if best.instances != 1 else ''} per device; from measured batch sizes "
-               f"{sizes}" + (f" ({best.note})" if best.note else ""))
-        flags = tuple(["unstable"] if any(r.unstable for r in mine) else [])
-        out.append(Option(row, float(best.qps), how, PREDICTED_BASIS, best.percentile,
-                          Latency(percentile_name(best.percentile), best.p_ms, None,
-                                  "predicted: no interval"),
-                          Validity("PREDICTED", f"no server run: the queueing model's {percentile_name(best.percentile)}"
-                                   f" at {format_number(best.qps)} requests/s"),
-                          quality(row, all_rows), flags, tuple(best.batch_sizes)))
-    return out
+    grouped: dict[tuple, list[Row]] = {}
+    for r in rows:
+        if r.traits.closed_loop and r.traits.reads is not None:
+            key = predict_module.setting_key(r.rec)
+            if key not in served:
+                grouped.setdefault(key, []).append(r)
+    times = predict_module.batch_times(r.rec for group in grouped.values() for r in group)
+    return [Unpredicted(i, key, grouped[key], predict_module.ceiling_qps(found)) for i, (key, found) in enumerate(times.items())]
+
+
+def _predicted_option(setting: Unpredicted, found: list[Any], all_rows: list[Row]) -> Option | None:
+    """A setting's option: its capacity predicted from the batch times its offline and single-stream cells
+    measured (its best batch size), None when no batch size meets the bound."""
+    mine = setting.rows
+    usable = [p for p in found if p.qps is not None and rate(p.qps)]
+    if not usable:
+        return None
+    best = max(usable, key=lambda p: p.qps)
+    row = next((r for r in mine if r.rec.get("batch_size") == best.max_batch), mine[0])
+    sizes = ", ".join(str(b) for b in best.batch_sizes)
+    how = (f"max batch {best.max_batch}, queue delay {format_number(best.max_queue_delay_ms)} ms, "
+           f"{best.instances} instance{'s' if best.instances != 1 else ''} per device; from measured batch sizes "
+           f"{sizes}" + (f" ({best.note})" if best.note else ""))
+    return Option(row, float(best.qps), how, PREDICTED_BASIS, best.percentile,
+                  Latency(percentile_name(best.percentile), best.p_ms, None, "predicted: no interval"),
+                  Validity("PREDICTED", f"no server run: the queueing model's {percentile_name(best.percentile)}"
+                           f" at {format_number(best.qps)} requests/s"),
+                  quality(row, all_rows), _unstable(mine), tuple(best.batch_sizes))
+
+
+def _unstable(rows: list[Row]) -> tuple[str, ...]:
+    return ("unstable",) if any(r.unstable for r in rows) else ()
+
+
+def _predict(settings: list[Unpredicted], q: Question, predict: Predict) -> dict[tuple, list[Any]]:
+    """One call of ``predict`` for these settings' records."""
+    if not settings:
+        return {}
+    return dict(predict([r.rec for s in settings for r in s.rows], bound_ms=q.bound_ms, percentile=q.percentile))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,16 +455,6 @@ def no_capacity(rows: list[Row], q: Question) -> str:
     return "no server run found a capacity within its bound"
 
 
-def options(rows: list[Row], q: Question, all_rows: list[Row] | None = None,
-            predict: Predict = predict_module.predictions) -> tuple[list[Option], str]:
-    """Every option of one task on one device kind (measured and predicted), and why there is none."""
-    ok = [r for r in rows if r.ok]
-    every = all_rows if all_rows is not None else ok
-    found = [o for r in ok if r.traits.reads == "capacity" and not r.invalid for o in _server_options(r, q, every)]
-    found += _predicted_options(ok, q, every, predict)
-    return found, "" if found else no_capacity(ok, q)
-
-
 def _rank(found: list[Option], q: Question, demand: float) -> list[Ranked]:
     out = []
     for o in found:
@@ -435,8 +463,7 @@ def _rank(found: list[Option], q: Question, demand: float) -> list[Ranked]:
         devices = devices_needed(demand, o.capacity, q.max_utilisation)
         month = devices * o.row.price.usd_per_hour * HOURS_PER_MONTH if o.row.price else None
         out.append(Ranked(o, devices, month, o.why_not(q)))
-    return sorted(out, key=lambda x: (x.usd_per_month if x.usd_per_month is not None else math.inf, x.devices,
-                                      x.option.usd_per_million or math.inf, x.option.row.setting))
+    return sorted(out, key=_sort_key)
 
 
 def default_demand(found: list[Option], q: Question) -> float | None:
@@ -450,29 +477,82 @@ def default_demand(found: list[Option], q: Question) -> float | None:
     return best.capacity * q.max_utilisation
 
 
-def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predictions) -> list[Answer]:
-    """Per task: one answer per device kind (GPUs first), the cheapest priced one marked ``overall``."""
+def _sort_key(x: Ranked) -> tuple:
+    return (x.usd_per_month if x.usd_per_month is not None else math.inf, x.devices,
+            x.option.usd_per_million or math.inf, x.option.row.setting)
+
+
+def _best_key(setting: Unpredicted, row: Row, q: Question, demand: float) -> tuple:
+    """The best rank ``setting`` could reach as ``row`` (its capacity at most its ceiling): every part of the
+    sort key only grows as the capacity falls."""
+    devices = devices_needed(demand, setting.ceiling, q.max_utilisation)
+    month = devices * row.price.usd_per_hour * HOURS_PER_MONTH if row.price else math.inf
+    return (month, devices, row.cost_at(setting.ceiling) or math.inf, row.setting)
+
+
+def _open(pending: list[Unpredicted], ranked: list[Ranked], q: Question, demand: float | None,
+          all_rows: list[Row]) -> list[Unpredicted]:
+    """Branch and bound: the settings still to predict that could enter the listed top ``TOP`` of the list they
+    would land in (qualifying or not) at some capacity up to their ceiling; the others cannot change the answer."""
+    if not demand:
+        return pending
+    lists = {True: [_sort_key(x) for x in ranked if not x.why_not][:TOP],
+             False: [_sort_key(x) for x in ranked if x.why_not][:TOP]}
+
+    def could_enter(setting: Unpredicted, row: Row) -> bool:
+        listed = lists[setting.headlines(row, q, all_rows)]
+        return len(listed) < TOP or not listed[-1] < _best_key(setting, row, q, demand)
+
+    # a setting whose ceiling is too low to be ranked at all (MAX_DEVICES) can never enter
+    return [s for s in pending if demand / s.ceiling < MAX_DEVICES and any(could_enter(s, r) for r in s.rows)]
+
+
+def _demand_fixed(found: list[Option], pending: list[Unpredicted], q: Question) -> bool:
+    """No setting still to predict can change ``default_demand``: the best qualifying option beats the
+    ceiling of each (strictly: a tie would depend on the order they are listed in)."""
+    if q.demand_qps or not pending:
+        return True
+    pool = [o for o in found if not o.why_not(q)]
+    priced = [o.usd_per_million for o in pool if o.usd_per_million is not None]
+    rest = [(s.ceiling, r) for s in pending for r in s.rows]
+    if priced:
+        return all(r.cost_at(c) is None or min(priced) < r.cost_at(c) for c, r in rest)
+    return bool(pool) and all(r.price is None and max(o.capacity for o in pool) > c for c, r in rest)
+
+
+def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predictions,
+           prune: bool = True) -> list[Answer]:
+    """Per task: one answer per device kind (GPUs first), the cheapest priced one marked ``overall``.
+
+    Settings without a server cell are predicted best ceiling first, ``TOP`` per device kind at a time, and only
+    while one left can still change the answer (``_open``, ``_demand_fixed``): the answer is the one
+    predicting them all would give (``prune=False``), each setting predicted at most once."""
     out: list[Answer] = []
     ok = [r for r in rows if r.ok]
     for task in tasks_of(ok):
         mine = [r for r in ok if r.task == task]
-        per_kind = {kind: options([r for r in mine if r.kind == kind], q, mine, predict) for kind in kinds_of(mine)}
-        demand = q.demand_qps or default_demand([o for found, _ in per_kind.values() for o in found], q)
-        answers = []
-        for kind, (found, why) in per_kind.items():
-            ranked = _rank(found, q, demand) if demand else []
-            top = [x for x in ranked if not x.why_not]
-            others = [x for x in ranked if x.why_not]
-            best = top[0] if top else None
-            for x in top if best and best.usd_per_month else ():
-                x.over_best = x.usd_per_month / best.usd_per_month - 1 if x.usd_per_month is not None else None
-            if best is None:
-                why = why or (f"not planned: {demand:g} images/s needs {MAX_DEVICES:g} or more devices at every "
-                              "setting" if found and not ranked else "")
-                why = why or "no option qualifies: " + "; ".join(
-                    f"{x.option.row.setting}: {', '.join(x.why_not)}" for x in others[:3])
-            answers.append(Answer(task, kind, q, demand, best.option if best else None, why, top=top[:TOP],
-                                  others=others[:TOP]))
+        per_kind = {kind: [r for r in mine if r.kind == kind] for kind in kinds_of(mine)}
+        measured = {kind: [o for r in kind_rows if r.traits.reads == "capacity" and not r.invalid
+                           for o in _server_options(r, q, mine)] for kind, kind_rows in per_kind.items()}
+        pending = {kind: sorted(_unpredicted(kind_rows, q), key=lambda s: -s.ceiling)
+                   for kind, kind_rows in per_kind.items()}
+        predicted: dict[DeviceKind, dict[int, Option | None]] = {kind: {} for kind in per_kind}
+        while True:
+            found = {kind: measured[kind] + [o for _, o in sorted(predicted[kind].items()) if o] for kind in per_kind}
+            every = [o for f in found.values() for o in f]
+            demand = q.demand_qps or default_demand(every, q)
+            ranked = {kind: _rank(f, q, demand) if demand else [] for kind, f in found.items()}
+            fixed = prune and _demand_fixed(every, [s for p in pending.values() for s in p], q)
+            chunks = {kind: (_open(p, ranked[kind], q, demand, mine) if fixed else p)[:TOP] if prune else p
+                      for kind, p in pending.items()}
+            if not any(chunks.values()):
+                break
+            for kind, chunk in chunks.items():
+                pending[kind] = [s for s in pending[kind] if s not in chunk]
+                got = _predict(chunk, q, predict)
+                predicted[kind].update((s.order, _predicted_option(s, got.get(s.key, []), mine)) for s in chunk)
+        answers = [_kind_answer(task, kind, q, demand, found[kind], ranked[kind], per_kind[kind])
+                   for kind in per_kind]
         priced = [a for a in answers if a.usd_per_month is not None]
         if priced:
             min(priced, key=lambda a: (a.usd_per_month, a.devices)).overall = True
@@ -480,6 +560,23 @@ def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predi
             min((a for a in answers if a.option), key=lambda a: a.devices or math.inf).overall = True
         out += answers
     return out
+
+
+def _kind_answer(task: str, kind: DeviceKind, q: Question, demand: float | None, found: list[Option],
+                 ranked: list[Ranked], rows: list[Row]) -> Answer:
+    top = [x for x in ranked if not x.why_not]
+    others = [x for x in ranked if x.why_not]
+    best = top[0] if top else None
+    for x in top if best and best.usd_per_month else ():
+        x.over_best = x.usd_per_month / best.usd_per_month - 1 if x.usd_per_month is not None else None
+    why = ""
+    if best is None:
+        why = "" if found else no_capacity(rows, q)
+        why = why or (f"not planned: {demand:g} images/s needs {MAX_DEVICES:g} or more devices at every "
+                      "setting" if found and not ranked else "")
+        why = why or "no option qualifies: " + "; ".join(
+            f"{x.option.row.setting}: {', '.join(x.why_not)}" for x in others[:3])
+    return Answer(task, kind, q, demand, best.option if best else None, why, top=top[:TOP], others=others[:TOP])
 
 
 def overall(answers: list[Answer], task: str) -> Answer | None:

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -601,3 +602,64 @@ def test_random_or_unscored_weights_never_badge_accuracy(tmp_path):
         assert 'data-chart="<CAPTION>: measured"' not in text
         recommendation = text[text.index('id="recommendations"'):]
         assert "cider 0" not in recommendation[: recommendation.index("</table>")]
+
+
+def _many_settings(root: Path) -> list:
+    """An H100 and a 2-core CPU with 36 settings each (variant x dtype x beams), three batch sizes apiece, one
+    served setting per machine, a flagged one, a third with random weights (unverified quality): rows as the
+    report loads them."""
+    from report_factory import make_unstable
+
+    from bench.report_rows import load_runs
+
+    runs = []
+    for device, scale in (("cuda", 1.0), ("cpu", 40.0)):
+        records = []
+        for i, (variant, dtype, beams) in enumerate(
+                (v, d, b) for v in ("base", "large") for d in ("fp32", "fp16", "bf16") for b in (1, 2, 3, 4, 5, 6)):
+            p50 = scale * 3.0 * 10 ** ((i * 37) % 36 / 36) * (1.5 if variant == "large" else 1.0)
+            for batch in (1, 4, 8):
+                rec = make_record(variant, device=device, dtype=dtype, batch_size=batch, p50=p50 / batch ** 0.5,
+                                  num_beams=beams, seed=i * 10 + batch, accuracy=1.0 + (i % 4) / 40,
+                                  weights="pretrained" if i % 3 else "random")
+                records.append(make_unstable(rec) if i == 5 else rec)
+        records.append(make_server_record("base", device=device, weights="random", dtype="fp16", batch_size=8,
+                                          service_ms=30.0 * scale, qps_max=200.0 / scale, bound_ms=100.0 * scale))
+        for rec in records if device == "cpu" else ():
+            rec.energy = None
+        runs.append(write_run(root / device, records, gpu=GPU if device == "cuda" else None,
+                              **({} if device == "cuda" else {"cores": 2})))
+    return [r for run in load_runs(runs, load_prices()) for r in run.rows]
+
+
+@pytest.mark.parametrize("question", [Question(500.0), Question(500.0, 0.95, 2000.0), Question(5000.0, 0.99, 30.0, 0.7),
+                                      Question(500.0, quality_gate=0.9), Question(20000.0, accuracy_floor=1.05)])
+def test_the_pruned_answer_is_the_answer_predicting_every_setting(tmp_path, question):
+    """Branch and bound: settings are predicted best ceiling first and only while one left could still enter a
+    listed top five or move the default demand; the answer (every section and the JSON read it) is the same as
+    predicting them all, with far fewer predictions."""
+    from bench.scenarios import predict as predict_module
+    from bench.scenarios.predict import Prediction
+
+    rows = _many_settings(tmp_path)
+    asked: list[tuple] = []
+
+    def fake(records, *, bound_ms, percentile):
+        """A capacity at a fixed share (by setting) of its ceiling, 60-90% as the queueing model finds at a loose
+        bound, none for some: never above the ceiling (what the pruning rests on)."""
+        out = {}
+        for key, times in predict_module.batch_times(records).items():
+            asked.append(key)
+            share = 0.6 + zlib.crc32(repr(key).encode()) % 31 / 100
+            qps = predict_module.ceiling_qps(times) * share if share > 0.62 else None
+            out[key] = [Prediction(qps, percentile, bound_ms, bound_ms * share if qps else None, max(times), 5.0, 1,
+                                   tuple(sorted(times)), "")]
+        return out
+
+    full = answer.answer_json(answer.answer(rows, question, predict=fake, prune=False), question)
+    settings_ = len(asked)
+    asked.clear()
+    pruned = answer.answer_json(answer.answer(rows, question, predict=fake), question)
+    assert pruned == full
+    assert len(asked) == len(set(asked))  # each setting predicted at most once
+    assert settings_ >= 60 and len(asked) <= settings_ / 2, (len(asked), settings_)

@@ -70,16 +70,27 @@ class Prediction:
     BASIS: ClassVar[str] = "predicted (queueing model from measured batch times)"
 
 
+def _quantile_steps(times: Sequence[float]) -> np.ndarray:
+    """One batch size's empirical quantile function at ``QUANTILES`` levels (level k picks a raw sample)."""
+    levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
+    ordered = np.sort(np.asarray(times, dtype=float))
+    return ordered[np.minimum((levels * len(ordered)).astype(int), len(ordered) - 1)]
+
+
+def ceiling_qps(batch_times_ms: Mapping[int, Sequence[float]], instances: int = 1) -> float:
+    """An upper bound of every prediction from these batch times, at any max batch: full batches back to back
+    on every instance at the best measured size (the simulation's own saturation rate; an interpolated size
+    is never faster per request than both measured sizes around it, a smaller one than the smallest)."""
+    return instances * max(size / float(np.mean(_quantile_steps(times))) for size, times in batch_times_ms.items()) \
+        * 1000.0
+
+
 def _service_table(batch_times_ms: Mapping[int, Sequence[float]], max_batch: int) -> list[list[float]]:
     """Service time (ms) per batch size 1..max_batch (index 0 unused) at ``QUANTILES`` levels: each measured
     size's empirical quantile function (a step function: level k picks a raw sample), interpolated
     linearly in the size between measured ones, the smallest measured one's below it."""
-    levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
     measured = sorted(batch_times_ms)
-    steps = {}
-    for size in measured:
-        ordered = np.sort(np.asarray(batch_times_ms[size], dtype=float))
-        steps[size] = ordered[np.minimum((levels * len(ordered)).astype(int), len(ordered) - 1)]
+    steps = {size: _quantile_steps(batch_times_ms[size]) for size in measured}
     table: list[list[float]] = [[]]
     for m in range(1, max_batch + 1):
         k = bisect.bisect_left(measured, m)
