@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.numbers import is_finite, is_number
+from bench.paths import check_size
 
 try:
     import tomllib
@@ -32,9 +33,12 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 def read_text(path: Path, what: str) -> str:
-    """A UTF-8 text file's contents; a missing, unreadable or non-UTF-8 file is one UsageError line."""
+    """A UTF-8 text file's contents; a missing, unreadable or non-UTF-8 file is one UsageError line, and so is a
+    file over the door's bound for an input (refused before it is read). A pipe is read (``--sweep <(...)``)."""
     try:
-        return Path(path).read_bytes().decode("utf-8")
+        with Path(path).open("rb") as fh:
+            check_size(path, "input", os.fstat(fh.fileno()))
+            return fh.read().decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"{what} not found: {path}") from None
     except IsADirectoryError:

@@ -181,7 +181,8 @@ def refuse_link_error(path: str | os.PathLike, what: str) -> UsageError:
                       "regular file (remove the link)")
 
 
-def _check_size(path: str | os.PathLike, what: str, st: os.stat_result) -> None:
+def check_size(path: str | os.PathLike, what: str, st: os.stat_result) -> None:
+    """A file of ``st``'s size may be read as a ``what`` (its kind's ``max_bytes``), else one line."""
     limit = KINDS[what].max_bytes
     if st.st_size > limit:
         raise UsageError(f"{what} {path} is {st.st_size:,} bytes, over the bound of its kind; accepted: a file "
@@ -206,7 +207,7 @@ def open_file(path: str | os.PathLike, flags: int, what: str, mode: int = 0o644)
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, what, st.st_mode)
         if not writing:
-            _check_size(path, what, st)
+            check_size(path, what, st)
         if writing and st.st_nlink > 1:
             raise UsageError(f"{what} {path} has {st.st_nlink} hard links (another name for it lies elsewhere); "
                              "refusing to write into it; accepted: a file with one link (copy it, then remove "
@@ -245,7 +246,7 @@ def open_input(path: str | os.PathLike, what: str = "input") -> BinaryIO:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, what, st.st_mode)
-        _check_size(path, what, st)
+        check_size(path, what, st)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

@@ -33,7 +33,7 @@ import pytest
 from hostile import bench_process
 from sweep_helpers import write_sweep
 
-from bench import cli, inputs, paths, store, sweep
+from bench import cli, inputs, paths, prices, store, sweep
 from bench.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -510,3 +510,26 @@ def test_each_appended_run_file_after_a_sigkill_and_resume_loses_and_doubles_not
     assert set(AFTER_KILL) == set(RUN_APPENDED), "a new appended run file needs its check in AFTER_KILL"
     assert killed_then_resumed.killed, "the run ended before it could be killed"
     AFTER_KILL[kind](killed_then_resumed)
+
+
+# ------------------------------------------------------------------------------ the user's TOML inputs
+
+def _nested_toml(path: Path, outside: Path) -> None:
+    depth = 1000 * inputs.MAX_NESTING
+    path.write_text("a = " + "[" * depth + "]" * depth + "\n")
+
+
+TOML_READERS: dict[str, Callable[[Path], object]] = {  # a user's file read through inputs.read_text
+    "sweep file": lambda p: sweep.load_sweep(str(p)),
+    "price table": lambda p: prices.load_prices(p),
+}
+# (a FIFO is read: `run --sweep <(...)` is a pipe, and a signal ends the wait, tests/test_bounds_edges.py)
+TOML_STATES = {"directory": _directory, "huge": _huge, "deeply nested": _nested_toml}
+
+
+@pytest.mark.parametrize("state", list(TOML_STATES))
+@pytest.mark.parametrize("reader", list(TOML_READERS))
+def test_each_toml_input_in_each_hostile_state_is_one_line(reader, state, tmp_path):
+    path = tmp_path / "in.toml"
+    TOML_STATES[state](path, tmp_path)
+    assert _outcome(lambda: TOML_READERS[reader](path)) == "refused"
