@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -152,25 +153,46 @@ class _GuardedStdout:
             os.dup2(devnull, self._stream.fileno())
             os.close(devnull)
 
+    @property
+    def stream(self) -> TextIO:
+        return self._stream
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
+        if "_stream" not in self.__dict__:  # never recurse into itself (a copy, half-built)
+            raise AttributeError(name)
+        return getattr(self.__dict__["_stream"], name)
+
+
+_GUARD_LOCK = threading.Lock()
+_guard_users = 0  # commands running in this process under the one guard (tests call main from threads)
 
 
 @contextlib.contextmanager
 def _guarded_stdout() -> Iterator[_GuardedStdout]:
-    original = sys.stdout
-    if original is None:  # started with stdout closed: print() writes nowhere
-        original = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    if (getattr(original, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8":
-        with contextlib.suppress(AttributeError, ValueError):  # an ASCII locale: never a UnicodeEncodeError
-            original.reconfigure(errors="backslashreplace")
-    guarded = _GuardedStdout(original)
-    sys.stdout = guarded  # type: ignore[assignment]
+    """One guard per process, however many commands run at once: each installing and restoring its own
+    would leave another's wrapper in place (a chain of wrappers, and a crash in a thread)."""
+    global _guard_users
+    with _GUARD_LOCK:
+        original = sys.stdout
+        if isinstance(original, _GuardedStdout):
+            guarded = original
+        else:
+            if original is None:  # started with stdout closed: print() writes nowhere
+                original = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+            if (getattr(original, "encoding", None) or "utf-8").lower().replace("-", "") != "utf8":
+                with contextlib.suppress(AttributeError, ValueError):  # an ASCII locale: no UnicodeEncodeError
+                    original.reconfigure(errors="backslashreplace")
+            guarded = _GuardedStdout(original)
+            sys.stdout = guarded  # type: ignore[assignment]
+        _guard_users += 1
     try:
         yield guarded
     finally:
         guarded.flush()
-        sys.stdout = original
+        with _GUARD_LOCK:
+            _guard_users -= 1
+            if not _guard_users and sys.stdout is guarded:
+                sys.stdout = guarded.stream
 
 
 def _crashed(exc: Exception, argv: list[str] | None) -> int:
