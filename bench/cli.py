@@ -128,7 +128,6 @@ class _GuardedStdout:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream, self.failure = stream, None
-        self._redirected = False
 
     def write(self, text: str) -> int:
         if self.failure is None:

@@ -8,17 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.inputs import check_bound
-from bench.server_settings import PERCENTILE_DEFAULT
+from bench.server_settings import PERCENTILE_DEFAULT, percentile_name
 
 MAX_UTILISATION_DEFAULT = 0.8
 """Plan devices at most this busy: a queue at 100% utilisation never drains."""
 
 __all__ = ["MAX_UTILISATION_DEFAULT", "PERCENTILE_DEFAULT", "Question", "percentile_name"]
-
-
-def percentile_name(q: float) -> str:
-    """0.99 -> "p99", 0.999 -> "p99.9": how the page, the JSON and the records name a percentile."""
-    return f"p{q * 100:.10g}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,14 @@ def _setting(default: Any, *, identity: bool | str = True) -> Any:
 
 
 PERCENTILE_DEFAULT = 0.99
+
+
+def percentile_name(q: float) -> str:
+    """0.99 -> "p99", 0.999 -> "p99.9": how the page, the JSON, the records and the progress lines name a
+    percentile (one spelling, so a capacity's "judged at" reads the same as the question's)."""
+    return f"p{q * 100:.10g}"
+
+
 # The length of a capacity's final runs (docs/scenarios.md, "Final runs"). At the saturation rate (rho = 1)
 # an M/D/1 run of this length passes early stopping with probability below FALSE_ACCEPT_LIMIT, for p90 and
 # p99, with a 143 ms service and a bound of 10 service times (tests/test_capacity_holds.py simulates it);
@@ -103,7 +111,7 @@ class ServerSettings:
         needed = self.requests_needed()
         if needed > self.max_requests:
             raise UsageError(f"server runs need {needed} requests (min_requests, or early stopping for "
-                             f"p{self.latency_percentile * 100:g} at {self.confidence:g} confidence), over max_requests "
+                             f"{percentile_name(self.latency_percentile)} at {self.confidence:g} confidence), over max_requests "
                              f"{self.max_requests}; accepted: a larger max_requests or a lower --latency-percentile")
         if self.qps == "auto":
             return

@@ -59,6 +59,7 @@ from bench.scenarios.base import (
 )
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.traits import ScenarioTraits
+from bench.server_settings import percentile_name
 from bench.stats import early_stopping_estimate, early_stopping_met, percentile_ci, queries_needed
 
 KEPT_UP = 0.95  # achieved / target QPS above which a run kept up (the search's stop rule only; not validity)
@@ -450,7 +451,7 @@ class Server:
                 served.final = final
                 verdict = "valid" if served.valid else f"invalid: {served.invalid_reason}"
                 run.note(f"{qps:.4g} QPS{' (final run)' if final else ''}: {served.n_requests} requests, "
-                         f"p{100 * served.latency_percentile:g} {served.percentile_ms:.0f} ms; {verdict}")
+                         f"{percentile_name(served.latency_percentile)} {served.percentile_ms:.0f} ms; {verdict}")
                 return served
 
             with Tracking(run.device, run.energy_idle_s) as tracking:

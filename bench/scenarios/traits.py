@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from bench.numbers import is_number
+from bench.server_settings import percentile_name
 
 READS = ("latency", "throughput", "capacity")
 LATENCY_PER = ("request", "batch")
@@ -63,7 +64,7 @@ class ScenarioTraits:
         value = server.get(self.percentile_from) if self.percentile_from and isinstance(server, dict) else None
         if not is_number(value) or not 0 < value < 1:
             return self
-        return dataclasses.replace(self, statistic=f"p{value * 100:g}")
+        return dataclasses.replace(self, statistic=percentile_name(value))
 
 
 UNKNOWN = ScenarioTraits(reads=None, statistic="p90", meets_bound=False, latency_per="batch", closed_loop=True,
