@@ -163,13 +163,17 @@ class NestingError(ValueError):
 
 
 def _depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > MAX_NESTING:
-                return False
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    """Level by level, containers only: a history of 100,000 records holds millions of numbers."""
+    level, depth = ([value] if isinstance(value, (dict, list)) else []), 1
+    while level:
+        if depth > MAX_NESTING:
+            return False
+        below = []
+        for item in level:
+            for v in item.values() if isinstance(item, dict) else item:
+                if isinstance(v, (dict, list)):
+                    below.append(v)
+        level, depth = below, depth + 1
     return True
 
 
