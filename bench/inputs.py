@@ -201,12 +201,26 @@ def parse_toml(text: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- types
 
 
+def _parts(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A hint's origin and arguments, looked up once per hint (a history checks a million values)."""
+    try:
+        return _PARTS[hint]
+    except KeyError:
+        _PARTS[hint] = found = (typing.get_origin(hint), typing.get_args(hint))
+        return found
+    except TypeError:  # an unhashable hint
+        return typing.get_origin(hint), typing.get_args(hint)
+
+
+_PARTS: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+
+
 def conforms(value: Any, hint: Any, *, shallow: bool = False) -> bool:
     """Whether ``value`` (as TOML or JSON gives it) has the annotated type; unknown hints accept anything.
 
     ``shallow`` checks containers' own type only (a record's nested tables are read defensively).
     """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    origin, args = _parts(hint)
     if hint is Any:
         return True
     if hint is type(None):
