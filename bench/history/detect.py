@@ -121,8 +121,10 @@ class _Figures:
             self._samples = compare.samples_of(self.record)
         return self._samples
 
-    def se(self, metric: str) -> float:
-        samples, factor = self.samples(), compare.metric_spec(metric).se_factor
+    def se(self, metric: str, factor: float | None = None) -> float:
+        """``factor``: the metric's ``se_factor`` where the caller has it (it is computed on each access)."""
+        samples = self.samples()
+        factor = compare.metric_spec(metric).se_factor if factor is None else factor
         if factor is None or len(samples) < 2:
             return 0.0
         if metric == "throughput" and not traits_of(self.record).throughput_from_latency:
@@ -151,8 +153,36 @@ def figures(entry: Entry) -> dict[str, _Figures]:
     """Each record's figures by cell id, computed once per entry and kept with it (``Entry.derived``): the
     trend page's check and steps read the same values."""
     if "figures" not in entry.derived:
-        entry.derived["figures"] = {r["cell_id"]: _Figures(r) for r in entry.records}
+        found = {r["cell_id"]: _Figures(r) for r in entry.records}
+        _from_sample_rows([f for f in found.values() if f.record.get("status", "ok") == "ok"])
+        entry.derived["figures"] = found
     return entry.derived["figures"]
+
+
+def _from_sample_rows(figs: list[_Figures]) -> None:
+    """The values recomputed from samples (``compare.SAMPLE_ROWS``) and their sample noise for a run's records
+    at once: one numpy call per metric and sample count, not per record (equal to ``compare.point_value``)."""
+    groups: dict[int, list[_Figures]] = {}
+    for f in figs:
+        if len(f.samples()):
+            groups.setdefault(len(f.samples()), []).append(f)
+    for n, group in groups.items():
+        rows = np.stack([f.samples() for f in group])
+        log_sd = np.std(np.log(rows), axis=1, ddof=1) if n > 1 else None
+        for metric, compute in compare.SAMPLE_ROWS.items():
+            mine = [i for i, f in enumerate(group) if compare.from_samples(f.record, metric)]
+            if not mine:
+                continue
+            batch = np.array([int(group[i].record.get("batch_size") or 1) for i in mine])
+            values = compute(rows[mine], batch)
+            spec = compare.metric_spec(metric)
+            factor = spec.se_factor
+            for i, value in zip(mine, values.tolist(), strict=True):
+                f = group[i]
+                if log_sd is not None:
+                    f._log_sd = float(log_sd[i])
+                ok = not (spec.kind == "ratio" and value <= 0)
+                f.points[metric] = (scale(spec.kind, value), f.se(metric, factor)) if ok else None
 
 
 def invalid_values(record: dict[str, Any]) -> list[str]:
