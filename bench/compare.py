@@ -641,10 +641,21 @@ def stored_metrics() -> list[str]:
 # The same values recomputed from the raw samples (request latencies), so that they match the
 # bootstrap's ratios; throughput only where a request waits exactly its batch (closed loop, one
 # sample per batch: the scenario's traits).
+# SAMPLE_ROWS computes them for rows of samples at once (one record per row, rows of one length; ``batch``:
+# each row's batch size), as bench.history does for a run's records.
+SAMPLE_ROWS: dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {
+    "latency_p50": lambda x, batch: np.median(x, axis=-1),
+    "latency_p90": lambda x, batch: np.quantile(x, 0.9, axis=-1),
+    "throughput": lambda x, batch: batch * 1000 / np.median(x, axis=-1),
+}
+
+
+def _of_record(rows: Callable[[np.ndarray, Any], np.ndarray]) -> Callable[[np.ndarray, dict[str, Any]], float]:
+    return lambda x, r: float(rows(x, int(r.get("batch_size") or 1)))
+
+
 FROM_SAMPLES: dict[str, Callable[[np.ndarray, dict[str, Any]], float]] = {
-    "latency_p50": lambda x, r: float(np.median(x)),
-    "latency_p90": lambda x, r: float(np.quantile(x, 0.9)),
-    "throughput": lambda x, r: int(r.get("batch_size") or 1) * 1000 / float(np.median(x)),
+    metric: _of_record(rows) for metric, rows in SAMPLE_ROWS.items()
 }
 
 
@@ -652,11 +663,16 @@ def _closed_loop(record: dict[str, Any]) -> bool:
     return traits_of(record).throughput_from_latency
 
 
+def from_samples(record: dict[str, Any], metric: str) -> bool:
+    """Whether the record's value of ``metric`` is recomputed from its samples (given it has some)."""
+    return metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record))
+
+
 def point_value(record: dict[str, Any], metric: str) -> float | None:
     if metric.startswith("accuracy."):
         return finite_number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
     samples = samples_of(record)
-    if len(samples) and metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record)):
+    if len(samples) and from_samples(record, metric):
         return FROM_SAMPLES[metric](samples, record)
     return stored_value(record, metric) if METRICS[metric].stored else POINT_VALUES[metric](record)
 

@@ -42,7 +42,8 @@ UNREAD_FIELDS = ("examples", "timing", "per_token_ms", "stages_ms", "energy", "t
 READ_EXTRA = ("pytest_benchmark",)
 """What a loaded entry keeps of ``extra``: the checks, steps and trend page read a record's judged figures,
 samples, axes, status and server table, never its stage times, energy, LoadGen logs or output texts; a
-1,000-run history of 100 cells holds them in memory only once (``load``)."""
+1,000-run history of 100 cells holds them in memory only once (``load``). Only what is held must be well formed:
+a field no command reads is dropped unchecked."""
 
 
 def _held(record: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +99,9 @@ class Entry:
     env: dict[str, Any]
     records: list[dict[str, Any]]
     path: Path | None = field(default=None, compare=False)
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What the commands compute from ``records`` once per run and share (``detect.figures``); records are
+    not changed once a command has read them."""
 
     @property
     def short(self) -> str:
@@ -392,8 +396,9 @@ def _read_entry(path: Path) -> Entry:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"format {found!r}, not {FORMAT!r}")
         records = data["records"]
-        if not isinstance(records, list) or not all(isinstance(r, dict) and store.well_formed(r) for r in records):
-            raise ValueError("records must be a list of records, each field of its declared type")
+        held = [_held(r) for r in records] if isinstance(records, list) and all(isinstance(r, dict) for r in records) else None
+        if held is None or not all(store.well_formed(r) for r in held):
+            raise ValueError("records must be a list of records, each field read of its declared type")
         machine, env, source = data["machine"], data.get("env") or {}, data.get("source") or {}
         if not (isinstance(machine, dict) and isinstance(env, dict) and isinstance(source, dict)
                 and isinstance(data["run_id"], str) and data.get("dirty") in (None, True, False)):
@@ -409,7 +414,7 @@ def _read_entry(path: Path) -> Entry:
             source={str(k): str(v) for k, v in source.items()},
             machine=MachineClass(**machine),
             env=store.checked_env(env, path),
-            records=[_held(r) for r in records],
+            records=held,
             path=path,
         )
     except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
