@@ -35,7 +35,6 @@ ALLOWLIST = {
     "compare.py": "rcompare",
     "executors/ray.py": "rcompare",
     "history/detect.py": "rhistory",
-    "history/entries.py": "rhistory",
     "measure.py": "rcompare",
     "optimize.py": "rcompare",
     "plausibility.py": "rcompare",
