@@ -47,10 +47,10 @@ from bench.report_rows import (
     primary_metric,
     table,
 )
-from bench.report_rows import dig as _get
 from bench.report_rows import kinds_of as _kinds
 from bench.report_rows import number as _num
 from bench.report_rows import tasks_of as _tasks
+from bench.results import dig as _get
 from bench.scenarios import capacity as capacity_search
 from bench.scenarios.server import KEPT_UP
 from bench.server_settings import ServerSettings

@@ -25,6 +25,7 @@ from bench.metrics import METRICS, headline_metric, metric_info
 from bench.numbers import finite_number as number
 from bench.optimize import agreement_with_fp32
 from bench.prices import Price, PriceTable
+from bench.results import dig
 from bench.scenarios import ScenarioTraits, traits_of
 from bench.uncertainty import UNSTABLE, Interval, judge
 from bench.variants import VARIANTS
@@ -59,14 +60,6 @@ _NOT_IN_LABELS = ("weights_requested",)
 
 # ---------------------------------------------------------------------------------------------
 # records and environments
-
-
-def dig(d: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
 
 
 def table(d: Any, *keys: str) -> dict[str, Any]:
