@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.host import THREADS_DEFAULT
+from bench.results import CellAxes
 from bench.server_settings import ServerSettings
 
 LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "prefetch": False,
@@ -26,19 +27,9 @@ LATER_AXES: dict[str, Any] = {"compile_vision": False, "preprocess": "host", "pr
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One point of the matrix."""
+class Cell(CellAxes):
+    """One point of the matrix: the axes its record states at top level (``CellAxes``), and these."""
 
-    variant: str
-    task: str
-    dataset: str
-    n_images: int
-    device: str
-    dtype: str
-    batch_size: int
-    attn: str
-    compile: bool | str  # False, True or "graphs" (bench.backends.transformers.settings.COMPILE_MODES)
-    num_beams: int
     cache: str
     channels_last: bool
     quant: str

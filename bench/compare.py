@@ -558,18 +558,19 @@ def sorted_quantiles(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     return np.moveaxis(out, -1, 0)
 
 
-def sample_points(samples: list[np.ndarray]) -> np.ndarray:
-    """``np.median`` and the 0.9 quantile of each sample (bit for bit), shape (samples, 2): one numpy call
-    per sample length, not one per cell. Every sample must hold at least one value."""
-    out = np.empty((len(samples), 2))
+def sample_values(samples: list[np.ndarray], records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Each record's ``SAMPLE_ROWS`` values (equal to ``FROM_SAMPLES``'), one numpy call per metric and sample
+    length, not one per cell. Every sample must hold at least one value."""
+    out: list[dict[str, float]] = [{} for _ in samples]
     groups: dict[int, list[int]] = {}
     for i, x in enumerate(samples):
         groups.setdefault(len(x), []).append(i)
-    for n, members in groups.items():
-        v = np.sort(np.stack([samples[i] for i in members]), axis=1)
-        middle = v[:, n // 2] if n % 2 else (v[:, n // 2 - 1] + v[:, n // 2]) / 2  # np.median: the mean of the middle
-        out[members, 0] = middle
-        out[members, 1] = sorted_quantiles(v, np.array([0.9]))[0]
+    for members in groups.values():
+        rows = np.stack([samples[i] for i in members])
+        batch = np.array([int(records[i].get("batch_size") or 1) for i in members])
+        for metric, compute in SAMPLE_ROWS.items():
+            for i, value in zip(members, compute(rows, batch).tolist(), strict=True):
+                out[i][metric] = value
     return out
 
 
@@ -674,11 +675,22 @@ def stored_metrics() -> list[str]:
 
 # The same values recomputed from the raw samples (request latencies), so that they match the
 # bootstrap's ratios; throughput only where a request waits exactly its batch (closed loop, one
-# sample per batch: the scenario's traits). Each takes the samples' median and p90 (``sample_points``).
+# sample per batch: the scenario's traits).
+# SAMPLE_ROWS computes them for rows of samples at once (one record per row, rows of one length; ``batch``:
+# each row's batch size), as bench.history does for a run's records.
+SAMPLE_ROWS: dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {
+    "latency_p50": lambda x, batch: np.median(x, axis=-1),
+    "latency_p90": lambda x, batch: np.quantile(x, 0.9, axis=-1),
+    "throughput": lambda x, batch: batch * 1000 / np.median(x, axis=-1),
+}
+
+
+def _of_record(rows: Callable[[np.ndarray, Any], np.ndarray]) -> Callable[[np.ndarray, dict[str, Any]], float]:
+    return lambda x, r: float(rows(x, int(r.get("batch_size") or 1)))
+
+
 FROM_SAMPLES: dict[str, Callable[[np.ndarray, dict[str, Any]], float]] = {
-    "latency_p50": lambda points, r: float(points[0]),
-    "latency_p90": lambda points, r: float(points[1]),
-    "throughput": lambda points, r: int(r.get("batch_size") or 1) * 1000 / float(points[0]),
+    metric: _of_record(rows) for metric, rows in SAMPLE_ROWS.items()
 }
 
 
@@ -686,16 +698,21 @@ def _closed_loop(record: dict[str, Any]) -> bool:
     return traits_of(record).throughput_from_latency
 
 
-def point_value(record: dict[str, Any], metric: str, points: np.ndarray | None = None) -> float | None:
-    """A record's single value of a metric; ``points``: its samples' ``sample_points`` row when already
-    computed (compare computes every cell's in a few calls)."""
+def from_samples(record: dict[str, Any], metric: str) -> bool:
+    """Whether the record's value of ``metric`` is recomputed from its samples (given it has some)."""
+    return metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record))
+
+
+def point_value(record: dict[str, Any], metric: str, from_rows: dict[str, float] | None = None) -> float | None:
+    """A record's single value of a metric; ``from_rows``: its ``SAMPLE_ROWS`` values when already computed
+    (compare computes every cell's in a few calls, ``sample_values``)."""
     if metric.startswith("accuracy."):
         return finite_number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
-    if metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record)):
-        if points is None and len(samples := samples_of(record)):
-            points = sample_points([samples])[0]
-        if points is not None:
-            return FROM_SAMPLES[metric](points, record)
+    if from_rows is not None and from_samples(record, metric):
+        return from_rows[metric]
+    samples = samples_of(record)
+    if len(samples) and from_samples(record, metric):
+        return FROM_SAMPLES[metric](samples, record)
     return stored_value(record, metric) if METRICS[metric].stored else POINT_VALUES[metric](record)
 
 
@@ -966,13 +983,13 @@ LATENCY_QUANTILES = (0.5, 0.9)
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """One cell's bootstrap (``bootstrap_ratios``' point, low and high per ``LATENCY_QUANTILES``) and each
-    run's sample count and sample median and p90 (``sample_points``)."""
+    run's sample count and its values from samples (``sample_values``)."""
 
     point: np.ndarray
     low: np.ndarray
     high: np.ndarray
-    base: np.ndarray
-    cur: np.ndarray
+    base: dict[str, float]
+    cur: dict[str, float]
     n_base: int
     n_cur: int
 
@@ -980,7 +997,7 @@ class Estimate:
 def _estimates(matched: list[tuple[str, dict[str, Any], dict[str, Any]]], seed: int, n_boot: int) -> dict[str, Estimate]:
     """The bootstrap of every matched cell both of whose runs are ok with enough samples, in one
     ``bootstrap_ratios`` call; each cell's generator is seeded from ``seed`` and its id alone."""
-    pairs, ids = [], []
+    pairs, ids, records = [], [], []
     for cell_id, base, cur in matched:
         if (base.get("status", "ok"), cur.get("status", "ok")) != ("ok", "ok"):
             continue
@@ -988,8 +1005,10 @@ def _estimates(matched: list[tuple[str, dict[str, Any], dict[str, Any]]], seed: 
         if min(len(b), len(c)) >= MIN_BOOTSTRAP_SAMPLES:
             pairs.append((b, c, np.random.default_rng([seed, zlib.crc32(cell_id.encode())])))
             ids.append(cell_id)
+            records.append((base, cur))
     point, low, high = bootstrap_ratios(pairs, LATENCY_QUANTILES, n_boot)
-    sides = sample_points([b for b, _, _ in pairs] + [c for _, c, _ in pairs])
+    sides = sample_values([b for b, _, _ in pairs] + [c for _, c, _ in pairs],
+                          [b for b, _ in records] + [c for _, c in records])
     n = len(pairs)
     return {cell_id: Estimate(point[i], low[i], high[i], sides[i], sides[n + i], len(pairs[i][0]), len(pairs[i][1]))
             for i, cell_id in enumerate(ids)}

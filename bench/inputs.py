@@ -163,13 +163,17 @@ class NestingError(ValueError):
 
 
 def _depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > MAX_NESTING:
-                return False
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    """Level by level, containers only: a history of 100,000 records holds millions of numbers."""
+    level, depth = ([value] if isinstance(value, (dict, list)) else []), 1
+    while level:
+        if depth > MAX_NESTING:
+            return False
+        below = []
+        for item in level:
+            for v in item.values() if isinstance(item, dict) else item:
+                if isinstance(v, (dict, list)):
+                    below.append(v)
+        level, depth = below, depth + 1
     return True
 
 
@@ -197,12 +201,26 @@ def parse_toml(text: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- types
 
 
+def _parts(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A hint's origin and arguments, looked up once per hint (a history checks a million values)."""
+    try:
+        return _PARTS[hint]
+    except KeyError:
+        _PARTS[hint] = found = (typing.get_origin(hint), typing.get_args(hint))
+        return found
+    except TypeError:  # an unhashable hint
+        return typing.get_origin(hint), typing.get_args(hint)
+
+
+_PARTS: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+
+
 def conforms(value: Any, hint: Any, *, shallow: bool = False) -> bool:
     """Whether ``value`` (as TOML or JSON gives it) has the annotated type; unknown hints accept anything.
 
     ``shallow`` checks containers' own type only (a record's nested tables are read defensively).
     """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    origin, args = _parts(hint)
     if hint is Any:
         return True
     if hint is type(None):

@@ -1,6 +1,6 @@
 """Plausibility of a capacity: what a reader must see beside the number, as the record's ``flags``.
 
-A flag is ``{"code": str, "message": str}`` (``bench.store.Record.flags``). A flag does not change a
+A flag is ``{"code": str, "message": str}`` (``bench.results.Flag``, ``Record.flags``). A flag does not change a
 figure; it says why the figure may not be what it seems:
 
 - ``capacity-above-offline``: the capacity exceeds ``OFFLINE_MARGIN`` x the offline throughput of the

@@ -13,7 +13,6 @@ import dataclasses
 import gc
 import io
 import itertools
-import json
 import re
 import sys
 import time
@@ -31,6 +30,7 @@ from bench.data import get_dataset, load_samples
 from bench.errors import CellSkipped, UsageError
 from bench.measure import RepetitionPolicy, clock_for, device_kind
 from bench.paths import inside, make_dir, write_atomic
+from bench.results import CellAxes, Example, Extra, Flag, LoadGen, Record, Settings, Timing, figure
 from bench.tasks import get_task, tasks_of
 from bench.variants import get_variant
 
@@ -115,38 +115,32 @@ def _cpu_flags() -> set[str]:
 # -------------------------------------------------------------------------------------- running
 
 
-def _base_record(cell: Cell, checkpoint: str = "", weights: str = "") -> store.Record:
-    return store.Record(
-        cell_id=cell.cell_id, variant=cell.variant, checkpoint=checkpoint or (cell.model_path or ""),
-        weights=weights or cell.weights, task=cell.task, dataset=cell.dataset, n_images=cell.n_images,
-        device=cell.device, dtype=cell.dtype, batch_size=cell.batch_size, attn=cell.attn, compile=cell.compile,
-        num_beams=cell.num_beams, max_new_tokens=cell.max_new_tokens or 0, scenario=cell.scenario,
-        backend=cell.backend,
-        settings={"cache": cell.cache, "channels_last": cell.channels_last, "quant": cell.quant,
-                  "weights_requested": cell.weights, "compile_vision": cell.compile_vision,
-                  "preprocess": cell.preprocess, "prefetch": cell.prefetch,
-                  "threads": cell.threads if cell.threads != host.THREADS_DEFAULT else None,
-                  "load_generator": cell.load_generator},
-    )
+def _base_record(cell: Cell, loaded: LoadedModel | None = None, **fields: Any) -> Record:
+    """The record of ``cell``: its axes and settings, the checkpoint its group loaded (if it did), and ``fields``."""
+    axes = {f.name: getattr(cell, f.name) for f in dataclasses.fields(CellAxes)}
+    settings = Settings(cache=cell.cache, channels_last=cell.channels_last, quant=cell.quant,
+                        weights_requested=cell.weights, compile_vision=cell.compile_vision,
+                        preprocess=cell.preprocess, prefetch=cell.prefetch,
+                        threads=cell.threads if cell.threads != host.THREADS_DEFAULT else None,
+                        load_generator=cell.load_generator)
+    fields = {"max_new_tokens": cell.max_new_tokens or 0, **fields}
+    return Record(**axes, cell_id=cell.cell_id, checkpoint=(loaded.ref.checkpoint if loaded else "") or
+                  (cell.model_path or ""), weights=(loaded.ref.weights if loaded else "") or cell.weights,
+                  scenario=cell.scenario, backend=cell.backend, settings=settings, **fields)
 
 
-def marked_record(cell: Cell, status: str, reason: str, loaded: LoadedModel | None = None) -> store.Record:
+def marked_record(cell: Cell, status: str, reason: str, loaded: LoadedModel | None = None) -> Record:
     """A record that says only why the cell did not run (``skipped``) or how it failed (``error``)."""
-    record = _base_record(cell, loaded.ref.checkpoint if loaded else "", loaded.ref.weights if loaded else "")
-    record.status, record.error = status, reason
-    return record
+    return _base_record(cell, loaded, status=status, error=reason)
 
 
-def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) -> store.Record:
+def _failure(cell: Cell, exc: BaseException, loaded: LoadedModel | None = None) -> Record:
     if is_cuda_oom(exc):
         return marked_record(cell, "skipped", cuda_oom_reason(cell.device, cell.batch_size, exc), loaded)
-    record = _base_record(cell, loaded.ref.checkpoint if loaded else "", loaded.ref.weights if loaded else "")
     text = f"{type(exc).__name__}: {exc}"
     oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
-    record.status = "oom" if oom else "error"
-    record.error = text.splitlines()[0][:2000]
-    record.extra["traceback"] = traceback.format_exc(limit=8)
-    return record
+    return _base_record(cell, loaded, status="oom" if oom else "error", error=text.splitlines()[0][:2000],
+                        extra=Extra.from_dict({"traceback": traceback.format_exc(limit=8)}))
 
 
 def is_cuda_oom(exc: BaseException) -> bool:
@@ -205,8 +199,8 @@ class Progress:
         if self.bar is not None:
             self.bar.set_description(cell.label)
 
-    def done(self, cell: Cell, record: store.Record) -> None:
-        p50 = (record.latency_ms or {}).get("p50")
+    def done(self, cell: Cell, record: Record) -> None:
+        p50 = figure(record, "latency_ms.p50")
         line = f"{record.status:7s} {cell.label}" + (f"  p50 {p50:.0f} ms" if p50 is not None else "")
         if record.error:
             line += f"  ({record.error[:120]})"
@@ -249,9 +243,9 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
     written: list[dict[str, Any]] = []
     oom_at: dict[Cell, int] = {}  # a setting (batch size left out) -> the smallest batch that ran out of memory
 
-    def emit(cell: Cell, record: store.Record) -> None:
+    def emit(cell: Cell, record: Record) -> None:
         store.append(out, record)
-        written.append(json.loads(record.to_json()))
+        written.append(record.to_dict())  # JSON, as the executors return it (bench.executors.Executor.run)
         progress.done(cell, record)
 
     try:
@@ -289,7 +283,8 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
                 try:
                     with host.torch_threads(cell.threads) as threads:
                         record = run_cell(config, cell, loaded, out, note=progress.note)
-                    record.settings["threads"] = threads  # the number used (a skipped record: the one asked for)
+                    # the number used (a skipped record: the one asked for)
+                    record = dataclasses.replace(record, settings=dataclasses.replace(record.settings, threads=threads))
                 except CellSkipped as exc:  # valid, but not runnable on its data: recorded, the sweep goes on
                     record = marked_record(cell, "skipped", str(exc), loaded)
                 except UsageError:
@@ -323,7 +318,7 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
 
 
 def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
-             note: Callable[[str], None] = lambda line: None) -> store.Record:
+             note: Callable[[str], None] = lambda line: None) -> Record:
     """Measure one cell with an already-loaded model and build its record; ``note`` gets progress lines."""
     from bench.backends.transformers.preprocess import device_unsupported_reason
     from bench.metrics import usable_samples
@@ -358,25 +353,10 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
         raise RuntimeError(f"backend {backend.name} timed stages {', '.join(m.stages_ms) or 'none'}; it declares "
                            f"{', '.join(backend.stages)}")
     after = matmul_reference(cell.device, reference_in) if flops is not None else 0.0  # and just after it
-    record = _base_record(cell, loaded.ref.checkpoint, loaded.ref.weights)
-    record.max_new_tokens = generation.max_new_tokens
-    record.params = loaded.params
-    record.latency_ms = m.latency
-    record.time_per_image_ms = m.time_per_image
-    record.stages_ms = m.stages_ms
-    record.throughput = m.throughput
-    record.memory = m.memory
-    record.energy = m.energy
-    record.samples_ms = m.samples_ms
-    record.gen_tokens_mean = m.gen_tokens_mean
-    record.unstable = m.unstable
-    record.per_token_ms = m.per_token_ms
-    record.server = m.server
-    record.capacity_qps = m.capacity_qps
-    if m.loadgen is not None:  # its log folder, relative to the run directory
-        record.loadgen = {**m.loadgen, "logs": Path(m.loadgen["logs"]).relative_to(out).as_posix()}
-    record.flags = m.flags + _offline_flags(cell, m.capacity_qps, m.flags, out)
-    record.timing = {
+    loadgen = LoadGen.from_dict(m.loadgen)
+    if loadgen is not None and loadgen.logs is not None:  # its log folder, relative to the run directory
+        loadgen = dataclasses.replace(loadgen, logs=Path(loadgen.logs).relative_to(out).as_posix())
+    timing = {
         "clock": type(clock).__name__, "warmup": policy.warmup, "iterations": m.iterations,
         "min_iterations": policy.min_iterations, "min_duration_s": policy.min_duration_s,
         "latency": m.latency_basis, "time_per_image": TIME_PER_IMAGE_BASIS, "stages_basis": STAGES_BASIS,
@@ -390,42 +370,42 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
         "load_generator": LOAD_GENERATOR_BASIS[cell.load_generator],
     }
     if cell.server is not None:  # the server's run length replaces the repetition policy's
-        record.timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
-                                       "final_min_duration_s": cell.server.final_min_duration_s,
-                                       "max_duration_s": cell.server.max_duration_s,
-                                       "min_requests": cell.server.min_requests,
-                                       "max_requests": cell.server.max_requests,
-                                       "confidence": cell.server.confidence, "seed": cell.server.seed}
-    record.accuracy = _accuracy(cell, loaded, samples, m.answers)
+        timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
+                                "final_min_duration_s": cell.server.final_min_duration_s,
+                                "max_duration_s": cell.server.max_duration_s,
+                                "min_requests": cell.server.min_requests, "max_requests": cell.server.max_requests,
+                                "confidence": cell.server.confidence, "seed": cell.server.seed}
+    roofline, roofline_flags = roofline_for(flops, m.stages_ms.get("vision"), cell.device, cell.dtype, cell.quant,
+                                            (before, after))
     variant = get_variant(cell.variant)
-    record.extra["reported"] = dict(variant.reported)  # paper/model-card numbers, always labelled "reported"
-    record.extra["reported_source"] = variant.reported_source
-    record.extra["reported_benchmark"] = _benchmark(cell)
-    record.extra["texts"] = {str(k): v for k, v in m.texts.items()}
-    record.extra["roofline"], flags = roofline_for(flops, m.stages_ms.get("vision"), cell.device, cell.dtype,
-                                                   cell.quant, (before, after))
-    record.flags.extend(flags)
-    record.extra["resolution_note"] = loaded.ref.note
-    record.extra["model_settings"] = loaded.notes
-    record.extra["backend_info"] = backend.record_extra(loaded)
-    record.extra.update(m.extra)
-    record.examples = _examples(out, cell.dataset, samples[: config.examples], m.answers, m.texts)
-    return record
+    extra = {"reported": dict(variant.reported),  # paper/model-card numbers, always labelled "reported"
+             "reported_source": variant.reported_source, "reported_benchmark": _benchmark(cell),
+             "texts": {str(k): v for k, v in m.texts.items()}, "roofline": roofline,
+             "resolution_note": loaded.ref.note, "model_settings": loaded.notes,
+             "backend_info": backend.record_extra(loaded), **m.extra}
+    measured = tuple(map(Flag.from_dict, m.flags))
+    flags = (*measured, *_offline_flags(cell, m.capacity_qps, measured, out), *map(Flag.from_dict, roofline_flags))
+    return _base_record(
+        cell, loaded, max_new_tokens=generation.max_new_tokens, params=loaded.params, **m.tables(),
+        loadgen=loadgen, flags=flags,
+        timing=Timing.from_dict(timing), accuracy=_accuracy(cell, loaded, samples, m.answers),
+        extra=Extra.from_dict(extra),
+        examples=tuple(map(Example.from_dict, _examples(out, cell.dataset, samples[: config.examples], m.answers,
+                                                         m.texts))))
 
 
-def _offline_flags(cell: Cell, capacity_qps: float | None, flags: list[dict[str, str]],
-                   out: Path) -> list[dict[str, str]]:
+def _offline_flags(cell: Cell, capacity_qps: float | None, flags: tuple[Flag, ...], out: Path) -> list[Flag]:
     """``capacity-above-offline`` against the offline cell of the same setting and batch size already in
     this run directory (the sweep runs a batch size's scenarios in the order listed, offline first in
     ``procurement``); nothing when the cell's own ceiling already raised it."""
-    if capacity_qps is None or any(f["code"] == "capacity-above-offline" for f in flags):
+    if capacity_qps is None or any(f.code == "capacity-above-offline" for f in flags):
         return []
     twin = dataclasses.replace(cell, scenario="offline", server=None).cell_id
-    offline = [r for r in store.read_records(out) if r.get("cell_id") == twin and r.get("status") == "ok"]
-    images_per_s = (offline[-1].get("throughput") or {}).get("images_per_s") if offline else None
+    offline = [r for r in store.records(out) if r.cell_id == twin and r.status == "ok"]
+    images_per_s = figure(offline[-1], "throughput.images_per_s") if offline else None
     found = plausibility.capacity_above_offline(capacity_qps, images_per_s,
                                                 "the offline cell of the same setting and batch size in this run")
-    return [found] if found else []
+    return [Flag.from_dict(found)] if found else []
 
 
 def _accuracy(cell: Cell, loaded: LoadedModel, samples, answers: dict[int, Any]) -> dict[str, float] | None:

@@ -11,8 +11,6 @@ finished result is never dropped. A run holds an exclusive lock on its directory
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import json
 import os
 import socket
@@ -20,14 +18,14 @@ import time
 import typing
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.inputs import conforms, parse_json
-from bench.numbers import is_number
+from bench.inputs import parse_json
 from bench.paths import append_line, make_dir, open_file, open_lock, open_update, read_bytes, write_atomic
-from bench.schema import SCHEMA_VERSION, upgrade
+from bench.results import EXTRA_TABLES, SCALAR_TABLES, Record, cell_id_of, is_record, jsonable, well_formed
+
+__all__ = ["EXTRA_TABLES", "SCALAR_TABLES", "Record", "well_formed"]  # their home is bench.results
 
 try:
     import fcntl
@@ -40,63 +38,7 @@ REPORT = "report.html"
 PROGRESS = "progress.log"  # every progress line as it is printed: a stopped capacity search keeps its steps
 
 
-@dataclass
-class Record:
-    """One cell's result: the fields of shared/CONTRACT.md, plus a few labelled extras."""
-
-    cell_id: str
-    variant: str
-    checkpoint: str
-    weights: str
-    task: str
-    dataset: str
-    n_images: int
-    device: str
-    dtype: str
-    batch_size: int
-    attn: str
-    compile: bool | str  # False, True or "graphs" (bench.backends.transformers.settings.COMPILE_MODES)
-    num_beams: int
-    max_new_tokens: int
-    status: str = "ok"
-    error: str | None = None
-    params: int | None = None
-    latency_ms: dict[str, Any] | None = None  # request latency: what one request waits
-    time_per_image_ms: dict[str, Any] | None = None  # amortised: batch wall time / batch size
-    stages_ms: dict[str, float] | None = None
-    throughput: dict[str, float] | None = None
-    memory: dict[str, Any] | None = None
-    energy: dict[str, Any] | None = None
-    accuracy: dict[str, float] | None = None
-    samples_ms: list[float] = field(default_factory=list)
-    gen_tokens_mean: float | None = None
-    # extras (documented in README): how the figures were obtained
-    scenario: str = "single-stream"
-    backend: str = "transformers"  # the runtime that ran the model (bench.backends); older records: transformers
-    server: dict[str, Any] | None = None  # server cells only
-    capacity_qps: float | None = None  # server cells with qps "auto"
-    loadgen: dict[str, Any] | None = None  # load_generator "mlperf": LoadGen's verdict, percentiles, logs
-    settings: dict[str, Any] = field(default_factory=dict)
-    timing: dict[str, Any] = field(default_factory=dict)
-    unstable: bool | None = None
-    # what makes a figure of this record suspect: [{"code": str, "message": str}] (e.g. roofline-bad-reference)
-    flags: list[dict[str, Any]] = field(default_factory=list)
-    # decode steps' latency: {p50, p90, p99, n, basis}; at batch N a step makes one token for each image
-    per_token_ms: dict[str, Any] | None = None
-    examples: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    schema: int = SCHEMA_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=_jsonable)
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+_SCALARS = (int, float, str, bool, type(None))
 
 
 def append(run_dir: Path, record: Record, writer=os.write) -> None:
@@ -118,64 +60,14 @@ def append_progress(run_dir: Path, line: str, writer=os.write) -> None:
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
-    """The record a results.jsonl line holds, or None (torn, not UTF-8, not JSON, or not a record)."""
+    """The record a results.jsonl line holds, as parsed JSON, or None (torn, not UTF-8, not JSON, or not a
+    record: ``bench.results.is_record``). ``Record.from_dict`` makes it a typed record."""
     try:
         text = line.decode("utf-8") if isinstance(line, bytes) else line
         value = parse_json(text)
     except ValueError:  # not UTF-8, not JSON, or nested deeper than inputs.MAX_NESTING
         return None
-    if not (isinstance(value, dict) and isinstance(value.get("cell_id"), str) and isinstance(value.get("status"), str)):
-        return None
-    return value if well_formed(value) else None
-
-
-# Tables that report and compare read: their values are scalars (a number, or None where not
-# measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
-# NESTED_TABLES may also hold tables of scalars (``timing.server_run``), lists of them (``server.curve``) and,
-# under the keys in SCALAR_LISTS only, lists of numbers (``server.capacity_bracket``: [low, high]).
-SCALAR_TABLES = ("latency_ms", "time_per_image_ms", "stages_ms", "throughput", "memory", "energy", "accuracy",
-                 "settings", "per_token_ms")
-EXTRA_TABLES = ("reported", "reported_benchmark", "roofline", "texts", "ray")
-NESTED_TABLES = ("timing", "server")
-SCALAR_LISTS = ("capacity_bracket", "percentile_ci_ms")
-_SCALARS = (int, float, str, bool, type(None))
-
-
-def _scalar_table(value: Any) -> bool:
-    return value is None or (isinstance(value, dict) and all(isinstance(v, _SCALARS) for v in value.values()))
-
-
-def _nested_table(value: Any) -> bool:
-    def plain(key: str, v: Any) -> bool:
-        return isinstance(v, _SCALARS) or (isinstance(v, dict) and _scalar_table(v)) or (
-            isinstance(v, list) and all(isinstance(item, dict) and _scalar_table(item) for item in v)) or (
-            key in SCALAR_LISTS and isinstance(v, list)
-            and all(item is None or is_number(item) for item in v))
-
-    return value is None or (isinstance(value, dict) and all(plain(k, v) for k, v in value.items()))
-
-
-def well_formed(record: dict[str, Any]) -> bool:
-    """Records are untrusted input: each contract field present must have its declared type."""
-    hints = _record_hints()
-    if not all(conforms(record[k], hints[k], shallow=True) for k in record.keys() & hints.keys()):
-        return False
-    extra = record.get("extra") or {}
-    if not (all(_scalar_table(record.get(k)) for k in SCALAR_TABLES)
-            and all(_nested_table(record.get(k)) for k in NESTED_TABLES)
-            and all(_scalar_table(extra.get(k)) for k in EXTRA_TABLES)):
-        return False
-    samples = record.get("samples_ms") or []
-    examples = record.get("examples") or []
-    flags = record.get("flags") or []
-    return all(is_number(v) for v in samples) and all(
-        isinstance(e, dict) for e in examples
-    ) and all(_scalar_table(f) and f is not None for f in flags)
-
-
-@functools.cache
-def _record_hints() -> dict[str, Any]:
-    return typing.get_type_hints(Record)
+    return value if is_record(value) else None
 
 
 def repair_tail(path: Path) -> None:
@@ -208,8 +100,8 @@ def repair_tail(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """All complete records of a run directory, in the order written, in the current schema's meaning.
+def records(run_dir: Path) -> list[Record]:
+    """All complete records of a run directory, in the order written, typed and in the current schema's meaning.
 
     Lines that are not records (a torn write, bytes that are not UTF-8, JSON that is not a record) are
     skipped with one warning that counts them: a damaged line never makes the directory unreadable.
@@ -219,7 +111,7 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
         raise _is_dir(path)
     if not os.path.lexists(path):
         return []
-    records, bad = [], []
+    parsed, bad = [], []
     data = read_bytes(path, "results file")
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -228,7 +120,7 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
         if record is None:
             bad.append(n)
         else:
-            records.append(record)
+            parsed.append(record)
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
         warnings.warn(
@@ -236,7 +128,14 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
             "write, or text that is not a record",
             stacklevel=2,
         )
-    return [upgrade(r, path) for r in records]  # older schemas in today's meaning, or one clear refusal
+    # older schemas in today's meaning, or one clear refusal (bench.schema.upgrade)
+    return [typing.cast(Record, Record.from_dict(r, path)) for r in parsed]
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """``records`` as JSON dicts: a temporary adapter for readers not yet migrated to the typed record
+    (tests/test_results_door.py's allowlist); it goes once none is left."""
+    return [r.to_dict() for r in records(run_dir)]
 
 
 # A cell whose latest record has one of these statuses is done: --resume appends nothing for it.
@@ -246,12 +145,13 @@ FINAL_STATUSES = ("ok", "skipped")
 
 def finished_cells(run_dir: Path) -> set[str]:
     """Cell ids that ``--resume`` must not run again (their latest record is ok or skipped)."""
-    return {cell_id for cell_id, r in latest_by_cell(read_records(run_dir)).items() if r["status"] in FINAL_STATUSES}
+    return {cell_id for cell_id, r in latest_by_cell(records(run_dir)).items() if r.status in FINAL_STATUSES}
 
 
-def latest_by_cell(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last record of each cell (a resumed run may have retried failed cells)."""
-    return {r["cell_id"]: r for r in records}
+def latest_by_cell(records: list[Any]) -> dict[str, Any]:
+    """The last record of each cell (a resumed run may have retried failed cells); typed records, or the
+    adapter's dicts while readers migrate (``cell_id_of``)."""
+    return {cell_id_of(r): r for r in records}
 
 
 def _is_dir(path: Path) -> Exception:
@@ -262,7 +162,7 @@ def _is_dir(path: Path) -> Exception:
 
 def write_env(run_dir: Path, env: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / ENV, json.dumps(env, indent=2, sort_keys=True, default=_jsonable), what="environment file")
+    write_atomic(run_dir / ENV, json.dumps(env, indent=2, sort_keys=True, default=jsonable), what="environment file")
 
 
 # env.json's sections and their shapes, as bench.environment.fingerprint writes them: a table of scalars,
@@ -458,7 +358,7 @@ def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     frame = load(run_dir)
     for column in frame.columns:
         frame[column] = [
-            json.dumps(v, default=_jsonable) if isinstance(v, (list, dict)) else v for v in frame[column]
+            json.dumps(v, default=jsonable) if isinstance(v, (list, dict)) else v for v in frame[column]
         ]
     if suffix == ".parquet":
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,3 +48,46 @@ def bench_json(folder: Path, **changes: Any) -> Path:
     path = folder / "bench.json"
     path.write_text(json.dumps(data))
     return path
+
+
+def hostile_records(seed: int, baseline: Path, n: int = 30) -> list[dict[str, Any]]:
+    """Records that pass the store's checks but carry garbage wherever the contract leaves room for it."""
+    rng = random.Random(seed)
+    weird = [None, 5, -1.5, "`|<b>&", [1, "a"], {"x": {"y": []}}, True, 1e308, [], {}, [[1]], "", -10**30]
+    scalars = [None, 5, -1.5, "x`<b>", True, 1e308, float("nan"), float("inf"), -10**30, ""]
+    lines = (baseline / store.RESULTS).read_text().splitlines()
+
+    def mutate(node: Any, p: float, values: list) -> None:
+        keys = list(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+        for k in keys:
+            if rng.random() < p:
+                node[k] = rng.choice(values)
+            else:
+                mutate(node[k], p, values)
+
+    records = []
+    for i in range(n):
+        r = json.loads(rng.choice(lines))
+        r["cell_id"] = f"hostile{i}"
+        for example in r["examples"]:
+            mutate(example, 0.3, weird)  # answers, sizes, file names, texts
+        for key, value in r["extra"].items():
+            if key in store.EXTRA_TABLES:  # a table (or null) by contract: garbage goes inside it only
+                if isinstance(value, dict):
+                    mutate(value, 0.3, scalars)
+            elif rng.random() < 0.3:
+                r["extra"][key] = rng.choice(weird)
+        for key in (*store.SCALAR_TABLES, "extra"):
+            if isinstance(r.get(key), dict):
+                for k in list(r[key]):
+                    if key == "extra" and k in store.EXTRA_TABLES:
+                        continue  # a table or null by contract (above)
+                    if not isinstance(r[key][k], (dict, list)) and rng.random() < 0.2:
+                        r[key][k] = rng.choice(scalars)
+        for key in ("variant", "task", "dtype", "device", "weights", "error", "checkpoint", "dataset"):
+            if rng.random() < 0.15:
+                r[key] = rng.choice(["`x|<b>\n", "", "a" * 300])
+        if rng.random() < 0.2:
+            r["samples_ms"] = [rng.choice([1e308, -5.0, 0.0, float("nan")]) for _ in range(3)]
+        records.append(r)
+    return records

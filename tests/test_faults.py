@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile import bench_env, bench_json, bench_process, edit_records
+from hostile import bench_env, bench_json, bench_process, edit_records, hostile_records
 from sweep_helpers import write_sweep
 
 from bench import answer, cli, compare, host, report, store, sweep
@@ -367,54 +367,11 @@ def test_markdown_labels_cannot_break_out_of_their_code_span_or_row(finished_run
     assert compare._md_code("`x`") == "`` `x` ``" and compare._md("a_b*c") == "a\\_b\\*c"
 
 
-def _hostile_records(seed: int, n: int = 30) -> list[dict]:
-    """Records that pass the store's checks but carry garbage wherever the contract leaves room for it."""
-    rng = random.Random(seed)
-    weird = [None, 5, -1.5, "`|<b>&", [1, "a"], {"x": {"y": []}}, True, 1e308, [], {}, [[1]], "", -10**30]
-    scalars = [None, 5, -1.5, "x`<b>", True, 1e308, float("nan"), float("inf"), -10**30, ""]
-    lines = (BASELINE / store.RESULTS).read_text().splitlines()
-
-    def mutate(node: Any, p: float, values: list) -> None:
-        keys = list(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
-        for k in keys:
-            if rng.random() < p:
-                node[k] = rng.choice(values)
-            else:
-                mutate(node[k], p, values)
-
-    records = []
-    for i in range(n):
-        r = json.loads(rng.choice(lines))
-        r["cell_id"] = f"hostile{i}"
-        for example in r["examples"]:
-            mutate(example, 0.3, weird)  # answers, sizes, file names, texts
-        for key, value in r["extra"].items():
-            if key in store.EXTRA_TABLES:  # a table (or null) by contract: garbage goes inside it only
-                if isinstance(value, dict):
-                    mutate(value, 0.3, scalars)
-            elif rng.random() < 0.3:
-                r["extra"][key] = rng.choice(weird)
-        for key in (*store.SCALAR_TABLES, "extra"):
-            if isinstance(r.get(key), dict):
-                for k in list(r[key]):
-                    if key == "extra" and k in store.EXTRA_TABLES:
-                        continue  # a table or null by contract (above)
-                    if not isinstance(r[key][k], (dict, list)) and rng.random() < 0.2:
-                        r[key][k] = rng.choice(scalars)
-        for key in ("variant", "task", "dtype", "device", "weights", "error", "checkpoint", "dataset"):
-            if rng.random() < 0.15:
-                r[key] = rng.choice(["`x|<b>\n", "", "a" * 300])
-        if rng.random() < 0.2:
-            r["samples_ms"] = [rng.choice([1e308, -5.0, 0.0, float("nan")]) for _ in range(3)]
-        records.append(r)
-    return records
-
-
 @pytest.mark.parametrize("seed", [1, 2])
 def test_hostile_record_values_never_crash_report_or_compare(seed, tmp_path, capsys):
     run = tmp_path / "hostile"
     run.mkdir()
-    records = _hostile_records(seed)
+    records = hostile_records(seed, BASELINE)
     (run / store.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in records))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench import store
 from bench.cell import Cell
 from bench.errors import UsageError
 from bench.measure import device_kind
 from bench.paths import inside, make_dir, private_dir, write_atomic
+from bench.results import Record
 from bench.runner import Progress, RunConfig, groups, marked_record, run_cells
 
 RAY_MISSING = "--executor ray needs the ray extra: pip install 'florence2-bench[ray]'"
@@ -93,9 +93,9 @@ def run_with_ray(
     by_id = {c.cell_id: c for c in cells}
     written: list[dict[str, Any]] = []
 
-    def emit(record: store.Record) -> None:
+    def emit(record: Record) -> None:
         store.append(out, record)
-        written.append(json.loads(record.to_json()))
+        written.append(record.to_dict())
         progress.done(by_id[record.cell_id], record)
 
     try:
@@ -136,7 +136,7 @@ def run_with_ray(
                     make_dir(path.parent, "example image")
                     write_atomic(path, data, what="example image")
             for fields in result["records"]:
-                emit(store.Record(**fields))
+                emit(cast(Record, Record.from_dict(fields)))  # written by run_cells: a record
     finally:
         progress.close()
         if owned:

@@ -103,14 +103,86 @@ def unscale(kind: str, x: float) -> float:
 
 
 def sample_se(record: dict[str, Any], metric: str) -> float:
-    samples, factor = compare.samples_of(record), compare.metric_spec(metric).se_factor
-    if factor is None or len(samples) < 2:
-        return 0.0
-    if metric == "throughput" and not traits_of(record).throughput_from_latency:
-        return 0.0  # an open-loop (server) cell's throughput is its achieved rate, not 1 / its latency
-    return factor * float(np.std(np.log(samples), ddof=1)) / math.sqrt(len(samples))
+    return _Figures(record).se(metric)
 
 
+class _Figures:
+    """One record's judged values, each figure computed once: its samples and their log spread are shared by
+    its metrics (a 1,000-run history of 100 cells holds 100,000 records, each read by check and steps)."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        self.points: dict[str, tuple[float, float] | None] = {}
+        self._samples: np.ndarray | None = None
+        self._log_sd: float | None = None
+
+    def samples(self) -> np.ndarray:
+        if self._samples is None:
+            self._samples = compare.samples_of(self.record)
+        return self._samples
+
+    def se(self, metric: str, factor: float | None = None) -> float:
+        """``factor``: the metric's ``se_factor`` where the caller has it (it is computed on each access)."""
+        samples = self.samples()
+        factor = compare.metric_spec(metric).se_factor if factor is None else factor
+        if factor is None or len(samples) < 2:
+            return 0.0
+        if metric == "throughput" and not traits_of(self.record).throughput_from_latency:
+            return 0.0  # an open-loop (server) cell's throughput is its achieved rate, not 1 / its latency
+        if self._log_sd is None:
+            self._log_sd = float(np.std(np.log(samples), ddof=1))
+        return factor * self._log_sd / math.sqrt(len(samples))
+
+    def point(self, metric: str) -> tuple[float, float] | None:
+        """(x, se) on the judged scale, or None where the cell did not run ok or the metric was not measured."""
+        if metric not in self.points:
+            self.points[metric] = self._point(metric)
+        return self.points[metric]
+
+    def _point(self, metric: str) -> tuple[float, float] | None:
+        if self.record.get("status", "ok") != "ok":
+            return None
+        value = compare.point_value(self.record, metric)
+        kind = compare.metric_spec(metric).kind
+        if value is None or (kind == "ratio" and value <= 0):
+            return None
+        return scale(kind, value), self.se(metric)
+
+
+def figures(entry: Entry) -> dict[str, _Figures]:
+    """Each record's figures by cell id, computed once per entry and kept with it (``Entry.derived``): the
+    trend page's check and steps read the same values."""
+    if "figures" not in entry.derived:
+        found = {r["cell_id"]: _Figures(r) for r in entry.records}
+        _from_sample_rows([f for f in found.values() if f.record.get("status", "ok") == "ok"])
+        entry.derived["figures"] = found
+    return entry.derived["figures"]
+
+
+def _from_sample_rows(figs: list[_Figures]) -> None:
+    """The values recomputed from samples (``compare.SAMPLE_ROWS``) and their sample noise for a run's records
+    at once: one numpy call per metric and sample count, not per record (equal to ``compare.point_value``)."""
+    groups: dict[int, list[_Figures]] = {}
+    for f in figs:
+        if len(f.samples()):
+            groups.setdefault(len(f.samples()), []).append(f)
+    for n, group in groups.items():
+        rows = np.stack([f.samples() for f in group])
+        log_sd = np.std(np.log(rows), axis=1, ddof=1) if n > 1 else None
+        for metric, compute in compare.SAMPLE_ROWS.items():
+            mine = [i for i, f in enumerate(group) if compare.from_samples(f.record, metric)]
+            if not mine:
+                continue
+            batch = np.array([int(group[i].record.get("batch_size") or 1) for i in mine])
+            values = compute(rows[mine], batch)
+            spec = compare.metric_spec(metric)
+            factor = spec.se_factor
+            for i, value in zip(mine, values.tolist(), strict=True):
+                f = group[i]
+                if log_sd is not None:
+                    f._log_sd = float(log_sd[i])
+                ok = not (spec.kind == "ratio" and value <= 0)
+                f.points[metric] = (scale(spec.kind, value), f.se(metric, factor)) if ok else None
 
 
 def invalid_values(record: dict[str, Any]) -> list[str]:
@@ -134,13 +206,8 @@ def invalid_values(record: dict[str, Any]) -> list[str]:
 
 def point(index: int, record: dict[str, Any] | None, metric: str) -> Point | None:
     """The run's value, or None where the cell did not run ok or the metric was not measured."""
-    if record is None or record.get("status", "ok") != "ok":
-        return None
-    value = compare.point_value(record, metric)
-    kind = compare.metric_spec(metric).kind
-    if value is None or (kind == "ratio" and value <= 0):
-        return None
-    return Point(index, scale(kind, value), sample_se(record, metric))
+    found = None if record is None else _Figures(record).point(metric)
+    return None if found is None else Point(index, *found)
 
 
 def robust_sd(x: np.ndarray) -> float:
@@ -209,8 +276,7 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
     n = len(x)
     if n < 2 * min_segment or sigma <= 0:
         return []
-    half = min_segment - 1
-    running = np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(n)])
+    running = running_median(x, min_segment - 1)
     y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
     breaks = partition(y, z**2, min_segment)
     while breaks:
@@ -226,6 +292,18 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
     return breaks
 
 
+def running_median(x: np.ndarray, half: int) -> np.ndarray:
+    """The median of each value's window ``x[i - half : i + half + 1]`` (cut at the ends): the full windows
+    in one numpy call, a 1,000-run series being 1,000 windows."""
+    n, width = len(x), 2 * half + 1
+    out = np.empty(n)
+    if n >= width:
+        out[half : n - half] = np.median(np.lib.stride_tricks.sliding_window_view(x, width), axis=1)
+    for i in [*range(min(half, n)), *range(max(half, n - half), n)]:
+        out[i] = np.median(x[max(0, i - half) : i + half + 1])
+    return out
+
+
 def partition(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> list[int]:
     """The starts (after the first) of the segments, each at least ``min_segment`` long, that minimise
     the sum of squared deviations of ``y`` from each segment's mean plus ``penalty`` per segment: the
@@ -236,11 +314,12 @@ def partition(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> 
     best = np.full(n + 1, np.inf)
     best[0] = -penalty
     start = np.zeros(n + 1, dtype=int)
+    index = np.arange(n + 1)
     for j in range(min_segment, n + 1):
-        i = np.arange(0, j - min_segment + 1)
-        total = best[i] + (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / (j - i) + penalty
-        k = int(np.argmin(total))
-        best[j], start[j] = total[k], i[k]
+        k = j - min_segment + 1  # the segment ending at j may start at 0 .. k - 1 (slices, not index arrays)
+        total = best[:k] + (s2[j] - s2[:k]) - (s1[j] - s1[:k]) ** 2 / (j - index[:k]) + penalty
+        m = int(np.argmin(total))
+        best[j], start[j] = total[m], m
     breaks, j = [], n
     while j > 0:
         j = int(start[j])
@@ -361,17 +440,18 @@ def check(
     newly_failed, short, unjudgeable = [], [], []
     previous = same[-1][1].records if same else []
     gone = [r for r in previous if r["cell_id"] not in current]
-    earlier = [(i, {r["cell_id"]: r for r in e.records}) for i, e in same]
+    earlier = [(i, figures(e)) for i, e in same]
+    mine = figures(newest)
     for cell_id, record in current.items():
         history = [(i, cells[cell_id]) for i, cells in earlier if cell_id in cells]
-        was_ok = bool(history) and history[-1][1].get("status", "ok") == "ok"
+        was_ok = bool(history) and history[-1][1].record.get("status", "ok") == "ok"
         if record.get("status", "ok") in compare.FAILED_STATUSES and was_ok:
             newly_failed.append(
                 f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}"
             )
         invalid = invalid_values(record)
         unjudgeable += [f"{names[cell_id]}: {why}" for why in invalid]
-        earlier_ok = sum(r.get("status", "ok") == "ok" for _, r in history)
+        earlier_ok = sum(f.record.get("status", "ok") == "ok" for _, f in history)
         if record.get("status", "ok") == "ok" and earlier_ok < MIN_BASELINE:
             short.append(
                 f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
@@ -379,10 +459,11 @@ def check(
             continue
         news, priors = {}, {}
         for metric in metrics_of(record):
-            new = point(len(entries) - 1, record, metric)
-            if new is None:
+            found = mine[cell_id].point(metric)
+            if found is None:
                 continue
-            prior = [p for i, r in history if (p := point(i, r, metric)) is not None]
+            new = Point(len(entries) - 1, *found)
+            prior = [Point(i, *v) for i, f in history if (v := f.point(metric)) is not None]
             if len(prior) < MIN_BASELINE:
                 short.append(
                     f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed"
@@ -502,12 +583,15 @@ def all_series(entries: list[Entry]) -> list[Series]:
     for entry in entries:
         names.update(labels(entry.records))
     for index, entry in enumerate(entries):
-        for record in entry.records:
+        machine = entry.machine.id  # a hash of the class: once per run, not per value
+        for cell_id, figs in figures(entry).items():
+            record = figs.record
             for metric in metrics_of(record):
-                p = point(index, record, metric)
-                if p is None:
+                found = figs.point(metric)
+                if found is None:
                     continue
-                key = (entry.machine.id, record["cell_id"], metric)
+                p = Point(index, *found)
+                key = (machine, cell_id, metric)
                 if key not in out:
                     out[key] = Series(
                         entry.machine,

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench import compare
 from bench.chart_keys import short_labels
 from bench.history.detect import (
@@ -76,7 +78,19 @@ def _verdict(result: HistoryCheck) -> dict[str, Any]:
 
 def _display(metric: str, value: float) -> float:
     """A value in the unit the chart's axis states (bytes as MiB)."""
-    return value / 2**20 if compare.metric_spec(metric).unit == "bytes" else value
+    return value / _divisor(metric)
+
+
+def _divisor(metric: str) -> int:
+    return 2**20 if compare.metric_spec(metric).unit == "bytes" else 1
+
+
+HOVER_FORMATS = {"bytes": "%{y:.1f} MiB", "ms": "%{y:.1f} ms", "img/s": "%{y:.3g} img/s"}
+"""A point's value in its hover, in the digits ``compare.value_text`` gives it (bytes shown as MiB)."""
+
+
+def _hover_value(metric: str) -> str:
+    return HOVER_FORMATS.get(compare.metric_spec(metric).unit or "", "%{y:.2f}")
 
 
 def _axis_title(metric: str) -> str:
@@ -110,7 +124,7 @@ def _chart(
     title: str,
     metric: str,
     series: list[Series],
-    found: list[Step],
+    found: dict[tuple[str, str, str], list[Step]],
     entries: list[Entry],
     colors: Any,
     labels: dict[tuple[str, str], str],
@@ -123,30 +137,26 @@ def _chart(
 
     fig = go.Figure()
     values = []
+    commits, divisor = np.array([_t(e.short) for e in entries]), _divisor(metric)
     for s in series:
-        kind = s.kind
-        xs = [p.index for p in s.points]
-        ys = [_display(metric, unscale(kind, p.x)) for p in s.points]
-        values += ys
-        hover = [
-            f"{_t(s.label)}<br>{_t(metric)} {_t(compare.value_text(metric, unscale(kind, p.x)))}<br>"
-            f"commit {_t(entries[p.index].short)}<br>{_t(entries[p.index].date[:19])}<br>{_t(s.machine.label)}"
-            for p in s.points
-        ]
+        xs = np.array([p.index for p in s.points], dtype=np.int32)
+        ys = np.array([unscale(s.kind, p.x) for p in s.points]) / divisor
+        values.append(ys)
         fig.add_trace(
             go.Scatter(
-                x=xs,
+                x=xs,  # numpy arrays: written as binary (base64), a tenth of the bytes of decimal text
                 y=ys,
                 mode="lines+markers",
                 line={"color": colors(_series_key(s))},
                 marker={"color": colors(_series_key(s))},
                 name=_t(labels[_series_key(s)]),
-                text=hover,
-                hovertemplate="%{text}<extra></extra>",
+                customdata=commits[xs],  # an array: plotly validates a list of strings item by item
+                hovertemplate=f"{_t(s.label)}<br>{_t(metric)} {_hover_value(metric)}<br>run %{{x}}, commit "
+                f"%{{customdata}} (the runs table below gives its date)<br>{_t(s.machine.label)}<extra></extra>",
                 legendgroup=f"{s.machine.id}{s.cell_id}",
             )
         )
-        mine = [st for st in found if (st.machine, st.cell_id, st.metric) == (s.machine, s.cell_id, metric)]
+        mine = found.get((s.machine.id, s.cell_id, metric), [])
         if mine:
             fig.add_trace(
                 go.Scatter(
@@ -176,7 +186,7 @@ def _chart(
     fig.update_layout(
         title={"text": _t(title), "font": {"size": 14}},
         xaxis={"title": {"text": "run (commit order)"}, **_ticks(entries)},
-        yaxis={"title": {"text": _t(_axis_title(metric))}, "type": axis_type(values)},
+        yaxis={"title": {"text": _t(_axis_title(metric))}, "type": axis_type(np.concatenate([[], *values]))},
         hovermode="closest",
     )
     height = 380 + 18 * max(0, len(series) - 6)
@@ -196,6 +206,9 @@ def build_trends(
     entries = load(Path(history))
     series = all_series(entries)
     found = steps(entries, thresholds, series=series)
+    by_series: dict[tuple[str, str, str], list[Step]] = {}
+    for st in found:
+        by_series.setdefault((st.machine.id, st.cell_id, st.metric), []).append(st)
     colors = Palette()  # one colour per class and cell, the same in every chart of the page
     for s in series:
         colors(_series_key(s))
@@ -210,7 +223,7 @@ def build_trends(
                     " · pytest-benchmark (ms per round)" if source != "run" else ""
                 )
                 charts.append(
-                    _chart(heading, metric, [s for s in mine if s.metric == metric], found, entries, colors, labels)
+                    _chart(heading, metric, [s for s in mine if s.metric == metric], by_series, entries, colors, labels)
                 )
     classes = []
     for machine in dict.fromkeys(e.machine for e in entries):

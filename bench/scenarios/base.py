@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from bench.measure import (
     summarize,
 )
 from bench.prefetch import Prefetcher
+from bench.results import Energy, Memory, PerToken, Server, Stages, Stats, Throughput
 from bench.scenarios.traits import ScenarioTraits
 from bench.server_settings import ServerSettings
 
@@ -141,6 +143,16 @@ class Measurement:
     per_token_ms: dict[str, Any] | None = None  # ``token_figures``
     loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures (``load_generator = "mlperf"``)
     flags: list[dict[str, str]] = field(default_factory=list)  # the record's flags (bench.plausibility)
+
+    def tables(self) -> dict[str, Any]:
+        """The record's fields this measurement fills, as typed tables (bench.results): the one place a
+        scenario's figures become the record's."""
+        return {"samples_ms": array("d", self.samples_ms), "latency_ms": Stats.from_dict(self.latency),
+                "time_per_image_ms": Stats.from_dict(self.time_per_image), "stages_ms": Stages.from_dict(self.stages_ms),
+                "throughput": Throughput.from_dict(self.throughput), "memory": Memory.from_dict(self.memory),
+                "energy": Energy.from_dict(self.energy), "gen_tokens_mean": self.gen_tokens_mean,
+                "unstable": self.unstable, "per_token_ms": PerToken.from_dict(self.per_token_ms),
+                "server": Server.from_dict(self.server), "capacity_qps": self.capacity_qps}
 
 
 class Scenario(Protocol):
