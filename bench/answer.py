@@ -42,12 +42,12 @@ from bench.report_rows import (
     MIN_QPS,
     DeviceKind,
     Row,
+    group_by,
     kinds_of,
     lower_is_better,
     number,
     rate,
     table,
-    tasks_of,
 )
 from bench.scenarios import predict as predict_module
 from bench.uncertainty import CONFIDENCE, percentile_figure, samples_needed
@@ -176,21 +176,36 @@ def is_reference(r: Row) -> bool:
     return r.rec.get("dtype") == "fp32" and r.quant == "none"
 
 
-def quality(r: Row, rows: Iterable[Row]) -> Quality:
+_SAME_MODEL = ("variant", "checkpoint", "task", "dataset")
+"""What a cell and its fp32 reference share."""
+
+References = Mapping[tuple, float]
+"""The fp32 reference accuracy per ``_SAME_MODEL`` values (``references``)."""
+
+
+def references(rows: Iterable[Row]) -> dict[tuple, float]:
+    """The first measured fp32 reference accuracy of each model, task and dataset: made once per answer, so
+    judging each cell's quality is a look-up, not a pass over every cell."""
+    out: dict[tuple, float] = {}
+    for o in rows:
+        if o.acc is not None and is_reference(o):
+            out.setdefault(tuple(o.rec.get(k) for k in _SAME_MODEL), o.acc)
+    return out
+
+
+def quality(r: Row, refs: References) -> Quality:
     if r.weights != "pretrained":
         return Quality(False, f"quality unverified: {r.weights} weights")
     if r.acc is None:
         return Quality(False, "quality unverified: no dataset scored")
-    same = ("variant", "checkpoint", "task", "dataset")
-    refs = [o.acc for o in rows if o.acc is not None and is_reference(o)
-            and all(o.rec.get(k) == r.rec.get(k) for k in same)]
+    ref = refs.get(tuple(r.rec.get(k) for k in _SAME_MODEL))
     measured = f"measured {r.metric} {format_number(r.acc)}"
-    if not refs:
+    if ref is None:
         return Quality(True, f"{measured}; no fp32 reference measured (the quality gate cannot pass)", r.metric,
                        r.acc)
-    found = Quality(True, measured, r.metric, r.acc, refs[0])
+    found = Quality(True, measured, r.metric, r.acc, ref)
     return dataclasses.replace(found, text=f"{measured} ({found.ratio:.1%} of the fp32 reference "
-                                           f"{format_number(refs[0])})")
+                                           f"{format_number(ref)})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +268,7 @@ class Option:
                 "batch_size": rec.get("batch_size"), "scenario": self.row.scenario, "weights": self.row.weights}
 
 
-def _server_options(r: Row, q: Question, rows: list[Row]) -> list[Option]:
+def _server_options(r: Row, q: Question, refs: References) -> list[Option]:
     """A server cell's option: its capacity under the bound, at the percentile it was judged on."""
     found = r.capacity(q.bound_ms)
     if not found:
@@ -261,7 +276,7 @@ def _server_options(r: Row, q: Question, rows: list[Row]) -> list[Option]:
     capacity, how = found
     judged = number(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT
     flags = tuple(dict.fromkeys((["unstable"] if r.unstable else []) + [f["code"] for f in r.record_flags]))
-    common = dict(basis=SERVER_BASIS, judged_at=judged, quality=quality(r, rows), flags=flags)
+    common = dict(basis=SERVER_BASIS, judged_at=judged, quality=quality(r, refs), flags=flags)
     own = r.capacity(None)
     if own and own[0] == capacity:  # the cell's own figures are the run at this rate
         return [Option(r, capacity, how, latency=_samples_latency(r.rec, q.percentile),
@@ -292,14 +307,14 @@ class Unpredicted:
     ceiling: float
     _headlines: dict[int, bool] = field(default_factory=dict, repr=False)
 
-    def headlines(self, row: Row, q: Question, all_rows: list[Row]) -> bool:
+    def headlines(self, row: Row, q: Question, refs: References) -> bool:
         """Whether this setting predicted as ``row`` would qualify (``Option.why_not``: for a prediction it does
         not depend on the capacity; quality only when a gate or floor asks for it). Cached: one question."""
         cell = id(row)
         if cell not in self._headlines:
             flagged = _unstable(self.rows)
             probe = Option(row, self.ceiling, "", PREDICTED_BASIS, q.percentile, Latency("", None, None),
-                           Validity("PREDICTED", ""), quality(row, all_rows) if q.quality_gate is not None
+                           Validity("PREDICTED", ""), quality(row, refs) if q.quality_gate is not None
                            or q.accuracy_floor is not None else Quality(False, ""), flagged)
             self._headlines[cell] = not probe.why_not(q)
         return self._headlines[cell]
@@ -320,7 +335,7 @@ def _unpredicted(rows: list[Row], q: Question) -> list[Unpredicted]:
     return [Unpredicted(i, key, grouped[key], predict_module.ceiling_qps(found)) for i, (key, found) in enumerate(times.items())]
 
 
-def _predicted_option(setting: Unpredicted, found: list[Any], all_rows: list[Row]) -> Option | None:
+def _predicted_option(setting: Unpredicted, found: list[Any], refs: References) -> Option | None:
     """A setting's option: its capacity predicted from the batch times its offline and single-stream cells
     measured (its best batch size), None when no batch size meets the bound."""
     mine = setting.rows
@@ -337,7 +352,7 @@ def _predicted_option(setting: Unpredicted, found: list[Any], all_rows: list[Row
                   Latency(percentile_name(best.percentile), best.p_ms, None, "predicted: no interval"),
                   Validity("PREDICTED", f"no server run: the queueing model's {percentile_name(best.percentile)}"
                            f" at {format_number(best.qps)} requests/s"),
-                  quality(row, all_rows), _unstable(mine), tuple(best.batch_sizes))
+                  quality(row, refs), _unstable(mine), tuple(best.batch_sizes))
 
 
 def _unstable(rows: list[Row]) -> tuple[str, ...]:
@@ -491,7 +506,7 @@ def _best_key(setting: Unpredicted, row: Row, q: Question, demand: float) -> tup
 
 
 def _open(pending: list[Unpredicted], ranked: list[Ranked], q: Question, demand: float | None,
-          all_rows: list[Row]) -> list[Unpredicted]:
+          refs: References) -> list[Unpredicted]:
     """Branch and bound: the settings still to predict that could enter the listed top ``TOP`` of the list they
     would land in (qualifying or not) at some capacity up to their ceiling; the others cannot change the answer."""
     if not demand:
@@ -500,7 +515,7 @@ def _open(pending: list[Unpredicted], ranked: list[Ranked], q: Question, demand:
              False: [_sort_key(x) for x in ranked if x.why_not][:TOP]}
 
     def could_enter(setting: Unpredicted, row: Row) -> bool:
-        listed = lists[setting.headlines(row, q, all_rows)]
+        listed = lists[setting.headlines(row, q, refs)]
         return len(listed) < TOP or not listed[-1] < _best_key(setting, row, q, demand)
 
     # a setting whose ceiling is too low to be ranked at all (MAX_DEVICES) can never enter
@@ -528,12 +543,12 @@ def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predi
     while one left can still change the answer (``_open``, ``_demand_fixed``): the answer is the one
     predicting them all would give (``prune=False``), each setting predicted at most once."""
     out: list[Answer] = []
-    ok = [r for r in rows if r.ok]
-    for task in tasks_of(ok):
-        mine = [r for r in ok if r.task == task]
-        per_kind = {kind: [r for r in mine if r.kind == kind] for kind in kinds_of(mine)}
+    for task, mine in group_by([r for r in rows if r.ok], lambda r: r.task).items():
+        by_kind = group_by(mine, lambda r: r.kind)
+        per_kind = {kind: by_kind[kind] for kind in kinds_of(mine)}
+        refs = references(mine)
         measured = {kind: [o for r in kind_rows if r.traits.reads == "capacity" and not r.invalid
-                           for o in _server_options(r, q, mine)] for kind, kind_rows in per_kind.items()}
+                           for o in _server_options(r, q, refs)] for kind, kind_rows in per_kind.items()}
         pending = {kind: sorted(_unpredicted(kind_rows, q), key=lambda s: -s.ceiling)
                    for kind, kind_rows in per_kind.items()}
         predicted: dict[DeviceKind, dict[int, Option | None]] = {kind: {} for kind in per_kind}
@@ -543,14 +558,14 @@ def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predi
             demand = q.demand_qps or default_demand(every, q)
             ranked = {kind: _rank(f, q, demand) if demand else [] for kind, f in found.items()}
             fixed = prune and _demand_fixed(every, [s for p in pending.values() for s in p], q)
-            chunks = {kind: (_open(p, ranked[kind], q, demand, mine) if fixed else p)[:TOP] if prune else p
+            chunks = {kind: (_open(p, ranked[kind], q, demand, refs) if fixed else p)[:TOP] if prune else p
                       for kind, p in pending.items()}
             if not any(chunks.values()):
                 break
             for kind, chunk in chunks.items():
                 pending[kind] = [s for s in pending[kind] if s not in chunk]
                 got = _predict(chunk, q, predict)
-                predicted[kind].update((s.order, _predicted_option(s, got.get(s.key, []), mine)) for s in chunk)
+                predicted[kind].update((s.order, _predicted_option(s, got.get(s.key, []), refs)) for s in chunk)
         answers = [_kind_answer(task, kind, q, demand, found[kind], ranked[kind], per_kind[kind])
                    for kind in per_kind]
         priced = [a for a in answers if a.usd_per_month is not None]

@@ -16,6 +16,7 @@ from typing import Any
 from bench.errors import UsageError
 from bench.inputs import parse_toml, read_text
 from bench.numbers import is_finite
+from bench.results import dig
 
 DEFAULT_PRICES = Path(__file__).parent / "data" / "prices.toml"
 HOURS_PER_MONTH = 730.0  # 8760 / 12
@@ -75,7 +76,7 @@ class PriceTable:
 
 
 def _source(entry: dict[str, Any], where: str, path: Path) -> str:
-    source = entry.get("source")
+    source = dig(entry, "source")  # a price table, not a record: the plain-JSON walk
     if source is None:
         return f"{path.name}, no source given"
     if not isinstance(source, str) or not source.strip():
@@ -113,7 +114,7 @@ def load_prices(path: Path | None = None) -> PriceTable:
     if unknown or not (data.get("gpu") or data.get("cpu")):
         what = f"unknown section(s) {', '.join(unknown)}" if unknown else "no [gpu] or [cpu] section"
         raise UsageError(f"price table {path} has {what}; {ACCEPTED}")
-    for where, table, keys in (("[cpu]", data.get("cpu"), CPU_KEYS), ("[energy]", data.get("energy"), ENERGY_KEYS),
+    for where, table, keys in (("[cpu]", data.get("cpu"), CPU_KEYS), ("[energy]", dig(data, "energy"), ENERGY_KEYS),
                                *((f"[gpu] {n!r}", e, GPU_KEYS) for n, e in (data.get("gpu") or {}).items())):
         extra = sorted(set(table) - set(keys)) if isinstance(table, dict) else []
         if extra:  # a misspelt key (usd_per_hr) would otherwise be silently ignored
@@ -131,7 +132,7 @@ def load_prices(path: Path | None = None) -> PriceTable:
         if not isinstance(section, dict) or "usd_per_vcpu_hour" not in section:
             raise UsageError(f"price table {path}: [cpu] needs usd_per_vcpu_hour; {ACCEPTED}")
         cpu = (_price(section["usd_per_vcpu_hour"], "[cpu] usd_per_vcpu_hour", path), _source(section, "[cpu]", path))
-    energy = data.get("energy") or {}
+    energy = dig(data, "energy") or {}
     kwh = energy.get("usd_per_kwh")
     if kwh is not None:
         kwh = _price(kwh, "[energy] usd_per_kwh", path)

@@ -40,16 +40,17 @@ from bench.report_rows import (
     cpu_name,
     device_name,
     gpu_names,
+    group_by,
     load_runs,
     lower_is_better,
     metric_label,
     primary_metric,
     table,
 )
-from bench.report_rows import dig as _get
 from bench.report_rows import kinds_of as _kinds
 from bench.report_rows import number as _num
 from bench.report_rows import tasks_of as _tasks
+from bench.results import dig as _get
 from bench.scenarios import capacity as capacity_search
 from bench.scenarios.server import KEPT_UP
 from bench.server_settings import ServerSettings
@@ -230,11 +231,10 @@ def decide(rows: list[Row], bound: float | None, found: list[answers.Answer] | N
     """Per task: for each goal and device kind, the best finished (and, for servers, valid) setting; the
     cheapest way to serve the question is the answer's pick (``found``, ``bench.answer.answer``)."""
     out = []
-    ok = [r for r in rows if r.ok]
     found = found or []
-    for task in _tasks(ok):
-        mine = [r for r in ok if r.task == task]
+    for task, mine in group_by([r for r in rows if r.ok], lambda r: r.task).items():
         kinds = _kinds(mine)
+        by_kind = group_by(mine, lambda r: r.kind)
         picked = {a.kind: a for a in found if a.task == task}
         goals = [
             g
@@ -244,7 +244,7 @@ def decide(rows: list[Row], bound: float | None, found: list[answers.Answer] | N
         ]
         picks = {
             (g.name, k): _answer_pick(g, picked.get(k)) if g.name == "cost_within_bound"
-            else _pick([r for r in mine if r.kind == k], g, bound) for g in goals for k in kinds
+            else _pick(by_kind[k], g, bound) for g in goals for k in kinds
         }
         out.append(Decision(task, kinds, goals, picks))
     return out

@@ -23,7 +23,7 @@ from bench.numbers import finite_number, is_finite
 from bench.page import DTYPE_DASHES, DTYPE_SYMBOLS, FLAG_COLOR, Chart, Palette, axis_type, figure_html
 from bench.page import plot_text as _t
 from bench.report_rows import _ALONG_A_LINE as ALONG_A_LINE
-from bench.report_rows import MEMORY_FIELDS, STAGES, Row, lower_is_better, metric_label, table
+from bench.report_rows import MEMORY_FIELDS, STAGES, Row, group_by, lower_is_better, metric_label, table
 
 FLAG_NAME = "⚠ unstable or invalid (red ring)"
 FLAG_MARK = " ⚠"
@@ -135,13 +135,6 @@ def _hover(r: Row, *lines: str) -> str:
     return "<br>".join([_t(r.label), *(_t(line) for line in lines if line), _t(_flag_suffix(r).strip())])
 
 
-def _groups(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
-    out: dict[Any, list[Row]] = {}
-    for r in rows:
-        out.setdefault(key(r), []).append(r)
-    return out
-
-
 def _tasks(rows: Iterable[Row]) -> list[str]:
     return list(dict.fromkeys(r.task for r in rows))
 
@@ -203,7 +196,7 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
         def x_of(r: Row) -> float:
             return r.latency(r.traits.statistic)
 
-        for members in _groups(mine, lambda r: r.series).values():
+        for members in group_by(mine, lambda r: r.series).values():
             members.sort(key=lambda r: (r.rec.get("batch_size") or 0, r.scenario))
             fig.add_trace(
                 go.Scatter(
@@ -358,7 +351,7 @@ def _throughput_charts(rows: list[Row], styles: Styles) -> list[Chart]:
         shown: set[str] = set()
         # a line joins the batch sizes of one series within one scenario: a single-stream point (open
         # marker) is a request alone, an offline point a batch of requests; they are never joined
-        for (series, _scenario), members in _groups(mine, lambda r: (r.series, r.scenario)).items():
+        for (series, _scenario), members in group_by(mine, lambda r: (r.series, r.scenario)).items():
             members.sort(key=lambda r: r.rec.get("batch_size") or 0)
             single = members[0].traits.reads == "latency"
             fig.add_trace(
@@ -404,7 +397,7 @@ def _size_quality_charts(
         pts = [r for r in measured if r.task == task]
         metric = pts[0].metric
         fig = go.Figure()
-        for members in _groups(pts, lambda r: r.series).values():
+        for members in group_by(pts, lambda r: r.series).values():
             fig.add_trace(
                 go.Scatter(
                     x=[r.rec["params"] / 1e6 for r in members],
@@ -486,7 +479,7 @@ def _reported_vs_cost(
             return float(r.rec["extra"]["reported"][key])
 
         fig = go.Figure()
-        for members in _groups(pts, lambda r: r.series).values():
+        for members in group_by(pts, lambda r: r.series).values():
             fig.add_trace(
                 go.Scatter(
                     x=[x_of(r) for r in members],
@@ -566,7 +559,7 @@ def _pareto_charts(rows: list[Row], styles: Styles) -> list[Chart]:
         for n, (axis, getter, x_lower) in enumerate(_PARETO_AXES):
             row, col = n // 2 + 1, n % 2 + 1
             sel = [r for r in pts if getter(r) is not None]
-            for series, members in _groups(sel, lambda r: r.series).items():
+            for series, members in group_by(sel, lambda r: r.series).items():
                 fig.add_trace(
                     go.Scatter(
                         x=[getter(r) for r in members],
@@ -635,7 +628,7 @@ def _front_charts(rows: list[Row], styles: Styles) -> list[Chart]:
         ring_shown = False
         for col, (_, x_of, y_of, x_lower, y_higher) in enumerate(_FRONT_AXES, start=1):
             sel = [r for r in pts if x_of(r) is not None and y_of(r) is not None]
-            for series, members in _groups(sel, lambda r: r.series).items():
+            for series, members in group_by(sel, lambda r: r.series).items():
                 fig.add_trace(
                     go.Scatter(
                         x=[x_of(r) for r in members], y=[y_of(r) for r in members], mode="markers",
@@ -699,7 +692,7 @@ def _bars(
     note = f"{note} {cut}".strip()
     labels = {id(r): _t(styles.cell(r)) for _, r in items}
     fig = go.Figure()
-    for members in _groups(items, lambda vr: (vr[1].task, vr[1].series)).values():
+    for members in group_by(items, lambda vr: (vr[1].task, vr[1].series)).values():
         first = members[0][1]
         fig.add_trace(
             go.Bar(

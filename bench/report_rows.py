@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import store
 from bench.errors import UsageError
@@ -23,9 +25,12 @@ from bench.metrics import METRICS, headline_metric, metric_info
 from bench.numbers import finite_number as number
 from bench.optimize import agreement_with_fp32
 from bench.prices import Price, PriceTable
+from bench.results import dig
 from bench.scenarios import ScenarioTraits, traits_of
 from bench.uncertainty import UNSTABLE, Interval, judge
 from bench.variants import VARIANTS
+
+T = TypeVar("T")
 
 # Per-stage times: vision is part of ttft, so the stack is preprocess, vision, ttft - vision,
 # decode, postprocess, which sums to about the end-to-end time per image.
@@ -55,14 +60,6 @@ _NOT_IN_LABELS = ("weights_requested",)
 
 # ---------------------------------------------------------------------------------------------
 # records and environments
-
-
-def dig(d: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
 
 
 def table(d: Any, *keys: str) -> dict[str, Any]:
@@ -230,9 +227,10 @@ class Row:
     def scenario(self) -> str:
         return str(self.rec.get("scenario") or "")
 
-    @property
+    @cached_property
     def traits(self) -> ScenarioTraits:
-        """How the cell is judged, as its scenario declares (bench.scenarios.traits)."""
+        """How the cell is judged, as its scenario declares (bench.scenarios.traits); read once per row (every
+        chart, table and the answer ask it)."""
         return traits_of(self.rec)
 
     @property
@@ -485,6 +483,31 @@ def _label_rows(rows: list[Row]) -> None:
             r.setting += f" #{str(r.rec.get('cell_id'))[:6]}"
 
 
+_UNREAD = ("texts",)
+"""``extra`` fields no section reads once the fp32 agreement is computed (each cell's generated texts)."""
+
+
+def _compact(rec: dict[str, Any], memo: dict[str, str]) -> dict[str, Any]:
+    """The record as the report keeps it: without the texts it has read, every key and equal string value one
+    shared object. JSON decoding makes each record's keys and strings anew; at 43,000 cells of about 200 keys
+    that is most of the memory the records take (about 20 KB a record before, 8 KB after)."""
+    out = _shared(rec, memo)
+    extra = out.get("extra")
+    if isinstance(extra, dict):
+        out["extra"] = {k: v for k, v in extra.items() if k not in _UNREAD}
+    return out
+
+
+def _shared(value: Any, memo: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: _shared(v, memo) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v, memo) for v in value]
+    if isinstance(value, str):
+        return memo.setdefault(value, value)
+    return value
+
+
 def _task_metrics(rows: list[Row]) -> dict[str, str | None]:
     """One metric per task (the most common primary metric), so settings compare like with like."""
     out: dict[str, str | None] = {}
@@ -508,6 +531,7 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
     if not run_dirs:
         raise UsageError("no run directory given; accepted: one or more directories written by `run`")
     runs: list[Run] = []
+    memo: dict[str, str] = {}  # strings shared by all records (_compact)
     names = Counter(Path(d).resolve().name for d in run_dirs)
     for d in run_dirs:
         path = Path(d)
@@ -524,7 +548,7 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
         by_cell = store.latest_by_cell(store.read_records(path))
         for cell_id, rate in agreement_with_fp32(list(by_cell.values())).items():
             by_cell[cell_id].setdefault("extra", {})["agreement_fp32"] = rate
-        for rec in by_cell.values():
+        for rec in (_compact(r, memo) for r in by_cell.values()):
             kind = device_kind(rec, env)
             rows.append(
                 Row(
@@ -543,6 +567,14 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
     for r in all_rows:
         r.metric = metrics.get(r.rec.get("task"))
     return runs
+
+
+def group_by(rows: Iterable[T], key: Callable[[T], Any]) -> dict[Any, list[T]]:
+    """Rows by ``key``, in first-seen order: one pass, where a filter per key would pass over all rows per key."""
+    out: dict[Any, list[T]] = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(r)
+    return out
 
 
 def tasks_of(rows: list[Row]) -> list[str]:

@@ -193,9 +193,14 @@ COMPRESS_ROWS = 1000
 own ``DecompressionStream``): 43,000 rows of JSON are about 30 MB, deflated about a tenth."""
 
 
+_TAG = re.compile(r"<[^>]*>")
+
+
 def _text_key(html: str) -> str | None:
     """A text cell's sort key as the page derives it: its text without markup, lower case; None when empty."""
-    text = htmllib.unescape(re.sub(r"<[^>]*>", "", html)).strip().lower()
+    if "<" in html or "&" in html:  # markup or an entity: what the page shows is its text
+        html = htmllib.unescape(_TAG.sub("", html))
+    text = html.strip().lower()
     return None if text in ("", "–") else text
 
 

@@ -7,6 +7,7 @@ number of samples below the true q-quantile is Binomial(n, q), whatever the dist
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -53,7 +54,14 @@ def percentile_ci(sorted_samples: Sequence[float], q: float, confidence: float =
     With B ~ Binomial(n, q) the count of samples below the quantile, [x_(l), x_(u)] (1-based) covers it
     with probability P(l <= B < u); each tail is kept within (1 - confidence) / 2.
     """
-    n = len(sorted_samples)
+    ranks = _ci_ranks(len(sorted_samples), q, confidence)
+    return (float(sorted_samples[ranks[0] - 1]), float(sorted_samples[ranks[1] - 1])) if ranks else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _ci_ranks(n: int, q: float, confidence: float) -> tuple[int, int] | None:
+    """The 1-based ranks (l, u) of ``percentile_ci``'s bounds for n samples: they depend on n, q and the
+    confidence only, so a report of 43,000 cells with a few sample counts computes them a few times."""
     if n == 0 or not 0.0 < q < 1.0 or not 0.0 < confidence < 1.0:
         return None
     alpha = (1.0 - confidence) / 2.0
@@ -64,7 +72,7 @@ def percentile_ci(sorted_samples: Sequence[float], q: float, confidence: float =
     upper = _first(1, n + 1, lambda u: 1.0 - binomial_cdf(u - 1, n, q) <= alpha)
     if lower == 0 or upper > n:
         return None
-    return float(sorted_samples[lower - 1]), float(sorted_samples[upper - 1])
+    return lower, upper
 
 
 def early_stopping_met(n: int, overlatency: int, percentile: float, confidence: float) -> bool:

@@ -314,11 +314,12 @@ def partition(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> 
     best = np.full(n + 1, np.inf)
     best[0] = -penalty
     start = np.zeros(n + 1, dtype=int)
+    index = np.arange(n + 1)
     for j in range(min_segment, n + 1):
-        i = np.arange(0, j - min_segment + 1)
-        total = best[i] + (s2[j] - s2[i]) - (s1[j] - s1[i]) ** 2 / (j - i) + penalty
-        k = int(np.argmin(total))
-        best[j], start[j] = total[k], i[k]
+        k = j - min_segment + 1  # the segment ending at j may start at 0 .. k - 1 (slices, not index arrays)
+        total = best[:k] + (s2[j] - s2[:k]) - (s1[j] - s1[:k]) ** 2 / (j - index[:k]) + penalty
+        m = int(np.argmin(total))
+        best[j], start[j] = total[m], m
     breaks, j = [], n
     while j > 0:
         j = int(start[j])

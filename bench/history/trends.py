@@ -78,7 +78,11 @@ def _verdict(result: HistoryCheck) -> dict[str, Any]:
 
 def _display(metric: str, value: float) -> float:
     """A value in the unit the chart's axis states (bytes as MiB)."""
-    return value / 2**20 if compare.metric_spec(metric).unit == "bytes" else value
+    return value / _divisor(metric)
+
+
+def _divisor(metric: str) -> int:
+    return 2**20 if compare.metric_spec(metric).unit == "bytes" else 1
 
 
 HOVER_FORMATS = {"bytes": "%{y:.1f} MiB", "ms": "%{y:.1f} ms", "img/s": "%{y:.3g} img/s"}
@@ -133,10 +137,10 @@ def _chart(
 
     fig = go.Figure()
     values = []
-    commits = [_t(e.short) for e in entries]
+    commits, divisor = np.array([_t(e.short) for e in entries]), _divisor(metric)
     for s in series:
         xs = np.array([p.index for p in s.points], dtype=np.int32)
-        ys = np.array([_display(metric, unscale(s.kind, p.x)) for p in s.points])
+        ys = np.array([unscale(s.kind, p.x) for p in s.points]) / divisor
         values.append(ys)
         fig.add_trace(
             go.Scatter(
@@ -146,7 +150,7 @@ def _chart(
                 line={"color": colors(_series_key(s))},
                 marker={"color": colors(_series_key(s))},
                 name=_t(labels[_series_key(s)]),
-                customdata=[commits[p.index] for p in s.points],
+                customdata=commits[xs],  # an array: plotly validates a list of strings item by item
                 hovertemplate=f"{_t(s.label)}<br>{_t(metric)} {_hover_value(metric)}<br>run %{{x}}, commit "
                 f"%{{customdata}} (the runs table below gives its date)<br>{_t(s.machine.label)}<extra></extra>",
                 legendgroup=f"{s.machine.id}{s.cell_id}",
