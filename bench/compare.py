@@ -542,6 +542,38 @@ def _draw(n_base: int, n_cur: int, rng: np.random.Generator, n_boot: int) -> tup
     return np.concatenate(b), np.concatenate(c)
 
 
+def sorted_quantiles(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, quantiles, axis=-1)`` (its default linear method, bit for bit: the same order
+    statistics and the same interpolation) of values already sorted along their last axis, shape
+    (quantiles, ...): no partition per row, so millions of short rows cost a few array operations."""
+    n = values.shape[-1]
+    virtual = (n - 1) * quantiles
+    below = np.floor(virtual)
+    gamma = virtual - below
+    below = below.astype(np.intp)
+    a, b = values[..., below], values[..., np.minimum(below + 1, n - 1)]
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)  # numpy's lerp, from the nearer end
+    return np.moveaxis(out, -1, 0)
+
+
+def sample_values(samples: list[np.ndarray], records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Each record's ``SAMPLE_ROWS`` values (equal to ``FROM_SAMPLES``'), one numpy call per metric and sample
+    length, not one per cell. Every sample must hold at least one value."""
+    out: list[dict[str, float]] = [{} for _ in samples]
+    groups: dict[int, list[int]] = {}
+    for i, x in enumerate(samples):
+        groups.setdefault(len(x), []).append(i)
+    for members in groups.values():
+        rows = np.stack([samples[i] for i in members])
+        batch = np.array([int(records[i].get("batch_size") or 1) for i in members])
+        for metric, compute in SAMPLE_ROWS.items():
+            for i, value in zip(members, compute(rows, batch).tolist(), strict=True):
+                out[i][metric] = value
+    return out
+
+
 def bootstrap_ratios(
     pairs: list[tuple[np.ndarray, np.ndarray, np.random.Generator]],
     quantiles: tuple[float, ...],
@@ -553,9 +585,10 @@ def bootstrap_ratios(
     pairs.
 
     Both runs are resampled independently with replacement (they are independent runs); the same
-    resample serves all quantiles. Each cell draws its indices from its own generator; the quantiles of
-    every cell with the same sample counts are then taken in one numpy call per batch (at most
-    ``BOOT_ELEMENTS`` values per run), not one per cell, so thousands of cells cost a few calls.
+    resample serves all quantiles. Each cell draws its indices from its own generator; the resamples of
+    every cell with the same sample counts are then sorted and their quantiles taken (``sorted_quantiles``)
+    in a few numpy calls per batch (at most ``BOOT_ELEMENTS`` values per run), not per cell, so 100,000
+    cells cost a few thousand calls; the figures equal numpy's quantiles of each resample bit for bit.
     """
     q = np.asarray(quantiles, dtype=float)
     alpha = (1 - level) / 2
@@ -571,10 +604,12 @@ def bootstrap_ratios(
             drawn = [_draw(n_base, n_cur, pairs[i][2], n_boot) for i in batch]
             base = np.stack([pairs[i][0] for i in batch])
             cur = np.stack([pairs[i][1] for i in batch])
-            point[batch] = (np.quantile(cur, q, axis=1) / np.quantile(base, q, axis=1)).T
+            point[batch] = (sorted_quantiles(np.sort(cur, axis=1), q) / sorted_quantiles(np.sort(base, axis=1), q)).T
             b = np.take_along_axis(base[:, None, :], np.stack([d[0] for d in drawn]), axis=2)
             c = np.take_along_axis(cur[:, None, :], np.stack([d[1] for d in drawn]), axis=2)
-            ratios = np.quantile(c, q, axis=2) / np.quantile(b, q, axis=2)  # (quantiles, cells, n_boot)
+            b.sort(axis=2)
+            c.sort(axis=2)
+            ratios = sorted_quantiles(c, q) / sorted_quantiles(b, q)  # (quantiles, cells, n_boot)
             low[batch], high[batch] = (np.quantile(ratios, [alpha, 1 - alpha], axis=2)).transpose(0, 2, 1)
     return point, low, high
 
@@ -668,9 +703,13 @@ def from_samples(record: dict[str, Any], metric: str) -> bool:
     return metric in FROM_SAMPLES and (metric != "throughput" or _closed_loop(record))
 
 
-def point_value(record: dict[str, Any], metric: str) -> float | None:
+def point_value(record: dict[str, Any], metric: str, from_rows: dict[str, float] | None = None) -> float | None:
+    """A record's single value of a metric; ``from_rows``: its ``SAMPLE_ROWS`` values when already computed
+    (compare computes every cell's in a few calls, ``sample_values``)."""
     if metric.startswith("accuracy."):
         return finite_number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
+    if from_rows is not None and from_samples(record, metric):
+        return from_rows[metric]
     samples = samples_of(record)
     if len(samples) and from_samples(record, metric):
         return FROM_SAMPLES[metric](samples, record)
@@ -718,22 +757,21 @@ def _latency_rows(
     base: dict[str, Any],
     cur: dict[str, Any],
     thresholds: dict[str, float],
-    estimate: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    estimate: Estimate | None,
 ) -> list[Row]:
     """latency_p50, latency_p90 and throughput of one cell from one bootstrap of both runs' samples
-    (``estimate``: ``bootstrap_ratios``' point, low and high of this cell; None when the samples are too
-    few, see ``LATENCY_QUANTILES``)."""
+    (``estimate``: this cell's; None when the samples are too few, see ``LATENCY_QUANTILES``)."""
     metrics = LATENCY_METRICS
     closed_loop = _closed_loop(base) and _closed_loop(cur)  # else queueing: throughput is not 1 / latency
-    b, c = samples_of(base), samples_of(cur)
     unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
     if estimate is None:
-        note = _join(f"too few samples for an interval (n={len(b)}/{len(c)})", unstable)
+        note = _join(f"too few samples for an interval (n={len(samples_of(base))}/{len(samples_of(cur))})", unstable)
         return [
             _single(row, m, point_value(base, m), point_value(cur, m), threshold_for(m, thresholds), note)
             for m in metrics
         ]
-    point, low, high = estimate
+    point, low, high = estimate.point, estimate.low, estimate.high
+    counts = f"n={estimate.n_base}/{estimate.n_cur}"
     # throughput at the median latency: the p50 ratio inverted, interval bounds swapped
     estimates = {
         "latency_p50": (point[0], low[0], high[0]),
@@ -758,8 +796,8 @@ def _latency_rows(
                 **row,
                 metric=metric,
                 kind=spec.kind,
-                baseline=point_value(base, metric),
-                current=point_value(cur, metric),
+                baseline=point_value(base, metric, estimate.base),
+                current=point_value(cur, metric, estimate.cur),
                 ratio=float(ratio),
                 ci_low=float(lo),
                 ci_high=float(hi),
@@ -767,7 +805,7 @@ def _latency_rows(
                 verdict=verdict,
                 threshold=threshold,
                 note=_join(
-                    f"n={len(b)}/{len(c)}", "interval reaches past the threshold: more samples needed" if wide else "",
+                    counts, "interval reaches past the threshold: more samples needed" if wide else "",
                     unstable,
                     tail_noise,
                 ),
@@ -775,7 +813,7 @@ def _latency_rows(
         )
     if not closed_loop:
         rows.append(_single(row, "throughput", point_value(base, "throughput"), point_value(cur, "throughput"),
-                            threshold_for("throughput", thresholds), f"n={len(b)}/{len(c)}"))
+                            threshold_for("throughput", thresholds), counts))
     return rows
 
 
@@ -807,7 +845,7 @@ def compare_records(
     cur: dict[str, Any],
     label: str,
     thresholds: dict[str, float],
-    estimate: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    estimate: Estimate | None,
 ) -> list[Row]:
     """All rows of one matched cell (``thresholds`` already resolved and ``estimate`` bootstrapped, see
     ``compare_dirs``)."""
@@ -942,12 +980,24 @@ LATENCY_QUANTILES = (0.5, 0.9)
 """The sample quantiles one bootstrap of a cell judges: latency p50 (and throughput from it) and p90."""
 
 
-def _estimates(
-    matched: list[tuple[str, dict[str, Any], dict[str, Any]]], seed: int, n_boot: int
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """One cell's bootstrap (``bootstrap_ratios``' point, low and high per ``LATENCY_QUANTILES``) and each
+    run's sample count and its values from samples (``sample_values``)."""
+
+    point: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    base: dict[str, float]
+    cur: dict[str, float]
+    n_base: int
+    n_cur: int
+
+
+def _estimates(matched: list[tuple[str, dict[str, Any], dict[str, Any]]], seed: int, n_boot: int) -> dict[str, Estimate]:
     """The bootstrap of every matched cell both of whose runs are ok with enough samples, in one
     ``bootstrap_ratios`` call; each cell's generator is seeded from ``seed`` and its id alone."""
-    pairs, ids = [], []
+    pairs, ids, records = [], [], []
     for cell_id, base, cur in matched:
         if (base.get("status", "ok"), cur.get("status", "ok")) != ("ok", "ok"):
             continue
@@ -955,8 +1005,13 @@ def _estimates(
         if min(len(b), len(c)) >= MIN_BOOTSTRAP_SAMPLES:
             pairs.append((b, c, np.random.default_rng([seed, zlib.crc32(cell_id.encode())])))
             ids.append(cell_id)
+            records.append((base, cur))
     point, low, high = bootstrap_ratios(pairs, LATENCY_QUANTILES, n_boot)
-    return {cell_id: (point[i], low[i], high[i]) for i, cell_id in enumerate(ids)}
+    sides = sample_values([b for b, _, _ in pairs] + [c for _, c, _ in pairs],
+                          [b for b, _ in records] + [c for _, c in records])
+    n = len(pairs)
+    return {cell_id: Estimate(point[i], low[i], high[i], sides[i], sides[n + i], len(pairs[i][0]), len(pairs[i][1]))
+            for i, cell_id in enumerate(ids)}
 
 
 def compare_dirs(

@@ -12,6 +12,7 @@ from bench import store
 from bench.compare import (
     CI_LEVEL,
     DEFAULT_THRESHOLDS,
+    FROM_SAMPLES,
     METRICS,
     bootstrap_ratios,
     classify,
@@ -19,6 +20,8 @@ from bench.compare import (
     metric_spec,
     parse_fail_on,
     run_compare,
+    sample_values,
+    sorted_quantiles,
 )
 from bench.errors import UsageError
 
@@ -203,6 +206,23 @@ def test_the_vectorised_bootstrap_equals_the_cell_by_cell_one_draw_for_draw():
         np.testing.assert_array_equal(low[i], expected[1])
         np.testing.assert_array_equal(high[i], expected[2])
     assert (low < point).all() and (point < high).all()
+
+
+def test_sorted_quantiles_equal_numpys_bit_for_bit():
+    rng = np.random.default_rng(4)
+    q = np.array([0.0, 0.05, 0.1, 0.5, 0.9, 0.95, 1.0])
+    for n in (1, 2, 3, 4, 5, 20, 101):
+        rows = np.round(noisy(rng, n=n * 30).reshape(30, n), 1)  # rounded: ties
+        np.testing.assert_array_equal(sorted_quantiles(np.sort(rows, axis=1), q), np.quantile(rows, q, axis=1))
+
+
+def test_sample_values_equal_each_records_own():
+    rng = np.random.default_rng(5)
+    samples = [noisy(rng, n=n) for n in (4, 20, 4, 1, 7, 20)]
+    records = [{"batch_size": b} for b in (1, 8, 2, 4, None, 1)]
+    values = sample_values(samples, records)
+    for x, r, got in zip(samples, records, values, strict=True):
+        assert got == {metric: f(x, r) for metric, f in FROM_SAMPLES.items()}
 
 
 def test_seeded_and_independent_of_other_cells(tmp_path):

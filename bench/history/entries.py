@@ -31,6 +31,7 @@ from bench.errors import UsageError
 from bench.inputs import conforms, parse_json
 from bench.numbers import is_finite
 from bench.paths import inside, locked, open_input, read_text, write_atomic
+from bench.results import cell_id_of, dig
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -46,12 +47,17 @@ samples, axes, status and server table, never its stage times, energy, LoadGen l
 a field no command reads is dropped unchecked."""
 
 
+EXTRA = "extra"
+
+
 def _held(record: dict[str, Any]) -> dict[str, Any]:
-    """A stored record as a loaded entry holds it (``UNREAD_FIELDS`` dropped, ``extra`` cut to ``READ_EXTRA``)."""
-    held = {k: v for k, v in record.items() if k not in UNREAD_FIELDS}
-    if isinstance(held.get("extra"), dict):
-        held["extra"] = {k: v for k, v in held["extra"].items() if k in READ_EXTRA}
-    return held
+    """A stored record's JSON as a loaded entry holds it (``UNREAD_FIELDS`` dropped, ``extra`` cut to
+    ``READ_EXTRA``): what stays is then checked as every record is (``store.well_formed``)."""
+    return {k: _read_extra(v) if k == EXTRA else v for k, v in record.items() if k not in UNREAD_FIELDS}
+
+
+def _read_extra(extra: Any) -> Any:
+    return {k: v for k, v in extra.items() if k in READ_EXTRA} if isinstance(extra, dict) else extra
 
 
 ACCEPTED_SOURCE = (
@@ -150,24 +156,16 @@ def _major(version: Any) -> str | None:
     return match.group(1) if match else None
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
 def machine_from_env(env: dict[str, Any]) -> MachineClass:
     """The class of a run from its env.json (bench.environment.fingerprint)."""
-    names = _get(env, "gpu", "names") or []
-    cores = _get(env, "cpu", "usable_cores") or _get(env, "cpu", "logical_cores")
+    names = dig(env, "gpu", "names") or []
+    cores = dig(env, "cpu", "usable_cores") or dig(env, "cpu", "logical_cores")
     return MachineClass(
-        cpu=_get(env, "cpu", "model"),
+        cpu=dig(env, "cpu", "model"),
         cores=int(cores) if isinstance(cores, int) else None,
         gpu=", ".join(map(str, names)) or None,
-        torch=_major(_get(env, "torch", "version") or _get(env, "libraries", "torch")),
-        transformers=_major(_get(env, "libraries", "transformers")),
+        torch=_major(dig(env, "torch", "version") or dig(env, "libraries", "torch")),
+        transformers=_major(dig(env, "libraries", "transformers")),
     )
 
 
@@ -180,13 +178,13 @@ def read_run_dir(path: Path) -> Source:
     if holder:
         raise UsageError(f"run directory {str(path)!r} is being written ({holder} holds {store.LOCK}); accepted: a "
                          "finished run (add it when the run has ended)")
-    records = list(store.latest_by_cell(store.read_records(path)).values())
-    if not records:
+    typed = list(store.latest_by_cell(store.records(path)).values())
+    if not typed:
         raise UsageError(
             f"run directory {str(path)!r} has no records in {store.RESULTS}; accepted: {ACCEPTED_SOURCE}"
         )
     env = store.read_env(path)
-    records = sorted(records, key=lambda r: str(r.get("cell_id")))
+    records = [r.to_dict() for r in sorted(typed, key=lambda r: r.cell_id)]  # as stored: the entry keeps the JSON
     git = env.get("git") or {}
     return Source(
         kind="run-dir",
@@ -229,11 +227,11 @@ def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
     return {
         "cell_id": hashlib.sha256(f"pytest-benchmark:{name}".encode()).hexdigest()[:16],
         "variant": "pytest-benchmark",
-        "task": extra.get("task") or bench.get("group") or "pytest-benchmark",
+        "task": dig(extra, "task") or bench.get("group") or "pytest-benchmark",
         "status": "ok",
         "latency_ms": {
             "p50": float(stats["median"]) * 1000,
-            "mean": float(stats["mean"]) * 1000,
+            "mean": float(dig(stats, "mean")) * 1000,
             "std": float(stats["stddev"]) * 1000,
             "n": int(stats.get("rounds") or len(samples)),
         },
@@ -263,7 +261,7 @@ def read_pytest_benchmark(path: Path) -> Source:
         if count is not None and not (isinstance(count, int) and not isinstance(count, bool)):
             raise ValueError(f"machine_info.cpu.count is {count!r}, not an integer")
         env = store.checked_env(machine_info.get(PYTEST_BENCHMARK_ENV) or {}, path)
-        records = sorted((_benchmark_record(b) for b in benchmarks), key=lambda r: r["cell_id"])
+        records = sorted((_benchmark_record(b) for b in benchmarks), key=cell_id_of)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"{str(path)!r} is not a pytest-benchmark JSON file ({_one(exc)}); accepted: {ACCEPTED_SOURCE}"
@@ -399,7 +397,7 @@ def _read_entry(path: Path) -> Entry:
         held = [_held(r) for r in records] if isinstance(records, list) and all(isinstance(r, dict) for r in records) else None
         if held is None or not all(store.well_formed(r) for r in held):
             raise ValueError("records must be a list of records, each field read of its declared type")
-        machine, env, source = data["machine"], data.get("env") or {}, data.get("source") or {}
+        machine, env, source = data["machine"], data.get("env") or {}, dig(data, "source") or {}
         if not (isinstance(machine, dict) and isinstance(env, dict) and isinstance(source, dict)
                 and isinstance(data["run_id"], str) and data.get("dirty") in (None, True, False)):
             raise ValueError("machine, env and source must be objects, run_id a string, dirty a boolean")
