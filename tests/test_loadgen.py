@@ -22,6 +22,7 @@ from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), indepe
 from bench.backends.base import STAGES, BatchResult
 from bench.data import Sample
 from bench.measure import RepetitionPolicy
+from bench.results import LoadGen
 from bench.scenarios import ScenarioInput, ServerSettings, get_load_generator
 from bench.scenarios import mlperf as lg_scenarios
 from bench.stats import queries_needed
@@ -203,7 +204,7 @@ def test_the_verdict_and_figures_are_read_from_loadgens_detail_log(tmp_path):
     assert summary["percentiles_ms"] == {"p50": 20.0, "p99.9": 61.5}
     assert summary["early_stopping"] == {"met": False, "overlatency": 3, "estimate_ms": None,
                                          "result": "* Run unsuccessful. * Processed 44 queries."}
-    reason = lg_scenarios._verdict_reason(summary)
+    reason = lg_scenarios._verdict_reason(LoadGen.from_dict(summary))
     assert "latency percentile over the bound" in reason and "early stopping not met" in reason
     assert "minimum duration" not in reason
 

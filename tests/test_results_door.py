@@ -25,6 +25,7 @@ SHARED = {
     "weights",  # the random checkpoint's marker file (bench.backends.transformers.checkpoints)
     "batch_size",  # a call's bound arguments (bench.backends.transformers.settings)
     "threads",  # the bounds of settings (bench.inputs.BOUNDS)
+    "key",  # LoadGen's log entries (bench.scenarios.mlperf.read_detail)
     "preprocess", "vision", "ttft", "per_token", "decode", "postprocess",  # a batch's stage times (BatchResult)
 }
 
@@ -43,10 +44,7 @@ ALLOWLIST = {
     "report_rows.py": "rreport",
     "report_table.py": "rreport",
     "scenarios/__init__.py": "rcompare",
-    "scenarios/closed_loop.py": "results",
-    "scenarios/mlperf.py": "results",
     "scenarios/predict.py": "rcompare",
-    "scenarios/server.py": "results",
     "schema.py": "rcompare",
     "sweep.py": "rcompare",
     "tools/gpucheck.py": "rcompare",

@@ -159,8 +159,8 @@ def test_on_the_tiny_checkpoint_0_8_of_capacity_is_valid_for_every_seed_and_2x_i
         es = served.early_stopping()
         assert served.valid, (seed, served.invalid_reason)
         k = sum(v > served.latency_bound_ms for v in served.latencies_ms)
-        assert es["queries"] == n and es["overlatency"] == k and es["met"] is True
+        assert es.queries == n and es.overlatency == k and es.met is True
         assert binomial_cdf(k, n, 0.5) <= 0.01
     over = run_at(2.0, 0, 2 * n)  # twice as long: the backlog outgrows any noise in the service time
     assert not over.valid and over.invalid_reason.startswith("early stopping not met"), over.invalid_reason
-    assert over.early_stopping()["met"] is False
+    assert over.early_stopping().met is False

@@ -62,7 +62,8 @@ def closed_loop(run: ScenarioInput) -> Measurement:
     busy_s = wall_s if prefetcher is not None else sum(r.batch_ms for r in results) / 1000.0
     time_per_image, stages, tokens = batch_figures(results, policy.cv_threshold)
     request_ms = [(r.finished_s - r.started_s) * 1000.0 if r.overlapped else r.batch_ms for r in results]
-    latency = summarize(request_ms, policy.cv_threshold).to_dict()
+    stats = summarize(request_ms, policy.cv_threshold)
+    latency = stats.to_dict()
     memory, energy = tracking.fields(n_images, run.weights_bytes)
     per_token, decode_tokens_per_s = token_figures(results)
     return Measurement(
@@ -79,7 +80,7 @@ def closed_loop(run: ScenarioInput) -> Measurement:
         latency_basis=(PREFETCH_LATENCY_BASIS if prefetcher is not None else LATENCY_BASIS).format(n=run.batch_size),
         answers=first.answers,
         texts=first.texts,
-        unstable=bool(latency["unstable"]),
+        unstable=stats.unstable,
         per_token_ms=per_token,
     )
 

@@ -41,6 +41,7 @@ from bench.backends.base import BatchResult
 from bench.errors import CellSkipped, UsageError
 from bench.measure import summarize
 from bench.paths import move_in, private_dir, read_text, remove_file, rename
+from bench.results import LoadGen
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,
@@ -274,9 +275,10 @@ def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batc
         move_in(private, log_dir, "load generator log")
     if issue_delays:  # how late LoadGen's own thread issued the queries: a busy machine shows here first
         summary["issue_delay_ms"] = {f"p{q}": float(np.percentile(issue_delays, q)) for q in (50, 90, 99)}
-    if len(latencies) != summary["sample_count"]:
-        raise RuntimeError(f"LoadGen's trace holds {len(latencies)} per-query latencies for {summary['sample_count']} "
-                           f"samples (LoadGen {summary['version']}: has its trace format changed?)")
+    counted = LoadGen.from_dict(summary)
+    if len(latencies) != counted.sample_count:
+        raise RuntimeError(f"LoadGen's trace holds {len(latencies)} per-query latencies for {counted.sample_count} "
+                           f"samples (LoadGen {counted.version}: has its trace format changed?)")
     return LoadGenRun(sut.queries, sut.results, summary, latencies)
 
 
@@ -303,6 +305,12 @@ def read_detail(path: Path) -> dict[str, Any]:
     return values
 
 
+# the record's ``loadgen`` fields copied as they are from LoadGen's detail log: field -> the log's key
+LOG_FIELDS = {"result_validity": "result_validity", "scenario": "effective_scenario", "version": "loadgen_version",
+              "min_duration_met": "result_min_duration_met", "min_queries_met": "result_min_queries_met",
+              "perf_constraints_met": "result_perf_constraints_met", "query_count": "result_query_count"}
+
+
 def read_summary(log_dir: Path) -> dict[str, Any]:
     """LoadGen's verdict, percentiles and early stopping, from its detail log (ns -> ms)."""
     d = read_detail(log_dir / "mlperf_log_detail.txt")
@@ -319,14 +327,8 @@ def read_summary(log_dir: Path) -> dict[str, Any]:
     estimate = next((ms(k) for k in ("early_stopping_latency_ss", "early_stopping_latency_ms")
                      if d.get(k)), None)  # single- and multi-stream; LoadGen's server reports none
     return {
-        "result_validity": d.get("result_validity"),
-        "scenario": d.get("effective_scenario"),
-        "version": d.get("loadgen_version"),
-        "min_duration_met": d.get("result_min_duration_met"),
-        "min_queries_met": d.get("result_min_queries_met"),
-        "perf_constraints_met": d.get("result_perf_constraints_met"),
+        **{name: d.get(key) for name, key in LOG_FIELDS.items()},
         "invalid_reason": d.get("result_invalid_reason") or None,
-        "query_count": d.get("result_query_count"),
         "sample_count": _product(d.get("result_query_count"), d.get("generated_samples_per_query")),
         "samples_per_s": d.get("result_completed_samples_per_sec", d.get("result_samples_per_second")),
         "scheduled_samples_per_s": d.get("result_scheduled_samples_per_sec"),
@@ -348,16 +350,17 @@ def _product(a: Any, b: Any) -> int | None:
     return a * b if isinstance(a, int) and isinstance(b, int) else None
 
 
-def _verdict_reason(summary: dict[str, Any]) -> str | None:
+def _verdict_reason(summary: LoadGen) -> str | None:
     """Why LoadGen called the run INVALID, in its own terms (None when VALID)."""
-    if summary.get("result_validity") == "VALID":
+    if summary.result_validity == "VALID":
         return None
-    checks = (("min_duration_met", "minimum duration not met"), ("min_queries_met", "minimum query count not met"),
-              ("perf_constraints_met", "latency percentile over the bound"))
-    reasons = [text for key, text in checks if summary.get(key) is False]
-    if summary["early_stopping"].get("met") is False:
-        reasons.append(f"early stopping not met ({summary['early_stopping']['result']})")
-    return "LoadGen: " + ("; ".join(reasons) or str(summary.get("invalid_reason") or "INVALID"))
+    checks = ((summary.min_duration_met, "minimum duration not met"),
+              (summary.min_queries_met, "minimum query count not met"),
+              (summary.perf_constraints_met, "latency percentile over the bound"))
+    reasons = [text for met, text in checks if met is False]
+    if summary.early_stopping is not None and summary.early_stopping.met is False:
+        reasons.append(f"early stopping not met ({summary.early_stopping.result})")
+    return "LoadGen: " + ("; ".join(reasons) or str(summary.invalid_reason or "INVALID"))
 
 
 def _warm(run: ScenarioInput) -> float:
@@ -397,7 +400,8 @@ def closed_loop(scenario: str, run: ScenarioInput) -> Measurement:
     n_images = sum(len(r.samples) for r in results)
     time_per_image, stages, tokens = batch_figures(results, policy.cv_threshold)
     samples_ms = [r.batch_ms for r in results] if scenario == "offline" else measured.loadgen_latencies_ms
-    latency = summarize(samples_ms, policy.cv_threshold).to_dict()
+    stats = summarize(samples_ms, policy.cv_threshold)
+    latency = stats.to_dict()
     memory, energy = tracking.fields(n_images, run.weights_bytes)
     wall_s = measured.wall_s
     per_token, decode_tokens_per_s = token_figures(results)  # the same token figures as the builtin's
@@ -407,7 +411,7 @@ def closed_loop(scenario: str, run: ScenarioInput) -> Measurement:
                     "decode_tokens_per_s": decode_tokens_per_s},
         memory=memory, energy=energy, gen_tokens_mean=sum(tokens) / len(tokens), iterations=len(results),
         latency_basis=LATENCY_BASIS[scenario], answers=first.answers, texts=first.texts,
-        unstable=bool(latency["unstable"]), loadgen=measured.summary, per_token_ms=per_token)
+        unstable=stats.unstable, loadgen=measured.summary, per_token_ms=per_token)
 
 
 class LoadGenServer(Server):
@@ -448,17 +452,18 @@ class LoadGenServer(Server):
                            run.batch_size, settings.max_queue_delay_ms, settings.latency_bound_ms,
                            settings.latency_percentile, CONFIDENCE)
         served.latencies_ms = measured.loadgen_latencies_ms  # LoadGen's, from its scheduled arrivals
-        served.offered_qps = measured.summary.get("scheduled_samples_per_s")  # what LoadGen offered
+        verdict = LoadGen.from_dict(measured.summary)
+        served.offered_qps = verdict.scheduled_samples_per_s  # what LoadGen offered
         judge(served, settings)
-        served.valid = measured.summary.get("result_validity") == "VALID"  # LoadGen's verdict decides
-        served.invalid_reason = _verdict_reason(measured.summary)
+        served.valid = verdict.result_validity == "VALID"  # LoadGen's verdict decides
+        served.invalid_reason = _verdict_reason(verdict)
         served.loadgen = measured.summary
         return served
 
     def measure(self, run: ScenarioInput) -> Measurement:
         self._runs = 0
         m = super().measure(run)
-        m.latency_basis = LATENCY_BASIS["server"]
+        m.latency_basis = LATENCY_BASIS[self.name]
         return m
 
 

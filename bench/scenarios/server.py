@@ -45,6 +45,7 @@ from bench.backends.base import BatchResult
 from bench.errors import UsageError
 from bench.measure import summarize
 from bench.prefetch import ScheduledPreparer
+from bench.results import EarlyStopping
 from bench.scenarios import capacity, predict
 from bench.scenarios.base import (
     FirstAnswers,
@@ -182,9 +183,9 @@ class ServerRun:
         only for being shorter than that while its percentile is within the bound (a longer run at the same
         load can pass); None otherwise."""
         es = self.early_stopping()
-        if es["met"] is not False or self.too_short or self.percentile_ms > (self.latency_bound_ms or 0.0):
+        if es.met is not False or self.too_short or self.percentile_ms > (self.latency_bound_ms or 0.0):
             return None
-        return es["queries_needed"] if es["queries_needed"] > self.n_requests else None
+        return es.queries_needed if es.queries_needed is not None and es.queries_needed > self.n_requests else None
 
     @property
     def percentile_ms(self) -> float:
@@ -198,16 +199,15 @@ class ServerRun:
         ci = percentile_ci(sorted(self.latencies_ms), self.latency_percentile, PERCENTILE_CI)
         return list(ci) if ci else None
 
-    def early_stopping(self) -> dict[str, Any]:
+    def early_stopping(self) -> EarlyStopping:
         """``server.early_stopping``: MLPerf's rule applied to this run (docs/scenarios.md)."""
         k = self.overlatency
-        return {"percentile": self.latency_percentile, "confidence": self.confidence, "queries": self.n_requests,
-                "overlatency": k,
-                "queries_needed": queries_needed(k or 0, self.latency_percentile, self.confidence),
-                "estimate_ms": early_stopping_estimate(sorted(self.latencies_ms), self.latency_percentile,
-                                                       self.confidence),
-                "met": None if k is None else early_stopping_met(self.n_requests, k, self.latency_percentile,
-                                                                 self.confidence)}
+        return EarlyStopping(
+            percentile=self.latency_percentile, confidence=self.confidence, queries=self.n_requests, overlatency=k,
+            queries_needed=queries_needed(k or 0, self.latency_percentile, self.confidence),
+            estimate_ms=early_stopping_estimate(sorted(self.latencies_ms), self.latency_percentile, self.confidence),
+            met=None if k is None else early_stopping_met(self.n_requests, k, self.latency_percentile,
+                                                          self.confidence))
 
     @property
     def batch_size_mean(self) -> float:
@@ -244,7 +244,7 @@ class ServerRun:
                 "max_queue_delay_ms": self.max_queue_delay_ms, "batch_size_mean": self.batch_size_mean,
                 "latency_bound_ms": self.latency_bound_ms, "latency_percentile": self.latency_percentile,
                 "percentile_ms": self.percentile_ms, "percentile_ci_ms": self.percentile_ci_ms(),
-                "early_stopping": self.early_stopping(), "capacity_bracket": bracket, "valid": self.valid,
+                "early_stopping": self.early_stopping().to_dict(), "capacity_bracket": bracket, "valid": self.valid,
                 "invalid_reason": self.invalid_reason, "curve": curve}
 
 
@@ -258,10 +258,10 @@ def judge(run: ServerRun, settings: ServerSettings) -> ServerRun:
     if run.scheduled_s < settings.min_duration_s * (1 - 1e-9):
         reasons.append(f"ran {run.scheduled_s:.1f} s < the minimum {settings.min_duration_s:g} s")
     es = run.early_stopping()
-    if es["met"] is False and not run.too_short:
-        reasons.append(f"early stopping not met: {es['overlatency']} of {run.n_requests} requests over the bound "
+    if es.met is False and not run.too_short:
+        reasons.append(f"early stopping not met: {es.overlatency} of {run.n_requests} requests over the bound "
                        f"{settings.latency_bound_ms:g} ms; p{run.latency_percentile * 100:g} at "
-                       f"{run.confidence:g} confidence needs {es['queries_needed']} requests with that many over "
+                       f"{run.confidence:g} confidence needs {es.queries_needed} requests with that many over "
                        f"(p{run.latency_percentile * 100:g} {run.percentile_ms:.1f} ms)")
     run.valid = not reasons
     run.invalid_reason = "; ".join(reasons) or None
@@ -468,10 +468,10 @@ class Server:
                 "start": start, "start_qps": found.steps[0].target_qps, "search_s": run.timer.now() - began,
                 "prediction": None if prediction is None else {**dataclasses.asdict(prediction),
                                                                "basis": predict.Prediction.BASIS}}
-            signed = any(s["final"] and s["valid"] for s in curve)  # the valid end is then a final run
-            ends = [next((s for s in curve if s["target_qps"] == bracket[0] and s["valid"]
-                          and (s["final"] or not signed)), None),
-                    next((s for s in curve if s["target_qps"] == bracket[1] and not s["valid"]), None)]
+            signed = any(s.final and s.valid for s in served)  # the valid end is then a final run
+            ends = [next((s.step() for s in served if s.target_qps == bracket[0] and s.valid
+                          and (s.final or not signed)), None),
+                    next((s.step() for s in served if s.target_qps == bracket[1] and not s.valid), None)]
             flags = [f for f in (
                 plausibility.capacity_above_offline(capacity_qps, ceiling, "the search's own offline ceiling"),
                 plausibility.curve_not_monotone(curve),
