@@ -61,7 +61,8 @@ def scale(session: nox.Session) -> None:
     """The scale benchmark (bench/tools/scale.py): report, compare, export and history timed on synthetic run
     directories of 1k to 43k cells (100k for compare and export) and a 2,000-run history made from a real
     tiny run; prints growth exponents and peak RSS, writes runs/scale/scale.json. Takes an hour or more on a
-    busy 2-core machine. Extra args go to the tool (e.g. `-- --sizes 1000,10000`)."""
+    busy 2-core machine. Extra args go to the tool (e.g. `-- --sizes 1000,10000`, or
+    `-- --commands compare,export --sizes 100000` for compare and export at 100k alone)."""
     install(session, "test")
     session.run("python", "-m", "bench.tools.scale", *session.posargs)
 

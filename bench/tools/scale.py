@@ -18,6 +18,7 @@ process start included (an upper bound). The host's load average is recorded bef
 command: on a shared machine the figures are as slow as its neighbours made them.
 
     python -m bench.tools.scale [--sizes 1000,10000,43200] [--compare-cells 100000] [--histories 2000x10,1000x100]
+        [--commands report,compare,export,history]
         [--source RUN_DIR] [--work DIR] [--out scale.json] [--screenshot PNG]
 """
 
@@ -58,6 +59,7 @@ AXES = {
 MACHINES = 4
 """Run directories a size is split over (the issue's 4 devices): a report of several machines."""
 SIZES = (1000, 10_000, 43_200)
+COMMANDS = ("report", "compare", "export", "history")
 TIMED_FIELDS = ("latency_ms", "time_per_image_ms", "per_token_ms")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
                   "--host-resolver-rules=MAP * ~NOTFOUND", "--window-size=1400,900")
@@ -226,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-cells", type=int, default=100_000, help="cells of compare and export's largest size")
     parser.add_argument("--histories", default="2000x10,1000x100",
                         help="histories to time, each RUNSxCELLS (runs, cells per run), comma-separated")
+    parser.add_argument("--commands", default=",".join(COMMANDS),
+                        help=f"which commands to time, comma-separated (default: all of {', '.join(COMMANDS)}); e.g. "
+                             "compare,export --sizes 100000 --compare-cells 100000 times those two at 100k cells alone")
     parser.add_argument("--source", type=Path, help="a real run directory to copy records from (default: a tiny run)")
     parser.add_argument("--work", type=Path, default=Path("runs/scale"), help="where the synthetic runs go")
     parser.add_argument("--out", type=Path, default=Path("runs/scale/scale.json"))
@@ -235,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", type=Path, help="keep the largest report's first screen here (PNG)")
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    commands = {c.strip() for c in args.commands.split(",") if c.strip()}
+    if not commands or commands - set(COMMANDS):
+        parser.error(f"--commands {args.commands!r}; accepted: a comma-separated subset of {', '.join(COMMANDS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     source = args.source or tiny_source(args.work)
     templates_, env = templates(source)
@@ -245,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         "source": str(source), "machines": MACHINES, "report": [], "compare": [], "export_csv": [],
         "export_parquet": [], "history": {},
     }
-    for n in sorted({*sizes, args.compare_cells}):
+    for n in sorted({*sizes, args.compare_cells}) if commands - {"history"} else ():
         base = write_runs(templates_, env, n, args.work / f"{n}" / "base", seed=n)
-        if n in sizes:
+        if n in sizes and "report" in commands:
             page = args.work / f"{n}" / "report.html"
             row = {"cells": n, **timed([*bench, "report", *map(str, base), "-o", str(page), *shlex.split(args.report_args)], cwd)}
             row["page_mib"] = round(page.stat().st_size / 2**20, 2) if page.exists() else None
@@ -259,19 +267,22 @@ def main(argv: list[str] | None = None) -> int:
             result["report"].append(row)
             print(f"report {n} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB, page {row['page_mib']} MiB, "
                   f"first screen {(row.get('first_screen') or {}).get('seconds')} s (load {row['load_before']})", flush=True)
-        if n in (*sizes[:1], args.compare_cells) or n == sizes[-1]:
+        if commands & {"compare", "export"} and (n in (*sizes[:1], args.compare_cells) or n == sizes[-1]):
             merged = args.work / f"{n}" / "merged"
             cur = write_runs(templates_, env, n, args.work / f"{n}" / "cur", seed=n + 1)
             for role, dirs in (("base", base), ("cur", cur)):
                 _merge(dirs, merged / role)
-            row = {"cells": n, **timed([*bench, "compare", str(merged / "base"), str(merged / "cur")], cwd)}
-            result["compare"].append(row)
-            print(f"compare {n} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB (load {row['load_before']})", flush=True)
-            for kind in ("csv", "parquet"):
+            if "compare" in commands:
+                row = {"cells": n, **timed([*bench, "compare", str(merged / "base"), str(merged / "cur")], cwd)}
+                result["compare"].append(row)
+                print(f"compare {n} cells: {row['seconds']} s, {row['cpu_seconds']} s CPU, {row['peak_rss_mib']} MiB "
+                      f"(load {row['load_before']})", flush=True)
+            for kind in ("csv", "parquet") if "export" in commands else ():
                 row = {"cells": n, **timed([*bench, "export", str(merged / "base"), str(args.work / f"{n}" / f"all.{kind}")], cwd)}
                 result[f"export_{kind}"].append(row)
-                print(f"export {kind} {n} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB", flush=True)
-    for spec in args.histories.split(","):
+                print(f"export {kind} {n} cells: {row['seconds']} s, {row['cpu_seconds']} s CPU, {row['peak_rss_mib']} MiB "
+                      f"(load {row['load_before']})", flush=True)
+    for spec in args.histories.split(",") if "history" in commands else ():
         runs, n_cells = (int(v) for v in spec.lower().split("x"))
         history = write_history(templates_, env, runs, n_cells, args.work / f"history-{spec}")
         trends = args.work / f"trends-{spec}.html"
@@ -283,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"history {name} {runs} runs x {n_cells} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB "
                   f"(load {row['load_before']})", flush=True)
     result["growth_exponent"] = {
-        f"{name} ({clock})": exponent([(r["cells"], r[clock]) for r in result[name]])
+        f"{name} ({clock})": exponent([(r["cells"], r[clock]) for r in result[name]]) if result[name] else None
         for name in ("report", "compare", "export_csv", "export_parquet") for clock in ("seconds", "cpu_seconds")
     }
     result["host"]["load_end"] = load_average()
