@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -483,29 +482,12 @@ def _label_rows(rows: list[Row]) -> None:
             r.setting += f" #{str(r.rec.get('cell_id'))[:6]}"
 
 
-_UNREAD = ("texts",)
-"""``extra`` fields no section reads once the fp32 agreement is computed (each cell's generated texts)."""
-
-
-def _compact(rec: dict[str, Any], memo: dict[str, str]) -> dict[str, Any]:
-    """The record as the report keeps it: without the texts it has read, every key and equal string value one
-    shared object. JSON decoding makes each record's keys and strings anew; at 43,000 cells of about 200 keys
-    that is most of the memory the records take (about 20 KB a record before, 8 KB after)."""
-    out = _shared(rec, memo)
-    extra = out.get("extra")
-    if isinstance(extra, dict):
-        out["extra"] = {k: v for k, v in extra.items() if k not in _UNREAD}
-    return out
-
-
-def _shared(value: Any, memo: dict[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {sys.intern(k) if isinstance(k, str) else k: _shared(v, memo) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shared(v, memo) for v in value]
-    if isinstance(value, str):
-        return memo.setdefault(value, value)
-    return value
+def _without_texts(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record without the generated texts, which no section reads once the fp32 agreement is computed."""
+    extra = rec.get("extra")
+    if isinstance(extra, dict) and "texts" in extra:
+        rec["extra"] = {k: v for k, v in extra.items() if k != "texts"}
+    return rec
 
 
 def _task_metrics(rows: list[Row]) -> dict[str, str | None]:
@@ -531,7 +513,6 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
     if not run_dirs:
         raise UsageError("no run directory given; accepted: one or more directories written by `run`")
     runs: list[Run] = []
-    memo: dict[str, str] = {}  # strings shared by all records (_compact)
     names = Counter(Path(d).resolve().name for d in run_dirs)
     for d in run_dirs:
         path = Path(d)
@@ -548,7 +529,7 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
         by_cell = store.latest_by_cell(store.read_records(path))
         for cell_id, rate in agreement_with_fp32(list(by_cell.values())).items():
             by_cell[cell_id].setdefault("extra", {})["agreement_fp32"] = rate
-        for rec in (_compact(r, memo) for r in by_cell.values()):
+        for rec in map(_without_texts, by_cell.values()):
             kind = device_kind(rec, env)
             rows.append(
                 Row(

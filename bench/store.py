@@ -333,11 +333,16 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load(run_dir: str | os.PathLike):
-    """A run directory as a pandas DataFrame with flattened columns (one row per cell)."""
+def load(run_dir: str | os.PathLike, cell: Any = None):
+    """A run directory as a pandas DataFrame with flattened columns (one row per cell); ``cell`` maps each
+    flattened value on the way in (``export``: lists as JSON text). Each record's JSON is made from its typed
+    record one at a time, so only the compact typed records and the rows are held, never every record's dict."""
     import pandas as pd
 
-    rows = [flatten(r) for r in latest_by_cell(read_records(Path(run_dir))).values()]
+    rows = []
+    for record in latest_by_cell(records(Path(run_dir))).values():
+        row = flatten(record.to_dict())
+        rows.append(row if cell is None else {k: cell(v) for k, v in row.items()})
     return pd.DataFrame(rows)
 
 
@@ -355,11 +360,7 @@ def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
         raise UsageError(
             f"not a run directory: {run_dir} (no {RESULTS}); accepted: directories written by run"
         )
-    frame = load(run_dir)
-    for column in frame.columns:
-        frame[column] = [
-            json.dumps(v, default=jsonable) if isinstance(v, (list, dict)) else v for v in frame[column]
-        ]
+    frame = load(run_dir, lambda v: json.dumps(v, default=jsonable) if isinstance(v, (list, dict)) else v)
     if suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401
