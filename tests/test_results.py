@@ -160,3 +160,13 @@ def test_records_are_slotted_and_frozen():
     assert not hasattr(record, "__dict__") and not hasattr(record.latency_ms, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.status = "error"  # type: ignore[misc]
+
+
+def test_the_fast_field_checks_agree_with_conforms():
+    from bench.inputs import conforms
+    from bench.results.record import _json_checks, json_hints
+
+    values = [None, True, False, 0, 3, -1.5, float("nan"), "x", "", [], [1], {}, {"a": 1}]
+    for name, check in _json_checks().items():
+        for v in values:
+            assert check(v) == conforms(v, json_hints()[name], shallow=True), (name, v)
