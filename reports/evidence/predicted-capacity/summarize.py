@@ -13,6 +13,7 @@ import os
 import random
 import statistics
 import sys
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -41,6 +42,7 @@ def search_fields(record: dict) -> dict:
     searched = record["extra"]["capacity_search"]
     return {"capacity_qps": record["capacity_qps"], "bracket": record["server"]["capacity_bracket"],
             "steps": len(record["server"]["curve"]), "search_s": searched.get("search_s"),
+            "bracket_s": searched.get("bracket_s"),
             "start": searched.get("start"), "start_qps": searched.get("start_qps"),
             "in_cell_prediction_qps": (searched.get("prediction") or {}).get("qps"), "stop": searched["stop"],
             "step_rates": [round(s["target_qps"], 4) for s in record["server"]["curve"]],
@@ -95,13 +97,31 @@ def at_search_speed(times: dict[int, list[float]], record: dict, bound_ms: float
     return {}
 
 
+def progress_bracket_s(run_dir: Path) -> float | None:
+    """Seconds from the search's first line ("capacity search from", after the ceiling's probe) to its last
+    short step's line in progress.log: the time to a bracket, the final runs that sign it left out, read the
+    same way for runs made before ``bracket_s`` was recorded."""
+    stamps = {"start": None, "last": None}
+    for line in (run_dir / "progress.log").read_text().splitlines():
+        stamp, _, text = line.partition(" ")
+        if "capacity search from" in text:
+            stamps["start"] = datetime.fromisoformat(stamp)
+        elif stamps["start"] and " QPS: " in text and "(final run)" not in text:
+            stamps["last"] = datetime.fromisoformat(stamp)
+    return (stamps["last"] - stamps["start"]).total_seconds() if stamps["last"] else None
+
+
 def part_b(runs: Path) -> dict:
     found = {}
     for start in ("ceiling", "predicted"):
         server = [r for r in records(runs / f"b-p99-{start}" / "results.jsonl") if r["scenario"] == "server"]
-        found[start] = search_fields(server[-1]) | {"confidence": server[-1]["server"]["early_stopping"]["confidence"]}
+        found[start] = search_fields(server[-1]) | {"confidence": server[-1]["server"]["early_stopping"]["confidence"],
+                                                    "progress_bracket_s": progress_bracket_s(runs / f"b-p99-{start}")}
     if found["ceiling"]["search_s"] and found["predicted"]["search_s"]:
         found["ceiling_over_predicted_search_s"] = found["ceiling"]["search_s"] / found["predicted"]["search_s"]
+    if found["ceiling"]["progress_bracket_s"] and found["predicted"]["progress_bracket_s"]:
+        found["ceiling_over_predicted_bracket_s"] = (found["ceiling"]["progress_bracket_s"]
+                                                     / found["predicted"]["progress_bracket_s"])
     return found
 
 
@@ -122,8 +142,12 @@ def part_c(runs: Path) -> dict:
         searched = m.extra["capacity_search"]
         found[start] = {"capacity_qps": m.capacity_qps, "bracket": m.server["capacity_bracket"],
                         "steps": len(m.server["curve"]), "virtual_search_s": searched["search_s"],
+                        "short_steps": sum(not step.get("final") for step in m.server["curve"]),
+                        "virtual_bracket_s": searched["bracket_s"],
                         "stop": searched["stop"]}
     found["ceiling_over_predicted_search_s"] = found["ceiling"]["virtual_search_s"] / found["predicted"]["virtual_search_s"]
+    found["ceiling_over_predicted_bracket_s"] = (found["ceiling"]["virtual_bracket_s"]
+                                                 / found["predicted"]["virtual_bracket_s"])
     return found
 
 
