@@ -130,9 +130,11 @@ def _server_validity(r: Row, step: Mapping[str, Any] | None = None) -> Validity:
     bound = number(s.get("latency_bound_ms"))
     percentile = number(s.get("latency_percentile")) or PERCENTILE_DEFAULT
     confidence = number(es.get("confidence")) or number(rules.get("confidence"))
+    final = _final_run(s, run)
+    duration = "final_min_duration_s" if final else "min_duration_s"
     parts = [
-        f"min duration {format_number(rules['min_duration_s'])} s" if number(rules.get("min_duration_s")) else
-        "min duration not recorded",
+        f"min duration {format_number(rules[duration])} s{' (final run)' if final else ''}"
+        if number(rules.get(duration)) else "min duration not recorded",
         f"min requests {format_number(rules['min_requests'])}" if number(rules.get("min_requests")) else
         "min requests not recorded",
         f"{format_number(over)} of {format_number(n)} over {format_number(bound)} ms" if over is not None
@@ -143,6 +145,15 @@ def _server_validity(r: Row, step: Mapping[str, Any] | None = None) -> Validity:
     valid = run.get("valid") is not False
     why = "" if valid else f": {run.get('invalid_reason') or 'no reason recorded'}"
     return Validity("VALID" if valid else "INVALID", "; ".join(parts) + why)
+
+
+def _final_run(server: Mapping[str, Any], run: Mapping[str, Any]) -> bool:
+    """Whether the run an option rests on is a capacity's final run (its minimum duration is the final one's):
+    a curve step says so itself; the record's own run is final when a valid final step ran at its rate."""
+    if run is not server:
+        return bool(run.get("final"))
+    return any(step.get("final") and step.get("valid") and step.get("target_qps") == server.get("target_qps")
+               for step in server.get("curve") or [] if isinstance(step, Mapping))
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,17 @@ def test_every_option_carries_a_validity_stamp_from_the_record(tmp_path):
     assert a["validity"]["stamp"] == "VALID" and "400 requests" in a["validity"]["rules"]
 
 
+def test_a_capacity_signed_by_a_final_run_is_stamped_with_the_final_runs_minimum_duration(tmp_path):
+    """The figure rests on the final run (at least ``final_min_duration_s``), not on the search's short steps."""
+    rec = make_server_record("base", weights="random", batch_size=8, service_ms=30.0, qps_max=200.0, bound_ms=100.0)
+    rec.server = {**rec.server, "curve": [{**step, "final": step["target_qps"] == rec.server["target_qps"]}
+                                          for step in rec.server["curve"]]}
+    rec.timing = {**rec.timing, "server_run": {**rec.timing["server_run"], "final_min_duration_s": 120.0}}
+    _, data = _render([write_run(tmp_path / "run", [rec])], tmp_path, latency_bound_ms=100, demand_qps=100)
+    (a,) = data["answers"]
+    assert "min duration 120 s (final run)" in a["validity"]["rules"]
+
+
 def test_utilisation_has_headroom_and_a_bad_one_is_refused(tmp_path, capsys):
     """Issue 26: without --demand-qps the answer planned at 100.0% utilisation."""
     from bench import cli

@@ -115,6 +115,9 @@ def test_capacity_search_finds_the_md1_capacity_for_the_bound(start):
     curve, searched = m.server["curve"], m.extra["capacity_search"]
     assert searched["start"] == start and searched["start_qps"] == curve[0]["target_qps"]
     assert searched["search_s"] >= sum(step["n_requests"] / step["target_qps"] for step in curve)  # virtual time
+    short = [step for step in curve if not step.get("final")]
+    assert searched["bracket_s"] >= sum(step["n_requests"] / step["target_qps"] for step in short)
+    assert searched["bracket_s"] <= searched["search_s"]
     if start == "ceiling":
         assert len(curve) >= 4 and curve[0]["target_qps"] == pytest.approx(1 / S)  # bracketed from offline
         assert searched["prediction"] is None

@@ -454,9 +454,17 @@ class Server:
                          f"{percentile_name(served.latency_percentile)} {served.percentile_ms:.0f} ms; {verdict}")
                 return served
 
+            bracketed: list[float] = []  # when the short search's bracket closed: the first final run starts
+
+            def final(qps: float) -> ServerRun:
+                if not bracketed:
+                    bracketed.append(run.timer.now() - began)
+                return step(qps, final=True)
+
             with Tracking(run.device, run.energy_idle_s) as tracking:
                 found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps,
-                                        start_qps=start_qps, final_at=lambda qps: step(qps, final=True))
+                                        start_qps=start_qps, final_at=final)
+            search_s = run.timer.now() - began
             served = found.steps
             main = found.representative
             curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
@@ -465,7 +473,8 @@ class Server:
                 "final_min_duration_s": settings.final_min_duration_s,
                 "seed": settings.seed,
                 "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell",
-                "start": start, "start_qps": found.steps[0].target_qps, "search_s": run.timer.now() - began,
+                "start": start, "start_qps": found.steps[0].target_qps, "search_s": search_s,
+                "bracket_s": bracketed[0] if bracketed else search_s,
                 "prediction": None if prediction is None else {**dataclasses.asdict(prediction),
                                                                "basis": predict.Prediction.BASIS}}
             signed = any(s.final and s.valid for s in served)  # the valid end is then a final run

@@ -13,6 +13,7 @@ import os
 import random
 import statistics
 import sys
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -29,8 +30,7 @@ from bench.scenarios.predict import (  # noqa: E402
     setting_key,
 )
 
-A_PERCENTILE = 0.9
-A_RUNS = {"a-p90": 6000.0, "a2-p90": 3000.0}  # run directory: its bound (ms)
+A_RUNS = ("a-p90", "a2-p90")  # run directories of part A; each server record states its bound and percentile
 H200_BOUND_MS, H200_PERCENTILE, H200_DEMAND = 200.0, 0.99, 100.0
 
 
@@ -42,6 +42,7 @@ def search_fields(record: dict) -> dict:
     searched = record["extra"]["capacity_search"]
     return {"capacity_qps": record["capacity_qps"], "bracket": record["server"]["capacity_bracket"],
             "steps": len(record["server"]["curve"]), "search_s": searched.get("search_s"),
+            "bracket_s": searched.get("bracket_s"),
             "start": searched.get("start"), "start_qps": searched.get("start_qps"),
             "in_cell_prediction_qps": (searched.get("prediction") or {}).get("qps"), "stop": searched["stop"],
             "step_rates": [round(s["target_qps"], 4) for s in record["server"]["curve"]],
@@ -52,10 +53,13 @@ def search_fields(record: dict) -> dict:
             "flags": [f["code"] for f in record.get("flags") or []]}
 
 
-def part_a(runs: Path, name: str, bound_ms: float) -> list[dict]:
-    """Predicted from the run's offline and single-stream cells (``predictions``, as the report does)."""
+def part_a(runs: Path, name: str) -> list[dict]:
+    """Predicted from the run's offline and single-stream cells (``predictions``, as the report does), at the
+    bound and percentile its capacity searches were judged on."""
     recs = records(runs / name / "results.jsonl")
-    predicted = predictions(recs, bound_ms=bound_ms, percentile=A_PERCENTILE)
+    judged = next(r["server"] for r in recs if r["scenario"] == "server" and r["status"] == "ok")
+    bound_ms, percentile = judged["latency_bound_ms"], judged["latency_percentile"]
+    predicted = predictions(recs, bound_ms=bound_ms, percentile=percentile)
     rows = []
     for r in recs:
         if r["scenario"] != "server" or r["status"] != "ok":
@@ -64,7 +68,7 @@ def part_a(runs: Path, name: str, bound_ms: float) -> list[dict]:
         times = batch_times(recs).get(setting_key(r), {})
         row = {"run": name, "backend": r["backend"], "batch_size": r["batch_size"], "bound_ms": bound_ms,
                "closed_loop_batch_ms_mean": {size: round(statistics.fmean(v), 1) for size, v in times.items()},
-               "percentile": A_PERCENTILE, "confidence": r["server"]["early_stopping"]["confidence"],
+               "percentile": percentile, "confidence": r["server"]["early_stopping"]["confidence"],
                "predicted_qps": found.qps if found else None,
                "predicted_from_batch_sizes": list(found.batch_sizes) if found else None,
                "predicted_note": found.note if found else "no closed-loop cells of this setting",
@@ -72,12 +76,12 @@ def part_a(runs: Path, name: str, bound_ms: float) -> list[dict]:
         if found and found.qps and r["capacity_qps"]:
             row["predicted_over_measured"] = found.qps / r["capacity_qps"]
             row["within_20pct"] = abs(row["predicted_over_measured"] - 1) <= 0.20
-            row |= at_search_speed(times, r, bound_ms)
+            row |= at_search_speed(times, r, bound_ms, percentile)
         rows.append(row)
     return rows
 
 
-def at_search_speed(times: dict[int, list[float]], record: dict, bound_ms: float) -> dict:
+def at_search_speed(times: dict[int, list[float]], record: dict, bound_ms: float, percentile: float) -> dict:
     """A diagnostic, not the prediction: the same model with the closed-loop batch times scaled to the speed
     the machine had during the search (the steps' median batch time at a measured size over the closed-loop
     mean at that size), separating the model's error from the machine's drift between the cells."""
@@ -87,19 +91,37 @@ def at_search_speed(times: dict[int, list[float]], record: dict, bound_ms: float
         if seen and size in times:
             scale = statistics.median(seen) / statistics.fmean(times[size])
             p = predict_capacity({k: [t * scale for t in v] for k, v in times.items()}, bound_ms=bound_ms,
-                                 percentile=A_PERCENTILE, max_batch=record["batch_size"])
+                                 percentile=percentile, max_batch=record["batch_size"])
             return {"search_speed_scale": scale, "scaled_from_batch_size": size, "predicted_qps_at_search_speed": p.qps,
                     "at_search_speed_over_measured": p.qps / record["capacity_qps"] if p.qps else None}
     return {}
+
+
+def progress_bracket_s(run_dir: Path) -> float | None:
+    """Seconds from the search's first line ("capacity search from", after the ceiling's probe) to its last
+    short step's line in progress.log: the time to a bracket, the final runs that sign it left out, read the
+    same way for runs made before ``bracket_s`` was recorded."""
+    stamps = {"start": None, "last": None}
+    for line in (run_dir / "progress.log").read_text().splitlines():
+        stamp, _, text = line.partition(" ")
+        if "capacity search from" in text:
+            stamps["start"] = datetime.fromisoformat(stamp)
+        elif stamps["start"] and " QPS: " in text and "(final run)" not in text:
+            stamps["last"] = datetime.fromisoformat(stamp)
+    return (stamps["last"] - stamps["start"]).total_seconds() if stamps["last"] else None
 
 
 def part_b(runs: Path) -> dict:
     found = {}
     for start in ("ceiling", "predicted"):
         server = [r for r in records(runs / f"b-p99-{start}" / "results.jsonl") if r["scenario"] == "server"]
-        found[start] = search_fields(server[-1]) | {"confidence": server[-1]["server"]["early_stopping"]["confidence"]}
+        found[start] = search_fields(server[-1]) | {"confidence": server[-1]["server"]["early_stopping"]["confidence"],
+                                                    "progress_bracket_s": progress_bracket_s(runs / f"b-p99-{start}")}
     if found["ceiling"]["search_s"] and found["predicted"]["search_s"]:
         found["ceiling_over_predicted_search_s"] = found["ceiling"]["search_s"] / found["predicted"]["search_s"]
+    if found["ceiling"]["progress_bracket_s"] and found["predicted"]["progress_bracket_s"]:
+        found["ceiling_over_predicted_bracket_s"] = (found["ceiling"]["progress_bracket_s"]
+                                                     / found["predicted"]["progress_bracket_s"])
     return found
 
 
@@ -120,8 +142,12 @@ def part_c(runs: Path) -> dict:
         searched = m.extra["capacity_search"]
         found[start] = {"capacity_qps": m.capacity_qps, "bracket": m.server["capacity_bracket"],
                         "steps": len(m.server["curve"]), "virtual_search_s": searched["search_s"],
+                        "short_steps": sum(not step.get("final") for step in m.server["curve"]),
+                        "virtual_bracket_s": searched["bracket_s"],
                         "stop": searched["stop"]}
     found["ceiling_over_predicted_search_s"] = found["ceiling"]["virtual_search_s"] / found["predicted"]["virtual_search_s"]
+    found["ceiling_over_predicted_bracket_s"] = (found["ceiling"]["virtual_bracket_s"]
+                                                 / found["predicted"]["virtual_bracket_s"])
     return found
 
 
@@ -159,14 +185,15 @@ def host(runs: Path) -> dict:
     loads = [float(line.split()[1]) for line in (runs / "load.log").read_text().splitlines() if line.strip()]
     return {"cpus": os.cpu_count(), "load_1min": {"min": min(loads), "median": statistics.median(loads),
                                                   "max": max(loads), "samples": len(loads), "every_s": 30},
-            "note": "shared machine: other engineers' tests and runs on the same 2 cores throughout"}
+            "note": os.environ.get("HOST_NOTE", "shared machine: other engineers' tests and runs on the same 2 cores "
+                                                "throughout")}
 
 
 def main() -> None:
     runs = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/predicted-capacity-runs")
     parts = {"host": host(runs),
-             "a_predicted_vs_measured": [row for name, bound in A_RUNS.items() if (runs / name / "results.jsonl").exists()
-                                         for row in part_a(runs, name, bound)]}
+             "a_predicted_vs_measured": [row for name in A_RUNS if (runs / name / "results.jsonl").exists()
+                                         for row in part_a(runs, name)]}
     for name, part in (("b_time_to_bracket_measured", part_b), ("c_time_to_bracket_virtual", part_c)):
         try:
             parts[name] = part(runs)
