@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 
 from bench.core.errors import UsageError
-from bench.regression.compare import (
-    CI_LEVEL,
-    DEFAULT_THRESHOLDS,
-    FROM_SAMPLES,
-    METRICS,
-    bootstrap_ratios,
-    classify,
-    compare_dirs,
-    metric_spec,
-    parse_fail_on,
-    run_compare,
-    sample_values,
-    sorted_quantiles,
-)
+from bench.regression.bootstrap import CI_LEVEL, bootstrap_ratios, sorted_quantiles
+from bench.regression.compare import compare_dirs, run_compare
+from bench.regression.gates import DEFAULT_THRESHOLDS, METRICS, classify, metric_spec, parse_fail_on
+from bench.regression.values import FROM_SAMPLES, sample_values
 from bench.results import store
 
 TASKS = ("<CAPTION>", "<OD>", "<OCR>")

@@ -29,7 +29,7 @@ from sweep_helpers import write_sweep
 
 from bench import cli
 from bench.core import host
-from bench.regression import compare
+from bench.regression import compare, comparison
 from bench.report import answer, report
 from bench.report.question import Question
 from bench.results import store
@@ -369,7 +369,7 @@ def test_markdown_labels_cannot_break_out_of_their_code_span_or_row(finished_run
     assert "``ba`se` \\| **x** <script> <CAPTION> fp32 bs1 cpu single-stream``" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(table) > 2 and len({_unescaped_pipes(line) for line in table}) == 1
-    assert compare._md_code("`x`") == "`` `x` ``" and compare._md("a_b*c") == "a\\_b\\*c"
+    assert comparison._md_code("`x`") == "`` `x` ``" and comparison._md("a_b*c") == "a\\_b\\*c"
 
 
 @pytest.mark.parametrize("seed", [1, 2])

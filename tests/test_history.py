@@ -26,20 +26,17 @@ import pytest
 from bench import cli
 from bench.core.errors import UsageError
 from bench.regression.history import check, load, steps
-from bench.regression.history.detect import (
-    all_series,
+from bench.regression.history.detect import all_series, metrics_of, point, source_of
+from bench.regression.history.entries import PYTEST_BENCHMARK_ENV, MachineClass, add, read_pytest_benchmark
+from bench.regression.history.levels import (
     cell_level_start,
     current_level,
-    metrics_of,
     noise_band,
     partition,
-    point,
     robust_sd,
     segment,
-    source_of,
     steps_method_text,
 )
-from bench.regression.history.entries import PYTEST_BENCHMARK_ENV, MachineClass, add, read_pytest_benchmark
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import HOSTILE, HOSTILE_ESCAPED  # noqa: E402
@@ -590,7 +587,7 @@ def test_trend_page_opens_with_the_newest_runs_verdict_and_keeps_one_colour_per_
     assert page.index('id="check-verdict"') < page.index('<section id="classes">') < page.index('class="plotly-graph-div')
     assert f'id="check-verdict">{result.summary()}</p>' in page
     assert "starts the baseline of all the cell&#39;s metrics" in page
-    # the method text is the code's own (detect.steps_method_text)
+    # the method text is the code's own (levels.steps_method_text)
     assert html.escape(steps_method_text()).replace("&#x27;", "&#39;") in page and "least absolute" not in page
     colours: dict[str, set[str]] = {}
     for data, _ in figures(page):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.accuracy import metrics
+from bench.accuracy import matching, metrics, predictions
 from bench.accuracy.data import CROWD, DATASETS, Region, Sample, synthetic_smoke
 from bench.accuracy.tasks import TASKS, tasks_of
 from bench.core.errors import UsageError
@@ -26,10 +26,10 @@ def _boxes(*pairs):
 
 def test_caption_tokenization_is_ptb_like():
     assert (
-        metrics.caption_tokens("A man's DOG, running (fast)... doesn't stop!")
+        matching.caption_tokens("A man's DOG, running (fast)... doesn't stop!")
         == "a man 's dog running fast does n't stop"
     )
-    assert metrics.caption_tokens("well-known 3.5 <loc_12>km</s>") == "well-known 3.5 km"
+    assert matching.caption_tokens("well-known 3.5 <loc_12>km</s>") == "well-known 3.5 km"
 
 
 def test_captions_perfect_hand_computed_and_empty():
@@ -96,7 +96,7 @@ def test_od_perfect_hand_computed_synonyms_and_empty():
     scored = [dict(half[0], scores=[0.1, 0.9])]
     assert metrics.score("<OD>", samples, scored)["ap75"] == approx(100 * 0.5 * 51 / 101)
     assert metrics.score("<OD>", samples, [_boxes(((0, 0, 100, 100), "spaceship"))])["map"] == 0.0
-    assert metrics.score("<OD>", samples, [metrics.empty_answer("<OD>")]) == {
+    assert metrics.score("<OD>", samples, [predictions.empty_answer("<OD>")]) == {
         "map": 0.0,
         "ap50": 0.0,
         "ap75": 0.0,
@@ -123,12 +123,12 @@ def test_od_malformed_answer_names_the_image():
 
 
 def test_label_matching():
-    cats = {metrics.normalize_label(n): n for n in ("person", "dining table", "wine glass", "bus")}
-    assert metrics.match_category("Two People", cats) is None  # a count is not a label
-    assert metrics.match_category("people", cats) == "person"
-    assert metrics.match_category("the Tables", cats) == "dining table"
-    assert metrics.match_category("wine glasses", cats) == "wine glass"
-    assert metrics.match_category("buses", cats) == "bus"
+    cats = {matching.normalize_label(n): n for n in ("person", "dining table", "wine glass", "bus")}
+    assert matching.match_category("Two People", cats) is None  # a count is not a label
+    assert matching.match_category("people", cats) == "person"
+    assert matching.match_category("the Tables", cats) == "dining table"
+    assert matching.match_category("wine glasses", cats) == "wine glass"
+    assert matching.match_category("buses", cats) == "bus"
 
 
 def test_region_proposal_and_dense_caption_recall():
@@ -146,7 +146,7 @@ def test_region_proposal_and_dense_caption_recall():
     ]
     for task in ("<REGION_PROPOSAL>", "<DENSE_REGION_CAPTION>"):
         assert metrics.score(task, samples, answer) == approx({"recall_at_0.5": 200 / 3})
-        assert metrics.score(task, samples, [metrics.empty_answer(task)]) == {"recall_at_0.5": 0.0}
+        assert metrics.score(task, samples, [predictions.empty_answer(task)]) == {"recall_at_0.5": 0.0}
 
 
 def test_open_vocabulary_detection():
@@ -179,7 +179,7 @@ def test_grounding_acc_and_miou_hand_computed():
     assert metrics.score("<CAPTION_TO_PHRASE_GROUNDING>", samples, perfect) == approx(
         {"acc_at_0.5": 100.0, "miou": 100.0}
     )
-    empty = [metrics.empty_answer("<CAPTION_TO_PHRASE_GROUNDING>")]
+    empty = [predictions.empty_answer("<CAPTION_TO_PHRASE_GROUNDING>")]
     assert metrics.score("<CAPTION_TO_PHRASE_GROUNDING>", samples, empty) == {"acc_at_0.5": 0.0, "miou": 0.0}
 
 
@@ -211,7 +211,7 @@ def test_mask_iou_hand_computed():
     assert metrics.score("<REFERRING_EXPRESSION_SEGMENTATION>", samples[:1], [two_halves])["miou"] == approx(
         100.0
     )
-    empty = [metrics.empty_answer("<REGION_TO_SEGMENTATION>")] * 2
+    empty = [predictions.empty_answer("<REGION_TO_SEGMENTATION>")] * 2
     regions = [_sample(i, 40, 40, regions=[Region((0, 0, 10, 10), polygon=SQUARE10)]) for i in (1, 2)]
     assert metrics.score("<REGION_TO_SEGMENTATION>", regions, empty) == {"miou": 0.0, "mask_iou": 0.0}
     with pytest.raises(UsageError, match="image_id 1"):
@@ -243,7 +243,7 @@ def test_region_to_ocr_and_ocr_with_region():
     answer = {"quad_boxes": [[0, 0, 40, 0, 40, 10, 0, 10]], "labels": ["EXIT"]}
     got = metrics.score("<OCR_WITH_REGION>", samples, [answer])
     assert got == approx({"recall_at_0.5": 50.0, "precision_at_0.5": 100.0, "cer": 100 * 4 / 8})
-    assert metrics.score("<OCR_WITH_REGION>", samples, [metrics.empty_answer("<OCR_WITH_REGION>")]) == approx(
+    assert metrics.score("<OCR_WITH_REGION>", samples, [predictions.empty_answer("<OCR_WITH_REGION>")]) == approx(
         {"recall_at_0.5": 0.0, "precision_at_0.5": 0.0, "cer": 100.0}
     )
 
@@ -371,7 +371,7 @@ def test_usable_samples_need_the_query_and_references():
 
 def test_docs_list_the_synonym_table_and_every_metric():
     doc = (Path(__file__).parents[1] / "docs" / "accuracy.md").read_text()
-    for canon, synonyms in metrics.SYNONYMS.items():
+    for canon, synonyms in matching.SYNONYMS.items():
         if synonyms:
             assert f"| {canon} | {', '.join(synonyms)} |" in doc, canon
     for scoring in metrics.SCORINGS.values():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.accuracy import fetch, metrics
+from bench.accuracy import fetch, matching, metrics, predictions
 from bench.accuracy.data import Region, Sample, synthetic_smoke
 from bench.core.errors import UsageError
 
@@ -39,30 +39,30 @@ def test_box_rows_are_grouped_per_image_in_file_order(tmp_path):
         ],
     )
     with pytest.warns(UserWarning, match="ignored 1 row"):
-        answers = metrics.load_predictions(path, "<OD>", _samples())
+        answers = predictions.load_predictions(path, "<OD>", _samples())
     assert answers[0] == {"bboxes": [[5, 6, 7, 8]], "labels": ["dog"], "scores": [0.5]}
     assert answers[1] == {"bboxes": [[1, 2, 3, 4], [0, 0, 9, 9]], "labels": ["cat", "cup"]}
     assert answers[2] == {"bboxes": [], "labels": []}
 
 
 def test_text_polygon_quad_and_open_vocabulary_rows(tmp_path):
-    texts = metrics.load_predictions(
+    texts = predictions.load_predictions(
         _write(tmp_path, [{"image_id": "0054d1b4f5dc2d6a", "text": "a cat"}]), "<CAPTION>", _samples()
     )
     assert texts == ["a cat", "", ""]  # an image may be named by its file stem (TextCaps hex ids)
-    polys = metrics.load_predictions(
+    polys = predictions.load_predictions(
         _write(tmp_path, [{"image_id": 3, "polygons": [[0, 0, 4, 0, 4, 4]], "label": "x"}]),
         "<REFERRING_EXPRESSION_SEGMENTATION>",
         _samples(),
     )
     assert polys[2] == {"polygons": [[[0, 0, 4, 0, 4, 4]]], "labels": ["x"]}
-    quads = metrics.load_predictions(
+    quads = predictions.load_predictions(
         _write(tmp_path, [{"image_id": 1, "quad_box": [0, 0, 4, 0, 4, 4, 0, 4], "text": "EXIT"}]),
         "<OCR_WITH_REGION>",
         _samples(),
     )
     assert quads[0] == {"quad_boxes": [[0, 0, 4, 0, 4, 4, 0, 4]], "labels": ["EXIT"]}
-    ovd = metrics.load_predictions(
+    ovd = predictions.load_predictions(
         _write(tmp_path, [{"image_id": 1, "label": "cat", "bbox_xyxy": [0, 0, 4, 4]}]),
         "<OPEN_VOCABULARY_DETECTION>",
         _samples(),
@@ -118,14 +118,14 @@ def test_text_polygon_quad_and_open_vocabulary_rows(tmp_path):
 )
 def test_malformed_rows_name_the_line(tmp_path, task, rows, message):
     with pytest.raises(UsageError, match=message):
-        metrics.load_predictions(_write(tmp_path, rows), task, _samples())
+        predictions.load_predictions(_write(tmp_path, rows), task, _samples())
 
 
 def test_missing_file_and_unknown_task(tmp_path):
     with pytest.raises(UsageError, match="predictions file not found"):
-        metrics.load_predictions(tmp_path / "nope.jsonl", "<OD>", _samples())
+        predictions.load_predictions(tmp_path / "nope.jsonl", "<OD>", _samples())
     with pytest.raises(UsageError, match="unknown task '<VQA>'"):
-        metrics.load_predictions(tmp_path / "nope.jsonl", "<VQA>", _samples())
+        predictions.load_predictions(tmp_path / "nope.jsonl", "<VQA>", _samples())
 
 
 def test_score_file_on_smoke_prints_and_writes_json(tmp_path):
@@ -137,16 +137,16 @@ def test_score_file_on_smoke_prints_and_writes_json(tmp_path):
     ]
     path = _write(tmp_path, rows)
     out = tmp_path / "scores.json"
-    got = metrics.score_file("<OD>", "synthetic-smoke", path, json_out=out)
+    got = predictions.score_file("<OD>", "synthetic-smoke", path, json_out=out)
     assert got == pytest.approx({"map": 100.0, "ap50": 100.0, "ap75": 100.0})
     doc = json.loads(out.read_text())
     assert (
         doc["metrics"] == got and doc["n_images"] == 16 and doc["task"] == "<OD>" and doc["benchmark"] is None
     )
-    assert metrics.format_metrics(got).splitlines() == ["map 100.0000", "ap50 100.0000", "ap75 100.0000"]
+    assert predictions.format_metrics(got).splitlines() == ["map 100.0000", "ap50 100.0000", "ap75 100.0000"]
     # a subset scores only its images; rows for the others are ignored
     with pytest.warns(UserWarning, match="ignored"):
-        assert metrics.score_file("<OD>", "synthetic-smoke:4", path)["map"] == pytest.approx(100.0)
+        assert predictions.score_file("<OD>", "synthetic-smoke:4", path)["map"] == pytest.approx(100.0)
 
 
 def test_score_file_against_a_users_coco_json(tmp_path):
@@ -166,10 +166,10 @@ def test_score_file_against_a_users_coco_json(tmp_path):
         for a in doc["annotations"]
         if not a["iscrowd"]
     ]
-    got = metrics.score_file("<OD>", f"coco-json:{ann}", _write(tmp_path, rows))
+    got = predictions.score_file("<OD>", f"coco-json:{ann}", _write(tmp_path, rows))
     assert got == pytest.approx({"map": 100.0, "ap50": 100.0, "ap75": 100.0})
     with pytest.raises(UsageError, match="has no references for <OCR>"):
-        metrics.score_file("<OCR>", f"coco-json:{ann}", _write(tmp_path, []))
+        predictions.score_file("<OCR>", f"coco-json:{ann}", _write(tmp_path, []))
 
 
 def test_score_file_refcoco_grounding(tmp_path, monkeypatch):
@@ -183,12 +183,12 @@ def test_score_file_refcoco_grounding(tmp_path, monkeypatch):
         {"image_id": 2, "label": "woman", "bbox_xyxy": [50, 5, 75, 30]},
         {"image_id": 3, "label": "person", "bbox_xyxy": [10, 10, 40, 50]},
     ]
-    got = metrics.score_file("<CAPTION_TO_PHRASE_GROUNDING>", "refcoco-val", _write(tmp_path, rows))
+    got = predictions.score_file("<CAPTION_TO_PHRASE_GROUNDING>", "refcoco-val", _write(tmp_path, rows))
     assert got == pytest.approx({"acc_at_0.5": 50.0, "miou": 50.0})
     assert metrics.reported_benchmark("refcoco-val", "<CAPTION_TO_PHRASE_GROUNDING>").key == "refcoco_val_acc"
 
 
 def test_region_helpers_are_exact():
-    assert metrics.box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert metrics.greedy_matches([(0, 0, 10, 10)], [(0, 0, 10, 10), (0, 0, 10, 10)]) == 1
-    assert metrics._region_polygon(Region((1, 2, 3, 4))) == [1, 2, 3, 2, 3, 4, 1, 4]
+    assert matching.box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert matching.greedy_matches([(0, 0, 10, 10)], [(0, 0, 10, 10), (0, 0, 10, 10)]) == 1
+    assert matching.region_polygon(Region((1, 2, 3, 4))) == [1, 2, 3, 2, 3, 4, 1, 4]

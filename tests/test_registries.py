@@ -12,8 +12,9 @@ import pytest
 from bench.accuracy import metrics
 from bench.accuracy.data import DATASETS, synthetic_smoke
 from bench.accuracy.tasks import TASKS, Task, get_task, tasks_of
-from bench.regression import compare
-from bench.regression.compare import MetricSpec, compare_dirs, parse_fail_on
+from bench.regression import gates, values
+from bench.regression.compare import compare_dirs
+from bench.regression.gates import MetricSpec, parse_fail_on
 from bench.regression.history import detect
 from bench.results import store
 
@@ -32,7 +33,7 @@ def _run(run_dir, decode_tokens_per_s: float):
 
 def test_a_gate_metric_on_a_stored_figure_is_one_metric_spec(monkeypatch, tmp_path):
     spec = MetricSpec("decode_tokens_per_s", "ratio", True, 0.10, "tok/s", stored=("throughput", "decode_tokens_per_s"))
-    monkeypatch.setitem(compare.METRICS, spec.name, spec)  # the one line
+    monkeypatch.setitem(gates.METRICS, spec.name, spec)  # the one line
     base, cur = _run(tmp_path / "base", 40.0), _run(tmp_path / "cur", 20.0)
     [row] = [r for r in compare_dirs(base, cur).rows if r.metric == spec.name]
     assert (row.baseline, row.current, row.ratio, row.verdict) == (40.0, 20.0, 0.5, "regressed")
@@ -48,13 +49,13 @@ def test_a_gate_metric_on_a_stored_figure_is_one_metric_spec(monkeypatch, tmp_pa
 
 
 def test_the_stored_gate_figures_are_where_the_runner_writes_them():
-    assert {m: s.stored for m, s in compare.METRICS.items() if s.stored} == {
+    assert {m: s.stored for m, s in gates.METRICS.items() if s.stored} == {
         "latency_p50": ("latency_ms", "p50"), "latency_p90": ("latency_ms", "p90"),
         "throughput": ("throughput", "images_per_s")}
     record = {"latency_ms": {"p50": 3.0, "p90": 4.0}, "throughput": {"images_per_s": 5.0}}
-    assert [compare.point_value(record, m) for m in compare.LATENCY_METRICS] == [3.0, 4.0, 5.0]
+    assert [values.point_value(record, m) for m in values.LATENCY_METRICS] == [3.0, 4.0, 5.0]
     with pytest.raises(KeyError):
-        compare.point_value(record, "latency_p99")  # not a gate metric until its MetricSpec says so
+        values.point_value(record, "latency_p99")  # not a gate metric until its MetricSpec says so
 
 
 def test_a_task_added_to_TASKS_alone_gets_its_scoring_and_datasets(monkeypatch):

@@ -34,9 +34,12 @@ ALLOWLIST = {
     "report/answer.py": "rreport",
     "commands/run.py": "rcompare",
     "regression/compare.py": "rcompare",
+    "regression/bootstrap.py": "rcompare",  # split from compare.py
+    "regression/values.py": "rcompare",  # split from compare.py
     "run/executors/ray.py": "rcompare",
     "regression/history/detect.py": "rhistory",
     "core/measure.py": "rcompare",
+    "core/trackers.py": "rcompare",  # split from measure.py
     "run/optimize.py": "rcompare",
     "core/plausibility.py": "rcompare",
     "report/report.py": "rreport",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.regression import compare
+from bench.regression import gates, values
 from bench.regression.history import detect
 from bench.report import report
 from bench.report.report_rows import Row
@@ -172,21 +172,21 @@ def test_a_new_scenario_is_judged_by_its_declaration_alone(monkeypatch):
     assert goals["latency"].value(row, None) == 55.0 and goals["latency"].show(55.0, row, None) == "55 ms p95"
     assert goals["throughput"].value(row, None) == row.ips and row.capacity(100.0) is None
     # compare and history: a closed loop with one sample per batch, so throughput comes from the samples
-    samples = compare.samples_of(rec)
-    assert compare.point_value(rec, "throughput") == pytest.approx(4 * 1000 / float(np.median(samples)))
+    samples = values.samples_of(rec)
+    assert values.point_value(rec, "throughput") == pytest.approx(4 * 1000 / float(np.median(samples)))
     assert detect.sample_se(rec, "throughput") > 0
     open_loop = dataclasses.replace(_MultiStream.traits, closed_loop=False)
     monkeypatch.setattr(_MultiStream, "traits", open_loop)
-    assert compare.point_value(rec, "throughput") == rec["throughput"]["images_per_s"]
+    assert values.point_value(rec, "throughput") == rec["throughput"]["images_per_s"]
     assert detect.sample_se(rec, "throughput") == 0.0 and goals["throughput"].value(_row(rec), None) is None
 
 
 def test_a_gate_metrics_standard_error_factor_is_on_its_spec():
     # sqrt(q (1 - q)) / phi(z_q): sqrt(pi / 2) for the median, 1.7094 for p90 (docs/history.md)
-    assert compare.METRICS["latency_p50"].se_factor == pytest.approx(math.sqrt(math.pi / 2))
-    assert compare.METRICS["throughput"].se_factor == pytest.approx(math.sqrt(math.pi / 2))
-    assert compare.METRICS["latency_p90"].se_factor == pytest.approx(1.7094, abs=1e-4)
-    assert compare.METRICS["peak_memory"].se_factor is None and compare.metric_spec("accuracy.cider").se_factor is None
+    assert gates.METRICS["latency_p50"].se_factor == pytest.approx(math.sqrt(math.pi / 2))
+    assert gates.METRICS["throughput"].se_factor == pytest.approx(math.sqrt(math.pi / 2))
+    assert gates.METRICS["latency_p90"].se_factor == pytest.approx(1.7094, abs=1e-4)
+    assert gates.METRICS["peak_memory"].se_factor is None and gates.metric_spec("accuracy.cider").se_factor is None
 
 
 def test_history_reads_compare_only_through_public_names():

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-import re
 import shutil
-import unicodedata
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,261 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy.data import CROWD, Region, Sample, get_dataset, load_samples
-from bench.accuracy.tasks import TASKS, get_task, tasks_of
+from bench.accuracy.data import CROWD, Region, Sample
+from bench.accuracy.matching import (
+    IOU_THRESHOLD,
+    box_iou,
+    caption_tokens,
+    greedy_matches,
+    mask_inter_union,
+    match_category,
+    normalize_label,
+    ocr_normalize,
+    polygon_mask,
+    region_polygon,
+)
+from bench.accuracy.tasks import TASKS, get_task
 from bench.core.errors import UsageError
-from bench.core.inputs import parse_json
-from bench.core.numbers import finite_number, is_finite
-from bench.core.paths import write_output
+from bench.core.numbers import is_finite
 
 JAVA_ENV = "FLORENCE2_BENCH_JAVA_METRICS"
-IOU_THRESHOLD = 0.5
-
-# --------------------------------------------------------------------------------------------
-# text normalisation
-
-_SPECIAL = re.compile(r"</?s>|<pad>|<loc_\d+>|<[a-z_]+>|</[a-z_]+>", re.IGNORECASE)
-# The Java PTBTokenizer's punctuation tokens that pycocoevalcap drops, plus the brackets and quotes
-# it would have turned into -LRB- / `` / '' tokens.
-_PTB_PUNCT = {
-    "''",
-    "'",
-    "``",
-    "`",
-    ".",
-    "?",
-    "!",
-    ",",
-    ":",
-    "-",
-    "--",
-    "...",
-    ";",
-    "(",
-    ")",
-    "[",
-    "]",
-    "{",
-    "}",
-    '"',
-}
-_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-.]\w+)*|\.\.\.|--|[^\w\s]")
-
-
-def strip_special(text: str) -> str:
-    """Drop Florence-2 control tokens (``<loc_12>``, ``</s>``, ...) that pure-text answers can carry."""
-    return _SPECIAL.sub(" ", text)
-
-
-def caption_tokens(text: str) -> str:
-    """PTB-style tokenisation in Python (no Java): lowercase, contractions split, punctuation dropped."""
-    text = strip_special(text).lower().replace("\n", " ")
-    text = re.sub(r"(\w)n't\b", r"\1 n't", text)
-    return " ".join(t for t in _TOKEN.findall(text) if t not in _PTB_PUNCT)
-
-
-def ocr_normalize(text: str) -> str:
-    """OCR comparison form: control tokens dropped, Unicode NFKC, lowercase, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", strip_special(text)).lower().split())
-
-
-# --------------------------------------------------------------------------------------------
-# free-text labels -> categories
-
-# canonical category -> other names Florence-2 (or people) use for it; COCO's 80 names are canonical.
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": (
-        "man",
-        "woman",
-        "men",
-        "women",
-        "people",
-        "boy",
-        "girl",
-        "child",
-        "kid",
-        "player",
-        "human",
-        "lady",
-        "guy",
-        "baby",
-        "skier",
-        "surfer",
-        "skateboarder",
-        "snowboarder",
-    ),
-    "bicycle": ("bike",),
-    "motorcycle": ("motorbike", "motor bike", "scooter"),
-    "airplane": ("aeroplane", "plane", "jet", "aircraft", "airliner"),
-    "car": ("automobile", "taxi", "sedan"),
-    "bus": ("coach",),
-    "truck": ("lorry", "pickup truck"),
-    "boat": ("ship", "sailboat", "yacht", "canoe", "kayak"),
-    "traffic light": ("traffic signal", "stoplight", "stop light"),
-    "fire hydrant": ("hydrant",),
-    "stop sign": (),
-    "parking meter": ("meter",),
-    "bench": ("park bench",),
-    "bird": ("pigeon", "seagull", "duck"),
-    "cat": ("kitten",),
-    "dog": ("puppy",),
-    "horse": ("pony",),
-    "sheep": ("lamb",),
-    "cow": ("cattle", "bull", "calf"),
-    "elephant": (),
-    "bear": ("polar bear", "brown bear"),
-    "zebra": (),
-    "giraffe": (),
-    "backpack": ("rucksack",),
-    "umbrella": ("parasol",),
-    "handbag": ("purse", "bag"),
-    "tie": ("necktie",),
-    "suitcase": ("luggage",),
-    "frisbee": ("flying disc",),
-    "skis": ("ski",),
-    "snowboard": (),
-    "sports ball": ("ball", "soccer ball", "football", "tennis ball", "basketball", "volleyball"),
-    "kite": (),
-    "baseball bat": ("bat",),
-    "baseball glove": ("glove", "mitt", "baseball mitt"),
-    "skateboard": (),
-    "surfboard": ("surf board",),
-    "tennis racket": ("racket", "racquet", "tennis racquet"),
-    "bottle": ("water bottle",),
-    "wine glass": ("glass", "wineglass"),
-    "cup": ("mug", "coffee cup"),
-    "fork": (),
-    "knife": (),
-    "spoon": (),
-    "bowl": (),
-    "banana": (),
-    "apple": (),
-    "sandwich": (),
-    "orange": (),
-    "broccoli": (),
-    "carrot": (),
-    "hot dog": ("hotdog",),
-    "pizza": (),
-    "donut": ("doughnut",),
-    "cake": (),
-    "chair": ("stool",),
-    "couch": ("sofa",),
-    "potted plant": ("plant", "houseplant", "flower pot", "flowerpot"),
-    "bed": (),
-    "dining table": ("table", "desk"),
-    "toilet": (),
-    "tv": ("television", "tv monitor", "monitor", "screen"),
-    "laptop": ("laptop computer",),
-    "mouse": ("computer mouse",),
-    "remote": ("remote control",),
-    "keyboard": ("computer keyboard",),
-    "cell phone": ("phone", "mobile phone", "cellphone", "smartphone"),
-    "microwave": ("microwave oven",),
-    "oven": ("stove",),
-    "toaster": (),
-    "sink": (),
-    "refrigerator": ("fridge",),
-    "book": (),
-    "clock": (),
-    "vase": (),
-    "scissors": (),
-    "teddy bear": ("teddy", "stuffed animal", "stuffed bear"),
-    "hair drier": ("hair dryer", "hairdryer", "blow dryer"),
-    "toothbrush": ("tooth brush",),
-}
-_SYNONYM_OF = {syn: canon for canon, syns in SYNONYMS.items() for syn in syns}
-
-
-def normalize_label(label: str) -> str:
-    """Lowercase, control tokens and punctuation dropped, leading article dropped, spaces collapsed."""
-    text = re.sub(r"[^\w\s-]", " ", strip_special(label).lower())
-    words = text.replace("_", " ").split()
-    if words and words[0] in ("a", "an", "the"):
-        words = words[1:]
-    return " ".join(words)
-
-
-def _singulars(label: str) -> list[str]:
-    """Candidate singulars of the last word (the table decides which one is a category)."""
-    head, _, last = label.rpartition(" ")
-    found = []
-    for plural, single in (("ies", "y"), ("es", ""), ("s", "")):
-        if last.endswith(plural) and not last.endswith("ss") and len(last) > len(plural) + 1:
-            found.append(f"{head} {last[: -len(plural)] + single}".strip())
-    return found
-
-
-def match_category(label: str, categories: dict[str, str]) -> str | None:
-    """The category (from ``{normalized name: name}``) a free-text label means, or None.
-
-    Tried in order: the label, then singulars of its last word; each as a category name, then through SYNONYMS.
-    """
-    norm = normalize_label(label)
-    for candidate in (norm, *_singulars(norm)):
-        if candidate in categories:
-            return categories[candidate]
-        canon = _SYNONYM_OF.get(candidate)
-        if canon is not None and canon in categories:
-            return categories[canon]
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# geometry
-
-
-def box_iou(a, b) -> float:
-    """IoU of two (x1, y1, x2, y2) boxes in continuous pixel coordinates (COCO convention, no +1)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (
-        max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
-    )
-    return inter / union if union > 0 else 0.0
-
-
-def greedy_matches(refs: list, preds: list) -> int:
-    """One-to-one matches with IoU >= 0.5, taken greedily from the highest IoU down."""
-    pairs = sorted(
-        ((box_iou(r, p), i, j) for i, r in enumerate(refs) for j, p in enumerate(preds)), reverse=True
-    )
-    used_r, used_p, n = set(), set(), 0
-    for iou, i, j in pairs:
-        if iou < IOU_THRESHOLD:
-            break
-        if i not in used_r and j not in used_p:
-            used_r.add(i)
-            used_p.add(j)
-            n += 1
-    return n
-
-
-def _mask(polygons: list[list[float]], height: int, width: int):
-    """A pycocotools RLE of the union of polygons (each a flat [x, y, ...] list with >= 3 points)."""
-    from pycocotools import mask as mask_utils
-
-    valid = [[float(v) for v in p] for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
-    if not valid:
-        return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-    return mask_utils.merge(mask_utils.frPyObjects(valid, height, width))
-
-
-def _mask_inter_union(a, b) -> tuple[float, float]:
-    from pycocotools import mask as mask_utils
-
-    inter = float(mask_utils.area(mask_utils.merge([a, b], intersect=True)))
-    union = float(mask_utils.area(mask_utils.merge([a, b], intersect=False)))
-    return inter, union
-
-
-def _region_polygon(region: Region) -> list[float]:
-    """A reference region's polygon; its box as a rectangle when it has none."""
-    if len(region.polygon) >= 6:
-        return list(region.polygon)
-    x1, y1, x2, y2 = region.bbox
-    return [x1, y1, x2, y1, x2, y2, x1, y2]
-
 
 # --------------------------------------------------------------------------------------------
 # answer validation (parsed answers may come from a model or from a predictions file)
@@ -289,7 +49,7 @@ def _bad(sample: Sample, task: str, expected: str, got: Any) -> UsageError:
     )
 
 
-def _is_box(value: Any, n: int = 4) -> bool:
+def is_box(value: Any, n: int = 4) -> bool:
     return (
         isinstance(value, (list, tuple))
         and len(value) == n
@@ -310,7 +70,7 @@ def _boxes(
     if not isinstance(answer, dict) or not isinstance(answer.get(box_key, []), list):
         raise _bad(sample, task, expected, answer)
     boxes = answer.get(box_key, [])
-    if not all(_is_box(b, size) for b in boxes):
+    if not all(is_box(b, size) for b in boxes):
         raise _bad(sample, task, expected, answer)
     labels = list(answer.get(label_key) or [""] * len(boxes))
     scores = answer.get("scores")
@@ -601,9 +361,9 @@ def _segmentation(task, samples, answers, reference: Callable[[Sample], Region |
         ref = reference(sample)
         if ref is None:
             continue
-        predicted = _mask(_polygons(sample, task, answer), sample.height, sample.width)
-        target = _mask([_region_polygon(ref)], sample.height, sample.width)
-        inter, union = _mask_inter_union(predicted, target)
+        predicted = polygon_mask(_polygons(sample, task, answer), sample.height, sample.width)
+        target = polygon_mask([region_polygon(ref)], sample.height, sample.width)
+        inter, union = mask_inter_union(predicted, target)
         ious.append(inter / union if union else 0.0)
         inter_sum, union_sum = inter_sum + inter, union_sum + union
     if not ious:
@@ -824,183 +584,3 @@ def reported_benchmark(dataset: str, task: str) -> Benchmark | None:
     return TASK_BENCHMARKS.get((dataset.split(":", 1)[0], task))
 
 
-# --------------------------------------------------------------------------------------------
-# predictions files (JSONL) and the `score` subcommand
-
-
-def empty_answer(task: str) -> Any:
-    return {
-        "text": "",
-        "boxes": {"bboxes": [], "labels": []},
-        "ovd": {"bboxes": [], "bboxes_labels": [], "polygons": [], "polygons_labels": []},
-        "polygons": {"polygons": [], "labels": []},
-        "quads": {"quad_boxes": [], "labels": []},
-    }[task_scoring(task).kind]
-
-
-_ROW_FORMAT = {
-    "text": '{"image_id": ID, "text": "..."}',
-    "boxes": '{"image_id": ID, "label": "...", "bbox_xyxy": [x1, y1, x2, y2], "score": S (optional)}',
-    "ovd": '{"image_id": ID, "label": "...", "bbox_xyxy": [x1, y1, x2, y2]}',
-    "polygons": '{"image_id": ID, "polygons": [[x, y, x, y, ...], ...], "label": "..." (optional)}',
-    "quads": '{"image_id": ID, "quad_box": [x1, y1, x2, y2, x3, y3, x4, y4], "text": "..."}',
-}
-
-
-def _add_row(kind: str, row: dict, answer: Any) -> str | None:
-    """Fold one row into its image's answer; returns what is wrong with the row, or None."""
-    if kind == "text":
-        return None if isinstance(row.get("text"), str) else '"text" must be a string'
-    if kind in ("boxes", "ovd"):
-        label = row.get("label", "")
-        if not _is_box(row.get("bbox_xyxy")) or not isinstance(label, str):
-            return '"bbox_xyxy" must be 4 numbers and "label" a string'
-        x1, y1, x2, y2 = row["bbox_xyxy"]
-        if x2 < x1 or y2 < y1:  # a swapped box would silently score as a miss
-            return f'"bbox_xyxy" {row["bbox_xyxy"]} has x2 < x1 or y2 < y1; it must be [x1, y1, x2, y2], corners in that order'
-        if "score" in row and finite_number(row["score"]) is None:
-            return '"score" must be a number'
-        labels_key = "labels" if kind == "boxes" else "bboxes_labels"
-        answer["bboxes"].append([float(v) for v in row["bbox_xyxy"]])
-        answer[labels_key].append(label)
-        if kind == "boxes" and "score" in row:
-            answer.setdefault("scores", []).append(float(row["score"]))
-        return None
-    if kind == "polygons":
-        polys = row.get("polygons")
-        if not isinstance(polys, list) or not all(
-            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(finite_number(v) is not None for v in p) for p in polys
-        ):
-            return '"polygons" must be a list of flat [x, y, ...] lists with at least 3 points'
-        answer["polygons"].append([[float(v) for v in p] for p in polys])
-        answer["labels"].append(str(row.get("label", "")))
-        return None
-    if not _is_box(row.get("quad_box"), 8) or not isinstance(row.get("text"), str):
-        return '"quad_box" must be 8 numbers and "text" a string'
-    answer["quad_boxes"].append([float(v) for v in row["quad_box"]])
-    answer["labels"].append(row["text"])
-    return None
-
-
-def _id_index(samples: list[Sample]) -> dict[str, int]:
-    """Prediction image ids -> sample index: the decimal id, or the image file's stem (e.g. TextCaps hex ids)."""
-    index: dict[str, int] = {}
-    for i, s in enumerate(samples):
-        if s.image_path:
-            index.setdefault(Path(s.image_path).stem, i)
-        index[str(s.image_id)] = i
-    return index
-
-
-MAX_PREDICTIONS_BYTES = 256 * 2**20
-"""The largest predictions file ``score`` reads (a whole dataset's rows are a few MB)."""
-MAX_ANSWER_CHARS = 10_000
-"""The longest text (caption, label, OCR line) one row may hold: Florence-2 generates at most 1024 tokens,
-a few thousand characters; edit-distance metrics cost the square of a text's length."""
-
-
-def load_predictions(path: Path, task: str, samples: list[Sample]) -> list[Any]:
-    """Answers aligned with samples from a JSONL predictions file (format per task in docs/accuracy.md).
-
-    Rows of one image are grouped in file order (the order gives <OD> boxes their scores when rows have
-    none); images without rows get an empty answer; rows for images outside ``samples`` are ignored.
-    """
-    kind = task_scoring(task).kind
-    index = _id_index(samples)
-    answers: list[Any] = [None] * len(samples)
-    ignored = rows = 0
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_PREDICTIONS_BYTES:
-            raise UsageError(f"predictions file {path} has {size} bytes; accepted: at most {MAX_PREDICTIONS_BYTES} "
-                             "bytes (MAX_PREDICTIONS_BYTES)")
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"predictions file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"predictions file {path} is not UTF-8 text: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read predictions file {path}: {exc.strerror}; accepted: a JSONL file") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = parse_json(line)
-        except ValueError as exc:  # not JSON, or nested deeper than inputs.MAX_NESTING
-            raise UsageError(
-                f"{where}: not a JSON object ({getattr(exc, 'msg', exc)}); expected {_ROW_FORMAT[kind]}"
-            ) from None
-        if (
-            not isinstance(row, dict)
-            or not isinstance(row.get("image_id"), (int, str))
-            or isinstance(row.get("image_id"), bool)
-        ):
-            raise UsageError(f'{where}: missing or bad "image_id"; expected {_ROW_FORMAT[kind]}')
-        i = index.get(str(row["image_id"]))
-        if i is None:
-            ignored += 1
-            continue
-        if kind == "text" and answers[i] is not None:
-            raise UsageError(
-                f"{where}: a second prediction for image_id {row['image_id']}; expected one row per image"
-            )
-        if answers[i] is None:
-            answers[i] = empty_answer(task)
-        problem = _add_row(kind, row, answers[i])
-        if problem:
-            raise UsageError(f"{where}: {problem}; expected {_ROW_FORMAT[kind]}")
-        if kind == "text":
-            answers[i] = row["text"]
-        texts = [row[k] for k in ("text", "label") if isinstance(row.get(k), str)]
-        if any(len(t) > MAX_ANSWER_CHARS for t in texts):
-            raise UsageError(f"{where}: a text of {max(map(len, texts))} characters; accepted: at most "
-                             f"{MAX_ANSWER_CHARS} (MAX_ANSWER_CHARS: scoring time grows with the square of a text)")
-        rows += 1
-    if not rows:
-        raise UsageError(f"predictions file {path} has no prediction row for the dataset's images ({ignored} for "
-                         f"other images); accepted: {_ROW_FORMAT[kind]}, one per line")
-    if ignored:
-        warnings.warn(f"{path}: ignored {ignored} row(s) for images not in the dataset", stacklevel=2)
-    answers = [a if a is not None else empty_answer(task) for a in answers]
-    for a in answers:
-        if isinstance(a, dict) and "scores" in a and len(a["scores"]) != len(a["bboxes"]):
-            raise UsageError(f'{path}: give a "score" on every row of an image or on none')
-    return answers
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    """What ``score`` prints: one ``NAME value`` line per metric."""
-    return "\n".join(f"{name} {value:.4f}" for name, value in metrics.items())
-
-
-def score_file(
-    task: str,
-    dataset: str,
-    predictions: str | os.PathLike,
-    json_out: str | os.PathLike | None = None,
-    *,
-    java: bool | None = None,
-) -> dict[str, float]:
-    """Score a predictions file made elsewhere against a dataset; optionally write the result as JSON."""
-    task_scoring(task)
-    spec = get_dataset(dataset)
-    if task not in tasks_of(spec):
-        raise UsageError(
-            f"dataset {dataset!r} has no references for {task}; accepted: {', '.join(tasks_of(spec))}"
-        )
-    samples = load_samples(dataset)
-    answers = load_predictions(Path(predictions), task, samples)
-    metrics = score(task, samples, answers, java=java)
-    if json_out is not None:
-        bench = reported_benchmark(dataset, task)
-        doc = {
-            "task": task,
-            "dataset": dataset,
-            "predictions": str(predictions),
-            "n_images": len(samples),
-            "metrics": metrics,
-            "benchmark": bench.key if bench else None,
-        }
-        write_output(json_out, json.dumps(doc, indent=2) + "\n")
-    return metrics

@@ -19,7 +19,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.accuracy.metrics import format_metrics, score_file
+    from bench.accuracy.predictions import format_metrics, score_file
     from bench.accuracy.tasks import get_task
 
     metrics = score_file(get_task(args.task).token, args.dataset, Path(args.predictions),

@@ -25,15 +25,8 @@ import numpy as np
 from bench.accuracy.data import Sample
 from bench.accuracy.prefetch import Prefetcher
 from bench.backends.base import STAGES, BatchResult
-from bench.core.measure import (
-    RepetitionPolicy,
-    Tracker,
-    energy_field,
-    energy_tracker,
-    memory_field,
-    memory_trackers,
-    summarize,
-)
+from bench.core.measure import RepetitionPolicy, summarize
+from bench.core.trackers import Tracker, energy_field, energy_tracker, memory_field, memory_trackers
 from bench.results import Energy, Memory, PerToken, Server, Stages, Stats, Throughput
 from bench.results.server_settings import ServerSettings
 from bench.scenarios.traits import ScenarioTraits

@@ -15,9 +15,10 @@ from pathlib import Path
 from bench.core.errors import UsageError
 from bench.core.inputs import check_bound
 from bench.core.paths import write_output
-from bench.regression import compare
-from bench.regression.history.detect import K_BASELINE, Step, check, steps
+from bench.regression import comparison, gates
+from bench.regression.history.detect import Step, check, steps
 from bench.regression.history.entries import Entry, MachineClass, add, load
+from bench.regression.history.levels import K_BASELINE
 
 __all__ = ["Entry", "MachineClass", "Step", "add", "check", "load", "steps", "steps_table"]
 
@@ -51,8 +52,8 @@ def steps_table(found: list[Step], entries: list[Entry]) -> str:
                 s.metric,
                 s.commit[:12],
                 s.date[:19],
-                compare.value_text(s.metric, s.before),
-                compare.value_text(s.metric, s.after),
+                comparison.value_text(s.metric, s.before),
+                comparison.value_text(s.metric, s.after),
                 s.change_text(),
                 f"{s.z:.1f} se",
                 s.verdict,
@@ -66,7 +67,7 @@ def steps_table(found: list[Step], entries: list[Entry]) -> str:
 
 
 def _thresholds(fail_on: str | None) -> dict[str, float] | None:
-    return compare.parse_fail_on(fail_on) if fail_on else None
+    return gates.parse_fail_on(fail_on) if fail_on else None
 
 
 def run_add(source: Path, history: Path, commit: str | None = None, date: str | None = None) -> int:
@@ -91,7 +92,7 @@ def run_check(
 ) -> int:
     """Judge the newest run; 1 when a metric regressed beyond threshold and noise, or a cell now fails;
     with ``fail_on_inconclusive``, 2 when nothing regressed but a change beyond the threshold is within
-    the noise band (``compare.exit_code``)."""
+    the noise band (``comparison.exit_code``)."""
     k = K_BASELINE if k is None else k
     check_bound("baseline_runs", k, "bad --baseline-runs")
     thresholds = _thresholds(fail_on)
@@ -101,7 +102,7 @@ def run_check(
         write_output(markdown, result.to_markdown())
     if not result.judged and not result.building:  # a verdict over nothing is no pass (exit 2)
         raise UsageError(result.nothing_judged() + "; accepted: a newest run with judgeable values")
-    return compare.exit_code(result, fail_on_inconclusive)
+    return comparison.exit_code(result, fail_on_inconclusive)
 
 
 def run_steps(history: Path, fail_on: str | None = None) -> int:

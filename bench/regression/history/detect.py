@@ -42,19 +42,23 @@ import numpy as np
 
 from bench.core.inputs import BOUNDS
 from bench.core.numbers import finite_number
-from bench.regression import compare
+from bench.regression import compare, comparison, gates, values
 from bench.regression.history.entries import Entry, MachineClass
+from bench.regression.history.levels import (
+    CELL_LEVEL_RULE,
+    K_BASELINE,
+    Z_CHECK,
+    Z_STEP,
+    Point,
+    cell_level_start,
+    noise_band,
+    segment,
+    series_sigma,
+    step_z,
+)
 from bench.scenarios import traits_of
 
-K_BASELINE = 10
-SPREAD_RUNS = 30
 MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
-Z_CHECK = 3.5
-Z_STEP = 4.5
-MIN_SEGMENT = 3
-CLIP = 3.0  # steps: values further than this many sigma from their running median are clipped
-MAD_SCALE = 1.4826  # median absolute deviation -> standard deviation of a normal
-BIWEIGHT_C = 9.0  # the biweight's tuning constant: points beyond 9 MADs (~6 SD) get no weight
 
 BENCHMARK_METRICS = ("latency_p50", "latency_p90")
 """A pytest-benchmark cell's values are round times: no images, memory or accuracy to judge."""
@@ -67,7 +71,7 @@ def source_of(record: dict[str, Any]) -> str:
 def metrics_of(record: dict[str, Any]) -> list[str]:
     if source_of(record) == "pytest-benchmark":
         return list(BENCHMARK_METRICS)
-    return [*(m for m in compare.METRICS if m != "accuracy"), *compare.accuracy_metrics(record)]
+    return [*(m for m in gates.METRICS if m != "accuracy"), *compare.accuracy_metrics(record)]
 
 
 def labels(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -83,13 +87,6 @@ def labels(records: list[dict[str, Any]]) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ series
 
 
-@dataclass
-class Point:
-    """One run's value of one cell and metric, on the judged scale (log for ratios)."""
-
-    index: int  # position of the run in the history (oldest first)
-    x: float
-    se: float  # sample noise of x from the run's own samples; 0 where there are none
 
 
 def scale(kind: str, value: float) -> float:
@@ -118,13 +115,13 @@ class _Figures:
 
     def samples(self) -> np.ndarray:
         if self._samples is None:
-            self._samples = compare.samples_of(self.record)
+            self._samples = values.samples_of(self.record)
         return self._samples
 
     def se(self, metric: str, factor: float | None = None) -> float:
         """``factor``: the metric's ``se_factor`` where the caller has it (it is computed on each access)."""
         samples = self.samples()
-        factor = compare.metric_spec(metric).se_factor if factor is None else factor
+        factor = gates.metric_spec(metric).se_factor if factor is None else factor
         if factor is None or len(samples) < 2:
             return 0.0
         if metric == "throughput" and not traits_of(self.record).throughput_from_latency:
@@ -142,8 +139,8 @@ class _Figures:
     def _point(self, metric: str) -> tuple[float, float] | None:
         if self.record.get("status", "ok") != "ok":
             return None
-        value = compare.point_value(self.record, metric)
-        kind = compare.metric_spec(metric).kind
+        value = values.point_value(self.record, metric)
+        kind = gates.metric_spec(metric).kind
         if value is None or (kind == "ratio" and value <= 0):
             return None
         return scale(kind, value), self.se(metric)
@@ -160,8 +157,8 @@ def figures(entry: Entry) -> dict[str, _Figures]:
 
 
 def _from_sample_rows(figs: list[_Figures]) -> None:
-    """The values recomputed from samples (``compare.SAMPLE_ROWS``) and their sample noise for a run's records
-    at once: one numpy call per metric and sample count, not per record (equal to ``compare.point_value``)."""
+    """The values recomputed from samples (``values.SAMPLE_ROWS``) and their sample noise for a run's records
+    at once: one numpy call per metric and sample count, not per record (equal to ``values.point_value``)."""
     groups: dict[int, list[_Figures]] = {}
     for f in figs:
         if len(f.samples()):
@@ -169,15 +166,15 @@ def _from_sample_rows(figs: list[_Figures]) -> None:
     for n, group in groups.items():
         rows = np.stack([f.samples() for f in group])
         log_sd = np.std(np.log(rows), axis=1, ddof=1) if n > 1 else None
-        for metric, compute in compare.SAMPLE_ROWS.items():
-            mine = [i for i, f in enumerate(group) if compare.from_samples(f.record, metric)]
+        for metric, compute in values.SAMPLE_ROWS.items():
+            mine = [i for i, f in enumerate(group) if values.from_samples(f.record, metric)]
             if not mine:
                 continue
             batch = np.array([int(group[i].record.get("batch_size") or 1) for i in mine])
-            values = compute(rows[mine], batch)
-            spec = compare.metric_spec(metric)
+            computed = compute(rows[mine], batch)
+            spec = gates.metric_spec(metric)
             factor = spec.se_factor
-            for i, value in zip(mine, values.tolist(), strict=True):
+            for i, value in zip(mine, computed.tolist(), strict=True):
                 f = group[i]
                 if log_sd is not None:
                     f._log_sd = float(log_sd[i])
@@ -191,14 +188,14 @@ def invalid_values(record: dict[str, Any]) -> list[str]:
     if record.get("status", "ok") != "ok":
         return []
     out = []
-    for metric, spec in compare.METRICS.items():  # where each is stored: MetricSpec.stored, stated once
+    for metric, spec in gates.METRICS.items():  # where each is stored: MetricSpec.stored, stated once
         if spec.stored is None:
             continue
         value = (record.get(spec.stored[0]) or {}).get(spec.stored[1])
         if value is not None and not (finite_number(value) is not None and value > 0):
             out.append(f"{metric} is {value!r}: not a positive finite number")
     samples = record.get("samples_ms") or []
-    good = len(compare.samples_of(record))
+    good = len(values.samples_of(record))
     if samples and good < len(samples):
         out.append(f"samples_ms: {len(samples) - good} of {len(samples)} value(s) not positive finite numbers")
     return out
@@ -210,170 +207,16 @@ def point(index: int, record: dict[str, Any] | None, metric: str) -> Point | Non
     return None if found is None else Point(index, *found)
 
 
-def robust_sd(x: np.ndarray) -> float:
-    """Tukey's biweight midvariance, as a standard deviation: as robust to an outlier run as the median
-    absolute deviation, but ~87% as efficient as the plain SD on normal noise (the MAD: 37%), so that a
-    baseline of 10 runs does not underestimate the noise by half one time in four."""
-    x = np.asarray(x, dtype=float)
-    center = np.median(x)
-    mad = float(np.median(np.abs(x - center)))
-    if len(x) < 2 or mad == 0:
-        return 0.0
-    u = (x - center) / (BIWEIGHT_C * mad)
-    inside = np.abs(u) < 1
-    d, u = (x - center)[inside], u[inside]
-    numerator = math.sqrt(len(x) * float(np.sum(d**2 * (1 - u**2) ** 4)))
-    return numerator / abs(float(np.sum((1 - u**2) * (1 - 5 * u**2))))
-
-
-def successive_sd(x: np.ndarray) -> float:
-    """The noise of a series that may hold steps and outliers: each moves only one or two differences."""
-    return MAD_SCALE * float(np.median(np.abs(np.diff(x)))) / math.sqrt(2) if len(x) > 1 else 0.0
-
-
-def series_sigma(points: list[Point]) -> float:
-    """The noise of a whole series: its successive-difference spread, never below its sample noise."""
-    x = np.array([p.x for p in points])
-    within = float(np.median([p.se for p in points])) if points else 0.0
-    return max(successive_sd(x), within)
-
-
-def current_level(points: list[Point], z: float = Z_STEP) -> list[Point]:
-    """The runs since the last step among ``points`` (all of them when there is none), so that a
-    baseline never mixes two levels: after an accepted step the gate judges against the new level."""
-    breaks = segment(np.array([p.x for p in points]), series_sigma(points), z)
-    return points[breaks[-1] :] if breaks else points
-
-
-def noise_band(
-    level: list[Point], new: Point, k: int = K_BASELINE, z: float = Z_CHECK
-) -> tuple[float, float, float]:
-    """(baseline median, sigma, band) for judging ``new`` against the previous runs at its level.
-
-    The center is the median of the last ``k`` runs; the spread comes from up to ``SPREAD_RUNS`` of
-    them (a spread from few runs is itself noisy, and an underestimate is a false alarm).
-    """
-    base, spread = level[-k:], level[-SPREAD_RUNS:]
-    center = float(np.median([p.x for p in base]))
-    within = float(np.median([p.se for p in [*spread, new]]))
-    sigma = max(robust_sd(np.array([p.x for p in spread])), within)
-    return center, sigma, z * sigma * math.sqrt(1 + math.pi / (2 * len(base)))
-
-
-def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = MIN_SEGMENT) -> list[int]:
-    """Indices where a new level starts.
-
-    1. Each value is clipped to within ``CLIP`` sigma of a running median of ``2 * min_segment - 1``
-       runs (which keeps a step's edge and flattens a lone outlier).
-    2. The optimal partition of the clipped series into segments of at least ``min_segment`` runs,
-       minimising the squared deviations from each segment's mean (in units of sigma^2) plus ``z^2``
-       per segment: a boundary must explain more than a z-sigma shift would. Dynamic programming over
-       every partition, so a level that returns (a regression, then its fix) is found as two steps,
-       which a search for one split at a time cannot see.
-    3. Each boundary is kept only while the *medians* of the raw runs on either side differ by more
-       than ``z`` standard errors; the weakest is merged away first.
-    """
-    n = len(x)
-    if n < 2 * min_segment or sigma <= 0:
-        return []
-    running = running_median(x, min_segment - 1)
-    y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
-    breaks = partition(y, z**2, min_segment)
-    while breaks:
-        bounds = [0, *breaks, n]
-        zs = [
-            _step_z(x[bounds[m] : bounds[m + 1]], x[bounds[m + 1] : bounds[m + 2]], sigma)
-            for m in range(len(breaks))
-        ]
-        weakest = int(np.argmin(zs))
-        if zs[weakest] > z:
-            break
-        del breaks[weakest]
-    return breaks
-
-
-def running_median(x: np.ndarray, half: int) -> np.ndarray:
-    """The median of each value's window ``x[i - half : i + half + 1]`` (cut at the ends): the full windows
-    in one numpy call, a 1,000-run series being 1,000 windows."""
-    n, width = len(x), 2 * half + 1
-    out = np.empty(n)
-    if n >= width:
-        out[half : n - half] = np.median(np.lib.stride_tricks.sliding_window_view(x, width), axis=1)
-    for i in [*range(min(half, n)), *range(max(half, n - half), n)]:
-        out[i] = np.median(x[max(0, i - half) : i + half + 1])
-    return out
-
-
-def partition(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> list[int]:
-    """The starts (after the first) of the segments, each at least ``min_segment`` long, that minimise
-    the sum of squared deviations of ``y`` from each segment's mean plus ``penalty`` per segment: the
-    exact optimum, by dynamic programming over every partition (cumulative sums make a segment's cost
-    sum(y^2) - sum(y)^2 / n)."""
-    n = len(y)
-    s1, s2 = np.r_[0, np.cumsum(y)], np.r_[0, np.cumsum(y**2)]
-    best = np.full(n + 1, np.inf)
-    best[0] = -penalty
-    start = np.zeros(n + 1, dtype=int)
-    index = np.arange(n + 1)
-    for j in range(min_segment, n + 1):
-        k = j - min_segment + 1  # the segment ending at j may start at 0 .. k - 1 (slices, not index arrays)
-        total = best[:k] + (s2[j] - s2[:k]) - (s1[j] - s1[:k]) ** 2 / (j - index[:k]) + penalty
-        m = int(np.argmin(total))
-        best[j], start[j] = total[m], m
-    breaks, j = [], n
-    while j > 0:
-        j = int(start[j])
-        if j > 0:
-            breaks.append(j)
-    return sorted(breaks)
-
-
-def steps_method_text(min_segment: int = MIN_SEGMENT, z: float = Z_STEP) -> str:
-    """How ``steps`` finds a step, in the words the trend page shows (the code above, stated once)."""
-    return (
-        "Per machine class, cell and metric, the series of per-run values (computed as florence2-bench compare "
-        "computes them: medians and p90s from the raw samples, ratios on a log scale, accuracy in points) has "
-        f"each value clipped to within {CLIP:g} sigma of a running median of {2 * min_segment - 1} runs, and is then "
-        f"cut into segments of constant level, each at least {min_segment} runs long, by the partition that "
-        "minimises the squared deviations from each segment's mean (in units of the noise sigma squared) plus "
-        f"{z:g}² per segment, found exactly by dynamic programming. A cut is kept while the medians of the raw "
-        f"runs on either side differ by more than {z:g} standard errors (sigma: the robust spread of successive "
-        "runs, never less than the runs' own sample noise; the weakest cut is merged away first), and listed when "
-        "the change is also beyond compare's threshold for the metric. A single outlier run never forms a segment."
-    )
-
-
-CELL_LEVEL_RULE = (
-    "a step found in any metric of a cell starts the baseline of all the cell's metrics: every metric is judged "
-    "against the runs since the cell's latest step, so the metrics of one cell agree about where the step is"
-)
-
-
-def cell_level_start(priors: dict[str, list[Point]], z: float = Z_STEP) -> tuple[int | None, str | None]:
-    """(the run where the cell's current level starts, the metric whose step put it there); (None, None)
-    when no metric of the cell has a step. The runs before a step ran another configuration of the cell
-    (code, driver, machine state), whichever of its metrics showed it; see CELL_LEVEL_RULE."""
-    start, where = None, None
-    for metric, prior in priors.items():
-        level = current_level(prior, z)
-        if len(level) < len(prior) and (start is None or level[0].index > start):
-            start, where = level[0].index, metric
-    return start, where
-
-
-def _step_z(left: np.ndarray, right: np.ndarray, sigma: float) -> float:
-    se = sigma * math.sqrt(math.pi / 2 * (1 / len(left) + 1 / len(right)))
-    return abs(float(np.median(right) - np.median(left))) / se
 
 
 # ------------------------------------------------------------------------------------------ check
 
 
 @dataclass
-class HistoryCheck(compare.Comparison):
+class HistoryCheck(comparison.Comparison):
     """The newest run judged against its class's history; same rows, table and markdown as compare."""
 
-    columns: ClassVar[tuple[str, ...]] = (*compare.COLUMNS[:5], "noise band", *compare.COLUMNS[6:])
+    columns: ClassVar[tuple[str, ...]] = (*comparison.COLUMNS[:5], "noise band", *comparison.COLUMNS[6:])
 
     run: Entry | None = None
     k: int = K_BASELINE
@@ -396,7 +239,7 @@ class HistoryCheck(compare.Comparison):
 
     def nothing_judged(self) -> str:
         reasons = self.unjudgeable or self.unmatched_current or ["the newest run has no ok cell"]
-        return f"nothing judged in the newest run ({compare.listed(reasons)})"
+        return f"nothing judged in the newest run ({comparison.listed(reasons)})"
 
     def _notes(self) -> list[tuple[str, list[str]]]:
         return [
@@ -431,12 +274,12 @@ def check(
     z: float = Z_CHECK,
 ) -> HistoryCheck:
     """Judge the newest run of ``entries`` (oldest first) against the previous ``k`` runs of its class."""
-    resolved = compare.resolve_thresholds(thresholds)
+    resolved = gates.resolve_thresholds(thresholds)
     newest = entries[-1]
     same = [(i, e) for i, e in enumerate(entries[:-1]) if e.machine == newest.machine]
     current = {r["cell_id"]: r for r in newest.records}
     names = labels(newest.records)
-    rows: list[compare.Row] = []
+    rows: list[comparison.Row] = []
     newly_failed, short, unjudgeable = [], [], []
     previous = same[-1][1].records if same else []
     gone = [r for r in previous if r["cell_id"] not in current]
@@ -445,7 +288,7 @@ def check(
     for cell_id, record in current.items():
         history = [(i, cells[cell_id]) for i, cells in earlier if cell_id in cells]
         was_ok = bool(history) and history[-1][1].record.get("status", "ok") == "ok"
-        if record.get("status", "ok") in compare.FAILED_STATUSES and was_ok:
+        if record.get("status", "ok") in comparison.FAILED_STATUSES and was_ok:
             newly_failed.append(
                 f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}"
             )
@@ -507,19 +350,19 @@ def _row(
     k: int,
     z: float,
     since: str | None,
-) -> compare.Row:
-    spec, threshold = compare.metric_spec(metric), compare.threshold_for(metric, thresholds)
+) -> comparison.Row:
+    spec, threshold = gates.metric_spec(metric), gates.threshold_for(metric, thresholds)
     center, sigma, band = noise_band(level, new, k, z)
     dx = new.x - center
     change = unscale(spec.kind, dx)
-    verdict = compare.classify(spec, change, None, None, threshold)
+    verdict = gates.classify(spec, change, None, None, threshold)
     note = f"median of {min(k, len(level))} runs" + (f" since the step at {since}" if since else "")
     if verdict in ("regressed", "improved") and abs(dx) <= band:
         # beyond the threshold, yet no larger than the runs' own noise: the history cannot tell
         verdict, note = "inconclusive", f"{note}; beyond the threshold but within the noise band"
     elif spec.higher_is_better is None:
         note = f"{note}; direction unknown: not a metric of bench.accuracy.metrics.METRICS, so no verdict"
-    return compare.Row(
+    return comparison.Row(
         cell_id=cell_id,
         label=label,
         metric=metric,
@@ -565,7 +408,7 @@ class Step(SeriesKey):
     verdict: str  # "regressed" or "improved", in the metric's direction
 
     def change_text(self) -> str:
-        return compare.format_change(self.kind, self.change)
+        return comparison.format_change(self.kind, self.change)
 
 
 @dataclass
@@ -599,7 +442,7 @@ def all_series(entries: list[Entry]) -> list[Series]:
                         names[record["cell_id"]],
                         str(record.get("task")),
                         metric,
-                        compare.metric_spec(metric).kind,
+                        gates.metric_spec(metric).kind,
                         source_of(record),
                     )
                 out[key].points.append(p)
@@ -617,7 +460,7 @@ def steps(
 
     ``series``: ``all_series(entries)`` where the caller has already computed it.
     """
-    resolved = compare.resolve_thresholds(thresholds)
+    resolved = gates.resolve_thresholds(thresholds)
     found = []
     for s in all_series(entries) if series is None else series:
         found += series_steps(s, entries, resolved, z)
@@ -631,13 +474,13 @@ def series_steps(
     sigma = series_sigma(s.points)
     breaks = segment(x, sigma, z)
     bounds = [0, *breaks, len(x)]
-    spec, threshold = compare.metric_spec(s.metric), compare.threshold_for(s.metric, thresholds)
+    spec, threshold = gates.metric_spec(s.metric), gates.threshold_for(s.metric, thresholds)
     out = []
     for n, j in enumerate(breaks):
         left, right = x[bounds[n] : j], x[j : bounds[n + 2]]
         before, after = float(np.median(left)), float(np.median(right))
         change = unscale(s.kind, after - before)
-        verdict = compare.classify(spec, change, None, None, threshold)
+        verdict = gates.classify(spec, change, None, None, threshold)
         if verdict not in ("regressed", "improved"):
             continue
         first = entries[s.points[j].index]
@@ -650,7 +493,7 @@ def series_steps(
                 unscale(s.kind, before),
                 unscale(s.kind, after),
                 change,
-                _step_z(left, right, sigma),
+                step_z(left, right, sigma),
                 verdict,
             )
         )

@@ -17,20 +17,10 @@ import numpy as np
 
 from bench.core.paths import write_output
 from bench.pages.chart_keys import short_labels
-from bench.regression import compare
-from bench.regression.history.detect import (
-    CELL_LEVEL_RULE,
-    MIN_SEGMENT,
-    HistoryCheck,
-    Series,
-    Step,
-    all_series,
-    check,
-    steps,
-    steps_method_text,
-    unscale,
-)
+from bench.regression import comparison, gates
+from bench.regression.history.detect import HistoryCheck, Series, Step, all_series, check, steps, unscale
 from bench.regression.history.entries import Entry, load
+from bench.regression.history.levels import CELL_LEVEL_RULE, MIN_SEGMENT, steps_method_text
 
 STEP_COLOURS = {"regressed": "#b3261e", "improved": "#1b6e3a"}
 MAX_TICKS = 30
@@ -55,14 +45,14 @@ def _verdict(result: HistoryCheck) -> dict[str, Any]:
     """The newest run's `history check` verdict for the top of the page: its summary line, its state (which
     the badge's colour shows: NOT JUDGED and INCONCLUSIVE are never drawn as OK) and its regressed, then
     improved, then inconclusive rows, biggest change first, as the CLI words them."""
-    def size(r: compare.Row) -> float:
+    def size(r: comparison.Row) -> float:
         return abs((r.ratio or 1.0) - 1.0) if r.kind == "ratio" else abs(r.ratio or 0.0)
 
     order = ("regressed", "improved", "inconclusive")
     flagged = sorted((r for r in result.rows if r.verdict in order), key=lambda r: (order.index(r.verdict), -size(r)))
     lines = [
-        f"{r.verdict}: {r.label} {r.metric} {compare.format_change(r.kind, r.ratio)} "
-        f"({compare.value_text(r.metric, r.baseline)} -> {compare.value_text(r.metric, r.current)}; {r.note})"
+        f"{r.verdict}: {r.label} {r.metric} {comparison.format_change(r.kind, r.ratio)} "
+        f"({comparison.value_text(r.metric, r.baseline)} -> {comparison.value_text(r.metric, r.current)}; {r.note})"
         for r in flagged[:TOP_LINES]
     ]
     lines += [f"newly failed: {item}" for item in result.newly_failed]
@@ -82,19 +72,19 @@ def _display(metric: str, value: float) -> float:
 
 
 def _divisor(metric: str) -> int:
-    return 2**20 if compare.metric_spec(metric).unit == "bytes" else 1
+    return 2**20 if gates.metric_spec(metric).unit == "bytes" else 1
 
 
 HOVER_FORMATS = {"bytes": "%{y:.1f} MiB", "ms": "%{y:.1f} ms", "img/s": "%{y:.3g} img/s"}
-"""A point's value in its hover, in the digits ``compare.value_text`` gives it (bytes shown as MiB)."""
+"""A point's value in its hover, in the digits ``comparison.value_text`` gives it (bytes shown as MiB)."""
 
 
 def _hover_value(metric: str) -> str:
-    return HOVER_FORMATS.get(compare.metric_spec(metric).unit or "", "%{y:.2f}")
+    return HOVER_FORMATS.get(gates.metric_spec(metric).unit or "", "%{y:.2f}")
 
 
 def _axis_title(metric: str) -> str:
-    unit = compare.metric_spec(metric).unit
+    unit = gates.metric_spec(metric).unit
     return f"{metric} ({'MiB' if unit == 'bytes' else unit})" if unit else metric
 
 
@@ -240,8 +230,8 @@ def build_trends(
         "steps": [
             {
                 "step": st,
-                "before": compare.value_text(st.metric, st.before),
-                "after": compare.value_text(st.metric, st.after),
+                "before": comparison.value_text(st.metric, st.before),
+                "after": comparison.value_text(st.metric, st.after),
             }
             for st in sorted(found, key=lambda st: (st.machine.id, st.label, st.metric, st.index))
         ],
