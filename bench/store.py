@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import time
-import typing
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,8 +127,8 @@ def records(run_dir: Path) -> list[Record]:
             "write, or text that is not a record",
             stacklevel=2,
         )
-    # older schemas in today's meaning, or one clear refusal (bench.schema.upgrade)
-    return [typing.cast(Record, Record.from_dict(r, path)) for r in parsed]
+    # older schemas in today's meaning, or one clear refusal (bench.schema.upgrade); parse_line checked each
+    return [Record.from_checked(r, path) for r in parsed]
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
