@@ -31,7 +31,6 @@ SHARED = {
 
 # module (relative to bench/) -> who migrates it (TEAM.md); remove a line once it reads attributes
 ALLOWLIST = {
-    "answer.py": "rreport",
     "commands/run.py": "rcompare",
     "compare.py": "rcompare",
     "executors/ray.py": "rcompare",
@@ -39,10 +38,6 @@ ALLOWLIST = {
     "measure.py": "rcompare",
     "optimize.py": "rcompare",
     "plausibility.py": "rcompare",
-    "report.py": "rreport",
-    "report_charts.py": "rreport",
-    "report_rows.py": "rreport",
-    "report_table.py": "rreport",
     "scenarios/__init__.py": "rcompare",
     "scenarios/predict.py": "rcompare",
     "schema.py": "rcompare",
@@ -51,7 +46,6 @@ ALLOWLIST = {
     "tools/perf.py": "rcompare",
     "tools/scale.py": "rcompare",
     "tools/targets.py": "rcompare",
-    "uncertainty.py": "rreport",
 }
 
 
