@@ -111,7 +111,8 @@ def records(run_dir: Path) -> list[Record]:
         raise _is_dir(path)
     if not os.path.lexists(path):
         return []
-    parsed, bad = [], []
+    typed: list[Record] = []
+    bad = []
     data = read_bytes(path, "results file")
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -119,8 +120,9 @@ def records(run_dir: Path) -> list[Record]:
         record = parse_line(line)
         if record is None:
             bad.append(n)
-        else:
-            parsed.append(record)
+        else:  # typed as it is read: a run's parsed JSON is never held whole (100k records: gigabytes)
+            # older schemas in today's meaning, or one clear refusal (bench.schema.upgrade)
+            typed.append(typing.cast(Record, Record.from_dict(record, path)))
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
         warnings.warn(
@@ -128,8 +130,7 @@ def records(run_dir: Path) -> list[Record]:
             "write, or text that is not a record",
             stacklevel=2,
         )
-    # older schemas in today's meaning, or one clear refusal (bench.schema.upgrade)
-    return [typing.cast(Record, Record.from_dict(r, path)) for r in parsed]
+    return typed
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
