@@ -17,6 +17,7 @@ from PIL import Image
 from bench import answer, report, report_charts, store
 from bench.errors import UsageError
 from bench.question import Question
+from bench.results import Example
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import (  # noqa: E402
@@ -330,7 +331,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"bboxes": [[20, 20, 120, 80]], "labels": [HOSTILE]},
     }
-    uri, note = report._draw_example(run, box)
+    uri, note = report._draw_example(run, Example.from_dict(box))
     img = _decode(uri)
     assert img.size == (400, 200) and note == ""
     assert img.getpixel((240, 160)) != (255, 255, 255)  # bottom-right corner of the box, scaled x2
@@ -340,7 +341,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"polygons": [[[10, 10, 190, 10, 100, 90]]], "labels": ["a"]},
     }
-    uri, note = report._draw_example(run, poly)
+    uri, note = report._draw_example(run, Example.from_dict(poly))
     assert "blank canvas" in note
     assert _decode(uri).getpixel((100, 10)) != (235, 235, 235)  # on the top edge
     quad = {
@@ -356,7 +357,7 @@ def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
     Image.new("RGB", (10, 10)).save(outside)
     run = tmp_path / "run"
     run.mkdir()
-    uri, note = report._draw_example(run, {"image_file": "../secret.png"})
+    uri, note = report._draw_example(run, Example(image_file="../secret.png"))
     assert uri is None and note == "image file not saved"
 
 
