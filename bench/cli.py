@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import interrupts
 from bench.commands import COMMANDS
-from bench.errors import PROG, UsageError
-from bench.paths import temp_file
+from bench.core import interrupts
+from bench.core.errors import PROG, UsageError
+from bench.core.paths import temp_file
 
 
 def _quiet_libraries() -> None:

@@ -43,9 +43,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hostile import bench_json, edit_records  # noqa: E402
 
-from bench import answer, cli, fetch, paths, report, store, sweep  # noqa: E402
-from bench.errors import UsageError  # noqa: E402
-from bench.question import Question  # noqa: E402
+from bench import cli  # noqa: E402
+from bench.accuracy import fetch  # noqa: E402
+from bench.core import paths  # noqa: E402
+from bench.core.errors import UsageError  # noqa: E402
+from bench.report import answer, report  # noqa: E402
+from bench.report.question import Question  # noqa: E402
+from bench.results import store  # noqa: E402
+from bench.run import sweep  # noqa: E402
 
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
 ENOSPC = OSError(28, "No space left on device")

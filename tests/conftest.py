@@ -41,7 +41,7 @@ def tiny_loaded(tiny_checkpoint):
     """The tiny checkpoint loaded through the same code path as real checkpoints."""
     from bench.backends.base import LoadOptions
     from bench.backends.transformers.checkpoints import load, resolve
-    from bench.variants import get_variant
+    from bench.core.variants import get_variant
 
     variant = get_variant("base")
     ref = resolve(variant, LoadOptions(model_path=str(tiny_checkpoint)))

@@ -1,7 +1,7 @@
 """Synthetic histories built from real records, with noise drawn at the CV measured on this machine.
 
 The templates are the records of the smoke baseline as recorded on this machine kind (a frozen copy
-of ``reports/baselines/smoke-cpu``, read through ``bench.store``: base and large, <CAPTION> and <OD>,
+of ``reports/baselines/smoke-cpu``, read through ``bench.results.store``: base and large, <CAPTION> and <OD>,
 3 samples per cell, sample CVs 3.0-8.7% as measured). Each synthetic run draws:
 
 - a run-level factor exp(N(0, DRIFT_SD)) shared by every cell of the run (the machine's state that
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import store
-from bench.history.entries import Entry, MachineClass, machine_from_env
+from bench.regression.history.entries import Entry, MachineClass, machine_from_env
+from bench.results import store
 
 BASELINE = Path(__file__).resolve().parent / "fixtures" / "schema1-smoke-cpu"
 """A frozen copy of reports/baselines/smoke-cpu as recorded (which a refreshed baseline replaces)."""
@@ -113,7 +113,7 @@ def write(entries: list[Entry], directory: Path) -> Path:
 
 def aa_shifts(seeds: int = 200) -> np.ndarray:
     """|median ratio - 1| between consecutive no-change runs, over cells and seeds."""
-    from bench.history.detect import point
+    from bench.regression.history.detect import point
 
     out = []
     for seed in range(seeds):
@@ -127,7 +127,7 @@ def rates(
     seeds: int = 1000, n_runs: int = 20, samples: int | None = None, step: float = 1.25
 ) -> dict[str, float]:
     """The rates docs/history.md quotes: per history (any cell) and per cell (latency_p50)."""
-    from bench.history.detect import check, steps
+    from bench.regression.history.detect import check, steps
 
     n_cells = len(templates()[0])
     at = n_runs // 2

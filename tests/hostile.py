@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench.results import store
 
 ROOT = Path(__file__).resolve().parents[1]
 

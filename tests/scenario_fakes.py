@@ -7,9 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from bench.accuracy.data import Sample
 from bench.backends.base import STAGES, BatchResult, Prepared
-from bench.data import Sample
-from bench.measure import RepetitionPolicy
+from bench.core.measure import RepetitionPolicy
 from bench.scenarios import ScenarioInput, ServerSettings
 
 

@@ -20,12 +20,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import answer, report, report_table, store
-from bench.prices import load_prices
-from bench.question import Question
-from bench.results import Record
-from bench.stats import percentile_ci
-from bench.uncertainty import NO_SAMPLES, STABLE, TOO_FEW, UNSTABLE, judge, percentile_figure, samples_needed
+from bench.core.stats import percentile_ci
+from bench.pages import page
+from bench.report import answer, report, report_table
+from bench.report.prices import load_prices
+from bench.report.question import Question
+from bench.report.uncertainty import (
+    NO_SAMPLES,
+    STABLE,
+    TOO_FEW,
+    UNSTABLE,
+    judge,
+    percentile_figure,
+    samples_needed,
+)
+from bench.results import Record, store
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import GPU, environment, gpu_and_cpu_runs, make_record, make_server_record, write_run  # noqa: E402
@@ -206,8 +215,8 @@ def test_the_report_a_run_writes_asks_the_runs_own_question(tmp_path):
 
 def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judged(tmp_path):
     """Issue 26: the ★ of a p90 search sat at its p99, above the bound line, under a caption about p99."""
-    from bench import report_charts
-    from bench.report_rows import load_runs
+    from bench.report import report_charts
+    from bench.report.report_rows import load_runs
 
     rec = make_server_record("base", weights="random", batch_size=4, service_ms=30.0, qps_max=200.0, bound_ms=100.0,
                              percentile=0.9)
@@ -330,7 +339,7 @@ def test_without_a_server_cell_the_capacity_is_predicted_and_labelled_so(tmp_pat
 
 def test_a_prediction_is_drawn_from_the_predictor_it_is_given():
     """The seam: the answer asks ``predict`` for the settings without a server cell, and only for those."""
-    from bench.report_rows import Row
+    from bench.report.report_rows import Row
     from bench.scenarios.predict import Prediction
 
     recs = [json.loads(make_record("base", weights="random", batch_size=b, p50=10.0, seed=b).to_json())
@@ -411,8 +420,8 @@ def test_quality_is_never_assumed_and_the_gate_keeps_failing_options_out(tmp_pat
 
 
 def test_reported_accuracy_is_drawn_only_at_the_setting_it_was_reported_for(tmp_path):
-    from bench import report_charts
-    from bench.report_rows import load_runs
+    from bench.report import report_charts
+    from bench.report.report_rows import load_runs
 
     card = make_record("base", dtype="fp32", p50=50.0, seed=1)  # the card's checkpoint, fp32, pretrained
     int8 = make_record("base", dtype="fp32", p50=30.0, seed=2, settings={"quant": "int8-dynamic"})
@@ -466,7 +475,7 @@ def test_top_options_per_device_kind_with_stamps_and_a_chart(tmp_path):
 
 def test_the_page_states_the_rules_in_force_generated_from_the_code(tmp_path):
     """Issue 26: "early stopping" appeared 0 times; the method still said "target rate within 5%"."""
-    from bench.stats import queries_needed
+    from bench.core.stats import queries_needed
 
     rec = make_server_record("base", weights="random", batch_size=8, service_ms=30.0, qps_max=200.0, bound_ms=100.0,
                              percentile=0.9)
@@ -494,7 +503,7 @@ def test_all_cells_is_one_line_per_cell(tmp_path):
     assert not any("<br>" in str(cell) for cell in row[1:])
     timing = row[1 + [c.header for c in report_table.COLUMNS].index("timing")]
     assert timing[0] == "<small>warmup=1, iterations=12</small>" and "x x x" in data["titles"][timing[2]]  # its title
-    css = (Path(report.__file__).parent / "templates" / "report.css").read_text()
+    css = (page.TEMPLATES / "report.css").read_text()
     assert re.search(r"#all-cells td[^{]*\{[^}]*white-space: nowrap", css)
 
 
@@ -627,7 +636,7 @@ def _many_settings(root: Path) -> list:
     report loads them."""
     from report_factory import make_unstable
 
-    from bench.report_rows import load_runs
+    from bench.report.report_rows import load_runs
 
     runs = []
     for device, scale in (("cuda", 1.0), ("cpu", 40.0)):

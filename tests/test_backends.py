@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import store
+from bench.accuracy.tasks import TASKS
 from bench.backends.base import CheckpointRef, LoadedModel
 from bench.backends.openvino.backend import OpenVINOBackend
 from bench.backends.openvino.config import INSTALL_HINT, OpenVINOSettings, default_cache_dir
 from bench.backends.registry import BACKENDS, get_backend
-from bench.cell import Cell
-from bench.errors import UsageError
-from bench.optimize import agreement_with_fp32
-from bench.sweep import SweepConfig, expand, override, run_sweep, validate
-from bench.tasks import TASKS
+from bench.core.errors import UsageError
+from bench.results import store
+from bench.results.cell import Cell
+from bench.run.optimize import agreement_with_fp32
+from bench.run.sweep import SweepConfig, expand, override, run_sweep, validate
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -95,7 +95,7 @@ def test_a_quant_off_the_cpu_is_a_skipped_cell_and_a_sweep_with_no_device_for_it
 
 def test_backend_settings_come_from_the_sweep_file_and_the_run_flags(tmp_path, capsys):
     from bench import cli
-    from bench.sweep import load_sweep
+    from bench.run.sweep import load_sweep
 
     path = tmp_path / "s.toml"
     path.write_text('backends = ["transformers", "openvino"]\n[backend.openvino]\nstreams = 2\ncache_dir = "~/ir"\n')
@@ -202,7 +202,7 @@ def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_c
     sweep = write_sweep(tmp_path / "s.toml", tiny_checkpoint, tasks=list(TASKS), backends=["transformers", "openvino"])
     # the backend's settings from the sweep file, as a user sets them
     sweep.write_text(sweep.read_text() + f"[backend.openvino]\ncache_dir = {json.dumps(str(ov_cache))}\nstreams = 1\n")
-    from bench.sweep import load_sweep
+    from bench.run.sweep import load_sweep
 
     config = dataclasses.replace(load_sweep(str(sweep)), limit=1,
                                  repetition={"warmup": 0, "min_iterations": 1, "max_iterations": 1,
@@ -228,7 +228,7 @@ def test_converted_parts_are_cached_by_checkpoint_and_weight_precision(tiny_chec
     pytest.importorskip("openvino")
     from bench.backends.base import LoadOptions
     from bench.backends.transformers.checkpoints import resolve
-    from bench.variants import get_variant
+    from bench.core.variants import get_variant
 
     backend = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache))
     variant, options = get_variant("base"), LoadOptions(model_path=str(tiny_checkpoint))
@@ -285,7 +285,7 @@ def test_a_batch_is_split_into_one_slice_of_whole_images_per_stream():
 def test_openvino_loads_apart_where_its_threads_or_streams_differ():
     """OpenVINO fixes its threads and streams when it compiles, so cells that differ in them load apart
     (transformers' cells of one setting still share a load across batch sizes and threads)."""
-    from bench.runner import groups
+    from bench.run.runner import groups
 
     backend = OpenVINOBackend(OpenVINOSettings())
     assert backend.load_key(_cell(threads=2, batch_size=4)) == (2, 2)
@@ -308,11 +308,11 @@ def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkp
     pytest.importorskip("openvino")
     import torch
 
+    from bench.accuracy.data import synthetic_smoke
     from bench.backends.base import LoadOptions
     from bench.backends.openvino.runtime import OVDecoder
     from bench.backends.transformers.checkpoints import resolve
-    from bench.data import synthetic_smoke
-    from bench.variants import get_variant
+    from bench.core.variants import get_variant
 
     variant, options = get_variant("base"), LoadOptions(model_path=str(tiny_checkpoint))
     backend = OpenVINOBackend(OpenVINOSettings(cache_dir=ov_cache, streams=streams))
@@ -345,7 +345,7 @@ def test_the_openvino_decoder_gives_transformers_scores_step_by_step(tiny_checkp
 
 
 def test_bf16_without_native_support_is_skipped_on_either_backend(monkeypatch):
-    from bench import runner
+    from bench.run import runner
 
     monkeypatch.setattr(runner, "_cpu_flags", lambda: {"avx2"})
     for backend in ("transformers", "openvino"):

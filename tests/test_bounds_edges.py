@@ -1,6 +1,6 @@
 """Bounds before work and the process's edges (issue 28, items 4 and 5).
 
-Bounds: every number from outside has one stated range (``bench.inputs.BOUNDS``), a sweep's size is
+Bounds: every number from outside has one stated range (``bench.core.inputs.BOUNDS``), a sweep's size is
 refused from its axis lengths before any cell is made, and no JSON or TOML reader follows nesting past
 ``inputs.MAX_NESTING``. Edges: signals, a closed or full stdout, a deleted working folder, no temp
 folder, a non-UTF-8 locale or path: each is one line and an exit code that keeps its meaning.
@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, commands, inputs, interrupts, sweep
-from bench.errors import UsageError
+from bench import cli, commands
+from bench.core import inputs, interrupts
+from bench.core.errors import UsageError
+from bench.run import sweep
 from bench.scenarios import mlperf
 
 # ------------------------------------------------------------------------------------- bounds
@@ -177,7 +179,7 @@ def test_every_reader_of_outside_json_refuses_deep_nesting_in_one_line(tmp_path,
 
 
 def test_a_price_table_nested_too_deep_is_one_line(tmp_path):
-    from bench.prices import load_prices
+    from bench.report.prices import load_prices
 
     path = tmp_path / "p.toml"
     path.write_text("a = " + _deep_json(2000))
@@ -186,7 +188,7 @@ def test_a_price_table_nested_too_deep_is_one_line(tmp_path):
 
 
 def test_damaged_run_files_nested_too_deep_are_ignored_with_a_warning(tmp_path):
-    from bench import store
+    from bench.results import store
 
     (tmp_path / store.ENV).write_text(_deep_json(100_000))
     with pytest.warns(UserWarning, match="nested deeper than"):
@@ -348,7 +350,7 @@ _LOADGEN_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
 import test_loadgen as t
-from bench.measure import RepetitionPolicy
+from bench.core.measure import RepetitionPolicy
 from bench.scenarios import ServerSettings, get_load_generator
 
 class Signalled(t.SleepingPipeline):
@@ -434,7 +436,7 @@ def test_a_crash_that_cannot_be_written_anywhere_is_still_one_line_exit_3(monkey
 
 
 def test_a_data_folder_setting_that_is_a_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    from bench.fetch import DATA_ENV
+    from bench.accuracy.fetch import DATA_ENV
 
     (tmp_path / "afile").write_text("x")
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "afile"))

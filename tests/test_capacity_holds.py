@@ -11,12 +11,12 @@ import pytest
 from scenario_fakes import scenario_input
 from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), independent of bench's code
 
-from bench import plausibility
+from bench.core import plausibility
+from bench.core.stats import early_stopping_met, queries_needed
+from bench.results.server_settings import FALSE_ACCEPT_LIMIT, FINAL_MIN_DURATION_S
 from bench.scenarios import ServerSettings, get_scenario
 from bench.scenarios import mlperf as lg_scenarios
 from bench.scenarios.server import Server, ServerRun, serve
-from bench.server_settings import FALSE_ACCEPT_LIMIT, FINAL_MIN_DURATION_S
-from bench.stats import early_stopping_met, queries_needed
 
 S = 0.010
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import chart_keys, report
-from bench.chart_keys import MAX_LABEL, run_short_names, short_labels
-from bench.page import BASE_COLORS, FLAG_COLOR, MIN_COLOR_DISTANCE, Palette, color_distance
+from bench.pages import chart_keys
+from bench.pages.chart_keys import MAX_LABEL, run_short_names, short_labels
+from bench.pages.page import BASE_COLORS, FLAG_COLOR, MIN_COLOR_DISTANCE, Palette, color_distance
+from bench.report import report
 from bench.results import Record
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
@@ -219,8 +220,8 @@ def test_one_pass_labels_equal_the_key_by_key_labels():
 
 
 def test_above_the_chart_limit_the_charts_draw_the_leading_settings_and_say_so():
-    from bench.report_charts import BAR_CELLS, CHART_CELLS, LEADING_SERIES, _leading, chart_rows
-    from bench.report_rows import Row
+    from bench.report.report_charts import BAR_CELLS, CHART_CELLS, LEADING_SERIES, _leading, chart_rows
+    from bench.report.report_rows import Row
 
     def row(n: int, series: int, ips: float, status: str = "ok") -> Row:
         rec = Record.from_dict({"cell_id": f"c{n}", "status": status, "throughput": {"images_per_s": ips}})

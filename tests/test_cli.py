@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from bench import store
+from bench.accuracy.tasks import get_task
 from bench.cli import build_parser, main
 from bench.commands import COMMANDS
-from bench.tasks import get_task
+from bench.results import store
 
 FAST = ["--max-new-tokens", "4", "--limit", "2", "--num-beams", "1", "--quiet"]
 
@@ -168,7 +168,7 @@ def test_bf16_cells_show_agreement_with_fp32_and_a_roofline(tiny_checkpoint, tmp
     for r in records.values():
         roofline = r["extra"]["roofline"]
         assert roofline["vision_gflops_per_s"] > 0 and roofline["matmul_gflops_per_s"] > 0
-    from bench.report import load_prices, load_runs
+    from bench.report.report import load_prices, load_runs
 
     (run,) = load_runs([out], load_prices())
     rates = {row.rec.dtype: row.agreement for row in run.rows}

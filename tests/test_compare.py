@@ -1,4 +1,4 @@
-"""bench.compare on synthetic run directories: noise must not fail the gate, a 25% shift must."""
+"""bench.regression.compare on synthetic run directories: noise must not fail the gate, a 25% shift must."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import store
-from bench.compare import (
+from bench.core.errors import UsageError
+from bench.regression.compare import (
     CI_LEVEL,
     DEFAULT_THRESHOLDS,
     FROM_SAMPLES,
@@ -23,7 +23,7 @@ from bench.compare import (
     sample_values,
     sorted_quantiles,
 )
-from bench.errors import UsageError
+from bench.results import store
 
 TASKS = ("<CAPTION>", "<OD>", "<OCR>")
 N_SAMPLES = 40  # per cell; docs/regression.md says why a gate needs this many

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import data, fetch
-from bench.errors import UsageError
-from bench.tasks import tasks_of
+from bench.accuracy import data, fetch
+from bench.accuracy.tasks import tasks_of
+from bench.core.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "accuracy"
 

@@ -8,9 +8,11 @@ from collections import Counter
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, store, sweep
-from bench.errors import UsageError
-from bench.executors import ray as ray_executor
+from bench import cli
+from bench.core.errors import UsageError
+from bench.results import store
+from bench.run import sweep
+from bench.run.executors import ray as ray_executor
 
 
 def test_without_ray_the_executor_names_the_extra(tiny_checkpoint, tmp_path, monkeypatch):
@@ -61,7 +63,7 @@ def test_ray_sweep_matches_local_cells_contains_a_dead_task_and_resumes(
             raise RuntimeError("simulated worker failure")
         import importlib  # on the worker, the real function (this one is shipped by value)
 
-        return importlib.import_module("bench.executors.ray").run_group(config, group, num_threads)
+        return importlib.import_module("bench.run.executors.ray").run_group(config, group, num_threads)
 
     monkeypatch.setattr(ray_executor, "run_group", dies_on_eager)
     assert cli.main(args) == 1

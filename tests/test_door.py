@@ -1,4 +1,4 @@
-"""The door for files (bench/paths.py): no module of bench/ but the door writes, replaces, deletes or makes a
+"""The door for files (bench/core/paths.py): no module of bench/ but the door writes, replaces, deletes or makes a
 temporary file by itself. An AST scan, so a new writer that bypasses the door fails here, naming its line."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOOR = ROOT / "bench" / "paths.py"
+DOOR = ROOT / "bench" / "core" / "paths.py"
 
 METHODS = {"write_text", "write_bytes", "to_csv", "to_parquet", "rename", "unlink", "rmdir", "symlink_to",
            "hardlink_to", "touch"}
@@ -65,7 +65,7 @@ def test_no_module_but_the_door_writes_deletes_or_makes_a_temporary_file():
     for path in sorted((ROOT / "bench").rglob("*.py")):
         if path != DOOR:
             found += offences(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
-    assert not found, "write through bench.paths instead:\n" + "\n".join(found)
+    assert not found, "write through bench.core.paths instead:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("source", [
@@ -90,8 +90,8 @@ def _enospc(*args):
 
 
 def test_a_killed_or_full_whole_file_write_keeps_the_previous_file_and_no_temporary(tmp_path):
-    from bench import paths
-    from bench.errors import UsageError
+    from bench.core import paths
+    from bench.core.errors import UsageError
 
     out = tmp_path / "x.csv"
     out.write_bytes(b"previous export\n")
@@ -113,7 +113,7 @@ def test_two_history_adds_of_one_run_at_once_add_it_once(tmp_path, monkeypatch):
     import threading
     import time
 
-    from bench.history import entries
+    from bench.regression.history import entries
 
     run = shutil.copytree(ROOT / "reports" / "baselines" / "smoke-cpu", tmp_path / "run")
     slow = entries.write_atomic
@@ -160,7 +160,7 @@ def _fake_save(seen: list):
 
 def test_a_checkpoint_is_staged_marker_first_and_an_existing_one_needs_force(tmp_path):
     from bench.backends.transformers import checkpoints
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
 
     seen: list[bool] = []
     target = tmp_path / "ckpt"
@@ -236,8 +236,8 @@ def test_an_ir_cache_that_cannot_be_written_runs_uncached_and_says_so(tmp_path):
 
 
 def test_a_fifo_or_folder_where_an_image_should_be_is_one_line_never_a_wait(tmp_path):
-    from bench import data
-    from bench.errors import UsageError
+    from bench.accuracy import data
+    from bench.core.errors import UsageError
 
     os.mkfifo(tmp_path / "fifo.png")
     (tmp_path / "dir.png").mkdir()

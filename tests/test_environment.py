@@ -1,5 +1,5 @@
 """The environment fingerprint: complete, JSON-serialisable, fast, never raising; and its differences.
-The host's own state (bench.host): load, frequency governor, torch threads."""
+The host's own state (bench.core.host): load, frequency governor, torch threads."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from bench import environment, host
-from bench.environment import differences, fingerprint
-from bench.errors import UsageError
+from bench.core import host
+from bench.core.errors import UsageError
+from bench.run import environment
+from bench.run.environment import differences, fingerprint
 
 SECTIONS = {"timestamp_utc", "errors", "cpu", "os", "python", "libraries", "torch", "gpu", "git", "env_vars",
             "cpu_governor"}
@@ -93,7 +94,7 @@ def test_differences_with_a_missing_fingerprint():
     assert differences(_env(), {"gpu": None, "cpu": {"model": "AMD EPYC 9654"}})  # no GPU now: a warning
 
 
-# --- host state: load, governor, torch threads (bench.host) ----------------------------------------
+# --- host state: load, governor, torch threads (bench.core.host) ----------------------------------------
 
 
 def _sysfs(root, governors):

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from fake_backend.backend import FakeBackend
 
-from bench import cli, store
+from bench import cli
 from bench.backends.base import STAGES
 from bench.backends.registry import BACKENDS
+from bench.results import store
 
 
 @pytest.fixture

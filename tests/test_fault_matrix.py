@@ -1,4 +1,4 @@
-"""The generated fault matrix (issue 28): every kind of path the door knows (``bench.paths.KINDS``) in every
+"""The generated fault matrix (issue 28): every kind of path the door knows (``bench.core.paths.KINDS``) in every
 hostile state: a symbolic link to a file outside, a hard link to it, a FIFO, a directory, an unreadable file,
 garbage and a truncated (empty) file; a read kind also deeply nested (JSON past ``MAX_NESTING``) and huge (a sparse
 file of 1 TiB); a written kind also under two writers at once; the run directory's appended files also under a
@@ -33,8 +33,12 @@ import pytest
 from hostile import bench_process
 from sweep_helpers import write_sweep
 
-from bench import cli, inputs, paths, prices, store, sweep
-from bench.errors import UsageError
+from bench import cli
+from bench.core import inputs, paths
+from bench.core.errors import UsageError
+from bench.report import prices
+from bench.results import store
+from bench.run import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
@@ -249,8 +253,8 @@ def _env(tmp):
 
 
 def _example(tmp):
-    from bench import runner
-    from bench.data import load_samples
+    from bench.accuracy.data import load_samples
+    from bench.run import runner
 
     run = _run(tmp)
     return run / "examples" / "synthetic-smoke" / "000001.png", lambda: runner._examples(
@@ -308,7 +312,7 @@ def _checkpoint(tmp):
 
 
 def _fetch(tmp, where: Callable[[Path], Path], digest_first: bool = False):
-    from bench import fetch
+    from bench.accuracy import fetch
 
     (tmp / "m").mkdir()
     (tmp / "src.txt").write_text("data")
@@ -380,7 +384,7 @@ REPLACED = {("partial download", "symlink to outside"), ("partial download", "FI
 
 @pytest.mark.parametrize(("kind", "state"), CASES)
 def test_the_code_touching_each_kind_refuses_each_hostile_state(kind, state, tmp_path, monkeypatch):
-    from bench import fetch
+    from bench.accuracy import fetch
 
     monkeypatch.setenv(fetch.MANIFEST_ENV, "")  # restored after the exercise sets it
     op = paths.KINDS[kind].op
@@ -420,7 +424,7 @@ def _lines(path: Path) -> int:
 def test_two_writers_of_each_written_kind_at_once_leave_a_whole_file(kind, tmp_path, monkeypatch):
     """Each writer succeeds or says why in one line; the file is whole: appended lines neither torn, lost nor
     doubled, a replaced file what one writer alone leaves, and no temporary file left beside it."""
-    from bench import fetch
+    from bench.accuracy import fetch
 
     monkeypatch.setenv(fetch.MANIFEST_ENV, "")
     path, act = EXERCISE[kind](tmp_path)

@@ -27,9 +27,13 @@ import pytest
 from hostile import bench_env, bench_json, bench_process, edit_records, hostile_records
 from sweep_helpers import write_sweep
 
-from bench import answer, cli, compare, host, report, store, sweep
-from bench.question import Question
-from bench.results import Example
+from bench import cli
+from bench.core import host
+from bench.regression import compare
+from bench.report import answer, report
+from bench.report.question import Question
+from bench.results import Example, store
+from bench.run import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "reports" / "baselines" / "smoke-cpu"
@@ -180,7 +184,7 @@ def test_two_runs_into_one_out_run_each_cell_once(sweep_file, tmp_path):
 def test_a_locked_out_is_refused_naming_the_holder_and_a_killed_holder_frees_it(sweep_file, tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from bench import store; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from bench.results import store; "
          "lock = store.run_lock(Path(sys.argv[1])); lock.__enter__(); print('locked', flush=True); time.sleep(600)",
          str(out)], env=bench_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -675,7 +679,7 @@ def test_an_image_outside_its_folder_is_read_only_with_the_flag(tiny_checkpoint,
 
 @pytest.mark.parametrize("name", ["../../../escaped.txt", "/tmp/abs.txt", "..", ".hidden", "a/b", "a\\b", "x\n"])
 def test_a_manifest_file_name_that_is_not_plain_writes_nothing(name, tmp_path, monkeypatch):
-    from bench import fetch
+    from bench.accuracy import fetch
 
     (tmp_path / "m").mkdir()
     (tmp_path / "src.txt").write_text("data")
@@ -691,7 +695,7 @@ def test_a_manifest_file_name_that_is_not_plain_writes_nothing(name, tmp_path, m
 
 @pytest.mark.parametrize("name", ["./../victim", "../victim", "a/b", ""])
 def test_a_manifest_named_outside_the_cache_deletes_nothing(name, tmp_path, monkeypatch):
-    from bench import fetch
+    from bench.accuracy import fetch
 
     (tmp_path / "m").mkdir()
     (tmp_path / "victim").mkdir()
@@ -827,8 +831,8 @@ def _enospc(*args):
 
 
 def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_temporary(finished_run, tmp_path, capsys):
-    from bench import paths
     from bench.backends.transformers import checkpoints
+    from bench.core import paths
 
     run = shutil.copytree(finished_run, tmp_path / "run")
     with pytest.raises(cli.UsageError, match=r"cannot write .*report.html: No space left"):
@@ -850,7 +854,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_temporary(finishe
 
 
 def test_a_full_disk_during_datasets_fetch_leaves_no_staging(tmp_path, monkeypatch):
-    from bench import fetch
+    from bench.accuracy import fetch
 
     (tmp_path / "m").mkdir()
     (tmp_path / "src.txt").write_text("data")

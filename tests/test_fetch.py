@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import data, fetch
-from bench.errors import UsageError
+from bench.accuracy import data, fetch
+from bench.core.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "accuracy"
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from transformers import Florence2Config, Florence2ForConditionalGeneration
 
+from bench.accuracy.data import synthetic_smoke
+from bench.accuracy.tasks import TASKS, get_task, region_tokens
 from bench.backends.base import GenerationSettings, LoadOptions, generation_settings
 from bench.backends.transformers import checkpoints
 from bench.backends.transformers.checkpoints import convert_original_config, resolve
 from bench.backends.transformers.pipeline import TransformersPipeline
-from bench.data import synthetic_smoke
-from bench.errors import UsageError
-from bench.measure import CpuClock
-from bench.tasks import TASKS, get_task, region_tokens
-from bench.variants import VARIANTS, get_variant
+from bench.core.errors import UsageError
+from bench.core.measure import CpuClock
+from bench.core.variants import VARIANTS, get_variant
 
 
 def _meta_params(config) -> int:

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from bench import cli
-from bench.errors import UsageError
-from bench.history import check, load, steps
-from bench.history.detect import (
+from bench.core.errors import UsageError
+from bench.regression.history import check, load, steps
+from bench.regression.history.detect import (
     all_series,
     cell_level_start,
     current_level,
@@ -39,7 +39,7 @@ from bench.history.detect import (
     source_of,
     steps_method_text,
 )
-from bench.history.entries import PYTEST_BENCHMARK_ENV, MachineClass, add, read_pytest_benchmark
+from bench.regression.history.entries import PYTEST_BENCHMARK_ENV, MachineClass, add, read_pytest_benchmark
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import HOSTILE, HOSTILE_ESCAPED  # noqa: E402
@@ -580,8 +580,8 @@ def test_trend_report_has_one_chart_per_task_and_metric_and_marks_steps(tmp_path
 def test_trend_page_opens_with_the_newest_runs_verdict_and_keeps_one_colour_per_cell(tmp_path):
     from test_chart_keys import figures
 
-    from bench.chart_keys import MAX_LABEL
-    from bench.history.trends import build_trends
+    from bench.pages.chart_keys import MAX_LABEL
+    from bench.regression.history.trends import build_trends
 
     history = trend_history(tmp_path / "h")
     page = build_trends(history, tmp_path / "trends.html").read_text()
@@ -638,7 +638,7 @@ def _css_background(page: str, selector: str) -> str:
 
 
 def test_trend_page_draws_not_judged_and_inconclusive_in_their_own_colours_never_green(tmp_path):
-    from bench.history.trends import build_trends
+    from bench.regression.history.trends import build_trends
 
     ok = _css_background(build_trends(synth.write(synth.history(12, 1), tmp_path / "q"), tmp_path / "q.html")
                          .read_text(), ".badge-ok")
@@ -658,7 +658,7 @@ def test_trend_page_draws_not_judged_and_inconclusive_in_their_own_colours_never
 def test_trend_x_labels_are_unique_commit_and_date_even_for_a_commit_measured_twice(tmp_path):
     from test_chart_keys import figures
 
-    from bench.history.trends import build_trends, tick_labels
+    from bench.regression.history.trends import build_trends, tick_labels
 
     entries = synth.history(6, 3)
     entries[3].commit = entries[2].commit  # measured twice the same day
@@ -676,8 +676,8 @@ def test_trend_x_labels_are_unique_commit_and_date_even_for_a_commit_measured_tw
 def test_trend_y_axis_is_logarithmic_where_values_span_more_than_30x(tmp_path):
     from test_chart_keys import figures
 
-    from bench.history.trends import build_trends
-    from bench.page import LOG_SPAN
+    from bench.pages.page import LOG_SPAN
+    from bench.regression.history.trends import build_trends
 
     entries = synth.history(6, 4)
     for entry in entries:  # one <CAPTION> cell 1000x slower than the other: a GPU next to a CPU

@@ -11,8 +11,8 @@ import pytest
 from test_history import trend_history
 from test_report_browser import ARTIFACTS, chromium, load_offline  # noqa: F401
 
-from bench.history import check, load
-from bench.history.trends import build_trends
+from bench.regression.history import check, load
+from bench.regression.history.trends import build_trends
 
 pytestmark = pytest.mark.browser
 

@@ -70,18 +70,18 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_bench_import_graph_is_acyclic():
     graph = import_graph()
-    assert {"bench.sweep", "bench.runner", "bench.executors.ray", "bench.executors", "bench.scenarios.server"} <= set(graph)
-    assert "bench.runner" in graph["bench.executors.ray"] and "bench.executors" in graph["bench.sweep"]
+    assert {"bench.run.sweep", "bench.run.runner", "bench.run.executors.ray", "bench.run.executors", "bench.scenarios.server"} <= set(graph)
+    assert "bench.run.runner" in graph["bench.run.executors.ray"] and "bench.run.executors" in graph["bench.run.sweep"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():
     # the shape this project once had: sweep imported distributed inside a function, and distributed sweep
-    graph = {"bench.sweep": {"bench.executors.ray", "bench.store"}, "bench.executors.ray": {"bench.sweep"},
-             "bench.store": set()}
+    graph = {"bench.run.sweep": {"bench.run.executors.ray", "bench.results.store"}, "bench.run.executors.ray": {"bench.run.sweep"},
+             "bench.results.store": set()}
     cycle = find_cycle(graph)
-    assert cycle[0] == cycle[-1] and set(cycle) == {"bench.sweep", "bench.executors.ray"}
+    assert cycle[0] == cycle[-1] and set(cycle) == {"bench.run.sweep", "bench.run.executors.ray"}
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
@@ -100,10 +100,10 @@ def test_a_cell_sits_below_the_scenarios():
     # the sweep, the executors and the runner hold cells; importing a cell must not import the scenarios
     # (and through them the pipeline): only the settings it carries, which live apart from them
     graph = import_graph()
-    below = reachable(graph, "bench.cell")
-    assert "bench.server_settings" in below
+    below = reachable(graph, "bench.results.cell")
+    assert "bench.results.server_settings" in below
     assert not {m for m in below if m == "bench.scenarios" or m.startswith("bench.scenarios.")}, sorted(below)
-    assert "bench.scenarios" in reachable(graph, "bench.runner")  # the check can see a scenarios import
+    assert "bench.scenarios" in reachable(graph, "bench.run.runner")  # the check can see a scenarios import
 
 
 def test_commands_sit_above_the_flow_and_tools_beside_it():
@@ -138,6 +138,6 @@ def test_no_module_and_package_import_each_other():
 
 def test_the_pair_finder_finds_a_module_and_a_package_importing_each_other():
     graph = import_graph()
-    graph["bench.backends.transformers.backend"] = graph["bench.backends.transformers.backend"] | {"bench.optimize"}
-    graph["bench.optimize"] = graph["bench.optimize"] | {"bench.backends.transformers.checkpoints"}
-    assert ("bench.optimize", "bench.backends.transformers") in two_way_pairs(graph)
+    graph["bench.backends.transformers.backend"] = graph["bench.backends.transformers.backend"] | {"bench.run.optimize"}
+    graph["bench.run.optimize"] = graph["bench.run.optimize"] | {"bench.backends.transformers.checkpoints"}
+    assert ("bench.run.optimize", "bench.backends.transformers") in two_way_pairs(graph)

@@ -19,13 +19,13 @@ import time
 import pytest
 from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), independent of bench's code
 
+from bench.accuracy.data import Sample
 from bench.backends.base import STAGES, BatchResult
-from bench.data import Sample
-from bench.measure import RepetitionPolicy
+from bench.core.measure import RepetitionPolicy
+from bench.core.stats import queries_needed
 from bench.results import LoadGen
 from bench.scenarios import ScenarioInput, ServerSettings, get_load_generator
 from bench.scenarios import mlperf as lg_scenarios
-from bench.stats import queries_needed
 
 needs_loadgen = pytest.mark.skipif(lg_scenarios.import_loadgen() is None, reason="needs the mlperf extra")
 
@@ -210,7 +210,7 @@ def test_the_verdict_and_figures_are_read_from_loadgens_detail_log(tmp_path):
 
 
 def _sweep(tiny_checkpoint, **changes):
-    from bench.sweep import SweepConfig
+    from bench.run.sweep import SweepConfig
 
     base = dict(variants=["base"], tasks=["<CAPTION>"], scenarios=["single-stream", "offline"], batch_sizes=[1, 2],
                 num_beams=[1], max_new_tokens=3, limit=2, model_path=str(tiny_checkpoint), weights="random",
@@ -221,8 +221,8 @@ def _sweep(tiny_checkpoint, **changes):
 
 @needs_loadgen
 def test_single_stream_and_offline_through_loadgen_make_ok_records(tiny_checkpoint, tmp_path):
-    from bench import store
-    from bench.sweep import run_sweep
+    from bench.results import store
+    from bench.run.sweep import run_sweep
 
     out = tmp_path / "run"
     run_sweep(_sweep(tiny_checkpoint), out, quiet=True)
@@ -241,8 +241,8 @@ def test_single_stream_and_offline_through_loadgen_make_ok_records(tiny_checkpoi
 
 def test_a_missing_loadgen_package_is_a_skipped_record_with_the_install_hint(tiny_checkpoint, tmp_path,
                                                                               monkeypatch):
-    from bench import store
-    from bench.sweep import run_sweep
+    from bench.results import store
+    from bench.run.sweep import run_sweep
 
     monkeypatch.setitem(sys.modules, lg_scenarios.MODULE, None)  # `import mlperf_loadgen` now fails
     out = tmp_path / "run"
@@ -254,7 +254,7 @@ def test_a_missing_loadgen_package_is_a_skipped_record_with_the_install_hint(tin
 def test_the_load_generator_is_in_the_cell_id_only_away_from_its_default():
     import dataclasses
 
-    from bench.cell import Cell
+    from bench.results.cell import Cell
 
     single = Cell("base", "<CAPTION>", "synthetic-smoke", 2, "cpu", "fp32", 1, "sdpa", False, 1, "dynamic", False,
                   "none", "random", None, 3, "single-stream")
@@ -268,8 +268,8 @@ def test_the_load_generator_is_in_the_cell_id_only_away_from_its_default():
 
 
 def test_an_unknown_load_generator_is_refused_naming_the_accepted_ones(tiny_checkpoint):
-    from bench.errors import UsageError
-    from bench.sweep import validate
+    from bench.core.errors import UsageError
+    from bench.run.sweep import validate
 
     with pytest.raises(UsageError, match=r"unknown load generator 'loadgen'; accepted: builtin, mlperf"):
         validate(_sweep(tiny_checkpoint, load_generator=["loadgen"]))

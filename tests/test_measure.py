@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench import measure
-from bench.errors import UsageError
-from bench.measure import (
+from bench.core import measure
+from bench.core.errors import UsageError
+from bench.core.measure import (
     CpuClock,
     CudaClock,
     CudaMemoryTracker,
@@ -521,7 +521,7 @@ def test_measure_imports_no_model_code():
     third_party = {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names)
     assert third_party <= {"numpy", "torch", "psutil", "pynvml", "bench"}
     # its errors, and the file door (the peak-memory reset writes /proc through it), which imports only the errors
-    assert {name for name in imported if name.startswith("bench.")} <= {"bench.errors", "bench.paths"}
+    assert {name for name in imported if name.startswith("bench.")} <= {"bench.core.errors", "bench.core.paths"}
     door = ast.parse(Path(measure.__file__).with_name("paths.py").read_text())
     assert {n.module for n in ast.walk(door) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith(
-        "bench")} == {"bench.errors"}
+        "bench")} == {"bench.core.errors"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from test_compare import record, write_run
 
-from bench.compare import compare_dirs
-from bench.metrics import METRICS, SCORINGS, TaskScoring, headline_metric, task_scoring
-from bench.tasks import TASKS
+from bench.accuracy.metrics import METRICS, SCORINGS, TaskScoring, headline_metric, task_scoring
+from bench.accuracy.tasks import TASKS
+from bench.regression.compare import compare_dirs
 
 
 def test_every_metric_a_task_produces_is_registered_and_headlines_are_its_first():

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import metrics
-from bench.data import CROWD, DATASETS, Region, Sample, synthetic_smoke
-from bench.errors import UsageError
-from bench.tasks import TASKS, tasks_of
+from bench.accuracy import metrics
+from bench.accuracy.data import CROWD, DATASETS, Region, Sample, synthetic_smoke
+from bench.accuracy.tasks import TASKS, tasks_of
+from bench.core.errors import UsageError
 
 approx = pytest.approx
 

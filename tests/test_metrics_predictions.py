@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import fetch, metrics
-from bench.data import Region, Sample, synthetic_smoke
-from bench.errors import UsageError
+from bench.accuracy import fetch, metrics
+from bench.accuracy.data import Region, Sample, synthetic_smoke
+from bench.core.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "accuracy"
 

@@ -7,15 +7,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import measure, optimize
+from bench.accuracy.data import synthetic_smoke
+from bench.accuracy.tasks import get_task
 from bench.backends.base import GenerationSettings, LoadOptions
 from bench.backends.transformers import settings as speed
 from bench.backends.transformers.backend import TransformersBackend
 from bench.backends.transformers.checkpoints import load, resolve, weights_bytes
 from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.backends.transformers.settings import apply_model_settings, unsupported_reason, vision_flops
-from bench.data import synthetic_smoke
-from bench.optimize import (
+from bench.core import measure
+from bench.core.variants import get_variant
+from bench.run import optimize
+from bench.run.optimize import (
     BAD_REFERENCE,
     TOKEN_PRESERVING,
     agreement,
@@ -24,8 +27,6 @@ from bench.optimize import (
     roofline,
     roofline_for,
 )
-from bench.tasks import get_task
-from bench.variants import get_variant
 
 NEW_TOKENS = 8  # the tiny model never emits EOS: every image gets exactly this many tokens
 

@@ -8,12 +8,12 @@ import re
 
 import pytest
 
+from bench.accuracy.data import synthetic_smoke
 from bench.backends.base import LoadOptions
 from bench.backends.transformers.checkpoints import load, resolve
-from bench.data import synthetic_smoke
+from bench.core.variants import get_variant
 from bench.tools import perf
 from bench.tools.perf import Candidate, measure_settings
-from bench.variants import get_variant
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import time
 import pytest
 from scenario_fakes import SleepPipeline
 
+from bench.accuracy.data import synthetic_smoke
+from bench.accuracy.prefetch import Prefetcher
+from bench.accuracy.tasks import get_task
 from bench.backends.base import GenerationSettings
 from bench.backends.transformers.pipeline import TransformersPipeline
-from bench.data import synthetic_smoke
-from bench.measure import CpuClock, RepetitionPolicy
-from bench.prefetch import Prefetcher
+from bench.core.measure import CpuClock, RepetitionPolicy
 from bench.scenarios import ScenarioInput, ServerSettings, get_scenario
-from bench.tasks import get_task
 
 PREPARE_S = EXECUTE_S = 0.08  # sleeps release the GIL, as image decoding and waiting on a GPU do
 
@@ -146,7 +146,7 @@ def test_requests_prepared_one_by_one_collate_into_the_batch(tiny_loaded, prepro
     """A server prepares each request as it arrives; collated, they equal the batch prepared at once."""
     import torch
 
-    from bench.data import synthetic_smoke
+    from bench.accuracy.data import synthetic_smoke
 
     pipeline = TransformersPipeline(tiny_loaded, get_task("<CAPTION_TO_PHRASE_GROUNDING>"),
                         GenerationSettings(num_beams=1, max_new_tokens=2, forced=True), device="cpu", dtype="fp32",

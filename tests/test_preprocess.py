@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.accuracy.data import synthetic_smoke
+from bench.accuracy.tasks import TASKS
 from bench.backends.transformers.checkpoints import build_processor
 from bench.backends.transformers.preprocess import (
     MAX_ABS_DIFF,
@@ -19,8 +21,6 @@ from bench.backends.transformers.preprocess import (
     make_preprocessor,
     reference_image_processor,
 )
-from bench.data import synthetic_smoke
-from bench.tasks import TASKS
 
 # down- and up-scaling, both aspect ratios, one exact fit, odd sizes
 SIZES = [(640, 480), (320, 240), (1920, 1080), (100, 700), (2000, 300), (33, 47), (768, 768), (1024, 1024)]
@@ -109,7 +109,7 @@ def test_an_image_processor_it_cannot_reproduce_is_named(processor):
 
 
 def test_unknown_preprocess_name_is_a_usage_error(processor):
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown preprocess 'gpu'; accepted: host, device"):
         make_preprocessor("gpu", processor, "cpu", torch.float32)

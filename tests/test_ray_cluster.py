@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import store, sweep
+from bench.results import store
+from bench.run import sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

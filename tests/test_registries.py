@@ -1,5 +1,5 @@
 """One entry is one thing: a gate metric on a stored figure is one ``MetricSpec`` (compare, its threshold
-flag and history's check read it), and a task is one ``Task`` in ``bench.tasks.TASKS`` (its scoring and
+flag and history's check read it), and a task is one ``Task`` in ``bench.accuracy.tasks.TASKS`` (its scoring and
 the datasets that score it come with it)."""
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench import compare, metrics, store
-from bench.compare import MetricSpec, compare_dirs, parse_fail_on
-from bench.data import DATASETS, synthetic_smoke
-from bench.history import detect
-from bench.tasks import TASKS, Task, get_task, tasks_of
+from bench.accuracy import metrics
+from bench.accuracy.data import DATASETS, synthetic_smoke
+from bench.accuracy.tasks import TASKS, Task, get_task, tasks_of
+from bench.regression import compare
+from bench.regression.compare import MetricSpec, compare_dirs, parse_fail_on
+from bench.regression.history import detect
+from bench.results import store
 
 SAMPLES = np.linspace(95.0, 105.0, 40)
 
@@ -71,7 +73,7 @@ def test_a_task_added_to_TASKS_alone_gets_its_scoring_and_datasets(monkeypatch):
 
 
 def test_an_incomplete_task_entry_is_a_clear_error(monkeypatch):
-    with pytest.raises(ValueError, match=r"^task <X> names no scoring; accepted: a key of bench.metrics.SCORINGS$"):
+    with pytest.raises(ValueError, match=r"^task <X> names no scoring; accepted: a key of bench.accuracy.metrics.SCORINGS$"):
         Task("<X>", "Say it.", "pure_text", "text", 4, datasets=("captions",))
     with pytest.raises(ValueError, match=r"^task <X>: dataset families \['pets'\]; accepted: one or more of "
                                          r"captions, instances, referring, ocr, region_descriptions"):
@@ -80,6 +82,6 @@ def test_an_incomplete_task_entry_is_a_clear_error(monkeypatch):
         Task("<X>", "Say it.", "pure_text", "text", 4, scoring="captions")
     odd = Task("<ODD>", "Say it.", "pure_text", "text", 4, scoring="made_up", datasets=("captions",))
     monkeypatch.setitem(TASKS, odd.token, odd)
-    with pytest.raises(ValueError, match=r"^task <ODD> is scored by 'made_up', which bench.metrics.SCORINGS does "
+    with pytest.raises(ValueError, match=r"^task <ODD> is scored by 'made_up', which bench.accuracy.metrics.SCORINGS does "
                                          r"not have; accepted: captions, region_description, "):
         metrics.usable_samples(odd.token, synthetic_smoke(1))

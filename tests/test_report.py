@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench import answer, report, report_charts, store
-from bench.errors import UsageError
-from bench.question import Question
-from bench.results import Example
+from bench.core.errors import UsageError
+from bench.report import answer, report, report_charts
+from bench.report.question import Question
+from bench.results import Example, store
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import (  # noqa: E402
@@ -362,7 +362,7 @@ def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
 
 
 def test_regression_section_shows_exactly_what_compare_prints(tmp_path):
-    from bench.compare import compare_dirs
+    from bench.regression.compare import compare_dirs
 
     base_rec = make_record(f"base{HOSTILE}", p50=75.0, seed=1)
     cur_rec = make_record(f"base{HOSTILE}", p50=110.0, seed=1)
@@ -405,12 +405,12 @@ def test_regression_section_says_when_nothing_is_comparable(tmp_path):
 
 
 def test_regression_section_says_when_compare_refuses_the_pair(tmp_path, monkeypatch):
-    import bench.compare
+    import bench.regression.compare
 
     def refuse(baseline, current):
         raise UsageError(f"cannot compare: records of another schema {HOSTILE}")
 
-    monkeypatch.setattr(bench.compare, "compare_dirs", refuse)
+    monkeypatch.setattr(bench.regression.compare, "compare_dirs", refuse)
     base = single_run(tmp_path / "base")
     text = report.build_report([single_run(tmp_path / "cur")], tmp_path / "r.html", baseline=base).read_text()
     section = text[text.index('<section id="regression"') :]
@@ -420,7 +420,7 @@ def test_regression_section_says_when_compare_refuses_the_pair(tmp_path, monkeyp
 
 def test_regression_section_says_when_compare_is_missing(tmp_path, monkeypatch):
     base = single_run(tmp_path / "base")
-    monkeypatch.setitem(sys.modules, "bench.compare", None)  # import fails
+    monkeypatch.setitem(sys.modules, "bench.regression.compare", None)  # import fails
     text = report.build_report([single_run(tmp_path / "cur")], tmp_path / "r.html", baseline=base).read_text()
     assert "regression compare unavailable" in text
 
@@ -458,9 +458,9 @@ def test_the_all_cells_block_holds_every_cell_once_with_its_sort_keys(tmp_path):
     import base64
     import zlib
 
-    from bench.prices import load_prices
-    from bench.report_rows import load_runs
-    from bench.report_table import COLUMNS, COMPRESS_ROWS, headers, script_block, table_data
+    from bench.report.prices import load_prices
+    from bench.report.report_rows import load_runs
+    from bench.report.report_table import COLUMNS, COMPRESS_ROWS, headers, script_block, table_data
 
     runs = load_runs(list(gpu_and_cpu_runs(tmp_path / "runs")), load_prices(None))
     rows = [r for run in runs for r in run.rows]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report
+from bench.report import report
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import HOSTILE_ESCAPED, failed_run, gpu_and_cpu_runs, random_run, single_run  # noqa: E402

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import answer, report, report_charts, report_table
-from bench.page import LOG_SPAN, Palette, axis_type
-from bench.question import Question
+from bench.pages.page import LOG_SPAN, Palette, axis_type
+from bench.report import answer, report, report_charts, report_table
+from bench.report.question import Question
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import (  # noqa: E402

@@ -18,8 +18,7 @@ from hostile import hostile_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import schema, store
-from bench.errors import UsageError
+from bench.core.errors import UsageError
 from bench.results import (
     Extra,
     Record,
@@ -30,6 +29,8 @@ from bench.results import (
     dig,
     figure,
     samples,
+    schema,
+    store,
     value,
 )
 from bench.results.tables import converter
@@ -163,7 +164,7 @@ def test_records_are_slotted_and_frozen():
 
 
 def test_the_fast_field_checks_agree_with_conforms():
-    from bench.inputs import conforms
+    from bench.core.inputs import conforms
     from bench.results.record import _json_checks, json_hints
 
     values = [None, True, False, 0, 3, -1.5, float("nan"), "x", "", [], [1], {}, {"a": 1}]

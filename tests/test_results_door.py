@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
 SHARED = {
-    "width", "height", "image_id", "text", "answer",  # dataset annotations and samples (bench.data, bench.metrics)
+    "width", "height", "image_id", "text", "answer",  # dataset annotations and samples (bench.accuracy.data, bench.accuracy.metrics)
     "weights",  # the random checkpoint's marker file (bench.backends.transformers.checkpoints)
     "batch_size",  # a call's bound arguments (bench.backends.transformers.settings)
-    "threads",  # the bounds of settings (bench.inputs.BOUNDS)
+    "threads",  # the bounds of settings (bench.core.inputs.BOUNDS)
     "key",  # LoadGen's log entries (bench.scenarios.mlperf.read_detail)
     "preprocess", "vision", "ttft", "per_token", "decode", "postprocess",  # a batch's stage times (BatchResult)
 }
@@ -32,16 +32,15 @@ SHARED = {
 # module (relative to bench/) -> who migrates it (TEAM.md); remove a line once it reads attributes
 ALLOWLIST = {
     "commands/run.py": "rcompare",
-    "compare.py": "rcompare",
-    "executors/ray.py": "rcompare",
-    "history/detect.py": "rhistory",
-    "measure.py": "rcompare",
-    "optimize.py": "rcompare",
-    "plausibility.py": "rcompare",
+    "regression/compare.py": "rcompare",
+    "run/executors/ray.py": "rcompare",
+    "regression/history/detect.py": "rhistory",
+    "core/measure.py": "rcompare",
+    "run/optimize.py": "rcompare",
+    "core/plausibility.py": "rcompare",
     "scenarios/__init__.py": "rcompare",
     "scenarios/predict.py": "rcompare",
-    "schema.py": "rcompare",
-    "sweep.py": "rcompare",
+    "run/sweep.py": "rcompare",
     "tools/gpucheck.py": "rcompare",
     "tools/perf.py": "rcompare",
     "tools/scale.py": "rcompare",

@@ -8,7 +8,9 @@ import re
 
 from sweep_helpers import write_sweep
 
-from bench import cli, runner, store
+from bench import cli
+from bench.results import store
+from bench.run import runner
 
 
 def test_resume_reruns_failed_cells_only_and_a_plain_rerun_is_refused(

@@ -7,8 +7,10 @@ import json
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, store, sweep
-from bench.errors import UsageError
+from bench import cli
+from bench.core.errors import UsageError
+from bench.results import store
+from bench.run import sweep
 
 SERVER_FIELDS = {"target_qps", "achieved_qps", "scheduled_qps", "completed_qps", "n_requests", "duration_s",
                  "max_batch_size", "max_queue_delay_ms", "batch_size_mean", "latency_bound_ms", "latency_percentile",
@@ -125,14 +127,14 @@ def test_on_the_tiny_checkpoint_0_8_of_capacity_is_valid_for_every_seed_and_2x_i
     half a service time per request, so most of a 60-request run is over the bound."""
     import statistics
 
+    from bench.accuracy.data import synthetic_smoke
+    from bench.accuracy.tasks import get_task
     from bench.backends.base import GenerationSettings
     from bench.backends.transformers.pipeline import TransformersPipeline
-    from bench.data import synthetic_smoke
-    from bench.measure import CpuClock, RepetitionPolicy
+    from bench.core.measure import CpuClock, RepetitionPolicy
+    from bench.core.stats import binomial_cdf
     from bench.scenarios import ScenarioInput, ServerSettings
     from bench.scenarios.server import serve
-    from bench.stats import binomial_cdf
-    from bench.tasks import get_task
 
     pipeline = TransformersPipeline(tiny_loaded, get_task("<CAPTION>"), GenerationSettings(num_beams=1, max_new_tokens=2,
                         forced=True), device="cpu", dtype="fp32", clock=CpuClock())

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import compare, report
-from bench.history import detect
-from bench.report_rows import Row
+from bench.regression import compare
+from bench.regression.history import detect
+from bench.report import report
+from bench.report.report_rows import Row
 from bench.results import Record
 from bench.scenarios import SCENARIOS, ScenarioTraits, takes_load, traits_of
 from bench.scenarios.traits import UNKNOWN

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scenario_fakes import SAMPLES, scenario_input
 
-from bench.errors import UsageError
+from bench.core.errors import UsageError
 from bench.scenarios import SCENARIOS, ServerSettings, capacity, get_scenario
 from bench.scenarios.server import arrival_schedule, serve
 

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, report, store, sweep
-from bench.compare import compare_dirs
-from bench.errors import UsageError
-from bench.schema import SCHEMA_VERSION
+from bench import cli
+from bench.core.errors import UsageError
+from bench.regression.compare import compare_dirs
+from bench.report import report
+from bench.results import store
+from bench.results.schema import SCHEMA_VERSION
+from bench.run import sweep
 
 # a copy of reports/baselines/smoke-cpu as committed before schema 2 (the baseline itself gets regenerated)
 V1_RUN = Path(__file__).parent / "fixtures" / "schema1-smoke-cpu"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from scenario_fakes import SAMPLES, SleepPipeline
 
-from bench.measure import RepetitionPolicy
+from bench.core.measure import RepetitionPolicy
 from bench.scenarios import ScenarioInput, ServerSettings, get_scenario
 from bench.scenarios.server import prep_workers
 

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from scenario_fakes import scenario_input
 
-from bench import cli, plausibility, store, summary
-from bench.errors import UsageError
+from bench import cli
+from bench.core import plausibility
+from bench.core.errors import UsageError
+from bench.core.stats import binomial_cdf
+from bench.report import summary
+from bench.results import store
 from bench.scenarios import ServerSettings, capacity, get_scenario
 from bench.scenarios.server import run_size, serve
-from bench.stats import binomial_cdf
 
 S = 0.010
 BASELINES = Path(__file__).resolve().parents[1] / "reports" / "baselines"

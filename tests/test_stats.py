@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from bench.measure import median_ci95
-from bench.stats import binomial_cdf, percentile_ci
+from bench.core.measure import median_ci95
+from bench.core.stats import binomial_cdf, percentile_ci
 
 
 def test_binomial_cdf_matches_the_exact_sum():
@@ -38,7 +38,7 @@ def test_too_few_samples_give_no_interval_and_the_median_agrees():
 
 
 def test_queries_needed_is_the_smallest_passing_count():
-    from bench.stats import early_stopping_met, queries_needed
+    from bench.core.stats import early_stopping_met, queries_needed
 
     assert (queries_needed(0, 0.99, 0.99), queries_needed(0, 0.9, 0.99)) == (459, 44)
     assert (queries_needed(1, 0.99, 0.99), queries_needed(1, 0.9, 0.99)) == (662, 64)  # MLPerf's 64 (p90)
@@ -52,7 +52,7 @@ def test_queries_needed_is_the_smallest_passing_count():
 def test_the_early_stopping_estimate_follows_loadgens_search():
     """LoadGen (results.cc): t = 1 must pass (n >= h(1) + 1), then t grows while n >= h(t) + t; the
     estimate is the t-th largest latency. Done here the slow way, one t at a time."""
-    from bench.stats import early_stopping_estimate, queries_needed
+    from bench.core.stats import early_stopping_estimate, queries_needed
 
     rng = np.random.default_rng(5)
     for n, p in ((100, 0.9), (700, 0.99), (3000, 0.99), (63, 0.9), (64, 0.9)):

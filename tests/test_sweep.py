@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from sweep_helpers import write_sweep
 
-from bench import cli, host, runner, store, sweep
-from bench.errors import UsageError
+from bench import cli
+from bench.core import host
+from bench.core.errors import UsageError
+from bench.results import store
+from bench.run import runner, sweep
 
 FAILURES = {
     "<CAPTION>": (RuntimeError("boom in the decoder"), "error"),
@@ -147,7 +150,7 @@ def test_export_refuses_an_unknown_suffix(failed_run, tmp_path):
 
 def test_python_api_returns_the_same_frame(tiny_checkpoint, tmp_path):
     if not hasattr(sweep, "run"):
-        pytest.skip("bench.sweep.run(config_or_name, out, **overrides) -> DataFrame is not there yet")
+        pytest.skip("bench.run.sweep.run(config_or_name, out, **overrides) -> DataFrame is not there yet")
     sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint)
     frame = sweep.run(str(sweep_file), tmp_path / "run", quiet=True)
     pd.testing.assert_frame_equal(frame, store.load(tmp_path / "run"))
@@ -224,7 +227,7 @@ def test_every_ok_record_has_the_token_level_figures_and_the_threads_used(busy_r
 
 
 def test_the_report_shows_the_busy_run_and_the_token_columns(busy_run, tmp_path):
-    from bench.report import build_report
+    from bench.report.report import build_report
 
     html = build_report([busy_run[0]], tmp_path / "r.html").read_text()
     assert '<th>host load</th><td class="suspect">1-min load' in html and "(busy)" in html

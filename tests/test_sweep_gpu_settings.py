@@ -8,7 +8,9 @@ import pytest
 import torch
 from sweep_helpers import write_sweep
 
-from bench import cli, runner, store, sweep
+from bench import cli
+from bench.results import store
+from bench.run import runner, sweep
 
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.50 GiB is free."
 

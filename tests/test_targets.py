@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from bench import store
-from bench.sweep import SweepConfig
+from bench.results import store
+from bench.run.sweep import SweepConfig
 from bench.tools import gpucheck, targets
 
 

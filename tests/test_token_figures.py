@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from scenario_fakes import FAKE_TOKENS, scenario_input
 
+from bench.accuracy.data import synthetic_smoke
+from bench.accuracy.tasks import get_task
 from bench.backends.base import STAGES, BatchResult, GenerationSettings
 from bench.backends.transformers.pipeline import TransformersPipeline
-from bench.data import synthetic_smoke
-from bench.measure import CpuClock
+from bench.core.measure import CpuClock
 from bench.scenarios import ServerSettings, get_scenario
 from bench.scenarios.base import token_figures
-from bench.tasks import get_task
 
 
 def _batch(step_ms: list[float], n: int, tokens: int, decode_ms: float) -> BatchResult:

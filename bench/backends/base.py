@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from bench.data import Sample
-    from bench.measure import Clock
-    from bench.tasks import Task
-    from bench.variants import Variant
+    from bench.accuracy.data import Sample
+    from bench.accuracy.tasks import Task
+    from bench.core.measure import Clock
+    from bench.core.variants import Variant
 
 # Every stage a backend may time, in the order a batch runs them (``bench.backends.transformers.pipeline``
 # says what each one covers). A backend times those of ``Backend.stages``; a record holds only those.
@@ -59,7 +59,7 @@ class LoadedModel:
     params: int
     weights_bytes: int
     notes: list[str] = field(default_factory=list)
-    load_s: float | None = None  # resolve + load + model settings, timed by the runner (bench.runner.load_group)
+    load_s: float | None = None  # resolve + load + model settings, timed by the runner (bench.run.runner.load_group)
     backend_info: dict[str, Any] = field(default_factory=dict)  # what the backend adds to the record
 
 
@@ -160,7 +160,7 @@ class Backend:
             return self
         where = f"[backend.{self.name}]"
         if self.settings_type is None:
-            from bench.errors import UsageError
+            from bench.core.errors import UsageError
 
             raise UsageError(f"backend {self.name} has no settings ({where} {', '.join(sorted(table))}); "
                              "accepted: no table")
@@ -186,7 +186,7 @@ class Backend:
 
     def unsupported_reason(self, cell: Any) -> str | None:
         """Why this backend cannot run ``cell`` on this machine (a ``skipped`` record), or None."""
-        from bench.measure import device_kind
+        from bench.core.measure import device_kind
 
         if reason := self.unavailable_reason():
             return reason
@@ -237,7 +237,7 @@ SETTING_MAX = 1024  # the largest count (threads, streams) a backend setting acc
 def parse_settings(kind: type, table: Mapping[str, Any], where: str) -> Any:
     """A backend's settings dataclass from a table (TOML values, or the command line's strings): every key
     a field, every value of the field's kind (a count: an integer from 1 to ``SETTING_MAX``; a path)."""
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
 
     hints = typing.get_type_hints(kind)
     names = [f.name for f in dataclasses.fields(kind)]
@@ -247,7 +247,7 @@ def parse_settings(kind: type, table: Mapping[str, Any], where: str) -> Any:
 
 
 def _setting(what: str, value: Any, hint: Any) -> Any:
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
 
     kinds = typing.get_args(hint) or (hint,)
     if int in kinds:

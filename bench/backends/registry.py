@@ -8,7 +8,7 @@ import difflib
 from bench.backends.base import Backend
 from bench.backends.openvino.backend import OpenVINOBackend
 from bench.backends.transformers.backend import TransformersBackend
-from bench.errors import UsageError
+from bench.core.errors import UsageError
 
 DEFAULT_BACKEND = "transformers"
 BACKENDS: dict[str, Backend] = {b.name: b for b in (TransformersBackend(), OpenVINOBackend())}

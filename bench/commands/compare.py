@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import inputs
+from bench.core import inputs
 
 INCONCLUSIVE_HELP = ("strict CI: exit 2 when nothing regressed but a verdict is inconclusive (the figures cannot "
                      "rule out a change beyond the threshold); 1 stays a regression")
@@ -23,7 +23,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.compare import run_compare
+    from bench.regression.compare import run_compare
 
     return run_compare(Path(args.baseline), Path(args.current), args.fail_on,
                        inputs.output_file(args.markdown, "markdown summary") if args.markdown else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.errors import PROG, UsageError
+from bench.core.errors import PROG, UsageError
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import fetch
+    from bench.accuracy import fetch
 
     if args.action == "list":
         print(fetch.format_rows(fetch.list_datasets(args.cache_dir)))

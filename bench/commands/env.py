@@ -12,7 +12,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.environment import fingerprint
+    from bench.run.environment import fingerprint
 
     print(json.dumps(fingerprint(), indent=2, sort_keys=True, default=str))
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import inputs
+from bench.core import inputs
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.store import export
+    from bench.results.store import export
 
     print(f"exported: {export(Path(args.run_dir), inputs.output_file(args.file, 'export file'))}")
     return 0

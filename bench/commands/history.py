@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import inputs
 from bench.commands.compare import INCONCLUSIVE_HELP
+from bench.core import inputs
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import history
+    from bench.regression import history
 
     if args.action == "add":
         return history.run_add(Path(args.source), Path(args.history), args.commit, args.date)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import inputs
+from bench.core import inputs
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from bench.backends.transformers.checkpoints import make_checkpoint
-    from bench.variants import get_variant
+    from bench.core.variants import get_variant
 
     variant = get_variant(args.variant)
     path = make_checkpoint(variant, Path(args.directory), seed=args.seed, force=args.force)

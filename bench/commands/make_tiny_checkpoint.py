@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import inputs
+from bench.core import inputs
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:

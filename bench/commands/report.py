@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import inputs
-from bench.errors import UsageError
-from bench.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT
+from bench.core import inputs
+from bench.core.errors import UsageError
+from bench.report.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT
 
 REPORT_HELP = """\
 Render one self-contained HTML report (no network needed to open it) from one or more run directories,
@@ -89,7 +89,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.report import build_report
+    from bench.report.report import build_report
 
     for d in args.run_dirs:
         if not (Path(d) / "results.jsonl").exists():

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UsageError
-from bench.inputs import bounded
-from bench.interrupts import RESUME_ADVICE
-from bench.paths import confined
-from bench.summary import summary_table
+from bench.core.errors import UsageError
+from bench.core.inputs import bounded
+from bench.core.interrupts import RESUME_ADVICE
+from bench.core.paths import confined
+from bench.report.summary import summary_table
 
 INTERRUPTED = RESUME_ADVICE  # what Ctrl-C or SIGTERM says (bench.cli): the run goes on with --resume
 
@@ -84,7 +84,8 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import store, sweep
+    from bench.results import store
+    from bench.run import sweep
 
     config = sweep.load_sweep(args.sweep)
     config = sweep.override(config, variants=args.variants, tasks=args.tasks, dtypes=args.dtypes,
@@ -186,8 +187,8 @@ def _timestamp() -> str:
 
 def _write_report(out: Path, server: dict) -> Path:
     """The run's own report asks the run's own question: its server bound at its percentile, when it has one."""
-    from bench.question import PERCENTILE_DEFAULT
-    from bench.report import build_report
+    from bench.report.question import PERCENTILE_DEFAULT
+    from bench.report.report import build_report
 
     return build_report([out], out / "report.html", latency_bound_ms=server.get("latency_bound_ms"),
                         latency_percentile=server.get("latency_percentile") or PERCENTILE_DEFAULT)

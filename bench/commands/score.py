@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench import inputs
+from bench.core import inputs
 
 
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -19,8 +19,8 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.metrics import format_metrics, score_file
-    from bench.tasks import get_task
+    from bench.accuracy.metrics import format_metrics, score_file
+    from bench.accuracy.tasks import get_task
 
     metrics = score_file(get_task(args.task).token, args.dataset, Path(args.predictions),
                          inputs.output_file(args.json, "metrics file") if args.json else None)

@@ -11,7 +11,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.variants import VARIANTS
+    from bench.core.variants import VARIANTS
 
     print(f"{'variant':10s} {'params':>9s}  {'hub id (original)':32s} {'native id':38s} description")
     for v in VARIANTS.values():

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.numbers import finite_number
+from bench.core.numbers import finite_number
 from bench.results.record import Record
 
 

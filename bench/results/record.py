@@ -2,7 +2,7 @@
 
 ``Record.from_dict`` takes a parsed results.jsonl line: not a record (no ``cell_id``/``status`` text) or
 not well formed (a contract field of the wrong type, a table holding containers) is None, as the store
-has always skipped such lines; a record of schema 1 is read in today's meaning (bench.schema.upgrade;
+has always skipped such lines; a record of schema 1 is read in today's meaning (bench.results.schema.upgrade;
 another version is one ``UsageError``); a figure that is not a finite number becomes None. ``to_dict``
 writes exactly the schema-2 JSON that was read, or, for a record a writer built, every field.
 """
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.numbers import is_number
+from bench.core.numbers import is_number
 from bench.results import tables as t
+from bench.results.schema import SCHEMA_VERSION, upgrade
 from bench.results.tables import Table, _hidden, _names, read_table
-from bench.schema import SCHEMA_VERSION, upgrade
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
 # measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
@@ -37,7 +37,7 @@ _SCALARS = (int, float, str, bool, type(None))
 
 @dataclass(frozen=True, slots=True)
 class CellAxes:
-    """The axes of a cell that its record states at top level: declared once, for ``bench.cell.Cell`` (which
+    """The axes of a cell that its record states at top level: declared once, for ``bench.results.cell.Cell`` (which
     adds the rest) and for ``Record``."""
 
     variant: str
@@ -110,7 +110,7 @@ def jsonable(obj: Any) -> Any:
 
 
 def cell_id_of(record: Record | dict[str, Any]) -> str:
-    """A record's cell id, typed or still a dict (``bench.store.read_records``, while readers migrate)."""
+    """A record's cell id, typed or still a dict (``bench.results.store.read_records``, while readers migrate)."""
     return record["cell_id"] if isinstance(record, dict) else record.cell_id
 
 

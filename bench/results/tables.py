@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from bench.numbers import is_finite
+from bench.core.numbers import is_finite
 
 Convert = Callable[[Any], Any]
 _KEYSETS: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct key set (43k records share few)
@@ -169,7 +169,7 @@ def _hidden() -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Stats(Table):
-    """A distribution's statistics in ms (``latency_ms``, ``time_per_image_ms``; bench.measure.summarize)."""
+    """A distribution's statistics in ms (``latency_ms``, ``time_per_image_ms``; bench.core.measure.summarize)."""
 
     mean: float | None = None
     std: float | None = None
@@ -213,7 +213,7 @@ class Throughput(Table):
 
 @dataclass(frozen=True, slots=True)
 class Memory(Table):
-    """Peaks in bytes (bench.measure.MEMORY_KEYS); None where no tracker measured it."""
+    """Peaks in bytes (bench.core.measure.MEMORY_KEYS); None where no tracker measured it."""
 
     peak_rss_bytes: int | None = None
     cuda_peak_allocated_bytes: int | None = None
@@ -393,7 +393,7 @@ class Timing(Table):
 
 @dataclass(frozen=True, slots=True)
 class Settings(Table):
-    """The cell's settings that are not top-level record fields (bench.cell.Cell)."""
+    """The cell's settings that are not top-level record fields (bench.results.cell.Cell)."""
 
     cache: str | None = None
     channels_last: bool | None = None
@@ -410,7 +410,7 @@ class Settings(Table):
 
 @dataclass(frozen=True, slots=True)
 class Flag(Table):
-    """What makes a figure of the record suspect (bench.plausibility)."""
+    """What makes a figure of the record suspect (bench.core.plausibility)."""
 
     code: str | None = None
     message: str | None = None
@@ -434,7 +434,7 @@ class Example(Table):
 
 @dataclass(frozen=True, slots=True)
 class Roofline(Table):
-    """Vision FLOP/s against a matrix-product reference (``extra.roofline``; bench.optimize.roofline_for)."""
+    """Vision FLOP/s against a matrix-product reference (``extra.roofline``; bench.run.optimize.roofline_for)."""
 
     vision_gflop_per_image: float | None = None
     vision_ms_per_image: float | None = None
@@ -482,7 +482,7 @@ class Extra(Table):
     texts: dict[str, str | None] | None = None  # image id -> generated text
     roofline: Roofline | None = None
     ray: RayHost | None = None
-    converted_from_schema: int | None = None  # bench.schema.CONVERTED
+    converted_from_schema: int | None = None  # bench.results.schema.CONVERTED
     resolution_note: str | None = None
     model_settings: Any = None
     backend_info: Any = None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import choice_error
+from bench.core.errors import choice_error
 from bench.scenarios import mlperf
 from bench.scenarios.base import Measurement, Scenario, ScenarioInput, ServerSettings
 from bench.scenarios.offline import Offline

@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bench.accuracy.data import Sample
+from bench.accuracy.prefetch import Prefetcher
 from bench.backends.base import STAGES, BatchResult
-from bench.data import Sample
-from bench.measure import (
+from bench.core.measure import (
     RepetitionPolicy,
     Tracker,
     energy_field,
@@ -33,10 +34,9 @@ from bench.measure import (
     memory_trackers,
     summarize,
 )
-from bench.prefetch import Prefetcher
 from bench.results import Energy, Memory, PerToken, Server, Stages, Stats, Throughput
+from bench.results.server_settings import ServerSettings
 from bench.scenarios.traits import ScenarioTraits
-from bench.server_settings import ServerSettings
 
 TIME_PER_IMAGE_BASIS = "batch wall time / images in the batch (amortised; not what a request waits)"
 PER_TOKEN_BASIS = ("one sample per decoding step after the first token (the interval between consecutive next-token "
@@ -113,7 +113,7 @@ class ScenarioInput:
     server: ServerSettings | None = None
     timer: Timer = field(default_factory=HostTimer)
     batches: BatchSource = cycle_batches
-    # prepare ahead on a background thread (bench.prefetch): the next batch (closed loop) or each request
+    # prepare ahead on a background thread (bench.accuracy.prefetch): the next batch (closed loop) or each request
     # as it arrives (server); the pipeline then needs prepare/execute/collate besides run_batch
     prefetch: bool = False
     log_dir: Path | None = None  # where a load generator that writes its own logs (LoadGen) puts them
@@ -142,7 +142,7 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
     per_token_ms: dict[str, Any] | None = None  # ``token_figures``
     loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures (``load_generator = "mlperf"``)
-    flags: list[dict[str, str]] = field(default_factory=list)  # the record's flags (bench.plausibility)
+    flags: list[dict[str, str]] = field(default_factory=list)  # the record's flags (bench.core.plausibility)
 
     def tables(self) -> dict[str, Any]:
         """The record's fields this measurement fills, as typed tables (bench.results): the one place a

@@ -12,9 +12,9 @@ waiting for the batch before it), and throughput is images / wall time, since th
 
 from __future__ import annotations
 
+from bench.accuracy.prefetch import Prefetcher
 from bench.backends.base import BatchResult
-from bench.measure import summarize
-from bench.prefetch import Prefetcher
+from bench.core.measure import summarize
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,

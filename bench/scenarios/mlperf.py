@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from bench import interrupts
 from bench.backends.base import BatchResult
-from bench.errors import CellSkipped, UsageError
-from bench.measure import summarize
-from bench.paths import move_in, private_dir, read_text, remove_file, rename
+from bench.core import interrupts
+from bench.core.errors import CellSkipped, UsageError
+from bench.core.measure import summarize
+from bench.core.paths import move_in, private_dir, read_text, remove_file, rename
+from bench.core.stats import queries_needed
 from bench.results import LoadGen
 from bench.scenarios.base import (
     FirstAnswers,
@@ -52,7 +53,6 @@ from bench.scenarios.base import (
 )
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.server import Server, ServerRun, judge
-from bench.stats import queries_needed
 
 MODULE = "mlperf_loadgen"
 INSTALL_HINT = "pip install -e '.[mlperf]'"

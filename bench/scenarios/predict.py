@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.numbers import is_finite
+from bench.core.numbers import is_finite
+from bench.results.server_settings import ServerSettings
 from bench.scenarios.batcher import Batcher
-from bench.server_settings import ServerSettings
 
 DEFAULT_MAX_QUEUE_DELAY_MS: float = next(f.default for f in fields(ServerSettings) if f.name == "max_queue_delay_ms")
 QUANTILES = 1000  # quantile levels of each batch size's service-time table

@@ -16,7 +16,7 @@ included; and with ``qps = "auto"``, the highest load whose chosen percentile (p
   *scheduled* arrival, so queueing and any lag of the server count.
 - Validity, MLPerf's rules (LoadGen ``results.cc``): the schedule lasted ``min_duration_s``, the run
   served ``min_requests``, and, with a latency bound, early stopping passes for the chosen percentile
-  (``bench.stats.early_stopping_met``). Each run is sized to the requests early stopping needs with
+  (``bench.core.stats.early_stopping_met``). Each run is sized to the requests early stopping needs with
   none over the bound; one that cannot be that long within ``max_duration_s`` says so.
 - Reported, never judged: scheduled QPS (requests / the schedule's window: the offered rate), completed
   QPS (requests / the last completion) and achieved QPS (requests / ``duration_s``, the window or the
@@ -40,12 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from bench import plausibility
+from bench.accuracy.prefetch import ScheduledPreparer
 from bench.backends.base import BatchResult
-from bench.errors import UsageError
-from bench.measure import summarize
-from bench.prefetch import ScheduledPreparer
+from bench.core import plausibility
+from bench.core.errors import UsageError
+from bench.core.measure import summarize
+from bench.core.stats import early_stopping_estimate, early_stopping_met, percentile_ci, queries_needed
 from bench.results import EarlyStopping
+from bench.results.server_settings import percentile_name
 from bench.scenarios import capacity, predict
 from bench.scenarios.base import (
     FirstAnswers,
@@ -60,8 +62,6 @@ from bench.scenarios.base import (
 )
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.traits import ScenarioTraits
-from bench.server_settings import percentile_name
-from bench.stats import early_stopping_estimate, early_stopping_met, percentile_ci, queries_needed
 
 KEPT_UP = 0.95  # achieved / target QPS above which a run kept up (the search's stop rule only; not validity)
 PERCENTILE_CI = 0.95  # confidence of server.percentile_ci_ms and of the curve's intervals

@@ -2,7 +2,7 @@
 
 What it answers: how long one image takes when the device serves one user. Latency is the wall time
 of a batch of one, first preprocess to last postprocess. Batch size 1 only: a single-stream cell is
-made for batch size 1 and for no other size (``bench.sweep.expand``).
+made for batch size 1 and for no other size (``bench.run.sweep.expand``).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from bench.numbers import is_number
-from bench.server_settings import percentile_name
+from bench.core.numbers import is_number
+from bench.results.server_settings import percentile_name
 
 READS = ("latency", "throughput", "capacity")
 LATENCY_PER = ("request", "batch")

@@ -55,7 +55,7 @@ def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_si
     """The cells to run, in order, without duplicates: with ``targets``, the eager target cells, the
     compiled ones, the plausibility matrix, then the late target cells. ``max_batch_size`` caps every
     batch size and ``dtype`` replaces every cell's (dry runs on a CPU, which may lack native fp16)."""
-    from bench.sweep import expand, unique_cells
+    from bench.run.sweep import expand, unique_cells
 
     check = expand(config)
     if targets:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from bench.measure import device_kind
+    from bench.core.measure import device_kind
 
     kind = device_kind(args.device)
     if kind == "cuda" and not torch.cuda.is_available():
@@ -108,15 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     if kind != "cuda":
         print(f"gpu_check: dry run on {args.device}: the code paths run, the figures are not GPU figures")
 
-    from bench import host, store
     from bench.cli import _quiet_libraries
-    from bench.environment import fingerprint
-    from bench.measure import matmul_gflops, plausibility_problems
-    from bench.optimize import MATMUL_N
-    from bench.paths import make_dir, remove_file
-    from bench.runner import run_cells
-    from bench.summary import summary_table
-    from bench.sweep import SweepConfig, override, validate
+    from bench.core import host
+    from bench.core.measure import matmul_gflops, plausibility_problems
+    from bench.core.paths import make_dir, remove_file
+    from bench.report.summary import summary_table
+    from bench.results import store
+    from bench.run.environment import fingerprint
+    from bench.run.optimize import MATMUL_N
+    from bench.run.runner import run_cells
+    from bench.run.sweep import SweepConfig, override, validate
 
     _quiet_libraries()
     config = override(SweepConfig(name="gpu-check", weights="random", dataset="synthetic-smoke", limit=args.limit,
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"IMPLAUSIBLE {r['variant']} {r['dtype']} bs{r['batch_size']}: {problem}")
     bad = sum(1 for v in failures.values() if v)
     if not missing(OPTIONAL):
-        from bench.report import build_report
+        from bench.report.report import build_report
 
         print(f"report: {build_report([out], out / store.REPORT)}")
     if args.targets:

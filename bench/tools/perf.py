@@ -15,7 +15,7 @@ Each setting also gets a roofline figure (vision GFLOP/s against a matrix produc
 its dtype; no fraction where it would exceed 1, a reference that under-read the machine) and the
 exact-match agreement of its texts with the fp32 snippet's.
 
-The run judges itself before it judges the speedup (``bench.selfcheck``): the harness's fp32 batch 1
+The run judges itself before it judges the speedup (``bench.run.selfcheck``): the harness's fp32 batch 1
 and the snippet do the same work, so their ratio is an A/A control; the speedup carries a bootstrap
 interval over rounds; the host load is read at the start, after each round and at the end. The target
 is "met" only when the interval's lower end clears it, at least 3 rounds ran, the A/A control lies
@@ -39,25 +39,26 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench import host, selfcheck
+from bench.accuracy.data import Sample, synthetic_smoke
+from bench.accuracy.tasks import get_task
 from bench.backends.base import CheckpointRef, GenerationSettings, LoadedModel, LoadOptions
 from bench.backends.registry import get_backend
 from bench.backends.transformers.checkpoints import load, resolve
 from bench.backends.transformers.settings import vision_flops
-from bench.data import Sample, synthetic_smoke
-from bench.errors import UsageError
-from bench.measure import clock_for, device_kind
-from bench.optimize import (
+from bench.core import host
+from bench.core.errors import UsageError
+from bench.core.measure import clock_for, device_kind
+from bench.core.paths import write_output
+from bench.core.variants import get_variant
+from bench.run import selfcheck
+from bench.run.optimize import (
     TOKEN_PRESERVING,
     agreement,
     matmul_reference,
     roofline,
 )
-from bench.paths import write_output
-from bench.runner import cuda_oom_reason, free_memory, is_cuda_oom
+from bench.run.runner import cuda_oom_reason, free_memory, is_cuda_oom
 from bench.scenarios.base import cycle_batches, run_batches
-from bench.tasks import get_task
-from bench.variants import get_variant
 
 TASK = "<CAPTION>"
 NEW_TOKENS = 20
@@ -65,7 +66,7 @@ NUM_BEAMS = 3
 VARIANT = "base"
 # issue 12's targets over the model-card snippet: the 2-core CPU, and one H100/H200 end to end at its best
 TARGETS = {"cpu": 1.5, "cuda": 30.0}
-EXIT_NOT_JUDGED = 4  # a target exists but the run could not judge it (bench.selfcheck); 0 when judged
+EXIT_NOT_JUDGED = 4  # a target exists but the run could not judge it (bench.run.selfcheck); 0 when judged
 PREFETCH_STREAM = 3  # batches per measurement of a prefetching setting (the first one's preparation is not hidden)
 
 
@@ -208,7 +209,7 @@ def cuda_candidates() -> list[Candidate]:
     """One GPU, cheapest first (warm-ups are lazy and budgeted, so the eager settings are always measured):
     half precision up to batch 128 with pixels made on the GPU and the next batch prepared while one runs;
     the host-pixel batch 64 shows what that buys. fp32 batch 1, the snippet's setting through the harness,
-    comes second: it is the A/A control that lets the run judge itself (``bench.selfcheck``), so the budget
+    comes second: it is the A/A control that lets the run judge itself (``bench.run.selfcheck``), so the budget
     must never skip it. Then the settings that compile: CUDA graphs for batch 1 (launch-bound) and batches
     64/128."""
     fast = {"preprocess": "device", "prefetch": True}
@@ -432,7 +433,7 @@ class PerfReport:
         return f"host load: {start}" + (f"; after each round {rounds}" if rounds else "")
 
     def judgement(self) -> selfcheck.Judgement | None:
-        """The verdict on this device's target (None when there is none): ``bench.selfcheck.judge`` of the
+        """The verdict on this device's target (None when there is none): ``bench.run.selfcheck.judge`` of the
         speedup's interval, given the rounds, the A/A control and the host load."""
         target = TARGETS.get(device_kind(self.device))
         if target is None:
@@ -444,7 +445,7 @@ class PerfReport:
                                self.self_check())
 
     def self_check(self) -> list[str]:
-        """Why this run cannot judge a target (``bench.selfcheck.preconditions``; empty when it can)."""
+        """Why this run cannot judge a target (``bench.run.selfcheck.preconditions``; empty when it can)."""
         return selfcheck.preconditions(rounds=self.rounds, aa=self.aa_control(), host_load=self.host_load)
 
     def exit_code(self) -> int:
@@ -833,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget_s=args.budget_s,
         compiled_warmup_s=args.compiled_warmup_s,
     )
-    from bench.environment import fingerprint
+    from bench.run.environment import fingerprint
 
     out = Path(args.out)
     data = {**report.to_dict(), "wall_s": time.perf_counter() - wall, "env": fingerprint()}

@@ -8,7 +8,7 @@ its axes set (variant, task, dtype, batch size, backend; 43,200 cells = 5 varian
 dtypes x 8 batch sizes x 2 backends x 3 scenarios x 4 machines, one run directory each; the sizes are
 drawn at random from that product times 3 beam counts, 129,600 cells in all) and its
 timings scaled by a per-cell factor; the examples (image files) are left out. Every record written is
-read back through ``bench.store`` (the readers' rule), or the tool stops.
+read back through ``bench.results.store`` (the readers' rule), or the tool stops.
 
 Each command runs as its own process; its wall time, CPU time (user + system) and peak RSS
 (``os.wait4``: that child alone) are measured once per size. The growth exponent is the slope of log(time) against log(cells) from the
@@ -41,11 +41,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import store
-from bench.history.entries import DROPPED_FIELDS, Entry, machine_from_env
-from bench.paths import read_bytes, remove_tree, write_atomic, write_output
-from bench.tasks import TASKS
-from bench.variants import VARIANTS
+from bench.accuracy.tasks import TASKS
+from bench.core.paths import read_bytes, remove_tree, write_atomic, write_output
+from bench.core.variants import VARIANTS
+from bench.regression.history.entries import DROPPED_FIELDS, Entry, machine_from_env
+from bench.results import store
 
 AXES = {
     "variant": list(VARIANTS),

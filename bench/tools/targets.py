@@ -11,7 +11,7 @@ device, or other work, never count: without a GPU every target reads "not measur
 ``python -m bench.tools.targets RUN_DIR`` prints the table and writes ``RUN_DIR/targets.json``; it reads
 ``RUN_DIR/perf.json`` when ``python -m bench.tools.perf --out RUN_DIR`` wrote one there.
 
-A target is judged as perf judges itself (``bench.selfcheck``): "met" only when the figure's interval
+A target is judged as perf judges itself (``bench.run.selfcheck``): "met" only when the figure's interval
 clears the threshold (the lower end of a throughput's, the upper end of a latency's) and the run could
 judge: the speedup carries perf's own self-check (rounds, A/A control, host load), the records' targets
 the host load in the run's ``env.json``. Otherwise "not judged" and why.
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import selfcheck, store
-from bench.numbers import is_finite
-from bench.paths import write_output
-from bench.results import Record
+from bench.core.numbers import is_finite
+from bench.core.paths import write_output
+from bench.report.uncertainty import judge as record_interval
+from bench.report.uncertainty import percentile_figure
+from bench.results import Record, store
+from bench.run import selfcheck
 from bench.scenarios import traits_of
-from bench.uncertainty import judge as record_interval
-from bench.uncertainty import percentile_figure
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
 TARGETS_FILE = "targets.json"
@@ -242,7 +242,7 @@ def cell_overrides(variant_map: dict[str, str] | None = None) -> list[list[dict[
 
 def expand_overrides(config: Any, entries: Sequence[dict[str, Any]]) -> list[Any]:
     """The cells of each override entry applied to ``config`` (a ``sweep.SweepConfig``), in order."""
-    from bench.sweep import expand
+    from bench.run.sweep import expand
 
     cells = []
     for entry in entries:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from bench.accuracy.data import synthetic_smoke
+from bench.accuracy.tasks import TASKS
 from bench.backends.base import GenerationSettings
 from bench.backends.transformers.pipeline import TransformersPipeline
-from bench.data import synthetic_smoke
-from bench.measure import CpuClock
-from bench.tasks import TASKS
+from bench.core.measure import CpuClock
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Add this project's environment fingerprint (GPU names, torch and transformers versions, which
     pytest-benchmark does not record) so that `florence2-bench history add` can class the run."""
-    from bench.environment import fingerprint
-    from bench.history.entries import PYTEST_BENCHMARK_ENV
+    from bench.regression.history.entries import PYTEST_BENCHMARK_ENV
+    from bench.run.environment import fingerprint
 
     machine_info[PYTEST_BENCHMARK_ENV] = fingerprint()
 

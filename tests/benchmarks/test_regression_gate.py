@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from bench import store
 from bench.backends.transformers.pipeline import TransformersPipeline
-from bench.compare import compare_dirs
-from bench.runner import run_cells
-from bench.sweep import SweepConfig, expand
+from bench.regression.compare import compare_dirs
+from bench.results import store
+from bench.run.runner import run_cells
+from bench.run.sweep import SweepConfig, expand
 
 SAMPLES = 32  # the gate's power needs ~32 samples per cell at 10% noise (docs/regression.md)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.accuracy.data import Sample
+from bench.accuracy.tasks import Task
 from bench.backends.base import (
     Backend,
     BatchResult,
@@ -17,10 +19,8 @@ from bench.backends.base import (
     LoadOptions,
     Prepared,
 )
-from bench.data import Sample
-from bench.measure import Clock
-from bench.tasks import Task
-from bench.variants import Variant
+from bench.core.measure import Clock
+from bench.core.variants import Variant
 
 SIDE = 32  # the engine's input: SIDE x SIDE grey pixels
 

@@ -12,7 +12,7 @@ and generate()'s own work (beam search, logits processing), in the cell's dtype.
 Converted IR is cached on disk (``OpenVINOSettings.cache_dir``) keyed by checkpoint, part, input
 shapes and weight precision; converting or reading it counts as the cell's load, never as latency.
 ``dtype`` bf16 is OpenVINO's ``INFERENCE_PRECISION_HINT`` on the same f32 IR (native bf16 CPUs only:
-``bench.runner`` skips the cell elsewhere). ``quant int8-weights`` and ``int8-dynamic`` run the IR with its
+``bench.run.runner`` skips the cell elsewhere). ``quant int8-weights`` and ``int8-dynamic`` run the IR with its
 weights compressed by ``nncf.compress_weights``; int8-dynamic also quantises activations per call
 (``config.QUANT``), as the transformers backend's int8-dynamic does.
 """
@@ -44,9 +44,9 @@ from bench.backends.openvino.config import (
 )
 from bench.backends.transformers.backend import CheckpointBackend
 from bench.backends.transformers.checkpoints import ATTN, weights_bytes
-from bench.errors import UsageError
-from bench.inputs import parse_json
-from bench.paths import (
+from bench.core.errors import UsageError
+from bench.core.inputs import parse_json
+from bench.core.paths import (
     make_dir,
     open_read,
     private_dir,

@@ -17,10 +17,10 @@ from bench.backends.transformers.settings import (
 )
 
 if TYPE_CHECKING:
+    from bench.accuracy.tasks import Task
     from bench.backends.transformers.pipeline import TransformersPipeline
-    from bench.measure import Clock
-    from bench.tasks import Task
-    from bench.variants import Variant
+    from bench.core.measure import Clock
+    from bench.core.variants import Variant
 
 CACHES = ("dynamic", "static")
 QUANT = ("none", "int8-dynamic")

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends.base import CheckpointRef, LoadedModel, LoadOptions
-from bench.errors import UsageError, choice_error
-from bench.inputs import parse_json
-from bench.paths import staged_dir, write_atomic
-from bench.variants import Variant
+from bench.core.errors import UsageError, choice_error
+from bench.core.inputs import parse_json
+from bench.core.paths import staged_dir, write_atomic
+from bench.core.variants import Variant
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +338,8 @@ def load(variant: Variant, ref: CheckpointRef, *, device: str = "cpu", dtype: st
 
 
 def _corpus() -> list[str]:
-    from bench.data import synthetic_smoke
-    from bench.tasks import TASKS
+    from bench.accuracy.data import synthetic_smoke
+    from bench.accuracy.tasks import TASKS
 
     prompts = [t.prompt for t in TASKS.values()]
     captions = [c for s in synthetic_smoke() for c in s.captions]

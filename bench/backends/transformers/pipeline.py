@@ -31,12 +31,12 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
+from bench.accuracy.data import Sample
+from bench.accuracy.tasks import Task
 from bench.backends.base import BatchResult, GenerationSettings, LoadedModel, Prepared
 from bench.backends.transformers.checkpoints import torch_dtype
 from bench.backends.transformers.preprocess import make_preprocessor, pad_rows
-from bench.data import Sample
-from bench.measure import Clock, device_kind
-from bench.tasks import Task
+from bench.core.measure import Clock, device_kind
 
 
 class _FirstTokenMarker:

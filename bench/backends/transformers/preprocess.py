@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import choice_error
+from bench.core.errors import choice_error
 
 # Device pixels vs the reference CLIP processor (measured, see the module docstring): 2 grey levels
 # divided by the smallest ImageNet std (0.224) and 255, and the mean over every pixel and channel.
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.backends.transformers.checkpoints import build_processor
-    from bench.measure import clock_for
+    from bench.core.measure import clock_for
 
     p = argparse.ArgumentParser(prog="python -m bench.backends.transformers.preprocess", description=main.__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")

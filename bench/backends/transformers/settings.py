@@ -4,7 +4,7 @@ Settings are applied after loading: one function per sweep axis, in a registry. 
 the loaded model in place and notes what it did in ``LoadedModel.notes`` so the record says exactly
 what ran. ``unsupported_reason`` says why a combination cannot run (the sweep records it as skipped).
 ``vision_flops`` counts the vision tower + projector once per architecture (the roofline's numerator,
-``bench.optimize.roofline``).
+``bench.run.optimize.roofline``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ COMPILE_MODES = (False, True, "graphs")
 
 def parse_compile(axis: str, value: object) -> bool | str:
     """``true``/``false``/``graphs`` (any case; booleans as such) to a COMPILE_MODES value."""
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
 
     lowered = str(value).strip().lower()
     if lowered in ("1", "true", "yes", "on"):

@@ -1,0 +1,1 @@
+"""Accuracy: the task registry, metrics and scorings, datasets and their fetching."""

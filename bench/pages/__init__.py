@@ -1,0 +1,1 @@
+"""Pages: rendering and the chart keys every page shares."""

@@ -1,0 +1,1 @@
+"""Regression: compare two runs, and the history of runs."""

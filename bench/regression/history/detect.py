@@ -1,0 +1,657 @@
+"""Judging a history: the CI gate on its newest run (``check``) and the look-back step finder (``steps``).
+
+Both work per machine class, cell and metric on the series of per-run values, computed exactly as
+``compare`` computes a run's value (the median, p90 and throughput recomputed from the raw samples,
+the peak memory, each accuracy metric), with compare's metric directions and thresholds. Ratio metrics
+are judged on the log scale (a 25% slowdown and its undoing are the same size), accuracy in points.
+
+Noise, as these statistics see it (docs/history.md has the long form and the measured rates):
+
+- a run's *sample noise* ``se``: the standard error of its value from its own raw samples (normal
+  approximation on log samples: 1.2533 s/sqrt(n) for the median, 1.7094 s/sqrt(n) for the p90: the
+  metric spec's ``se_factor``);
+- the *run-to-run spread*: a robust standard deviation of the per-run values (for ``check``'s
+  baseline runs, Tukey's biweight midvariance; for ``steps``, 1.4826 x the median absolute successive
+  difference / sqrt(2), which a step or a lone outlier barely moves);
+- the noise ``sigma`` is the larger of the two (the spread of a few runs can be near zero by chance,
+  and a run can never be more precise than its own samples).
+
+check: the newest run against the median of the previous ``K`` (10) runs of its class that measured
+the cell: a regression when the change is beyond compare's threshold *and* beyond the noise band
+``z_check * sigma * sqrt(1 + pi / (2 K))`` (the new run's noise plus that of the baseline median). A change
+beyond the threshold but within the band is "inconclusive" (the history cannot tell it from noise),
+never "unchanged".
+Where a step is found among the previous runs in any metric of a cell, the latest such step starts the
+baseline of all the cell's metrics (``cell_level_start``, ``CELL_LEVEL_RULE``).
+
+steps: the whole series is partitioned into segments of constant level, each at least ``MIN_SEGMENT``
+(3) runs long so that a lone outlier cannot form one (``segment``: the optimal partition of the
+outlier-clipped series with a penalty per segment, as asv fits a piecewise-constant model); a boundary
+is kept when the medians on either side differ by more than ``z_step`` standard errors
+``sigma * sqrt(pi/2 * (1/n1 + 1/n2))``, and a step is listed when the change between adjacent segments
+is also beyond compare's threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bench.core.inputs import BOUNDS
+from bench.core.numbers import finite_number
+from bench.regression import compare
+from bench.regression.history.entries import Entry, MachineClass
+from bench.scenarios import traits_of
+
+K_BASELINE = 10
+SPREAD_RUNS = 30
+MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
+Z_CHECK = 3.5
+Z_STEP = 4.5
+MIN_SEGMENT = 3
+CLIP = 3.0  # steps: values further than this many sigma from their running median are clipped
+MAD_SCALE = 1.4826  # median absolute deviation -> standard deviation of a normal
+BIWEIGHT_C = 9.0  # the biweight's tuning constant: points beyond 9 MADs (~6 SD) get no weight
+
+BENCHMARK_METRICS = ("latency_p50", "latency_p90")
+"""A pytest-benchmark cell's values are round times: no images, memory or accuracy to judge."""
+
+
+def source_of(record: dict[str, Any]) -> str:
+    return "pytest-benchmark" if (record.get("extra") or {}).get("pytest_benchmark") else "run"
+
+
+def metrics_of(record: dict[str, Any]) -> list[str]:
+    if source_of(record) == "pytest-benchmark":
+        return list(BENCHMARK_METRICS)
+    return [*(m for m in compare.METRICS if m != "accuracy"), *compare.accuracy_metrics(record)]
+
+
+def labels(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Readable names by cell id; run cells as compare names them, benchmarks by their test name."""
+    out = compare.cell_labels([r for r in records if source_of(r) == "run"])
+    for r in records:
+        if source_of(r) == "pytest-benchmark":
+            bench = r["extra"]["pytest_benchmark"]
+            out[r["cell_id"]] = str(bench.get("name") or bench.get("fullname"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ series
+
+
+@dataclass
+class Point:
+    """One run's value of one cell and metric, on the judged scale (log for ratios)."""
+
+    index: int  # position of the run in the history (oldest first)
+    x: float
+    se: float  # sample noise of x from the run's own samples; 0 where there are none
+
+
+def scale(kind: str, value: float) -> float:
+    return math.log(value) if kind == "ratio" else value
+
+
+def unscale(kind: str, x: float) -> float:
+    """A value on the judged scale back on the metric's; applied to a difference, the change as compare
+    states it: a ratio, or a delta in points."""
+    return math.exp(x) if kind == "ratio" else x
+
+
+def sample_se(record: dict[str, Any], metric: str) -> float:
+    return _Figures(record).se(metric)
+
+
+class _Figures:
+    """One record's judged values, each figure computed once: its samples and their log spread are shared by
+    its metrics (a 1,000-run history of 100 cells holds 100,000 records, each read by check and steps)."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        self.points: dict[str, tuple[float, float] | None] = {}
+        self._samples: np.ndarray | None = None
+        self._log_sd: float | None = None
+
+    def samples(self) -> np.ndarray:
+        if self._samples is None:
+            self._samples = compare.samples_of(self.record)
+        return self._samples
+
+    def se(self, metric: str, factor: float | None = None) -> float:
+        """``factor``: the metric's ``se_factor`` where the caller has it (it is computed on each access)."""
+        samples = self.samples()
+        factor = compare.metric_spec(metric).se_factor if factor is None else factor
+        if factor is None or len(samples) < 2:
+            return 0.0
+        if metric == "throughput" and not traits_of(self.record).throughput_from_latency:
+            return 0.0  # an open-loop (server) cell's throughput is its achieved rate, not 1 / its latency
+        if self._log_sd is None:
+            self._log_sd = float(np.std(np.log(samples), ddof=1))
+        return factor * self._log_sd / math.sqrt(len(samples))
+
+    def point(self, metric: str) -> tuple[float, float] | None:
+        """(x, se) on the judged scale, or None where the cell did not run ok or the metric was not measured."""
+        if metric not in self.points:
+            self.points[metric] = self._point(metric)
+        return self.points[metric]
+
+    def _point(self, metric: str) -> tuple[float, float] | None:
+        if self.record.get("status", "ok") != "ok":
+            return None
+        value = compare.point_value(self.record, metric)
+        kind = compare.metric_spec(metric).kind
+        if value is None or (kind == "ratio" and value <= 0):
+            return None
+        return scale(kind, value), self.se(metric)
+
+
+def figures(entry: Entry) -> dict[str, _Figures]:
+    """Each record's figures by cell id, computed once per entry and kept with it (``Entry.derived``): the
+    trend page's check and steps read the same values."""
+    if "figures" not in entry.derived:
+        found = {r["cell_id"]: _Figures(r) for r in entry.records}
+        _from_sample_rows([f for f in found.values() if f.record.get("status", "ok") == "ok"])
+        entry.derived["figures"] = found
+    return entry.derived["figures"]
+
+
+def _from_sample_rows(figs: list[_Figures]) -> None:
+    """The values recomputed from samples (``compare.SAMPLE_ROWS``) and their sample noise for a run's records
+    at once: one numpy call per metric and sample count, not per record (equal to ``compare.point_value``)."""
+    groups: dict[int, list[_Figures]] = {}
+    for f in figs:
+        if len(f.samples()):
+            groups.setdefault(len(f.samples()), []).append(f)
+    for n, group in groups.items():
+        rows = np.stack([f.samples() for f in group])
+        log_sd = np.std(np.log(rows), axis=1, ddof=1) if n > 1 else None
+        for metric, compute in compare.SAMPLE_ROWS.items():
+            mine = [i for i, f in enumerate(group) if compare.from_samples(f.record, metric)]
+            if not mine:
+                continue
+            batch = np.array([int(group[i].record.get("batch_size") or 1) for i in mine])
+            values = compute(rows[mine], batch)
+            spec = compare.metric_spec(metric)
+            factor = spec.se_factor
+            for i, value in zip(mine, values.tolist(), strict=True):
+                f = group[i]
+                if log_sd is not None:
+                    f._log_sd = float(log_sd[i])
+                ok = not (spec.kind == "ratio" and value <= 0)
+                f.points[metric] = (scale(spec.kind, value), f.se(metric, factor)) if ok else None
+
+
+def invalid_values(record: dict[str, Any]) -> list[str]:
+    """Why an ok record's stored figures cannot be judged: a value present that is not a positive finite
+    number, or round times of which none is; [] when every present value is judgeable."""
+    if record.get("status", "ok") != "ok":
+        return []
+    out = []
+    for metric, spec in compare.METRICS.items():  # where each is stored: MetricSpec.stored, stated once
+        if spec.stored is None:
+            continue
+        value = (record.get(spec.stored[0]) or {}).get(spec.stored[1])
+        if value is not None and not (finite_number(value) is not None and value > 0):
+            out.append(f"{metric} is {value!r}: not a positive finite number")
+    samples = record.get("samples_ms") or []
+    good = len(compare.samples_of(record))
+    if samples and good < len(samples):
+        out.append(f"samples_ms: {len(samples) - good} of {len(samples)} value(s) not positive finite numbers")
+    return out
+
+
+def point(index: int, record: dict[str, Any] | None, metric: str) -> Point | None:
+    """The run's value, or None where the cell did not run ok or the metric was not measured."""
+    found = None if record is None else _Figures(record).point(metric)
+    return None if found is None else Point(index, *found)
+
+
+def robust_sd(x: np.ndarray) -> float:
+    """Tukey's biweight midvariance, as a standard deviation: as robust to an outlier run as the median
+    absolute deviation, but ~87% as efficient as the plain SD on normal noise (the MAD: 37%), so that a
+    baseline of 10 runs does not underestimate the noise by half one time in four."""
+    x = np.asarray(x, dtype=float)
+    center = np.median(x)
+    mad = float(np.median(np.abs(x - center)))
+    if len(x) < 2 or mad == 0:
+        return 0.0
+    u = (x - center) / (BIWEIGHT_C * mad)
+    inside = np.abs(u) < 1
+    d, u = (x - center)[inside], u[inside]
+    numerator = math.sqrt(len(x) * float(np.sum(d**2 * (1 - u**2) ** 4)))
+    return numerator / abs(float(np.sum((1 - u**2) * (1 - 5 * u**2))))
+
+
+def successive_sd(x: np.ndarray) -> float:
+    """The noise of a series that may hold steps and outliers: each moves only one or two differences."""
+    return MAD_SCALE * float(np.median(np.abs(np.diff(x)))) / math.sqrt(2) if len(x) > 1 else 0.0
+
+
+def series_sigma(points: list[Point]) -> float:
+    """The noise of a whole series: its successive-difference spread, never below its sample noise."""
+    x = np.array([p.x for p in points])
+    within = float(np.median([p.se for p in points])) if points else 0.0
+    return max(successive_sd(x), within)
+
+
+def current_level(points: list[Point], z: float = Z_STEP) -> list[Point]:
+    """The runs since the last step among ``points`` (all of them when there is none), so that a
+    baseline never mixes two levels: after an accepted step the gate judges against the new level."""
+    breaks = segment(np.array([p.x for p in points]), series_sigma(points), z)
+    return points[breaks[-1] :] if breaks else points
+
+
+def noise_band(
+    level: list[Point], new: Point, k: int = K_BASELINE, z: float = Z_CHECK
+) -> tuple[float, float, float]:
+    """(baseline median, sigma, band) for judging ``new`` against the previous runs at its level.
+
+    The center is the median of the last ``k`` runs; the spread comes from up to ``SPREAD_RUNS`` of
+    them (a spread from few runs is itself noisy, and an underestimate is a false alarm).
+    """
+    base, spread = level[-k:], level[-SPREAD_RUNS:]
+    center = float(np.median([p.x for p in base]))
+    within = float(np.median([p.se for p in [*spread, new]]))
+    sigma = max(robust_sd(np.array([p.x for p in spread])), within)
+    return center, sigma, z * sigma * math.sqrt(1 + math.pi / (2 * len(base)))
+
+
+def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = MIN_SEGMENT) -> list[int]:
+    """Indices where a new level starts.
+
+    1. Each value is clipped to within ``CLIP`` sigma of a running median of ``2 * min_segment - 1``
+       runs (which keeps a step's edge and flattens a lone outlier).
+    2. The optimal partition of the clipped series into segments of at least ``min_segment`` runs,
+       minimising the squared deviations from each segment's mean (in units of sigma^2) plus ``z^2``
+       per segment: a boundary must explain more than a z-sigma shift would. Dynamic programming over
+       every partition, so a level that returns (a regression, then its fix) is found as two steps,
+       which a search for one split at a time cannot see.
+    3. Each boundary is kept only while the *medians* of the raw runs on either side differ by more
+       than ``z`` standard errors; the weakest is merged away first.
+    """
+    n = len(x)
+    if n < 2 * min_segment or sigma <= 0:
+        return []
+    running = running_median(x, min_segment - 1)
+    y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
+    breaks = partition(y, z**2, min_segment)
+    while breaks:
+        bounds = [0, *breaks, n]
+        zs = [
+            _step_z(x[bounds[m] : bounds[m + 1]], x[bounds[m + 1] : bounds[m + 2]], sigma)
+            for m in range(len(breaks))
+        ]
+        weakest = int(np.argmin(zs))
+        if zs[weakest] > z:
+            break
+        del breaks[weakest]
+    return breaks
+
+
+def running_median(x: np.ndarray, half: int) -> np.ndarray:
+    """The median of each value's window ``x[i - half : i + half + 1]`` (cut at the ends): the full windows
+    in one numpy call, a 1,000-run series being 1,000 windows."""
+    n, width = len(x), 2 * half + 1
+    out = np.empty(n)
+    if n >= width:
+        out[half : n - half] = np.median(np.lib.stride_tricks.sliding_window_view(x, width), axis=1)
+    for i in [*range(min(half, n)), *range(max(half, n - half), n)]:
+        out[i] = np.median(x[max(0, i - half) : i + half + 1])
+    return out
+
+
+def partition(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> list[int]:
+    """The starts (after the first) of the segments, each at least ``min_segment`` long, that minimise
+    the sum of squared deviations of ``y`` from each segment's mean plus ``penalty`` per segment: the
+    exact optimum, by dynamic programming over every partition (cumulative sums make a segment's cost
+    sum(y^2) - sum(y)^2 / n)."""
+    n = len(y)
+    s1, s2 = np.r_[0, np.cumsum(y)], np.r_[0, np.cumsum(y**2)]
+    best = np.full(n + 1, np.inf)
+    best[0] = -penalty
+    start = np.zeros(n + 1, dtype=int)
+    index = np.arange(n + 1)
+    for j in range(min_segment, n + 1):
+        k = j - min_segment + 1  # the segment ending at j may start at 0 .. k - 1 (slices, not index arrays)
+        total = best[:k] + (s2[j] - s2[:k]) - (s1[j] - s1[:k]) ** 2 / (j - index[:k]) + penalty
+        m = int(np.argmin(total))
+        best[j], start[j] = total[m], m
+    breaks, j = [], n
+    while j > 0:
+        j = int(start[j])
+        if j > 0:
+            breaks.append(j)
+    return sorted(breaks)
+
+
+def steps_method_text(min_segment: int = MIN_SEGMENT, z: float = Z_STEP) -> str:
+    """How ``steps`` finds a step, in the words the trend page shows (the code above, stated once)."""
+    return (
+        "Per machine class, cell and metric, the series of per-run values (computed as florence2-bench compare "
+        "computes them: medians and p90s from the raw samples, ratios on a log scale, accuracy in points) has "
+        f"each value clipped to within {CLIP:g} sigma of a running median of {2 * min_segment - 1} runs, and is then "
+        f"cut into segments of constant level, each at least {min_segment} runs long, by the partition that "
+        "minimises the squared deviations from each segment's mean (in units of the noise sigma squared) plus "
+        f"{z:g}² per segment, found exactly by dynamic programming. A cut is kept while the medians of the raw "
+        f"runs on either side differ by more than {z:g} standard errors (sigma: the robust spread of successive "
+        "runs, never less than the runs' own sample noise; the weakest cut is merged away first), and listed when "
+        "the change is also beyond compare's threshold for the metric. A single outlier run never forms a segment."
+    )
+
+
+CELL_LEVEL_RULE = (
+    "a step found in any metric of a cell starts the baseline of all the cell's metrics: every metric is judged "
+    "against the runs since the cell's latest step, so the metrics of one cell agree about where the step is"
+)
+
+
+def cell_level_start(priors: dict[str, list[Point]], z: float = Z_STEP) -> tuple[int | None, str | None]:
+    """(the run where the cell's current level starts, the metric whose step put it there); (None, None)
+    when no metric of the cell has a step. The runs before a step ran another configuration of the cell
+    (code, driver, machine state), whichever of its metrics showed it; see CELL_LEVEL_RULE."""
+    start, where = None, None
+    for metric, prior in priors.items():
+        level = current_level(prior, z)
+        if len(level) < len(prior) and (start is None or level[0].index > start):
+            start, where = level[0].index, metric
+    return start, where
+
+
+def _step_z(left: np.ndarray, right: np.ndarray, sigma: float) -> float:
+    se = sigma * math.sqrt(math.pi / 2 * (1 / len(left) + 1 / len(right)))
+    return abs(float(np.median(right) - np.median(left))) / se
+
+
+# ------------------------------------------------------------------------------------------ check
+
+
+@dataclass
+class HistoryCheck(compare.Comparison):
+    """The newest run judged against its class's history; same rows, table and markdown as compare."""
+
+    columns: ClassVar[tuple[str, ...]] = (*compare.COLUMNS[:5], "noise band", *compare.COLUMNS[6:])
+
+    run: Entry | None = None
+    k: int = K_BASELINE
+    z: float = Z_CHECK
+
+    unjudgeable: list[str] = field(default_factory=list)
+    """Cells or metrics of the newest run whose values cannot be judged (NaN, zero, negative, infinite)."""
+
+    def summary(self) -> str:
+        if not self.judged:
+            return f"NOT JUDGED: {self.nothing_judged()}"
+        short, bad = len(self.unmatched_current), len(self.unjudgeable)
+        return (super().summary() + (f", {short} not judged (too few earlier runs)" if short else "")
+                + (f", {bad} not judged (invalid values)" if bad else ""))
+
+    @property
+    def building(self) -> bool:
+        """Nothing judged only because the class has too few earlier runs: the baseline is still growing."""
+        return not self.judged and bool(self.unmatched_current) and not self.unjudgeable
+
+    def nothing_judged(self) -> str:
+        reasons = self.unjudgeable or self.unmatched_current or ["the newest run has no ok cell"]
+        return f"nothing judged in the newest run ({compare.listed(reasons)})"
+
+    def _notes(self) -> list[tuple[str, list[str]]]:
+        return [
+            (
+                "cells that were ok in the previous run of this class and now fail (counted as regressions)",
+                self.newly_failed,
+            ),
+            ("not judged: values that are not positive finite numbers", self.unjudgeable),
+            ("not judged: too few earlier runs of this machine class", self.unmatched_current),
+            ("cells of the class's previous run that the newest run does not have", self.unmatched_baseline),
+            ("other machine classes in this history (never compared with this one)", self.env_warnings),
+        ]
+
+    def method_text(self) -> str:
+        run = (
+            f"run {self.run.short} of {self.run.date[:19]} on {self.run.machine.label}; " if self.run else ""
+        )
+        return (
+            f"{run}each metric against the median of the previous {self.k} runs of this machine class; "
+            f"regressed when the change is beyond the threshold and the noise band "
+            f"(±{self.z:g} sigma: the larger of the runs' robust spread and their sample noise); "
+            "inconclusive when it is beyond the threshold but within the band; "
+            f"{CELL_LEVEL_RULE}"
+        )
+
+
+def check(
+    entries: list[Entry],
+    thresholds: dict[str, float] | None = None,
+    *,
+    k: int = K_BASELINE,
+    z: float = Z_CHECK,
+) -> HistoryCheck:
+    """Judge the newest run of ``entries`` (oldest first) against the previous ``k`` runs of its class."""
+    resolved = compare.resolve_thresholds(thresholds)
+    newest = entries[-1]
+    same = [(i, e) for i, e in enumerate(entries[:-1]) if e.machine == newest.machine]
+    current = {r["cell_id"]: r for r in newest.records}
+    names = labels(newest.records)
+    rows: list[compare.Row] = []
+    newly_failed, short, unjudgeable = [], [], []
+    previous = same[-1][1].records if same else []
+    gone = [r for r in previous if r["cell_id"] not in current]
+    earlier = [(i, figures(e)) for i, e in same]
+    mine = figures(newest)
+    for cell_id, record in current.items():
+        history = [(i, cells[cell_id]) for i, cells in earlier if cell_id in cells]
+        was_ok = bool(history) and history[-1][1].record.get("status", "ok") == "ok"
+        if record.get("status", "ok") in compare.FAILED_STATUSES and was_ok:
+            newly_failed.append(
+                f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}"
+            )
+        invalid = invalid_values(record)
+        unjudgeable += [f"{names[cell_id]}: {why}" for why in invalid]
+        earlier_ok = sum(f.record.get("status", "ok") == "ok" for _, f in history)
+        if record.get("status", "ok") == "ok" and earlier_ok < MIN_BASELINE:
+            short.append(
+                f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
+            )
+            continue
+        news, priors = {}, {}
+        for metric in metrics_of(record):
+            found = mine[cell_id].point(metric)
+            if found is None:
+                continue
+            new = Point(len(entries) - 1, *found)
+            prior = [Point(i, *v) for i, f in history if (v := f.point(metric)) is not None]
+            if len(prior) < MIN_BASELINE:
+                short.append(
+                    f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed"
+                )
+                continue
+            news[metric], priors[metric] = new, prior
+        start, found_in = cell_level_start(priors)
+        for metric, prior in priors.items():
+            level = prior if start is None else [p for p in prior if p.index >= start]
+            since = None
+            if start is not None:
+                since = entries[start].commit[:12] + ("" if found_in == metric else f", found in {found_in}")
+            if len(level) < MIN_BASELINE:
+                short.append(
+                    f"{names[cell_id]} {metric}: {len(level)} value(s) since the step at {since}, "
+                    f"{MIN_BASELINE} needed"
+                )
+                continue
+            rows.append(_row(cell_id, names[cell_id], metric, level, news[metric], resolved, k, z, since))
+    return HistoryCheck(
+        rows=rows,
+        unmatched_baseline=sorted(labels(gone).values()),
+        unmatched_current=short,
+        unjudgeable=unjudgeable,
+        env_warnings=sorted({e.machine.label for e in entries if e.machine != newest.machine}),
+        newly_failed=newly_failed,
+        thresholds=resolved,
+        run=newest,
+        k=k,
+        z=z,
+    )
+
+
+def _row(
+    cell_id: str,
+    label: str,
+    metric: str,
+    level: list[Point],
+    new: Point,
+    thresholds: dict[str, float],
+    k: int,
+    z: float,
+    since: str | None,
+) -> compare.Row:
+    spec, threshold = compare.metric_spec(metric), compare.threshold_for(metric, thresholds)
+    center, sigma, band = noise_band(level, new, k, z)
+    dx = new.x - center
+    change = unscale(spec.kind, dx)
+    verdict = compare.classify(spec, change, None, None, threshold)
+    note = f"median of {min(k, len(level))} runs" + (f" since the step at {since}" if since else "")
+    if verdict in ("regressed", "improved") and abs(dx) <= band:
+        # beyond the threshold, yet no larger than the runs' own noise: the history cannot tell
+        verdict, note = "inconclusive", f"{note}; beyond the threshold but within the noise band"
+    elif spec.higher_is_better is None:
+        note = f"{note}; direction unknown: not a metric of bench.accuracy.metrics.METRICS, so no verdict"
+    return compare.Row(
+        cell_id=cell_id,
+        label=label,
+        metric=metric,
+        kind=spec.kind,
+        baseline=unscale(spec.kind, center),
+        current=unscale(spec.kind, new.x),
+        ratio=change,
+        ci_low=unscale(spec.kind, -band),
+        ci_high=unscale(spec.kind, band),
+        method="history-median",
+        verdict=verdict,
+        threshold=threshold,
+        note=note,
+    )
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+@dataclass
+class SeriesKey:
+    """What names a series: one cell and metric over the runs of one machine class."""
+
+    machine: MachineClass
+    cell_id: str
+    label: str
+    task: str
+    metric: str
+    kind: str
+
+
+@dataclass
+class Step(SeriesKey):
+    """A level shift that persists: ``index`` is the first run after it."""
+
+    index: int
+    commit: str
+    date: str
+    before: float
+    after: float
+    change: float  # ratio after/before, or a delta in points
+    z: float  # the shift in standard errors of the difference of the two medians
+    verdict: str  # "regressed" or "improved", in the metric's direction
+
+    def change_text(self) -> str:
+        return compare.format_change(self.kind, self.change)
+
+
+@dataclass
+class Series(SeriesKey):
+    """The values of one cell and metric over the runs of one class."""
+
+    source: str  # "run" or "pytest-benchmark": a benchmark round is not a request, so never one chart
+    points: list[Point] = field(default_factory=list)
+
+
+def all_series(entries: list[Entry]) -> list[Series]:
+    """Every (class, cell, metric) series with at least one value, in a stable order."""
+    out: dict[tuple[str, str, str], Series] = {}
+    names: dict[str, str] = {}
+    for entry in entries:
+        names.update(labels(entry.records))
+    for index, entry in enumerate(entries):
+        machine = entry.machine.id  # a hash of the class: once per run, not per value
+        for cell_id, figs in figures(entry).items():
+            record = figs.record
+            for metric in metrics_of(record):
+                found = figs.point(metric)
+                if found is None:
+                    continue
+                p = Point(index, *found)
+                key = (machine, cell_id, metric)
+                if key not in out:
+                    out[key] = Series(
+                        entry.machine,
+                        record["cell_id"],
+                        names[record["cell_id"]],
+                        str(record.get("task")),
+                        metric,
+                        compare.metric_spec(metric).kind,
+                        source_of(record),
+                    )
+                out[key].points.append(p)
+    return list(out.values())
+
+
+def steps(
+    entries: list[Entry],
+    thresholds: dict[str, float] | None = None,
+    *,
+    z: float = Z_STEP,
+    series: list[Series] | None = None,
+) -> list[Step]:
+    """Every step of every series beyond both the noise (``z``) and compare's threshold, oldest first.
+
+    ``series``: ``all_series(entries)`` where the caller has already computed it.
+    """
+    resolved = compare.resolve_thresholds(thresholds)
+    found = []
+    for s in all_series(entries) if series is None else series:
+        found += series_steps(s, entries, resolved, z)
+    return sorted(found, key=lambda st: (st.index, st.label, st.metric))
+
+
+def series_steps(
+    s: Series, entries: list[Entry], thresholds: dict[str, float], z: float = Z_STEP
+) -> list[Step]:
+    x = np.array([p.x for p in s.points])
+    sigma = series_sigma(s.points)
+    breaks = segment(x, sigma, z)
+    bounds = [0, *breaks, len(x)]
+    spec, threshold = compare.metric_spec(s.metric), compare.threshold_for(s.metric, thresholds)
+    out = []
+    for n, j in enumerate(breaks):
+        left, right = x[bounds[n] : j], x[j : bounds[n + 2]]
+        before, after = float(np.median(left)), float(np.median(right))
+        change = unscale(s.kind, after - before)
+        verdict = compare.classify(spec, change, None, None, threshold)
+        if verdict not in ("regressed", "improved"):
+            continue
+        first = entries[s.points[j].index]
+        out.append(
+            Step(
+                *(getattr(s, f.name) for f in fields(SeriesKey)),
+                s.points[j].index,
+                first.commit,
+                first.date,
+                unscale(s.kind, before),
+                unscale(s.kind, after),
+                change,
+                _step_z(left, right, sigma),
+                verdict,
+            )
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Run: the sweep, the runner, the environment, the roofline, the self-check and the executors."""
