@@ -31,7 +31,6 @@ SHARED = {
 
 # module (relative to bench/) -> who migrates it (TEAM.md); remove a line once it reads attributes
 ALLOWLIST = {
-    "report/answer.py": "rreport",
     "commands/run.py": "rcompare",
     "regression/compare.py": "rcompare",
     "run/executors/ray.py": "rcompare",
@@ -39,10 +38,6 @@ ALLOWLIST = {
     "core/measure.py": "rcompare",
     "run/optimize.py": "rcompare",
     "core/plausibility.py": "rcompare",
-    "report/report.py": "rreport",
-    "report/report_charts.py": "rreport",
-    "report/report_rows.py": "rreport",
-    "report/report_table.py": "rreport",
     "scenarios/__init__.py": "rcompare",
     "scenarios/predict.py": "rcompare",
     "run/sweep.py": "rcompare",
@@ -50,7 +45,6 @@ ALLOWLIST = {
     "tools/perf.py": "rcompare",
     "tools/scale.py": "rcompare",
     "tools/targets.py": "rcompare",
-    "report/uncertainty.py": "rreport",
 }
 
 
