@@ -34,7 +34,7 @@ from bench.report.uncertainty import (
     percentile_figure,
     samples_needed,
 )
-from bench.results import store
+from bench.results import Record, store
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import GPU, environment, gpu_and_cpu_runs, make_record, make_server_record, write_run  # noqa: E402
@@ -344,7 +344,7 @@ def test_a_prediction_is_drawn_from_the_predictor_it_is_given():
 
     recs = [json.loads(make_record("base", weights="random", batch_size=b, p50=10.0, seed=b).to_json())
             for b in (1, 8)]
-    rows = [Row(r, "run", "cuda") for r in recs]
+    rows = [Row(Record.from_dict(r), "run", "cuda") for r in recs]
     asked = []
 
     def fake(records, *, bound_ms, percentile):
@@ -355,7 +355,7 @@ def test_a_prediction_is_drawn_from_the_predictor_it_is_given():
 
     (a,) = answer.answer(rows, Question(100.0, 0.95, 140.0), predict=fake)
     assert asked == [(2, 100.0, 0.95)]
-    assert a.option.capacity == 70.0 and a.option.row.rec["batch_size"] == 8 and a.option.batch_sizes == (1, 8)
+    assert a.option.capacity == 70.0 and a.option.row.rec.batch_size == 8 and a.option.batch_sizes == (1, 8)
     assert a.option.latency.statistic == "p95" and a.option.latency.interval is None
     assert a.devices == math.ceil(140 / (70 * 0.8))
 
@@ -517,7 +517,7 @@ def test_the_printed_interval_contains_the_printed_estimate(samples, q):
         assert interval[0] <= estimate <= interval[1]
     else:
         assert len(samples) < samples_needed(q)
-    latency = answer._samples_latency({"samples_ms": samples}, q)
+    latency = answer._samples_latency(Record.from_dict({"cell_id": "c", "status": "ok", "samples_ms": samples}), q)
     assert latency.estimate == estimate and (latency.interval is None) == (interval is None)
     assert (latency.interval is not None) or "not enough samples" in latency.note
 
@@ -566,34 +566,39 @@ def test_samples_needed_is_where_the_order_statistic_interval_starts_to_exist():
     assert (samples_needed(0.5), samples_needed(0.9), samples_needed(0.99)) == (6, 36, 368)
 
 
+def _judge(partial: dict):
+    """``judge`` of a record holding only these fields."""
+    return judge(Record.from_dict({"cell_id": "c", "status": "ok", **partial}))
+
+
 def _offline(samples, ips=100.0):
     return {"scenario": "offline", "samples_ms": samples, "throughput": {"images_per_s": ips},
             "latency_ms": {"p99": max(samples) if samples else None}}
 
 
 def test_offline_is_judged_on_throughput_and_five_batches_are_too_few():
-    assert judge(_offline([100.0, 101, 99, 150, 60])).verdict == TOO_FEW  # a 40% spread, yet only 5 batches
-    assert judge(_offline([])).verdict == NO_SAMPLES
-    tight = judge(_offline([100.0 + i * 0.5 for i in range(12)]))
+    assert _judge(_offline([100.0, 101, 99, 150, 60])).verdict == TOO_FEW  # a 40% spread, yet only 5 batches
+    assert _judge(_offline([])).verdict == NO_SAMPLES
+    tight = _judge(_offline([100.0 + i * 0.5 for i in range(12)]))
     assert tight.verdict == STABLE and tight.statistic == "throughput"
     # 12 batches: the median's interval is [x_(3), x_(10)]; as a ratio of the measured throughput
     spread = [50.0, 60, 70, 80, 90, 100, 100, 110, 120, 130, 140, 150]
-    wide = judge(_offline(spread, ips=10.0))
+    wide = _judge(_offline(spread, ips=10.0))
     assert wide.verdict == UNSTABLE
     assert (wide.low, wide.high) == pytest.approx((10.0 * 100 / 130, 10.0 * 100 / 70))
 
 
 def test_single_stream_is_judged_on_p90_and_server_on_p99_or_its_recorded_interval():
     samples = [100.0 + (i % 10) for i in range(40)]
-    single = judge({"scenario": "single-stream", "samples_ms": samples, "latency_ms": {"p90": 109.0}})
+    single = _judge({"scenario": "single-stream", "samples_ms": samples, "latency_ms": {"p90": 109.0}})
     assert single.statistic == "p90" and single.verdict == STABLE and single.n == 40
-    short = judge({"scenario": "single-stream", "samples_ms": samples[:16], "latency_ms": {"p90": 109.0}})
+    short = _judge({"scenario": "single-stream", "samples_ms": samples[:16], "latency_ms": {"p90": 109.0}})
     assert short.verdict == TOO_FEW and "n = 16, 36 needed" in short.text
     server = {"scenario": "server", "samples_ms": samples, "latency_ms": {"p99": 109.0},
               "server": {"percentile_ci_ms": [100.0, 150.0]}}
-    assert judge(server).verdict == UNSTABLE and judge(server).source == "server.percentile_ci_ms"
+    assert _judge(server).verdict == UNSTABLE and _judge(server).source == "server.percentile_ci_ms"
     del server["server"]["percentile_ci_ms"]
-    assert judge(server).verdict == TOO_FEW  # 40 requests cannot pin a p99
+    assert _judge(server).verdict == TOO_FEW  # 40 requests cannot pin a p99
 
 
 def test_an_unstable_pick_names_a_stable_alternative_only_within_the_factor(tmp_path):

@@ -17,6 +17,7 @@ from bench.pages import chart_keys
 from bench.pages.chart_keys import MAX_LABEL, run_short_names, short_labels
 from bench.pages.page import BASE_COLORS, FLAG_COLOR, MIN_COLOR_DISTANCE, Palette, color_distance
 from bench.report import report
+from bench.results import Record
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import failed_run, gpu_and_cpu_runs, random_run, single_run  # noqa: E402
@@ -223,7 +224,8 @@ def test_above_the_chart_limit_the_charts_draw_the_leading_settings_and_say_so()
     from bench.report.report_rows import Row
 
     def row(n: int, series: int, ips: float, status: str = "ok") -> Row:
-        return Row(rec={"status": status, "throughput": {"images_per_s": ips}}, run="r", device_name="cpu",
+        rec = Record.from_dict({"cell_id": f"c{n}", "status": status, "throughput": {"images_per_s": ips}})
+        return Row(rec=rec, run="r", device_name="cpu",
                    series=f"s{series}")
 
     few = [row(n, n % 7, 1.0 + n) for n in range(CHART_CELLS)]

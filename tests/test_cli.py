@@ -171,5 +171,5 @@ def test_bf16_cells_show_agreement_with_fp32_and_a_roofline(tiny_checkpoint, tmp
     from bench.report.report import load_prices, load_runs
 
     (run,) = load_runs([out], load_prices())
-    rates = {row.rec["dtype"]: row.rec["extra"].get("agreement_fp32") for row in run.rows}
+    rates = {row.rec.dtype: row.agreement for row in run.rows}
     assert rates["fp32"] is None and 0.0 <= rates["bf16"] <= 1.0

@@ -17,7 +17,7 @@ from PIL import Image
 from bench.core.errors import UsageError
 from bench.report import answer, report, report_charts
 from bench.report.question import Question
-from bench.results import store
+from bench.results import Example, store
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import (  # noqa: E402
@@ -272,8 +272,8 @@ def test_recommendation_cheapest_within_bound_and_floor_else_none(tmp_path):
         make_record("large", dtype="fp32", p50=400.0, accuracy=1.43, seed=3),
     ]
     rows = report.load_runs([write_run(tmp_path / "run", records)], report.load_prices())[0].rows
-    assert _recommend(rows, "<CAPTION>", 200.0, 1.4).best.rec["variant"] == "large"
-    assert _recommend(rows, "<CAPTION>", 200.0, 1.0).best.rec["variant"] == "base"
+    assert _recommend(rows, "<CAPTION>", 200.0, 1.4).best.rec.variant == "large"
+    assert _recommend(rows, "<CAPTION>", 200.0, 1.0).best.rec.variant == "base"
     none = _recommend(rows, "<CAPTION>", 100.0, 1.4)
     assert none.best is None and none.verdict.startswith(report.NONE_MEETS)
     assert _recommend(rows, "<CAPTION>", 10.0, None).verdict.startswith(report.NONE_MEETS)
@@ -285,7 +285,7 @@ def test_recommendation_without_a_price_picks_the_fastest_and_says_cost_unknown(
     records = [make_record("base", p50=50.0, seed=1), make_record("base", batch_size=8, p50=6.0, seed=2)]
     rows = report.load_runs([write_run(tmp_path / "run", records)], report.load_prices(prices))[0].rows
     rec = _recommend(rows, "<CAPTION>", 1000.0, None)
-    assert rec.best.rec["batch_size"] == 8
+    assert rec.best.rec.batch_size == 8
     assert "cost unknown (no price for NVIDIA H100 80GB HBM3)" in rec.verdict
 
 
@@ -295,7 +295,7 @@ def test_error_rate_floor_is_a_ceiling(tmp_path):
     a.accuracy, b.accuracy = {"wer": 0.40}, {"wer": 0.10}
     rows = report.load_runs([write_run(tmp_path / "run", [a, b])], report.load_prices())[0].rows
     rec = _recommend(rows, "<OCR>", 1000.0, 0.2)
-    assert rec.best.rec["variant"] == "large" and "wer ≤ 0.2" in rec.constraint
+    assert rec.best.rec.variant == "large" and "wer ≤ 0.2" in rec.constraint
 
 
 def test_primary_metric_is_the_tasks_headline_from_the_registry():
@@ -312,10 +312,10 @@ def test_primary_metric_is_the_tasks_headline_from_the_registry():
 
 def test_device_name_comes_from_the_env_fingerprint():
     env = {"gpu": {"devices": [{"name": "NVIDIA L4"}, {"name": "NVIDIA H200"}]}}
-    assert report.device_name({"device": "cuda:1"}, env) == "NVIDIA H200"
-    assert report.device_name({"device": "cuda"}, env) == "NVIDIA L4"
-    assert report.device_name({"device": "cpu"}, env) == "cpu"
-    assert report.device_name({"device": "cuda"}, {}) == "cuda"
+    assert report.device_name("cuda:1", env) == "NVIDIA H200"
+    assert report.device_name("cuda", env) == "NVIDIA L4"
+    assert report.device_name("cpu", env) == "cpu"
+    assert report.device_name("cuda", {}) == "cuda"
 
 
 def _decode(uri: str) -> Image.Image:
@@ -331,7 +331,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"bboxes": [[20, 20, 120, 80]], "labels": [HOSTILE]},
     }
-    uri, note = report._draw_example(run, box)
+    uri, note = report._draw_example(run, Example.from_dict(box))
     img = _decode(uri)
     assert img.size == (400, 200) and note == ""
     assert img.getpixel((240, 160)) != (255, 255, 255)  # bottom-right corner of the box, scaled x2
@@ -341,7 +341,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"polygons": [[[10, 10, 190, 10, 100, 90]]], "labels": ["a"]},
     }
-    uri, note = report._draw_example(run, poly)
+    uri, note = report._draw_example(run, Example.from_dict(poly))
     assert "blank canvas" in note
     assert _decode(uri).getpixel((100, 10)) != (235, 235, 235)  # on the top edge
     quad = {
@@ -357,7 +357,7 @@ def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
     Image.new("RGB", (10, 10)).save(outside)
     run = tmp_path / "run"
     run.mkdir()
-    uri, note = report._draw_example(run, {"image_file": "../secret.png"})
+    uri, note = report._draw_example(run, Example(image_file="../secret.png"))
     assert uri is None and note == "image file not saved"
 
 
@@ -475,7 +475,7 @@ def test_the_all_cells_block_holds_every_cell_once_with_its_sort_keys(tmp_path):
         text = html.escape(row.setting) + "".join(
             f' <span class="status status-unstable flag">⚠ {html.escape(f)}</span>' for f in row.flags)
         assert setting == (text if not row.flags else [text, row.setting.lower()])
-        assert cells[1 + names.index("cell")][1] == row.rec["cell_id"]  # the key: the whole id, not the text shown
+        assert cells[1 + names.index("cell")][1] == row.rec.cell_id  # the key: the whole id, not the text shown
         timing = cells[1 + names.index("timing")]
         assert data["titles"][timing[2]].startswith("clock=")  # the full timing, once per distinct text
     assert len(data["titles"]) < len(rows)

@@ -65,19 +65,19 @@ def test_decision_per_goal_and_device_kind_by_hand(rows):
     # highest throughput: large fp16 bs32 offline at 1000 / 1.5 ms = 667 images/s, but it is unstable,
     # so the pick carries the flag and names the best stable setting: base bs32 at 1000 / 2.5 = 400 images/s
     pick = decision.pick(_goal(decision, "throughput"), gpu)
-    assert pick.row.rec["variant"] == "large" and pick.row.rec["batch_size"] == 32
+    assert pick.row.rec.variant == "large" and pick.row.rec.batch_size == 32
     assert pick.row.flags == ["unstable"] and "667 images/s" in pick.text
     assert "Best stable: h100 base cuda fp16 bs32 offline, 400 images/s" in pick.note
     cpu_pick = decision.pick(_goal(decision, "throughput"), cpu)
-    assert cpu_pick.row.rec["batch_size"] == 4 and cpu_pick.row.ips == pytest.approx(1000 / 700)
+    assert cpu_pick.row.rec.batch_size == 4 and cpu_pick.row.ips == pytest.approx(1000 / 700)
     # lowest single-stream p90: base bs1 on each device (an offline or server cell never counts)
     for kind in (gpu, cpu):
         pick = decision.pick(_goal(decision, "latency"), kind)
-        assert pick.row.scenario == "single-stream" and pick.row.rec["variant"] == "base"
+        assert pick.row.scenario == "single-stream" and pick.row.rec.variant == "base"
     # highest server capacity within 100 ms: base bs8 at 120 requests/s (large reaches only 36);
     # the CPU's capacity search aimed at 5000 ms and no step came under 100 ms
     pick = decision.pick(_goal(decision, "capacity"), gpu)
-    assert pick.row.rec["variant"] == "base" and pick.row.capacity(100.0)[0] == 120.0
+    assert pick.row.rec.variant == "base" and pick.row.capacity(100.0)[0] == 120.0
     assert "120 requests/s" in pick.text and pick.row.flags == []
     cpu_pick = decision.pick(_goal(decision, "capacity"), cpu)
     assert cpu_pick.row is None and "no valid server run with p99 ≤ 100 ms" in cpu_pick.text
@@ -108,7 +108,7 @@ def test_without_a_bound_capacity_is_the_records_own_and_the_answers_pick_rests_
 
 
 def test_capacity_under_another_bound_comes_from_the_curve(rows):
-    server = next(r for r in rows if r.scenario == "server" and r.rec["variant"] == "base" and r.kind.kind == "gpu")
+    server = next(r for r in rows if r.scenario == "server" and r.rec.variant == "base" and r.kind.kind == "gpu")
     assert server.capacity(None) == (120.0, "capacity search, p99 ≤ 100 ms")
     assert server.capacity(100.0)[0] == 120.0
     qps, how = server.capacity(50.0)  # only the 60 requests/s step (42.9 ms) is within 50 ms
@@ -318,7 +318,7 @@ def test_schema_2_fields_of_the_wrong_type_render_as_missing(tmp_path):
     (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run / "env.json").write_text(json.dumps({"cpu": "str", "gpu": [1], "torch": {"num_threads": "x"}}))
     text = report.build_report([run], tmp_path / "r.html", latency_bound_ms=10, demand_qps=5).read_text()
-    rows = {r.rec["cell_id"]: r for run_ in report.load_runs([run], report.load_prices()) for r in run_.rows}
+    rows = {r.rec.cell_id: r for run_ in report.load_runs([run], report.load_prices()) for r in run_.rows}
     # a and b have top-level fields of the wrong type: the store skips them (with a warning)
     assert "a" not in rows and "b" not in rows
     assert rows["e"].capacity(None) is None and rows["e"].capacity(10.0) is None

@@ -31,7 +31,6 @@ SHARED = {
 
 # module (relative to bench/) -> who migrates it (TEAM.md); remove a line once it reads attributes
 ALLOWLIST = {
-    "report/answer.py": "rreport",
     "commands/run.py": "rcompare",
     "regression/compare.py": "rcompare",
     "regression/bootstrap.py": "rcompare",  # split from compare.py
@@ -42,10 +41,6 @@ ALLOWLIST = {
     "core/trackers.py": "rcompare",  # split from measure.py
     "run/optimize.py": "rcompare",
     "core/plausibility.py": "rcompare",
-    "report/report.py": "rreport",
-    "report/report_charts.py": "rreport",
-    "report/report_rows.py": "rreport",
-    "report/report_table.py": "rreport",
     "scenarios/__init__.py": "rcompare",
     "scenarios/predict.py": "rcompare",
     "run/sweep.py": "rcompare",
@@ -53,7 +48,6 @@ ALLOWLIST = {
     "tools/perf.py": "rcompare",
     "tools/scale.py": "rcompare",
     "tools/targets.py": "rcompare",
-    "report/uncertainty.py": "rreport",
 }
 
 

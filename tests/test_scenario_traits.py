@@ -21,6 +21,7 @@ from bench.regression import gates, values
 from bench.regression.history import detect
 from bench.report import report
 from bench.report.report_rows import Row
+from bench.results import Record
 from bench.scenarios import SCENARIOS, ScenarioTraits, takes_load, traits_of
 from bench.scenarios.traits import UNKNOWN
 
@@ -137,7 +138,7 @@ def test_traits_refuse_a_declaration_that_says_nothing_of_prefetch_or_reads_nons
 
 
 def _row(record: dict) -> Row:
-    return Row(record, "run", "NVIDIA H100")
+    return Row(Record.from_dict(record), "run", "NVIDIA H100")
 
 
 def test_a_capacity_is_judged_on_the_percentile_the_record_names():

@@ -162,6 +162,9 @@ class NestingError(ValueError):
     """A JSON or TOML document nested deeper than ``MAX_NESTING`` (a ValueError, as a parse error is)."""
 
 
+_FLAT = frozenset((int, float, str, bool, type(None)))  # JSON's scalars
+
+
 def _depth_ok(value: Any) -> bool:
     """Level by level, containers only: a history of 100,000 records holds millions of numbers."""
     level, depth = ([value] if isinstance(value, (dict, list)) else []), 1
@@ -170,9 +173,10 @@ def _depth_ok(value: Any) -> bool:
             return False
         below = []
         for item in level:
-            for v in item.values() if isinstance(item, dict) else item:
-                if isinstance(v, (dict, list)):
-                    below.append(v)
+            values = item.values() if isinstance(item, dict) else item
+            if _FLAT.issuperset(map(type, values)):  # no container in it: no call per value
+                continue
+            below.extend(v for v in values if isinstance(v, (dict, list)))
         level, depth = below, depth + 1
     return True
 

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.core.numbers import finite_number
 from bench.core.paths import Writer, write_all, write_atomic
 from bench.pages.page import format_number
 from bench.report.prices import HOURS_PER_MONTH
@@ -47,9 +46,9 @@ from bench.report.report_rows import (
     lower_is_better,
     number,
     rate,
-    table,
 )
 from bench.report.uncertainty import CONFIDENCE, percentile_figure, samples_needed
+from bench.results import CurveStep, Record, Server, value
 from bench.scenarios import predict as predict_module
 
 SERVER_BASIS = "measured server capacity"
@@ -92,13 +91,12 @@ class Latency:
         return f"{self.statistic} {format_number(self.estimate)} ms{ci}"
 
 
-def _samples_latency(rec: dict[str, Any], q: float) -> Latency:
+def _samples_latency(rec: Record, q: float) -> Latency:
     """From the cell's raw request latencies: the estimate and its interval from the same samples."""
-    raw = rec.get("samples_ms")
-    samples = sorted(float(v) for v in raw if finite_number(v) is not None) if isinstance(raw, list) else []
+    samples = sorted(v for v in rec.samples_ms if not math.isnan(v))
     name = percentile_name(q)
     if not samples:
-        return Latency(name, number(table(rec, "latency_ms").get(name)), None, "no samples recorded")
+        return Latency(name, number(getattr(rec.latency_ms, name, None)), None, "no samples recorded")
     estimate, interval = percentile_figure(samples, q, CONFIDENCE)
     note = "" if interval else f"not enough samples for a {name} interval: n = {len(samples)}, " \
                                 f"{samples_needed(q)} needed"
@@ -121,39 +119,41 @@ class Validity:
         return {"stamp": self.stamp, "rules": self.rules}
 
 
-def _server_validity(r: Row, step: Mapping[str, Any] | None = None) -> Validity:
-    s, rules = r.server, table(r.rec, "timing", "server_run")
+def _server_validity(r: Row, step: CurveStep | None = None) -> Validity:
+    s, rules = r.server, value(r.rec, "timing.server_run")
     run = step if step is not None else s
-    es = table(s, "early_stopping") if step is None else {}
-    n = number(es.get("queries", run.get("n_requests")))
-    over = number(run.get("overlatency", es.get("overlatency")))
-    bound = number(s.get("latency_bound_ms"))
-    percentile = number(s.get("latency_percentile")) or PERCENTILE_DEFAULT
-    confidence = number(es.get("confidence")) or number(rules.get("confidence"))
-    final = _final_run(s, run)
+    es = value(s, "early_stopping") if step is None else None
+    queries = value(es, "queries")
+    n = number(queries if queries is not None else value(run, "n_requests"))
+    over = number(step.overlatency if step is not None else value(es, "overlatency"))
+    bound = number(value(s, "latency_bound_ms"))
+    percentile = number(value(s, "latency_percentile")) or PERCENTILE_DEFAULT
+    confidence = number(value(es, "confidence")) or number(value(rules, "confidence"))
+    final = _final_run(s, step)
     duration = "final_min_duration_s" if final else "min_duration_s"
+    least = number(value(rules, duration))
+    requests = number(value(rules, "min_requests"))
     parts = [
-        f"min duration {format_number(rules[duration])} s{' (final run)' if final else ''}"
-        if number(rules.get(duration)) else "min duration not recorded",
-        f"min requests {format_number(rules['min_requests'])}" if number(rules.get("min_requests")) else
-        "min requests not recorded",
+        f"min duration {format_number(least)} s{' (final run)' if final else ''}"
+        if least else "min duration not recorded",
+        f"min requests {format_number(requests)}" if requests else "min requests not recorded",
         f"{format_number(over)} of {format_number(n)} over {format_number(bound)} ms" if over is not None
         and n is not None and bound is not None else f"{format_number(n)} requests",
         f"early stopping on {percentile_name(percentile)} at "
         f"{format_number(confidence * 100) + '%' if confidence else 'unrecorded'} confidence",
     ]
-    valid = run.get("valid") is not False
-    why = "" if valid else f": {run.get('invalid_reason') or 'no reason recorded'}"
+    valid = value(run, "valid") is not False
+    why = "" if valid else f": {value(run, 'invalid_reason') or 'no reason recorded'}"
     return Validity("VALID" if valid else "INVALID", "; ".join(parts) + why)
 
 
-def _final_run(server: Mapping[str, Any], run: Mapping[str, Any]) -> bool:
+def _final_run(server: Server | None, step: CurveStep | None) -> bool:
     """Whether the run an option rests on is a capacity's final run (its minimum duration is the final one's):
     a curve step says so itself; the record's own run is final when a valid final step ran at its rate."""
-    if run is not server:
-        return bool(run.get("final"))
-    return any(step.get("final") and step.get("valid") and step.get("target_qps") == server.get("target_qps")
-               for step in server.get("curve") or [] if isinstance(step, Mapping))
+    if step is not None:
+        return bool(step.final)
+    return server is not None and any(s.final and s.valid and s.target_qps == server.target_qps
+                                      for s in server.curve)
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class Quality:
 
 def is_reference(r: Row) -> bool:
     """fp32 and not quantised: the setting model cards report and agreement is checked against."""
-    return r.rec.get("dtype") == "fp32" and r.quant == "none"
+    return r.rec.dtype == "fp32" and r.quant == "none"
 
 
 _SAME_MODEL = ("variant", "checkpoint", "task", "dataset")
@@ -200,7 +200,7 @@ def references(rows: Iterable[Row]) -> dict[tuple, float]:
     out: dict[tuple, float] = {}
     for o in rows:
         if o.acc is not None and is_reference(o):
-            out.setdefault(tuple(o.rec.get(k) for k in _SAME_MODEL), o.acc)
+            out.setdefault(tuple(getattr(o.rec, k) for k in _SAME_MODEL), o.acc)
     return out
 
 
@@ -209,7 +209,7 @@ def quality(r: Row, refs: References) -> Quality:
         return Quality(False, f"quality unverified: {r.weights} weights")
     if r.acc is None:
         return Quality(False, "quality unverified: no dataset scored")
-    ref = refs.get(tuple(r.rec.get(k) for k in _SAME_MODEL))
+    ref = refs.get(tuple(getattr(r.rec, k) for k in _SAME_MODEL))
     measured = f"measured {r.metric} {format_number(r.acc)}"
     if ref is None:
         return Quality(True, f"{measured}; no fp32 reference measured (the quality gate cannot pass)", r.metric,
@@ -265,18 +265,19 @@ class Option:
     def name(self) -> str:
         """The setting as a buyer orders it: variant, backend, dtype, quantisation, compilation, threads, batch
         size, scenario (the full setting, run included, is ``row.setting``)."""
-        j, compiled = self.setting_json(), self.row.rec.get("compile")
-        parts = [j["variant"], j["backend"], j["dtype"], j["quant"] if j["quant"] != "none" else None,
+        rec, row = self.row.rec, self.row
+        compiled, threads = rec.compile, value(rec, "settings.threads")
+        parts = [rec.variant, rec.backend or "transformers", rec.dtype, row.quant if row.quant != "none" else None,
                  ({"graphs": "cuda-graphs"}.get(compiled, compiled) if isinstance(compiled, str) else
                   "compiled" if compiled is True else None),
-                 f"{j['threads']} threads" if j["threads"] else None, f"bs{j['batch_size']}", j["scenario"]]
+                 f"{threads} threads" if threads else None, f"bs{rec.batch_size}", row.scenario]
         return " ".join(str(p) for p in parts if p)
 
     def setting_json(self) -> dict[str, Any]:
-        rec, settings = self.row.rec, table(self.row.rec, "settings")
-        return {"variant": rec.get("variant"), "backend": rec.get("backend") or "transformers",
-                "dtype": rec.get("dtype"), "quant": self.row.quant, "threads": settings.get("threads"),
-                "batch_size": rec.get("batch_size"), "scenario": self.row.scenario, "weights": self.row.weights}
+        rec = self.row.rec
+        return {"variant": rec.variant, "backend": rec.backend or "transformers",
+                "dtype": rec.dtype, "quant": self.row.quant, "threads": value(rec, "settings.threads"),
+                "batch_size": rec.batch_size, "scenario": self.row.scenario, "weights": self.row.weights}
 
 
 def _server_options(r: Row, q: Question, refs: References) -> list[Option]:
@@ -285,19 +286,19 @@ def _server_options(r: Row, q: Question, refs: References) -> list[Option]:
     if not found:
         return []
     capacity, how = found
-    judged = number(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT
-    flags = tuple(dict.fromkeys((["unstable"] if r.unstable else []) + [f["code"] for f in r.record_flags]))
+    judged = number(value(r.server, "latency_percentile")) or PERCENTILE_DEFAULT
+    flags = tuple(dict.fromkeys((["unstable"] if r.unstable else []) + [str(f.code) for f in r.record_flags]))
     common = dict(basis=SERVER_BASIS, judged_at=judged, quality=quality(r, refs), flags=flags)
     own = r.capacity(None)
     if own and own[0] == capacity:  # the cell's own figures are the run at this rate
         return [Option(r, capacity, how, latency=_samples_latency(r.rec, q.percentile),
                        validity=_server_validity(r), **common)]
-    step = next((s for s in r.server.get("curve") or [] if isinstance(s, dict)
-                 and number(s.get("target_qps")) == capacity), {})
+    curve = r.server.curve if r.server is not None else ()
+    step = next((s for s in curve if number(s.target_qps) == capacity), CurveStep())
     name = percentile_name(q.percentile)
-    ci = (number(step.get("ci_lo_ms")), number(step.get("ci_hi_ms")))
-    estimate = number(step.get("percentile_ms")) if abs(judged - q.percentile) < 1e-9 else None
-    estimate = estimate if estimate is not None else number(step.get(name))
+    ci = (number(step.ci_lo_ms), number(step.ci_hi_ms))
+    estimate = number(step.percentile_ms) if abs(judged - q.percentile) < 1e-9 else None
+    estimate = estimate if estimate is not None else number(getattr(step, name, None))
     interval = ci if abs(judged - q.percentile) < 1e-9 and None not in ci and estimate is not None \
         and ci[0] <= estimate <= ci[1] else None
     latency = Latency(name, estimate, interval, "" if interval else "the step's samples are not recorded")
@@ -335,14 +336,15 @@ def _unpredicted(rows: list[Row], q: Question) -> list[Unpredicted]:
     """The settings ``_predicted_option`` answers: closed-loop cells whose setting has no server cell."""
     if q.bound_ms is None:
         return []
-    served = {predict_module.setting_key(r.rec) for r in rows if r.traits.reads == "capacity"}
+    # bench.scenarios.predict reads JSON records until it is migrated: to_dict() at each call
+    served = {predict_module.setting_key(r.rec.to_dict()) for r in rows if r.traits.reads == "capacity"}
     grouped: dict[tuple, list[Row]] = {}
     for r in rows:
         if r.traits.closed_loop and r.traits.reads is not None:
-            key = predict_module.setting_key(r.rec)
+            key = predict_module.setting_key(r.rec.to_dict())
             if key not in served:
                 grouped.setdefault(key, []).append(r)
-    times = predict_module.batch_times(r.rec for group in grouped.values() for r in group)
+    times = predict_module.batch_times(r.rec.to_dict() for group in grouped.values() for r in group)
     return [Unpredicted(i, key, grouped[key], predict_module.ceiling_qps(found)) for i, (key, found) in enumerate(times.items())]
 
 
@@ -354,7 +356,7 @@ def _predicted_option(setting: Unpredicted, found: list[Any], refs: References) 
     if not usable:
         return None
     best = max(usable, key=lambda p: p.qps)
-    row = next((r for r in mine if r.rec.get("batch_size") == best.max_batch), mine[0])
+    row = next((r for r in mine if r.rec.batch_size == best.max_batch), mine[0])
     sizes = ", ".join(str(b) for b in best.batch_sizes)
     how = (f"max batch {best.max_batch}, queue delay {format_number(best.max_queue_delay_ms)} ms, "
            f"{best.instances} instance{'s' if best.instances != 1 else ''} per device; from measured batch sizes "
@@ -374,7 +376,8 @@ def _predict(settings: list[Unpredicted], q: Question, predict: Predict) -> dict
     """One call of ``predict`` for these settings' records."""
     if not settings:
         return {}
-    return dict(predict([r.rec for s in settings for r in s.rows], bound_ms=q.bound_ms, percentile=q.percentile))
+    records = [r.rec.to_dict() for s in settings for r in s.rows]  # bench.scenarios.predict reads JSON records
+    return dict(predict(records, bound_ms=q.bound_ms, percentile=q.percentile))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +452,7 @@ def option_json(o: Option) -> dict[str, Any]:
             "latency_note": o.latency.note or None, "basis": o.basis, "judged_at": percentile_name(o.judged_at),
             "predicted_from_batch_sizes": list(o.batch_sizes) or None, "validity": o.validity.to_json(),
             "flags": list(o.flags), "quality": o.quality.to_json(), "capacity_qps": o.capacity,
-            "capacity_how": o.how, "cell_id": r.rec.get("cell_id"), "price": r.price.text if r.price else None,
+            "capacity_how": o.how, "cell_id": r.rec.cell_id, "price": r.price.text if r.price else None,
             "run": r.run, "setting": r.setting}
 
 
@@ -467,14 +470,13 @@ def no_capacity(rows: list[Row], q: Question) -> str:
             return ("no server capacity measured and no bound to predict one for: give --latency-bound-ms B, or run "
                     "--scenarios server --server-qps auto --latency-bound-ms B")
         return f"no setting's predicted {q.statistic} is within {format_number(q.bound_ms)} ms at any rate"
-    bad = [r.rec.get("capacity_qps") for r in servers
-           if r.rec.get("capacity_qps") is not None and rate(r.rec.get("capacity_qps")) is None]
+    bad = [r.rec.capacity_qps for r in servers if r.rec.capacity_qps is not None and rate(r.rec.capacity_qps) is None]
     if bad:
         return (f"not planned: capacity_qps {bad[0]!r} is not a rate (a finite number >= {MIN_QPS:g} requests/s); "
                 "the record is invalid")
     if all(r.invalid for r in servers):
-        return f"no valid server run ({len(servers)} invalid: {servers[0].server.get('invalid_reason') or 'no reason'})"
-    aims = sorted({f"{b:g} ms" for r in servers if (b := number(r.server.get("latency_bound_ms")))})
+        return f"no valid server run ({len(servers)} invalid: {value(servers[0].server, 'invalid_reason') or 'no reason'})"
+    aims = sorted({f"{b:g} ms" for r in servers if (b := number(value(r.server, "latency_bound_ms")))})
     if q.bound_ms is not None:
         return (f"no valid server run with {q.statistic} ≤ {q.bound_ms:g} ms (its runs aimed at "
                 f"{', '.join(aims) or 'no bound'}): it cannot serve within the bound at any rate measured")

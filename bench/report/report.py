@@ -47,14 +47,13 @@ from bench.report.report_rows import (
     lower_is_better,
     metric_label,
     primary_metric,
-    table,
 )
 from bench.report.report_rows import kinds_of as _kinds
 from bench.report.report_rows import number as _num
 from bench.report.report_rows import tasks_of as _tasks
 from bench.report.uncertainty import ALTERNATIVE_FACTOR, STABLE_HALF_WIDTH, samples_needed
+from bench.results import Example, store, value
 from bench.results import dig as _get
-from bench.results import store
 from bench.results.server_settings import ServerSettings
 from bench.scenarios import capacity as capacity_search
 from bench.scenarios.server import KEPT_UP
@@ -411,14 +410,14 @@ def _inside(run_dir: Path, relative: Any) -> Path | None:
     return path if path.is_file() and path.is_relative_to(run_dir.resolve()) else None
 
 
-def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, str]:
+def _draw_example(run_dir: Path, example: Example) -> tuple[str | None, str]:
     """A PNG data URI of the example image with the predicted shapes drawn, and a note."""
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height = (_num(example.get(k)) for k in ("width", "height"))
+    width, height = _num(example.width), _num(example.height)
     if not (width and height and 1 <= width <= MAX_DECLARED_SIDE and 1 <= height <= MAX_DECLARED_SIDE):
         width = height = None  # an absurd declared size is not trusted (nor allocated)
-    path = _inside(run_dir, example.get("image_file"))
+    path = _inside(run_dir, example.image_file)
     note = ""
     try:
         if path is not None:
@@ -446,7 +445,7 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
     def clip(v: float) -> float:
         return max(-bound, min(bound, v))
 
-    for n, (kind, coords, label) in enumerate(_shapes(example.get("answer"))[:MAX_SHAPES]):
+    for n, (kind, coords, label) in enumerate(_shapes(example.answer)[:MAX_SHAPES]):
         color = colors[n % len(colors)]
         xy = [(clip(coords[i] * sx), clip(coords[i + 1] * sy)) for i in range(0, len(coords) - 1, 2)]
         if kind == "box":
@@ -468,26 +467,24 @@ def _draw_example(run_dir: Path, example: dict[str, Any]) -> tuple[str | None, s
 
 def _examples(runs: list[Run]) -> list[dict[str, Any]]:
     """A few cells' example outputs, one cell per (task, variant), pretrained weights first."""
-    cells = [(run, r) for run in runs for r in run.rows if r.ok and r.rec.get("examples")]
-    cells.sort(key=lambda c: c[1].rec.get("weights") != "pretrained")
+    cells = [(run, r) for run in runs for r in run.rows if r.ok and r.rec.examples]
+    cells.sort(key=lambda c: c[1].rec.weights != "pretrained")
     picked, seen = [], set()
     for run, r in cells:
-        key = (r.rec.get("task"), r.rec.get("variant"))
+        key = (r.rec.task, r.rec.variant)
         if key in seen or len(picked) >= MAX_EXAMPLE_CELLS:
             continue
         seen.add(key)
         items = []
-        for ex in r.rec["examples"][:MAX_EXAMPLES_PER_CELL]:
-            if not isinstance(ex, dict):
-                continue
+        for ex in r.rec.examples[:MAX_EXAMPLES_PER_CELL]:
             uri, note = _draw_example(run.path, ex)
-            answer = ex.get("answer")
+            answer = ex.answer
             items.append(
                 {
-                    "image_id": ex.get("image_id"),
+                    "image_id": ex.image_id,
                     "uri": uri,
                     "note": note,
-                    "text": str(ex.get("text") if ex.get("text") is not None else ""),
+                    "text": str(ex.text if ex.text is not None else ""),
                     "answer": answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False),
                 }
             )
@@ -525,7 +522,7 @@ def _regression(baseline: Path | None, current: Path) -> dict[str, Any] | None:
 def _weights_badge(rows: list[Row]) -> tuple[str, str]:
     """Accuracy is badged as measured only when every cell ran pretrained weights and some accuracy was
     scored (``Row.acc``); random weights, unknown weights or no score never are."""
-    modes = {r.rec.get("weights") for r in rows}
+    modes = {r.rec.weights for r in rows}
     if not rows:
         return "NO CELLS", "badge-random"
     if modes == {"random"}:
@@ -540,7 +537,7 @@ def _weights_badge(rows: list[Row]) -> tuple[str, str]:
 
 
 def _distinct(rows: list[Row], key: str) -> str:
-    return ", ".join(str(v) for v in dict.fromkeys(r.rec.get(key) for r in rows)) or "–"
+    return ", ".join(str(v) for v in dict.fromkeys(getattr(r.rec, key) for r in rows)) or "–"
 
 
 def _why_unstable(r: Row) -> str:
@@ -548,7 +545,7 @@ def _why_unstable(r: Row) -> str:
 
 
 def _summary(runs: list[Run], rows: list[Row]) -> dict[str, Any]:
-    statuses = Counter(str(r.rec.get("status")) for r in rows)
+    statuses = Counter(str(r.rec.status) for r in rows)
     where = []
     for run in runs:
         kinds = ", ".join(k.label for k in _kinds(run.rows))
@@ -569,7 +566,7 @@ def _summary(runs: list[Run], rows: list[Row]) -> dict[str, Any]:
         ],
         "where": where,
         "statuses": sorted(statuses.items()),
-        "failed": [r for r in rows if r.rec.get("status") != "ok"],
+        "failed": [r for r in rows if r.rec.status != "ok"],
         "unstable": [(r, _why_unstable(r)) for r in rows if r.unstable],
         "invalid": [r for r in rows if r.ok and r.invalid],
     }
@@ -577,8 +574,8 @@ def _summary(runs: list[Run], rows: list[Row]) -> dict[str, Any]:
 
 def _env_table(env: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
-    for key, value in sorted(store.flatten(env).items()):
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    for key, found in sorted(store.flatten(env).items()):
+        text = found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
         out.append((key, text if len(text) <= 400 else text[:400] + " …"))
     return out
 
@@ -590,11 +587,11 @@ def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
 
     energy = f"; energy {prices.usd_per_kwh:g} USD/kWh ({prices.energy_source})" if prices.usd_per_kwh else ""
     return [
-        ("latency clock", collect(lambda r: _get(r.rec, "timing", "clock"))),
-        ("warm-up / iterations", collect(lambda r: report_table.timing_text(r.rec.get("timing")))),
-        ("scenario", collect(lambda r: r.rec.get("scenario"))),
-        ("per-stage times", collect(lambda r: _get(r.rec, "timing", "stages_basis"))),
-        ("energy source", collect(lambda r: _get(r.rec, "energy", "source"))),
+        ("latency clock", collect(lambda r: value(r.rec, "timing.clock"))),
+        ("warm-up / iterations", collect(lambda r: report_table.timing_text(r.rec.timing))),
+        ("scenario", collect(lambda r: r.rec.scenario)),
+        ("per-stage times", collect(lambda r: value(r.rec, "timing.stages_basis"))),
+        ("energy source", collect(lambda r: value(r.rec, "energy.source"))),
         ("peak memory used in frontiers", collect(lambda r: r.peak_memory[1] if r.peak_memory else None)),
         ("prices", prices.label + energy),
     ]
@@ -603,21 +600,21 @@ def _method(rows: list[Row], prices: PriceTable) -> list[tuple[str, str]]:
 def _agreement_differs(rows: list[Row]) -> str:
     """What differs from the fp32 reference in the compared cells, named (never "half-precision" for int8)."""
     parts = []
-    dtypes = sorted({str(r.rec.get("dtype")) for r in rows if r.ok and r.rec.get("dtype") not in ("fp32", None)})
+    dtypes = sorted({str(r.rec.dtype) for r in rows if r.ok and r.rec.dtype not in ("fp32", None)})
     if dtypes:
         parts.append(f"{'/'.join(dtypes)} precision")
     quants = sorted({r.quant for r in rows if r.ok} - {"none"})
     if quants:
         parts.append(f"{'/'.join(quants)} quantisation")
-    backends = sorted({str(r.rec.get("backend")) for r in rows if r.ok and r.rec.get("backend")} - {"transformers"})
+    backends = sorted({str(r.rec.backend) for r in rows if r.ok and r.rec.backend} - {"transformers"})
     if backends:
         parts.append(f"the {'/'.join(backends)} backend")
     return " and ".join(parts) or "the settings that differ from eager fp32 transformers"
 
 
-def _recorded(rows: list[Row], *keys: str) -> str:
-    """The distinct values the server cells recorded at ``keys`` (the rules they ran under), or the default's."""
-    values = sorted({f"{v:g}" for r in rows if r.ok and r.server for v in [_num(_get(r.rec, *keys))]
+def _recorded(rows: list[Row], path: str) -> str:
+    """The distinct values the server cells recorded at ``path`` (the rules they ran under), or the default's."""
+    values = sorted({f"{v:g}" for r in rows if r.ok and r.server for v in [_num(value(r.rec, path))]
                      if v is not None})
     return ", ".join(values)
 
@@ -626,13 +623,13 @@ def _rules(rows: list[Row], question: answers.Question) -> list[str]:
     """The rules the figures on this page were judged by, generated from the code's constants and what the
     records store (never a hand-written paraphrase that can go stale)."""
     defaults = ServerSettings(qps=1.0)
-    percentiles = sorted({percentile_name(_num(r.server.get("latency_percentile")) or PERCENTILE_DEFAULT)
+    percentiles = sorted({percentile_name(_num(r.server.latency_percentile) or PERCENTILE_DEFAULT)
                           for r in rows if r.ok and r.server})
-    confidence = _recorded(rows, "timing", "server_run", "confidence") or f"{defaults.confidence:g}"
+    confidence = _recorded(rows, "timing.server_run.confidence") or f"{defaults.confidence:g}"
     need = {p: queries_needed(0, p, defaults.confidence) for p in (0.9, 0.99)}
     here = "here" if any(r.ok and r.server for r in rows) else "by default; no server run here"
-    min_duration = _recorded(rows, "timing", "server_run", "min_duration_s") or f"{defaults.min_duration_s:g}"
-    min_requests = _recorded(rows, "timing", "server_run", "min_requests") or f"{defaults.min_requests:g}"
+    min_duration = _recorded(rows, "timing.server_run.min_duration_s") or f"{defaults.min_duration_s:g}"
+    min_requests = _recorded(rows, "timing.server_run.min_requests") or f"{defaults.min_requests:g}"
     return [
         f"The answer's question: {question.text}. An option qualifies for the headline only when its capacity was "
         f"judged at {question.statistic}, its run is VALID, and it carries none of the flags "
@@ -673,7 +670,7 @@ def _agreement_label(rows: list[Row]) -> str:
 def _reported_key(task: str, rows: list[Row]) -> str | None:
     """The reported benchmark a task's cells stand beside: the records' own, else the task's first."""
     for r in rows:
-        key = _get(r.rec, "extra", "reported_benchmark", "key")
+        key = value(r.rec, "extra.reported_benchmark.key")
         if r.task == task and isinstance(key, str):
             return key
     return next((b.key for (_, t), b in TASK_BENCHMARKS.items() if t == task), None)
@@ -760,7 +757,7 @@ def build_report(
         "method": _method(rows, price_table),
         "examples": _examples(runs),
         "regression": _regression(baseline, run_dirs[0]),
-        "random_only": {r.rec.get("weights") for r in rows} == {"random"},
+        "random_only": {r.rec.weights for r in rows} == {"random"},
         "any_random": any(r.weights == "random" for r in rows),
         "agreement_label": _agreement_label(rows),
         "agreement_differs": _agreement_differs(rows),
@@ -770,7 +767,6 @@ def build_report(
         "reported_label": REPORTED_LABEL,
         "reported": _reported_table(rows),
         "metric_label": metric_label,
-        "table": table,
         "cells_table": report_table.script_block(
             report_table.table_data(rows, latency_bound_ms, _agreement_label(rows))),
         "cells_table_headers": report_table.headers(_agreement_label(rows)),
@@ -783,24 +779,28 @@ def build_report(
 
 def _reported_table(rows: list[Row]) -> list[dict[str, Any]]:
     """Per variant: params as built here, measured results, and reported ones, kept apart."""
-    out: dict[str, dict[str, Any]] = {}
+    variants: dict[str, Any] = {}
+    params: dict[str, float | None] = {}
+    measured: dict[str, dict[str, list[float]]] = {}
+    reported: dict[str, dict[str, Any]] = {}
     for r in rows:
-        v = out.setdefault(
-            str(r.rec.get("variant")),
-            {"variant": r.rec.get("variant"), "params": None, "measured": {}, "reported": {}},
-        )
-        v["params"] = v["params"] or _num(r.rec.get("params"))
+        name = str(r.rec.variant)
+        variants.setdefault(name, r.rec.variant)
+        params[name] = params.get(name) or _num(r.rec.params)
+        mine, theirs = measured.setdefault(name, {}), reported.setdefault(name, {})
         if r.ok and r.acc is not None:
-            key = f"{r.rec.get('task')} {r.metric} ({r.rec.get('dataset')})"
-            v["measured"].setdefault(key, []).append(r.acc)
-        for key, value in table(r.rec, "extra", "reported").items():
-            if _num(value) is not None:
-                v["reported"][str(key)] = value
-    for v in out.values():
-        v["measured"] = {
+            mine.setdefault(f"{r.rec.task} {r.metric} ({r.rec.dataset})", []).append(r.acc)
+        for key, figure in (value(r.rec, "extra.reported") or {}).items():
+            if _num(figure) is not None:
+                theirs[str(key)] = figure
+    out = []
+    for name, variant in variants.items():
+        summary = {
             k: (f"{_format_number(min(vals))}–{_format_number(max(vals))} over {len(vals)} settings")
             if len(vals) > 1 and min(vals) != max(vals)
             else _format_number(vals[0])
-            for k, vals in v["measured"].items()
+            for k, vals in measured[name].items()
         }
-    return [v for v in out.values() if v["params"] or v["measured"] or v["reported"]]
+        if params[name] or summary or reported[name]:
+            out.append({"variant": variant, "params": params[name], "measured": summary, "reported": reported[name]})
+    return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.core.numbers import finite_number, is_finite
 from bench.pages.chart_keys import MAX_LABEL, Key, short_labels
@@ -30,8 +30,8 @@ from bench.report.report_rows import (
     group_by,
     lower_is_better,
     metric_label,
-    table,
 )
+from bench.results import figure, value
 
 FLAG_NAME = "⚠ unstable or invalid (red ring)"
 FLAG_MARK = " ⚠"
@@ -95,15 +95,15 @@ class Styles:
 
     @staticmethod
     def symbol(r: Row) -> str:
-        return DTYPE_SYMBOLS.get(str(r.rec.get("dtype")), "star")
+        return DTYPE_SYMBOLS.get(str(r.rec.dtype), "star")
 
     @staticmethod
     def dash(r: Row) -> str:
-        return DTYPE_DASHES.get(str(r.rec.get("dtype")), "longdash")
+        return DTYPE_DASHES.get(str(r.rec.dtype), "longdash")
 
     @staticmethod
     def pattern(r: Row) -> str:
-        return DTYPE_PATTERNS.get(str(r.rec.get("dtype")), "x")
+        return DTYPE_PATTERNS.get(str(r.rec.dtype), "x")
 
 
 def chart_rows(rows: list[Row]) -> tuple[list[Row], str]:
@@ -205,14 +205,14 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
             return r.latency(r.traits.statistic)
 
         for members in group_by(mine, lambda r: r.series).values():
-            members.sort(key=lambda r: (r.rec.get("batch_size") or 0, r.scenario))
+            members.sort(key=lambda r: (r.rec.batch_size or 0, r.scenario))
             fig.add_trace(
                 go.Scatter(
                     x=[x_of(r) for r in members],
                     y=[r.ips for r in members],
                     mode="markers+text",
                     marker={"size": 11, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
-                    text=[_t(f"bs{r.rec.get('batch_size')} {r.scenario}") for r in members],
+                    text=[_t(f"bs{r.rec.batch_size} {r.scenario}") for r in members],
                     textposition="top center",
                     textfont={"size": 9},
                     name=_t(styles.series_label(members[0])),
@@ -245,6 +245,37 @@ def _tradeoff_charts(rows: list[Row], styles: Styles, bound: float | None) -> li
     return charts
 
 
+class _Step(NamedTuple):
+    """One point of a server cell's latency-vs-rate line."""
+
+    target: float
+    achieved: float | None
+    p50: float | None
+    judged: float  # the latency its scenario judges (its statistic, else the step's own percentile)
+    valid: bool | None
+    why: str | None
+
+
+def _curve(r: Row, stat: str) -> list[_Step]:
+    """A server cell's points by offered rate: its capacity curve's steps, else its own run as one point."""
+    if r.server is not None and r.server.curve:
+        raw = [(s.target_qps, s.achieved_qps, s.p50, getattr(s, stat, None), s.percentile_ms, s.valid,
+                s.invalid_reason) for s in r.server.curve]
+    elif r.p99 is not None:
+        raw = [(value(r.server, "target_qps"), value(r.server, "achieved_qps"), r.p50, r.latency(stat), None,
+                not r.invalid, value(r.server, "invalid_reason"))]
+    else:
+        raw = []
+    steps = [_Step(target, achieved, p50, judged if is_finite(judged) else own, ok, why)
+             for target, achieved, p50, judged, own, ok, why in raw]
+    return sorted((s for s in steps if is_finite(s.judged) and finite_number(s.target)), key=lambda s: s.target)
+
+
+def _reported(r: Row) -> dict[str, float | None]:
+    """The paper's or model card's figures the record carries (``extra.reported``), by benchmark key."""
+    return value(r.rec, "extra.reported") or {}
+
+
 def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list[Chart]:
     """Per task: request latency at the percentile each server setting's search judged (p99 unless its record
     says otherwise) against offered load (the capacity curve), so its capacity (★) sits within the bound."""
@@ -261,22 +292,15 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
         # a line per cell: its series' colour (as in every chart), its dtype's marker, and a dash per
         # batch size, since cells of one series differ by batch size here
         mine = [r for r in servers if r.task == task]
-        sizes = sorted({r.rec.get("batch_size") or 0 for r in mine})
+        sizes = sorted({r.rec.batch_size or 0 for r in mine})
         stats = sorted({r.traits.statistic for r in mine})
         for r in mine:
             stat = r.traits.statistic
-            steps = [s for s in (r.server.get("curve") or []) if isinstance(s, dict)]
-            if not steps and r.p99 is not None:
-                steps = [{"target_qps": r.server.get("target_qps"), "achieved_qps": r.server.get("achieved_qps"),
-                          "p50": r.p50, "p90": r.p90, "p99": r.p99, stat: r.latency(stat), "valid": not r.invalid,
-                          "invalid_reason": r.server.get("invalid_reason")}]
-            steps = [{**s, "judged": s.get(stat) if is_finite(s.get(stat)) else s.get("percentile_ms")} for s in steps]
-            steps = [s for s in steps if is_finite(s["judged"]) and finite_number(s.get("target_qps"))]
-            steps.sort(key=lambda s: s["target_qps"])
+            steps = _curve(r, stat)
             if not steps:
                 continue
-            x = [s["target_qps"] for s in steps]
-            y = [s["judged"] for s in steps]
+            x = [s.target for s in steps]
+            y = [s.judged for s in steps]
             xs += x
             ys += y
             fig.add_trace(
@@ -285,26 +309,25 @@ def _server_charts(rows: list[Row], styles: Styles, bound: float | None) -> list
                     y=y,
                     mode="lines+markers",
                     line={"color": styles.color(r),
-                          "dash": BATCH_DASHES[sizes.index(r.rec.get("batch_size") or 0) % len(BATCH_DASHES)]},
+                          "dash": BATCH_DASHES[sizes.index(r.rec.batch_size or 0) % len(BATCH_DASHES)]},
                     marker={"symbol": styles.symbol(r), "size": 8, "color": styles.color(r)},
                     name=_t(styles.cell(r)),
                     hovertext=[
                         _hover(r, f"offered {xx:.4g} requests/s, achieved "
-                               f"{finite_number(s.get('achieved_qps')) or float('nan'):.4g}",
-                               f"request latency p50 {finite_number(s.get('p50')) or float('nan'):.4g} ms, "
-                               f"{stat} {s['judged']:.4g} ms",
-                               "valid" if s.get("valid") is not False else
-                               f"invalid: {s.get('invalid_reason') or 'no reason recorded'}")
+                               f"{finite_number(s.achieved) or float('nan'):.4g}",
+                               f"request latency p50 {finite_number(s.p50) or float('nan'):.4g} ms, "
+                               f"{stat} {s.judged:.4g} ms",
+                               "valid" if s.valid is not False else f"invalid: {s.why or 'no reason recorded'}")
                         for s, xx in zip(steps, x, strict=True)
                     ],
                     hoverinfo="text",
                 )
             )
-            invalid += [(xx, s["judged"]) for s, xx in zip(steps, x, strict=True) if s.get("valid") is False]
+            invalid += [(xx, s.judged) for s, xx in zip(steps, x, strict=True) if s.valid is False]
             cap = r.capacity(bound)
             if cap:
-                near = min(zip(steps, x, strict=True), key=lambda sx: abs(sx[0]["target_qps"] - cap[0]))
-                capacity_points.append((near[1], near[0]["judged"], f"{r.setting}: capacity {cap[0]:.4g} requests/s"))
+                near = min(zip(steps, x, strict=True), key=lambda sx: abs(sx[0].target - cap[0]))
+                capacity_points.append((near[1], near[0].judged, f"{r.setting}: capacity {cap[0]:.4g} requests/s"))
         if not xs:
             continue
         if invalid:
@@ -360,11 +383,11 @@ def _throughput_charts(rows: list[Row], styles: Styles) -> list[Chart]:
         # a line joins the batch sizes of one series within one scenario: a single-stream point (open
         # marker) is a request alone, an offline point a batch of requests; they are never joined
         for (series, _scenario), members in group_by(mine, lambda r: (r.series, r.scenario)).items():
-            members.sort(key=lambda r: r.rec.get("batch_size") or 0)
+            members.sort(key=lambda r: r.rec.batch_size or 0)
             single = members[0].traits.reads == "latency"
             fig.add_trace(
                 go.Scatter(
-                    x=[r.rec.get("batch_size") for r in members],
+                    x=[r.rec.batch_size for r in members],
                     y=[r.ips for r in members],
                     mode="markers" if single else "lines+markers",
                     line={"color": styles.color(members[0]), "dash": styles.dash(members[0])},
@@ -378,8 +401,8 @@ def _throughput_charts(rows: list[Row], styles: Styles) -> list[Chart]:
                 )
             )
             shown.add(series)
-        _ring(fig, [(r.rec.get("batch_size"), r.ips) for r in mine if _flagged(r)], False)
-        sizes = sorted({r.rec.get("batch_size") for r in mine if finite_number(r.rec.get("batch_size"))})
+        _ring(fig, [(r.rec.batch_size, r.ips) for r in mine if _flagged(r)], False)
+        sizes = sorted({r.rec.batch_size for r in mine if finite_number(r.rec.batch_size)})
         if len(sizes) > 1:  # powers of two, evenly spaced
             xaxis = {"type": "log", "tickvals": sizes, "ticktext": [str(b) for b in sizes]}
         else:  # one batch size: a linear axis around it, not a log axis spanning decades
@@ -400,7 +423,7 @@ def _size_quality_charts(
     import plotly.graph_objects as go
 
     charts = []
-    measured = [r for r in rows if r.ok and r.acc is not None and finite_number(r.rec.get("params"))]
+    measured = [r for r in rows if r.ok and r.acc is not None and finite_number(r.rec.params)]
     for task in _tasks(measured):
         pts = [r for r in measured if r.task == task]
         metric = pts[0].metric
@@ -408,19 +431,19 @@ def _size_quality_charts(
         for members in group_by(pts, lambda r: r.series).values():
             fig.add_trace(
                 go.Scatter(
-                    x=[r.rec["params"] / 1e6 for r in members],
+                    x=[r.rec.params / 1e6 for r in members],
                     y=[r.acc for r in members],
                     mode="markers",
                     marker={"size": 11, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
                     name=_t(styles.series_label(members[0])),
-                    hovertext=[_hover(r, f"{r.rec['params'] / 1e6:.1f} M params", f"{metric} {r.acc:.4g}")
+                    hovertext=[_hover(r, f"{r.rec.params / 1e6:.1f} M params", f"{metric} {r.acc:.4g}")
                                for r in members],
                     hoverinfo="text",
                 )
             )
-        _ring(fig, [(r.rec["params"] / 1e6, r.acc) for r in pts if _flagged(r)], False)
+        _ring(fig, [(r.rec.params / 1e6, r.acc) for r in pts if _flagged(r)], False)
         fig.update_layout(
-            title=_t(f"{task}: parameters vs {metric} (measured on {pts[0].rec.get('dataset')})"),
+            title=_t(f"{task}: parameters vs {metric} (measured on {pts[0].rec.dataset})"),
             xaxis_title="parameters (millions)",
             yaxis_title=_t(f"{metric_label(metric)}, measured"),
         )
@@ -428,10 +451,10 @@ def _size_quality_charts(
     charts += _reported_vs_cost(rows, styles, reported_keys, reported_label)
     reported: dict[str, dict[str, tuple[float, float]]] = {}
     for r in rows:
-        params = finite_number(r.rec.get("params"))
-        for key, value in table(r.rec, "extra", "reported").items():
-            if params and is_finite(value):
-                reported.setdefault(str(key), {})[str(r.rec.get("variant"))] = (params / 1e6, float(value))
+        params = finite_number(r.rec.params)
+        for key, paper in _reported(r).items():
+            if params and is_finite(paper):
+                reported.setdefault(str(key), {})[str(r.rec.variant)] = (params / 1e6, float(paper))
     if reported:
         fig = go.Figure()
         for key, by_variant in sorted(reported.items()):
@@ -474,7 +497,7 @@ def _reported_vs_cost(
         pts = [
             r for r in rows
             if r.ok and r.task == task and r.traits.closed_loop and r.ips and r.at_reported_setting
-            and is_finite(table(r.rec, "extra", "reported").get(key))
+            and is_finite(_reported(r).get(key))
         ]
         if not pts:
             continue
@@ -484,7 +507,7 @@ def _reported_vs_cost(
             return r.cost_per_million if priced else r.ips
 
         def y_of(r: Row, key: str = key) -> float:
-            return float(r.rec["extra"]["reported"][key])
+            return float(_reported(r)[key])
 
         fig = go.Figure()
         for members in group_by(pts, lambda r: r.series).values():
@@ -641,7 +664,7 @@ def _front_charts(rows: list[Row], styles: Styles) -> list[Chart]:
                     go.Scatter(
                         x=[x_of(r) for r in members], y=[y_of(r) for r in members], mode="markers",
                         marker={"size": 9, "color": styles.color(members[0]), "symbol": styles.symbol(members[0])},
-                        hovertext=[_hover(r, f"{r.scenario}, bs{r.rec.get('batch_size')}", f"p99 {r.p99:.4g} ms",
+                        hovertext=[_hover(r, f"{r.scenario}, bs{r.rec.batch_size}", f"p99 {r.p99:.4g} ms",
                                           f"{r.ips:.4g} images/s")
                                    + (f"<br>${r.cost_per_million:.4g} per million images" if r.cost_per_million else "")
                                    for r in members],
@@ -750,7 +773,7 @@ def _stage_chart(sel: list[Row], styles: Styles, kind: str) -> Chart:
             go.Bar(y=labels, x=[r.stages[key] for r in sel], name=_t(name), orientation="h", marker={"color": color})
         )
     # a batch of one image waits exactly its time per image
-    alone = [r.traits.latency_per == "batch" and r.rec.get("batch_size") == 1 for r in sel]
+    alone = [r.traits.latency_per == "batch" and r.rec.batch_size == 1 for r in sel]
     ticks = [(label, r.time_per_image_p50 or (r.p50 if one else None))
              for label, r, one in zip(labels, sel, alone, strict=True)]
     ticks = [(label, v) for label, v in ticks if v]
@@ -772,8 +795,7 @@ def _stage_chart(sel: list[Row], styles: Styles, kind: str) -> Chart:
         xaxis={"title": "milliseconds per image (medians of each stage, measured)", "type": axis_type(totals)},
         yaxis={"autorange": "reversed"},
     )
-    bases = sorted({str(table(r.rec, "timing").get("stages_basis")) for r in sel
-                    if table(r.rec, "timing").get("stages_basis")})
+    bases = sorted({str(value(r.rec, "timing.stages_basis")) for r in sel if value(r.rec, "timing.stages_basis")})
     note = (
         "Stage times are per image, amortised over the batch"
         + (f" (the records say: {'; '.join(bases)})" if bases else "")
@@ -791,7 +813,7 @@ def _memory_chart(rows: list[Row], styles: Styles) -> Chart | None:
     def peak(r: Row) -> float:
         return r.peak_memory[0] if r.peak_memory else 0.0
 
-    sel = [r for r in rows if r.ok and any(finite_number(table(r.rec, "memory").get(k)) for k, _ in MEMORY_FIELDS)]
+    sel = [r for r in rows if r.ok and any(figure(r.rec, f"memory.{k}") for k, _ in MEMORY_FIELDS)]
     if not sel:
         return None
     sel.sort(key=peak)
@@ -800,7 +822,7 @@ def _memory_chart(rows: list[Row], styles: Styles) -> Chart | None:
     fig = go.Figure()
     values_all: list[float] = []
     for (key, name), color in zip(MEMORY_FIELDS, MEMORY_COLORS, strict=True):
-        values = [(finite_number(table(r.rec, "memory").get(key)) or 0) / 2**20 or None for r in sel]
+        values = [(figure(r.rec, f"memory.{key}") or 0) / 2**20 or None for r in sel]
         if any(values):
             values_all += [v for v in values if v]
             fig.add_trace(go.Bar(y=labels, x=values, name=_t(name), orientation="h", marker={"color": color}))
@@ -817,7 +839,7 @@ def _distribution_chart(rows: list[Row], styles: Styles) -> Chart | None:
     import plotly.graph_objects as go
 
     def samples(r: Row) -> list[float]:
-        return [float(s) for s in (r.rec.get("samples_ms") or []) if is_finite(s)]
+        return [s for s in r.rec.samples_ms if not math.isnan(s)]
 
     sel = [r for r in rows if r.ok and samples(r)]
     if not sel:
@@ -853,7 +875,7 @@ def _energy_charts(rows: list[Row], styles: Styles) -> list[Chart]:
     ok = [r for r in rows if r.ok]
 
     def source(r: Row) -> str:
-        return str(table(r.rec, "energy").get("source") or "")
+        return str(value(r.rec, "energy.source") or "")
 
     charts = [
         _bars(ok, styles, lambda r: r.joules, title="energy per image (measured)", axis="joules per image",

@@ -13,7 +13,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ from bench.core.numbers import finite_number as number
 from bench.core.variants import VARIANTS
 from bench.report.prices import Price, PriceTable
 from bench.report.uncertainty import UNSTABLE, Interval, judge
-from bench.results import dig, store
+from bench.results import Flag, Record, Server, dig, figure, store, value
 from bench.run.optimize import agreement_with_fp32
 from bench.scenarios import ScenarioTraits, traits_of
 
@@ -58,12 +58,6 @@ _NOT_IN_LABELS = ("weights_requested",)
 
 # ---------------------------------------------------------------------------------------------
 # records and environments
-
-
-def table(d: Any, *keys: str) -> dict[str, Any]:
-    """A nested table of a record (records are untrusted input): {} when missing or not a table."""
-    value = dig(d, *keys)
-    return value if isinstance(value, dict) else {}
 
 
 MIN_QPS = 1e-6
@@ -141,12 +135,9 @@ def cores_used(env: dict[str, Any]) -> int | None:
     return None
 
 
-def device_name(record: dict[str, Any], env: dict[str, Any]) -> str:
+def device_name(device: str | None, env: dict[str, Any]) -> str:
     """The hardware a cell ran on, by name: the GPU's name for cuda devices, "cpu" for the CPU."""
-    explicit = dig(record, "extra", "device_name")
-    if isinstance(explicit, str) and explicit:
-        return explicit
-    device = str(record.get("device") or "")
+    device = str(device or "")
     if device.startswith("cuda"):
         gpus = gpu_names(env)
         index = int(device.split(":")[1]) if re.fullmatch(r"cuda:\d+", device) else 0
@@ -171,9 +162,9 @@ class DeviceKind:
         return self.name
 
 
-def device_kind(record: dict[str, Any], env: dict[str, Any]) -> DeviceKind:
-    name = device_name(record, env)
-    device = str(record.get("device") or "")
+def device_kind(record: Record, env: dict[str, Any]) -> DeviceKind:
+    name = device_name(record.device, env)
+    device = str(record.device or "")
     if device.startswith("cuda"):
         return DeviceKind("gpu", name if name != device else f"{device} (GPU name not recorded)")
     if device == "cpu":
@@ -189,15 +180,15 @@ def price_for(kind: DeviceKind, prices: PriceTable) -> Price | None:
     return None
 
 
-def _flag_text(server: dict[str, Any]) -> str:
-    return f"invalid: {server.get('invalid_reason') or 'no reason recorded'}"
+def _flag_text(server: Server | None) -> str:
+    return f"invalid: {value(server, 'invalid_reason') or 'no reason recorded'}"
 
 
 @dataclass
 class Row:
     """One cell prepared for display: the record plus labels and derived figures."""
 
-    rec: dict[str, Any]
+    rec: Record
     run: str
     device_name: str
     kind: DeviceKind = field(default_factory=lambda: DeviceKind("other", "unknown"))
@@ -208,57 +199,58 @@ class Row:
     metric: str | None = None
     price: Price | None = None
     usd_per_kwh: float | None = None
+    agreement: float | None = None  # exact-match agreement with the fp32 cell of the same work (optimize)
 
     @property
     def ok(self) -> bool:
-        return self.rec.get("status") == "ok"
+        return self.rec.status == "ok"
 
     @property
     def label(self) -> str:
-        return f"{self.rec.get('task')} · {self.setting}"
+        return f"{self.rec.task} · {self.setting}"
 
     @property
     def task(self) -> str:
-        return str(self.rec.get("task"))
+        return str(self.rec.task)
 
     @property
     def scenario(self) -> str:
-        return str(self.rec.get("scenario") or "")
+        return str(self.rec.scenario or "")
 
     @cached_property
     def traits(self) -> ScenarioTraits:
         """How the cell is judged, as its scenario declares (bench.scenarios.traits); read once per row (every
         chart, table and the answer ask it)."""
-        return traits_of(self.rec)
+        return traits_of(self.rec.to_dict())  # bench.scenarios reads JSON records until it is migrated
 
     @property
     def weights(self) -> str:
-        return str(self.rec.get("weights") or "unknown")
+        return str(self.rec.weights or "unknown")
 
     @property
     def quant(self) -> str:
         """The quantisation the cell ran with (``settings.quant``; "none" when absent)."""
-        return str(table(self.rec, "settings").get("quant") or "none")
+        return str(value(self.rec, "settings.quant") or "none")
 
     @property
     def at_reported_setting(self) -> bool:
         """fp32, not quantised, pretrained weights of the variant's own checkpoint: the only setting a paper's or
         model card's accuracy is reported for (drawn beside no other)."""
-        variant = VARIANTS.get(str(self.rec.get("variant")))
-        return (variant is not None and self.rec.get("dtype") == "fp32" and self.quant == "none"
-                and self.weights == "pretrained" and self.rec.get("checkpoint") in (variant.hub_id, variant.native_id))
+        variant = VARIANTS.get(str(self.rec.variant))
+        return (variant is not None and self.rec.dtype == "fp32" and self.quant == "none"
+                and self.weights == "pretrained" and self.rec.checkpoint in (variant.hub_id, variant.native_id))
 
     @property
     def acc(self) -> float | None:
         """Measured accuracy on the task's metric: only pretrained weights have one (random weights score
         noise, and a checkpoint of unknown origin is not trusted)."""
-        if not self.metric or self.rec.get("weights") != "pretrained":
+        if not self.metric or self.rec.weights != "pretrained":
             return None
-        return number(dig(self.rec, "accuracy", self.metric))
+        return number((self.rec.accuracy or {}).get(self.metric))
 
     def latency(self, statistic: str) -> float | None:
         """Request latency (what one request waits), ``statistic`` one of mean, p50, p90, p95, p99."""
-        return number(dig(self.rec, "latency_ms", statistic))
+        return figure(self.rec, f"latency_ms.{statistic}")
 
     @property
     def p50(self) -> float | None:
@@ -275,22 +267,21 @@ class Row:
     @property
     def time_per_image_p50(self) -> float | None:
         """The amortised time per image (batch wall time / batch size), median."""
-        return number(dig(self.rec, "time_per_image_ms", "p50"))
+        return figure(self.rec, "time_per_image_ms.p50")
 
     @property
     def ips(self) -> float | None:
-        value = number(dig(self.rec, "throughput", "images_per_s"))
-        return value if value and value > 0 else None
+        ips = figure(self.rec, "throughput.images_per_s")
+        return ips if ips and ips > 0 else None
 
     @property
-    def server(self) -> dict[str, Any]:
-        server = self.rec.get("server")
-        return server if isinstance(server, dict) else {}
+    def server(self) -> Server | None:
+        return self.rec.server
 
     @property
     def invalid(self) -> bool:
         """A server run that broke the scenario's rules (too short, QPS missed, p99 over its bound)."""
-        return self.server.get("valid") is False
+        return value(self.server, "valid") is False
 
     @cached_property
     def uncertainty(self) -> Interval | None:
@@ -304,20 +295,17 @@ class Row:
         return self.uncertainty is not None and self.uncertainty.verdict == UNSTABLE
 
     @property
-    def record_flags(self) -> list[dict[str, str]]:
-        """The run's own warnings about the cell (``flags``: {"code", "message"}), absent in older records."""
-        raw = self.rec.get("flags")
-        if not isinstance(raw, list):
-            return []
-        return [{"code": str(f.get("code") or "flag"), "message": str(f.get("message") or f.get("code") or "")}
-                for f in raw if isinstance(f, dict)]
+    def record_flags(self) -> list[Flag]:
+        """The run's own warnings about the cell (``flags``), absent in older records; each with a code and a
+        message (the code where none was written)."""
+        return [Flag(code=f.code or "flag", message=f.message or f.code or "") for f in self.rec.flags]
 
     @property
     def flags(self) -> list[str]:
         """What makes this cell's figures less than trustworthy, for every table and chart."""
         out = [_flag_text(self.server)] if self.invalid else []
         out += ["unstable"] if self.unstable else []
-        return out + [f["code"] for f in self.record_flags]
+        return out + [str(f.code) for f in self.record_flags]
 
     @property
     def bound_statistic(self) -> str | None:
@@ -345,25 +333,25 @@ class Row:
         if self.traits.reads != "capacity":
             return None
         statistic = self.traits.statistic
-        own = number(self.server.get("latency_bound_ms"))
-        capacity = rate(self.rec.get("capacity_qps"))
+        own = number(value(self.server, "latency_bound_ms"))
+        capacity = rate(self.rec.capacity_qps)
         if capacity and (bound_ms is None or (own is not None and abs(own - bound_ms) < 1e-9)):
             where = f"{statistic} ≤ {own:g} ms" if own is not None else "its bound"
             return capacity, f"capacity search, {where}"
-        steps = [s for s in self.server.get("curve") or [] if isinstance(s, dict)]
+        steps = self.server.curve if self.server is not None else ()
         if bound_ms is not None and steps:
             within = [
                 q
                 for s in steps
-                if s.get("valid") is not False
-                and (tail := number(s.get(statistic))) is not None
+                if s.valid is not False
+                and (tail := number(getattr(s, statistic, None))) is not None
                 and tail <= bound_ms
-                and (q := rate(s.get("target_qps"))) is not None
+                and (q := rate(s.target_qps)) is not None
             ]
             if within:
                 return max(within), f"highest valid step of the capacity curve with {statistic} ≤ {bound_ms:g} ms"
             return None
-        achieved = rate(self.server.get("achieved_qps"))
+        achieved = rate(value(self.server, "achieved_qps"))
         limit = bound_ms if bound_ms is not None else own
         judged = self.latency(statistic)
         if achieved and not self.invalid and (limit is None or (judged is not None and judged <= limit)):
@@ -374,7 +362,7 @@ class Row:
     def capacity_bracket(self) -> tuple[float, float | None] | None:
         """[highest valid, lowest invalid] rate the capacity search proved (``server.capacity_bracket``,
         absent in older records; the upper end None when no rate failed)."""
-        raw = self.server.get("capacity_bracket")
+        raw = value(self.server, "capacity_bracket")
         if isinstance(raw, (list, tuple)) and len(raw) == 2 and number(raw[0]) is not None:
             return number(raw[0]), number(raw[1])
         return None
@@ -383,18 +371,18 @@ class Row:
     def peak_memory(self) -> tuple[float, str] | None:
         """The memory that limits how many copies fit: GPU allocation on cuda, host RSS on cpu."""
         order = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "cuda_peak_reserved_bytes")
-        if not str(self.rec.get("device") or "").startswith("cuda"):
+        if not str(self.rec.device or "").startswith("cuda"):
             order = ("peak_rss_bytes",)
         for key in order:
-            value = number(dig(self.rec, "memory", key))
-            if value:
-                return value, dict(MEMORY_FIELDS)[key]
+            peak = figure(self.rec, f"memory.{key}")
+            if peak:
+                return peak, dict(MEMORY_FIELDS)[key]
         return None
 
     @property
     def joules(self) -> float | None:
-        value = number(dig(self.rec, "energy", "joules_per_image"))
-        return value if value and value > 0 else None
+        joules = figure(self.rec, "energy.joules_per_image")
+        return joules if joules and joules > 0 else None
 
     @property
     def images_per_joule(self) -> float | None:
@@ -421,9 +409,8 @@ class Row:
 
     @property
     def stages(self) -> dict[str, float] | None:
-        s = self.rec.get("stages_ms") or {}
-        pre, vision, ttft = number(s.get("preprocess")), number(s.get("vision")), number(s.get("ttft"))
-        decode, post = number(s.get("decode")), number(s.get("postprocess"))
+        pre, vision, ttft = (figure(self.rec, f"stages_ms.{k}") for k in ("preprocess", "vision", "ttft"))
+        decode, post = figure(self.rec, "stages_ms.decode"), figure(self.rec, "stages_ms.postprocess")
         if all(v is None for v in (pre, vision, ttft, decode, post)):
             return None
         prefill = max(ttft - (vision or 0.0), 0.0) if ttft is not None else None
@@ -442,22 +429,26 @@ def _fmt_axis(axis: str, value: Any) -> str:
     return f"{short}={value}"
 
 
-def _axis_value(rec: dict[str, Any], axis: str) -> Any:
+def _axis_value(rec: Record, axis: str) -> Any:
     """A record's value on a label axis; a failed cell's max_new_tokens of 0 (never resolved) is None."""
-    value = rec.get(axis)
-    if axis == "max_new_tokens" and not (isinstance(value, int) and value > 0):
+    found = getattr(rec, axis)
+    if axis == "max_new_tokens" and not (isinstance(found, int) and found > 0):
         return None
-    return value
+    return found
+
+
+def _settings(rec: Record) -> dict[str, Any]:
+    """A record's settings as written (the label shows those that vary between rows)."""
+    return rec.settings.to_dict() if rec.settings is not None else {}
 
 
 def _label_rows(rows: list[Row]) -> None:
     """Give each row a short setting label naming the axes that vary, unique within its task, and a
     series label (the same without batch size and scenario) for chart lines."""
     varying = [a for a in _IF_VARYING if len({json.dumps(_axis_value(r.rec, a)) for r in rows}) > 1]
-    settings_keys = sorted({k for r in rows for k in (r.rec.get("settings") or {}) if k not in _NOT_IN_LABELS})
-    varying_settings = [
-        k for k in settings_keys if len({json.dumps((r.rec.get("settings") or {}).get(k)) for r in rows}) > 1
-    ]
+    own_settings = {id(r): _settings(r.rec) for r in rows}
+    settings_keys = sorted({k for r in rows for k in own_settings[id(r)] if k not in _NOT_IN_LABELS})
+    varying_settings = [k for k in settings_keys if len({json.dumps(own_settings[id(r)].get(k)) for r in rows}) > 1]
     several_runs = len({r.run for r in rows}) > 1
     several_kinds = len({r.kind for r in rows if r.kind.kind == "gpu"}) > 1
     for r in rows:
@@ -465,35 +456,34 @@ def _label_rows(rows: list[Row]) -> None:
         for axis in (*_ALWAYS, *varying):
             if _axis_value(r.rec, axis) is None and axis in _IF_VARYING:
                 continue
-            text = _fmt_axis(axis, r.rec.get(axis))
+            text = _fmt_axis(axis, getattr(r.rec, axis))
             if axis == "device" and several_kinds and r.kind.kind == "gpu":
                 text = r.kind.name
             parts.append((axis, text))
-        own = r.rec.get("settings") or {}
+        own = own_settings[id(r)]
         parts += [(f"settings.{k}", f"{k}={own[k]}") for k in varying_settings if own.get(k) is not None]
         r.parts = parts
         r.setting = " ".join(text for _, text in parts)
         r.series = " ".join(text for axis, text in parts if axis not in _ALONG_A_LINE)
         r.family = " ".join(text for axis, text in parts if axis not in (*_ALONG_A_LINE, "dtype"))
-    seen = Counter((r.rec.get("task"), r.setting) for r in rows)
+    seen = Counter((r.rec.task, r.setting) for r in rows)
     for r in rows:
-        if seen[(r.rec.get("task"), r.setting)] > 1:
-            r.setting += f" #{str(r.rec.get('cell_id'))[:6]}"
+        if seen[(r.rec.task, r.setting)] > 1:
+            r.setting += f" #{str(r.rec.cell_id)[:6]}"
 
 
-def _without_texts(rec: dict[str, Any]) -> dict[str, Any]:
+def _without_texts(rec: Record) -> Record:
     """The record without the generated texts, which no section reads once the fp32 agreement is computed."""
-    extra = rec.get("extra")
-    if isinstance(extra, dict) and "texts" in extra:
-        rec["extra"] = {k: v for k, v in extra.items() if k != "texts"}
-    return rec
+    if rec.extra is None or rec.extra.texts is None:
+        return rec
+    return replace(rec, extra=replace(rec.extra, texts=None))
 
 
 def _task_metrics(rows: list[Row]) -> dict[str, str | None]:
     """One metric per task (the most common primary metric), so settings compare like with like."""
     out: dict[str, str | None] = {}
-    for task in dict.fromkeys(r.rec.get("task") for r in rows):
-        names = [primary_metric(r.rec.get("accuracy"), task) for r in rows if r.rec.get("task") == task]
+    for task in dict.fromkeys(r.rec.task for r in rows):
+        names = [primary_metric(r.rec.accuracy, task) for r in rows if r.rec.task == task]
         names = [n for n in names if n]
         out[task] = Counter(names).most_common(1)[0][0] if names else None
     return out
@@ -525,19 +515,20 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
         name = path.resolve().name if names[path.resolve().name] == 1 else str(path)
         env = store.read_env(path)
         rows = []
-        by_cell = store.latest_by_cell(store.read_records(path))
-        for cell_id, rate in agreement_with_fp32(list(by_cell.values())).items():
-            by_cell[cell_id].setdefault("extra", {})["agreement_fp32"] = rate
+        by_cell = store.latest_by_cell(store.records(path))
+        # bench.optimize reads JSON records until it is migrated
+        agreement = agreement_with_fp32([r.to_dict() for r in by_cell.values()])
         for rec in map(_without_texts, by_cell.values()):
             kind = device_kind(rec, env)
             rows.append(
                 Row(
                     rec,
                     name,
-                    device_name(rec, env),
+                    device_name(rec.device, env),
                     kind,
                     price=price_for(kind, prices),
                     usd_per_kwh=prices.usd_per_kwh,
+                    agreement=agreement.get(rec.cell_id),
                 )
             )
         runs.append(Run(name, path, env, rows))
@@ -545,7 +536,7 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
     _label_rows(all_rows)
     metrics = _task_metrics(all_rows)
     for r in all_rows:
-        r.metric = metrics.get(r.rec.get("task"))
+        r.metric = metrics.get(r.rec.task)
     return runs
 
 
@@ -558,7 +549,7 @@ def group_by(rows: Iterable[T], key: Callable[[T], Any]) -> dict[Any, list[T]]:
 
 
 def tasks_of(rows: list[Row]) -> list[str]:
-    return list(dict.fromkeys(str(r.rec.get("task")) for r in rows))
+    return list(dict.fromkeys(str(r.rec.task) for r in rows))
 
 
 def kinds_of(rows: list[Row]) -> list[DeviceKind]:

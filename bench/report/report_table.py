@@ -24,7 +24,8 @@ from markupsafe import Markup, escape
 
 from bench.core.numbers import is_finite
 from bench.pages.page import format_number as num
-from bench.report.report_rows import Row, table
+from bench.report.report_rows import Row
+from bench.results import Timing, figure, value
 
 PAGE_ROWS = 500
 """Rows drawn at once; the pager shows the others (a 43,000-cell table as 43,000 DOM rows takes minutes)."""
@@ -66,23 +67,23 @@ class Column:
 
 
 def _lat(r: Row, key: str) -> Cell:
-    return _number(table(r.rec, "latency_ms").get(key))
+    return _number(figure(r.rec, f"latency_ms.{key}"))
 
 
 def _pair(field: str, first: str, second: str, between: str) -> Callable[[Row, Context], Cell]:
     """Two figures of one table of the record shown together ("a / b"), sorted by the first."""
 
     def cell(r: Row, _: Context) -> Cell:
-        values = table(r.rec, field)
-        if not is_finite(values.get(first)):
+        low, high = value(r.rec, f"{field}.{first}"), value(r.rec, f"{field}.{second}")
+        if not is_finite(low):
             return "–", None
-        return f"{num(values[first])}{between}{num(values.get(second))}", _key(values[first])
+        return f"{num(low)}{between}{num(high)}", _key(low)
 
     return cell
 
 
 def _status(r: Row, _: Context) -> Cell:
-    status = escape(r.rec.get("status"))
+    status = escape(r.rec.status)
     return f'<span class="status status-{status}">{status}</span>', str(status)
 
 
@@ -92,7 +93,7 @@ def _setting(r: Row, _: Context) -> Cell:
 
 
 def _params(r: Row, _: Context) -> Cell:
-    params = r.rec.get("params")
+    params = r.rec.params
     return (f"{num(params / 1e6)} M" if params and is_finite(params) else "–"), _key(params)
 
 
@@ -100,7 +101,7 @@ def _qps(r: Row, _: Context) -> Cell:
     if not r.server:
         return "–", None
     invalid = ' <span class="status status-error">invalid</span>' if r.invalid else ""
-    return f"{num(r.server.get('target_qps'))} / {num(r.server.get('achieved_qps'))}{invalid}", None
+    return f"{num(r.server.target_qps)} / {num(r.server.achieved_qps)}{invalid}", None
 
 
 def _capacity(r: Row, ctx: Context) -> Cell:
@@ -114,7 +115,7 @@ def _memory(r: Row, _: Context) -> Cell:
 
 
 def _accuracy(r: Row, _: Context) -> Cell:
-    acc = table(r.rec, "accuracy")
+    acc = r.rec.accuracy
     if acc and r.weights == "pretrained":
         return "; ".join(f"{escape(k)} {num(v)}" for k, v in acc.items()), None
     why = f"not measured ({escape(r.weights)} weights)" if r.weights != "pretrained" else "–"
@@ -122,31 +123,30 @@ def _accuracy(r: Row, _: Context) -> Cell:
 
 
 def _agreement(r: Row, _: Context) -> Cell:
-    agree = table(r.rec, "extra").get("agreement_fp32")
+    agree = r.agreement
     stress = ' <small class="muted">(stress test)</small>' if is_finite(agree) and r.weights == "random" else ""
     return _pct(agree) + stress, _key(agree)
 
 
 def _roofline(r: Row, _: Context) -> Cell:
-    if "roofline-bad-reference" in [f.get("code") for f in r.rec.get("flags") or [] if isinstance(f, dict)]:
+    if "roofline-bad-reference" in [f.code for f in r.rec.flags]:
         return ('<span class="muted" title="above 1: the matrix-product reference under-read the machine; see the '
                 "record's flags\">bad reference</span>"), None
-    fraction = table(r.rec, "extra", "roofline").get("fraction")
+    fraction = value(r.rec, "extra.roofline.fraction")
     return _pct(fraction), _key(fraction)
 
 
-def timing_text(timing: Any) -> str | None:
-    """How a cell was timed, in short: its warm-up and iterations (the rest is the cell's title)."""
-    if not isinstance(timing, dict):
-        return None
-    parts = [f"{k}={timing[k]}" for k in ("warmup", "iterations") if k in timing]
+def timing_text(timing: Timing | None) -> str | None:
+    """How a cell was timed, in short: its warm-up and iterations as written (the rest is the cell's title)."""
+    written = timing.to_dict() if timing is not None else {}
+    parts = [f"{k}={written[k]}" for k in ("warmup", "iterations") if k in written]
     return ", ".join(parts) or None
 
 
 def _timing(r: Row, _: Context) -> Cell:
-    timing = table(r.rec, "timing")
+    timing = r.rec.timing.to_dict() if r.rec.timing is not None else {}
     full = "; ".join(f"{k}={v}" for k, v in timing.items())
-    return f"<small>{escape(timing_text(timing) or '–')}</small>", None, full
+    return f"<small>{escape(timing_text(r.rec.timing) or '–')}</small>", None, full
 
 
 def _text(value: Any) -> Cell:
@@ -155,9 +155,9 @@ def _text(value: Any) -> Cell:
 
 
 COLUMNS = (
-    Column("task", lambda r, _: _text(r.rec.get("task"))),
+    Column("task", lambda r, _: _text(r.rec.task)),
     Column("setting", _setting, css="setting"),
-    Column("scenario", lambda r, _: _text(r.rec.get("scenario"))),
+    Column("scenario", lambda r, _: _text(r.rec.scenario)),
     Column("status", _status),
     Column("params", _params),
     Column("latency p50 ms", lambda r, _: _lat(r, "p50"),
@@ -166,14 +166,14 @@ COLUMNS = (
     Column("latency p99 ms", lambda r, _: _lat(r, "p99"), "request latency p99; a bound judges it for server"),
     Column("CI95 p50 ms", _pair("latency_ms", "ci95_low", "ci95_high", "–"), "95% confidence interval of the median request latency"),
     Column("n", lambda r, _: _lat(r, "n")),
-    Column("time/image p50 ms", lambda r, _: _number(table(r.rec, "time_per_image_ms").get("p50")),
+    Column("time/image p50 ms", lambda r, _: _number(figure(r.rec, "time_per_image_ms.p50")),
            "amortised time per image p50: batch wall time ÷ batch size; not a latency"),
-    Column("images/s", lambda r, _: _number(table(r.rec, "throughput").get("images_per_s"))),
+    Column("images/s", lambda r, _: _number(figure(r.rec, "throughput.images_per_s"))),
     Column("QPS target / achieved", _qps, "server: target / achieved requests per second"),
     Column("capacity req/s", _capacity),
-    Column("tokens/s", lambda r, _: _number(table(r.rec, "throughput").get("tokens_per_s"))),
-    Column("tokens/image", lambda r, _: (num(r.rec.get("gen_tokens_mean")), _key(r.rec.get("gen_tokens_mean")))),
-    Column("decode tok/s", lambda r, _: _number(table(r.rec, "throughput").get("decode_tokens_per_s")),
+    Column("tokens/s", lambda r, _: _number(figure(r.rec, "throughput.tokens_per_s"))),
+    Column("tokens/image", lambda r, _: (num(r.rec.gen_tokens_mean), _key(r.rec.gen_tokens_mean))),
+    Column("decode tok/s", lambda r, _: _number(figure(r.rec, "throughput.decode_tokens_per_s")),
            "decoding steps per second (one token per image per step)"),
     Column("per-token p50 / p99 ms", _pair("per_token_ms", "p50", "p99", " / "), "one decoding step, which each image of the batch waits"),
     Column("load s / first call ms", _pair("timing", "load_s", "first_call_ms", " / "), "model load; the cell's first, cold batch"),
@@ -183,8 +183,8 @@ COLUMNS = (
     Column("fp32 agreement", _agreement),
     Column("roofline fraction", _roofline),
     Column("timing", _timing, css="timing"),
-    Column("cell", lambda r, _: (f"<code>{escape(str(r.rec.get('cell_id') or '')[:10])}</code>",
-                                 str(r.rec.get("cell_id") or "") or None)),
+    Column("cell", lambda r, _: (f"<code>{escape(str(r.rec.cell_id or '')[:10])}</code>",
+                                 str(r.rec.cell_id or "") or None)),
 )
 
 
@@ -261,14 +261,14 @@ def _tagged(text: str, tag: str) -> Markup:
 
 
 COST_COLUMNS = (
-    Column("task", lambda r, _: _text(r.rec.get("task"))),
+    Column("task", lambda r, _: _text(r.rec.task)),
     Column("setting", _setting, css="setting"),
     Column("device kind", lambda r, _: _text(r.kind.label)),
     Column("price used (source)", _price),
     Column("images/s", lambda r, _: _number(r.ips)),
     Column(_tagged("J/image", "measured"), lambda r, _: _number(r.joules)),
     Column("images/J", lambda r, _: _number(r.images_per_joule)),
-    Column("energy source", lambda r, _: _text(table(r.rec, "energy").get("source") or "not measured")),
+    Column("energy source", lambda r, _: _text(value(r.rec, "energy.source") or "not measured")),
     Column(_tagged("USD per M images", "derived"), lambda r, _: _number(r.cost_per_million)),
     Column(_tagged("energy USD per M images", "derived"), lambda r, _: _number(r.energy_cost_per_million)),
 )

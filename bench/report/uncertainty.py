@@ -22,9 +22,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from bench.core.numbers import finite_number, is_finite
+from bench.core.numbers import finite_number
 from bench.core.stats import percentile_ci
 from bench.pages.page import format_number
+from bench.results import Record, figure, value
 from bench.scenarios import traits_of
 
 CONFIDENCE = 0.95
@@ -78,11 +79,8 @@ class Interval:
         return f"{self.statistic} 95% CI {format_number(self.low)}–{format_number(self.high)} {self.unit} (n = {self.n})"
 
 
-def _samples(rec: dict[str, Any]) -> list[float]:
-    raw = rec.get("samples_ms")
-    if not isinstance(raw, list):
-        return []
-    return sorted(float(v) for v in raw if is_finite(v))
+def _samples(rec: Record) -> list[float]:
+    return sorted(v for v in rec.samples_ms if not math.isnan(v))
 
 
 def recorded_interval(value: Any) -> tuple[float, float] | None:
@@ -96,19 +94,17 @@ def recorded_interval(value: Any) -> tuple[float, float] | None:
     return None
 
 
-def judge(rec: dict[str, Any]) -> Interval | None:
+def judge(rec: Record) -> Interval | None:
     """The interval of the statistic ``rec``'s scenario is judged on; None for an unknown scenario."""
-    traits = traits_of(rec)
+    traits = traits_of(rec.to_dict())  # bench.scenarios reads JSON records until it is migrated
     if traits.reads is None:
         return None
     samples = _samples(rec)
     throughput_judged = traits.reads == "throughput"
     quantile = 0.5 if throughput_judged else float(traits.statistic[1:]) / 100.0
     needed = samples_needed(quantile)
-    latency = rec.get("latency_ms") if isinstance(rec.get("latency_ms"), dict) else {}
     if throughput_judged:
-        throughput = rec.get("throughput") if isinstance(rec.get("throughput"), dict) else {}
-        ips = finite_number(throughput.get("images_per_s"))
+        ips = figure(rec, "throughput.images_per_s")
         ci = percentile_ci(samples, 0.5, CONFIDENCE) if samples else None
         median = statistics.median(samples) if samples else None
         low = high = None
@@ -117,11 +113,10 @@ def judge(rec: dict[str, Any]) -> Interval | None:
         return Interval("throughput", "images/s", ips, low, high, len(samples), needed,
                         "the median batch time's interval, as a ratio of the measured throughput")
     statistic = traits.statistic
-    estimate = finite_number(latency.get(statistic))
-    server = rec.get("server") if isinstance(rec.get("server"), dict) else {}
-    recorded = recorded_interval(server.get("percentile_ci_ms")) if traits.percentile_from else None
+    estimate = figure(rec, f"latency_ms.{statistic}")
+    recorded = recorded_interval(value(rec, "server.percentile_ci_ms")) if traits.percentile_from else None
     if recorded is not None:
-        n = len(samples) or int(finite_number(server.get("n_requests")) or 0)
+        n = len(samples) or int(figure(rec, "server.n_requests") or 0)
         return Interval(statistic, "ms", estimate, *recorded, n, needed, "server.percentile_ci_ms")
     ci = percentile_ci(samples, quantile, CONFIDENCE) if samples else None
     low, high = ci if ci else (None, None)

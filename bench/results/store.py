@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import time
-import typing
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,7 +129,7 @@ def records(run_dir: Path) -> list[Record]:
             bad.append(n)
         else:  # typed as it is read: a run's parsed JSON is never held whole (100k records: gigabytes)
             # older schemas in today's meaning, or one clear refusal (bench.results.schema.upgrade)
-            typed.append(typing.cast(Record, Record.from_dict(record, path)))
+            typed.append(Record.from_checked(record, path))  # parse_line has checked it: once, not twice
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
         warnings.warn(

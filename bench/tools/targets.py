@@ -32,7 +32,7 @@ from bench.core.numbers import is_finite
 from bench.core.paths import write_output
 from bench.report.uncertainty import judge as record_interval
 from bench.report.uncertainty import percentile_figure
-from bench.results import store
+from bench.results import Record, store
 from bench.run import selfcheck
 from bench.scenarios import traits_of
 
@@ -107,7 +107,7 @@ def _best_offline(variant: str):
         if not rows:
             return _none(records, variant, "in the offline scenario")
         best = max(rows, key=lambda r: r["throughput"]["images_per_s"])
-        ci = record_interval(best)
+        ci = record_interval(Record.from_dict(best))  # bench.uncertainty reads typed records
         return Measured(best["throughput"]["images_per_s"], f"best of {len(rows)}: {_describe(best)}",
                         ci.low if ci else None, ci.high if ci else None)
 
