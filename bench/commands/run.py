@@ -18,6 +18,18 @@ from bench.report.summary import summary_table
 INTERRUPTED = RESUME_ADVICE  # what Ctrl-C or SIGTERM says (bench.cli): the run goes on with --resume
 
 
+def _server_flags(r: argparse.ArgumentParser) -> None:
+    """The server scenario's flags: its target rate and batcher, and the bound a valid run meets."""
+    r.add_argument("--server-qps", type=_qps, help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
+                   "QPS whose chosen percentile stays within --latency-bound-ms (capacity search)")
+    r.add_argument("--max-queue-delay-ms", type=bounded("max_queue_delay_ms"), help="server scenario: how long the dynamic batcher waits for "
+                   "a fuller batch (default 5)")
+    r.add_argument("--latency-bound-ms", type=bounded("latency_bound_ms"), help="server scenario: bound on the --latency-percentile a run "
+                   "must meet to be valid, by MLPerf's early stopping (required with --server-qps auto)")
+    r.add_argument("--latency-percentile", type=bounded("latency_percentile"), help="server scenario: the percentile judged against the bound, "
+                   "e.g. 0.9 (default 0.99; needs 44 requests per run at 0.9, 459 at 0.99)")
+
+
 def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
     r = subparsers.add_parser("run", help="run a sweep and write a run directory", description=(
         "Run a sweep (a matrix of settings) and write results.jsonl, env.json and report.html. "
@@ -53,14 +65,7 @@ def setup_arguments(subparsers: Any) -> argparse.ArgumentParser:
                    "default: the sweep's, else single-stream at batch 1 and offline above")
     r.add_argument("--load-generator", help="who issues the requests: builtin (default), mlperf (the official MLPerf "
                    "LoadGen; pip install -e '.[mlperf]'); builtin,mlperf makes a cell for each")
-    r.add_argument("--server-qps", type=_qps, help="server scenario: target requests/s (Poisson arrivals), or auto: the highest "
-                   "QPS whose chosen percentile stays within --latency-bound-ms (capacity search)")
-    r.add_argument("--max-queue-delay-ms", type=bounded("max_queue_delay_ms"), help="server scenario: how long the dynamic batcher waits for "
-                   "a fuller batch (default 5)")
-    r.add_argument("--latency-bound-ms", type=bounded("latency_bound_ms"), help="server scenario: bound on the --latency-percentile a run "
-                   "must meet to be valid, by MLPerf's early stopping (required with --server-qps auto)")
-    r.add_argument("--latency-percentile", type=bounded("latency_percentile"), help="server scenario: the percentile judged against the bound, "
-                   "e.g. 0.9 (default 0.99; needs 44 requests per run at 0.9, 459 at 0.99)")
+    _server_flags(r)
     r.add_argument("--weights", choices=None, help="auto (default), pretrained, random")
     r.add_argument("--model-path", help="a local Florence-2 checkpoint directory (implies --weights pretrained and "
                    "variant 'custom' unless --variants names the registry entry it is)")
