@@ -300,19 +300,7 @@ def check(
                 f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
             )
             continue
-        news, priors = {}, {}
-        for metric in metrics_of(record):
-            found = mine[cell_id].point(metric)
-            if found is None:
-                continue
-            new = Point(len(entries) - 1, *found)
-            prior = [Point(i, *v) for i, f in history if (v := f.point(metric)) is not None]
-            if len(prior) < MIN_BASELINE:
-                short.append(
-                    f"{names[cell_id]} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed"
-                )
-                continue
-            news[metric], priors[metric] = new, prior
+        news, priors = _cell_points(names[cell_id], mine[cell_id], history, len(entries) - 1, short)
         start, found_in = cell_level_start(priors)
         for metric, prior in priors.items():
             level = prior if start is None else [p for p in prior if p.index >= start]
@@ -338,6 +326,24 @@ def check(
         k=k,
         z=z,
     )
+
+
+def _cell_points(
+    label: str, figs: _Figures, history: list[tuple[int, _Figures]], index: int, short: list[str]
+) -> tuple[dict[str, Point], dict[str, list[Point]]]:
+    """One cell's newest point (run ``index``) and its earlier points, by metric; a metric with fewer than
+    ``MIN_BASELINE`` earlier values is listed in ``short`` instead."""
+    news, priors = {}, {}
+    for metric in metrics_of(figs.record):
+        found = figs.point(metric)
+        if found is None:
+            continue
+        prior = [Point(i, *v) for i, f in history if (v := f.point(metric)) is not None]
+        if len(prior) < MIN_BASELINE:
+            short.append(f"{label} {metric}: {len(prior)} earlier value(s), {MIN_BASELINE} needed")
+            continue
+        news[metric], priors[metric] = Point(index, *found), prior
+    return news, priors
 
 
 def _row(
