@@ -110,6 +110,37 @@ def _ticks(entries: list[Entry]) -> dict[str, Any]:
     return {"tickvals": shown, "ticktext": [labels[i] for i in shown], "tickangle": -45}
 
 
+def _step_trace(s: Series, metric: str, mine: list[Step]) -> Any:
+    """The markers of a series' steps: up or down triangles coloured by verdict, with the step's figures."""
+    import plotly.graph_objects as go
+
+    from bench.pages.page import plot_text as _t
+
+    return go.Scatter(
+        x=[st.index for st in mine],
+        y=[_display(metric, st.after) for st in mine],
+        mode="markers",
+        name="step",
+        legendgroup=f"{s.machine.id}{s.cell_id}",
+        showlegend=False,
+        marker={
+            "size": 16,
+            "symbol": [
+                "triangle-up" if st.change > (1 if st.kind == "ratio" else 0) else "triangle-down"
+                for st in mine
+            ],
+            "color": [STEP_COLOURS[st.verdict] for st in mine],
+            "line": {"width": 1, "color": "#1d2330"},
+        },
+        text=[
+            f"step ({st.verdict}): {_t(st.change_text())}, {st.z:.1f} se<br>{_t(s.label)}<br>"
+            f"first commit after: {_t(st.commit[:12])}<br>{_t(st.date[:19])}"
+            for st in mine
+        ],
+        hovertemplate="%{text}<extra></extra>",
+    )
+
+
 def _chart(
     title: str,
     metric: str,
@@ -148,31 +179,7 @@ def _chart(
         )
         mine = found.get((s.machine.id, s.cell_id, metric), [])
         if mine:
-            fig.add_trace(
-                go.Scatter(
-                    x=[st.index for st in mine],
-                    y=[_display(metric, st.after) for st in mine],
-                    mode="markers",
-                    name="step",
-                    legendgroup=f"{s.machine.id}{s.cell_id}",
-                    showlegend=False,
-                    marker={
-                        "size": 16,
-                        "symbol": [
-                            "triangle-up" if st.change > (1 if st.kind == "ratio" else 0) else "triangle-down"
-                            for st in mine
-                        ],
-                        "color": [STEP_COLOURS[st.verdict] for st in mine],
-                        "line": {"width": 1, "color": "#1d2330"},
-                    },
-                    text=[
-                        f"step ({st.verdict}): {_t(st.change_text())}, {st.z:.1f} se<br>{_t(s.label)}<br>"
-                        f"first commit after: {_t(st.commit[:12])}<br>{_t(st.date[:19])}"
-                        for st in mine
-                    ],
-                    hovertemplate="%{text}<extra></extra>",
-                )
-            )
+            fig.add_trace(_step_trace(s, metric, mine))
     fig.update_layout(
         title={"text": _t(title), "font": {"size": 14}},
         xaxis={"title": {"text": "run (commit order)"}, **_ticks(entries)},
@@ -181,6 +188,15 @@ def _chart(
     )
     height = 380 + 18 * max(0, len(series) - 6)
     return Chart(title, _fig_html(fig, height), "")
+
+
+def _classes(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Each machine class of the history, in order of first run: its run count and first and last dates."""
+    out = []
+    for machine in dict.fromkeys(e.machine for e in entries):
+        runs = [e for e in entries if e.machine == machine]
+        out.append({"machine": machine, "runs": len(runs), "first": runs[0].date[:19], "last": runs[-1].date[:19]})
+    return out
 
 
 def build_trends(
@@ -215,18 +231,12 @@ def build_trends(
                 charts.append(
                     _chart(heading, metric, [s for s in mine if s.metric == metric], by_series, entries, colors, labels)
                 )
-    classes = []
-    for machine in dict.fromkeys(e.machine for e in entries):
-        runs = [e for e in entries if e.machine == machine]
-        classes.append(
-            {"machine": machine, "runs": len(runs), "first": runs[0].date[:19], "last": runs[-1].date[:19]}
-        )
     context = {
         "title": title or f"Florence-2 benchmark history: {Path(history).name}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "history": str(history),
         "entries": entries,
-        "classes": classes,
+        "classes": _classes(entries),
         "steps": [
             {
                 "step": st,
