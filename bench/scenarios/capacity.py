@@ -95,6 +95,29 @@ def _closed(lo: float, hi: float, precision: float) -> bool:
     return hi <= lo * (1 + precision) * (1 + 1e-9)
 
 
+def _unreachable(last: Step, bound_ms: float | None) -> str | None:
+    """Why no lighter load than an invalid step's can be valid (the search stops); None: a lighter one may be."""
+    if last.too_short:
+        return f"unreachable: at {last.target_qps:.3g} QPS {last.too_short}"
+    if last.kept_up and bound_ms is not None and min(last.latencies_ms) > bound_ms:
+        return (f"unreachable: the fastest request at {last.target_qps:.3g} QPS took "
+                f"{min(last.latencies_ms):.1f} ms > the bound {bound_ms:g} ms")
+    if last.kept_up and last.queued == 0:
+        return (f"unreachable: at {last.target_qps:.3g} QPS no request waited for the model, "
+                "yet the run was invalid: its percentile is service time, which no lighter "
+                "load lowers")
+    return None
+
+
+def _bisected(lo: float | None, hi: float | None, n_steps: int, precision: float, max_steps: int) -> str:
+    """Why the bisection stopped: no valid load, the step limit, or a bracket closed to ``precision``."""
+    if lo is None:
+        return f"no valid load found in {n_steps} steps (lowest tried {hi:.3g} QPS)"
+    if hi is None or not _closed(lo, hi, precision):
+        return f"step limit {max_steps} reached before the bracket closed to {precision:.0%}"
+    return f"bracket [{lo:.4g}, {hi:.4g}] QPS within {precision:.0%}"
+
+
 def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float | None,
            precision: float = PRECISION, max_steps: int = MAX_STEPS, max_qps: float = math.inf,
            start_qps: float | None = None, final_at: Callable[[float], StepT] | None = None) -> Search[StepT]:
@@ -134,18 +157,9 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
     else:
         hi = start
         while lo is None and len(found.steps) < max_steps:
-            last = found.steps[-1]
-            if last.too_short:
-                found.stop_reason = f"unreachable: at {last.target_qps:.3g} QPS {last.too_short}"
-                return found
-            if last.kept_up and bound_ms is not None and min(last.latencies_ms) > bound_ms:
-                found.stop_reason = (f"unreachable: the fastest request at {last.target_qps:.3g} QPS took "
-                                     f"{min(last.latencies_ms):.1f} ms > the bound {bound_ms:g} ms")
-                return found
-            if last.kept_up and last.queued == 0:
-                found.stop_reason = (f"unreachable: at {last.target_qps:.3g} QPS no request waited for the model, "
-                                     "yet the run was invalid: its percentile is service time, which no lighter "
-                                     "load lowers")
+            unreachable = _unreachable(found.steps[-1], bound_ms)
+            if unreachable:
+                found.stop_reason = unreachable
                 return found
             qps = hi / (1 + precision) if neighbour() else hi / 2
             if valid_at(qps):
@@ -159,12 +173,7 @@ def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float
         else:
             hi = mid
     found.capacity_qps = lo
-    if lo is None:
-        found.stop_reason = f"no valid load found in {len(found.steps)} steps (lowest tried {hi:.3g} QPS)"
-    elif hi is None or not _closed(lo, hi, precision):
-        found.stop_reason = f"step limit {max_steps} reached before the bracket closed to {precision:.0%}"
-    else:
-        found.stop_reason = f"bracket [{lo:.4g}, {hi:.4g}] QPS within {precision:.0%}"
+    found.stop_reason = _bisected(lo, hi, len(found.steps), precision, max_steps)
     if final_at is not None and lo is not None:
         _sign(found, final_at, lo, precision)
     return found
