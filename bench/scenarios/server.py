@@ -332,6 +332,20 @@ def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None, wor
                  settings)
 
 
+def _search_flags(served: list[ServerRun], curve: list, bracket: list, capacity_qps: float | None,
+                  ceiling: float) -> list[dict[str, str]]:
+    """The plausibility flags of a capacity search: above its own offline ceiling, a curve that is not
+    monotone, or a speed that changed between the bracket's two ends."""
+    signed = any(s.final and s.valid for s in served)  # the valid end is then a final run
+    ends = [next((s.step() for s in served if s.target_qps == bracket[0] and s.valid
+                  and (s.final or not signed)), None),
+            next((s.step() for s in served if s.target_qps == bracket[1] and not s.valid), None)]
+    return [f for f in (
+        plausibility.capacity_above_offline(capacity_qps, ceiling, "the search's own offline ceiling"),
+        plausibility.curve_not_monotone(curve),
+        plausibility.bracket_speed_changed(*ends) if all(ends) else None) if f]
+
+
 def _workers(settings: ServerSettings, run: ScenarioInput, warmed: Sequence[BatchResult]) -> int:
     """Preparation threads for this cell (1 without prefetch): sized from the warm-up's in-line batches,
     which show the preparation and the service of a full batch apart; without a warm-up, the batch size
@@ -421,6 +435,56 @@ class Server:
         """One run at ``qps`` of at least ``at_least`` requests, judged (the builtin Poisson schedule)."""
         return serve(run, qps, first, workers, at_least)
 
+    def _search(self, run: ScenarioInput, first: FirstAnswers, workers: int, extra: dict[str, Any]) -> tuple:
+        """The capacity search of ``qps = "auto"``: (tracking, representative run, every run, curve, capacity,
+        bracket, plausibility flags); its record in ``extra["capacity_search"]``."""
+        settings, policy = run.server, run.policy
+        probe_batches = max(2, min(policy.min_iterations, 5))
+        began = run.timer.now()
+        ceiling, probed = offline_images_per_s(run, probe_batches)  # before the trackers, like the warm-up
+        prediction, start = None, "ceiling"
+        if settings.search_start == "predicted":
+            prediction, start = predicted_start(run, probed, probe_batches)
+        start_qps = prediction.qps if start == "predicted" and prediction is not None else None
+        run.note(f"capacity search from {start_qps or ceiling:.4g} QPS ("
+                 + (f"{predict.Prediction.BASIS}; " if start_qps else "")
+                 + f"offline throughput at batch {run.batch_size}: {ceiling:.4g})")
+
+        def step(qps: float, final: bool = False) -> ServerRun:
+            at = dataclasses.replace(run, server=settings.final(qps)) if final else run
+            served = self.serve(at, qps, first, workers)
+            served.final = final
+            verdict = "valid" if served.valid else f"invalid: {served.invalid_reason}"
+            run.note(f"{qps:.4g} QPS{' (final run)' if final else ''}: {served.n_requests} requests, "
+                     f"{percentile_name(served.latency_percentile)} {served.percentile_ms:.0f} ms; {verdict}")
+            return served
+
+        bracketed: list[float] = []  # when the short search's bracket closed: the first final run starts
+
+        def final(qps: float) -> ServerRun:
+            if not bracketed:
+                bracketed.append(run.timer.now() - began)
+            return step(qps, final=True)
+
+        with Tracking(run.device, run.energy_idle_s) as tracking:
+            found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps,
+                                    start_qps=start_qps, final_at=final)
+        search_s = run.timer.now() - began
+        served = found.steps
+        main = found.representative
+        curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
+        extra["capacity_search"] = {
+            "ceiling_qps": ceiling, "precision": capacity.PRECISION, "stop": found.stop_reason,
+            "final_min_duration_s": settings.final_min_duration_s,
+            "seed": settings.seed,
+            "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell",
+            "start": start, "start_qps": found.steps[0].target_qps, "search_s": search_s,
+            "bracket_s": bracketed[0] if bracketed else search_s,
+            "prediction": None if prediction is None else {**dataclasses.asdict(prediction),
+                                                           "basis": predict.Prediction.BASIS}}
+        flags = _search_flags(served, curve, bracket, capacity_qps, ceiling)
+        return tracking, main, served, curve, capacity_qps, bracket, flags
+
     def measure(self, run: ScenarioInput) -> Measurement:
         settings = run.server
         if settings is None:
@@ -434,57 +498,7 @@ class Server:
         flags: list[dict[str, str]] = []
         bracket = None
         if settings.qps == "auto":
-            probe_batches = max(2, min(policy.min_iterations, 5))
-            began = run.timer.now()
-            ceiling, probed = offline_images_per_s(run, probe_batches)  # before the trackers, like the warm-up
-            prediction, start = None, "ceiling"
-            if settings.search_start == "predicted":
-                prediction, start = predicted_start(run, probed, probe_batches)
-            start_qps = prediction.qps if start == "predicted" and prediction is not None else None
-            run.note(f"capacity search from {start_qps or ceiling:.4g} QPS ("
-                     + (f"{predict.Prediction.BASIS}; " if start_qps else "")
-                     + f"offline throughput at batch {run.batch_size}: {ceiling:.4g})")
-
-            def step(qps: float, final: bool = False) -> ServerRun:
-                at = dataclasses.replace(run, server=settings.final(qps)) if final else run
-                served = self.serve(at, qps, first, workers)
-                served.final = final
-                verdict = "valid" if served.valid else f"invalid: {served.invalid_reason}"
-                run.note(f"{qps:.4g} QPS{' (final run)' if final else ''}: {served.n_requests} requests, "
-                         f"{percentile_name(served.latency_percentile)} {served.percentile_ms:.0f} ms; {verdict}")
-                return served
-
-            bracketed: list[float] = []  # when the short search's bracket closed: the first final run starts
-
-            def final(qps: float) -> ServerRun:
-                if not bracketed:
-                    bracketed.append(run.timer.now() - began)
-                return step(qps, final=True)
-
-            with Tracking(run.device, run.energy_idle_s) as tracking:
-                found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps,
-                                        start_qps=start_qps, final_at=final)
-            search_s = run.timer.now() - began
-            served = found.steps
-            main = found.representative
-            curve, capacity_qps, bracket = [s.step() for s in served], found.capacity_qps, list(found.bracket)
-            extra["capacity_search"] = {
-                "ceiling_qps": ceiling, "precision": capacity.PRECISION, "stop": found.stop_reason,
-                "final_min_duration_s": settings.final_min_duration_s,
-                "seed": settings.seed,
-                "ceiling_from": f"offline throughput at batch {run.batch_size}, {probe_batches} batches in-cell",
-                "start": start, "start_qps": found.steps[0].target_qps, "search_s": search_s,
-                "bracket_s": bracketed[0] if bracketed else search_s,
-                "prediction": None if prediction is None else {**dataclasses.asdict(prediction),
-                                                               "basis": predict.Prediction.BASIS}}
-            signed = any(s.final and s.valid for s in served)  # the valid end is then a final run
-            ends = [next((s.step() for s in served if s.target_qps == bracket[0] and s.valid
-                          and (s.final or not signed)), None),
-                    next((s.step() for s in served if s.target_qps == bracket[1] and not s.valid), None)]
-            flags = [f for f in (
-                plausibility.capacity_above_offline(capacity_qps, ceiling, "the search's own offline ceiling"),
-                plausibility.curve_not_monotone(curve),
-                plausibility.bracket_speed_changed(*ends) if all(ends) else None) if f]
+            tracking, main, served, curve, capacity_qps, bracket, flags = self._search(run, first, workers, extra)
         else:
             with Tracking(run.device, run.energy_idle_s) as tracking:
                 main = self.serve(run, float(settings.qps), first, workers)
