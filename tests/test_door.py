@@ -236,11 +236,11 @@ def test_an_ir_cache_that_cannot_be_written_runs_uncached_and_says_so(tmp_path):
 
 
 def test_a_fifo_or_folder_where_an_image_should_be_is_one_line_never_a_wait(tmp_path):
-    from bench.accuracy import data
+    from bench.accuracy import annotation_files
     from bench.core.errors import UsageError
 
     os.mkfifo(tmp_path / "fifo.png")
     (tmp_path / "dir.png").mkdir()
     for name, kind in (("fifo.png", r"a FIFO \(named pipe\)"), ("dir.png", "a directory")):
         with pytest.raises(UsageError, match=f"is {kind}; accepted: a regular file"):
-            data._image_size(tmp_path / name)
+            annotation_files.image_size(tmp_path / name)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import pickle
 import random
 import re
@@ -25,9 +24,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bench.accuracy import fetch
+from bench.accuracy.annotation_files import (
+    bomb_error,
+    check_coco_bbox,
+    check_coco_image,
+    image_size,
+    read_json,
+)
+from bench.accuracy.drawing import draw_word, pick, shape_mask, shape_polygon
 from bench.core.errors import UsageError, choice_error
-from bench.core.inputs import parse_json
-from bench.core.numbers import is_finite
 from bench.core.paths import inside, open_input
 
 Box = tuple[float, float, float, float]
@@ -75,7 +80,7 @@ class Sample:
         except FileNotFoundError:
             raise UsageError(f"image not found: {self.image_path}") from None
         except Image.DecompressionBombError as exc:
-            raise _bomb(self.image_path, exc) from None
+            raise bomb_error(self.image_path, exc) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise UsageError(
                 f"unreadable or corrupt image {self.image_path}: {exc}; accepted: files PIL can decode (JPEG, PNG, ...)"
@@ -106,35 +111,6 @@ class DatasetSpec:
 SMOKE_SIZE = 16
 _SMOKE_SEED = 20240617
 
-# A 5x7 bitmap font, one row per int, bit 4 = leftmost column.
-_FONT = {
-    "A": (0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
-    "B": (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
-    "C": (0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E),
-    "D": (0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E),
-    "E": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F),
-    "F": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10),
-    "G": (0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F),
-    "H": (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
-    "I": (0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E),
-    "J": (0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C),
-    "K": (0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11),
-    "L": (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
-    "M": (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11),
-    "N": (0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11),
-    "O": (0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E),
-    "P": (0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10),
-    "Q": (0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D),
-    "R": (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11),
-    "S": (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E),
-    "T": (0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04),
-    "U": (0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E),
-    "V": (0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04),
-    "W": (0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A),
-    "X": (0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11),
-    "Y": (0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04),
-    "Z": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F),
-}
 _WORDS = ("CAT", "STOP", "OPEN", "EXIT", "BENCH", "DOG", "FAST", "MODEL", "SALE", "PARK", "ZONE", "HELLO")
 _COLORS = {
     "red": (220, 40, 40),
@@ -148,61 +124,25 @@ _BACKGROUNDS = {"white": (250, 250, 250), "gray": (200, 200, 200), "black": (20,
 _SHAPES = ("circle", "square", "triangle")
 
 
-def _pick(rng: random.Random, seq):
-    return seq[int(rng.random() * len(seq))]
-
-
-def _shape_polygon(kind: str, x1: float, y1: float, s: float) -> list[tuple[float, float]]:
-    if kind == "square":
-        return [(x1, y1), (x1 + s, y1), (x1 + s, y1 + s), (x1, y1 + s)]
-    if kind == "triangle":
-        return [(x1 + s / 2, y1), (x1 + s, y1 + s), (x1, y1 + s)]
-    cx, cy, r = x1 + s / 2, y1 + s / 2, s / 2
-    return [
-        (cx + r * math.cos(2 * math.pi * k / 16), cy + r * math.sin(2 * math.pi * k / 16)) for k in range(16)
-    ]
-
-
-def _shape_mask(kind: str, x1: int, y1: int, s: int, h: int, w: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    if kind == "square":
-        return (xx >= x1) & (xx < x1 + s) & (yy >= y1) & (yy < y1 + s)
-    if kind == "circle":
-        c = s / 2
-        return (xx + 0.5 - x1 - c) ** 2 + (yy + 0.5 - y1 - c) ** 2 <= c * c
-    # triangle: apex top-centre, base at the bottom; inside when both slanted edges agree
-    fx, fy = xx + 0.5 - x1, yy + 0.5 - y1
-    return (fy <= s) & (fy >= 0) & (2 * fx >= s - fy) & (2 * fx <= s + fy)
-
-
-def _draw_word(img: np.ndarray, word: str, x: int, y: int, scale: int, color) -> Box:
-    for i, ch in enumerate(word):
-        for row, bits in enumerate(_FONT[ch]):
-            for col in range(5):
-                if bits >> (4 - col) & 1:
-                    px, py = x + (i * 6 + col) * scale, y + row * scale
-                    img[py : py + scale, px : px + scale] = color
-    return (float(x), float(y), float(x + (len(word) * 6 - 1) * scale), float(y + 7 * scale))
-
 
 def _smoke_sample(index: int) -> Sample:
     rng = random.Random(_SMOKE_SEED + index)
     w, h = 320 + 32 * (index % 3), 240 + 32 * (index % 2)
-    bg_name = _pick(rng, tuple(_BACKGROUNDS))
+    bg_name = pick(rng, tuple(_BACKGROUNDS))
     img = np.empty((h, w, 3), dtype=np.uint8)
     img[:] = _BACKGROUNDS[bg_name]
     objects: list[Region] = []
     n_shapes = 1 + index % 3
     for k in range(n_shapes):
-        kind = _pick(rng, _SHAPES)
-        color = _pick(rng, tuple(_COLORS))
+        kind = pick(rng, _SHAPES)
+        color = pick(rng, tuple(_COLORS))
         s = 48 + int(rng.random() * 40)
         # shapes live in the upper band, one column slot each, so they never overlap
         slot_w = w // n_shapes
         x1 = k * slot_w + int(rng.random() * max(1, slot_w - s))
         y1 = 8 + int(rng.random() * max(1, h // 2 - s - 8))
-        img[_shape_mask(kind, x1, y1, s, h, w)] = _COLORS[color]
-        poly = _shape_polygon(kind, x1, y1, s)
+        img[shape_mask(kind, x1, y1, s, h, w)] = _COLORS[color]
+        poly = shape_polygon(kind, x1, y1, s)
         objects.append(
             Region(
                 bbox=(float(x1), float(y1), float(x1 + s), float(y1 + s)),
@@ -211,10 +151,10 @@ def _smoke_sample(index: int) -> Sample:
                 polygon=tuple(round(float(v), 2) for p in poly for v in p),
             )
         )
-    word = _pick(rng, _WORDS)
+    word = pick(rng, _WORDS)
     ink = (250, 250, 250) if bg_name == "black" else (10, 10, 10)
     scale = 3 + index % 2
-    text_box = _draw_word(img, word, 12, h - 8 * scale - 12, scale, ink)
+    text_box = draw_word(img, word, 12, h - 8 * scale - 12, scale, ink)
     names = [o.description for o in objects]
     listing = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     article = "an" if listing[0] in "aeiou" else "a"
@@ -285,57 +225,6 @@ def take_subset(samples: list[Sample], limit: int | None) -> list[Sample]:
     return ordered if limit is None else ordered[:limit]
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """Width and height from the image header only (no decoding)."""
-    try:
-        with open_input(path) as fh, Image.open(fh) as img:
-            return img.size
-    except FileNotFoundError:
-        raise UsageError(f"image not found: {path}") from None
-    except Image.DecompressionBombError as exc:
-        raise _bomb(path, exc) from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UsageError(f"unreadable image {path}: {exc}") from None
-
-
-def _bomb(path: object, exc: Exception) -> UsageError:
-    """A header declaring more pixels than PIL will decode (a decompression bomb, or a huge scan)."""
-    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-    return UsageError(f"refusing image {path}: {str(exc).rstrip('.')}; accepted: images of at most {limit:,} pixels")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return parse_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"annotation file not found: {path}") from None
-    except ValueError as exc:  # not JSON, not UTF-8, or nested deeper than inputs.MAX_NESTING
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read annotation file {path}: {exc.strerror}") from None
-
-
-def _check_coco_image(path: Path, img: object) -> None:
-    """An image entry must say its size: boxes are scored against it and the report draws with it."""
-    if not isinstance(img, dict):
-        raise UsageError(f"{path}: an 'images' entry is {str(img)[:60]!r}; accepted: objects with id, width, height")
-    w, h = img.get("width"), img.get("height")
-    if not (is_finite(w) and is_finite(h) and w >= 1 and h >= 1):
-        raise UsageError(
-            f"{path}: image id {img.get('id')!r} has width {w!r} and height {h!r}; "
-            "accepted: COCO images with numeric width and height >= 1"
-        )
-
-
-def _check_coco_bbox(path: Path, ann: dict) -> None:
-    """COCO boxes are [x, y, width, height]: four finite numbers, width and height >= 0."""
-    box = ann["bbox"]
-    if not (isinstance(box, list) and len(box) == 4 and all(map(is_finite, box)) and box[2] >= 0 and box[3] >= 0):
-        raise UsageError(
-            f"{path}: annotation id {ann.get('id')!r} has bbox {str(box)[:60]}; "
-            "accepted: [x, y, width, height], four numbers with width and height >= 0"
-        )
-
 
 # --------------------------------------------------------------------------------------------
 # COCO JSON (captions and/or instances): coco-val2017 and any user file (coco-json:PATH)
@@ -389,21 +278,21 @@ def coco_samples(files: list[Path], image_dir: Path | None, limit: int | None = 
     anns: dict[int, list[dict]] = {}
     categories: dict[int, str] = {}
     for path in files:
-        doc = _read_json(path)
+        doc = read_json(path)
         if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
             raise UsageError(
                 f"{path} is not a COCO annotation file; accepted: JSON with 'images' and 'annotations'"
             )
         try:
             for img in doc["images"]:
-                _check_coco_image(path, img)
+                check_coco_image(path, img)
                 images.setdefault(int(img["id"]), img)
             categories.update({int(c["id"]): c["name"] for c in doc.get("categories", [])})
             for ann in doc.get("annotations", []):
                 if "caption" in ann:
                     captions.setdefault(int(ann["image_id"]), []).append(ann["caption"].strip())
                 elif "bbox" in ann:
-                    _check_coco_bbox(path, ann)
+                    check_coco_bbox(path, ann)
                     anns.setdefault(int(ann["image_id"]), []).append(ann)
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{path}: malformed COCO entry ({type(exc).__name__}: {exc})") from None
@@ -436,7 +325,7 @@ def _coco_val2017(limit: int | None) -> list[Sample]:
 
 
 def _coco_json_families(path: Path) -> tuple[str, ...]:
-    doc = _read_json(path)
+    doc = read_json(path)
     anns = doc.get("annotations", []) if isinstance(doc, dict) else []
     return tuple(family for family, key in (("captions", "caption"), ("instances", "bbox"))
                  if any(key in a for a in anns))
@@ -468,7 +357,7 @@ def _parse_coco_json(name: str) -> tuple[Path, Path | None, int | None]:
 def karpathy_samples(
     split_file: Path, image_root: Path, limit: int | None = None, split: str = "test"
 ) -> list[Sample]:
-    doc = _read_json(split_file)
+    doc = read_json(split_file)
     try:
         samples = [
             Sample(
@@ -485,7 +374,7 @@ def karpathy_samples(
         raise UsageError(f"{split_file}: not a Karpathy split file ({type(exc).__name__}: {exc})") from None
     chosen = take_subset(samples, limit)
     for sample in chosen:  # sizes are not in the split file: read the headers of the chosen images only
-        sample.width, sample.height = _image_size(Path(sample.image_path))
+        sample.width, sample.height = image_size(Path(sample.image_path))
     return chosen
 
 
@@ -516,7 +405,7 @@ def refer_samples(
         raise UsageError(f"refs file not found: {refs_file}") from None
     except (pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise UsageError(f"{refs_file} is not a refs pickle: {exc}") from None
-    doc = _read_json(instances_file)
+    doc = read_json(instances_file)
     try:
         return take_subset(_refer_samples(refs, doc, image_dir, split), limit)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -582,7 +471,7 @@ _REFER = (
 
 def textcaps_samples(annotation_file: Path, image_dir: Path, limit: int | None = None) -> list[Sample]:
     """One sample per image (entries are one per caption); image_id = int(hex id, 16)."""
-    doc = _read_json(annotation_file)
+    doc = read_json(annotation_file)
     by_image: dict[int, Sample] = {}
     try:
         for entry in doc["data"]:
