@@ -232,6 +232,31 @@ def groups(cells: Iterable[Cell], config: RunConfig | None = None) -> list[list[
         cells, key=lambda c: (c.group, backend_for(config, c.backend).load_key(c)))]
 
 
+def _runnable(group: list[Cell], config: RunConfig, gate: Callable[[Cell], str | None] | None,
+              emit: Callable[[Cell, Record], None]) -> list[Cell]:
+    """The cells of a group that may run; each other one is emitted as a ``skipped`` record with its reason
+    (a backend that does not support it, or the gate)."""
+    runnable = []
+    for cell in group:
+        reason = unsupported_reason(cell, config.backend_for(cell.backend)) or (gate(cell) if gate else None)
+        if reason:
+            emit(cell, marked_record(cell, "skipped", reason))
+        else:
+            runnable.append(cell)
+    return runnable
+
+
+def _refusal(cell: Cell, setting: Cell, gate: Callable[[Cell], str | None] | None,
+             oom_at: dict[Cell, int]) -> str | None:
+    """Why a loaded cell is not tried: the gate's reason, else a smaller batch of the same settings
+    (``setting``: the cell without its batch size) that already ran out of CUDA memory."""
+    reason = gate(cell) if gate else None
+    if reason is None and setting in oom_at and cell.batch_size > oom_at[setting]:
+        return (f"not tried: batch size {cell.batch_size} > {oom_at[setting]}, which ran out of CUDA "
+                "memory with the same settings")
+    return reason
+
+
 def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = False,
               gate: Callable[[Cell], str | None] | None = None) -> list[dict[str, Any]]:
     """Run cells locally, loading each group's model once; every record is appended as it ends.
@@ -250,13 +275,7 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
 
     try:
         for group in groups(cells, config):
-            runnable = []
-            for cell in group:
-                reason = unsupported_reason(cell, config.backend_for(cell.backend)) or (gate(cell) if gate else None)
-                if reason:
-                    emit(cell, marked_record(cell, "skipped", reason))
-                else:
-                    runnable.append(cell)
+            runnable = _runnable(group, config, gate, emit)
             if not runnable:
                 continue
             first = runnable[0]
@@ -272,10 +291,7 @@ def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = 
                 continue
             for cell in runnable:
                 setting = dataclasses.replace(cell, batch_size=0)
-                reason = gate(cell) if gate else None
-                if reason is None and setting in oom_at and cell.batch_size > oom_at[setting]:
-                    reason = (f"not tried: batch size {cell.batch_size} > {oom_at[setting]}, which ran out of CUDA "
-                              "memory with the same settings")
+                reason = _refusal(cell, setting, gate, oom_at)
                 if reason:
                     emit(cell, marked_record(cell, "skipped", reason, loaded))
                     continue
