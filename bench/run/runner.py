@@ -20,19 +20,22 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.accuracy.data import get_dataset, load_samples
 from bench.accuracy.tasks import get_task, tasks_of
-from bench.backends.base import Backend, LoadedModel, LoadOptions, generation_settings
+from bench.backends.base import Backend, GenerationSettings, LoadedModel, LoadOptions, generation_settings
 from bench.backends.registry import get_backend
 from bench.core import host, plausibility
 from bench.core.errors import CellSkipped, UsageError
-from bench.core.measure import RepetitionPolicy, clock_for, device_kind
+from bench.core.measure import Clock, RepetitionPolicy, clock_for, device_kind
 from bench.core.paths import inside, make_dir, write_atomic
 from bench.core.variants import get_variant
 from bench.results import CellAxes, Example, Extra, Flag, LoadGen, Record, Settings, Timing, figure, store
 from bench.results.cell import Cell
+
+if TYPE_CHECKING:
+    from bench.scenarios.base import Measurement
 
 COLD_BASIS = ("load_s: resolve + load + model settings of the model this cell shares with its group; "
               "first_call_ms: the cell's first batch, before warm-up (the group's first cell: just after the load)")
@@ -333,15 +336,42 @@ def load_group(config: RunConfig, cell: Cell) -> LoadedModel:
     return loaded
 
 
+def _timing(cell: Cell, policy: RepetitionPolicy, m: Measurement, clock: Clock, generation: GenerationSettings,
+            started: float, backend: Backend, loaded: LoadedModel, pipeline: Any) -> dict[str, Any]:
+    """How a cell's figures were timed: the clock, the repetitions, each figure's basis, the server's run length."""
+    from bench.results.schema import STAGES_BASIS
+    from bench.scenarios import get_scenario
+    from bench.scenarios.base import TIME_PER_IMAGE_BASIS
+
+    timing = {
+        "clock": type(clock).__name__, "warmup": policy.warmup, "iterations": m.iterations,
+        "min_iterations": policy.min_iterations, "min_duration_s": policy.min_duration_s,
+        "latency": m.latency_basis, "time_per_image": TIME_PER_IMAGE_BASIS, "stages_basis": STAGES_BASIS,
+        "generation": "forced exact token count (random weights)" if generation.forced else "natural end (EOS)",
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "image_processor": backend.processor_name(loaded),
+        "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
+                       "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
+        "prefetch": get_scenario(cell.scenario).traits.prefetch if cell.prefetch else None,
+        "load_s": loaded.load_s, "first_call_ms": pipeline.first_call_ms, "cold": COLD_BASIS,
+        "load_generator": LOAD_GENERATOR_BASIS[cell.load_generator],
+    }
+    if cell.server is not None:  # the server's run length replaces the repetition policy's
+        timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
+                                "final_min_duration_s": cell.server.final_min_duration_s,
+                                "max_duration_s": cell.server.max_duration_s,
+                                "min_requests": cell.server.min_requests, "max_requests": cell.server.max_requests,
+                                "confidence": cell.server.confidence, "seed": cell.server.seed}
+    return timing
+
+
 def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
              note: Callable[[str], None] = lambda line: None) -> Record:
     """Measure one cell with an already-loaded model and build its record; ``note`` gets progress lines."""
     from bench.accuracy.metrics import usable_samples
     from bench.backends.transformers.preprocess import device_unsupported_reason
-    from bench.results.schema import STAGES_BASIS
     from bench.run.optimize import matmul_reference, reference_dtype, roofline_for
-    from bench.scenarios import ScenarioInput, get_load_generator, get_scenario
-    from bench.scenarios.base import TIME_PER_IMAGE_BASIS
+    from bench.scenarios import ScenarioInput, get_load_generator
 
     task = get_task(cell.task)
     samples = usable_samples(task.token, load_samples(cell.dataset, config.limit, config.allow_outside_images))
@@ -372,25 +402,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
     loadgen = LoadGen.from_dict(m.loadgen)
     if loadgen is not None and loadgen.logs is not None:  # its log folder, relative to the run directory
         loadgen = dataclasses.replace(loadgen, logs=Path(loadgen.logs).relative_to(out).as_posix())
-    timing = {
-        "clock": type(clock).__name__, "warmup": policy.warmup, "iterations": m.iterations,
-        "min_iterations": policy.min_iterations, "min_duration_s": policy.min_duration_s,
-        "latency": m.latency_basis, "time_per_image": TIME_PER_IMAGE_BASIS, "stages_basis": STAGES_BASIS,
-        "generation": "forced exact token count (random weights)" if generation.forced else "natural end (EOS)",
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "image_processor": backend.processor_name(loaded),
-        "preprocess": {"host": "the checkpoint's processor on the CPU, pixels copied",
-                       "device": "uint8 images copied, resized and normalised on the device"}[cell.preprocess],
-        "prefetch": get_scenario(cell.scenario).traits.prefetch if cell.prefetch else None,
-        "load_s": loaded.load_s, "first_call_ms": pipeline.first_call_ms, "cold": COLD_BASIS,
-        "load_generator": LOAD_GENERATOR_BASIS[cell.load_generator],
-    }
-    if cell.server is not None:  # the server's run length replaces the repetition policy's
-        timing["server_run"] = {"min_duration_s": cell.server.min_duration_s,
-                                "final_min_duration_s": cell.server.final_min_duration_s,
-                                "max_duration_s": cell.server.max_duration_s,
-                                "min_requests": cell.server.min_requests, "max_requests": cell.server.max_requests,
-                                "confidence": cell.server.confidence, "seed": cell.server.seed}
+    timing = _timing(cell, policy, m, clock, generation, started, backend, loaded, pipeline)
     roofline, roofline_flags = roofline_for(flops, m.stages_ms.get("vision"), cell.device, cell.dtype, cell.quant,
                                             (before, after))
     variant = get_variant(cell.variant)
