@@ -248,7 +248,7 @@ class Throughput(Table):
 
 @dataclass(frozen=True, slots=True)
 class Memory(Table):
-    """Peaks in bytes (bench.core.measure.MEMORY_KEYS); None where no tracker measured it."""
+    """Peaks in bytes (bench.core.trackers.MEMORY_KEYS); None where no tracker measured it."""
 
     peak_rss_bytes: int | None = None
     cuda_peak_allocated_bytes: int | None = None
