@@ -50,9 +50,9 @@ from bench.regression.history.levels import (
     Z_CHECK,
     Z_STEP,
     Point,
-    cell_level_start,
+    cell_level_starts,
     noise_band,
-    segment,
+    segments,
     series_sigma,
     step_z,
 )
@@ -285,6 +285,7 @@ def check(
     gone = [r for r in previous if r["cell_id"] not in current]
     earlier = [(i, figures(e)) for i, e in same]
     mine = figures(newest)
+    judged: list[tuple[str, list[str], dict[str, Point], dict[str, list[Point]]]] = []
     for cell_id, record in current.items():
         history = [(i, cells[cell_id]) for i, cells in earlier if cell_id in cells]
         was_ok = bool(history) and history[-1][1].record.get("status", "ok") == "ok"
@@ -295,13 +296,16 @@ def check(
         invalid = invalid_values(record)
         unjudgeable += [f"{names[cell_id]}: {why}" for why in invalid]
         earlier_ok = sum(f.record.get("status", "ok") == "ok" for _, f in history)
+        own: list[str] = []  # the cell's "too few" lines, kept in cell order
         if record.get("status", "ok") == "ok" and earlier_ok < MIN_BASELINE:
-            short.append(
-                f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
-            )
+            own.append(f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed")
+            judged.append((cell_id, own, {}, {}))
             continue
-        news, priors = _cell_points(names[cell_id], mine[cell_id], history, len(entries) - 1, short)
-        start, found_in = cell_level_start(priors)
+        news, priors = _cell_points(names[cell_id], mine[cell_id], history, len(entries) - 1, own)
+        judged.append((cell_id, own, news, priors))
+    starts = cell_level_starts([priors for *_, priors in judged])  # every cell's series segmented at once
+    for (cell_id, own, news, priors), (start, found_in) in zip(judged, starts, strict=True):
+        short += own
         for metric, prior in priors.items():
             level = prior if start is None else [p for p in prior if p.index >= start]
             since = None
@@ -468,17 +472,17 @@ def steps(
     """
     resolved = gates.resolve_thresholds(thresholds)
     found = []
-    for s in all_series(entries) if series is None else series:
-        found += series_steps(s, entries, resolved, z)
+    series = all_series(entries) if series is None else series
+    xs = [(np.array([p.x for p in s.points]), series_sigma(s.points)) for s in series]
+    for s, (x, sigma), breaks in zip(series, xs, segments(xs, z), strict=True):  # every series segmented at once
+        found += series_steps(s, entries, resolved, breaks, x, sigma)
     return sorted(found, key=lambda st: (st.index, st.label, st.metric))
 
 
 def series_steps(
-    s: Series, entries: list[Entry], thresholds: dict[str, float], z: float = Z_STEP
+    s: Series, entries: list[Entry], thresholds: dict[str, float], breaks: list[int], x: np.ndarray, sigma: float
 ) -> list[Step]:
-    x = np.array([p.x for p in s.points])
-    sigma = series_sigma(s.points)
-    breaks = segment(x, sigma, z)
+    """The steps of one series, given where ``segments`` cut it (``x``: its values, ``sigma``: its noise)."""
     bounds = [0, *breaks, len(x)]
     spec, threshold = gates.metric_spec(s.metric), gates.threshold_for(s.metric, thresholds)
     out = []
