@@ -41,8 +41,6 @@ ALLOWLIST = {
     "core/trackers.py": "rcompare",  # split from measure.py
     "run/optimize.py": "rcompare",
     "core/plausibility.py": "rcompare",
-    "scenarios/__init__.py": "rcompare",
-    "scenarios/predict.py": "rcompare",
     "run/sweep.py": "rcompare",
     "tools/gpucheck.py": "rcompare",
     "tools/perf.py": "rcompare",
