@@ -351,7 +351,7 @@ def test_a_prediction_is_drawn_from_the_predictor_it_is_given():
 
     def fake(records, *, bound_ms, percentile):
         asked.append((len(list(records)), bound_ms, percentile))
-        key = answer.predict_module.setting_key(recs[0])
+        key = answer.predict_module.setting_key(rows[0].rec)
         return {key: [Prediction(30.0, percentile, bound_ms, 80.0, 1, 5.0, 1, (1,), ""),
                       Prediction(70.0, percentile, bound_ms, 95.0, 8, 5.0, 1, (1, 8), "")]}
 
