@@ -153,7 +153,7 @@ def _lazy_figure(fig: Any, height: int, config: dict[str, Any]) -> str:
     div_id = f"chart-{uuid.uuid4().hex}"
     # plotly's JSON escapes <, > and / as \u003c, \u003e, \u002f: no "</script>" can end the block early
     block = to_json_plotly({**fig.to_dict(), "config": config})
-    return (f'<div id="{div_id}" class="plotly-graph-div" data-figure="{div_id}-figure" '
+    return (f'<div id="{div_id}" class="plotly-graph-div" data-figure="{div_id}-figure" aria-busy="true" '
             f'style="height:{height}px; width:100%;"></div>\n'
             f'<script type="application/json" id="{div_id}-figure">{block}</script>')
 

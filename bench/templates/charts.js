@@ -1,14 +1,11 @@
-/* Charts drawn when they come near the screen, so the first screen never waits for them. A chart is a
-   placeholder div of its final height (class "plotly-graph-div", data-figure="ID of its block") and a
-   JSON block {"data": [...], "layout": {...}, "config": {...}} that is parsed only when the chart is drawn.
-   plotly.js is inlined once as an inert block (id "plotly-js") and run on the first chart's demand. Nothing
-   starts before the page's load event and its first paint; then a chart is drawn once it is within a
-   screen of the view (IntersectionObserver), one chart per frame so the screen is drawn between two charts, and every
-   chart before printing. */
+/* Charts drawn when they come near the screen (lazy.js), so the first screen never waits for them. A chart
+   is a placeholder div of its final height (class "plotly-graph-div", data-figure="ID of its block",
+   aria-busy until drawn) and a JSON block {"data": [...], "layout": {...}, "config": {...}} parsed only
+   when the chart is drawn.
+   plotly.js is inlined once as an inert block (id "plotly-js"), run when the first chart is drawn. Charts
+   are drawn one per frame, so the page stays drawn and scrolls between two charts. */
 (function () {
   "use strict";
-  var MARGIN = "100% 0px";  // draw a chart when it is within one screen height of the view
-  var waiting = Array.prototype.slice.call(document.querySelectorAll("div.plotly-graph-div[data-figure]"));
   var queue = [], busy = false;
   function plotly() {
     if (!window.Plotly) {
@@ -24,36 +21,20 @@
     div.removeAttribute("data-figure");
     var figure = JSON.parse(block.textContent);
     block.parentNode.removeChild(block);
-    plotly().newPlot(div, figure.data, figure.layout, figure.config);
+    plotly().newPlot(div, figure.data, figure.layout, figure.config).then(function () {
+      div.removeAttribute("aria-busy");
+    });
   }
   function next() {
     busy = queue.length > 0;
     if (busy) {
       draw(queue.shift());
-      later(next);
+      lazy.nextFrame(next);
     }
   }
-  function soon(div) {
+  lazy.near(document.querySelectorAll("div.plotly-graph-div[data-figure]"), function (div, now) {
+    if (now) { draw(div); return; }
     queue.push(div);
     if (!busy) { next(); }
-  }
-  function start() {
-    if (!("IntersectionObserver" in window)) { waiting.forEach(soon); return; }
-    var near = new IntersectionObserver(function (entries) {
-      entries.forEach(function (entry) {
-        if (entry.isIntersecting) {
-          near.unobserve(entry.target);
-          soon(entry.target);
-        }
-      });
-    }, {rootMargin: MARGIN});
-    waiting.forEach(function (div) { near.observe(div); });
-  }
-  window.addEventListener("beforeprint", function () {
-    queue = [];
-    waiting.forEach(function (div) { if (div.hasAttribute("data-figure")) { draw(div); } });
   });
-  // after the next frame: the screen is drawn between two charts
-  function later(step) { requestAnimationFrame(function () { setTimeout(step, 0); }); }
-  if (document.readyState === "complete") { later(start); } else { window.addEventListener("load", function () { later(start); }); }
 })();
