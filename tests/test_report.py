@@ -82,8 +82,8 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     charts = text.count('class="plotly-graph-div"')
     assert charts >= 8
     # plotly.js once (an inert block, last but one), one JSON block per chart, the cost and all-cells data
-    # blocks, and the two page scripts: tables.js, then charts.js last; none runs before the content
-    assert len(parser.scripts) == charts + 5
+    # blocks, and the page's one script last (lazy.js, tables.js, charts.js); none runs before the content
+    assert len(parser.scripts) == charts + 4
     assert parser.kinds[-2] == ("plotly-js", "text/x-plotly-js") and len(parser.scripts[-2]) > 1_000_000
     assert "Plotly" in parser.scripts[-2]
     figures = [json.loads(s) for s, (i, kind) in zip(parser.scripts, parser.kinds, strict=True) if i.endswith("-figure")]
@@ -94,9 +94,8 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     assert len(cells) == len(store.latest_by_cell(store.read_records(tmp_path / "run")))  # one row per cell
     assert HOSTILE_ESCAPED in parser.by_id("all-cells-data")  # escaped in the block too: drawn as text
     code = [s for s, (_, kind) in zip(parser.scripts, parser.kinds, strict=True) if kind == ""]
-    assert len(code) == 2 and code[0] == parser.scripts[-3] and code[1] == parser.scripts[-1]
-    assert "table.sortable" in code[0] and "IntersectionObserver" in code[1]
-    assert "http" not in code[0] + code[1]
+    assert code == parser.scripts[-1:]
+    assert "table.sortable" in code[0] and "IntersectionObserver" in code[0] and "http" not in code[0]
     assert text.index("<script>") > text.index("</main>")  # no code runs before the page's content is parsed
     assert "<script>alert(1)" not in text
     # the hostile variant name, settings value, error message, env value and example text show as text
