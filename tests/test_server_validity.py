@@ -207,9 +207,10 @@ def test_a_curve_that_falls_as_the_load_rises_is_flagged():
     overlapping = [steps[0], {**steps[1], "ci_hi_ms": 5100.0}]  # within the interval: noise, not a flag
     assert plausibility.curve_not_monotone(overlapping) is None
     assert plausibility.curve_not_monotone([steps[0], {**steps[1], "ci_lo_ms": None}]) is None
-    # and from a search on a model that slows down after its first steps
+    # and from a search (from the ceiling: a predicted one re-predicts at each step's speed and follows it) on a
+    # model that speeds up after its first steps
     settings = ServerSettings(qps="auto", latency_bound_ms=30 * S * 1000, latency_percentile=0.9,
-                              min_requests=300, min_duration_s=0.0)
+                              min_requests=300, min_duration_s=0.0, search_start="ceiling")
     calls = {"n": 0}
 
     def faster_later(batch: int) -> float:  # the first 700 batches slow, then ten times faster

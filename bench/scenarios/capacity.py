@@ -37,9 +37,10 @@ step's re-prediction picks the next rate, *guided steps*:
 
 When the prediction was off because the machine's speed changed between the cell's probe batches and the
 search (as measured on this CPU: 17% off), the first re-prediction is close and two more runs close the
-bracket: three or four runs instead of the neighbour walk. A re-prediction that sits on the side the runs
-refuted ``NEIGHBOURS`` times in a row (a model biased against this machine, not a speed change) hands the
-one-sided phase back to ``STEP_UP`` and halving. Without ``repredict``, the first ``NEIGHBOURS`` steps away
+bracket: three or four runs instead of the neighbour walk. A re-prediction on the side the runs refuted
+(at or below a valid rate, at or above an invalid one: the model is biased against this machine's short
+runs, or the runs are noisy near the capacity) gallops instead: ``PRECISION`` beyond the run's rate, then
+twice that in percent terms, four times, ... (within ``STEP_UP`` and halving) while the refutations go on. Without ``repredict``, the first ``NEIGHBOURS`` steps away
 from the start go to the neighbouring rates (``PRECISION`` above after a valid run, below after an invalid
 one), then the rules above. Every step is judged as in the search from the ceiling: guided steps change
 where the runs go, never how a run is judged, and the final runs still sign the capacity.
@@ -192,9 +193,12 @@ class _Rule:
         near, far = (lo * up, lo * STEP_UP) if hi is None else (hi / up, hi / 2)  # type: ignore[operator]
         if guess is None:
             qps = near if self.predicted and n_steps <= NEIGHBOURS else far
-        else:
+        else:  # a re-prediction the runs refuted k times in a row: steps of PRECISION, doubled k - 1 times
             self.refuted = self.refuted + 1 if (guess <= near if hi is None else guess >= near) else 0
-            qps = far if self.refuted > NEIGHBOURS else sorted((near, guess, far))[1]
+            if self.refuted:
+                end, sign = (lo, 1) if hi is None else (hi, -1)
+                guess = end * up ** (sign * 2 ** (self.refuted - 1))  # type: ignore[operator]
+            qps = sorted((near, guess, far))[1]
         return min(qps, self.max_qps)
 
 
