@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.cli import _quiet_libraries
     from bench.core import host
-    from bench.core.measure import matmul_gflops, plausibility_problems
+    from bench.core.measure import matmul_gflops
     from bench.core.paths import make_dir, remove_file
     from bench.report.summary import summary_table
-    from bench.results import store
+    from bench.results import Record, plausibility, store
     from bench.run.environment import fingerprint
     from bench.run.optimize import MATMUL_N
     from bench.run.runner import run_cells
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         if r["status"] == "skipped":
             print(f"skipped {r['variant']} {r['dtype']} bs{r['batch_size']}: {r['error']}")
-    failures = {r["cell_id"]: plausibility_problems(r) for r in measured}
+    failures = {r["cell_id"]: plausibility.problems(Record.from_dict(r)) for r in measured}
     for r in measured:
         for problem in failures[r["cell_id"]]:
             print(f"IMPLAUSIBLE {r['variant']} {r['dtype']} bs{r['batch_size']}: {problem}")

@@ -34,7 +34,7 @@ from bench.report.uncertainty import judge as record_interval
 from bench.report.uncertainty import percentile_figure
 from bench.results import Record, store
 from bench.run import selfcheck
-from bench.scenarios import traits_of
+from bench.scenarios import traits_for
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
 TARGETS_FILE = "targets.json"
@@ -103,7 +103,8 @@ def _none(records: list[dict[str, Any]], variant: str, what: str) -> Measured:
 
 def _best_offline(variant: str):
     def measure(records, perf) -> Measured:
-        rows = [r for r in _the_work(records, variant) if traits_of(r).reads == "throughput"]
+        rows = [r for r in _the_work(records, variant)
+                if traits_for(r.get("scenario"), r.get("batch_size")).reads == "throughput"]
         if not rows:
             return _none(records, variant, "in the offline scenario")
         best = max(rows, key=lambda r: r["throughput"]["images_per_s"])
@@ -116,7 +117,7 @@ def _best_offline(variant: str):
 
 def _single_stream(records, perf) -> Measured:
     rows = [r for r in _the_work(records, "base")
-            if traits_of(r).reads == "latency" and (r.get("latency_ms") or {}).get("p50")]
+            if traits_for(r.get("scenario"), r.get("batch_size")).reads == "latency" and (r.get("latency_ms") or {}).get("p50")]
     if not rows:
         return _none(records, "base", "in the single-stream scenario")
     best = min(rows, key=lambda r: r["latency_ms"]["p50"])

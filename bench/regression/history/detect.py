@@ -56,7 +56,8 @@ from bench.regression.history.levels import (
     series_sigma,
     step_z,
 )
-from bench.scenarios import traits_of
+from bench.results import dig
+from bench.scenarios import traits_for
 
 MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
 
@@ -124,7 +125,8 @@ class _Figures:
         factor = gates.metric_spec(metric).se_factor if factor is None else factor
         if factor is None or len(samples) < 2:
             return 0.0
-        if metric == "throughput" and not traits_of(self.record).throughput_from_latency:
+        traits = traits_for(self.record.get("scenario"), self.record.get("batch_size"))
+        if metric == "throughput" and not traits.throughput_from_latency:
             return 0.0  # an open-loop (server) cell's throughput is its achieved rate, not 1 / its latency
         if self._log_sd is None:
             self._log_sd = float(np.std(np.log(samples), ddof=1))
@@ -191,7 +193,7 @@ def invalid_values(record: dict[str, Any]) -> list[str]:
     for metric, spec in gates.METRICS.items():  # where each is stored: MetricSpec.stored, stated once
         if spec.stored is None:
             continue
-        value = (record.get(spec.stored[0]) or {}).get(spec.stored[1])
+        value = dig(record, *spec.stored.split("."))
         if value is not None and not (finite_number(value) is not None and value > 0):
             out.append(f"{metric} is {value!r}: not a positive finite number")
     samples = record.get("samples_ms") or []
