@@ -44,10 +44,7 @@ ALLOWLIST = {
     "scenarios/__init__.py": "rcompare",
     "scenarios/predict.py": "rcompare",
     "run/sweep.py": "rcompare",
-    "tools/gpucheck.py": "rcompare",
     "tools/perf.py": "rcompare",
-    "tools/scale.py": "rcompare",
-    "tools/targets.py": "rcompare",
 }
 
 
