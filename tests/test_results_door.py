@@ -44,7 +44,6 @@ ALLOWLIST = {
     "scenarios/__init__.py": "rcompare",
     "scenarios/predict.py": "rcompare",
     "run/sweep.py": "rcompare",
-    "tools/perf.py": "rcompare",
 }
 
 

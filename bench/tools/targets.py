@@ -36,10 +36,10 @@ from bench.report.uncertainty import percentile_figure
 from bench.results import Record, dig, figure, samples, store
 from bench.run import selfcheck
 from bench.scenarios import traits_of
+from bench.tools.perf_report import PERF_FILE
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
 TARGETS_FILE = "targets.json"
-PERF_FILE = "perf.json"
 
 
 @dataclass(frozen=True)
