@@ -215,7 +215,8 @@ def test_the_report_a_run_writes_asks_the_runs_own_question(tmp_path):
 
 def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judged(tmp_path):
     """Issue 26: the ★ of a p90 search sat at its p99, above the bound line, under a caption about p99."""
-    from bench.report import report_charts
+    from bench.report import charts_speed
+    from bench.report.chart_style import Styles
     from bench.report.report_rows import load_runs
 
     rec = make_server_record("base", weights="random", batch_size=4, service_ms=30.0, qps_max=200.0, bound_ms=100.0,
@@ -224,7 +225,7 @@ def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judge
         step["p99"] = step["p90"] * 3  # the p99 of a p90 search is far over the bound
     run = write_run(tmp_path / "run", [rec])
     rows = [r for run_ in load_runs([run], load_prices()) for r in run_.rows]
-    (chart,) = report_charts._server_charts(rows, report_charts.Styles(rows), 100.0)
+    (chart,) = charts_speed.server_charts(rows, Styles(rows), 100.0)
     assert "whose p90" in chart.note and "p99 is within" not in chart.note
     star = next(t for t in _plot_data(chart) if t.get("name") == "★ capacity")
     assert star["y"][0] <= 100.0
@@ -420,7 +421,8 @@ def test_quality_is_never_assumed_and_the_gate_keeps_failing_options_out(tmp_pat
 
 
 def test_reported_accuracy_is_drawn_only_at_the_setting_it_was_reported_for(tmp_path):
-    from bench.report import report_charts
+    from bench.report import charts_quality
+    from bench.report.chart_style import Styles
     from bench.report.report_rows import load_runs
 
     card = make_record("base", dtype="fp32", p50=50.0, seed=1)  # the card's checkpoint, fp32, pretrained
@@ -429,8 +431,8 @@ def test_reported_accuracy_is_drawn_only_at_the_setting_it_was_reported_for(tmp_
     noise = make_record("base", dtype="fp32", weights="random", p50=50.0, seed=4)
     run = write_run(tmp_path / "run", [card, int8, half, noise])
     rows = [r for run_ in load_runs([run], load_prices()) for r in run_.rows]
-    charts = report_charts._reported_vs_cost(rows, report_charts.Styles(rows), {"<CAPTION>": "coco_caption_cider"},
-                                             report.REPORTED_LABEL)
+    charts = charts_quality.reported_vs_cost(rows, Styles(rows), {"<CAPTION>": "coco_caption_cider"},
+                                              report.REPORTED_LABEL)
     (chart,) = charts
     drawn = [x for t in _plot_data(chart) for x in t.get("x") or [] if t.get("mode") == "markers"]
     assert len(drawn) == 1  # only the fp32, unquantised, pretrained cell of the card's checkpoint

@@ -220,7 +220,7 @@ def test_one_pass_labels_equal_the_key_by_key_labels():
 
 
 def test_above_the_chart_limit_the_charts_draw_the_leading_settings_and_say_so():
-    from bench.report.report_charts import BAR_CELLS, CHART_CELLS, LEADING_SERIES, _leading, chart_rows
+    from bench.report.chart_style import BAR_CELLS, CHART_CELLS, LEADING_SERIES, chart_rows, leading
     from bench.report.report_rows import Row
 
     def row(n: int, series: int, ips: float, status: str = "ok") -> Row:
@@ -237,6 +237,6 @@ def test_above_the_chart_limit_the_charts_draw_the_leading_settings_and_say_so()
     assert len(chosen) == sum(r.series in best for r in many if r.ok)
     assert f"{len(chosen):,} cells of the {LEADING_SERIES} settings" in note and "all-cells table" in note
     items = list(range(BAR_CELLS + 5))
-    assert _leading(items, "cells") == (items[:BAR_CELLS], f"The best {BAR_CELLS} of {BAR_CELLS + 5} cells are drawn; "
+    assert leading(items, "cells") == (items[:BAR_CELLS], f"The best {BAR_CELLS} of {BAR_CELLS + 5} cells are drawn; "
                                         "the all-cells table has every one.")
-    assert _leading(items[:3], "cells") == (items[:3], "")
+    assert leading(items[:3], "cells") == (items[:3], "")

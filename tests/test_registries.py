@@ -32,7 +32,7 @@ def _run(run_dir, decode_tokens_per_s: float):
 
 
 def test_a_gate_metric_on_a_stored_figure_is_one_metric_spec(monkeypatch, tmp_path):
-    spec = MetricSpec("decode_tokens_per_s", "ratio", True, 0.10, "tok/s", stored=("throughput", "decode_tokens_per_s"))
+    spec = MetricSpec("decode_tokens_per_s", "ratio", True, 0.10, "tok/s", stored="throughput.decode_tokens_per_s")
     monkeypatch.setitem(gates.METRICS, spec.name, spec)  # the one line
     base, cur = _run(tmp_path / "base", 40.0), _run(tmp_path / "cur", 20.0)
     [row] = [r for r in compare_dirs(base, cur).rows if r.metric == spec.name]
@@ -50,8 +50,7 @@ def test_a_gate_metric_on_a_stored_figure_is_one_metric_spec(monkeypatch, tmp_pa
 
 def test_the_stored_gate_figures_are_where_the_runner_writes_them():
     assert {m: s.stored for m, s in gates.METRICS.items() if s.stored} == {
-        "latency_p50": ("latency_ms", "p50"), "latency_p90": ("latency_ms", "p90"),
-        "throughput": ("throughput", "images_per_s")}
+        "latency_p50": "latency_ms.p50", "latency_p90": "latency_ms.p90", "throughput": "throughput.images_per_s"}
     record = {"latency_ms": {"p50": 3.0, "p90": 4.0}, "throughput": {"images_per_s": 5.0}}
     assert [values.point_value(record, m) for m in values.LATENCY_METRICS] == [3.0, 4.0, 5.0]
     with pytest.raises(KeyError):

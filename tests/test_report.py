@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from bench.core.errors import UsageError
-from bench.report import answer, report, report_charts
+from bench.report import answer, charts_quality, report
 from bench.report.question import Question
 from bench.results import Example, store
 
@@ -258,11 +258,11 @@ def test_bad_inputs_are_usage_errors(tmp_path):
 
 def test_pareto_front_known_answer():
     points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (40, 0.9), (5, 0.1)]
-    assert report_charts.pareto_front(points) == [5, 0, 1, 4]
+    assert charts_quality.pareto_front(points) == [5, 0, 1, 4]
     # throughput: higher x is better
-    assert report_charts.pareto_front(points, x_lower=False) == [4]
+    assert charts_quality.pareto_front(points, x_lower=False) == [4]
     # an error rate: lower y is better
-    assert report_charts.pareto_front(points, y_higher=False) == [5]
+    assert charts_quality.pareto_front(points, y_higher=False) == [5]
 
 
 def test_recommendation_cheapest_within_bound_and_floor_else_none(tmp_path):

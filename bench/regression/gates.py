@@ -24,11 +24,12 @@ class MetricSpec:
     # the quantile of the latency samples the value is (throughput: images at the median latency);
     # None: not a statistic of the samples (memory, accuracy)
     quantile: float | None = None
-    # where a record stores its single value: (table, key), e.g. ("latency_ms", "p50"); every reader of a
-    # gate metric's stored figure (POINT_VALUES, bench.regression.history's check of stored figures) takes it from here.
-    # A gate metric on a stored figure is one MetricSpec with ``stored``: compared, thresholded and judged
-    # in history as a single value per run. None: read otherwise (peak memory, accuracy)
-    stored: tuple[str, str] | None = None
+    # where a record stores its single value: the attribute path of the figure, e.g. "latency_ms.p50", read
+    # with ``bench.results.figure(record, spec.stored)`` (many records: ``bench.results.columns``). The one map
+    # of gate metric to record figure: compare (``values.stored_value``) and bench.regression.history's checks
+    # take it from here. A gate metric on a stored figure is one MetricSpec with ``stored``: compared,
+    # thresholded and judged in history as a single value per run. None: read otherwise (peak memory, accuracy)
+    stored: str | None = None
 
     @property
     def se_factor(self) -> float | None:
@@ -54,9 +55,9 @@ class MetricSpec:
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("latency_p50", "ratio", False, 0.10, "ms", quantile=0.5, stored=("latency_ms", "p50")),
-        MetricSpec("latency_p90", "ratio", False, 0.15, "ms", quantile=0.9, stored=("latency_ms", "p90")),
-        MetricSpec("throughput", "ratio", True, 0.10, "img/s", quantile=0.5, stored=("throughput", "images_per_s")),
+        MetricSpec("latency_p50", "ratio", False, 0.10, "ms", quantile=0.5, stored="latency_ms.p50"),
+        MetricSpec("latency_p90", "ratio", False, 0.15, "ms", quantile=0.9, stored="latency_ms.p90"),
+        MetricSpec("throughput", "ratio", True, 0.10, "img/s", quantile=0.5, stored="throughput.images_per_s"),
         MetricSpec("peak_memory", "ratio", False, 0.10, "bytes"),
         MetricSpec("accuracy", "delta", True, -1.0, "pt"),
     )

@@ -11,6 +11,7 @@ import numpy as np
 
 from bench.core.numbers import finite_number
 from bench.regression.gates import METRICS
+from bench.results import dig
 from bench.scenarios import traits_of
 
 MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_bytes")
@@ -34,8 +35,7 @@ def memory_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 def stored_value(record: dict[str, Any], metric: str) -> float | None:
     """The single value a record stores for a gate metric with ``MetricSpec.stored`` (None: absent or not a
     finite number)."""
-    table, key = METRICS[metric].stored
-    return finite_number((record.get(table) or {}).get(key))
+    return finite_number(dig(record, *METRICS[metric].stored.split(".")))
 
 
 # Single values of one record that are not stored as such (every ``MetricSpec.stored`` one: ``stored_value``),

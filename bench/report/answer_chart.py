@@ -9,7 +9,7 @@ from bench.pages.chart_keys import MAX_LABEL
 from bench.pages.page import Chart, axis_type, figure_html
 from bench.pages.page import plot_text as _t
 from bench.report.answer import PREDICTED_BASIS, Answer, Ranked
-from bench.report.report_charts import Styles
+from bench.report.chart_style import Styles
 
 TITLE = "{task}: top options"
 

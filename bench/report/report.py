@@ -32,7 +32,7 @@ from bench.core.paths import Writer, distinct_dirs, write_all
 from bench.core.stats import queries_needed
 from bench.pages.page import format_number, render, write_html
 from bench.report import answer as answers
-from bench.report import answer_chart, report_charts, report_table
+from bench.report import answer_chart, chart_style, report_charts, report_table
 from bench.report.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
 from bench.report.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT, percentile_name
 from bench.report.report_rows import (
@@ -713,8 +713,8 @@ def build_report(
     rows = [r for run in runs for r in run.rows]
     tasks = _tasks(rows)
     reported_keys = {t: _reported_key(t, rows) for t in tasks}
-    charted, charted_note = report_charts.chart_rows(rows)
-    styles = report_charts.Styles(charted)
+    charted, charted_note = chart_style.chart_rows(rows)
+    styles = chart_style.Styles(charted)
     charts = report_charts.build_charts(charted, latency_bound_ms, reported_keys, REPORTED_LABEL, styles)
     badge, badge_class = _weights_badge(rows)
     facts = comparability(runs)
@@ -750,7 +750,7 @@ def build_report(
         "charts": charts,
         "chart_keys": styles.keys,
         "charted_note": charted_note,
-        "max_label": report_charts.MAX_LABEL,
+        "max_label": chart_style.MAX_LABEL,
         "facts": facts,
         "differing": [f for f in facts if f.differs],
         "envs": [(run.name, _env_table(run.env)) for run in runs],

@@ -56,6 +56,7 @@ from bench.regression.history.levels import (
     series_sigma,
     step_z,
 )
+from bench.results import dig
 from bench.scenarios import traits_of
 
 MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
@@ -191,7 +192,7 @@ def invalid_values(record: dict[str, Any]) -> list[str]:
     for metric, spec in gates.METRICS.items():  # where each is stored: MetricSpec.stored, stated once
         if spec.stored is None:
             continue
-        value = (record.get(spec.stored[0]) or {}).get(spec.stored[1])
+        value = dig(record, *spec.stored.split("."))
         if value is not None and not (finite_number(value) is not None and value > 0):
             out.append(f"{metric} is {value!r}: not a positive finite number")
     samples = record.get("samples_ms") or []
