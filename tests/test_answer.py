@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from bench.core.stats import percentile_ci
 from bench.pages import page
 from bench.report import answer, report, report_table
+from bench.report.decision import decide
 from bench.report.prices import load_prices
 from bench.report.question import Question
 from bench.report.uncertainty import (
@@ -350,7 +351,7 @@ def test_a_prediction_is_drawn_from_the_predictor_it_is_given():
 
     def fake(records, *, bound_ms, percentile):
         asked.append((len(list(records)), bound_ms, percentile))
-        key = answer.predict_module.setting_key(recs[0])
+        key = answer.predict_module.setting_key(rows[0].rec)
         return {key: [Prediction(30.0, percentile, bound_ms, 80.0, 1, 5.0, 1, (1,), ""),
                       Prediction(70.0, percentile, bound_ms, 95.0, 8, 5.0, 1, (1, 8), "")]}
 
@@ -612,7 +613,7 @@ def test_an_unstable_pick_names_a_stable_alternative_only_within_the_factor(tmp_
     for records, named in (([fast, near, far], True), ([fast, far], False)):
         run = write_run(tmp_path / f"run{named}", records)
         rows = [r for run_ in report.load_runs([run], report.load_prices()) for r in run_.rows]
-        (decision,) = report.decide(rows, None)
+        (decision,) = decide(rows, None)
         goal = next(g for g in decision.goals if g.name == "throughput")
         pick = decision.pick(goal, decision.kinds[0])
         assert pick.row.unstable and "unstable" in pick.note

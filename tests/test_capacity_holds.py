@@ -5,14 +5,15 @@ ends ran at different machine speeds is flagged. Fakes on a virtual clock; no mo
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scenario_fakes import scenario_input
 from test_predict import md1_capacity  # M/D/1 theory (Erlang's formula), independent of bench's code
 
-from bench.core import plausibility
 from bench.core.stats import early_stopping_met, queries_needed
+from bench.results import CurveStep, plausibility
 from bench.results.server_settings import FALSE_ACCEPT_LIMIT, FINAL_MIN_DURATION_S
 from bench.scenarios import ServerSettings, get_scenario
 from bench.scenarios import mlperf as lg_scenarios
@@ -34,7 +35,7 @@ def test_scheduled_qps_is_what_was_offered_and_the_target_is_kept_apart():
     assert _run(10.0).scheduled_qps == 10.0  # the builtin's schedule offers the target by construction
     settings = ServerSettings(qps=40.0, min_duration_s=1.0)
     built = serve(scenario_input(lambda b: S, server=settings)[0], 40.0)
-    assert built.step()["scheduled_qps"] == built.step()["target_qps"] == 40.0
+    assert built.step().scheduled_qps == built.step().target_qps == 40.0
 
 
 class _Scripted(Server):
@@ -74,14 +75,14 @@ def test_loadgen_re_runs_are_sized_to_the_count_they_need():
 
 def test_a_bracket_whose_ends_ran_at_service_times_more_than_10_percent_apart_is_flagged():
     """Issue 29: the two ends of a bracket measured at 143 and 213 ms of service time, without a flag."""
-    low = {"target_qps": 3.2, "service_ms": 143.0, "service_batch_size": 1}
-    high = {"target_qps": 3.36, "service_ms": 213.0, "service_batch_size": 1}
+    low = CurveStep(target_qps=3.2, service_ms=143.0, service_batch_size=1)
+    high = CurveStep(target_qps=3.36, service_ms=213.0, service_batch_size=1)
     found = plausibility.bracket_speed_changed(low, high)
     assert found["code"] == "bracket-speed-changed"
     assert "batches of 1 took a median 143 ms at 3.2 QPS and 213 ms at 3.36 QPS" in found["message"]
-    assert plausibility.bracket_speed_changed(low, {**high, "service_ms": 155.0}) is None  # within 10%
-    assert plausibility.bracket_speed_changed(low, {**high, "service_batch_size": 2}) is None  # other sizes
-    assert plausibility.bracket_speed_changed(low, {"target_qps": 3.3}) is None  # an old record's curve
+    assert plausibility.bracket_speed_changed(low, replace(high, service_ms=155.0)) is None  # within 10%
+    assert plausibility.bracket_speed_changed(low, replace(high, service_batch_size=2)) is None  # other sizes
+    assert plausibility.bracket_speed_changed(low, CurveStep(target_qps=3.3)) is None  # an old record's curve
 
 
 def test_a_search_whose_machine_sped_up_between_the_bracket_ends_is_flagged():
@@ -106,7 +107,7 @@ def test_a_search_whose_machine_sped_up_between_the_bracket_ends_is_flagged():
 def test_every_step_records_its_service_time_at_its_most_common_batch_size():
     settings = ServerSettings(qps=300.0, min_duration_s=1.0, max_queue_delay_ms=5.0)
     step = serve(scenario_input(lambda b: S + 0.002 * b, batch_size=4, server=settings)[0], 300.0).step()
-    assert step["service_ms"] == pytest.approx((S + 0.002 * step["service_batch_size"]) * 1000)
+    assert step.service_ms == pytest.approx((S + 0.002 * step.service_batch_size) * 1000)
 
 
 # ------------------------------------------------------------------ final runs against M/D/1 (issue 29)

@@ -23,7 +23,6 @@ from bench.core.measure import (
     RepetitionPolicy,
     clock_for,
     matmul_gflops,
-    plausibility_problems,
     summarize,
     time_call,
 )
@@ -38,6 +37,7 @@ from bench.core.trackers import (
     memory_field,
     memory_trackers,
 )
+from bench.results import Record, plausibility
 
 MIB = 2**20
 
@@ -461,6 +461,7 @@ def test_matmul_gflops_on_cpu_is_a_positive_rate():
 
 def _good_cuda_record():
     return {
+        "cell_id": "c",
         "status": "ok",
         "device": "cuda:0",
         "latency_ms": {"mean": 100.0, "p50": 99.0, "p90": 110.0, "p95": 112.0, "p99": 120.0, "n": 3},
@@ -468,18 +469,22 @@ def _good_cuda_record():
         "stages_ms": {"preprocess": 2.0, "vision": 10.0, "ttft": 15.0, "per_token": 3.0, "decode": 80.0},
         "throughput": {"images_per_s": 10.0, "tokens_per_s": 300.0},
         "memory": {
-            "peak_rss_bytes": 3e9,
-            "cuda_peak_allocated_bytes": 2e9,
-            "cuda_peak_reserved_bytes": 2.5e9,
-            "nvml_peak_used_bytes": 3e9,
-            "weights_bytes": 1e9,
+            "peak_rss_bytes": 3 * 10**9,
+            "cuda_peak_allocated_bytes": 2 * 10**9,
+            "cuda_peak_reserved_bytes": 25 * 10**8,
+            "nvml_peak_used_bytes": 3 * 10**9,
+            "weights_bytes": 10**9,
         },
         "energy": {"joules_per_image": 30.0, "source": "nvml-total-energy-counter"},  # 300 W
     }
 
 
+def _problems(record: dict) -> list[str]:
+    return plausibility.problems(Record.from_dict(record))
+
+
 def test_a_plausible_cuda_record_has_no_problems():
-    assert plausibility_problems(_good_cuda_record()) == []
+    assert _problems(_good_cuda_record()) == []
 
 
 @pytest.mark.parametrize(
@@ -488,10 +493,10 @@ def test_a_plausible_cuda_record_has_no_problems():
         ("latency_ms", "p50", None, "latency_ms.p50"),
         ("latency_ms", "mean", 0.0, "latency_ms.mean"),
         ("stages_ms", "vision", -1.0, "stages_ms.vision"),
-        ("stages_ms", "ttft", None, "stages_ms.ttft"),
+        ("stages_ms", "ttft", -0.5, "stages_ms.ttft"),
         ("throughput", "images_per_s", 0, "images_per_s"),
-        ("memory", "cuda_peak_allocated_bytes", 5e8, "not above the weights"),
-        ("memory", "nvml_peak_used_bytes", 1e9, "below torch's reserved"),
+        ("memory", "cuda_peak_allocated_bytes", 5 * 10**8, "not above the weights"),
+        ("memory", "nvml_peak_used_bytes", 10**9, "below torch's reserved"),
         ("memory", "nvml_peak_used_bytes", None, "nvml_peak_used_bytes"),
         ("energy", "joules_per_image", None, "joules_per_image"),
         ("energy", "joules_per_image", -3.0, "joules_per_image"),
@@ -502,16 +507,23 @@ def test_a_plausible_cuda_record_has_no_problems():
 def test_implausible_cuda_records_are_named(section, key, value, expected):
     record = _good_cuda_record()
     record[section][key] = value
-    problems = plausibility_problems(record)
+    problems = _problems(record)
     assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_a_stage_the_backend_does_not_time_is_not_a_problem():
+    record = _good_cuda_record()
+    del record["stages_ms"]["ttft"]  # a backend that times fewer stages (bench.backends.base)
+    record["stages_ms"]["postprocess"] = None
+    assert _problems(record) == []
 
 
 def test_plausibility_flags_samples_device_and_status():
     record = _good_cuda_record()
     record["samples_ms"] = [95.0, 0.0]
     record["device"] = "cpu"
-    assert len(plausibility_problems(record)) == 2
-    assert plausibility_problems({**record, "status": "oom", "error": "OutOfMemoryError"}) == [
+    assert len(_problems(record)) == 2
+    assert _problems({**record, "status": "oom", "error": "OutOfMemoryError"}) == [
         "status is 'oom': OutOfMemoryError"
     ]
 

@@ -3,13 +3,15 @@ service-time table, determinism, and the extraction of batch times from committe
 
 from __future__ import annotations
 
-import json
 import math
+from array import array
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.results import Record, store
 from bench.scenarios import predict
 from bench.scenarios.batcher import Batcher
 from bench.scenarios.predict import (
@@ -129,33 +131,33 @@ def test_bad_input_is_named(kw, message):
         predict_capacity({1: [float("nan")]}, bound_ms=50, percentile=0.99, max_batch=1)
 
 
-def _records(name: str) -> list[dict]:
-    return [json.loads(line) for line in (BASELINES / name / "results.jsonl").read_text().splitlines() if line]
+def _records(name: str) -> list[Record]:
+    return store.records(BASELINES / name)
 
 
 def test_batch_times_from_committed_records():
     records = _records("gpu-nvidia-h200")
     found = batch_times(records)
-    ok = [r for r in records if r["status"] == "ok"]
-    assert sum(len(v) for sizes in found.values() for v in sizes.values()) == sum(len(r["samples_ms"]) for r in ok)
-    single = next(r for r in ok if r["scenario"] == "single-stream")
-    assert found[setting_key(single)][1] == single["samples_ms"]  # a batch of one: its wall time as recorded
+    ok = [r for r in records if r.status == "ok"]
+    assert sum(len(v) for sizes in found.values() for v in sizes.values()) == sum(len(r.samples_ms) for r in ok)
+    single = next(r for r in ok if r.scenario == "single-stream")
+    assert found[setting_key(single)][1] == single.samples_ms.tolist()  # a batch of one: its wall time as recorded
     for r in ok:
-        if r["scenario"] == "offline":  # prefetch: scaled to the wall time, the spread kept
-            times = found[setting_key(r)][r["batch_size"]]
-            assert np.mean(times) == pytest.approx(r["throughput"]["wall_s"] * 1000 / r["timing"]["iterations"])
-            assert np.argmax(times) == np.argmax(r["samples_ms"])
-    offline_base = [r for r in ok if r["scenario"] == "offline" and r["variant"] == "base"]
+        if r.scenario == "offline":  # prefetch: scaled to the wall time, the spread kept
+            times = found[setting_key(r)][r.batch_size]
+            assert np.mean(times) == pytest.approx(r.throughput.wall_s * 1000 / r.timing.iterations)
+            assert np.argmax(times) == np.argmax(r.samples_ms)
+    offline_base = [r for r in ok if r.scenario == "offline" and r.variant == "base"]
     assert set(found[setting_key(offline_base[0])]) == {64, 128}  # one setting, two batch sizes
 
 
 def test_setting_key_ignores_batch_size_scenario_and_prefetch_only():
-    record = next(r for r in _records("gpu-nvidia-h200") if r["scenario"] == "offline" and r["status"] == "ok")
-    same = {**record, "batch_size": 1, "scenario": "single-stream", "samples_ms": [1.0],
-            "settings": {**record["settings"], "prefetch": False}}
+    record = next(r for r in _records("gpu-nvidia-h200") if r.scenario == "offline" and r.status == "ok")
+    same = replace(record, batch_size=1, scenario="single-stream", samples_ms=array("d", [1.0]),
+                   settings=replace(record.settings, prefetch=False))
     assert setting_key(same) == setting_key(record)
-    assert setting_key({**record, "dtype": "fp32"}) != setting_key(record)
-    assert setting_key({**record, "settings": {**record["settings"], "quant": "int8"}}) != setting_key(record)
+    assert setting_key(replace(record, dtype="fp32")) != setting_key(record)
+    assert setting_key(replace(record, settings=replace(record.settings, quant="int8"))) != setting_key(record)
 
 
 def test_predictions_one_per_measured_batch_size():

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from bench.core.errors import UsageError
-from bench.report import answer, charts_quality, report
+from bench.report import answer, charts_quality, comparability, decision, examples, report
 from bench.report.question import Question
 from bench.results import Example, store
 
@@ -123,7 +123,7 @@ def test_random_weights_only_says_so_and_recommends_nothing_against_a_floor(tmp_
 
 def _recommend(rows, task, bound, floor):
     question = Question(bound, accuracy_floor=floor)
-    return report.recommend(rows, task, answer.answer(rows, question), question)
+    return decision.recommend(rows, task, answer.answer(rows, question), question)
 
 
 def test_random_weights_without_a_floor_picks_the_answers_cheapest_within_the_bound(tmp_path):
@@ -275,8 +275,8 @@ def test_recommendation_cheapest_within_bound_and_floor_else_none(tmp_path):
     assert _recommend(rows, "<CAPTION>", 200.0, 1.4).best.rec.variant == "large"
     assert _recommend(rows, "<CAPTION>", 200.0, 1.0).best.rec.variant == "base"
     none = _recommend(rows, "<CAPTION>", 100.0, 1.4)
-    assert none.best is None and none.verdict.startswith(report.NONE_MEETS)
-    assert _recommend(rows, "<CAPTION>", 10.0, None).verdict.startswith(report.NONE_MEETS)
+    assert none.best is None and none.verdict.startswith(decision.NONE_MEETS)
+    assert _recommend(rows, "<CAPTION>", 10.0, None).verdict.startswith(decision.NONE_MEETS)
 
 
 def test_recommendation_without_a_price_picks_the_fastest_and_says_cost_unknown(tmp_path):
@@ -331,7 +331,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"bboxes": [[20, 20, 120, 80]], "labels": [HOSTILE]},
     }
-    uri, note = report._draw_example(run, Example.from_dict(box))
+    uri, note = examples._draw_example(run, Example.from_dict(box))
     img = _decode(uri)
     assert img.size == (400, 200) and note == ""
     assert img.getpixel((240, 160)) != (255, 255, 255)  # bottom-right corner of the box, scaled x2
@@ -341,7 +341,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"polygons": [[[10, 10, 190, 10, 100, 90]]], "labels": ["a"]},
     }
-    uri, note = report._draw_example(run, Example.from_dict(poly))
+    uri, note = examples._draw_example(run, Example.from_dict(poly))
     assert "blank canvas" in note
     assert _decode(uri).getpixel((100, 10)) != (235, 235, 235)  # on the top edge
     quad = {
@@ -349,7 +349,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"quad_boxes": [[10, 10, 50, 10, 50, 40, 10, 40]], "labels": ["t"]},
     }
-    assert len(report._shapes(quad["answer"])) == 1
+    assert len(examples._shapes(quad["answer"])) == 1
 
 
 def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
@@ -357,7 +357,7 @@ def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
     Image.new("RGB", (10, 10)).save(outside)
     run = tmp_path / "run"
     run.mkdir()
-    uri, note = report._draw_example(run, Example(image_file="../secret.png"))
+    uri, note = examples._draw_example(run, Example(image_file="../secret.png"))
     assert uri is None and note == "image file not saved"
 
 
@@ -443,7 +443,7 @@ def test_the_comparability_panel_shows_each_runs_load_and_differs_only_when_one_
         return SimpleNamespace(env={"host_load": {"cores": 4, "start": [start, 0.0, 0.0], "end": [start, 0.0, 0.0]}})
 
     def host_load(runs):
-        return next(f for f in report.comparability(runs) if f.label == "host load")
+        return next(f for f in comparability.comparability(runs) if f.label == "host load")
 
     calm = host_load([run(0.3), run(1.1)])
     assert calm.values == ["1-min load 0.30 at start, 0.30 at end, on 4 cores",

@@ -13,6 +13,7 @@ import pytest
 
 from bench.pages.page import LOG_SPAN, Palette, axis_type
 from bench.report import answer, report, report_charts, report_table
+from bench.report.decision import decide, recommend
 from bench.report.question import Question
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
@@ -40,7 +41,7 @@ def rows(runs):
 
 
 def _decision(rows, bound):
-    (decision,) = report.decide(rows, bound, answer.answer(rows, Question(bound)))
+    (decision,) = decide(rows, bound, answer.answer(rows, Question(bound)))
     gpu, cpu = decision.kinds
     assert gpu.label == "NVIDIA H100 80GB HBM3" and cpu.label == "CPU Synthetic CPU @ 2.0GHz (2 cores used)"
     return decision, gpu, cpu
@@ -336,7 +337,7 @@ def test_a_run_whose_only_cell_is_an_invalid_server_run_reports_why_without_a_bo
     rows = [row for run_ in report.load_runs([run], report.load_prices()) for row in run_.rows]
     for bound in (None, 500.0):
         question = Question(bound)
-        rec = report.recommend(rows, "<CAPTION>", answer.answer(rows, question), question)
+        rec = recommend(rows, "<CAPTION>", answer.answer(rows, question), question)
         assert rec.best is None and "no valid server run (1 invalid: achieved 9.3 QPS" in rec.verdict
     text = report.build_report([run], tmp_path / "r.html").read_text()
     assert "no valid server run (1 invalid" in text

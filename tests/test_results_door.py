@@ -37,12 +37,8 @@ ALLOWLIST = {
     "regression/values.py": "rcompare",  # split from compare.py
     "run/executors/ray.py": "rcompare",
     "regression/history/detect.py": "rhistory",
-    "core/measure.py": "rcompare",
     "core/trackers.py": "rcompare",  # split from measure.py
     "run/optimize.py": "rcompare",
-    "core/plausibility.py": "rcompare",
-    "scenarios/__init__.py": "rcompare",
-    "scenarios/predict.py": "rcompare",
     "run/sweep.py": "rcompare",
 }
 

@@ -19,10 +19,10 @@ import pytest
 
 from bench.regression import gates, values
 from bench.regression.history import detect
-from bench.report import report
+from bench.report import decision
 from bench.report.report_rows import Row
 from bench.results import Record
-from bench.scenarios import SCENARIOS, ScenarioTraits, takes_load, traits_of
+from bench.scenarios import SCENARIOS, ScenarioTraits, takes_load, traits_for, traits_of
 from bench.scenarios.traits import UNKNOWN
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
@@ -110,21 +110,25 @@ def test_each_scenario_declares_what_a_buyer_reads():
 
 
 def test_a_record_without_a_scenario_is_judged_by_the_default_rule():
-    assert traits_of({"batch_size": 1}) == SCENARIOS["single-stream"].traits
-    assert traits_of({"batch_size": 8, "scenario": None}) == SCENARIOS["offline"].traits
-    assert traits_of({"batch_size": "8"}) == SCENARIOS["single-stream"].traits  # untrusted input: no crash
+    assert traits_for(None, 1) == SCENARIOS["single-stream"].traits
+    assert traits_for(None, 8) == SCENARIOS["offline"].traits
+    assert traits_for(None, "8") == SCENARIOS["single-stream"].traits  # untrusted input: no crash
     for name in ("multi-stream", 7, ["server"]):
-        assert traits_of({"scenario": name, "batch_size": 1}) is UNKNOWN
+        assert traits_for(name, 1) is UNKNOWN
+
+
+def _record(**fields: object) -> Record:
+    return Record.from_dict({"cell_id": "c", "status": "ok", "batch_size": 4, **fields})
 
 
 @pytest.mark.parametrize("percentile, statistic", [(0.95, "p95"), (0.999, "p99.9"), (1, "p99"), (95, "p99"),
                                                    (True, "p99"), ("0.95", "p99"), (None, "p99")])
 def test_a_server_records_settings_set_its_judged_percentile(percentile, statistic):
-    traits = traits_of({"scenario": "server", "batch_size": 4, "server": {"latency_percentile": percentile}})
+    traits = traits_of(_record(scenario="server", server={"latency_percentile": percentile}))
     assert traits.statistic == traits.bound_statistic == statistic
-    assert traits_of({"scenario": "server", "server": "not a table"}).statistic == "p99"
+    assert traits_of(_record(scenario="server")).statistic == "p99"
     # a closed-loop scenario takes no percentile from a server table
-    assert traits_of({"scenario": "offline", "server": {"latency_percentile": 0.95}}).statistic == "p90"
+    assert traits_of(_record(scenario="offline", server={"latency_percentile": 0.95})).statistic == "p90"
 
 
 def test_traits_refuse_a_declaration_that_says_nothing_of_prefetch_or_reads_nonsense():
@@ -169,7 +173,7 @@ def test_a_new_scenario_is_judged_by_its_declaration_alone(monkeypatch):
     row = _row(rec)
     # the report: its bound judges p95, the latency goal reads p95, it has a throughput and no capacity
     assert row.bound_statistic == "p95" and row.bound_latency == 55.0 and row.meets_bound(60.0)
-    goals = {g.name: g for g in report.GOALS}
+    goals = {g.name: g for g in decision.GOALS}
     assert goals["latency"].value(row, None) == 55.0 and goals["latency"].show(55.0, row, None) == "55 ms p95"
     assert goals["throughput"].value(row, None) == row.ips and row.capacity(100.0) is None
     # compare and history: a closed loop with one sample per batch, so throughput comes from the samples

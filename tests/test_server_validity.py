@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,10 @@ import pytest
 from scenario_fakes import scenario_input
 
 from bench import cli
-from bench.core import plausibility
 from bench.core.errors import UsageError
 from bench.core.stats import binomial_cdf
 from bench.report import summary
-from bench.results import store
+from bench.results import CurveStep, dig, plausibility, store
 from bench.scenarios import ServerSettings, capacity, get_scenario
 from bench.scenarios.server import run_size, serve
 
@@ -200,13 +200,13 @@ def test_a_capacity_above_the_offline_ceiling_is_flagged():
 
 
 def test_a_curve_that_falls_as_the_load_rises_is_flagged():
-    steps = [{"target_qps": 2.72, "percentile_ms": 5562.0, "ci_lo_ms": 5000.0, "ci_hi_ms": 6000.0},
-             {"target_qps": 3.2, "percentile_ms": 1528.0, "ci_lo_ms": 1400.0, "ci_hi_ms": 1700.0}]
+    steps = [CurveStep(target_qps=2.72, percentile_ms=5562.0, ci_lo_ms=5000.0, ci_hi_ms=6000.0),
+             CurveStep(target_qps=3.2, percentile_ms=1528.0, ci_lo_ms=1400.0, ci_hi_ms=1700.0)]
     found = plausibility.curve_not_monotone(steps)
     assert found["code"] == "curve-not-monotone" and "speed changed" in found["message"]
-    overlapping = [steps[0], {**steps[1], "ci_hi_ms": 5100.0}]  # within the interval: noise, not a flag
+    overlapping = [steps[0], replace(steps[1], ci_hi_ms=5100.0)]  # within the interval: noise, not a flag
     assert plausibility.curve_not_monotone(overlapping) is None
-    assert plausibility.curve_not_monotone([steps[0], {**steps[1], "ci_lo_ms": None}]) is None
+    assert plausibility.curve_not_monotone([steps[0], replace(steps[1], ci_lo_ms=None)]) is None
     # and from a search on a model that slows down after its first steps
     settings = ServerSettings(qps="auto", latency_bound_ms=30 * S * 1000, latency_percentile=0.9,
                               min_requests=300, min_duration_s=0.0)
@@ -222,14 +222,13 @@ def test_a_curve_that_falls_as_the_load_rises_is_flagged():
 
 
 def test_flags_never_fire_on_the_committed_baselines():
-    records = [r for path in BASELINES.glob("*/results.jsonl") for r in store.read_records(path.parent)]
+    records = [r for path in BASELINES.glob("*/results.jsonl") for r in store.records(path.parent)]
     assert records
     for r in records:
-        server = r.get("server") or {}
-        assert plausibility.curve_not_monotone(server.get("curve") or []) is None
-        ceiling = ((r.get("extra") or {}).get("capacity_search") or {}).get("ceiling_qps")
-        assert plausibility.capacity_above_offline(r.get("capacity_qps"), ceiling, "ceiling") is None
-        assert not r.get("flags")
+        assert plausibility.curve_not_monotone(r.server.curve if r.server else ()) is None
+        ceiling = dig(r.extra.capacity_search, "ceiling_qps")
+        assert plausibility.capacity_above_offline(r.capacity_qps, ceiling, "ceiling") is None
+        assert not r.flags
 
 
 def test_a_record_with_flags_and_a_bracket_is_well_formed_and_shown_under_the_summary(tmp_path):

@@ -1,4 +1,4 @@
-"""Measurement layer: clocks, repetition policy, statistics, the roofline reference and plausibility.
+"""Measurement layer: clocks, repetition policy, statistics and the roofline reference.
 
 Nothing here knows about Florence-2 or models. The resource trackers (memory, energy) are
 ``bench.core.trackers``; they measure what happens between ``start`` and ``stop`` on the host, so for
@@ -236,7 +236,7 @@ def summarize(samples_ms: Sequence[float], cv_threshold: float = 0.1) -> Latency
 
 
 # --------------------------------------------------------------------------------------------------
-# Roofline and plausibility
+# Roofline reference
 
 _DTYPE_ALIASES = {
     "fp32": "float32",
@@ -280,56 +280,6 @@ def matmul_gflops(device: str, dtype: Any, n: int = 2048, seconds: float = 1.0) 
     return 2.0 * n**3 * reps / (ms / 1000.0) / 1e9
 
 
-def _positive(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    )
-
-
-def plausibility_problems(record: dict[str, Any]) -> list[str]:
-    """What is implausible about a CUDA record (empty list: nothing found). Used by the GPU check."""
-    if record.get("status") != "ok":
-        return [f"status is {record.get('status')!r}: {record.get('error')}"]
-    problems = []
-    if not str(record.get("device", "")).startswith("cuda"):
-        problems.append(f"device {record.get('device')!r} is not CUDA")
-    latency = record.get("latency_ms") or {}
-    for key in ("mean", "p50", "p90", "p95", "p99"):
-        if not _positive(latency.get(key)):
-            problems.append(f"latency_ms.{key} is {latency.get(key)!r}, expected a positive time")
-    samples = record.get("samples_ms") or []
-    if not samples or not all(_positive(s) for s in samples):
-        problems.append(f"samples_ms has missing, zero or negative times ({len(samples)} samples)")
-    for stage, value in (record.get("stages_ms") or {}).items():
-        if value is None or not math.isfinite(value) or value < 0:
-            problems.append(f"stages_ms.{stage} is {value!r}, expected a time >= 0")
-    images_per_s = (record.get("throughput") or {}).get("images_per_s")
-    if not _positive(images_per_s):
-        problems.append(f"throughput.images_per_s is {images_per_s!r}")
-
-    memory = record.get("memory") or {}
-    allocated, reserved = memory.get("cuda_peak_allocated_bytes"), memory.get("cuda_peak_reserved_bytes")
-    weights, nvml_used = memory.get("weights_bytes"), memory.get("nvml_peak_used_bytes")
-    if not _positive(allocated):
-        problems.append(f"memory.cuda_peak_allocated_bytes is {allocated!r}")
-    elif _positive(weights) and allocated <= weights:
-        problems.append(f"torch peak allocated {allocated} B is not above the weights' {weights} B")
-    if not _positive(nvml_used):
-        problems.append(f"memory.nvml_peak_used_bytes is {nvml_used!r}")
-    elif _positive(reserved) and nvml_used < reserved:
-        problems.append(f"NVML peak used {nvml_used} B is below torch's reserved {reserved} B")
-
-    energy = record.get("energy") or {}
-    joules = energy.get("joules_per_image")
-    if not _positive(joules):
-        problems.append(f"energy.joules_per_image is {joules!r} (source: {energy.get('source')})")
-    elif _positive(images_per_s):
-        watts = joules * images_per_s
-        if not 1.0 <= watts <= 2000.0:
-            problems.append(f"energy implies {watts:.1f} W (J/image × images/s), outside 1–2000 W")
-    return problems
-
-
 __all__ = [
     "Clock",
     "CpuClock",
@@ -342,6 +292,5 @@ __all__ = [
     "summarize",
     "median_ci95",
     "matmul_gflops",
-    "plausibility_problems",
     "device_kind",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 from bench.core.numbers import finite_number
 from bench.regression.gates import METRICS
 from bench.results import dig
-from bench.scenarios import traits_of
+from bench.scenarios import traits_for
 
 MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_bytes")
 """Which peak to compare: the device's own when measured, else the process RSS (CPU runs)."""
@@ -75,7 +75,7 @@ FROM_SAMPLES: dict[str, Callable[[np.ndarray, dict[str, Any]], float]] = {
 
 
 def closed_loop(record: dict[str, Any]) -> bool:
-    return traits_of(record).throughput_from_latency
+    return traits_for(record.get("scenario"), record.get("batch_size")).throughput_from_latency
 
 
 def from_samples(record: dict[str, Any], metric: str) -> bool:

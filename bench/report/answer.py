@@ -336,15 +336,14 @@ def _unpredicted(rows: list[Row], q: Question) -> list[Unpredicted]:
     """The settings ``_predicted_option`` answers: closed-loop cells whose setting has no server cell."""
     if q.bound_ms is None:
         return []
-    # bench.scenarios.predict reads JSON records until it is migrated: to_dict() at each call
-    served = {predict_module.setting_key(r.rec.to_dict()) for r in rows if r.traits.reads == "capacity"}
+    served = {predict_module.setting_key(r.rec) for r in rows if r.traits.reads == "capacity"}
     grouped: dict[tuple, list[Row]] = {}
     for r in rows:
         if r.traits.closed_loop and r.traits.reads is not None:
-            key = predict_module.setting_key(r.rec.to_dict())
+            key = predict_module.setting_key(r.rec)
             if key not in served:
                 grouped.setdefault(key, []).append(r)
-    times = predict_module.batch_times(r.rec.to_dict() for group in grouped.values() for r in group)
+    times = predict_module.batch_times(r.rec for group in grouped.values() for r in group)
     return [Unpredicted(i, key, grouped[key], predict_module.ceiling_qps(found)) for i, (key, found) in enumerate(times.items())]
 
 
@@ -376,7 +375,7 @@ def _predict(settings: list[Unpredicted], q: Question, predict: Predict) -> dict
     """One call of ``predict`` for these settings' records."""
     if not settings:
         return {}
-    records = [r.rec.to_dict() for s in settings for r in s.rows]  # bench.scenarios.predict reads JSON records
+    records = [r.rec for s in settings for r in s.rows]
     return dict(predict(records, bound_ms=q.bound_ms, percentile=q.percentile))
 
 

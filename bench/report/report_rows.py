@@ -221,7 +221,7 @@ class Row:
     def traits(self) -> ScenarioTraits:
         """How the cell is judged, as its scenario declares (bench.scenarios.traits); read once per row (every
         chart, table and the answer ask it)."""
-        return traits_of(self.rec.to_dict())  # bench.scenarios reads JSON records until it is migrated
+        return traits_of(self.rec)
 
     @property
     def weights(self) -> str:

@@ -96,7 +96,7 @@ def recorded_interval(value: Any) -> tuple[float, float] | None:
 
 def judge(rec: Record) -> Interval | None:
     """The interval of the statistic ``rec``'s scenario is judged on; None for an unknown scenario."""
-    traits = traits_of(rec.to_dict())  # bench.scenarios reads JSON records until it is migrated
+    traits = traits_of(rec)
     if traits.reads is None:
         return None
     samples = _samples(rec)

@@ -445,7 +445,7 @@ class Settings(Table):
 
 @dataclass(frozen=True, slots=True)
 class Flag(Table):
-    """What makes a figure of the record suspect (bench.core.plausibility)."""
+    """What makes a figure of the record suspect (bench.results.plausibility)."""
 
     code: str | None = None
     message: str | None = None

@@ -26,12 +26,24 @@ from bench.accuracy.data import get_dataset, load_samples
 from bench.accuracy.tasks import get_task, tasks_of
 from bench.backends.base import Backend, GenerationSettings, LoadedModel, LoadOptions, generation_settings
 from bench.backends.registry import get_backend
-from bench.core import host, plausibility
+from bench.core import host
 from bench.core.errors import CellSkipped, UsageError
 from bench.core.measure import Clock, RepetitionPolicy, clock_for, device_kind
 from bench.core.paths import inside, make_dir, write_atomic
 from bench.core.variants import get_variant
-from bench.results import CellAxes, Example, Extra, Flag, LoadGen, Record, Settings, Timing, figure, store
+from bench.results import (
+    CellAxes,
+    Example,
+    Extra,
+    Flag,
+    LoadGen,
+    Record,
+    Settings,
+    Timing,
+    figure,
+    plausibility,
+    store,
+)
 from bench.results.cell import Cell
 
 if TYPE_CHECKING:

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from bench.core.errors import choice_error
+from bench.results import Record, Server
 from bench.scenarios import mlperf
 from bench.scenarios.base import Measurement, Scenario, ScenarioInput, ServerSettings
 from bench.scenarios.offline import Offline
-from bench.scenarios.server import Server
+from bench.scenarios.server import Server as ServerScenario
 from bench.scenarios.single_stream import SingleStream
 from bench.scenarios.traits import UNKNOWN, ScenarioTraits
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SingleStream(), Offline(), Server())}
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SingleStream(), Offline(), ServerScenario())}
 
 
 def get_scenario(name: str) -> Scenario:
@@ -60,15 +60,19 @@ def default_scenario(batch_size: int) -> str:
     return "single-stream" if batch_size == 1 else "offline"
 
 
-def traits_of(record: dict[str, Any]) -> ScenarioTraits:
-    """How a record's cell is judged: its scenario's traits (a record without a scenario predates the axis
-    and ran the default one), with the percentile its server settings judge; ``UNKNOWN`` for a scenario
-    this version does not know (records are untrusted input)."""
-    name, batch = record.get("scenario"), record.get("batch_size")
-    if not name:
-        name = default_scenario(batch if isinstance(batch, int) else 1)
-    scenario = SCENARIOS.get(name) if isinstance(name, str) else None
-    return UNKNOWN if scenario is None else scenario.traits.with_percentile(record.get("server"))
+def traits_for(scenario: object, batch_size: object, server: Server | None = None) -> ScenarioTraits:
+    """How a cell of this scenario and batch size is judged (a cell without a scenario predates the axis and
+    ran the default one), with the percentile its ``server`` table judges; ``UNKNOWN`` for a scenario this
+    version does not know (records are untrusted input, so neither argument is trusted to be what it says)."""
+    if not scenario:
+        scenario = default_scenario(batch_size if isinstance(batch_size, int) else 1)
+    found = SCENARIOS.get(scenario) if isinstance(scenario, str) else None
+    return UNKNOWN if found is None else found.traits.with_percentile(server)
+
+
+def traits_of(record: Record) -> ScenarioTraits:
+    """How a record's cell is judged: its scenario's traits, with the percentile its server settings judge."""
+    return traits_for(record.scenario, record.batch_size, record.server)
 
 
 def takes_load(names: Iterable[str]) -> bool:
@@ -79,4 +83,4 @@ def takes_load(names: Iterable[str]) -> bool:
 
 __all__ = ["DEFAULT_LOAD_GENERATOR", "LOAD_GENERATORS", "SCENARIOS", "LoadGenerator", "Measurement", "Scenario",
            "ScenarioInput", "ScenarioTraits", "ServerSettings", "default_scenario", "get_load_generator",
-           "get_scenario", "takes_load", "traits_of"]
+           "get_scenario", "takes_load", "traits_for", "traits_of"]

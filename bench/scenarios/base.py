@@ -135,7 +135,7 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
     per_token_ms: dict[str, Any] | None = None  # ``token_figures``
     loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures (``load_generator = "mlperf"``)
-    flags: list[dict[str, str]] = field(default_factory=list)  # the record's flags (bench.core.plausibility)
+    flags: list[dict[str, str]] = field(default_factory=list)  # the record's flags (bench.results.plausibility)
 
     def tables(self) -> dict[str, Any]:
         """The record's fields this measurement fills, as typed tables (bench.results): the one place a

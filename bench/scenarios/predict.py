@@ -35,7 +35,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.core.numbers import is_finite
+from bench.results import Record, Settings, figure
 from bench.results.server_settings import ServerSettings
+from bench.results.tables import private
 from bench.scenarios.batcher import Batcher
 
 DEFAULT_MAX_QUEUE_DELAY_MS: float = next(f.default for f in fields(ServerSettings) if f.name == "max_queue_delay_ms")
@@ -202,50 +204,50 @@ def _check(batch_times_ms: Mapping[int, Sequence[float]], bound_ms: float, perce
             raise ValueError(f"bad {name} {value!r}; accepted: {accepted}")
 
 
-def setting_key(record: Mapping[str, Any]) -> tuple:
+def _setting_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if not private(f.name))
+
+
+_RECORD_SETTING = tuple(n for n in _setting_fields(Record) if n not in NOT_SETTING and n != "settings")
+_OPTIONS_SETTING = tuple(n for n in _setting_fields(Settings) if n not in NOT_SETTING_OPTIONS)
+
+
+def setting_key(record: Record) -> tuple:
     """A record's setting without its batch size and scenario: ``(name, value)`` pairs, options flattened."""
-    pairs = [(k, v) for k, v in record.items() if k not in NOT_SETTING and k != "settings"]
-    pairs += [(f"settings.{k}", v) for k, v in (record.get("settings") or {}).items() if k not in NOT_SETTING_OPTIONS]
-    return tuple(sorted((k, _hashable(v)) for k, v in pairs))
+    pairs = [(n, getattr(record, n)) for n in _RECORD_SETTING]
+    pairs += [(f"settings.{n}", getattr(record.settings, n)) for n in _OPTIONS_SETTING]
+    return tuple(sorted(pairs))
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    return value
-
-
-def _per_batch_ms(record: Mapping[str, Any]) -> list[float]:
+def _per_batch_ms(record: Record) -> list[float]:
     """One closed-loop cell's raw per-batch wall times (ms). Its ``samples_ms`` hold one sample per batch: the
     batch's wall time, first preprocess to last postprocess. With prefetch a sample runs from the start of
     the batch's preparation, waiting for the batch before it included, so the samples overstate a batch's
     time (about twice it when the model is the bottleneck): they are scaled so their sum is the measured
     wall time of the batches (their mean is then wall time / batches), their spread kept."""
-    samples = [float(v) for v in record.get("samples_ms") or []]
-    if not (record.get("settings") or {}).get("prefetch") or not samples:
+    samples = record.samples_ms.tolist()
+    if not record.settings.prefetch or not samples:
         return samples
-    wall_ms = float((record.get("throughput") or {}).get("wall_s") or 0.0) * 1000.0
+    wall_ms = (figure(record, "throughput.wall_s") or 0.0) * 1000.0
     if not wall_ms > 0:
         return []
     scale = wall_ms / sum(samples)
     return [v * scale for v in samples]
 
 
-def batch_times(records: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[int, list[float]]]:
+def batch_times(records: Iterable[Record]) -> dict[tuple, dict[int, list[float]]]:
     """Per setting: batch size -> raw per-batch wall times (ms) of its offline and single-stream cells (ok only)."""
     found: dict[tuple, dict[int, list[float]]] = {}
     for record in records:
-        if record.get("status") != "ok" or record.get("scenario") not in CLOSED_LOOP:
+        if record.status != "ok" or record.scenario not in CLOSED_LOOP:
             continue
         times = _per_batch_ms(record)
         if times:
-            found.setdefault(setting_key(record), {}).setdefault(int(record["batch_size"]), []).extend(times)
+            found.setdefault(setting_key(record), {}).setdefault(int(record.batch_size), []).extend(times)
     return found
 
 
-def predictions(records: Iterable[Mapping[str, Any]], *, bound_ms: float, percentile: float,
+def predictions(records: Iterable[Record], *, bound_ms: float, percentile: float,
                 **kw: Any) -> dict[tuple, list[Prediction]]:
     """Per setting, one prediction per measured batch size as the max batch (``kw``: ``predict_capacity``'s)."""
     return {key: [predict_capacity(times, bound_ms=bound_ms, percentile=percentile, max_batch=size, **kw)

@@ -42,11 +42,10 @@ import numpy as np
 
 from bench.accuracy.prefetch import ScheduledPreparer
 from bench.backends.base import BatchResult
-from bench.core import plausibility
 from bench.core.errors import UsageError
 from bench.core.measure import summarize
 from bench.core.stats import early_stopping_estimate, early_stopping_met, percentile_ci, queries_needed
-from bench.results import EarlyStopping
+from bench.results import CurveStep, EarlyStopping, plausibility
 from bench.results.server_settings import percentile_name
 from bench.scenarios import capacity, predict
 from bench.scenarios.base import (
@@ -224,20 +223,20 @@ class ServerRun:
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
 
-    def step(self) -> dict[str, Any]:
+    def step(self) -> CurveStep:
         """This run as one point of a latency-vs-QPS curve (``server.curve``)."""
         ci = self.percentile_ci_ms() or [None, None]
         service_ms, service_batch = self.service_ms()
-        return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
-                "scheduled_qps": self.scheduled_qps, "completed_qps": self.completed_qps,
-                "p50": self.percentile(50), "p90": self.percentile(90), "p99": self.percentile(99),
-                "percentile_ms": self.percentile_ms, "ci_lo_ms": ci[0], "ci_hi_ms": ci[1],
-                "overlatency": self.overlatency, "n_requests": self.n_requests,
-                "batch_size_mean": self.batch_size_mean, "service_ms": service_ms,
-                "service_batch_size": service_batch, "final": self.final, "valid": self.valid,
-                "invalid_reason": self.invalid_reason}
+        return CurveStep(target_qps=self.target_qps, achieved_qps=self.achieved_qps,
+                         scheduled_qps=self.scheduled_qps, completed_qps=self.completed_qps,
+                         p50=self.percentile(50), p90=self.percentile(90), p99=self.percentile(99),
+                         percentile_ms=self.percentile_ms, ci_lo_ms=ci[0], ci_hi_ms=ci[1],
+                         overlatency=self.overlatency, n_requests=self.n_requests,
+                         batch_size_mean=self.batch_size_mean, service_ms=service_ms,
+                         service_batch_size=service_batch, final=self.final, valid=self.valid,
+                         invalid_reason=self.invalid_reason)
 
-    def server_field(self, curve: list[dict[str, Any]], bracket: list[float | None] | None = None) -> dict[str, Any]:
+    def server_field(self, curve: list[CurveStep], bracket: list[float | None] | None = None) -> dict[str, Any]:
         return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
                 "scheduled_qps": self.scheduled_qps, "completed_qps": self.completed_qps,
                 "n_requests": self.n_requests, "duration_s": self.duration_s, "max_batch_size": self.max_batch_size,
@@ -245,7 +244,7 @@ class ServerRun:
                 "latency_bound_ms": self.latency_bound_ms, "latency_percentile": self.latency_percentile,
                 "percentile_ms": self.percentile_ms, "percentile_ci_ms": self.percentile_ci_ms(),
                 "early_stopping": self.early_stopping().to_dict(), "capacity_bracket": bracket, "valid": self.valid,
-                "invalid_reason": self.invalid_reason, "curve": curve}
+                "invalid_reason": self.invalid_reason, "curve": [step.to_dict() for step in curve]}
 
 
 def judge(run: ServerRun, settings: ServerSettings) -> ServerRun:
@@ -332,7 +331,7 @@ def serve(run: ScenarioInput, qps: float, first: FirstAnswers | None = None, wor
                  settings)
 
 
-def _search_flags(served: list[ServerRun], curve: list, bracket: list, capacity_qps: float | None,
+def _search_flags(served: list[ServerRun], curve: list[CurveStep], bracket: list, capacity_qps: float | None,
                   ceiling: float) -> list[dict[str, str]]:
     """The plausibility flags of a capacity search: above its own offline ceiling, a curve that is not
     monotone, or a speed that changed between the bracket's two ends."""

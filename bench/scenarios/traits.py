@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from bench.core.numbers import is_number
+from bench.results import Server
 from bench.results.server_settings import percentile_name
 
 READS = ("latency", "throughput", "capacity")
@@ -59,9 +60,9 @@ class ScenarioTraits:
         back to back (compare and history recompute throughput from the raw samples only then)."""
         return self.closed_loop and self.latency_per == "batch"
 
-    def with_percentile(self, server: object) -> ScenarioTraits:
+    def with_percentile(self, server: Server | None) -> ScenarioTraits:
         """These traits with the percentile the record's ``server`` table sets (where it sets one)."""
-        value = server.get(self.percentile_from) if self.percentile_from and isinstance(server, dict) else None
+        value = getattr(server, self.percentile_from) if self.percentile_from and server is not None else None
         if not is_number(value) or not 0 < value < 1:
             return self
         return dataclasses.replace(self, statistic=percentile_name(value))

@@ -156,7 +156,7 @@ def run_check(args: argparse.Namespace, config, cells: list, out: Path) -> None:
 
 def implausible(records: list[Record]) -> int:
     """Print the skipped cells and what is implausible about each measured one; the count of bad cells."""
-    from bench.core.measure import plausibility_problems
+    from bench.results import plausibility
 
     for r in records:
         if r.status == "skipped":
@@ -165,7 +165,7 @@ def implausible(records: list[Record]) -> int:
     for r in records:
         if r.status == "skipped":
             continue
-        problems = plausibility_problems(r.to_dict())  # bench.core.measure reads JSON records until migrated
+        problems = plausibility.problems(r)
         for problem in problems:
             print(f"IMPLAUSIBLE {r.variant} {r.dtype} bs{r.batch_size}: {problem}")
         bad += bool(problems)

@@ -153,7 +153,7 @@ def _none(records: list[Record], variant: str, what: str) -> Measured:
 def _best_offline(variant: str) -> Measure:
     def measure(records: list[Record], perf: PerfSummary | None) -> Measured:
         rows = [r for r in _the_work(records, variant)
-                if traits_of(r.to_dict()).reads == "throughput"  # bench.scenarios reads JSON records until migrated
+                if traits_of(r).reads == "throughput"
                 and figure(r, "throughput.images_per_s") is not None]
         if not rows:
             return _none(records, variant, "in the offline scenario")
@@ -167,7 +167,7 @@ def _best_offline(variant: str) -> Measure:
 
 def _single_stream(records: list[Record], perf: PerfSummary | None) -> Measured:
     rows = [r for r in _the_work(records, "base")
-            if traits_of(r.to_dict()).reads == "latency" and figure(r, "latency_ms.p50")]
+            if traits_of(r).reads == "latency" and figure(r, "latency_ms.p50")]
     if not rows:
         return _none(records, "base", "in the single-stream scenario")
     best = min(rows, key=lambda r: figure(r, "latency_ms.p50"))

@@ -57,7 +57,7 @@ from bench.regression.history.levels import (
     step_z,
 )
 from bench.results import dig
-from bench.scenarios import traits_of
+from bench.scenarios import traits_for
 
 MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
 
@@ -125,7 +125,8 @@ class _Figures:
         factor = gates.metric_spec(metric).se_factor if factor is None else factor
         if factor is None or len(samples) < 2:
             return 0.0
-        if metric == "throughput" and not traits_of(self.record).throughput_from_latency:
+        traits = traits_for(self.record.get("scenario"), self.record.get("batch_size"))
+        if metric == "throughput" and not traits.throughput_from_latency:
             return 0.0  # an open-loop (server) cell's throughput is its achieved rate, not 1 / its latency
         if self._log_sd is None:
             self._log_sd = float(np.std(np.log(samples), ddof=1))
