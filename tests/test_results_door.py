@@ -37,10 +37,6 @@ ALLOWLIST = {
     "core/trackers.py": "rcompare",  # split from measure.py
     "run/optimize.py": "rcompare",
     "run/sweep.py": "rcompare",
-    "tools/gpucheck.py": "rcompare",
-    "tools/perf.py": "rcompare",
-    "tools/scale.py": "rcompare",
-    "tools/targets.py": "rcompare",
 }
 
 
