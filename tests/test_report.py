@@ -16,6 +16,7 @@ from PIL import Image
 
 from bench.core.errors import UsageError
 from bench.report import answer, charts_quality, comparability, decision, examples, report
+from bench.report.capacity_options import PREDICTED_BASIS
 from bench.report.question import Question
 from bench.results import Example, store
 
@@ -141,7 +142,7 @@ def test_random_weights_without_a_floor_picks_the_answers_cheapest_within_the_bo
     rows = runs[0].rows
     rec = _recommend(rows, "<CAPTION>", 1000.0, None)
     # no server cell: every option rests on a capacity predicted from the batch times, never on a throughput
-    assert rec.option.basis == answer.PREDICTED_BASIS and rec.option.capacity < rec.best.ips
+    assert rec.option.basis == PREDICTED_BASIS and rec.option.capacity < rec.best.ips
     (pick,) = [a for a in answer.answer(rows, Question(1000.0)) if a.overall]
     assert rec.best is pick.option.row and rec.cost == pick.usd_per_million
     assert rec.met == sum(len(a.top) for a in answer.answer(rows, Question(1000.0)))
