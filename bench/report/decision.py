@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from bench.pages.page import format_number
 from bench.report import answer as answers
+from bench.report.option import Option
 from bench.report.report_rows import DeviceKind, Row, group_by, kinds_of, lower_is_better
 from bench.report.uncertainty import ALTERNATIVE_FACTOR, STABLE_HALF_WIDTH
 
@@ -197,7 +198,7 @@ class Recommendation:
     verdict: str
     notes: list[str] = field(default_factory=list)
     cost: float | None = None
-    option: answers.Option | None = None
+    option: Option | None = None
 
 
 def recommend(rows: list[Row], task: str, found: list[answers.Answer], question: answers.Question) -> Recommendation:

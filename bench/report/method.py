@@ -9,6 +9,8 @@ from collections import Counter
 from bench.core.stats import queries_needed
 from bench.report import answer as answers
 from bench.report import report_table
+from bench.report.capacity_options import PREDICTED_BASIS
+from bench.report.option import SUSPECT
 from bench.report.prices import PriceTable
 from bench.report.question import PERCENTILE_DEFAULT, percentile_name
 from bench.report.report_rows import Row
@@ -73,7 +75,7 @@ def rules(rows: list[Row], question: answers.Question) -> list[str]:
     return [
         f"The answer's question: {question.text}. An option qualifies for the headline only when its capacity was "
         f"judged at {question.statistic}, its run is VALID, and it carries none of the flags "
-        f"{', '.join(answers.SUSPECT)}; the others are listed with why. Devices = ceil(demand ÷ (capacity × "
+        f"{', '.join(SUSPECT)}; the others are listed with why. Devices = ceil(demand ÷ (capacity × "
         f"{question.max_utilisation:g})).",
         "A server run is VALID by MLPerf's rules: its Poisson schedule lasted at least min_duration_s "
         f"({min_duration} s {here}), it served at least min_requests ({min_requests} {here}), and early stopping "
@@ -87,7 +89,7 @@ def rules(rows: list[Row], question: answers.Question) -> list[str]:
         "of the lowest invalid one (the record's capacity_bracket); a capacity above the offline throughput "
         "(capacity-above-offline) or a curve whose percentile falls as the load rises (curve-not-monotone) is "
         "flagged by the run and never headlines.",
-        f"A setting with no server cell is answered by a capacity {answers.PREDICTED_BASIS}: a simulation of the batcher "
+        f"A setting with no server cell is answered by a capacity {PREDICTED_BASIS}: a simulation of the batcher "
         "(max batch, max queue delay) under Poisson arrivals, each batch's service time drawn from the raw batch "
         "times its offline and single-stream cells measured (never extrapolated past the largest measured batch "
         "size), searched for the highest rate whose percentile meets the bound. It is never called measured.",

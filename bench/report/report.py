@@ -27,6 +27,7 @@ from bench.pages.page import format_number, render, write_html
 from bench.report import answer as answers
 from bench.report import (
     answer_chart,
+    capacity_options,
     chart_style,
     comparability,
     decision,
@@ -35,6 +36,7 @@ from bench.report import (
     report_charts,
     report_table,
 )
+from bench.report.option import SUSPECT
 from bench.report.prices import DEFAULT_PRICES, HOURS_PER_MONTH, PriceTable, load_prices
 from bench.report.question import MAX_UTILISATION_DEFAULT, PERCENTILE_DEFAULT
 from bench.report.report_rows import (
@@ -221,15 +223,15 @@ def _answer_context(rows: list[Row], found: list[answers.Answer], question: answ
         "demand_qps": question.demand_qps,
         "hours_per_month": HOURS_PER_MONTH,
         "cost_rounding": answers.ROUNDING,
-        "server_basis": answers.SERVER_BASIS,
-        "predicted_basis": answers.PREDICTED_BASIS,
+        "server_basis": capacity_options.SERVER_BASIS,
+        "predicted_basis": capacity_options.PREDICTED_BASIS,
         "stability": {"half_width": STABLE_HALF_WIDTH, "factor": ALTERNATIVE_FACTOR,
                       "needed": {s: samples_needed(q) for s, q in (("median", 0.5), ("p90", 0.9), ("p99", 0.99))}},
         "recommendations": [decision.recommend(rows, t, found, question) for t in _tasks(rows)],
         "latency_bound_ms": question.bound_ms,
         "accuracy_floor": question.accuracy_floor,
         "rules": method.rules(rows, question),
-        "suspect": answers.SUSPECT,
+        "suspect": SUSPECT,
     }
 
 
