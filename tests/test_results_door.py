@@ -33,7 +33,6 @@ SHARED = {
 ALLOWLIST = {
     "commands/run.py": "rcompare",
     "run/executors/ray.py": "rcompare",
-    "regression/history/detect.py": "rhistory",
     "core/trackers.py": "rcompare",  # split from measure.py
     "run/optimize.py": "rcompare",
     "run/sweep.py": "rcompare",
