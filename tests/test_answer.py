@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from bench.core.stats import percentile_ci
 from bench.pages import page
 from bench.report import answer, report, report_table
+from bench.report.capacity_options import PREDICTED_BASIS, SERVER_BASIS, samples_latency
+from bench.report.decision import decide
 from bench.report.prices import load_prices
 from bench.report.question import Question
 from bench.report.uncertainty import (
@@ -37,7 +39,15 @@ from bench.report.uncertainty import (
 from bench.results import Record, store
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
-from report_factory import GPU, environment, gpu_and_cpu_runs, make_record, make_server_record, write_run  # noqa: E402
+from report_factory import (  # noqa: E402
+    GPU,
+    environment,
+    figures,
+    gpu_and_cpu_runs,
+    make_record,
+    make_server_record,
+    write_run,
+)
 
 BASELINES = Path(__file__).resolve().parents[1] / "reports" / "baselines"
 REQUIRED = {"task", "device", "variant", "backend", "dtype", "quant", "threads", "batch_size", "scenario", "devices",
@@ -97,12 +107,12 @@ def _check_against_page_and_records(text, data, run_dirs, demand, utilisation=0.
         assert (float(row["usd-million"]) if row["usd-million"] else None) == pytest.approx(
             a["usd_per_million_images"])
         # by hand, from the record (a prediction's capacity is the model's: checked in its own tests)
-        if a["basis"] == answer.SERVER_BASIS:  # the capacity search's, else a fixed-rate run's achieved rate
+        if a["basis"] == SERVER_BASIS:  # the capacity search's, else a fixed-rate run's achieved rate
             capacity = rec["capacity_qps"] or rec["server"]["achieved_qps"]
             samples = sorted(rec["samples_ms"])
             assert a["latency_ms"] == pytest.approx(float(np.percentile(samples, 99)))
         else:
-            assert a["basis"] == answer.PREDICTED_BASIS and a["predicted_from_batch_sizes"]
+            assert a["basis"] == PREDICTED_BASIS and a["predicted_from_batch_sizes"]
             capacity = a["capacity_qps"]
         d = demand if demand is not None else a["demand_qps"]
         assert a["devices"] == math.ceil(d / (capacity * utilisation) - 1e-9)
@@ -145,7 +155,7 @@ def test_answer_json_agrees_with_the_page_and_the_hand_computation(tmp_path):
     # the H100 serves it: base bs8, 120 requests/s with p99 ≤ 100 ms, at ≤ 80% -> ceil(500 / 96) = 6 devices,
     # $13,140 a month, $6.94 per M
     (gpu,) = data["answers"]  # the CPU cannot serve within 100 ms at any measured rate
-    assert (gpu["devices"], gpu["usd_per_month"], gpu["basis"]) == (6, pytest.approx(13140.0), answer.SERVER_BASIS)
+    assert (gpu["devices"], gpu["usd_per_month"], gpu["basis"]) == (6, pytest.approx(13140.0), SERVER_BASIS)
     assert gpu["usd_per_million_images"] == pytest.approx(3.00 / 3600 / 120 * 1e6) and gpu["overall"]
     section = _answer_section(text)
     assert "$13,140" in section and "$6.94" in section and "69.4% of their capacity used" in section
@@ -232,9 +242,7 @@ def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judge
 
 
 def _plot_data(chart) -> list[dict]:
-    page = str(chart.html)
-    start = page.index("[", page.index("Plotly.newPlot("))
-    return json.JSONDecoder().raw_decode(page, start)[0]
+    return figures(str(chart.html))[0][0]
 
 
 def test_flagged_capacities_never_headline_and_the_unflagged_runner_up_does(tmp_path):
@@ -325,11 +333,11 @@ def test_without_a_server_cell_the_capacity_is_predicted_and_labelled_so(tmp_pat
     run = _closed_loop_run(tmp_path)
     text, data = _render([run], tmp_path, demand_qps=1200, latency_bound_ms=100)
     (a,) = data["answers"]
-    assert a["basis"] == answer.PREDICTED_BASIS and a["validity"]["stamp"] == "PREDICTED"
+    assert a["basis"] == PREDICTED_BASIS and a["validity"]["stamp"] == "PREDICTED"
     assert a["predicted_from_batch_sizes"] and a["latency_ms"] <= 100
     assert a["capacity_qps"] < 500  # never the optimistic back-to-back throughput
     section = html.unescape(_answer_section(text))
-    assert 'class="rests-on rests-predicted"' in section and answer.PREDICTED_BASIS in section
+    assert 'class="rests-on rests-predicted"' in section and PREDICTED_BASIS in section
     assert "optimistic" not in text and "from measured batch sizes" in section
     _check_against_page_and_records(text, data, [run], 1200)
     # a bound no batch meets even alone: no answer, and why
@@ -383,7 +391,7 @@ def test_the_committed_h200_baseline_is_answered_by_prediction(tmp_path):
     run = BASELINES / "gpu-nvidia-h200-graphs"
     text, data = _render([run], tmp_path, latency_bound_ms=200, demand_qps=100)
     _check_against_page_and_records(text, data, [run], 100)
-    assert all(a["basis"] == answer.PREDICTED_BASIS for a in data["answers"])
+    assert all(a["basis"] == PREDICTED_BASIS for a in data["answers"])
     assert "optimistic" not in text and "measured server capacity</span>" not in _answer_section(text).split(
         "</p>", 1)[1]
     # random weights: no accuracy badge, quality unverified on every option
@@ -437,9 +445,7 @@ def test_reported_accuracy_is_drawn_only_at_the_setting_it_was_reported_for(tmp_
     drawn = [x for t in _plot_data(chart) for x in t.get("x") or [] if t.get("mode") == "markers"]
     assert len(drawn) == 1  # only the fp32, unquantised, pretrained cell of the card's checkpoint
     assert "drawn only at the setting it was reported for" in chart.note
-    page = str(chart.html)
-    layout_at = page.index("{", json.JSONDecoder().raw_decode(page, page.index("[", page.index("Plotly.newPlot(")))[1])
-    layout = json.JSONDecoder().raw_decode(page, layout_at)[0]
+    layout = figures(str(chart.html))[0][1]
     assert "reported (paper/model card)" in layout["yaxis"]["title"]["text"]
     assert "derived from measured throughput" in layout["xaxis"]["title"]["text"]
 
@@ -519,7 +525,7 @@ def test_the_printed_interval_contains_the_printed_estimate(samples, q):
         assert interval[0] <= estimate <= interval[1]
     else:
         assert len(samples) < samples_needed(q)
-    latency = answer._samples_latency(Record.from_dict({"cell_id": "c", "status": "ok", "samples_ms": samples}), q)
+    latency = samples_latency(Record.from_dict({"cell_id": "c", "status": "ok", "samples_ms": samples}), q)
     assert latency.estimate == estimate and (latency.interval is None) == (interval is None)
     assert (latency.interval is not None) or "not enough samples" in latency.note
 
@@ -612,7 +618,7 @@ def test_an_unstable_pick_names_a_stable_alternative_only_within_the_factor(tmp_
     for records, named in (([fast, near, far], True), ([fast, far], False)):
         run = write_run(tmp_path / f"run{named}", records)
         rows = [r for run_ in report.load_runs([run], report.load_prices()) for r in run_.rows]
-        (decision,) = report.decide(rows, None)
+        (decision,) = decide(rows, None)
         goal = next(g for g in decision.goals if g.name == "throughput")
         pick = decision.pick(goal, decision.kinds[0])
         assert pick.row.unstable and "unstable" in pick.note

@@ -30,7 +30,7 @@ from sweep_helpers import write_sweep
 from bench import cli
 from bench.core import host
 from bench.regression import compare, comparison
-from bench.report import answer, report
+from bench.report import answer, examples, report
 from bench.report.question import Question
 from bench.results import Example, store
 from bench.run import sweep
@@ -333,14 +333,14 @@ def test_report_never_allocates_the_canvas_a_record_declares(tmp_path):
     example = {"width": 60000, "height": 60000, "image_file": "examples/missing.png",
                "answer": {"bboxes": [[10, 10, 1e300, 50000]], "labels": ["x"]}}
     started = time.perf_counter()
-    uri, note = report._draw_example(tmp_path, Example.from_dict(example))
+    uri, note = examples._draw_example(tmp_path, Example.from_dict(example))
     assert time.perf_counter() - started < 5
     from PIL import Image
 
     img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
-    assert img.size == (report.THUMB_WIDTH, report.THUMB_WIDTH) and "blank canvas" in note
+    assert img.size == (examples.THUMB_WIDTH, examples.THUMB_WIDTH) and "blank canvas" in note
     for width, height in ((1e-300, 5), (-5, 5), (float("inf"), 5), (10**12, 10**12), ("60000", 1)):
-        assert report._draw_example(tmp_path, Example.from_dict({"width": width, "height": height}))[0] is None
+        assert examples._draw_example(tmp_path, Example.from_dict({"width": width, "height": height}))[0] is None
 
 
 def test_schema_2_server_records_are_well_formed():

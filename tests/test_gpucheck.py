@@ -22,3 +22,18 @@ def test_no_cuda_is_a_clear_usage_error(capsys):
         return
     assert gpucheck.main(["/tmp/unused"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_skipped_cells_are_named_and_implausible_ones_counted(capsys):
+    from bench.results import Record
+
+    common = {"variant": "base", "task": "<CAPTION>", "dataset": "synthetic-smoke", "n_images": 2, "dtype": "fp16",
+              "batch_size": 8, "attn": "sdpa", "compile": False, "num_beams": 3, "checkpoint": "random:base",
+              "weights": "random", "max_new_tokens": 20}
+    skipped = Record.from_dict({**common, "cell_id": "a", "status": "skipped", "device": "cuda",
+                                "error": "not run: 3 s of the GPU check's 60 s budget left"})
+    on_cpu = Record.from_dict({**common, "cell_id": "b", "status": "ok", "device": "cpu"})
+    assert gpucheck.implausible([skipped, on_cpu]) == 1
+    out = capsys.readouterr().out
+    assert "skipped base fp16 bs8: not run: 3 s of the GPU check's 60 s budget left" in out
+    assert "IMPLAUSIBLE base fp16 bs8: device 'cpu' is not CUDA" in out

@@ -11,9 +11,11 @@ import pytest
 from bench.accuracy.data import synthetic_smoke
 from bench.backends.base import LoadOptions
 from bench.backends.transformers.checkpoints import load, resolve
+from bench.core.errors import UsageError
 from bench.core.variants import get_variant
-from bench.tools import perf
-from bench.tools.perf import Candidate, measure_settings
+from bench.tools import perf, perf_report, perf_runners, perf_settings, targets
+from bench.tools.perf_measure import measure_settings
+from bench.tools.perf_settings import Candidate
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +100,11 @@ def test_the_host_load_is_read_before_after_each_round_and_after(report):
 
 def test_candidates_keep_the_work_identical():
     """Every candidate runs <CAPTION> with num_beams=3 and 20 tokens; only how it runs differs."""
-    for candidates in (perf.cpu_candidates(), perf.cuda_candidates()):
+    for candidates in (perf_settings.cpu_candidates(), perf_settings.cuda_candidates()):
         assert Candidate() in candidates
         assert len({c.name for c in candidates}) == len(candidates)
-    assert perf.NUM_BEAMS == 3 and perf.NEW_TOKENS == 20 and perf.TASK == "<CAPTION>"
-    assert max(c.batch_size for c in perf.cuda_candidates()) >= 32
+    assert perf_settings.NUM_BEAMS == 3 and perf_settings.NEW_TOKENS == 20 and perf_settings.TASK == "<CAPTION>"
+    assert max(c.batch_size for c in perf_settings.cuda_candidates()) >= 32
     assert (
         not Candidate(dtype="bf16").token_preserving
         and Candidate(batch_size=8, cache="static").token_preserving
@@ -116,18 +118,18 @@ def test_bad_arguments_exit_2(capsys):
 
 
 def test_candidate_keys_name_every_setting_and_parse_back():
-    for candidate in perf.cpu_candidates() + perf.cuda_candidates():
-        assert perf.parse_candidate(candidate.key) == candidate
-    assert perf.parse_candidate("fp16-b128-static-graphs-vgraphs-dev-prefetch") == Candidate(
+    for candidate in perf_settings.cpu_candidates() + perf_settings.cuda_candidates():
+        assert perf_settings.parse_candidate(candidate.key) == candidate
+    assert perf_settings.parse_candidate("fp16-b128-static-graphs-vgraphs-dev-prefetch") == Candidate(
         dtype="fp16", batch_size=128, cache="static", compile="graphs", compile_vision="graphs",
         preprocess="device", prefetch=True)
     for bad, named in (("fp8-b1", "'fp8-b1'"), ("fp16-64", "'fp16-64'"), ("fp16-b64-turbo", "'turbo'")):
-        with pytest.raises(perf.UsageError, match=named):
-            perf.parse_candidate(bad)
+        with pytest.raises(UsageError, match=named):
+            perf_settings.parse_candidate(bad)
 
 
 def test_cuda_candidates_reach_batch_128_and_put_the_compiled_ones_last():
-    candidates = perf.cuda_candidates()
+    candidates = perf_settings.cuda_candidates()
     assert {64, 128} <= {c.batch_size for c in candidates}
     first_compiled = next(i for i, c in enumerate(candidates) if c.compiled)
     assert first_compiled >= 6  # six settings are measured before any compilation can eat the budget
@@ -178,7 +180,7 @@ def test_loading_is_outside_the_budget_warm_ups_are_lazy_and_budgeted(tiny_check
         clock.now += 100.0
         return load(variant, ref, dtype=dtype, attn=attn)
 
-    for runner in (perf.PipelineRunner, perf.SnippetRunner):
+    for runner in (perf_runners.PipelineRunner, perf_runners.SnippetRunner):
         real = runner.run
 
         def timed(self, batches, real=real):
@@ -207,14 +209,14 @@ def test_out_of_memory_skips_a_setting_and_no_speedup_says_why(tiny_checkpoint, 
 
     variant = get_variant("base")
     ref = resolve(variant, LoadOptions(model_path=str(tiny_checkpoint)))
-    real = perf.PipelineRunner.run
+    real = perf_runners.PipelineRunner.run
 
     def run(self, batches):
         if self.batch_size > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB. GPU 0 ...")
         return real(self, batches)
 
-    monkeypatch.setattr(perf.PipelineRunner, "run", run)
+    monkeypatch.setattr(perf_runners.PipelineRunner, "run", run)
     report = measure_settings(lambda d, a: load(variant, ref, dtype=d, attn=a),
                               [Candidate(batch_size=64), Candidate(batch_size=128)], device="cpu",
                               samples=synthetic_smoke(2), rounds=1, max_new_tokens=2, log=lambda line: None)
@@ -224,11 +226,11 @@ def test_out_of_memory_skips_a_setting_and_no_speedup_says_why(tiny_checkpoint, 
     assert report.speedup is None
     assert report.speedup_line().startswith("speedup: n/a: no harness setting was measured: 2 out of device memory")
     assert report.target_line().startswith("target: >= 1.5x on cpu: not measured (no harness setting was measured")
-    cuda = perf.PerfReport("cuda", 2, 1, 2, report.baseline, report.settings, {}, 1.0)
+    cuda = perf_report.PerfReport("cuda", 2, 1, 2, report.baseline, report.settings, {}, 1.0)
     assert cuda.target_line().startswith("target: >= 30.0x on cuda: not measured")
     assert cuda.exit_code() == perf.EXIT_NOT_JUDGED
-    faster = perf.SettingResult("x", 8, "fp16", "harness Pipeline", batch_s=[8 / (31 * report.baseline.images_per_s)])
-    one_round = perf.PerfReport("cuda", 2, 1, 2, report.baseline, [faster], {}, 1.0)
+    faster = perf_runners.SettingResult("x", 8, "fp16", "harness Pipeline", batch_s=[8 / (31 * report.baseline.images_per_s)])
+    one_round = perf_report.PerfReport("cuda", 2, 1, 2, report.baseline, [faster], {}, 1.0)
     assert one_round.target_line().startswith("target: >= 30.0x on cuda: not judged: 1 round(s) completed, 3 needed; "
                                               "no A/A control")  # 31x, but nothing says the machine was steady
 
@@ -244,13 +246,13 @@ def test_a_compiled_setting_starts_only_if_its_estimated_warm_up_fits(tiny_check
     clock = VirtualClock()
     variant = get_variant("base")
     ref = resolve(variant, LoadOptions(model_path=str(tiny_checkpoint)))
-    real = perf.PipelineRunner.run
+    real = perf_runners.PipelineRunner.run
 
     def timed(self, batches):
         clock.now += 4.0
         return real(self, batches)
 
-    monkeypatch.setattr(perf.PipelineRunner, "run", timed)
+    monkeypatch.setattr(perf_runners.PipelineRunner, "run", timed)
     compiled = Candidate(cache="static", compile=True)
     report = measure_settings(lambda d, a: load(variant, ref, dtype=d, attn=a), [Candidate(batch_size=2), compiled],
                               device="cpu", samples=synthetic_smoke(2), rounds=1, max_new_tokens=2,
@@ -260,31 +262,31 @@ def test_a_compiled_setting_starts_only_if_its_estimated_warm_up_fits(tiny_check
 
 
 def test_the_ov_flag_names_an_openvino_setting_and_the_best_of_each_backend_is_compared():
-    ov = perf.parse_candidate("bf16-b1-ov-int8")
+    ov = perf_settings.parse_candidate("bf16-b1-ov-int8")
     assert ov == Candidate(dtype="bf16", quant="int8-dynamic", backend="openvino")
-    assert perf.parse_candidate(ov.key) == ov and "ov" in ov.key.split("-")
+    assert perf_settings.parse_candidate(ov.key) == ov and "ov" in ov.key.split("-")
     assert not ov.token_preserving and Candidate(backend="openvino").model_key != Candidate().model_key
-    weights = perf.parse_candidate("bf16-b2-ov-int8w")
+    weights = perf_settings.parse_candidate("bf16-b2-ov-int8w")
     assert weights == Candidate(dtype="bf16", batch_size=2, quant="int8-weights", backend="openvino")
-    assert perf.parse_candidate(weights.key) == weights and "int8-weights" in weights.name
+    assert perf_settings.parse_candidate(weights.key) == weights and "int8-weights" in weights.name
     assert "int8-dynamic" not in weights.name and "int8-dynamic" in ov.name
-    assert all(c.backend in ("transformers", "openvino") for c in perf.cpu_candidates())
-    assert any(c.backend == "openvino" for c in perf.cpu_candidates())
+    assert all(c.backend in ("transformers", "openvino") for c in perf_settings.cpu_candidates())
+    assert any(c.backend == "openvino" for c in perf_settings.cpu_candidates())
 
-    def result(candidate: Candidate, seconds: float) -> perf.SettingResult:
-        return perf.SettingResult(candidate.name, 1, candidate.dtype, "harness Pipeline", batch_s=[seconds],
-                                  candidate=dataclasses.asdict(candidate), key=candidate.key)
+    def result(candidate: Candidate, seconds: float) -> perf_runners.SettingResult:
+        return perf_runners.SettingResult(candidate.name, 1, candidate.dtype, "harness Pipeline", batch_s=[seconds],
+                                  candidate=candidate, key=candidate.key)
 
-    snippet = perf.SettingResult("snippet", 1, "fp32", "model-card snippet", batch_s=[8.0])
+    snippet = perf_runners.SettingResult("snippet", 1, "fp32", "model-card snippet", batch_s=[8.0])
     settings = [result(Candidate(), 4.0), result(Candidate(dtype="bf16"), 2.0),
                 result(Candidate(backend="openvino"), 2.5), result(ov, 1.0)]
-    report = perf.PerfReport("cpu", 2, 1, 20, snippet, settings, {}, 1.0)
+    report = perf_report.PerfReport("cpu", 2, 1, 20, snippet, settings, {}, 1.0)
     assert {k: s.key for k, s in report.best_by_backend().items()} == {"transformers": "bf16-b1",
                                                                        "openvino": ov.key}
     assert report.backends_line() == (f"backends: best openvino {ov.key} 2.00x (no interval: 1 round(s) in common) "
                                       "the best transformers bf16-b1")
     assert report.to_dict()["best_by_backend"]["openvino"]["images_per_s"] == 1.0
-    assert perf.PerfReport("cpu", 2, 1, 20, snippet, settings[:2], {}, 1.0).backends_line() is None
+    assert perf_report.PerfReport("cpu", 2, 1, 20, snippet, settings[:2], {}, 1.0).backends_line() is None
 
 
 # ------------------------------------------------------------------------------ judging itself (fakes)
@@ -293,18 +295,18 @@ QUIET = {"cores": 2, "start": [0.2, 0.3, 0.3], "rounds": [[1.9, 0.8, 0.4]] * 5, 
 BUSY = {**QUIET, "start": [3.1, 2.9, 2.5]}
 
 
-def _setting(candidate: Candidate, batch_s: list[float]) -> perf.SettingResult:
-    return perf.SettingResult(candidate.name, candidate.batch_size, candidate.dtype, "harness Pipeline",
-                              batch_s=batch_s, candidate=dataclasses.asdict(candidate), key=candidate.key)
+def _setting(candidate: Candidate, batch_s: list[float]) -> perf_runners.SettingResult:
+    return perf_runners.SettingResult(candidate.name, candidate.batch_size, candidate.dtype, "harness Pipeline",
+                              batch_s=batch_s, candidate=candidate, key=candidate.key)
 
 
 def _judged(snippet_s, control_s, best_s, host_load=QUIET, device="cpu"):
     """A report from fake per-round batch times: the snippet, the harness's fp32-b1 (the A/A control)
     and one faster setting at batch 2."""
-    snippet = perf.SettingResult("snippet", 1, "fp32", "model-card snippet", batch_s=snippet_s)
+    snippet = perf_runners.SettingResult("snippet", 1, "fp32", "model-card snippet", batch_s=snippet_s)
     settings = [_setting(Candidate(), control_s)] if control_s else []
     settings.append(_setting(Candidate(dtype="bf16", batch_size=2), best_s))
-    return perf.PerfReport(device, 4, min(map(len, [snippet_s, best_s])), 20, snippet, settings, {}, 1.0,
+    return perf_report.PerfReport(device, 4, min(map(len, [snippet_s, best_s])), 20, snippet, settings, {}, 1.0,
                            host_load=host_load)
 
 
@@ -357,3 +359,23 @@ def test_met_needs_the_intervals_lower_end_to_clear_the_target():
     assert report.speedup_interval().low < 1.5
     assert report.target_line().startswith("target: >= 1.5x on cpu: NOT met: the interval's lower end is 1.0")
     assert report.exit_code() == 0  # judged: a missed target is a finding, not a failure to judge
+
+
+def test_perf_json_is_what_targets_reads_and_keeps_each_candidate_as_an_object():
+    report = _judged(STEADY, [4.9, 5.0, 5.0, 5.1, 4.95], [2.5, 2.55, 2.45, 2.5, 2.6], device="cuda:0")
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["settings"][1]["candidate"] == dataclasses.asdict(Candidate(dtype="bf16", batch_size=2))
+    assert data["baseline"]["candidate"] is None and data["measured"] == report.measured == 2
+    summary = targets.PerfSummary.from_dict(data)
+    ci = report.speedup_interval()
+    assert (summary.device, summary.speedup, summary.low, summary.high) == ("cuda:0", report.speedup, ci.low, ci.high)
+    assert summary.self_check == tuple(report.self_check()) and summary.best == report.best.name
+
+
+def test_the_printed_report_ends_with_the_verdict(capsys):
+    report = _judged(STEADY, STEADY, [2.5] * 5)
+    perf.print_report(report, 420.0, 61.0, 3)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == report.table().splitlines()[0]
+    assert any(line.startswith("time: ") and line.endswith("61 s in all; 2 of 3 settings measured") for line in lines)
+    assert lines[-4:] == [report.host_line(), report.aa_line(), report.speedup_line(), report.target_line()]

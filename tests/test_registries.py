@@ -51,7 +51,8 @@ def test_a_gate_metric_on_a_stored_figure_is_one_metric_spec(monkeypatch, tmp_pa
 def test_the_stored_gate_figures_are_where_the_runner_writes_them():
     assert {m: s.stored for m, s in gates.METRICS.items() if s.stored} == {
         "latency_p50": "latency_ms.p50", "latency_p90": "latency_ms.p90", "throughput": "throughput.images_per_s"}
-    record = {"latency_ms": {"p50": 3.0, "p90": 4.0}, "throughput": {"images_per_s": 5.0}}
+    record = store.Record.from_dict({"cell_id": "c", "status": "ok", "latency_ms": {"p50": 3.0, "p90": 4.0},
+                                     "throughput": {"images_per_s": 5.0}})
     assert [values.point_value(record, m) for m in values.LATENCY_METRICS] == [3.0, 4.0, 5.0]
     with pytest.raises(KeyError):
         values.point_value(record, "latency_p99")  # not a gate metric until its MetricSpec says so

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from bench.core.errors import UsageError
-from bench.report import answer, charts_quality, report
+from bench.report import answer, charts_quality, comparability, decision, examples, report
+from bench.report.capacity_options import PREDICTED_BASIS
 from bench.report.question import Question
 from bench.results import Example, store
 
@@ -34,11 +35,12 @@ from report_factory import (  # noqa: E402
 
 
 class _Scripts(HTMLParser):
-    """Collects every script element and every element's tag name."""
+    """Collects every script element (its text, and its id and type in ``kinds``) and every element's tag name."""
 
     def __init__(self) -> None:
         super().__init__()
         self.scripts: list[str] = []
+        self.kinds: list[tuple[str, str]] = []
         self.tags: list[str] = []
         self._in_script = False
 
@@ -47,6 +49,10 @@ class _Scripts(HTMLParser):
         if tag == "script":
             self._in_script = True
             self.scripts.append("")
+            self.kinds.append((dict(attrs).get("id") or "", dict(attrs).get("type") or ""))
+
+    def by_id(self, script_id: str) -> str:
+        return self.scripts[[i for i, _ in self.kinds].index(script_id)]
 
     def handle_endtag(self, tag):
         if tag == "script":
@@ -66,7 +72,7 @@ def _render(tmp_path: Path, make, **kwargs) -> tuple[Path, str]:
 def _outside_plotlyjs(text: str) -> str:
     parser = _Scripts()
     parser.feed(text)
-    return text.replace(parser.scripts[0], "")
+    return text.replace(parser.by_id("plotly-js"), "")
 
 
 def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
@@ -76,17 +82,22 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     parser.feed(text)
     charts = text.count('class="plotly-graph-div"')
     assert charts >= 8
-    # plotly.js once, one small script per chart, the cost and all-cells data blocks, the table script last
-    assert len(parser.scripts) == 1 + charts + 3
-    assert "Plotly" in parser.scripts[0] and len(parser.scripts[0]) > 1_000_000
-    blocks = [s for s in parser.scripts[1:-1] if not s.strip().startswith("window.PLOTLYENV")]
-    assert len(blocks) == 2 and blocks[-1] == parser.scripts[-2]
-    assert len(json.loads(blocks[0])["rows"]) == sum(  # the cost table: one row per finished cell
+    # plotly.js once (an inert block, last but one), one JSON block per chart, the cost and all-cells data
+    # blocks, and the page's one script last (lazy.js, tables.js, charts.js); none runs before the content
+    assert len(parser.scripts) == charts + 4
+    assert parser.kinds[-2] == ("plotly-js", "text/x-plotly-js") and len(parser.scripts[-2]) > 1_000_000
+    assert "Plotly" in parser.scripts[-2]
+    figures = [json.loads(s) for s, (i, kind) in zip(parser.scripts, parser.kinds, strict=True) if i.endswith("-figure")]
+    assert len(figures) == charts and all(set(f) == {"data", "layout", "config"} for f in figures)
+    assert len(json.loads(parser.by_id("cost-table-data"))["rows"]) == sum(  # the cost table: one row per finished cell
         r.get("status") == "ok" for r in store.latest_by_cell(store.read_records(tmp_path / "run")).values())
-    cells = json.loads(parser.scripts[-2])["rows"]
+    cells = json.loads(parser.by_id("all-cells-data"))["rows"]
     assert len(cells) == len(store.latest_by_cell(store.read_records(tmp_path / "run")))  # one row per cell
-    assert HOSTILE_ESCAPED in parser.scripts[-2]  # escaped in the block too: drawn as text
-    assert "table.sortable" in parser.scripts[-1] and "http" not in parser.scripts[-1]
+    assert HOSTILE_ESCAPED in parser.by_id("all-cells-data")  # escaped in the block too: drawn as text
+    code = [s for s, (_, kind) in zip(parser.scripts, parser.kinds, strict=True) if kind == ""]
+    assert code == parser.scripts[-1:]
+    assert "table.sortable" in code[0] and "IntersectionObserver" in code[0] and "http" not in code[0]
+    assert text.index("<script>") > text.index("</main>")  # no code runs before the page's content is parsed
     assert "<script>alert(1)" not in text
     # the hostile variant name, settings value, error message, env value and example text show as text
     assert text.count(HOSTILE_ESCAPED) >= 5
@@ -123,7 +134,7 @@ def test_random_weights_only_says_so_and_recommends_nothing_against_a_floor(tmp_
 
 def _recommend(rows, task, bound, floor):
     question = Question(bound, accuracy_floor=floor)
-    return report.recommend(rows, task, answer.answer(rows, question), question)
+    return decision.recommend(rows, task, answer.answer(rows, question), question)
 
 
 def test_random_weights_without_a_floor_picks_the_answers_cheapest_within_the_bound(tmp_path):
@@ -131,7 +142,7 @@ def test_random_weights_without_a_floor_picks_the_answers_cheapest_within_the_bo
     rows = runs[0].rows
     rec = _recommend(rows, "<CAPTION>", 1000.0, None)
     # no server cell: every option rests on a capacity predicted from the batch times, never on a throughput
-    assert rec.option.basis == answer.PREDICTED_BASIS and rec.option.capacity < rec.best.ips
+    assert rec.option.basis == PREDICTED_BASIS and rec.option.capacity < rec.best.ips
     (pick,) = [a for a in answer.answer(rows, Question(1000.0)) if a.overall]
     assert rec.best is pick.option.row and rec.cost == pick.usd_per_million
     assert rec.met == sum(len(a.top) for a in answer.answer(rows, Question(1000.0)))
@@ -275,8 +286,8 @@ def test_recommendation_cheapest_within_bound_and_floor_else_none(tmp_path):
     assert _recommend(rows, "<CAPTION>", 200.0, 1.4).best.rec.variant == "large"
     assert _recommend(rows, "<CAPTION>", 200.0, 1.0).best.rec.variant == "base"
     none = _recommend(rows, "<CAPTION>", 100.0, 1.4)
-    assert none.best is None and none.verdict.startswith(report.NONE_MEETS)
-    assert _recommend(rows, "<CAPTION>", 10.0, None).verdict.startswith(report.NONE_MEETS)
+    assert none.best is None and none.verdict.startswith(decision.NONE_MEETS)
+    assert _recommend(rows, "<CAPTION>", 10.0, None).verdict.startswith(decision.NONE_MEETS)
 
 
 def test_recommendation_without_a_price_picks_the_fastest_and_says_cost_unknown(tmp_path):
@@ -331,7 +342,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"bboxes": [[20, 20, 120, 80]], "labels": [HOSTILE]},
     }
-    uri, note = report._draw_example(run, Example.from_dict(box))
+    uri, note = examples._draw_example(run, Example.from_dict(box))
     img = _decode(uri)
     assert img.size == (400, 200) and note == ""
     assert img.getpixel((240, 160)) != (255, 255, 255)  # bottom-right corner of the box, scaled x2
@@ -341,7 +352,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"polygons": [[[10, 10, 190, 10, 100, 90]]], "labels": ["a"]},
     }
-    uri, note = report._draw_example(run, Example.from_dict(poly))
+    uri, note = examples._draw_example(run, Example.from_dict(poly))
     assert "blank canvas" in note
     assert _decode(uri).getpixel((100, 10)) != (235, 235, 235)  # on the top edge
     quad = {
@@ -349,7 +360,7 @@ def test_example_boxes_and_polygons_are_drawn_in_image_coordinates(tmp_path):
         "height": 100,
         "answer": {"quad_boxes": [[10, 10, 50, 10, 50, 40, 10, 40]], "labels": ["t"]},
     }
-    assert len(report._shapes(quad["answer"])) == 1
+    assert len(examples._shapes(quad["answer"])) == 1
 
 
 def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
@@ -357,7 +368,7 @@ def test_example_image_outside_the_run_dir_is_not_read(tmp_path):
     Image.new("RGB", (10, 10)).save(outside)
     run = tmp_path / "run"
     run.mkdir()
-    uri, note = report._draw_example(run, Example(image_file="../secret.png"))
+    uri, note = examples._draw_example(run, Example(image_file="../secret.png"))
     assert uri is None and note == "image file not saved"
 
 
@@ -443,7 +454,7 @@ def test_the_comparability_panel_shows_each_runs_load_and_differs_only_when_one_
         return SimpleNamespace(env={"host_load": {"cores": 4, "start": [start, 0.0, 0.0], "end": [start, 0.0, 0.0]}})
 
     def host_load(runs):
-        return next(f for f in report.comparability(runs) if f.label == "host load")
+        return next(f for f in comparability.comparability(runs) if f.label == "host load")
 
     calm = host_load([run(0.3), run(1.1)])
     assert calm.values == ["1-min load 0.30 at start, 0.30 at end, on 4 cores",

@@ -13,11 +13,14 @@ import pytest
 
 from bench.pages.page import LOG_SPAN, Palette, axis_type
 from bench.report import answer, report, report_charts, report_table
+from bench.report.capacity_options import SERVER_BASIS
+from bench.report.decision import decide, recommend
 from bench.report.question import Question
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import (  # noqa: E402
     HOSTILE,
+    figures,
     gpu_and_cpu_runs,
     make_record,
     make_server_record,
@@ -40,7 +43,7 @@ def rows(runs):
 
 
 def _decision(rows, bound):
-    (decision,) = report.decide(rows, bound, answer.answer(rows, Question(bound)))
+    (decision,) = decide(rows, bound, answer.answer(rows, Question(bound)))
     gpu, cpu = decision.kinds
     assert gpu.label == "NVIDIA H100 80GB HBM3" and cpu.label == "CPU Synthetic CPU @ 2.0GHz (2 cores used)"
     return decision, gpu, cpu
@@ -91,7 +94,7 @@ def test_decision_per_goal_and_device_kind_by_hand(rows):
     # the answer's pick: the base server at its capacity, $3.00/h / 3600 / 120 × 1e6 = $6.94 (a single-stream
     # cell's throughput is no capacity under random arrivals; its setting has a server cell); the CPU has none
     pick = decision.pick(_goal(decision, "cost_within_bound"), gpu)
-    assert pick.row.scenario == "server" and "$6.94" in pick.text and answer.SERVER_BASIS in pick.text
+    assert pick.row.scenario == "server" and "$6.94" in pick.text and SERVER_BASIS in pick.text
     cpu_pick = decision.pick(_goal(decision, "cost_within_bound"), cpu)
     assert cpu_pick.row is None and "no valid server run with p99 ≤ 100 ms" in cpu_pick.text
     # lowest energy: 0.09 J × 1.5 ms-per-image = 0.135 J (the unstable large bs32 again, flagged)
@@ -122,7 +125,7 @@ def test_answer_numbers_by_hand(rows):
     full = {a.kind.kind: a for a in answer.answer(rows, Question(demand_qps=500.0, max_utilisation=1.0))}
     gpu, cpu = full["gpu"], full["cpu"]
     # H100: base bs8 serves 120 requests/s (large only 36): ceil(500 / 120) = 5 devices at 100% utilisation
-    assert gpu.option.capacity == 120.0 and gpu.devices == 5 and gpu.option.basis == answer.SERVER_BASIS
+    assert gpu.option.capacity == 120.0 and gpu.devices == 5 and gpu.option.basis == SERVER_BASIS
     assert gpu.usd_per_month == pytest.approx(5 * H100_PER_HOUR * 730)  # 10,950
     # one cost per setting: the setting's own, the same figure the decision's cost goals use
     assert gpu.usd_per_million == pytest.approx(H100_PER_HOUR / 3600 / 120 * 1e6)  # 6.94
@@ -188,13 +191,7 @@ def test_random_weights_agreement_is_labelled_a_stress_test_never_quality(tmp_pa
 
 def _figures(chart) -> tuple[list[dict], dict]:
     """The data and layout plotly will draw, parsed from the embedded div."""
-    html = str(chart.html)
-    start = html.index("Plotly.newPlot(")
-    start = html.index("[", start)
-    decoder = json.JSONDecoder()
-    data, end = decoder.raw_decode(html, start)
-    layout, _ = decoder.raw_decode(html, html.index("{", end))
-    return data, layout
+    return figures(str(chart.html))[0]
 
 
 def test_every_chart_marks_unstable_or_invalid_cells(rows):
@@ -336,7 +333,7 @@ def test_a_run_whose_only_cell_is_an_invalid_server_run_reports_why_without_a_bo
     rows = [row for run_ in report.load_runs([run], report.load_prices()) for row in run_.rows]
     for bound in (None, 500.0):
         question = Question(bound)
-        rec = report.recommend(rows, "<CAPTION>", answer.answer(rows, question), question)
+        rec = recommend(rows, "<CAPTION>", answer.answer(rows, question), question)
         assert rec.best is None and "no valid server run (1 invalid: achieved 9.3 QPS" in rec.verdict
     text = report.build_report([run], tmp_path / "r.html").read_text()
     assert "no valid server run (1 invalid" in text

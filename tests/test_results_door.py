@@ -31,14 +31,7 @@ SHARED = {
 
 # module (relative to bench/) -> who migrates it (TEAM.md); remove a line once it reads attributes
 ALLOWLIST = {
-    "regression/compare.py": "rcompare",
-    "regression/bootstrap.py": "rcompare",  # split from compare.py
-    "regression/values.py": "rcompare",  # split from compare.py
     "regression/history/detect.py": "rhistory",
-    "tools/gpucheck.py": "rcompare",
-    "tools/perf.py": "rcompare",
-    "tools/scale.py": "rcompare",
-    "tools/targets.py": "rcompare",
 }
 
 

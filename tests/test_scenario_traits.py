@@ -19,7 +19,7 @@ import pytest
 
 from bench.regression import gates, values
 from bench.regression.history import detect
-from bench.report import report
+from bench.report import decision
 from bench.report.report_rows import Row
 from bench.results import Record
 from bench.scenarios import SCENARIOS, ScenarioTraits, takes_load, traits_for, traits_of
@@ -173,7 +173,7 @@ def test_a_new_scenario_is_judged_by_its_declaration_alone(monkeypatch):
     row = _row(rec)
     # the report: its bound judges p95, the latency goal reads p95, it has a throughput and no capacity
     assert row.bound_statistic == "p95" and row.bound_latency == 55.0 and row.meets_bound(60.0)
-    goals = {g.name: g for g in report.GOALS}
+    goals = {g.name: g for g in decision.GOALS}
     assert goals["latency"].value(row, None) == 55.0 and goals["latency"].show(55.0, row, None) == "55 ms p95"
     assert goals["throughput"].value(row, None) == row.ips and row.capacity(100.0) is None
     # compare and history: a closed loop with one sample per batch, so throughput comes from the samples

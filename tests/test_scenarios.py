@@ -276,6 +276,61 @@ def test_a_search_from_a_wrong_prediction_falls_back_to_stepping_and_halving(sta
     assert 100.0 / 1.05 <= found.capacity_qps <= 100.0 and found.stop_reason.startswith("bracket")
 
 
+@pytest.mark.parametrize("start", [80.0, 120.0, 75.0, 125.0])
+def test_a_search_guided_by_re_predictions_brackets_a_prediction_up_to_25_percent_off_in_three_runs(start):
+    """The machine's speed moved between the prediction and the search: each step's re-prediction (from its
+    own batch times) is the capacity, so the second run goes there and the third closes the bracket."""
+    found = capacity.search(lambda q: _Step(q, 100.0), ceiling_qps=500.0, bound_ms=10.0, start_qps=start,
+                            repredict=lambda step: 100.0)
+    targets = [s.target_qps for s in found.steps]
+    assert targets[:2] == [start, 100.0] and len(targets) == 3
+    lo, hi = found.bracket
+    assert lo <= 100.0 < hi <= lo * 1.05 * (1 + 1e-9) and found.stop_reason.startswith("bracket")
+
+
+@pytest.mark.parametrize("start", [98.0, 103.0])
+def test_a_right_prediction_closes_in_two_runs_with_or_without_re_predictions(start):
+    for repredict in (None, lambda step: 100.0):
+        found = capacity.search(lambda q: _Step(q, 100.0), ceiling_qps=500.0, bound_ms=10.0, start_qps=start,
+                                repredict=repredict)
+        assert len(found.steps) == 2 and found.bracket[0] <= 100.0 < found.bracket[1]
+
+
+@pytest.mark.parametrize(("limit", "guess"), [(100.0, 60.0), (100.0, 160.0), (100.0, None), (40.0, 100.0)])
+def test_re_predictions_the_runs_refute_never_stop_the_search_closing_on_the_runs_verdicts(limit, guess):
+    """A re-prediction biased against the machine (or none) only moves where the runs go: the bracket is the
+    runs' own and closes to 5%, with the one-sided walk handed back to 1.5x steps and halving."""
+    found = capacity.search(lambda q: _Step(q, limit), ceiling_qps=500.0, bound_ms=10.0, start_qps=guess or 70.0,
+                            repredict=lambda step: guess)
+    lo, hi = found.bracket
+    assert limit / 1.05 <= lo <= limit < hi <= lo * 1.05 * (1 + 1e-9) and len(found.steps) <= 10
+    assert all(s.valid == (s.target_qps <= limit) for s in found.steps)
+
+
+def test_a_prediction_20_percent_low_closes_the_bracket_in_at_most_4_short_steps():
+    """The cell's probe ran at S, the search at 0.8 S (the machine sped up, as measured on this CPU): the
+    prediction from the probe starts about 20% below the capacity, the first step's re-prediction (from its
+    own batch times) is at the new speed, and the bracket closes in at most four short steps."""
+    calls = []
+
+    def sped_up(batch: int) -> float:
+        calls.append(batch)
+        return S if len(calls) <= 5 else 0.8 * S  # the probe's 5 batches, then the search
+
+    bound_ms = 5 * S * 1000
+    settings = ServerSettings(qps="auto", latency_bound_ms=bound_ms, min_requests=4000, min_duration_s=0.0)
+    m = get_scenario("server").measure(scenario_input(sped_up, server=settings)[0])
+    curve, searched = m.server["curve"], m.extra["capacity_search"]
+    expected = md1_capacity(bound_ms, 0.8 * S)
+    assert searched["prediction"]["qps"] <= 0.85 * expected  # the prediction started low
+    short = [s for s in curve if not s["final"]]
+    assert len(short) <= 4 and short[0]["target_qps"] == searched["prediction"]["qps"]
+    assert short[1]["target_qps"] == pytest.approx(short[0]["repredicted_qps"], rel=0.01)  # guided by step 1
+    assert short[0]["repredicted_qps"] == pytest.approx(expected, rel=0.10)
+    assert m.capacity_qps == pytest.approx(expected, rel=0.10) and curve[-1]["final"] and curve[-1]["valid"]
+    assert all(s["repredicted_qps"] is None for s in curve if s["final"])
+
+
 def test_a_prediction_above_the_ceiling_starts_at_the_ceiling():
     found = capacity.search(lambda q: _Step(q, 100.0), ceiling_qps=101.0, bound_ms=10.0, start_qps=300.0)
     assert [s.target_qps for s in found.steps] == pytest.approx([101.0, 101.0 / 1.05])

@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from array import array
 
 import pytest
 
-from bench.results import store
+from bench.results import Record, store
 from bench.run.sweep import SweepConfig
 from bench.tools import gpucheck, targets
 
 
-def _record(cell_id: str, variant: str = "base", scenario: str = "offline", device: str = "cuda", **fields):
+def _full(r: dict) -> dict:
+    """A synthetic record with every field a store.Record needs."""
+    fields = {"checkpoint": "random:" + r["variant"], "weights": "random", "dataset": "synthetic-smoke",
+              "n_images": 16, "attn": "sdpa"}
+    return {**fields, **r}
+
+
+def _record(cell_id: str, variant: str = "base", scenario: str = "offline", device: str = "cuda", **fields) -> Record:
     base = {"cell_id": cell_id, "status": "ok", "variant": variant, "task": "<CAPTION>", "num_beams": 3,
             "max_new_tokens": 20, "device": device, "dtype": "fp16", "batch_size": 128 if scenario == "offline" else 1,
             "scenario": scenario, "compile": False, "settings": {"cache": "dynamic", "preprocess": "device",
                                                                   "prefetch": scenario == "offline"},
             "throughput": {"images_per_s": 100.0}, "latency_ms": {"p50": 100.0}, "extra": {},
             "samples_ms": [400.0 + (i % 3) for i in range(12)]}  # steady batches: a tight interval
-    return {**base, **fields}
+    return Record.from_dict(_full({**base, **fields}))
 
 
 RECORDS = [
@@ -36,7 +44,12 @@ RECORDS = [
 
 
 def _by_key(results):
-    return {r["key"]: r for r in results}
+    return {r.key: r.to_dict() for r in results}
+
+
+def _evaluate(records, perf, **kwargs):
+    """``targets.evaluate`` of records and a parsed perf.json."""
+    return targets.evaluate(records, targets.PerfSummary.from_dict(perf), **kwargs)
 
 
 JUDGED_PERF = {"speedup_interval": {"low": 30.4, "high": 32.0}, "self_check": []}
@@ -44,7 +57,7 @@ JUDGED_PERF = {"speedup_interval": {"low": 30.4, "high": 32.0}, "self_check": []
 
 def test_each_target_is_measured_met_or_not_from_the_right_records():
     perf = {"device": "cuda", "speedup": 31.2, "best": "base fp16 batch 128", "measured": 7, **JUDGED_PERF}
-    results = _by_key(targets.evaluate(RECORDS, perf))
+    results = _by_key(_evaluate(RECORDS, perf))
     assert results["base_offline"]["value"] == 320.0 and results["base_offline"]["verdict"] == "met"
     assert "cell a" in results["base_offline"]["source"]
     single = results["base_single_stream_p50"]
@@ -61,35 +74,36 @@ def test_each_target_is_measured_met_or_not_from_the_right_records():
 def test_a_target_is_met_only_when_judged_and_its_interval_clears_it():
     """perf's own self-check travels with its speedup; the records' targets are not judged on a busy host."""
     perf = {"device": "cuda", "speedup": 31.2, "best": "b", "measured": 7, **JUDGED_PERF}
-    unsure = _by_key(targets.evaluate(RECORDS, {**perf, "speedup_interval": {"low": 28.0, "high": 33.0}}))
+    unsure = _by_key(_evaluate(RECORDS, {**perf, "speedup_interval": {"low": 28.0, "high": 33.0}}))
     assert unsure["perf_speedup"]["verdict"] == "NOT met" and "lower end is 28" in unsure["perf_speedup"]["why"][0]
     noisy = {**perf, "self_check": ["the A/A control read 0.52x, outside 1 ± 0.10"]}
-    assert _by_key(targets.evaluate(RECORDS, noisy))["perf_speedup"]["why"] == noisy["self_check"]
-    old = _by_key(targets.evaluate(RECORDS, {"device": "cuda", "speedup": 31.2}))["perf_speedup"]
+    assert _by_key(_evaluate(RECORDS, noisy))["perf_speedup"]["why"] == noisy["self_check"]
+    old = _by_key(_evaluate(RECORDS, {"device": "cuda", "speedup": 31.2}))["perf_speedup"]
     assert old["verdict"] == "not judged" and "no self-check" in old["why"][0]
     busy = {"cores": 16, "start": [12.0, 9.0, 8.0], "end": None}
-    results = _by_key(targets.evaluate(RECORDS, perf, host_load=busy))
+    results = _by_key(_evaluate(RECORDS, perf, host_load=busy))
     assert results["base_offline"]["verdict"] == "not judged"
     assert results["base_offline"]["why"] == ["the host was busy (1-min load 12.00 at start, on 16 cores (busy))"]
     assert results["perf_speedup"]["verdict"] == "met"  # perf read its own load
     assert results["large_offline"]["verdict"] == "not measured"
-    few = _by_key(targets.evaluate([{**RECORDS[0], "samples_ms": [400.0, 401.0]}], perf))["base_offline"]
+    few = _by_key(_evaluate([dataclasses.replace(RECORDS[0], samples_ms=array("d", [400.0, 401.0]))],
+                            perf))["base_offline"]
     assert few["verdict"] == "not judged" and few["why"] == ["the figure has no interval"]
 
 
 def test_without_a_gpu_nothing_is_met():
-    cpu = [{**r, "device": "cpu"} for r in RECORDS]
-    results = targets.evaluate(cpu, {"device": "cpu", "speedup": 2.5})
-    assert {r["verdict"] for r in results} == {"not measured"}
+    cpu = [dataclasses.replace(r, device="cpu") for r in RECORDS]
+    results = _evaluate(cpu, {"device": "cpu", "speedup": 2.5})
+    assert {r.verdict for r in results} == {"not measured"}
     assert "measured on 'cpu', not a CUDA device" in _by_key(results)["perf_speedup"]["source"]
-    reason = _by_key(targets.evaluate(RECORDS, {"device": "cuda", "speedup": None,
+    reason = _by_key(_evaluate(RECORDS, {"device": "cuda", "speedup": None,
                                                 "why_no_speedup": "no harness setting was measured: 7 skipped"}))
     assert reason["perf_speedup"]["source"].endswith("no harness setting was measured: 7 skipped")
 
 
 def test_evaluate_run_writes_targets_json_and_the_command_prints_them(tmp_path, capsys):
     for r in RECORDS:
-        store.append(tmp_path, store.Record(**{k: v for k, v in _full(r).items()}))
+        store.append(tmp_path, r)
     (tmp_path / targets.PERF_FILE).write_text(json.dumps({"device": "cuda", "speedup": 12.0, "measured": 6,
                                                           "speedup_interval": {"low": 11.5, "high": 12.5},
                                                           "self_check": []}))
@@ -98,16 +112,19 @@ def test_evaluate_run_writes_targets_json_and_the_command_prints_them(tmp_path, 
     assert "targets: 1 met, 3 not met, 0 not judged, 1 not measured" in out
     written = json.loads((tmp_path / targets.TARGETS_FILE).read_text())
     assert written["work"]["max_new_tokens"] == 20 and len(written["targets"]) == 5
-    records = list(store.latest_by_cell(store.read_records(tmp_path)).values())  # as gpucheck passes them
-    assert targets.evaluate_run(tmp_path, records=records) == written["targets"]
+    records = list(store.latest_by_cell(store.records(tmp_path)).values())  # as gpucheck passes them
+    assert [r.to_dict() for r in targets.evaluate_run(tmp_path, records=records)] == written["targets"]
     assert targets.main([str(tmp_path / "nowhere")]) == 2
 
 
-def _full(r: dict) -> dict:
-    """A synthetic record with every field a store.Record needs."""
-    fields = {"checkpoint": "random:" + r["variant"], "weights": "random", "dataset": "synthetic-smoke",
-              "n_images": 16, "attn": "sdpa"}
-    return {**fields, **r}
+def test_a_hostile_perf_json_reads_as_no_figure():
+    """perf.json is untrusted JSON: a figure that is no number, or a table that is no object, is None."""
+    summary = targets.PerfSummary.from_dict({"device": "cuda", "speedup": "fast", "speedup_interval": [1, 2],
+                                             "self_check": "ok"})
+    assert (summary.speedup, summary.low, summary.high, summary.self_check) == (None, None, None, None)
+    assert targets.PerfSummary.from_dict([]) == targets.PerfSummary(None, None)
+    measured = _by_key(_evaluate(RECORDS, {"device": "cuda", "speedup": "fast"}))["perf_speedup"]
+    assert measured["verdict"] == "not measured" and measured["value"] is None
 
 
 def test_the_plan_runs_target_cells_first_without_duplicates_and_caps_batches():

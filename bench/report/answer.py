@@ -1,20 +1,8 @@
 """The answer a buyer reads first, and the one decision of the page: per task, for a demand (images/s) and
 a question — request latency at percentile P within a bound B (``Question``) — every way to serve it on
-each device kind, ranked by cost, and the cheapest one that qualifies. The Answer, Decision and
-Recommendation sections and the ``--answer`` JSON all read this one pick (``answer``).
-
-An option is one setting and the rate one device of it sustains at P within B:
-
-- ``measured server capacity``: a server cell's capacity (the capacity search's own, a step of its curve
-  under another bound, or a fixed-rate run), judged by the server's rules at its own percentile;
-- ``predicted (queueing model from measured batch times)`` (``bench.scenarios.predict``): for a setting
-  with no server cell, the highest Poisson rate whose P-th percentile a simulation of the project's batcher
-  keeps within B, driven by the batch times its offline and single-stream cells measured. Never "measured".
-
-Every option carries its P-th percentile with that statistic's own 95% interval (or why there is none), a
-validity stamp (``Validity``), its flags and its quality basis (``Quality``). It qualifies for the headline
-only when its capacity was judged at P, its run is valid, it carries no flag that makes its capacity
-suspect (``SUSPECT``), and it passes the quality gate and accuracy floor when given.
+each device kind (``bench.report.option.Option``, measured or predicted: ``bench.report.capacity_options``),
+ranked by cost, and the cheapest one that qualifies. The Answer, Decision and Recommendation sections and the
+``--answer`` JSON all read this one pick (``answer``).
 
 Devices = ceil(demand / (capacity × max utilisation)): a plan keeps headroom (a queue at 100% never
 drains). USD per month = devices × price per hour × 730 h. USD per million images is the setting's own cost,
@@ -25,38 +13,31 @@ with no price is answered by its fewest devices, uncosted.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.core.paths import Writer, write_all, write_atomic
 from bench.pages.page import format_number
-from bench.report.prices import HOURS_PER_MONTH
-from bench.report.question import PERCENTILE_DEFAULT, Question, percentile_name
-from bench.report.report_rows import (
-    MIN_QPS,
-    DeviceKind,
-    Row,
-    group_by,
-    kinds_of,
-    lower_is_better,
-    number,
-    rate,
+from bench.report.capacity_options import (
+    Predict,
+    Unpredicted,
+    predict_settings,
+    predicted_option,
+    server_options,
+    unpredicted,
 )
-from bench.report.uncertainty import CONFIDENCE, percentile_figure, samples_needed
-from bench.results import CurveStep, Record, Server, value
+from bench.report.option import Option, References, references
+from bench.report.prices import HOURS_PER_MONTH
+from bench.report.question import Question, percentile_name
+from bench.report.report_rows import MIN_QPS, DeviceKind, Row, group_by, kinds_of, number, rate
+from bench.results import value
 from bench.scenarios import predict as predict_module
 
-SERVER_BASIS = "measured server capacity"
-PREDICTED_BASIS = predict_module.Prediction.BASIS
 TOP = 5
 """Options listed per device kind (Triton model-analyzer's top-N view)."""
-SUSPECT = ("capacity-above-offline", "curve-not-monotone", "unstable")
-"""Flags that keep a capacity out of the headline (shown as a runner-up with the flag)."""
 ROUNDING = (
     f"devices are rounded up to whole devices (ceil) at the target utilisation; USD per month = devices × price "
     f"per hour × {HOURS_PER_MONTH:g} h; USD per million images = price per hour ÷ (3600 × capacity) × 10⁶, the "
@@ -66,317 +47,6 @@ ROUNDING = (
 )
 MAX_DEVICES = 1e9
 """A plan needing this many devices or more is not a plan (a rate near zero; its cost would overflow)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# what an option carries: its latency figure, validity stamp and quality basis
-
-
-@dataclass(frozen=True)
-class Latency:
-    """The P-th percentile request latency an option is offered at, with that statistic's own 95% interval
-    (None: ``note`` says why)."""
-
-    statistic: str
-    estimate: float | None
-    interval: tuple[float, float] | None
-    note: str = ""
-
-    @property
-    def text(self) -> str:
-        if self.estimate is None:
-            return f"{self.statistic}: {self.note or 'not recorded'}"
-        ci = (f" (95% CI {format_number(self.interval[0])}–{format_number(self.interval[1])})" if self.interval
-              else f" ({self.note})" if self.note else "")
-        return f"{self.statistic} {format_number(self.estimate)} ms{ci}"
-
-
-def _samples_latency(rec: Record, q: float) -> Latency:
-    """From the cell's raw request latencies: the estimate and its interval from the same samples."""
-    samples = sorted(v for v in rec.samples_ms if not math.isnan(v))
-    name = percentile_name(q)
-    if not samples:
-        return Latency(name, number(getattr(rec.latency_ms, name, None)), None, "no samples recorded")
-    estimate, interval = percentile_figure(samples, q, CONFIDENCE)
-    note = "" if interval else f"not enough samples for a {name} interval: n = {len(samples)}, " \
-                                f"{samples_needed(q)} needed"
-    return Latency(name, estimate, interval, note)
-
-
-@dataclass(frozen=True)
-class Validity:
-    """MLPerf-style stamp of the run an option rests on: VALID / INVALID for a server run, PREDICTED for a
-    capacity no server ran; ``rules`` says what was checked, from what the record stores."""
-
-    stamp: str
-    rules: str
-
-    @property
-    def valid(self) -> bool:
-        return self.stamp != "INVALID"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"stamp": self.stamp, "rules": self.rules}
-
-
-def _server_validity(r: Row, step: CurveStep | None = None) -> Validity:
-    s, rules = r.server, value(r.rec, "timing.server_run")
-    run = step if step is not None else s
-    es = value(s, "early_stopping") if step is None else None
-    queries = value(es, "queries")
-    n = number(queries if queries is not None else value(run, "n_requests"))
-    over = number(step.overlatency if step is not None else value(es, "overlatency"))
-    bound = number(value(s, "latency_bound_ms"))
-    percentile = number(value(s, "latency_percentile")) or PERCENTILE_DEFAULT
-    confidence = number(value(es, "confidence")) or number(value(rules, "confidence"))
-    final = _final_run(s, step)
-    duration = "final_min_duration_s" if final else "min_duration_s"
-    least = number(value(rules, duration))
-    requests = number(value(rules, "min_requests"))
-    parts = [
-        f"min duration {format_number(least)} s{' (final run)' if final else ''}"
-        if least else "min duration not recorded",
-        f"min requests {format_number(requests)}" if requests else "min requests not recorded",
-        f"{format_number(over)} of {format_number(n)} over {format_number(bound)} ms" if over is not None
-        and n is not None and bound is not None else f"{format_number(n)} requests",
-        f"early stopping on {percentile_name(percentile)} at "
-        f"{format_number(confidence * 100) + '%' if confidence else 'unrecorded'} confidence",
-    ]
-    valid = value(run, "valid") is not False
-    why = "" if valid else f": {value(run, 'invalid_reason') or 'no reason recorded'}"
-    return Validity("VALID" if valid else "INVALID", "; ".join(parts) + why)
-
-
-def _final_run(server: Server | None, step: CurveStep | None) -> bool:
-    """Whether the run an option rests on is a capacity's final run (its minimum duration is the final one's):
-    a curve step says so itself; the record's own run is final when a valid final step ran at its rate."""
-    if step is not None:
-        return bool(step.final)
-    return server is not None and any(s.final and s.valid and s.target_qps == server.target_qps
-                                      for s in server.curve)
-
-
-@dataclass(frozen=True)
-class Quality:
-    """What is known of an option's quality: measured accuracy against the fp32 reference of the same
-    variant and task, or why it is unverified (random weights, no dataset scored, no reference)."""
-
-    verified: bool
-    text: str
-    metric: str | None = None
-    accuracy: float | None = None
-    reference: float | None = None
-
-    @property
-    def ratio(self) -> float | None:
-        """Accuracy as a share of the reference (reference ÷ accuracy for an error rate)."""
-        if self.accuracy is None or not self.reference or not self.accuracy:
-            return None
-        return self.reference / self.accuracy if lower_is_better(self.metric) else self.accuracy / self.reference
-
-    def passes(self, gate: float) -> bool:
-        return self.verified and self.ratio is not None and self.ratio >= gate - 1e-12
-
-    def to_json(self) -> dict[str, Any]:
-        return {"verified": self.verified, "basis": self.text, "metric": self.metric, "accuracy": self.accuracy,
-                "fp32_reference": self.reference, "share_of_reference": self.ratio}
-
-
-def is_reference(r: Row) -> bool:
-    """fp32 and not quantised: the setting model cards report and agreement is checked against."""
-    return r.rec.dtype == "fp32" and r.quant == "none"
-
-
-_SAME_MODEL = ("variant", "checkpoint", "task", "dataset")
-"""What a cell and its fp32 reference share."""
-
-References = Mapping[tuple, float]
-"""The fp32 reference accuracy per ``_SAME_MODEL`` values (``references``)."""
-
-
-def references(rows: Iterable[Row]) -> dict[tuple, float]:
-    """The first measured fp32 reference accuracy of each model, task and dataset: made once per answer, so
-    judging each cell's quality is a look-up, not a pass over every cell."""
-    out: dict[tuple, float] = {}
-    for o in rows:
-        if o.acc is not None and is_reference(o):
-            out.setdefault(tuple(getattr(o.rec, k) for k in _SAME_MODEL), o.acc)
-    return out
-
-
-def quality(r: Row, refs: References) -> Quality:
-    if r.weights != "pretrained":
-        return Quality(False, f"quality unverified: {r.weights} weights")
-    if r.acc is None:
-        return Quality(False, "quality unverified: no dataset scored")
-    ref = refs.get(tuple(getattr(r.rec, k) for k in _SAME_MODEL))
-    measured = f"measured {r.metric} {format_number(r.acc)}"
-    if ref is None:
-        return Quality(True, f"{measured}; no fp32 reference measured (the quality gate cannot pass)", r.metric,
-                       r.acc)
-    found = Quality(True, measured, r.metric, r.acc, ref)
-    return dataclasses.replace(found, text=f"{measured} ({found.ratio:.1%} of the fp32 reference "
-                                           f"{format_number(ref)})")
-
-
-# ---------------------------------------------------------------------------------------------
-# options
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting as a way to serve: the rate one device sustains, how it was found, what it rests on."""
-
-    row: Row
-    capacity: float
-    how: str
-    basis: str
-    judged_at: float
-    latency: Latency
-    validity: Validity
-    quality: Quality
-    flags: tuple[str, ...] = ()
-    batch_sizes: tuple[int, ...] = ()  # predicted: the measured batch sizes whose times drove it
-
-    @property
-    def usd_per_million(self) -> float | None:
-        return self.row.cost_at(self.capacity)
-
-    def why_not(self, q: Question) -> list[str]:
-        """Why this option cannot headline the answer to ``q`` (empty: it qualifies)."""
-        out = []
-        if abs(self.judged_at - q.percentile) > 1e-9:
-            out.append(f"judged at {percentile_name(self.judged_at)}")
-        if not self.validity.valid:
-            out.append("INVALID")
-        out += [f for f in self.flags if f in SUSPECT]
-        if q.quality_gate is not None and not self.quality.passes(q.quality_gate):
-            out.append(f"below the quality gate ({self.quality.text})" if self.quality.verified
-                       else self.quality.text)
-        if q.accuracy_floor is not None:
-            acc, metric = self.quality.accuracy, self.quality.metric
-            if acc is None:
-                out.append("accuracy not measured: the floor cannot be checked")
-            elif (acc > q.accuracy_floor) if lower_is_better(metric) else (acc < q.accuracy_floor):
-                out.append(f"{metric} {format_number(acc)} misses the floor {format_number(q.accuracy_floor)}")
-        return out
-
-    @property
-    def name(self) -> str:
-        """The setting as a buyer orders it: variant, backend, dtype, quantisation, compilation, threads, batch
-        size, scenario (the full setting, run included, is ``row.setting``)."""
-        rec, row = self.row.rec, self.row
-        compiled, threads = rec.compile, value(rec, "settings.threads")
-        parts = [rec.variant, rec.backend or "transformers", rec.dtype, row.quant if row.quant != "none" else None,
-                 ({"graphs": "cuda-graphs"}.get(compiled, compiled) if isinstance(compiled, str) else
-                  "compiled" if compiled is True else None),
-                 f"{threads} threads" if threads else None, f"bs{rec.batch_size}", row.scenario]
-        return " ".join(str(p) for p in parts if p)
-
-    def setting_json(self) -> dict[str, Any]:
-        rec = self.row.rec
-        return {"variant": rec.variant, "backend": rec.backend or "transformers",
-                "dtype": rec.dtype, "quant": self.row.quant, "threads": value(rec, "settings.threads"),
-                "batch_size": rec.batch_size, "scenario": self.row.scenario, "weights": self.row.weights}
-
-
-def _server_options(r: Row, q: Question, refs: References) -> list[Option]:
-    """A server cell's option: its capacity under the bound, at the percentile it was judged on."""
-    found = r.capacity(q.bound_ms)
-    if not found:
-        return []
-    capacity, how = found
-    judged = number(value(r.server, "latency_percentile")) or PERCENTILE_DEFAULT
-    flags = tuple(dict.fromkeys((["unstable"] if r.unstable else []) + [str(f.code) for f in r.record_flags]))
-    common = dict(basis=SERVER_BASIS, judged_at=judged, quality=quality(r, refs), flags=flags)
-    own = r.capacity(None)
-    if own and own[0] == capacity:  # the cell's own figures are the run at this rate
-        return [Option(r, capacity, how, latency=_samples_latency(r.rec, q.percentile),
-                       validity=_server_validity(r), **common)]
-    curve = r.server.curve if r.server is not None else ()
-    step = next((s for s in curve if number(s.target_qps) == capacity), CurveStep())
-    name = percentile_name(q.percentile)
-    ci = (number(step.ci_lo_ms), number(step.ci_hi_ms))
-    estimate = number(step.percentile_ms) if abs(judged - q.percentile) < 1e-9 else None
-    estimate = estimate if estimate is not None else number(getattr(step, name, None))
-    interval = ci if abs(judged - q.percentile) < 1e-9 and None not in ci and estimate is not None \
-        and ci[0] <= estimate <= ci[1] else None
-    latency = Latency(name, estimate, interval, "" if interval else "the step's samples are not recorded")
-    return [Option(r, capacity, how, latency=latency, validity=_server_validity(r, step), **common)]
-
-
-Predict = Callable[..., Mapping[tuple, list[Any]]]
-
-
-@dataclass(eq=False)
-class Unpredicted:
-    """A setting of one task and device kind with no server cell, before its capacity is predicted:
-    ``ceiling`` bounds its prediction above (``predict.ceiling_qps``), so it can be ranked before it is run."""
-
-    order: int  # its place among the kind's settings (the order an unpruned answer lists them in)
-    key: tuple
-    rows: list[Row]
-    ceiling: float
-    _headlines: dict[int, bool] = field(default_factory=dict, repr=False)
-
-    def headlines(self, row: Row, q: Question, refs: References) -> bool:
-        """Whether this setting predicted as ``row`` would qualify (``Option.why_not``: for a prediction it does
-        not depend on the capacity; quality only when a gate or floor asks for it). Cached: one question."""
-        cell = id(row)
-        if cell not in self._headlines:
-            flagged = _unstable(self.rows)
-            probe = Option(row, self.ceiling, "", PREDICTED_BASIS, q.percentile, Latency("", None, None),
-                           Validity("PREDICTED", ""), quality(row, refs) if q.quality_gate is not None
-                           or q.accuracy_floor is not None else Quality(False, ""), flagged)
-            self._headlines[cell] = not probe.why_not(q)
-        return self._headlines[cell]
-
-
-def _unpredicted(rows: list[Row], q: Question) -> list[Unpredicted]:
-    """The settings ``_predicted_option`` answers: closed-loop cells whose setting has no server cell."""
-    if q.bound_ms is None:
-        return []
-    served = {predict_module.setting_key(r.rec) for r in rows if r.traits.reads == "capacity"}
-    grouped: dict[tuple, list[Row]] = {}
-    for r in rows:
-        if r.traits.closed_loop and r.traits.reads is not None:
-            key = predict_module.setting_key(r.rec)
-            if key not in served:
-                grouped.setdefault(key, []).append(r)
-    times = predict_module.batch_times(r.rec for group in grouped.values() for r in group)
-    return [Unpredicted(i, key, grouped[key], predict_module.ceiling_qps(found)) for i, (key, found) in enumerate(times.items())]
-
-
-def _predicted_option(setting: Unpredicted, found: list[Any], refs: References) -> Option | None:
-    """A setting's option: its capacity predicted from the batch times its offline and single-stream cells
-    measured (its best batch size), None when no batch size meets the bound."""
-    mine = setting.rows
-    usable = [p for p in found if p.qps is not None and rate(p.qps)]
-    if not usable:
-        return None
-    best = max(usable, key=lambda p: p.qps)
-    row = next((r for r in mine if r.rec.batch_size == best.max_batch), mine[0])
-    sizes = ", ".join(str(b) for b in best.batch_sizes)
-    how = (f"max batch {best.max_batch}, queue delay {format_number(best.max_queue_delay_ms)} ms, "
-           f"{best.instances} instance{'s' if best.instances != 1 else ''} per device; from measured batch sizes "
-           f"{sizes}" + (f" ({best.note})" if best.note else ""))
-    return Option(row, float(best.qps), how, PREDICTED_BASIS, best.percentile,
-                  Latency(percentile_name(best.percentile), best.p_ms, None, "predicted: no interval"),
-                  Validity("PREDICTED", f"no server run: the queueing model's {percentile_name(best.percentile)}"
-                           f" at {format_number(best.qps)} requests/s"),
-                  quality(row, refs), _unstable(mine), tuple(best.batch_sizes))
-
-
-def _unstable(rows: list[Row]) -> tuple[str, ...]:
-    return ("unstable",) if any(r.unstable for r in rows) else ()
-
-
-def _predict(settings: list[Unpredicted], q: Question, predict: Predict) -> dict[tuple, list[Any]]:
-    """One call of ``predict`` for these settings' records."""
-    if not settings:
-        return {}
-    records = [r.rec for s in settings for r in s.rows]
-    return dict(predict(records, bound_ms=q.bound_ms, percentile=q.percentile))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,8 +230,8 @@ def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predi
         per_kind = {kind: by_kind[kind] for kind in kinds_of(mine)}
         refs = references(mine)
         measured = {kind: [o for r in kind_rows if r.traits.reads == "capacity" and not r.invalid
-                           for o in _server_options(r, q, refs)] for kind, kind_rows in per_kind.items()}
-        pending = {kind: sorted(_unpredicted(kind_rows, q), key=lambda s: -s.ceiling)
+                           for o in server_options(r, q, refs)] for kind, kind_rows in per_kind.items()}
+        pending = {kind: sorted(unpredicted(kind_rows, q), key=lambda s: -s.ceiling)
                    for kind, kind_rows in per_kind.items()}
         predicted: dict[DeviceKind, dict[int, Option | None]] = {kind: {} for kind in per_kind}
         while True:
@@ -576,8 +246,8 @@ def answer(rows: list[Row], q: Question, predict: Predict = predict_module.predi
                 break
             for kind, chunk in chunks.items():
                 pending[kind] = [s for s in pending[kind] if s not in chunk]
-                got = _predict(chunk, q, predict)
-                predicted[kind].update((s.order, _predicted_option(s, got.get(s.key, []), refs)) for s in chunk)
+                got = predict_settings(chunk, q, predict)
+                predicted[kind].update((s.order, predicted_option(s, got.get(s.key, []), refs)) for s in chunk)
         answers = [_kind_answer(task, kind, q, demand, found[kind], ranked[kind], per_kind[kind])
                    for kind in per_kind]
         priced = [a for a in answers if a.usd_per_month is not None]

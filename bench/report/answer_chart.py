@@ -8,7 +8,8 @@ from bench.core.numbers import is_finite
 from bench.pages.chart_keys import MAX_LABEL
 from bench.pages.page import Chart, axis_type, figure_html
 from bench.pages.page import plot_text as _t
-from bench.report.answer import PREDICTED_BASIS, Answer, Ranked
+from bench.report.answer import Answer, Ranked
+from bench.report.capacity_options import PREDICTED_BASIS
 from bench.report.chart_style import Styles
 
 TITLE = "{task}: top options"

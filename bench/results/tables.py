@@ -316,6 +316,7 @@ class CurveStep(Table):
     batch_size_mean: float | None = None
     service_ms: float | None = None
     service_batch_size: int | None = None
+    repredicted_qps: float | None = None
     final: bool | None = None
     valid: bool | None = None
     invalid_reason: str | None = None

@@ -23,11 +23,27 @@ chosen percentile under the latency bound); an invalid run counts as "too high".
    with final runs to ``PRECISION``; at most ``MAX_FINAL_STEPS`` final runs.
 
 With a predicted capacity (``start_qps``, ``bench.scenarios.predict`` from the cell's own batch times), the
-search starts there instead of at the ceiling, and its first ``NEIGHBOURS`` steps away from it go to the
-neighbouring rates (``PRECISION`` above after a valid run, below after an invalid one): when the prediction
-is within 10%, two or three runs close the bracket. When they do not (the prediction was off), the search
-goes on by the rules above (steps of 1.5x up, halving down, the same unreachable checks), from
-the runs it has.
+search starts there instead of at the ceiling. With ``repredict`` (``bench.scenarios.server``: the same
+prediction from the batch times the step itself measured, so at the machine's speed during the step) each
+step's re-prediction picks the next rate, *guided steps*:
+
+- all steps valid so far (highest ``lo``): the re-prediction, at least ``PRECISION`` above ``lo`` and at most
+  ``STEP_UP`` times it; all invalid (lowest ``hi``): the re-prediction, at least ``PRECISION`` below ``hi``
+  and at most half of it;
+- a bracket [``lo``, ``hi``] wider than two ``PRECISION`` steps: the re-prediction, at least ``PRECISION``
+  inside each end (so a valid step at ``hi / (1 + PRECISION)`` or an invalid one at ``lo x (1 + PRECISION)``
+  closes it), or the midpoint when the re-prediction lies outside the bracket (the runs refuted it);
+  a narrower bracket: the midpoint.
+
+When the prediction was off because the machine's speed changed between the cell's probe batches and the
+search (as measured on this CPU: 17% off), the first re-prediction is close and two more runs close the
+bracket: three or four runs instead of the neighbour walk. A re-prediction on the side the runs refuted
+(at or below a valid rate, at or above an invalid one: the model is biased against this machine's short
+runs, or the runs are noisy near the capacity) gallops instead: ``PRECISION`` beyond the run's rate, then
+twice that in percent terms, four times, ... (within ``STEP_UP`` and halving) while the refutations go on. Without ``repredict``, the first ``NEIGHBOURS`` steps away
+from the start go to the neighbouring rates (``PRECISION`` above after a valid run, below after an invalid
+one), then the rules above. Every step is judged as in the search from the ceiling: guided steps change
+where the runs go, never how a run is judged, and the final runs still sign the capacity.
 
 Every step is a full server run with the same seed (the same random pattern, scaled to each rate),
 kept in ``steps``: the latency-vs-QPS curve. ``capacity_qps`` is the highest valid load (with final runs:
@@ -120,63 +136,70 @@ def _bisected(lo: float | None, hi: float | None, n_steps: int, precision: float
 
 def search(run_at: Callable[[float], StepT], ceiling_qps: float, bound_ms: float | None,
            precision: float = PRECISION, max_steps: int = MAX_STEPS, max_qps: float = math.inf,
-           start_qps: float | None = None, final_at: Callable[[float], StepT] | None = None) -> Search[StepT]:
-    """Bracket from ``start_qps`` (a prediction; its neighbours first) or else ``ceiling_qps``, then bisect;
-    ``run_at(qps)`` runs and judges one step, ``final_at(qps)`` one final run (None: the capacity rests on
-    the steps alone)."""
+           start_qps: float | None = None, final_at: Callable[[float], StepT] | None = None,
+           repredict: Callable[[StepT], float | None] | None = None) -> Search[StepT]:
+    """Bracket from ``start_qps`` (a prediction) or else ``ceiling_qps``, guided by ``repredict(step)`` (the
+    capacity predicted again from a step; None: not guided), then bisect; ``run_at(qps)`` runs and judges
+    one step, ``final_at(qps)`` one final run (None: the capacity rests on the steps alone)."""
     if not ceiling_qps > 0:
         raise ValueError(f"the search needs a positive ceiling, got {ceiling_qps!r}")
     if start_qps is not None and not start_qps > 0:
         raise ValueError(f"the search needs a positive start, got {start_qps!r}")
     found: Search[StepT] = Search()
-
-    def neighbour() -> bool:  # the first steps away from a predicted start go to its neighbours
-        return start_qps is not None and len(found.steps) <= NEIGHBOURS
-
-    def valid_at(qps: float) -> bool:
-        step = run_at(qps)
-        found.steps.append(step)
-        return step.valid
-
+    rule = _Rule(precision, max_qps, start_qps is not None)
     lo: float | None = None
     hi: float | None = None
-    start = min(ceiling_qps, max_qps, start_qps or math.inf)
-    if valid_at(start):
-        lo = start
-        while hi is None and len(found.steps) < max_steps:
-            if lo >= max_qps:
-                found.capacity_qps = lo
-                found.stop_reason = (f"capacity at least {lo:.4g} QPS: a heavier run would need more than "
-                                     "max_requests requests for min_duration_s")
-                return found
-            qps = min(lo * (1 + precision if neighbour() else STEP_UP), max_qps)
-            if valid_at(qps):
-                lo = qps
-            else:
-                hi = qps
-    else:
-        hi = start
-        while lo is None and len(found.steps) < max_steps:
-            unreachable = _unreachable(found.steps[-1], bound_ms)
-            if unreachable:
-                found.stop_reason = unreachable
-                return found
-            qps = hi / (1 + precision) if neighbour() else hi / 2
-            if valid_at(qps):
-                lo = qps
-            else:
-                hi = qps
-    while lo is not None and hi is not None and not _closed(lo, hi, precision) and len(found.steps) < max_steps:
-        mid = (lo + hi) / 2
-        if valid_at(mid):
-            lo = mid
-        else:
-            hi = mid
+    qps = min(ceiling_qps, max_qps, start_qps or math.inf)
+    while len(found.steps) < max_steps:
+        step = run_at(qps)
+        found.steps.append(step)
+        lo, hi = (qps, hi) if step.valid else (lo, qps)
+        if lo is None and (unreachable := _unreachable(step, bound_ms)):
+            found.stop_reason = unreachable
+            return found
+        if hi is None and lo is not None and lo >= max_qps:
+            found.capacity_qps = lo
+            found.stop_reason = (f"capacity at least {lo:.4g} QPS: a heavier run would need more than "
+                                 "max_requests requests for min_duration_s")
+            return found
+        if lo is not None and hi is not None and _closed(lo, hi, precision):
+            break
+        guess = repredict(step) if repredict is not None and start_qps is not None else None
+        qps = rule.next(lo, hi, guess, len(found.steps))
     found.capacity_qps = lo
     found.stop_reason = _bisected(lo, hi, len(found.steps), precision, max_steps)
     if final_at is not None and lo is not None:
         _sign(found, final_at, lo, precision)
     return found
+
+
+@dataclass
+class _Rule:
+    """Where the next step goes (module docstring): guided by a re-prediction when there is one, else the
+    neighbours of a predicted start, then ``STEP_UP`` / halving / bisection."""
+
+    precision: float
+    max_qps: float
+    predicted: bool  # the search started from a prediction
+    refuted: int = 0  # guided steps in a row whose re-prediction sat on the side the runs had refuted
+
+    def next(self, lo: float | None, hi: float | None, guess: float | None, n_steps: int) -> float:
+        up = 1 + self.precision
+        if lo is not None and hi is not None:
+            if guess is None or not lo <= guess <= hi or hi <= lo * up * up:
+                return (lo + hi) / 2
+            return min(max(guess, lo * up), hi / up)
+        # one side known: ``near`` is its neighbour, ``far`` the step of the search from the ceiling
+        near, far = (lo * up, lo * STEP_UP) if hi is None else (hi / up, hi / 2)  # type: ignore[operator]
+        if guess is None:
+            qps = near if self.predicted and n_steps <= NEIGHBOURS else far
+        else:  # a re-prediction the runs refuted k times in a row: steps of PRECISION, doubled k - 1 times
+            self.refuted = self.refuted + 1 if (guess <= near if hi is None else guess >= near) else 0
+            if self.refuted:
+                end, sign = (lo, 1) if hi is None else (hi, -1)
+                guess = end * up ** (sign * 2 ** (self.refuted - 1))  # type: ignore[operator]
+            qps = sorted((near, guess, far))[1]
+        return min(qps, self.max_qps)
 
 
 def _sign(found: Search[StepT], final_at: Callable[[float], StepT], qps: float, precision: float) -> None:

@@ -65,6 +65,7 @@ from bench.scenarios.traits import ScenarioTraits
 KEPT_UP = 0.95  # achieved / target QPS above which a run kept up (the search's stop rule only; not validity)
 PERCENTILE_CI = 0.95  # confidence of server.percentile_ci_ms and of the curve's intervals
 EXTENSIONS = 2  # how often a load is run again, longer, for the requests its over-bound count needs
+MIN_STEP_BATCHES = 5  # a step's batches of one size that stand for that size in its re-prediction
 QUEUE_SLACK_S = 0.001  # a wait this much past the batching delay is queueing (not the timer's own lateness)
 LATENCY_BASIS = ("request latency = completion - scheduled arrival (Poisson schedule), queueing included; "
                  "one sample per request")
@@ -118,6 +119,8 @@ class ServerRun:
     # scheduled samples per second: its schedule is its own)
     offered_qps: float | None = None
     final: bool = False  # a capacity's final run (``ServerSettings.final_min_duration_s``)
+    # the capacity predicted again from this run's own batch times (a predicted search's guide; None: not made)
+    repredicted_qps: float | None = None
     latencies_ms: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -233,7 +236,8 @@ class ServerRun:
                          percentile_ms=self.percentile_ms, ci_lo_ms=ci[0], ci_hi_ms=ci[1],
                          overlatency=self.overlatency, n_requests=self.n_requests,
                          batch_size_mean=self.batch_size_mean, service_ms=service_ms,
-                         service_batch_size=service_batch, final=self.final, valid=self.valid,
+                         service_batch_size=service_batch, repredicted_qps=self.repredicted_qps,
+                         final=self.final, valid=self.valid,
                          invalid_reason=self.invalid_reason)
 
     def server_field(self, curve: list[CurveStep], bracket: list[float | None] | None = None) -> dict[str, Any]:
@@ -372,25 +376,50 @@ def batch_service_ms(result: BatchResult, prefetch: bool) -> float:
     return result.batch_ms - (result.stages_ms["preprocess"] * len(result.samples) if prefetch else 0.0)
 
 
-def predicted_start(run: ScenarioInput, measured: Sequence[BatchResult],
-                    batches: int) -> tuple[predict.Prediction | None, str]:
-    """The capacity predicted from the cell's own batches (the ceiling's, after the warm-up, at the cell's
+def probe_times(run: ScenarioInput, measured: Sequence[BatchResult], batches: int) -> dict[int, list[float]]:
+    """Batch times (ms) per size from the cell's own batches: the ceiling's, after the warm-up, at the cell's
     batch size, plus ``batches`` batches of one after one more to warm that size up, when the cell's is
-    larger: partial batches are common at light load), and where the search starts: "predicted" or, without
-    a predicted rate that meets the bound or at which a run can be as long as its percentile needs, "ceiling"."""
-    settings = run.server
-    assert settings is not None and settings.latency_bound_ms is not None
+    larger (partial batches are common at light load)."""
     times = {run.batch_size: [batch_service_ms(r, run.prefetch) for r in measured]}
     if run.batch_size > 1:
         ones, _ = run_batches(run.pipeline, run.batches(run.samples, 1), batches + 1, prefetch=False,
                               now=run.timer.now)
         times[1] = [batch_service_ms(r, run.prefetch) for r in ones[1:]]
-    prediction = predict.predict_capacity(times, bound_ms=settings.latency_bound_ms,
-                                          percentile=settings.latency_percentile,
-                                          max_batch=run.batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
-                                          seed=settings.seed)
-    usable = prediction.qps is not None and run_size(prediction.qps, settings, len(run.samples))[1] is None
+    return times
+
+
+def _predict(run: ScenarioInput, times: dict[int, list[float]]) -> predict.Prediction:
+    settings = run.server
+    assert settings is not None and settings.latency_bound_ms is not None
+    return predict.predict_capacity(times, bound_ms=settings.latency_bound_ms, percentile=settings.latency_percentile,
+                                    max_batch=run.batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
+                                    seed=settings.seed)
+
+
+def predicted_start(run: ScenarioInput, times: dict[int, list[float]]) -> tuple[predict.Prediction, str]:
+    """The capacity predicted from the cell's probe batch times (``probe_times``), and where the search starts:
+    "predicted" or, without a predicted rate that meets the bound or at which a run can be as long as its
+    percentile needs, "ceiling"."""
+    prediction = _predict(run, times)
+    assert run.server is not None
+    usable = prediction.qps is not None and run_size(prediction.qps, run.server, len(run.samples))[1] is None
     return prediction, "predicted" if usable else "ceiling"
+
+
+def step_times(run: ScenarioInput, probed: dict[int, list[float]], served: ServerRun) -> dict[int, list[float]]:
+    """The batch times a re-prediction uses: a step's own at each size it ran ``MIN_STEP_BATCHES`` times or
+    more (the machine's speed during the step), the probe's at the other sizes scaled to that speed (the
+    ratio of medians at the size both have, the step's most common)."""
+    seen: dict[int, list[float]] = {}
+    for result in served.results:
+        seen.setdefault(len(result.samples), []).append(batch_service_ms(result, run.prefetch))
+    common = [size for size in seen if size in probed]
+    scale = 1.0
+    if common:
+        size = max(common, key=lambda k: len(seen[k]))
+        scale = statistics.median(seen[size]) / statistics.median(probed[size])
+    times = {size: [t * scale for t in v] for size, v in probed.items()}
+    return times | {size: v for size, v in seen.items() if len(v) >= MIN_STEP_BATCHES}
 
 
 def _service_unstable(results: Sequence[BatchResult], cv_threshold: float) -> bool:
@@ -440,10 +469,11 @@ class Server:
         settings, policy = run.server, run.policy
         probe_batches = max(2, min(policy.min_iterations, 5))
         began = run.timer.now()
-        ceiling, probed = offline_images_per_s(run, probe_batches)  # before the trackers, like the warm-up
-        prediction, start = None, "ceiling"
+        ceiling, probed_batches = offline_images_per_s(run, probe_batches)  # before the trackers, like the warm-up
+        prediction, start, probed = None, "ceiling", {}
         if settings.search_start == "predicted":
-            prediction, start = predicted_start(run, probed, probe_batches)
+            probed = probe_times(run, probed_batches, probe_batches)
+            prediction, start = predicted_start(run, probed)
         start_qps = prediction.qps if start == "predicted" and prediction is not None else None
         run.note(f"capacity search from {start_qps or ceiling:.4g} QPS ("
                  + (f"{predict.Prediction.BASIS}; " if start_qps else "")
@@ -453,6 +483,8 @@ class Server:
             at = dataclasses.replace(run, server=settings.final(qps)) if final else run
             served = self.serve(at, qps, first, workers)
             served.final = final
+            if start_qps is not None and not final:  # the next step's guide (bench.scenarios.capacity)
+                served.repredicted_qps = _predict(run, step_times(run, probed, served)).qps
             verdict = "valid" if served.valid else f"invalid: {served.invalid_reason}"
             run.note(f"{qps:.4g} QPS{' (final run)' if final else ''}: {served.n_requests} requests, "
                      f"{percentile_name(served.latency_percentile)} {served.percentile_ms:.0f} ms; {verdict}")
@@ -467,7 +499,7 @@ class Server:
 
         with Tracking(run.device, run.energy_idle_s) as tracking:
             found = capacity.search(step, ceiling, settings.latency_bound_ms, max_qps=settings.max_qps,
-                                    start_qps=start_qps, final_at=final)
+                                    start_qps=start_qps, final_at=final, repredict=lambda s: s.repredicted_qps)
         search_s = run.timer.now() - began
         served = found.steps
         main = found.representative

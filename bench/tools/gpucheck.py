@@ -20,6 +20,10 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.results import Record
 
 # import name -> distribution to install (the run path only; the report is optional)
 REQUIRED = {"torch": "torch", "transformers": "transformers>=5", "tokenizers": "tokenizers",
@@ -70,7 +74,7 @@ def plan(config, targets: bool, variant_map: dict[str, str] | None, max_batch_si
     return unique_cells(check)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.tools.gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", default="runs/gpu-check", help="results directory (default runs/gpu-check)")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N; cpu for a dry run")
@@ -89,37 +93,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, help="cap every cell's batch size (dry runs)")
     p.add_argument("--dtype", help="run every cell, target cells included, in this dtype (dry runs on a CPU "
                    "without native fp16, where fp16 cells would all be skipped)")
-    args = p.parse_args(argv)
+    return p
 
+
+def unusable(device: str) -> str | None:
+    """Why the check cannot run here (a missing package, no CUDA), with what is accepted; None when it can."""
     absent = missing(REQUIRED)
     if absent:
-        print(f"gpu_check: missing package(s): {', '.join(absent)}; install with: pip install {' '.join(absent)}",
-              file=sys.stderr)
-        return 2
+        return f"missing package(s): {', '.join(absent)}; install with: pip install {' '.join(absent)}"
     import torch
 
     from bench.core.measure import device_kind
 
-    kind = device_kind(args.device)
-    if kind == "cuda" and not torch.cuda.is_available():
-        print(f"gpu_check: CUDA is not available (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-              "accepted: a machine with an NVIDIA GPU and a CUDA build of torch", file=sys.stderr)
-        return 2
-    if kind != "cuda":
-        print(f"gpu_check: dry run on {args.device}: the code paths run, the figures are not GPU figures")
+    if device_kind(device) == "cuda" and not torch.cuda.is_available():
+        return (f"CUDA is not available (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+                "accepted: a machine with an NVIDIA GPU and a CUDA build of torch")
+    return None
 
-    from bench.cli import _quiet_libraries
-    from bench.core import host
-    from bench.core.measure import matmul_gflops
-    from bench.core.paths import make_dir, remove_file
-    from bench.report.summary import summary_table
-    from bench.results import Record, plausibility, store
-    from bench.run.environment import fingerprint
-    from bench.run.optimize import MATMUL_N
-    from bench.run.runner import run_cells
+
+def sweep_config(args: argparse.Namespace):
+    """The check's sweep: random weights on synthetic-smoke, num_beams 3, short repetition; with ``--model-path``
+    every variant is that checkpoint. Returns the config and the variant map the target cells need."""
     from bench.run.sweep import SweepConfig, override, validate
 
-    _quiet_libraries()
     config = override(SweepConfig(name="gpu-check", weights="random", dataset="synthetic-smoke", limit=args.limit,
                                   num_beams=[3], repetition={"warmup": 3, "min_iterations": 5,
                                                              "min_duration_s": 1.0, "max_iterations": 50},
@@ -131,8 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, model_path=args.model_path, weights="pretrained", variants=["custom"])
         variant_map = {"base": "custom", "large": "custom"}
     validate(config)
-    cells = plan(config, args.targets, variant_map, args.max_batch_size, args.dtype)
-    out = Path(args.out)
+    return config, variant_map
+
+
+def run_check(args: argparse.Namespace, config, cells: list, out: Path) -> None:
+    """Run the cells into ``out`` under the budget, with the host's load in env.json before and after."""
+    from bench.core import host
+    from bench.core.paths import make_dir, remove_file
+    from bench.results import store
+    from bench.run.environment import fingerprint
+    from bench.run.runner import run_cells
+
     remove_file(out / store.RESULTS, "results file")
     make_dir(out, "run directory")
     load = host.host_load()  # the end is filled in after the cells: targets judge nothing on a busy host
@@ -141,27 +146,59 @@ def main(argv: list[str] | None = None) -> int:
     store.write_env(out, env)
     if warning := host.busy_warning(load):
         print(f"gpu_check: {warning}; targets will not be judged")
-    start = time.perf_counter()
     budget = f", budget {args.budget_s:.0f} s" if args.budget_s else ""
     print(f"gpu_check: {len(cells)} cells{budget}", flush=True)
     run_cells(config, cells, out, quiet=True,
               gate=budget_gate(args.budget_s, args.eager_cell_s, args.compiled_cell_s))
     load["end"] = host.load_average()
     store.write_env(out, env)
-    records = list(store.latest_by_cell(store.read_records(out)).values())
+
+
+def implausible(records: list[Record]) -> int:
+    """Print the skipped cells and what is implausible about each measured one; the count of bad cells."""
+    from bench.results import plausibility
+
+    for r in records:
+        if r.status == "skipped":
+            print(f"skipped {r.variant} {r.dtype} bs{r.batch_size}: {r.error}")
+    bad = 0
+    for r in records:
+        if r.status == "skipped":
+            continue
+        problems = plausibility.problems(r)
+        for problem in problems:
+            print(f"IMPLAUSIBLE {r.variant} {r.dtype} bs{r.batch_size}: {problem}")
+        bad += bool(problems)
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if why := unusable(args.device):
+        print(f"gpu_check: {why}", file=sys.stderr)
+        return 2
+    from bench.cli import _quiet_libraries
+    from bench.core.measure import device_kind, matmul_gflops
+    from bench.report.summary import summary_table
+    from bench.results import store
+    from bench.run.optimize import MATMUL_N
+
+    kind = device_kind(args.device)
+    if kind != "cuda":
+        print(f"gpu_check: dry run on {args.device}: the code paths run, the figures are not GPU figures")
+    _quiet_libraries()
+    config, variant_map = sweep_config(args)
+    cells = plan(config, args.targets, variant_map, args.max_batch_size, args.dtype)
+    out = Path(args.out)
+    start = time.perf_counter()
+    run_check(args, config, cells, out)
+    records = list(store.latest_by_cell(store.records(out)).values())
     print(summary_table(records))
     n = MATMUL_N[kind]
     for dtype in ("fp32", "bf16", "fp16") if kind == "cuda" else ("fp32",):
         print(f"matrix product ({dtype}, {n}^2): {matmul_gflops(args.device, dtype, n=n):,.0f} GFLOP/s")
-    measured = [r for r in records if r["status"] != "skipped"]
-    for r in records:
-        if r["status"] == "skipped":
-            print(f"skipped {r['variant']} {r['dtype']} bs{r['batch_size']}: {r['error']}")
-    failures = {r["cell_id"]: plausibility.problems(Record.from_dict(r)) for r in measured}
-    for r in measured:
-        for problem in failures[r["cell_id"]]:
-            print(f"IMPLAUSIBLE {r['variant']} {r['dtype']} bs{r['batch_size']}: {problem}")
-    bad = sum(1 for v in failures.values() if v)
+    bad = implausible(records)
+    measured = sum(r.status != "skipped" for r in records)
     if not missing(OPTIONAL):
         from bench.report.report import build_report
 
@@ -170,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.tools.targets import evaluate_run, table
 
         print(table(evaluate_run(out, records=records)))
-    print(f"gpu_check: {len(measured) - bad} passed, {bad} failed, {len(records) - len(measured)} skipped in "
+    print(f"gpu_check: {measured - bad} passed, {bad} failed, {len(records) - measured} skipped in "
           f"{time.perf_counter() - start:.0f} s; results in {out}")
     return 1 if bad or not measured else 0
 

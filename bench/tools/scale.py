@@ -25,9 +25,8 @@ command: on a shared machine the figures are as slow as its neighbours made them
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -37,30 +36,34 @@ import shutil
 import subprocess
 import sys
 import time
+from array import array
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.accuracy.tasks import TASKS
 from bench.core.paths import read_bytes, remove_tree, write_atomic, write_output
 from bench.core.variants import VARIANTS
 from bench.regression.history.entries import DROPPED_FIELDS, Entry, machine_from_env
-from bench.results import store
+from bench.results import Record, Table, store
 
+SCENARIOS = ("single-stream", "offline", "server")
 AXES = {
     "variant": list(VARIANTS),
     "task": list(TASKS),
     "dtype": ["fp32", "fp16", "bf16"],
     "batch_size": [1, 2, 4, 8, 16, 32, 64, 128],
     "backend": ["transformers", "openvino"],
-    "scenario": ["single-stream", "offline", "server"],
+    "scenario": list(SCENARIOS),
     "num_beams": [1, 3, 5],
 }
+"""The record axes a synthetic cell sets (``Synthetic``'s fields, in its order) and their values."""
 MACHINES = 4
 """Run directories a size is split over (the issue's 4 devices): a report of several machines."""
 SIZES = (1000, 10_000, 43_200)
 COMMANDS = ("report", "compare", "export", "history")
-TIMED_FIELDS = ("latency_ms", "time_per_image_ms", "per_token_ms")
+T = TypeVar("T", bound=Table)
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
                   "--host-resolver-rules=MAP * ~NOTFOUND", "--window-size=1400,900")
 
@@ -85,65 +88,94 @@ def tiny_source(work: Path) -> Path:
     return source
 
 
-def templates(source: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def templates(source: Path) -> tuple[dict[str, Record], dict[str, Any]]:
     """One ok source record per scenario (without its examples), and the source's env.json."""
-    out: dict[str, dict[str, Any]] = {}
-    for record in store.read_records(source):
-        if record.get("status") == "ok":
-            out.setdefault(record.get("scenario", "single-stream"), {k: v for k, v in record.items() if k != "examples"})
-    missing = [s for s in AXES["scenario"] if s not in out]
+    out: dict[str, Record] = {}
+    for record in store.records(source):
+        if record.status == "ok":
+            out.setdefault(record.scenario or "single-stream", dataclasses.replace(record, examples=()))
+    missing = [s for s in SCENARIOS if s not in out]
     if missing:
         raise SystemExit(f"scale: source {source} has no ok record of scenario {', '.join(missing)}; accepted: a run "
                          "with single-stream, offline and server cells")
     return out, store.read_env(source)
 
 
-def _scaled(value: Any, factor: float) -> Any:
-    if isinstance(value, float):
-        return value * factor
-    if isinstance(value, list):
-        return [_scaled(v, factor) for v in value]
-    if isinstance(value, dict):
-        return {k: v if k in ("n", "count") else _scaled(v, factor) for k, v in value.items()}
-    return value
+@dataclass(frozen=True)
+class Synthetic:
+    """One synthetic cell: the machine (run directory) it ran on, None in a history, and its axes (``AXES``)."""
+
+    machine: int | None
+    variant: str
+    task: str
+    dtype: str
+    batch_size: int
+    backend: str
+    scenario: str
+    num_beams: int
+
+    def axes(self) -> dict[str, Any]:
+        """The record fields this cell sets."""
+        return {name: getattr(self, name) for name in AXES}
+
+    @property
+    def cell_id(self) -> str:
+        """Distinct per machine, so merged runs keep every cell."""
+        named = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def synth_record(template: dict[str, Any], axes: dict[str, Any], factor: float) -> dict[str, Any]:
-    """The template with these axes (``machine`` only in its cell id, so merged runs keep every cell) and
-    its timings times ``factor`` (rates divided by it)."""
-    record = copy.deepcopy(template)
-    record.update({k: v for k, v in axes.items() if k != "machine"})
-    record["cell_id"] = hashlib.sha256(json.dumps(axes, sort_keys=True).encode()).hexdigest()[:16]
-    record["samples_ms"] = _scaled(record.get("samples_ms") or [], factor)
-    for name in TIMED_FIELDS:
-        if isinstance(record.get(name), dict):
-            record[name] = _scaled(record[name], factor)
-    if isinstance(record.get("throughput"), dict):
-        record["throughput"] = _scaled(record["throughput"], 1 / factor)
-    if isinstance(record.get("capacity_qps"), float):
-        record["capacity_qps"] /= factor
-    return record
+def _scaled(table: T | None, factor: float) -> T | None:
+    """The table with each of its figures that is a float times ``factor`` (counts, labels and flags as they are)."""
+    if table is None:
+        return None
+    return dataclasses.replace(table, **{f.name: getattr(table, f.name) * factor for f in dataclasses.fields(table)
+                                       if type(getattr(table, f.name)) is float})
 
 
-def cells(n: int, seed: int = 0) -> list[dict[str, Any]]:
+def synth_record(template: Record, cell: Synthetic, factor: float) -> Record:
+    """The template with this cell's axes and id and its timings times ``factor`` (rates divided by it)."""
+    capacity = template.capacity_qps
+    return dataclasses.replace(
+        template, **cell.axes(), cell_id=cell.cell_id,
+        samples_ms=array("d", (v * factor for v in template.samples_ms)),
+        latency_ms=_scaled(template.latency_ms, factor), time_per_image_ms=_scaled(template.time_per_image_ms, factor),
+        per_token_ms=_scaled(template.per_token_ms, factor), throughput=_scaled(template.throughput, 1 / factor),
+        capacity_qps=capacity / factor if capacity is not None else None)
+
+
+def cells(n: int, seed: int = 0) -> list[Synthetic]:
     """``n`` distinct settings drawn from ``MACHINES`` x the product of ``AXES`` (all when n is its size),
-    each with the index of the machine (run directory) it ran on."""
-    product = [{"machine": m, **dict(zip(AXES, values, strict=True))}
-               for m in range(MACHINES) for values in itertools.product(*AXES.values())]
-    random.Random(seed).shuffle(product)
-    if n > len(product):
-        raise SystemExit(f"scale: {n} cells asked for; accepted: at most {len(product)} (the axes' product)")
-    return product[:n]
+    each with the index of the machine (run directory) it ran on.
+
+    The product is shuffled as indices and only the ``n`` drawn are built (the same draw as shuffling the
+    product itself: a shuffle depends on the length alone)."""
+    sizes = [MACHINES, *map(len, AXES.values())]
+    order = list(range(math.prod(sizes)))
+    random.Random(seed).shuffle(order)
+    if n > len(order):
+        raise SystemExit(f"scale: {n} cells asked for; accepted: at most {len(order)} (the axes' product)")
+    return [_axes_at(index, sizes) for index in order[:n]]
 
 
-def _factor(axes: dict[str, Any], rng: random.Random) -> float:
-    v = 1 + AXES["variant"].index(axes["variant"]) * 0.6
-    d = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.6}[axes["dtype"]]
-    b = axes["batch_size"] ** 0.7  # a larger batch takes longer, in every scenario
-    return v * d * b * (0.8 if axes["backend"] == "openvino" else 1.0) * math.exp(rng.gauss(0, 0.05))
+def _axes_at(index: int, sizes: list[int]) -> Synthetic:
+    """The setting at ``index`` of ``itertools.product(range(MACHINES), *AXES.values())``."""
+    digits = []
+    for size in reversed(sizes):
+        index, digit = divmod(index, size)
+        digits.append(digit)
+    machine, *rest = reversed(digits)
+    return Synthetic(machine, **{axis: values[i] for (axis, values), i in zip(AXES.items(), rest, strict=True)})
 
 
-def write_runs(templates_: dict[str, dict[str, Any]], env: dict[str, Any], n: int, out: Path, seed: int) -> list[Path]:
+def _factor(cell: Synthetic, rng: random.Random) -> float:
+    v = 1 + list(VARIANTS).index(cell.variant) * 0.6
+    d = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.6}[cell.dtype]
+    b = cell.batch_size ** 0.7  # a larger batch takes longer, in every scenario
+    return v * d * b * (0.8 if cell.backend == "openvino" else 1.0) * math.exp(rng.gauss(0, 0.05))
+
+
+def write_runs(templates_: dict[str, Record], env: dict[str, Any], n: int, out: Path, seed: int) -> list[Path]:
     """``n`` cells split over ``MACHINES`` run directories under ``out``; each read back whole."""
     rng = random.Random(seed)
     chosen = cells(n)
@@ -153,31 +185,30 @@ def write_runs(templates_: dict[str, dict[str, Any]], env: dict[str, Any], n: in
         remove_tree(run, out, "run directory")
         run.mkdir(parents=True)
         store.write_env(run, env)
-        mine = [axes for axes in chosen if axes["machine"] == m]
-        lines = [json.dumps(synth_record(templates_[axes["scenario"]], axes, _factor(axes, rng)), sort_keys=True)
-                 + "\n" for axes in mine]
+        mine = [cell for cell in chosen if cell.machine == m]
+        lines = [synth_record(templates_[cell.scenario], cell, _factor(cell, rng)).to_json() + "\n" for cell in mine]
         write_atomic(run / store.RESULTS, "".join(lines), what="results file")
-        if len(store.read_records(run)) != len(mine):
+        if len(store.records(run)) != len(mine):
             raise SystemExit(f"scale: the readers refused some synthetic records in {run}")
         dirs.append(run)
     return dirs
 
 
-def write_history(templates_: dict[str, dict[str, Any]], env: dict[str, Any], runs: int, n_cells: int,
+def write_history(templates_: dict[str, Record], env: dict[str, Any], runs: int, n_cells: int,
                   out: Path) -> Path:
     """``runs`` history entries (what ``history add`` writes) of the same ``n_cells`` cells, an hour apart."""
     remove_tree(out, out.parent, "run directory")
     out.mkdir(parents=True)
     machine = machine_from_env(env)
-    chosen = [{k: v for k, v in axes.items() if k != "machine"} for axes in cells(n_cells)]
+    chosen = [dataclasses.replace(cell, machine=None) for cell in cells(n_cells)]
     rng = random.Random(1)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for i in range(runs):
         level = math.exp(rng.gauss(0, 0.03))
         records = [
-            {k: v for k, v in synth_record(templates_[a["scenario"]], a, _factor(a, rng) * level).items()
+            {k: v for k, v in synth_record(templates_[c.scenario], c, _factor(c, rng) * level).to_dict().items()
              if k not in DROPPED_FIELDS}
-            for a in chosen
+            for c in chosen
         ]
         commit = hashlib.sha1(f"scale-{i}".encode()).hexdigest()
         entry = Entry(run_id=hashlib.sha256(f"scale-{i}".encode()).hexdigest(), commit=commit,
@@ -222,84 +253,121 @@ def exponent(points: list[tuple[int, float]]) -> float | None:
     return round(math.log(t1 / t0) / math.log(n1 / n0), 3) if n1 > n0 and t0 > 0 and t1 > 0 else None
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="cells per report size (comma-separated)")
+    p.add_argument("--compare-cells", type=int, default=100_000, help="cells of compare and export's largest size")
+    p.add_argument("--histories", default="2000x10,1000x100",
+                   help="histories to time, each RUNSxCELLS (runs, cells per run), comma-separated")
+    p.add_argument("--commands", default=",".join(COMMANDS),
+                   help=f"which commands to time, comma-separated (default: all of {', '.join(COMMANDS)}); e.g. "
+                        "compare,export --sizes 100000 --compare-cells 100000 times those two at 100k cells alone")
+    p.add_argument("--source", type=Path, help="a real run directory to copy records from (default: a tiny run)")
+    p.add_argument("--work", type=Path, default=Path("runs/scale"), help="where the synthetic runs go")
+    p.add_argument("--out", type=Path, default=Path("runs/scale/scale.json"))
+    p.add_argument("--report-args", default="",
+                   help='options for every report, one string (e.g. --report-args="--latency-bound-ms 500": with a '
+                        "bound, the answer predicts the capacity of every setting without a server cell by simulation)")
+    p.add_argument("--screenshot", type=Path, help="keep the largest report's first screen here (PNG)")
+    return p
+
+
+@dataclass
+class Session:
+    """One scale run: its arguments, the source's templates and env.json, and the figures measured so far
+    (``figures`` is what scale.json holds)."""
+
+    args: argparse.Namespace
+    sizes: list[int]
+    commands: set[str]
+    templates: dict[str, Record]
+    env: dict[str, Any]
+    figures: dict[str, Any]
+
+    def time(self, *argv: str) -> dict[str, Any]:
+        return timed([sys.executable, "-m", "bench", *argv], Path.cwd())
+
+    def report(self, n: int, base: list[Path]) -> None:
+        """Time ``report`` of the ``n``-cell runs, then its page's first screen in headless Chromium."""
+        page = self.args.work / f"{n}" / "report.html"
+        row = {"cells": n, **self.time("report", *map(str, base), "-o", str(page), *shlex.split(self.args.report_args))}
+        row["page_mib"] = round(page.stat().st_size / 2**20, 2) if page.exists() else None
+        if page.exists():
+            shot = self.args.work / f"{n}" / "first-screen.png"
+            row["first_screen"] = first_screen(page, shot)
+            if n == self.sizes[-1] and self.args.screenshot and row["first_screen"]:
+                write_output(self.args.screenshot, read_bytes(shot, "output"))
+        self.figures["report"].append(row)
+        print(f"report {n} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB, page {row['page_mib']} MiB, "
+              f"first screen {(row.get('first_screen') or {}).get('seconds')} s (load {row['load_before']})", flush=True)
+
+    def compare_export(self, n: int, base: list[Path]) -> None:
+        """Time ``compare`` of two ``n``-cell runs (each merged into one directory) and ``export`` of one."""
+        merged = self.args.work / f"{n}" / "merged"
+        cur = write_runs(self.templates, self.env, n, self.args.work / f"{n}" / "cur", seed=n + 1)
+        for role, dirs in (("base", base), ("cur", cur)):
+            _merge(dirs, merged / role)
+        timings = [("compare", "compare", ["compare", str(merged / "base"), str(merged / "cur")])]
+        timings += [(f"export_{kind}", f"export {kind}",
+                     ["export", str(merged / "base"), str(self.args.work / f"{n}" / f"all.{kind}")])
+                    for kind in ("csv", "parquet")]
+        for name, label, argv in timings:
+            if argv[0] not in self.commands:
+                continue
+            row = {"cells": n, **self.time(*argv)}
+            self.figures[name].append(row)
+            print(f"{label} {n} cells: {row['seconds']} s, {row['cpu_seconds']} s CPU, {row['peak_rss_mib']} MiB "
+                  f"(load {row['load_before']})", flush=True)
+
+    def time_sizes(self) -> None:
+        """Report at every size; compare and export at the smallest, the largest and ``--compare-cells``."""
+        for n in sorted({*self.sizes, self.args.compare_cells}) if self.commands - {"history"} else ():
+            base = write_runs(self.templates, self.env, n, self.args.work / f"{n}" / "base", seed=n)
+            if n in self.sizes and "report" in self.commands:
+                self.report(n, base)
+            if self.commands & {"compare", "export"} and n in (self.sizes[0], self.sizes[-1], self.args.compare_cells):
+                self.compare_export(n, base)
+
+    def time_histories(self) -> None:
+        """``history check``, ``steps`` and ``report`` of each RUNSxCELLS history."""
+        for spec in self.args.histories.split(",") if "history" in self.commands else ():
+            runs, n_cells = (int(v) for v in spec.lower().split("x"))
+            history = write_history(self.templates, self.env, runs, n_cells, self.args.work / f"history-{spec}")
+            trends = self.args.work / f"trends-{spec}.html"
+            for name, extra in (("check", []), ("steps", []), ("report", ["-o", str(trends)])):
+                row = {"runs": runs, "cells_per_run": n_cells, **self.time("history", name, str(history), *extra)}
+                if name == "report":
+                    row["page_mib"] = round(trends.stat().st_size / 2**20, 2) if trends.exists() else None
+                self.figures["history"].setdefault(spec, {})[name] = row
+                print(f"history {name} {runs} runs x {n_cells} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB "
+                      f"(load {row['load_before']})", flush=True)
+
+
+def growth(figures: dict[str, Any]) -> dict[str, float | None]:
+    """The growth exponent of each sized command, by wall and by CPU time."""
+    return {f"{name} ({clock})": exponent([(r["cells"], r[clock]) for r in figures[name]]) if figures[name] else None
+            for name in ("report", "compare", "export_csv", "export_parquet") for clock in ("seconds", "cpu_seconds")}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="cells per report size (comma-separated)")
-    parser.add_argument("--compare-cells", type=int, default=100_000, help="cells of compare and export's largest size")
-    parser.add_argument("--histories", default="2000x10,1000x100",
-                        help="histories to time, each RUNSxCELLS (runs, cells per run), comma-separated")
-    parser.add_argument("--commands", default=",".join(COMMANDS),
-                        help=f"which commands to time, comma-separated (default: all of {', '.join(COMMANDS)}); e.g. "
-                             "compare,export --sizes 100000 --compare-cells 100000 times those two at 100k cells alone")
-    parser.add_argument("--source", type=Path, help="a real run directory to copy records from (default: a tiny run)")
-    parser.add_argument("--work", type=Path, default=Path("runs/scale"), help="where the synthetic runs go")
-    parser.add_argument("--out", type=Path, default=Path("runs/scale/scale.json"))
-    parser.add_argument("--report-args", default="",
-                        help='options for every report, one string (e.g. --report-args="--latency-bound-ms 500": with a '
-                             "bound, the answer predicts the capacity of every setting without a server cell by simulation)")
-    parser.add_argument("--screenshot", type=Path, help="keep the largest report's first screen here (PNG)")
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     commands = {c.strip() for c in args.commands.split(",") if c.strip()}
     if not commands or commands - set(COMMANDS):
-        parser.error(f"--commands {args.commands!r}; accepted: a comma-separated subset of {', '.join(COMMANDS)}")
+        p.error(f"--commands {args.commands!r}; accepted: a comma-separated subset of {', '.join(COMMANDS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     source = args.source or tiny_source(args.work)
-    templates_, env = templates(source)
-    bench = [sys.executable, "-m", "bench"]
-    cwd = Path.cwd()
-    result: dict[str, Any] = {
-        "host": {"cores": os.cpu_count(), "load_start": load_average(), "shared": "other engineers' work ran beside it"},
-        "source": str(source), "machines": MACHINES, "report": [], "compare": [], "export_csv": [],
-        "export_parquet": [], "history": {},
-    }
-    for n in sorted({*sizes, args.compare_cells}) if commands - {"history"} else ():
-        base = write_runs(templates_, env, n, args.work / f"{n}" / "base", seed=n)
-        if n in sizes and "report" in commands:
-            page = args.work / f"{n}" / "report.html"
-            row = {"cells": n, **timed([*bench, "report", *map(str, base), "-o", str(page), *shlex.split(args.report_args)], cwd)}
-            row["page_mib"] = round(page.stat().st_size / 2**20, 2) if page.exists() else None
-            if page.exists():
-                shot = args.work / f"{n}" / "first-screen.png"
-                row["first_screen"] = first_screen(page, shot)
-                if n == sizes[-1] and args.screenshot and row["first_screen"]:
-                    write_output(args.screenshot, read_bytes(shot, "output"))
-            result["report"].append(row)
-            print(f"report {n} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB, page {row['page_mib']} MiB, "
-                  f"first screen {(row.get('first_screen') or {}).get('seconds')} s (load {row['load_before']})", flush=True)
-        if commands & {"compare", "export"} and (n in (*sizes[:1], args.compare_cells) or n == sizes[-1]):
-            merged = args.work / f"{n}" / "merged"
-            cur = write_runs(templates_, env, n, args.work / f"{n}" / "cur", seed=n + 1)
-            for role, dirs in (("base", base), ("cur", cur)):
-                _merge(dirs, merged / role)
-            if "compare" in commands:
-                row = {"cells": n, **timed([*bench, "compare", str(merged / "base"), str(merged / "cur")], cwd)}
-                result["compare"].append(row)
-                print(f"compare {n} cells: {row['seconds']} s, {row['cpu_seconds']} s CPU, {row['peak_rss_mib']} MiB "
-                      f"(load {row['load_before']})", flush=True)
-            for kind in ("csv", "parquet") if "export" in commands else ():
-                row = {"cells": n, **timed([*bench, "export", str(merged / "base"), str(args.work / f"{n}" / f"all.{kind}")], cwd)}
-                result[f"export_{kind}"].append(row)
-                print(f"export {kind} {n} cells: {row['seconds']} s, {row['cpu_seconds']} s CPU, {row['peak_rss_mib']} MiB "
-                      f"(load {row['load_before']})", flush=True)
-    for spec in args.histories.split(",") if "history" in commands else ():
-        runs, n_cells = (int(v) for v in spec.lower().split("x"))
-        history = write_history(templates_, env, runs, n_cells, args.work / f"history-{spec}")
-        trends = args.work / f"trends-{spec}.html"
-        for name, extra in (("check", []), ("steps", []), ("report", ["-o", str(trends)])):
-            row = {"runs": runs, "cells_per_run": n_cells, **timed([*bench, "history", name, str(history), *extra], cwd)}
-            if name == "report":
-                row["page_mib"] = round(trends.stat().st_size / 2**20, 2) if trends.exists() else None
-            result["history"].setdefault(spec, {})[name] = row
-            print(f"history {name} {runs} runs x {n_cells} cells: {row['seconds']} s, {row['peak_rss_mib']} MiB "
-                  f"(load {row['load_before']})", flush=True)
-    result["growth_exponent"] = {
-        f"{name} ({clock})": exponent([(r["cells"], r[clock]) for r in result[name]]) if result[name] else None
-        for name in ("report", "compare", "export_csv", "export_parquet") for clock in ("seconds", "cpu_seconds")
-    }
-    result["host"]["load_end"] = load_average()
-    print("growth exponents (log time / log cells, smallest to largest):", result["growth_exponent"])
-    write_output(args.out, json.dumps(result, indent=1) + "\n")
+    host = {"cores": os.cpu_count(), "load_start": load_average(), "shared": "other engineers' work ran beside it"}
+    figures: dict[str, Any] = {"host": host, "source": str(source), "machines": MACHINES, "report": [],
+                               "compare": [], "export_csv": [], "export_parquet": [], "history": {}}
+    session = Session(args, sizes, commands, *templates(source), figures)
+    session.time_sizes()
+    session.time_histories()
+    figures["growth_exponent"] = growth(figures)
+    host["load_end"] = load_average()
+    print("growth exponents (log time / log cells, smallest to largest):", figures["growth_exponent"])
+    write_output(args.out, json.dumps(figures, indent=1) + "\n")
     print(f"figures: {args.out}")
     return 0
 

@@ -23,22 +23,23 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.core.numbers import is_finite
+from bench.core.numbers import finite_number, is_finite
 from bench.core.paths import write_output
 from bench.report.uncertainty import judge as record_interval
 from bench.report.uncertainty import percentile_figure
-from bench.results import Record, store
+from bench.results import Record, dig, figure, samples, store
 from bench.run import selfcheck
-from bench.scenarios import traits_for
+from bench.scenarios import traits_of
+from bench.tools.perf_report import PERF_FILE
 
 TASK, NUM_BEAMS, NEW_TOKENS = "<CAPTION>", 3, 20
 TARGETS_FILE = "targets.json"
-PERF_FILE = "perf.json"
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,62 @@ class Measured:
 
 
 @dataclass(frozen=True)
+class PerfSummary:
+    """What the targets read of ``perf.json`` (``bench.tools.perf``): the speedup, its interval and perf's own
+    self-check (None: a perf.json written before perf judged itself)."""
+
+    device: str | None
+    speedup: float | None
+    low: float | None = None
+    high: float | None = None
+    self_check: tuple[str, ...] | None = None
+    best: str | None = None
+    measured: int | None = None
+    why_no_speedup: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PerfSummary:
+        """The summary of parsed ``perf.json`` (untrusted JSON: a missing or misplaced key is None)."""
+        checked = dig(data, "self_check")
+        return cls(dig(data, "device"), finite_number(dig(data, "speedup")),
+                   finite_number(dig(data, "speedup_interval", "low")),
+                   finite_number(dig(data, "speedup_interval", "high")), tuple(checked) if isinstance(checked, list) else None,
+                   dig(data, "best"), dig(data, "measured"), dig(data, "why_no_speedup"))
+
+
+Measure = Callable[[list[Record], PerfSummary | None], Measured]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One target as judged: its goal, the measured value and interval, the verdict, why (when not plainly met)
+    and where the value came from; ``to_dict`` is its entry in ``targets.json``."""
+
+    key: str
+    description: str
+    goal: str
+    threshold: float
+    unit: str
+    higher_is_better: bool
+    value: float | None
+    low: float | None
+    high: float | None
+    verdict: str
+    why: tuple[str, ...]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "why": list(self.why)}
+
+
+@dataclass(frozen=True)
 class Target:
     key: str
     description: str
     threshold: float
     unit: str
     higher_is_better: bool
-    measure: Callable[[list[dict[str, Any]], dict[str, Any] | None], Measured]
+    measure: Measure
     # the vision roofline has no interval of its own: its guard is the matrix product measured just before
     # and after its cell (a fraction above 1, a reference that under-read the machine, is never a result)
     point_value: bool = False
@@ -75,83 +125,79 @@ class Target:
         return f"{'>=' if self.higher_is_better else '<='} {self.threshold:g} {self.unit}"
 
 
-def _describe(r: dict[str, Any]) -> str:
-    s = r.get("settings") or {}
-    parts = [r["variant"], r["dtype"], f"bs{r['batch_size']}", r.get("scenario") or "",
-             f"cache={s.get('cache', 'dynamic')}"]
-    parts += [f"compile={r['compile']}"] if r.get("compile") else []
-    parts += [f"compile_vision={s['compile_vision']}"] if s.get("compile_vision") else []
-    parts += [f"preprocess={s['preprocess']}"] if s.get("preprocess", "host") != "host" else []
-    parts += ["prefetch"] if s.get("prefetch") else []
-    return " ".join(p for p in parts if p) + f" (cell {r['cell_id']})"
+def _describe(r: Record) -> str:
+    s = r.settings
+    parts = [r.variant, r.dtype, f"bs{r.batch_size}", r.scenario or "", f"cache={s.cache or 'dynamic'}"]
+    parts += [f"compile={r.compile}"] if r.compile else []
+    parts += [f"compile_vision={s.compile_vision}"] if s.compile_vision else []
+    parts += [f"preprocess={s.preprocess}"] if s.preprocess not in (None, "host") else []
+    parts += ["prefetch"] if s.prefetch else []
+    return " ".join(p for p in parts if p) + f" (cell {r.cell_id})"
 
 
-def _the_work(records: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+def _the_work(records: list[Record], variant: str) -> list[Record]:
     """ok CUDA records of the targets' work for one variant."""
-    return [r for r in records if r.get("status") == "ok" and str(r.get("device", "")).startswith("cuda")
-            and r.get("variant") == variant and r.get("task") == TASK and r.get("num_beams") == NUM_BEAMS
-            and r.get("max_new_tokens") == NEW_TOKENS]
+    return [r for r in records if r.status == "ok" and str(r.device or "").startswith("cuda")
+            and r.variant == variant and r.task == TASK and r.num_beams == NUM_BEAMS
+            and r.max_new_tokens == NEW_TOKENS]
 
 
-def _none(records: list[dict[str, Any]], variant: str, what: str) -> Measured:
-    ok = [r for r in records if r.get("status") == "ok" and r.get("variant") == variant]
-    devices = ", ".join(sorted({str(r.get("device")) for r in ok}))
+def _none(records: list[Record], variant: str, what: str) -> Measured:
+    ok = [r for r in records if r.status == "ok" and r.variant == variant]
+    devices = ", ".join(sorted({str(r.device) for r in ok}))
     where = f"{variant}: {len(ok)} ok record(s) on {devices}" if ok else f"no ok record of {variant}"
     return Measured(None, f"no CUDA record of {variant} {TASK}, num_beams {NUM_BEAMS}, {NEW_TOKENS} tokens "
                           f"{what} ({where})")
 
 
-def _best_offline(variant: str):
-    def measure(records, perf) -> Measured:
+def _best_offline(variant: str) -> Measure:
+    def measure(records: list[Record], perf: PerfSummary | None) -> Measured:
         rows = [r for r in _the_work(records, variant)
-                if traits_for(r.get("scenario"), r.get("batch_size")).reads == "throughput"]
+                if traits_of(r).reads == "throughput"
+                and figure(r, "throughput.images_per_s") is not None]
         if not rows:
             return _none(records, variant, "in the offline scenario")
-        best = max(rows, key=lambda r: r["throughput"]["images_per_s"])
-        ci = record_interval(Record.from_dict(best))  # bench.uncertainty reads typed records
-        return Measured(best["throughput"]["images_per_s"], f"best of {len(rows)}: {_describe(best)}",
+        best = max(rows, key=lambda r: figure(r, "throughput.images_per_s"))
+        ci = record_interval(best)
+        return Measured(figure(best, "throughput.images_per_s"), f"best of {len(rows)}: {_describe(best)}",
                         ci.low if ci else None, ci.high if ci else None)
 
     return measure
 
 
-def _single_stream(records, perf) -> Measured:
+def _single_stream(records: list[Record], perf: PerfSummary | None) -> Measured:
     rows = [r for r in _the_work(records, "base")
-            if traits_for(r.get("scenario"), r.get("batch_size")).reads == "latency" and (r.get("latency_ms") or {}).get("p50")]
+            if traits_of(r).reads == "latency" and figure(r, "latency_ms.p50")]
     if not rows:
         return _none(records, "base", "in the single-stream scenario")
-    best = min(rows, key=lambda r: r["latency_ms"]["p50"])
-    samples = sorted(float(v) for v in best.get("samples_ms") or [] if is_finite(v))
-    low, high = (percentile_figure(samples, 0.5)[1] if samples else None) or (None, None)
-    return Measured(best["latency_ms"]["p50"], f"best of {len(rows)}: {_describe(best)}", low, high)
+    best = min(rows, key=lambda r: figure(r, "latency_ms.p50"))
+    finite = sorted(float(v) for v in samples(best) if is_finite(v))
+    low, high = (percentile_figure(finite, 0.5)[1] if finite else None) or (None, None)
+    return Measured(figure(best, "latency_ms.p50"), f"best of {len(rows)}: {_describe(best)}", low, high)
 
 
-def _speedup(records, perf) -> Measured:
+def _speedup(records: list[Record], perf: PerfSummary | None) -> Measured:
     if perf is None:
         return Measured(None, f"no {PERF_FILE} (run python -m bench.tools.perf --device cuda --out RUN_DIR)")
-    if not str(perf.get("device", "")).startswith("cuda"):
-        return Measured(None, f"{PERF_FILE} was measured on {perf.get('device')!r}, not a CUDA device")
-    if perf.get("speedup") is None:
-        return Measured(None, f"{PERF_FILE}: {perf.get('why_no_speedup') or 'no speedup computed'}")
-    interval = perf.get("speedup_interval") or {}
-    checked = perf.get("self_check")
-    reasons = tuple(checked) if isinstance(checked, list) else (f"{PERF_FILE} has no self-check (written by a "
-                                                                "perf before it judged itself)",)
-    return Measured(perf["speedup"], f"{PERF_FILE}: {perf.get('best')} vs the model-card snippet "
-                                     f"({perf.get('measured')} settings measured)",
-                    interval.get("low"), interval.get("high"), reasons)
+    if not str(perf.device or "").startswith("cuda"):
+        return Measured(None, f"{PERF_FILE} was measured on {perf.device!r}, not a CUDA device")
+    if perf.speedup is None:
+        return Measured(None, f"{PERF_FILE}: {perf.why_no_speedup or 'no speedup computed'}")
+    reasons = perf.self_check if perf.self_check is not None else (
+        f"{PERF_FILE} has no self-check (written by a perf before it judged itself)",)
+    return Measured(perf.speedup, f"{PERF_FILE}: {perf.best} vs the model-card snippet "
+                                  f"({perf.measured} settings measured)", perf.low, perf.high, reasons)
 
 
-def _vision_fraction(records, perf) -> Measured:
-    rows = [r for r in _the_work(records, "base")
-            if ((r.get("extra") or {}).get("roofline") or {}).get("fraction")]
+def _vision_fraction(records: list[Record], perf: PerfSummary | None) -> Measured:
+    rows = [r for r in _the_work(records, "base") if figure(r, "extra.roofline.fraction")]
     if not rows:
         return _none(records, "base", "with a vision time and a matrix-product rate")
-    best = max(rows, key=lambda r: r["extra"]["roofline"]["fraction"])
-    roof = best["extra"]["roofline"]
-    return Measured(roof["fraction"], f"{roof['vision_gflops_per_s']:.0f} of {roof['matmul_gflops_per_s']:.0f} "
-                                      f"GFLOP/s ({roof.get('matmul_dtype')} {roof.get('matmul_n', '')}² matrix "
-                                      f"product, same run): {_describe(best)}")
+    best = max(rows, key=lambda r: figure(r, "extra.roofline.fraction"))
+    roof = best.extra.roofline
+    return Measured(roof.fraction, f"{roof.vision_gflops_per_s:.0f} of {roof.matmul_gflops_per_s:.0f} "
+                                   f"GFLOP/s ({roof.matmul_dtype} {roof.matmul_n or ''}² matrix "
+                                   f"product, same run): {_describe(best)}")
 
 
 TARGETS: dict[str, Target] = {t.key: t for t in (
@@ -186,48 +232,45 @@ LATE_CELLS: list[dict[str, Any]] = [  # after the plausibility cells, if the bud
 ]
 
 
-def evaluate(records: list[dict[str, Any]], perf: dict[str, Any] | None,
-             host_load: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every target: its goal, the measured value and interval, the verdict, why (when not plainly met)
-    and where the value came from. ``host_load``: the run's (``env.json``), for the records' targets."""
+def evaluate(records: list[Record], perf: PerfSummary | None,
+             host_load: dict[str, Any] | None = None) -> list[Outcome]:
+    """Every target as judged. ``host_load``: the run's (``env.json``), for the records' targets (the speedup
+    carries perf's own)."""
     out = []
     for target in TARGETS.values():
         measured = target.measure(records, perf)
         judged = target.judgement(measured, None if target.key == "perf_speedup" else host_load)
-        out.append({"key": target.key, "description": target.description, "goal": target.goal,
-                    "threshold": target.threshold, "unit": target.unit, "higher_is_better": target.higher_is_better,
-                    "value": measured.value, "low": measured.low, "high": measured.high,
-                    "verdict": judged.verdict, "why": list(judged.reasons), "source": measured.source})
+        out.append(Outcome(target.key, target.description, target.goal, target.threshold, target.unit,
+                           target.higher_is_better, measured.value, measured.low, measured.high, judged.verdict,
+                           tuple(judged.reasons), measured.source))
     return out
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def table(results: list[Outcome]) -> str:
     lines = [f"{'target':62s} {'goal':>14s} {'measured':>10s}  verdict", "-" * 100]
     for r in results:
-        value = "-" if r["value"] is None else f"{r['value']:.3g}"
-        why = f": {'; '.join(r['why'])}" if r.get("why") else ""
-        lines.append(f"{r['description']:62s} {r['goal']:>14s} {value:>10s}  {r['verdict']}{why}")
-        if r.get("low") is not None and r.get("high") is not None:
-            lines.append(f"    95% interval {r['low']:.3g}-{r['high']:.3g}")
-        lines.append(f"    {r['source']}")
+        value = "-" if r.value is None else f"{r.value:.3g}"
+        why = f": {'; '.join(r.why)}" if r.why else ""
+        lines.append(f"{r.description:62s} {r.goal:>14s} {value:>10s}  {r.verdict}{why}")
+        if r.low is not None and r.high is not None:
+            lines.append(f"    95% interval {r.low:.3g}-{r.high:.3g}")
+        lines.append(f"    {r.source}")
     return "\n".join(lines)
 
 
-def evaluate_run(
-    run_dir: Path, perf_path: Path | None = None, *, records: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
+def evaluate_run(run_dir: Path, perf_path: Path | None = None, *, records: list[Record] | None = None) -> list[Outcome]:
     """Evaluate a run directory (latest record per cell) and write ``targets.json`` into it.
 
     ``records``: the run's latest record per cell where the caller has already read them.
     """
     if records is None:
-        records = list(store.latest_by_cell(store.read_records(run_dir)).values())
+        records = list(store.latest_by_cell(store.records(run_dir)).values())
     perf_path = perf_path or run_dir / PERF_FILE
-    perf = json.loads(perf_path.read_text()) if perf_path.exists() else None
+    perf = PerfSummary.from_dict(json.loads(perf_path.read_text())) if perf_path.exists() else None
     results = evaluate(records, perf, store.read_env(run_dir).get("host_load"))
     write_output(run_dir / TARGETS_FILE, json.dumps(
         {"work": {"task": TASK, "num_beams": NUM_BEAMS, "max_new_tokens": NEW_TOKENS, "weights": "random"},
-         "targets": results}, indent=2))
+         "targets": [r.to_dict() for r in results]}, indent=2))
     return results
 
 
@@ -263,10 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     results = evaluate_run(run_dir, Path(args.perf) if args.perf else None)
     print(table(results))
-    counts = {v: sum(r["verdict"] == v for r in results)
-              for v in (selfcheck.MET, selfcheck.NOT_MET, selfcheck.NOT_JUDGED, selfcheck.NOT_MEASURED)}
-    print(f"targets: {counts['met']} met, {counts['NOT met']} not met, {counts['not judged']} not judged, "
-          f"{counts['not measured']} not measured; wrote {run_dir / TARGETS_FILE}")
+    counts = Counter(r.verdict for r in results)
+    print(f"targets: {counts[selfcheck.MET]} met, {counts[selfcheck.NOT_MET]} not met, "
+          f"{counts[selfcheck.NOT_JUDGED]} not judged, {counts[selfcheck.NOT_MEASURED]} not measured; "
+          f"wrote {run_dir / TARGETS_FILE}")
     return 0
 
 

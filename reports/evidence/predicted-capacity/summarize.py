@@ -30,7 +30,7 @@ from bench.scenarios.predict import (  # noqa: E402
     setting_key,
 )
 
-A_RUNS = ("a-p90", "a2-p90")  # run directories of part A; each server record states its bound and percentile
+A_RUNS = ("a-p90", "a2-p90", "base-p50")  # run directories of part A; each server record states its bound and percentile
 H200_BOUND_MS, H200_PERCENTILE, H200_DEMAND = 200.0, 0.99, 100.0
 
 
@@ -151,6 +151,36 @@ def part_c(runs: Path) -> dict:
     return found
 
 
+def part_c_virtual(runs: Path) -> dict:
+    """The searches of ``virtual.json`` (``predicted-capacity-r8/virtual.py``: a fake model drawing measured
+    batch times whose speed changes after the probe, seeds x prediction errors): the time to a bracket from
+    the ceiling over that prediction-first, per error and overall (geometric mean, median, range)."""
+    found = json.loads((runs / "virtual.json").read_text())
+    rows = found["rows"]
+    modes = sorted({r["start"] for r in rows} - {"ceiling"})
+    ceiling = {(r["error"], r["seed"]): r for r in rows if r["start"] == "ceiling"}
+    out: dict = {"harness": found.get("harness"), "samples_ms": found["samples_ms"], "modes": {}}
+    for mode in modes:
+        mine = {(r["error"], r["seed"]): r for r in rows if r["start"] == mode}
+        per_error, every = [], []
+        for error in sorted({k[0] for k in mine}):
+            keys = [k for k in mine if k[0] == error and k in ceiling]
+            ratios = [ceiling[k]["bracket_s"] / mine[k]["bracket_s"] for k in keys]
+            every += ratios
+            per_error.append({
+                "speed_error": error, "runs": len(keys),
+                "prediction_over_capacity_median": statistics.median(
+                    v for k in keys if (v := mine[k]["prediction_over_capacity"]) is not None),
+                "short_steps_mean": statistics.fmean(mine[k]["short_steps"] for k in keys),
+                "ceiling_short_steps_mean": statistics.fmean(ceiling[k]["short_steps"] for k in keys),
+                "ceiling_over_predicted_bracket_s": {"geomean": statistics.geometric_mean(ratios),
+                                                     "min": min(ratios), "max": max(ratios)}})
+        out["modes"][mode] = {"per_error": per_error, "ceiling_over_predicted_bracket_s": {
+            "geomean": statistics.geometric_mean(every), "median": statistics.median(every), "min": min(every),
+            "max": max(every), "share_at_least_3x": sum(r >= 3 for r in every) / len(every), "runs": len(every)}}
+    return out
+
+
 def part_d() -> dict:
     """100 img/s at p99 <= 200 ms from the committed H200 baselines: one queue per GPU, devices = ceil(100 / QPS)."""
     recs = [r for d in ("gpu-nvidia-h200", "gpu-nvidia-h200-graphs")
@@ -194,7 +224,8 @@ def main() -> None:
     parts = {"host": host(runs),
              "a_predicted_vs_measured": [row for name in A_RUNS if (runs / name / "results.jsonl").exists()
                                          for row in part_a(runs, name)]}
-    for name, part in (("b_time_to_bracket_measured", part_b), ("c_time_to_bracket_virtual", part_c)):
+    part_c_of = part_c_virtual if (runs / "virtual.json").exists() else part_c
+    for name, part in (("b_time_to_bracket_measured", part_b), ("c_time_to_bracket_virtual", part_c_of)):
         try:
             parts[name] = part(runs)
         except (FileNotFoundError, StopIteration, IndexError) as e:
