@@ -183,7 +183,7 @@ class Tracking:
     def fields(self, n_images: int, weights_bytes: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
         """The record's ``memory`` and ``energy`` fields."""
         energy = self.energy.result()
-        return (memory_field([t.result() for t in self.memory] + [energy], weights_bytes),
+        return (memory_field([t.result() for t in self.memory] + [energy.memory()], weights_bytes),
                 energy_field(energy, n_images))
 
 
