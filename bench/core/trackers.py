@@ -23,11 +23,21 @@ from bench.core.paths import write_proc
 
 
 class Tracker(Protocol):
+    """A memory tracker: its result is the record's memory figures it measured."""
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
-    def result(self) -> Any: ...
+    def result(self) -> dict[str, Any]: ...
+
+
+class EnergyTracker(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def result(self) -> EnergyReading: ...
 
 
 @dataclass(frozen=True)
@@ -356,14 +366,14 @@ def _nvml_index(device: str) -> int:
         return index
 
 
-_ENERGY: dict[str, Callable[[str, float], Tracker]] = {
+_ENERGY: dict[str, Callable[[str, float], EnergyTracker]] = {
     "cpu": lambda device, idle_s: RaplTracker(idle_s=idle_s),
     "cuda": lambda device, idle_s: NvmlTracker(_nvml_index(device), idle_s=idle_s),
     "mps": lambda device, idle_s: NoEnergyTracker("no energy counter is read on mps"),
 }
 
 
-def energy_tracker(device: str, idle_s: float = 1.0) -> Tracker:
+def energy_tracker(device: str, idle_s: float = 1.0) -> EnergyTracker:
     """RAPL on CPU, NVML on CUDA (which also gives ``nvml_peak_used_bytes``)."""
     return _ENERGY[device_kind(device)](device, idle_s)
 
