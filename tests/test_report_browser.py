@@ -323,6 +323,17 @@ def test_the_all_cells_table_sorts_and_filters_in_the_page(tmp_path, chromium):
     assert result["count"] == "1 of 10 rows"
 
 
+def test_printing_draws_every_chart_at_once(tmp_path, chromium):
+    page = report.build_report(list(gpu_and_cpu_runs(tmp_path / "runs")), tmp_path / "r.html", latency_bound_ms=300)
+    # unscrolled, some charts wait; the print event draws all of them before it returns (a printed page is not scrolled)
+    drawn = drive(chromium, tmp_path, page, f"""new Promise(function (done) {{ requestAnimationFrame(function () {{
+        var before = {DRAWN};
+        window.dispatchEvent(new Event("beforeprint"));
+        done([before, {DRAWN}]);
+    }}); }})""")
+    assert not all(drawn[0]) and all(drawn[1]) and len(drawn[1]) > 5
+
+
 # Appended to a page shown in an iframe of a given width (headless Chromium's window is at least 500 px
 # wide; an iframe is not): what a reader at that width sees once every chart is drawn, written into the
 # parent's DOM.
