@@ -36,7 +36,7 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def templates() -> tuple[list[dict], dict]:
-    records = list(store.latest_by_cell(store.read_records(BASELINE)).values())
+    records = [r.to_dict() for r in store.latest_by_cell(store.records(BASELINE)).values()]  # JSON to vary
     return [{k: v for k, v in r.items() if k != "examples"} for r in records], store.read_env(BASELINE)
 
 

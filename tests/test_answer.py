@@ -77,8 +77,8 @@ def _page_rows(section: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def _records(run_dirs) -> dict[str, dict]:
-    return {cid: rec for d in run_dirs for cid, rec in store.latest_by_cell(store.read_records(d)).items()}
+def _records(run_dirs) -> dict[str, Record]:
+    return {cid: rec for d in run_dirs for cid, rec in store.latest_by_cell(store.records(d)).items()}
 
 
 def _interval_holds(option: dict) -> None:
@@ -108,8 +108,8 @@ def _check_against_page_and_records(text, data, run_dirs, demand, utilisation=0.
             a["usd_per_million_images"])
         # by hand, from the record (a prediction's capacity is the model's: checked in its own tests)
         if a["basis"] == SERVER_BASIS:  # the capacity search's, else a fixed-rate run's achieved rate
-            capacity = rec["capacity_qps"] or rec["server"]["achieved_qps"]
-            samples = sorted(rec["samples_ms"])
+            capacity = rec.capacity_qps or rec.server.achieved_qps
+            samples = sorted(rec.samples_ms)
             assert a["latency_ms"] == pytest.approx(float(np.percentile(samples, 99)))
         else:
             assert a["basis"] == PREDICTED_BASIS and a["predicted_from_batch_sizes"]
@@ -117,13 +117,13 @@ def _check_against_page_and_records(text, data, run_dirs, demand, utilisation=0.
         d = demand if demand is not None else a["demand_qps"]
         assert a["devices"] == math.ceil(d / (capacity * utilisation) - 1e-9)
         assert a["utilisation"] <= utilisation + 1e-9
-        price = prices.gpu_price(a["device"]) if rec["device"].startswith("cuda") else None
+        price = prices.gpu_price(a["device"]) if rec.device.startswith("cuda") else None
         if price is not None:
             assert a["usd_per_month"] == pytest.approx(a["devices"] * price.usd_per_hour * 730)
             assert a["usd_per_million_images"] == pytest.approx(price.usd_per_hour / 3600 / capacity * 1e6)
             assert f"${html.escape(report.format_number(a['usd_per_month']))}" in section
         assert (a["variant"], a["dtype"], a["batch_size"], a["scenario"]) == (
-            rec["variant"], rec["dtype"], rec["batch_size"], rec["scenario"])
+            rec.variant, rec.dtype, rec.batch_size, rec.scenario)
         assert html.escape(a["basis"]) in section and a["percentile"] == "p99"
         assert a["validity"]["stamp"] in ("VALID", "PREDICTED") and a["quality"]["basis"]
         _interval_holds(a)

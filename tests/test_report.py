@@ -90,9 +90,9 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     figures = [json.loads(s) for s, (i, kind) in zip(parser.scripts, parser.kinds, strict=True) if i.endswith("-figure")]
     assert len(figures) == charts and all(set(f) == {"data", "layout", "config"} for f in figures)
     assert len(json.loads(parser.by_id("cost-table-data"))["rows"]) == sum(  # the cost table: one row per finished cell
-        r.get("status") == "ok" for r in store.latest_by_cell(store.read_records(tmp_path / "run")).values())
+        r.status == "ok" for r in store.latest_by_cell(store.records(tmp_path / "run")).values())
     cells = json.loads(parser.by_id("all-cells-data"))["rows"]
-    assert len(cells) == len(store.latest_by_cell(store.read_records(tmp_path / "run")))  # one row per cell
+    assert len(cells) == len(store.latest_by_cell(store.records(tmp_path / "run")))  # one row per cell
     assert HOSTILE_ESCAPED in parser.by_id("all-cells-data")  # escaped in the block too: drawn as text
     code = [s for s, (_, kind) in zip(parser.scripts, parser.kinds, strict=True) if kind == ""]
     assert code == parser.scripts[-1:]

@@ -125,11 +125,6 @@ def jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def cell_id_of(record: Record | dict[str, Any]) -> str:
-    """A record's cell id, typed or still a dict (``bench.results.store.read_records``, while readers migrate)."""
-    return record["cell_id"] if isinstance(record, dict) else record.cell_id
-
-
 # ------------------------------------------------------------------------------------ well-formedness
 
 

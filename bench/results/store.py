@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from bench.core.paths import (
     read_bytes,
     write_atomic,
 )
-from bench.results import EXTRA_TABLES, SCALAR_TABLES, Record, cell_id_of, is_record, jsonable, well_formed
+from bench.results import EXTRA_TABLES, SCALAR_TABLES, Record, is_record, jsonable, well_formed
 
 __all__ = ["EXTRA_TABLES", "SCALAR_TABLES", "Record", "well_formed"]  # their home is bench.results
 
@@ -156,12 +156,6 @@ def _lines(path: Path) -> Iterator[bytes]:
             raise UsageError(f"cannot read results file {path}: {exc.strerror}; accepted: a readable file") from None
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """``records`` as JSON dicts: a temporary adapter for readers not yet migrated to the typed record
-    (tests/test_results_door.py's allowlist); it goes once none is left."""
-    return [r.to_dict() for r in records(run_dir)]
-
-
 # A cell whose latest record has one of these statuses is done: --resume appends nothing for it.
 # ``error`` and ``oom`` are attempts that failed; --resume tries them again (the newest record wins).
 FINAL_STATUSES = ("ok", "skipped")
@@ -172,10 +166,9 @@ def finished_cells(run_dir: Path) -> set[str]:
     return {cell_id for cell_id, r in latest_by_cell(records(run_dir)).items() if r.status in FINAL_STATUSES}
 
 
-def latest_by_cell(records: list[Any]) -> dict[str, Any]:
-    """The last record of each cell (a resumed run may have retried failed cells); typed records, or the
-    adapter's dicts while readers migrate (``cell_id_of``)."""
-    return {cell_id_of(r): r for r in records}
+def latest_by_cell(records: Iterable[Record]) -> dict[str, Record]:
+    """The last record of each cell (a resumed run may have retried failed cells)."""
+    return {r.cell_id: r for r in records}
 
 
 def _is_dir(path: Path) -> Exception:

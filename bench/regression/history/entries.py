@@ -30,7 +30,7 @@ from bench.core.errors import UsageError
 from bench.core.inputs import conforms, parse_json
 from bench.core.numbers import is_finite
 from bench.core.paths import inside, locked, open_input, read_text, write_atomic
-from bench.results import Record, cell_id_of, dig, store
+from bench.results import Record, dig, store
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -271,7 +271,7 @@ def read_pytest_benchmark(path: Path) -> Source:
         if count is not None and not (isinstance(count, int) and not isinstance(count, bool)):
             raise ValueError(f"machine_info.cpu.count is {count!r}, not an integer")
         env = store.checked_env(machine_info.get(PYTEST_BENCHMARK_ENV) or {}, path)
-        records = [_typed(r, path) for r in sorted((_benchmark_record(b) for b in benchmarks), key=cell_id_of)]
+        records = sorted((_typed(_benchmark_record(b), path) for b in benchmarks), key=lambda r: r.cell_id)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"{str(path)!r} is not a pytest-benchmark JSON file ({_one(exc)}); accepted: {ACCEPTED_SOURCE}"
