@@ -39,7 +39,15 @@ from bench.report.uncertainty import (
 from bench.results import Record, store
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
-from report_factory import GPU, environment, gpu_and_cpu_runs, make_record, make_server_record, write_run  # noqa: E402
+from report_factory import (  # noqa: E402
+    GPU,
+    environment,
+    figures,
+    gpu_and_cpu_runs,
+    make_record,
+    make_server_record,
+    write_run,
+)
 
 BASELINES = Path(__file__).resolve().parents[1] / "reports" / "baselines"
 REQUIRED = {"task", "device", "variant", "backend", "dtype", "quant", "threads", "batch_size", "scenario", "devices",
@@ -234,9 +242,7 @@ def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judge
 
 
 def _plot_data(chart) -> list[dict]:
-    page = str(chart.html)
-    start = page.index("[", page.index("Plotly.newPlot("))
-    return json.JSONDecoder().raw_decode(page, start)[0]
+    return figures(str(chart.html))[0][0]
 
 
 def test_flagged_capacities_never_headline_and_the_unflagged_runner_up_does(tmp_path):
@@ -439,9 +445,7 @@ def test_reported_accuracy_is_drawn_only_at_the_setting_it_was_reported_for(tmp_
     drawn = [x for t in _plot_data(chart) for x in t.get("x") or [] if t.get("mode") == "markers"]
     assert len(drawn) == 1  # only the fp32, unquantised, pretrained cell of the card's checkpoint
     assert "drawn only at the setting it was reported for" in chart.note
-    page = str(chart.html)
-    layout_at = page.index("{", json.JSONDecoder().raw_decode(page, page.index("[", page.index("Plotly.newPlot(")))[1])
-    layout = json.JSONDecoder().raw_decode(page, layout_at)[0]
+    layout = figures(str(chart.html))[0][1]
     assert "reported (paper/model card)" in layout["yaxis"]["title"]["text"]
     assert "derived from measured throughput" in layout["xaxis"]["title"]["text"]
 

@@ -92,3 +92,17 @@ def test_ray_sweep_matches_local_cells_contains_a_dead_task_and_resumes(
     assert everything[: len(first)] == first
     latest = store.latest_by_cell(everything)
     assert {latest[i]["status"] for i in cpu} == {"ok"}
+
+
+def test_a_finished_task_is_read_through_the_record_door(tmp_path):
+    """What a Ray task sends back (``GroupResult``: records as JSON) reaches the run directory as typed records,
+    its progress lines labelled with its host and its example files inside the run."""
+    from bench.results import Record
+
+    sent = {"cell_id": "c1", "status": "ok", "latency_ms": {"p50": 10.0}, "extra": {"ray": {"host": "node-7"}}}
+    result = ray_executor.GroupResult([sent], {"examples/a.png": b"png"}, ["cell 1/1 ok"], "node-7")
+    got: list[Record] = []
+    ray_executor._collect(tmp_path, result, got.append)
+    assert got == [Record.from_dict(sent)] and got[0].latency_ms.p50 == 10.0
+    assert (tmp_path / "examples" / "a.png").read_bytes() == b"png"
+    assert "cell 1/1 ok [ray task on node-7]" in (tmp_path / store.PROGRESS).read_text()

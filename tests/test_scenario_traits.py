@@ -179,11 +179,11 @@ def test_a_new_scenario_is_judged_by_its_declaration_alone(monkeypatch):
     # compare and history: a closed loop with one sample per batch, so throughput comes from the samples
     samples = values.samples_of(rec)
     assert values.point_value(rec, "throughput") == pytest.approx(4 * 1000 / float(np.median(samples)))
-    assert detect.sample_se(rec, "throughput") > 0
+    assert detect.sample_se(Record.from_dict(rec), "throughput") > 0
     open_loop = dataclasses.replace(_MultiStream.traits, closed_loop=False)
     monkeypatch.setattr(_MultiStream, "traits", open_loop)
     assert values.point_value(rec, "throughput") == rec["throughput"]["images_per_s"]
-    assert detect.sample_se(rec, "throughput") == 0.0 and goals["throughput"].value(_row(rec), None) is None
+    assert detect.sample_se(Record.from_dict(rec), "throughput") == 0.0 and goals["throughput"].value(_row(rec), None) is None
 
 
 def test_a_gate_metrics_standard_error_factor_is_on_its_spec():
