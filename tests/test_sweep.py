@@ -143,6 +143,36 @@ def test_export_round_trips(failed_run, tmp_path, suffix):
     assert decoded == list(frame["samples_ms"])
 
 
+def _hand_made_run(run_dir: Path, cells: list[dict]) -> Path:
+    for i, changes in enumerate(cells):
+        store.append(run_dir, store.Record(**{
+            "cell_id": f"c{i}", "variant": "base", "checkpoint": "tiny", "weights": "random", "task": "<CAPTION>",
+            "dataset": "synthetic-smoke", "n_images": 2, "device": "cpu", "dtype": "fp32", "batch_size": 1,
+            "attn": "sdpa", "compile": False, "num_beams": 1, "max_new_tokens": 4, **changes}))
+    return run_dir
+
+
+def test_a_frame_made_in_chunks_equals_one_made_whole(tmp_path, monkeypatch):
+    """``load`` makes ``LOAD_CHUNK`` rows a frame at a time: columns a later chunk adds, and dtypes that only
+    the whole column settles (ints beside a missing value), come out as one frame of every row gives them."""
+    run = _hand_made_run(tmp_path / "run", [
+        {"samples_ms": [1.0, 2.0]}, {"throughput": {"images_per_s": 3}}, {"status": "error", "error": "boom"},
+        {"accuracy": {"cider": 12.5}, "throughput": {"images_per_s": 2.5}}, {"compile": "graphs"}])
+    whole = store.load(run)
+    monkeypatch.setattr(store, "LOAD_CHUNK", 2)
+    chunked = store.load(run)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert list(chunked.columns) == list(whole.columns) and "accuracy.cider" in chunked.columns
+
+
+def test_parquet_holds_a_column_of_mixed_values_as_the_csv_writes_it(tmp_path):
+    pytest.importorskip("pyarrow")
+    run = _hand_made_run(tmp_path / "run", [{"compile": False}, {"compile": "graphs"}, {"compile": True}])
+    back = pd.read_parquet(store.export(run, tmp_path / "results.parquet"))
+    as_csv = pd.read_csv(store.export(run, tmp_path / "results.csv"), dtype=str)
+    assert list(back["compile"]) == list(as_csv["compile"]) == ["False", "graphs", "True"]
+
+
 def test_export_refuses_an_unknown_suffix(failed_run, tmp_path):
     with pytest.raises(UsageError, match=r"'\.xlsx'.*accepted: \.csv, \.parquet"):
         store.export(failed_run[1], tmp_path / "results.xlsx")

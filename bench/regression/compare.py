@@ -63,7 +63,6 @@ from bench.regression.values import (
     point_value,
     samples_of,
     stored_metrics,
-    typed,
 )
 from bench.results import CellAxes, Record, store
 
@@ -182,10 +181,9 @@ def _bootstrap_row(
     )
 
 
-def accuracy_metrics(*records: Record | dict[str, Any]) -> list[str]:
+def accuracy_metrics(*records: Record) -> list[str]:
     """The accuracy metrics measured on both sides: pretrained weights and a number in each record (random
     weights score noise, and 0.00 against 0.00 is no comparison)."""
-    records = tuple(map(typed, records))
     if any(r.weights != "pretrained" for r in records):
         return []
     names = {name for r in records for name in (r.accuracy or {})}
@@ -280,17 +278,16 @@ def _load(run_dir: Path, role: str) -> dict[str, Record]:
     return records
 
 
-def cell_label(record: Record | dict[str, Any]) -> str:
+def cell_label(r: Record) -> str:
     """A readable name for a cell, such as "base <CAPTION> fp32 bs1 cpu single-stream" (the scenario:
     one setting measured single-stream and offline is two cells)."""
-    r = typed(record)
     known = ["?" if part is None else part for part in (r.variant, r.task, r.dtype, r.batch_size, r.device)]
     return " ".join(map(str, (*known[:3], f"bs{known[3]}", known[4], *([r.scenario] if r.scenario else []))))
 
 
-def cell_labels(records: Iterable[Record | dict[str, Any]]) -> dict[str, str]:
+def cell_labels(records: Iterable[Record]) -> dict[str, str]:
     """Labels by cell id; cells that share one (other beams, attention...) get their id appended."""
-    named = [(typed(r).cell_id, cell_label(r)) for r in records]
+    named = [(r.cell_id, cell_label(r)) for r in records]
     counted = Counter(label for _, label in named)
     return {cell_id: label + (f" [{cell_id[:8]}]" if counted[label] > 1 else "") for cell_id, label in named}
 

@@ -18,15 +18,9 @@ MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_by
 """Which peak to compare: the device's own when measured, else the process RSS (CPU runs)."""
 
 
-def typed(record: Record | dict[str, Any]) -> Record:
-    """The record, typed: bench.regression.history still passes its JSON dicts (until it reads ``Record``s,
-    then this goes); a dict goes through the one door, ``Record.from_dict``."""
-    return record if isinstance(record, Record) else Record.from_dict(record)
-
-
-def samples_of(record: Record | dict[str, Any]) -> np.ndarray:
+def samples_of(record: Record) -> np.ndarray:
     """The record's positive finite request latencies (ms)."""
-    x = samples(typed(record))
+    x = samples(record)
     return x[np.isfinite(x) & (x > 0)]
 
 
@@ -83,7 +77,7 @@ def batch_of(record: Record) -> int:
 
 
 def _of_record(rows: Callable[[np.ndarray, Any], np.ndarray]) -> Callable[[np.ndarray, Record], float]:
-    return lambda x, r: float(rows(x, batch_of(typed(r))))
+    return lambda x, r: float(rows(x, batch_of(r)))
 
 
 FROM_SAMPLES: dict[str, Callable[[np.ndarray, Record], float]] = {
@@ -91,19 +85,18 @@ FROM_SAMPLES: dict[str, Callable[[np.ndarray, Record], float]] = {
 }
 
 
-def closed_loop(record: Record | dict[str, Any]) -> bool:
-    return traits_of(typed(record)).throughput_from_latency
+def closed_loop(record: Record) -> bool:
+    return traits_of(record).throughput_from_latency
 
 
-def from_samples(record: Record | dict[str, Any], metric: str) -> bool:
+def from_samples(record: Record, metric: str) -> bool:
     """Whether the record's value of ``metric`` is recomputed from its samples (given it has some)."""
     return metric in FROM_SAMPLES and (metric != "throughput" or closed_loop(record))
 
 
-def point_value(record: Record | dict[str, Any], metric: str, from_rows: dict[str, float] | None = None) -> float | None:
+def point_value(record: Record, metric: str, from_rows: dict[str, float] | None = None) -> float | None:
     """A record's single value of a metric; ``from_rows``: its ``SAMPLE_ROWS`` values when already computed
     (compare computes every cell's in a few calls, ``sample_values``)."""
-    record = typed(record)
     if metric.startswith("accuracy."):
         return accuracy_value(record, metric.split(".", 1)[1])
     if from_rows is not None and from_samples(record, metric):

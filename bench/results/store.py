@@ -350,17 +350,38 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+LOAD_CHUNK = 5_000
+"""Rows made into one DataFrame at a time by ``load``: only this many records' flattened dicts are held."""
+
+
 def load(run_dir: str | os.PathLike, cell: Any = None):
     """A run directory as a pandas DataFrame with flattened columns (one row per cell); ``cell`` maps each
     flattened value on the way in (``export``: lists as JSON text). Each record's JSON is made from its typed
-    record one at a time, so only the compact typed records and the rows are held, never every record's dict."""
+    record one at a time and ``LOAD_CHUNK`` rows become a frame at once (columns in order of first appearance,
+    as one frame of every row has them), so 100,000 records' dicts are never held together."""
     import pandas as pd
 
-    rows = []
-    for record in latest_by_cell(records(Path(run_dir))).values():
-        row = flatten(record.to_dict())
-        rows.append(row if cell is None else {k: cell(v) for k, v in row.items()})
-    return pd.DataFrame(rows)
+    latest = list(latest_by_cell(records(Path(run_dir))).values())
+    frames = []
+    for start in range(0, len(latest), LOAD_CHUNK):
+        rows = [flatten(record.to_dict()) for record in latest[start : start + LOAD_CHUNK]]
+        frames.append(pd.DataFrame(rows if cell is None else [{k: cell(v) for k, v in row.items()} for row in rows]))
+    if len(frames) < 2:
+        return frames[0] if frames else pd.DataFrame()
+    # a column's type as the whole column settles it (all None in one chunk, NaN for a missing key in another)
+    return pd.concat(frames, ignore_index=True, sort=False).infer_objects()
+
+
+def _one_type_a_column(frame: Any) -> Any:
+    """The frame with each column that mixes text with other values (``compile``: False, True or "graphs")
+    as text, as the CSV writes it: Parquet holds one type per column."""
+    from pandas.api.types import is_object_dtype
+
+    for name in [name for name, dtype in frame.dtypes.items() if is_object_dtype(dtype)]:
+        kinds = {type(v) for v in frame[name] if v is not None and v == v}  # v != v: NaN, a missing value
+        if str in kinds and len(kinds) > 1:
+            frame[name] = [v if v is None or v != v else str(v) for v in frame[name]]
+    return frame
 
 
 def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -386,4 +407,4 @@ def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     make_dir(path.parent, "output")
     # written whole to a temporary and renamed: a killed export or a full disk keeps the previous one
     return write_atomic(path, lambda fh: frame.to_csv(fh, index=False) if suffix == ".csv"
-                        else frame.to_parquet(fh, index=False), what="output")
+                        else _one_type_a_column(frame).to_parquet(fh, index=False), what="output")

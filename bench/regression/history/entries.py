@@ -38,9 +38,11 @@ DROPPED_FIELDS = ("examples",)
 """Record fields not kept: ``examples`` points at image files of the run directory, which a history does
 not copy."""
 
-READ_FIELDS = ("cell_id", "status", "error", "schema", "variant", "checkpoint", "weights", "task", "dataset", "n_images",
-               "device", "dtype", "batch_size", "attn", "compile", "num_beams", "max_new_tokens", "scenario", "backend",
-               "samples_ms", "latency_ms", "throughput", "memory", "accuracy", "extra")
+READ_FIELDS = frozenset((
+    "cell_id", "status", "error", "schema", "variant", "checkpoint", "weights", "task", "dataset", "n_images", "device",
+    "dtype", "batch_size", "attn", "compile", "num_beams", "max_new_tokens", "scenario", "backend", "samples_ms",
+    "latency_ms", "throughput", "memory", "accuracy", "extra",
+))
 READ_EXTRA = ("pytest_benchmark",)
 """What a loaded entry types of a stored record, and of its ``extra``: the checks, steps and trend page read a
 record's judged figures, samples, axes, status and error, never its stage times, energy, server curve, LoadGen logs
