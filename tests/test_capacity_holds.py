@@ -95,10 +95,10 @@ def test_a_search_whose_machine_sped_up_between_the_bracket_ends_is_flagged():
     settings = ServerSettings(qps="auto", latency_bound_ms=5 * S * 1000, latency_percentile=0.9, min_requests=300,
                               min_duration_s=0.0, final_min_duration_s=5.0, search_start="ceiling")
     m = get_scenario("server").measure(scenario_input(faster_later, server=settings)[0])
-    low, high = m.server["capacity_bracket"]
-    [signed] = [s for s in m.server["curve"] if s["final"] and s["valid"] and s["target_qps"] == low]
-    [above] = [s for s in m.server["curve"] if not s["valid"] and s["target_qps"] == high]
-    assert above["service_ms"] == pytest.approx(1.3 * signed["service_ms"])
+    low, high = m.server.capacity_bracket
+    [signed] = [s for s in m.server.curve if s.final and s.valid and s.target_qps == low]
+    [above] = [s for s in m.server.curve if not s.valid and s.target_qps == high]
+    assert above.service_ms == pytest.approx(1.3 * signed.service_ms)
     assert [f["code"] for f in m.flags] == ["bracket-speed-changed"]
     steady = get_scenario("server").measure(scenario_input(lambda b: S, server=settings)[0])
     assert steady.flags == []
@@ -150,5 +150,5 @@ def test_a_capacity_search_lands_on_the_md1_capacity_of_its_own_service_time(per
     m = get_scenario("server").measure(scenario_input(lambda b: D, server=settings)[0])
     theory = md1_capacity(D, BOUND, percentile)
     assert 0.9 <= m.capacity_qps / theory <= 1.1, (m.capacity_qps, theory, m.extra["capacity_search"]["stop"])
-    assert m.server["curve"][-1]["final"] and m.server["duration_s"] >= FINAL_MIN_DURATION_S
-    assert m.server["target_qps"] == m.capacity_qps and m.server["valid"]
+    assert m.server.curve[-1].final and m.server.duration_s >= FINAL_MIN_DURATION_S
+    assert m.server.target_qps == m.capacity_qps and m.server.valid

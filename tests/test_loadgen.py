@@ -75,22 +75,22 @@ def test_both_generators_give_the_same_percentiles_on_a_service_of_known_time(tm
     mlperf = get_load_generator("mlperf").measure("server", scenario_input(tmp_path / "m", B, settings))
     assert builtin.loadgen is None and mlperf.loadgen is not None
     loadgen = mlperf.loadgen
-    assert loadgen["result_validity"] == "VALID", loadgen
-    assert mlperf.server["valid"] and builtin.server["valid"], (mlperf.server, builtin.server)
-    assert loadgen["query_count"] == len(mlperf.samples_ms) >= queries_needed(0, 0.99, 0.99)
-    ratios = {q: loadgen["percentiles_ms"][q] / builtin.latency[q] for q in ("p50", "p90", "p99")}
-    late_ms = loadgen["issue_delay_ms"]["p99"]
+    assert loadgen.result_validity == "VALID", loadgen
+    assert mlperf.server.valid and builtin.server.valid, (mlperf.server, builtin.server)
+    assert loadgen.query_count == len(mlperf.samples_ms) >= queries_needed(0, 0.99, 0.99)
+    ratios = {q: loadgen.percentiles_ms[q] / getattr(builtin.latency, q) for q in ("p50", "p90", "p99")}
+    late_ms = loadgen.issue_delay_ms["p99"]
     if not all(0.9 <= r <= 1.1 for r in ratios.values()) and late_ms > 0.05 * T * 1000:
         pytest.skip(f"the machine was too busy for LoadGen to issue on time (issue delay p99 {late_ms:.1f} ms); "
                     f"LoadGen/builtin percentile ratios {ratios}")
     for q, ratio in ratios.items():
-        assert 0.9 <= ratio <= 1.1, (q, loadgen["percentiles_ms"][q], builtin.latency[q])
+        assert 0.9 <= ratio <= 1.1, (q, loadgen.percentiles_ms[q], getattr(builtin.latency, q))
         # samples_ms are LoadGen's per-query latencies (from its trace): they give its own percentiles
-        assert mlperf.latency[q] == pytest.approx(loadgen["percentiles_ms"][q], rel=0.03), q
+        assert getattr(mlperf.latency, q) == pytest.approx(loadgen.percentiles_ms[q], rel=0.03), q
     # every request waits at least its own batch (a sleep never ends early)
     assert min(mlperf.samples_ms) >= 0.95 * T * 1000 and min(builtin.samples_ms) >= 0.95 * T * 1000
     logs = tmp_path / "m" / "logs" / "step-01"
-    assert loadgen["logs"] == str(logs)
+    assert loadgen.logs == str(logs)
     for name in lg_scenarios.LOG_FILES:
         assert (logs / name).stat().st_size > 0
 
@@ -101,7 +101,7 @@ def test_the_capacity_search_runs_each_step_under_loadgen_and_takes_its_verdict(
     settings = ServerSettings(qps="auto", max_queue_delay_ms=2.0, latency_bound_ms=2.5 * T * 1000,
                               min_duration_s=0.5, final_min_duration_s=2.0, min_requests=8)
     m = get_load_generator("mlperf").measure("server", scenario_input(tmp_path, B, settings))
-    curve = m.server["curve"]
+    curve = m.server.curve
     logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
     steps = [name for name in logs if "-short-" not in name]
     assert steps == [f"step-{k:02d}" for k in range(1, len(curve) + 1)]  # one verdict's LoadGen test per step
@@ -109,15 +109,15 @@ def test_the_capacity_search_runs_each_step_under_loadgen_and_takes_its_verdict(
         assert name.split("-short-")[0] in steps, logs
     for k, step in enumerate(curve, start=1):  # each step judged by LoadGen: its verdict, from its own log
         verdict = lg_scenarios.read_summary(tmp_path / "logs" / f"step-{k:02d}")["result_validity"]
-        assert step["valid"] == (verdict == "VALID"), (k, step)
-        assert step["valid"] or step["invalid_reason"].startswith("LoadGen: ")
-    assert m.capacity_qps is not None and m.server["valid"] and m.loadgen["result_validity"] == "VALID"
-    assert m.server["scheduled_qps"] == m.loadgen["scheduled_samples_per_s"]  # what LoadGen offered
-    assert m.server["target_qps"] == m.capacity_qps and curve[-1]["final"]
+        assert step.valid == (verdict == "VALID"), (k, step)
+        assert step.valid or step.invalid_reason.startswith("LoadGen: ")
+    assert m.capacity_qps is not None and m.server.valid and m.loadgen.result_validity == "VALID"
+    assert m.server.scheduled_qps == m.loadgen.scheduled_samples_per_s  # what LoadGen offered
+    assert m.server.target_qps == m.capacity_qps and curve[-1].final
     assert m.capacity_qps <= 1.2 * CAPACITY  # no more than the fake can serve (a slow machine only lowers it)
     # the cell's LoadGen figures are the final run's at capacity (a short step at the same rate may precede it)
-    signed = [k for k, s in enumerate(curve, start=1) if s["target_qps"] == m.capacity_qps and s["final"] and s["valid"]]
-    assert signed and m.loadgen["logs"].endswith(f"step-{signed[0]:02d}")
+    signed = [k for k, s in enumerate(curve, start=1) if s.target_qps == m.capacity_qps and s.final and s.valid]
+    assert signed and m.loadgen.logs.endswith(f"step-{signed[0]:02d}")
 
 
 @needs_loadgen
@@ -131,11 +131,11 @@ def test_a_p90_capacity_search_under_loadgen_lands_on_the_md1_capacity_of_its_ow
     settings = ServerSettings(qps="auto", max_queue_delay_ms=0.0, latency_bound_ms=10 * service * 1000,
                               latency_percentile=0.9, min_duration_s=1.0, final_min_duration_s=17.0)
     m = get_load_generator("mlperf").measure("server", scenario_input(tmp_path, 1, settings, seconds=service))
-    [signed] = [s for s in m.server["curve"] if s["final"] and s["valid"] and s["target_qps"] == m.capacity_qps]
-    assert m.server["target_qps"] == m.capacity_qps and m.server["valid"]
-    measured_s = signed["service_ms"] / 1000  # a sleep overshoots on a busy machine: theory from what ran
+    [signed] = [s for s in m.server.curve if s.final and s.valid and s.target_qps == m.capacity_qps]
+    assert m.server.target_qps == m.capacity_qps and m.server.valid
+    measured_s = signed.service_ms / 1000  # a sleep overshoots on a busy machine: theory from what ran
     theory = md1_capacity(measured_s, 10 * service, 0.9)
-    late_ms = m.loadgen["issue_delay_ms"]["p99"]
+    late_ms = m.loadgen.issue_delay_ms["p99"]
     ratio = m.capacity_qps / theory
     if not 0.9 <= ratio <= 1.1 and (late_ms > 0.1 * service * 1000 or measured_s > 1.1 * service):
         pytest.skip(f"the machine was too busy for a constant service: LoadGen's issue delay p99 {late_ms:.1f} ms, "
@@ -149,26 +149,26 @@ def test_closed_loops_run_under_loadgen(tmp_path, scenario, batch_size):
     run = scenario_input(tmp_path, batch_size)
     m = get_load_generator("mlperf").measure(scenario, run)
     loadgen = m.loadgen
-    assert loadgen["scenario"] == lg_scenarios.SCENARIOS[scenario].replace("-", "")
-    assert loadgen["result_validity"] in ("VALID", "INVALID")
-    assert loadgen["sample_count"] >= max(run.policy.min_iterations * batch_size, len(SAMPLES))
-    assert loadgen["min_duration_met"] and loadgen["min_queries_met"], loadgen
+    assert loadgen.scenario == lg_scenarios.SCENARIOS[scenario].replace("-", "")
+    assert loadgen.result_validity in ("VALID", "INVALID")
+    assert loadgen.sample_count >= max(run.policy.min_iterations * batch_size, len(SAMPLES))
+    assert loadgen.min_duration_met and loadgen.min_queries_met, loadgen
     if scenario == "single-stream":  # sized for early stopping: LoadGen's estimate of p90 is there
-        assert loadgen["result_validity"] == "VALID" and loadgen["early_stopping"]["met"], loadgen
-        assert loadgen["early_stopping"]["estimate_ms"] >= loadgen["percentiles_ms"]["p90"]  # an upper bound
+        assert loadgen.result_validity == "VALID" and loadgen.early_stopping.met, loadgen
+        assert loadgen.early_stopping.estimate_ms >= loadgen.percentiles_ms["p90"]  # an upper bound
     assert set(m.answers) == {s.image_id for s in SAMPLES}  # every image answered once, asked or not
-    assert m.iterations == len(m.samples_ms) if scenario == "offline" else len(m.samples_ms) == loadgen["query_count"]
+    assert m.iterations == len(m.samples_ms) if scenario == "offline" else len(m.samples_ms) == loadgen.query_count
     assert all(n <= batch_size for n in run.pipeline.batch_sizes)
     # a request waits at least its batch (a sleep never ends early), as LoadGen measured it too
-    assert min(m.samples_ms) >= T * 1000 and loadgen["min_ms"] >= T * 1000
+    assert min(m.samples_ms) >= T * 1000 and loadgen.min_ms >= T * 1000
     if scenario == "single-stream":
-        assert loadgen["percentiles_ms"]["p50"] == pytest.approx(m.latency["p50"], rel=0.03)
+        assert loadgen.percentiles_ms["p50"] == pytest.approx(m.latency.p50, rel=0.03)
     assert (tmp_path / "logs" / "mlperf_log_summary.txt").exists()
     # the same token figures as the builtin generator's: the fake's decode stage, 2 tokens after the first
-    assert m.per_token_ms is not None and m.per_token_ms["n"] == 0 and m.per_token_ms["p50"] is None
+    assert m.per_token_ms is not None and m.per_token_ms.n == 0 and m.per_token_ms.p50 is None
     decode_s = sum(r.stages_ms["decode"] * len(r.samples) for r in run.pipeline.results) / 1000.0
     rate = 2 * sum(run.pipeline.batch_sizes) / decode_s  # every batch the fake ran, warm-up included
-    assert m.throughput["decode_tokens_per_s"] == pytest.approx(rate, rel=0.15)
+    assert m.throughput.decode_tokens_per_s == pytest.approx(rate, rel=0.15)
 
 
 @needs_loadgen

@@ -168,14 +168,14 @@ def test_vision_flops_match_a_hand_count(tiny_loaded, which):
 
 def test_roofline_known_answer():
     r = roofline(vision_ms_per_image=2000.0, flops_per_image=380e9, matmul_gflops=200.0)
-    assert r["vision_gflops_per_s"] == pytest.approx(190.0)
-    assert r["fraction"] == pytest.approx(0.95)
-    assert r["matmul_gflops_per_s"] == 200.0 and r["vision_gflop_per_image"] == pytest.approx(380.0)
+    assert r.vision_gflops_per_s == pytest.approx(190.0)
+    assert r.fraction == pytest.approx(0.95)
+    assert r.matmul_gflops_per_s == 200.0 and r.vision_gflop_per_image == pytest.approx(380.0)
     missing = roofline(None, 380e9, 200.0)
-    assert missing["vision_gflops_per_s"] is None and missing["fraction"] is None
-    assert roofline(1000.0, 380e9, None)["fraction"] is None
+    assert missing.vision_gflops_per_s is None and missing.fraction is None
+    assert roofline(1000.0, 380e9, None).fraction is None
     above = roofline(1000.0, 380e9, 279.4)  # 1.36x "peak": the reference under-read the machine
-    assert above["fraction"] is None and above["bad_reference"] and above["vision_gflops_per_s"] == 380.0
+    assert above.fraction is None and above.bad_reference and above.vision_gflops_per_s == 380.0
 
 
 # -------------------------------------------------------------------------------------- agreement

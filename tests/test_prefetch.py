@@ -85,16 +85,16 @@ def test_offline_throughput_comes_from_wall_time_when_prefetching(prefetch):
                                                       prefetch=prefetch))
     assert m.iterations == 6
     own_work = 2 / (PREPARE_S + EXECUTE_S)  # images/s if the two halves ran one after the other
-    assert m.stages_ms["preprocess"] >= PREPARE_S * 1000 / 2  # each stage keeps its own time
+    assert m.stages_ms.preprocess >= PREPARE_S * 1000 / 2  # each stage keeps its own time
     if prefetch:
-        assert m.throughput["images_per_s"] == pytest.approx(12 / m.throughput["wall_s"])
-        assert m.throughput["images_per_s"] > 1.35 * own_work
+        assert m.throughput.images_per_s == pytest.approx(12 / m.throughput.wall_s)
+        assert m.throughput.images_per_s > 1.35 * own_work
         assert any(name.startswith("prefetch") for name in fake.threads)
         # a batch's requests wait from the start of its preparation: its own work and the batch before it
         assert min(m.samples_ms) >= (PREPARE_S + EXECUTE_S) * 1000
         assert "preparation" in m.latency_basis
     else:
-        assert m.throughput["images_per_s"] < 1.05 * own_work
+        assert m.throughput.images_per_s < 1.05 * own_work
         assert fake.threads == {threading.current_thread().name}
 
 

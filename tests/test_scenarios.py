@@ -83,25 +83,25 @@ def test_batch_1_fixed_service_matches_an_md1_queue(load):
 def test_overload_is_invalid_by_early_stopping_and_says_why():
     settings = ServerSettings(qps=1.5 / S, latency_bound_ms=5 * S * 1000, min_requests=2000, min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
-    reason, es = m.server["invalid_reason"], m.server["early_stopping"]
-    assert m.server["valid"] is False and reason.startswith("early stopping not met") and "over the bound" in reason
-    assert es["met"] is False and es["queries"] == 2000 and es["overlatency"] > 1000
-    assert es["queries_needed"] > es["queries"]
-    assert m.server["scheduled_qps"] == pytest.approx(1.5 / S)  # offered: the target
-    assert m.server["completed_qps"] == pytest.approx(1 / S, rel=0.05)  # served: what one model can do
-    assert m.capacity_qps is None and m.server["curve"] == [] and m.server["capacity_bracket"] is None
+    reason, es = m.server.invalid_reason, m.server.early_stopping
+    assert m.server.valid is False and reason.startswith("early stopping not met") and "over the bound" in reason
+    assert es.met is False and es.queries == 2000 and es.overlatency > 1000
+    assert es.queries_needed > es.queries
+    assert m.server.scheduled_qps == pytest.approx(1.5 / S)  # offered: the target
+    assert m.server.completed_qps == pytest.approx(1 / S, rel=0.05)  # served: what one model can do
+    assert m.capacity_qps is None and m.server.curve == () and m.server.capacity_bracket is None
     # MLPerf judges latency against a bound, not the achieved rate: without a bound the same run is valid
     unbounded = dataclasses.replace(settings, latency_bound_ms=None)
     m = get_scenario("server").measure(scenario_input(constant(S), server=unbounded)[0])
-    assert m.server["valid"] is True and m.server["early_stopping"]["met"] is None
+    assert m.server.valid is True and m.server.early_stopping.met is None
 
 
 def test_a_latency_bound_is_judged_on_p99():
     settings = ServerSettings(qps=0.8 / S, latency_bound_ms=3 * S * 1000, min_requests=5000, min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
-    assert m.latency["p99"] > 3 * S * 1000
-    assert m.server["valid"] is False and "p99" in m.server["invalid_reason"]
-    assert m.server["latency_bound_ms"] == 30.0
+    assert m.latency.p99 > 3 * S * 1000
+    assert m.server.valid is False and "p99" in m.server.invalid_reason
+    assert m.server.latency_bound_ms == 30.0
 
 
 @pytest.mark.parametrize("start", ["ceiling", "predicted"])
@@ -112,26 +112,26 @@ def test_capacity_search_finds_the_md1_capacity_for_the_bound(start):
                               search_start=start)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
     assert m.capacity_qps == pytest.approx(expected, rel=0.10)
-    curve, searched = m.server["curve"], m.extra["capacity_search"]
-    assert searched["start"] == start and searched["start_qps"] == curve[0]["target_qps"]
-    assert searched["search_s"] >= sum(step["n_requests"] / step["target_qps"] for step in curve)  # virtual time
-    short = [step for step in curve if not step.get("final")]
-    assert searched["bracket_s"] >= sum(step["n_requests"] / step["target_qps"] for step in short)
+    curve, searched = m.server.curve, m.extra["capacity_search"]
+    assert searched["start"] == start and searched["start_qps"] == curve[0].target_qps
+    assert searched["search_s"] >= sum(step.n_requests / step.target_qps for step in curve)  # virtual time
+    short = [step for step in curve if not step.final]
+    assert searched["bracket_s"] >= sum(step.n_requests / step.target_qps for step in short)
     assert searched["bracket_s"] <= searched["search_s"]
     if start == "ceiling":
-        assert len(curve) >= 4 and curve[0]["target_qps"] == pytest.approx(1 / S)  # bracketed from offline
+        assert len(curve) >= 4 and curve[0].target_qps == pytest.approx(1 / S)  # bracketed from offline
         assert searched["prediction"] is None
     else:  # from the prediction of the cell's own batch times, then its neighbours: two or three runs (and
-        short = [s for s in curve if not s["final"]]  # the final run)
-        assert len(short) <= 3 and curve[0]["target_qps"] == searched["prediction"]["qps"]
+        short = [s for s in curve if not s.final]  # the final run)
+        assert len(short) <= 3 and curve[0].target_qps == searched["prediction"]["qps"]
         assert searched["prediction"]["basis"] == "predicted (queueing model from measured batch times)"
         assert list(searched["prediction"]["batch_sizes"]) == [1]
-    valid = [s for s in curve if s["valid"]]
-    assert max(s["target_qps"] for s in valid if s["final"]) == m.capacity_qps  # signed by final runs
-    assert all(s["p99"] <= bound_ms for s in valid)
-    above = [s["target_qps"] for s in curve if not s["valid"] and s["target_qps"] > m.capacity_qps]
+    valid = [s for s in curve if s.valid]
+    assert max(s.target_qps for s in valid if s.final) == m.capacity_qps  # signed by final runs
+    assert all(s.p99 <= bound_ms for s in valid)
+    above = [s.target_qps for s in curve if not s.valid and s.target_qps > m.capacity_qps]
     assert min(above) <= m.capacity_qps * 1.05  # the bracket closed to 5%
-    assert m.server["target_qps"] == m.capacity_qps and m.server["valid"]  # the cell's figures: at capacity
+    assert m.server.target_qps == m.capacity_qps and m.server.valid  # the cell's figures: at capacity
     assert m.extra["capacity_search"]["ceiling_qps"] == pytest.approx(1 / S)
 
 
@@ -145,10 +145,10 @@ def test_dynamic_batching_raises_capacity_with_the_batch_size():
         m = get_scenario("server").measure(scenario_input(fixed_plus_per_image, batch_size, settings)[0])
         capacity[batch_size] = m.capacity_qps
         if batch_size == 8:
-            assert m.server["batch_size_mean"] > 2 and m.server["max_batch_size"] == 8
+            assert m.server.batch_size_mean > 2 and m.server.max_batch_size == 8
             # predicted from the cell's own batches of 8 and of 1 (partial batches interpolated between them)
             prediction = m.extra["capacity_search"]["prediction"]
-            assert list(prediction["batch_sizes"]) == [1, 8] and len(m.server["curve"]) <= 3
+            assert list(prediction["batch_sizes"]) == [1, 8] and len(m.server.curve) <= 3
     assert capacity[8] > 2 * capacity[1]
 
 
@@ -175,10 +175,10 @@ def test_a_full_batch_goes_at_once_without_waiting_the_delay():
 def test_offline_request_latency_is_the_batch_wall_time():
     run, _ = scenario_input(lambda batch: 0.008 + 0.002 * batch, batch_size=4)
     m = get_scenario("offline").measure(run)
-    assert m.latency["p50"] == pytest.approx(4 * m.time_per_image["p50"])
-    assert m.latency["p50"] == pytest.approx(16.0) and m.time_per_image["p50"] == pytest.approx(4.0)
+    assert m.latency.p50 == pytest.approx(4 * m.time_per_image.p50)
+    assert m.latency.p50 == pytest.approx(16.0) and m.time_per_image.p50 == pytest.approx(4.0)
     assert m.samples_ms == [16.0] * m.iterations
-    assert m.throughput["images_per_s"] == pytest.approx(250.0)
+    assert m.throughput.images_per_s == pytest.approx(250.0)
     assert set(m.answers) == {s.image_id for s in SAMPLES}
 
 
@@ -186,7 +186,7 @@ def test_single_stream_runs_batch_1_only():
     single = SCENARIOS["single-stream"]
     assert single.cell_problem(1) is None and "batch 4" in single.cell_problem(4)
     m = single.measure(scenario_input(constant(S))[0])
-    assert m.latency["p50"] == pytest.approx(S * 1000) == pytest.approx(m.time_per_image["p50"])
+    assert m.latency.p50 == pytest.approx(S * 1000) == pytest.approx(m.time_per_image.p50)
 
 
 @pytest.mark.parametrize(
@@ -216,8 +216,8 @@ def test_only_what_is_measured_is_in_a_server_cells_identity():
 def test_a_bound_below_the_service_time_stops_the_search_as_unreachable():
     settings = ServerSettings(qps="auto", latency_bound_ms=S * 1000 / 2, min_requests=500, min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
-    assert m.capacity_qps is None and m.server["valid"] is False
-    assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server["curve"]) <= 2
+    assert m.capacity_qps is None and m.server.valid is False
+    assert m.extra["capacity_search"]["stop"].startswith("unreachable") and len(m.server.curve) <= 2
     # no predicted rate meets the bound: the search starts at the ceiling
     assert m.extra["capacity_search"]["start"] == "ceiling" and m.extra["capacity_search"]["prediction"]["qps"] is None
 
@@ -249,7 +249,7 @@ def test_a_bound_within_the_service_times_own_spread_is_unreachable():
                               max_duration_s=1e6)
     m = get_scenario("server").measure(scenario_input(every_fifth_slow, server=settings)[0])
     assert m.capacity_qps is None and "no request waited" in m.extra["capacity_search"]["stop"]
-    assert len(m.server["curve"]) < capacity.MAX_STEPS and not any(s["valid"] for s in m.server["curve"])
+    assert len(m.server.curve) < capacity.MAX_STEPS and not any(s.valid for s in m.server.curve)
 
 
 class _Step:
@@ -320,15 +320,15 @@ def test_a_prediction_20_percent_low_closes_the_bracket_in_at_most_4_short_steps
     bound_ms = 5 * S * 1000
     settings = ServerSettings(qps="auto", latency_bound_ms=bound_ms, min_requests=4000, min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(sped_up, server=settings)[0])
-    curve, searched = m.server["curve"], m.extra["capacity_search"]
+    curve, searched = m.server.curve, m.extra["capacity_search"]
     expected = md1_capacity(bound_ms, 0.8 * S)
     assert searched["prediction"]["qps"] <= 0.85 * expected  # the prediction started low
-    short = [s for s in curve if not s["final"]]
-    assert len(short) <= 4 and short[0]["target_qps"] == searched["prediction"]["qps"]
-    assert short[1]["target_qps"] == pytest.approx(short[0]["repredicted_qps"], rel=0.01)  # guided by step 1
-    assert short[0]["repredicted_qps"] == pytest.approx(expected, rel=0.10)
-    assert m.capacity_qps == pytest.approx(expected, rel=0.10) and curve[-1]["final"] and curve[-1]["valid"]
-    assert all(s["repredicted_qps"] is None for s in curve if s["final"])
+    short = [s for s in curve if not s.final]
+    assert len(short) <= 4 and short[0].target_qps == searched["prediction"]["qps"]
+    assert short[1].target_qps == pytest.approx(short[0].repredicted_qps, rel=0.01)  # guided by step 1
+    assert short[0].repredicted_qps == pytest.approx(expected, rel=0.10)
+    assert m.capacity_qps == pytest.approx(expected, rel=0.10) and curve[-1].final and curve[-1].valid
+    assert all(s.repredicted_qps is None for s in curve if s.final)
 
 
 def test_a_prediction_above_the_ceiling_starts_at_the_ceiling():

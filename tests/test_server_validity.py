@@ -34,15 +34,15 @@ def test_a_run_with_a_bound_is_sized_to_what_its_percentile_needs(percentile, ne
                               min_duration_s=0.0)
     assert run_size(100.0, settings, 4) == (needed, None)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
-    es = m.server["early_stopping"]
-    assert m.server["n_requests"] == needed and m.server["valid"], m.server["invalid_reason"]
-    assert es == {"percentile": percentile, "confidence": 0.99, "queries": needed, "overlatency": 0,
-                  "queries_needed": needed, "estimate_ms": es["estimate_ms"], "met": True}
+    es = m.server.early_stopping
+    assert m.server.n_requests == needed and m.server.valid, m.server.invalid_reason
+    assert es.to_dict() == {"percentile": percentile, "confidence": 0.99, "queries": needed, "overlatency": 0,
+                            "queries_needed": needed, "estimate_ms": es.estimate_ms, "met": True}
     # the binomial rule itself: P(X <= 0) = percentile^n is within 1 - confidence at n, not at n - 1
     assert binomial_cdf(0, needed, 1 - percentile) <= 0.01 < binomial_cdf(0, needed - 1, 1 - percentile)
     # LoadGen gives an estimate only from the requests that one over-bound request would need
-    assert es["estimate_ms"] is None
-    assert m.server["percentile_ci_ms"] is not None  # a 95% interval exists at the minimal size
+    assert es.estimate_ms is None
+    assert m.server.percentile_ci_ms is not None  # a 95% interval exists at the minimal size
     assert ServerSettings(qps=100.0, min_requests=8, min_duration_s=0.0).requests_needed() == 8  # no bound
 
 
@@ -52,16 +52,16 @@ def test_early_stopping_in_the_record_agrees_with_the_binomial_rule():
         settings = ServerSettings(qps=0.8 / S, latency_bound_ms=bound_factor * S * 1000, min_requests=3000,
                                   min_duration_s=0.0)
         m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
-        es, samples = m.server["early_stopping"], sorted(m.samples_ms)
+        es, samples = m.server.early_stopping, sorted(m.samples_ms)
         k = sum(v > settings.latency_bound_ms for v in samples)
-        assert es["queries"] == len(samples) == 3000 and es["overlatency"] == k
-        assert es["met"] == (binomial_cdf(k, 3000, 0.01) <= 0.01) == m.server["valid"]
-        assert binomial_cdf(k, es["queries_needed"], 0.01) <= 0.01 < binomial_cdf(k, es["queries_needed"] - 1, 0.01)
+        assert es.queries == len(samples) == 3000 and es.overlatency == k
+        assert es.met == (binomial_cdf(k, 3000, 0.01) <= 0.01) == m.server.valid
+        assert binomial_cdf(k, es.queries_needed, 0.01) <= 0.01 < binomial_cdf(k, es.queries_needed - 1, 0.01)
         # the estimate is the t-th largest latency, t the most over-bound requests that would still pass
         t = max(t for t in range(1, k + 40) if binomial_cdf(t, 3000, 0.01) <= 0.01)
-        assert es["estimate_ms"] == samples[-t] >= np.percentile(samples, 99)
-        lo, hi = m.server["percentile_ci_ms"]
-        assert lo <= m.server["percentile_ms"] <= hi
+        assert es.estimate_ms == samples[-t] >= np.percentile(samples, 99)
+        lo, hi = m.server.percentile_ci_ms
+        assert lo <= m.server.percentile_ms <= hi
 
 
 def test_a_run_that_cannot_be_long_enough_says_so_and_the_search_stops_there():
@@ -110,7 +110,7 @@ def test_the_search_never_asks_for_more_requests_than_max_requests():
     settings = ServerSettings(qps="auto", latency_bound_ms=1000.0, latency_percentile=0.9, min_duration_s=1.0,
                               max_requests=5000)
     m = get_scenario("server").measure(scenario_input(constant(1e-6), server=settings)[0])
-    assert max(s["n_requests"] for s in m.server["curve"]) <= 5000
+    assert max(s.n_requests for s in m.server.curve) <= 5000
     assert m.capacity_qps == 5000 and m.extra["capacity_search"]["stop"].startswith("capacity at least")
 
 
@@ -139,11 +139,11 @@ def test_the_capacity_comes_with_its_bracket_and_interval():
     settings = ServerSettings(qps="auto", latency_bound_ms=5 * S * 1000, latency_percentile=0.9, min_requests=2000,
                               min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(constant(S), server=settings)[0])
-    lo, hi = m.server["capacity_bracket"]
+    lo, hi = m.server.capacity_bracket
     assert lo == m.capacity_qps and m.capacity_qps < hi <= 1.05 * m.capacity_qps * (1 + 1e-9)  # a neighbour step: 5% exactly
-    assert not any(s["valid"] for s in m.server["curve"] if s["target_qps"] == hi)
-    ci_lo, ci_hi = m.server["percentile_ci_ms"]
-    assert ci_lo <= m.server["percentile_ms"] <= ci_hi and m.server["percentile_ms"] == pytest.approx(
+    assert not any(s.valid for s in m.server.curve if s.target_qps == hi)
+    ci_lo, ci_hi = m.server.percentile_ci_ms
+    assert ci_lo <= m.server.percentile_ms <= ci_hi and m.server.percentile_ms == pytest.approx(
         np.percentile(m.samples_ms, 90))
     assert m.flags == []  # a steady fake: nothing implausible
 
@@ -157,11 +157,11 @@ def test_the_capacity_search_reports_each_step_as_it_ends():
     m = get_scenario("server").measure(run)
     assert lines[0].startswith("capacity search from ") and "offline throughput at batch" in lines[0]
     steps = lines[1:]
-    assert len(steps) == len(m.server["curve"]) > 1 and m.server["curve"][-1]["final"]
-    for line, step in zip(steps, m.server["curve"], strict=True):
-        final = " (final run)" if step["final"] else ""
-        assert line.startswith(f"{step['target_qps']:.4g} QPS{final}: {step['n_requests']} requests, p90 ")
-        assert line.endswith("; valid") if step["valid"] else f"invalid: {step['invalid_reason']}" in line
+    assert len(steps) == len(m.server.curve) > 1 and m.server.curve[-1].final
+    for line, step in zip(steps, m.server.curve, strict=True):
+        final = " (final run)" if step.final else ""
+        assert line.startswith(f"{step.target_qps:.4g} QPS{final}: {step.n_requests} requests, p90 ")
+        assert line.endswith("; valid") if step.valid else f"invalid: {step.invalid_reason}" in line
 
 
 class _SlowingDown:
@@ -218,7 +218,7 @@ def test_a_curve_that_falls_as_the_load_rises_is_flagged():
         return 10 * S if calls["n"] <= 700 else S
 
     m = get_scenario("server").measure(scenario_input(faster_later, server=settings)[0])
-    curve = sorted(m.server["curve"], key=lambda s: s["target_qps"])
+    curve = sorted(m.server.curve, key=lambda s: s.target_qps)
     assert any(f["code"] == "curve-not-monotone" for f in m.flags), curve
 
 
@@ -236,14 +236,14 @@ def test_a_record_with_flags_and_a_bracket_is_well_formed_and_shown_under_the_su
     m = get_scenario("server").measure(scenario_input(constant(S), server=ServerSettings(
         qps="auto", latency_bound_ms=5 * S * 1000, latency_percentile=0.9, min_requests=500, min_duration_s=0.0))[0])
     record = {"cell_id": "c1", "status": "ok", "variant": "base", "task": "<CAPTION>", "batch_size": 1,
-              "device": "cpu", "dtype": "fp32", "weights": "random", "scenario": "server", "server": m.server,
+              "device": "cpu", "dtype": "fp32", "weights": "random", "scenario": "server", "server": m.server.to_dict(),
               "capacity_qps": m.capacity_qps,
               "flags": [plausibility.flag("curve-not-monotone", "the machine's speed changed during the search")]}
     assert store.parse_line(json.dumps(record)) is not None
     assert record["server"]["capacity_bracket"] and record["server"]["percentile_ci_ms"]
     # lists of numbers only where the record has them; flags are tables
-    assert store.parse_line(json.dumps({**record, "server": {**m.server, "achieved_qps": [1]}})) is None
-    assert store.parse_line(json.dumps({**record, "server": {**m.server, "capacity_bracket": ["a"]}})) is None
+    assert store.parse_line(json.dumps({**record, "server": {**m.server.to_dict(), "achieved_qps": [1]}})) is None
+    assert store.parse_line(json.dumps({**record, "server": {**m.server.to_dict(), "capacity_bracket": ["a"]}})) is None
     assert store.parse_line(json.dumps({**record, "flags": ["capacity-above-offline"]})) is None
     table = summary.summary_table([record])
     assert table.splitlines()[-1] == ("! base <CAPTION> bs1 cpu server: curve-not-monotone: the machine's speed "
@@ -262,9 +262,9 @@ def test_a_load_short_for_its_one_slow_request_runs_again_longer_and_an_overload
     settings = ServerSettings(qps=5.0, latency_bound_ms=100.0, latency_percentile=0.9, min_requests=8,
                               min_duration_s=0.0)
     m = get_scenario("server").measure(scenario_input(one_slow_batch, server=settings)[0])
-    assert m.server["valid"], m.server["invalid_reason"]
-    assert m.server["n_requests"] == 64 and len(calls) == 44 + 64
+    assert m.server.valid, m.server.invalid_reason
+    assert m.server.n_requests == 64 and len(calls) == 44 + 64
     # every request over the bound: more requests cannot help, so the load is run once
     calls.clear()
     m = get_scenario("server").measure(scenario_input(lambda batch: calls.append(batch) or 0.15, server=settings)[0])
-    assert not m.server["valid"] and m.server["n_requests"] == 44 == len(calls)
+    assert not m.server.valid and m.server.n_requests == 44 == len(calls)

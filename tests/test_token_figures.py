@@ -22,23 +22,23 @@ def _batch(step_ms: list[float], n: int, tokens: int, decode_ms: float) -> Batch
 def test_token_figures_known_answer():
     steps = [float(v) for v in range(1, 101)]  # 100 steps: 1..100 ms
     per_token, decode_tps = token_figures([_batch(steps[:50], 2, 51, 1275.0), _batch(steps[50:], 2, 51, 3775.0)])
-    assert per_token["n"] == 100
-    assert (per_token["p50"], per_token["p90"], per_token["p99"]) == pytest.approx((50.5, 90.1, 99.01))
-    assert "up to 2" in per_token["basis"] and "not divided by the batch size" in per_token["basis"]
+    assert per_token.n == 100
+    assert (per_token.p50, per_token.p90, per_token.p99) == pytest.approx((50.5, 90.1, 99.01))
+    assert "up to 2" in per_token.basis and "not divided by the batch size" in per_token.basis
     # 2 batches x 2 images x 50 tokens after the first, over 1.275 + 3.775 s of decoding
     assert decode_tps == pytest.approx(200 / 5.05)
 
 
 def test_no_decoding_step_gives_no_percentile_and_no_rate():
     per_token, decode_tps = token_figures([_batch([], 1, 1, 0.0)])
-    assert per_token["n"] == 0 and per_token["p50"] is None and decode_tps is None
+    assert per_token.n == 0 and per_token.p50 is None and decode_tps is None
 
 
 def test_one_new_token_gives_no_decode_rate_even_with_a_decode_time():
     """``--max-new-tokens 1``: the decode stage still takes a moment (the stop check), but no token came
     after the first, so there is no decode rate: null, never 0.0 tokens/s."""
     per_token, decode_tps = token_figures([_batch([], 2, 1, 3.0), _batch([], 2, 1, 2.5)])
-    assert decode_tps is None and per_token["n"] == 0
+    assert decode_tps is None and per_token.n == 0
 
 
 @pytest.mark.parametrize("scenario", ["single-stream", "offline", "server"])
@@ -49,11 +49,11 @@ def test_every_scenario_reports_the_per_token_distribution_and_decode_rate(scena
     m = get_scenario(scenario).measure(run)
     # the fake's decode stage is a sixth of its service time, split evenly over FAKE_TOKENS - 1 steps
     step_ms = 60.0 / len(STAGES) / (FAKE_TOKENS - 1)
-    assert m.per_token_ms["n"] > 0
+    assert m.per_token_ms.n > 0
     if scenario != "server":  # server batches vary in size: their steps do too
         step_ms *= batch
-        assert m.per_token_ms["p50"] == pytest.approx(step_ms) == pytest.approx(m.per_token_ms["p99"])
-    assert m.throughput["decode_tokens_per_s"] == pytest.approx(1000.0 / (60.0 / len(STAGES) / (FAKE_TOKENS - 1)))
+        assert m.per_token_ms.p50 == pytest.approx(step_ms) == pytest.approx(m.per_token_ms.p99)
+    assert m.throughput.decode_tokens_per_s == pytest.approx(1000.0 / (60.0 / len(STAGES) / (FAKE_TOKENS - 1)))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ labels). The transformers backend's speed settings themselves: ``bench.backends.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 
 from bench.results import Record, Roofline
@@ -33,10 +34,9 @@ TOKEN_PRESERVING: dict[str, bool] = {
 # ---------------------------------------------------------------------------------------- roofline
 
 
-def roofline(
-    vision_ms_per_image: float | None, flops_per_image: float, matmul_gflops: float | None
-) -> dict[str, float | None]:
-    """How close the vision encoder runs to this machine's matrix-product speed (fraction of it).
+def roofline(vision_ms_per_image: float | None, flops_per_image: float, matmul_gflops: float | None) -> Roofline:
+    """How close the vision encoder runs to this machine's matrix-product speed (fraction of it); the
+    reference's own facts (when and how it was measured) are the caller's to add (``roofline_for``).
 
     Above 1 the reference under-read the machine (``bad_reference``): the fraction is then None, never
     a result, and the raw rates stay.
@@ -46,14 +46,9 @@ def roofline(
         achieved = flops_per_image / 1e9 / (vision_ms_per_image / 1000.0)
     fraction = achieved / matmul_gflops if achieved is not None and matmul_gflops else None
     bad_reference = fraction is not None and fraction > 1
-    return {
-        "vision_gflops_per_s": achieved,
-        "matmul_gflops_per_s": matmul_gflops,
-        "fraction": None if bad_reference else fraction,
-        "bad_reference": bad_reference,
-        "vision_gflop_per_image": flops_per_image / 1e9,
-        "vision_ms_per_image": vision_ms_per_image,
-    }
+    return Roofline(vision_gflops_per_s=achieved, matmul_gflops_per_s=matmul_gflops,
+                    fraction=None if bad_reference else fraction, bad_reference=bad_reference,
+                    vision_gflop_per_image=flops_per_image / 1e9, vision_ms_per_image=vision_ms_per_image)
 
 
 # Size of the reference matrix product: 2048² keeps a CPU busy for a while; a GPU needs 8192² (1.1
@@ -93,11 +88,12 @@ def roofline_for(
     if flops_per_image is None:
         return None, []
     before, after = reference
-    figure = Roofline(**roofline(vision_ms_per_image, flops_per_image, max(before, after)),
-                      matmul_gflops_before=before, matmul_gflops_after=after,
-                      matmul_reference="the faster of the products measured just before and just after the cell",
-                      matmul_dtype=reference_dtype(dtype, quant), matmul_n=MATMUL_N[device_kind(device)],
-                      flop_convention="multiply-add = 2 FLOPs")
+    figure = dataclasses.replace(
+        roofline(vision_ms_per_image, flops_per_image, max(before, after)),
+        matmul_gflops_before=before, matmul_gflops_after=after,
+        matmul_reference="the faster of the products measured just before and just after the cell",
+        matmul_dtype=reference_dtype(dtype, quant), matmul_n=MATMUL_N[device_kind(device)],
+        flop_convention="multiply-add = 2 FLOPs")
     if not figure.bad_reference:
         return figure, []
     why = ("int8 has no reference of its own, only the fp32 product" if quant != "none"

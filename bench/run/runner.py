@@ -36,7 +36,6 @@ from bench.results import (
     Example,
     Extra,
     Flag,
-    LoadGen,
     Record,
     Settings,
     Timing,
@@ -407,15 +406,16 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
         pipeline, samples, cell.batch_size, policy, device=cell.device, weights_bytes=loaded.weights_bytes,
         energy_idle_s=config.energy_idle_s, server=cell.server, prefetch=cell.prefetch, log_dir=log_dir,
         note=note))
-    if set(m.stages_ms) != set(backend.stages):  # a record holds what its backend declares it times
-        raise RuntimeError(f"backend {backend.name} timed stages {', '.join(m.stages_ms) or 'none'}; it declares "
+    timed = m.stages_ms.to_dict()
+    if set(timed) != set(backend.stages):  # a record holds what its backend declares it times
+        raise RuntimeError(f"backend {backend.name} timed stages {', '.join(timed) or 'none'}; it declares "
                            f"{', '.join(backend.stages)}")
     after = matmul_reference(cell.device, reference_in) if flops is not None else 0.0  # and just after it
-    loadgen = LoadGen.from_dict(m.loadgen)
+    loadgen = m.loadgen
     if loadgen is not None and loadgen.logs is not None:  # its log folder, relative to the run directory
         loadgen = dataclasses.replace(loadgen, logs=Path(loadgen.logs).relative_to(out).as_posix())
     timing = _timing(cell, policy, m, clock, generation, started, backend, loaded, pipeline)
-    roofline, roofline_flags = roofline_for(flops, m.stages_ms.get("vision"), cell.device, cell.dtype, cell.quant,
+    roofline, roofline_flags = roofline_for(flops, m.stages_ms.vision, cell.device, cell.dtype, cell.quant,
                                             (before, after))
     variant = get_variant(cell.variant)
     extra = {"reported": dict(variant.reported),  # paper/model-card numbers, always labelled "reported"

@@ -34,7 +34,7 @@ from bench.core.trackers import (
     memory_field,
     memory_trackers,
 )
-from bench.results import Energy, Memory, PerToken, Server, Stages, Stats, Throughput
+from bench.results import Energy, LoadGen, Memory, PerToken, Server, Stages, Stats, Throughput
 from bench.results.server_settings import ServerSettings
 from bench.scenarios.traits import ScenarioTraits
 
@@ -125,34 +125,32 @@ class Measurement:
     """Everything a cell measured, before it becomes a record (field names as in the record)."""
 
     samples_ms: list[float]  # raw request latencies
-    latency: dict[str, Any]  # statistics of samples_ms (request latency)
-    time_per_image: dict[str, Any]  # statistics of the amortised per-image times
-    stages_ms: dict[str, float]
-    throughput: dict[str, float]
-    memory: dict[str, Any]
-    energy: dict[str, Any]
+    latency: Stats  # statistics of samples_ms (request latency)
+    time_per_image: Stats  # statistics of the amortised per-image times
+    stages_ms: Stages
+    throughput: Throughput
+    memory: Memory
+    energy: Energy
     gen_tokens_mean: float
     iterations: int  # batches measured
     latency_basis: str  # how one request's latency was obtained (goes to ``timing.latency``)
     answers: dict[int, Any] = field(default_factory=dict)
     texts: dict[int, str] = field(default_factory=dict)
     unstable: bool = False
-    server: dict[str, Any] | None = None
+    server: Server | None = None
     capacity_qps: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    per_token_ms: dict[str, Any] | None = None  # ``token_figures``
-    loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures (``load_generator = "mlperf"``)
+    per_token_ms: PerToken | None = None  # ``token_figures``
+    loadgen: LoadGen | None = None  # LoadGen's verdict and figures (``load_generator = "mlperf"``)
     flags: list[dict[str, str]] = field(default_factory=list)  # the record's flags (bench.results.plausibility)
 
     def tables(self) -> dict[str, Any]:
-        """The record's fields this measurement fills, as typed tables (bench.results): the one place a
-        scenario's figures become the record's."""
-        return {"samples_ms": array("d", self.samples_ms), "latency_ms": Stats.from_dict(self.latency),
-                "time_per_image_ms": Stats.from_dict(self.time_per_image), "stages_ms": Stages.from_dict(self.stages_ms),
-                "throughput": Throughput.from_dict(self.throughput), "memory": Memory.from_dict(self.memory),
-                "energy": Energy.from_dict(self.energy), "gen_tokens_mean": self.gen_tokens_mean,
-                "unstable": self.unstable, "per_token_ms": PerToken.from_dict(self.per_token_ms),
-                "server": Server.from_dict(self.server), "capacity_qps": self.capacity_qps}
+        """The record's fields this measurement fills, under the record's names."""
+        return {"samples_ms": array("d", self.samples_ms), "latency_ms": self.latency,
+                "time_per_image_ms": self.time_per_image, "stages_ms": self.stages_ms, "throughput": self.throughput,
+                "memory": self.memory, "energy": self.energy, "gen_tokens_mean": self.gen_tokens_mean,
+                "unstable": self.unstable, "per_token_ms": self.per_token_ms, "server": self.server,
+                "capacity_qps": self.capacity_qps}
 
 
 class Scenario(Protocol):
@@ -187,11 +185,11 @@ class Tracking:
             tracker.stop()
         self.energy.stop()
 
-    def fields(self, n_images: int, weights_bytes: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The record's ``memory`` and ``energy`` fields."""
+    def fields(self, n_images: int, weights_bytes: int | None) -> tuple[Memory, Energy]:
+        """The record's ``memory`` and ``energy`` tables."""
         energy = self.energy.result()
-        return (memory_field([t.result() for t in self.memory] + [energy.memory()], weights_bytes),
-                energy_field(energy, n_images))
+        return (Memory.from_dict(memory_field([t.result() for t in self.memory] + [energy.memory()], weights_bytes)),
+                Energy.from_dict(energy_field(energy, n_images)))
 
 
 class FirstAnswers:
@@ -216,19 +214,25 @@ def per_image_ms(result: BatchResult) -> float:
     return result.batch_ms / len(result.samples)
 
 
-def batch_figures(results: Sequence[BatchResult], cv_threshold: float) -> tuple[dict[str, Any], dict[str, float],
-                                                                                  list[int]]:
+def stats(samples_ms: Sequence[float], cv_threshold: float, **judged: Any) -> Stats:
+    """``summarize``'s statistics as the record's table; ``judged``: a figure a scenario decides itself
+    (the server's ``unstable``, judged on service times)."""
+    return Stats.from_dict({**summarize(samples_ms, cv_threshold).to_dict(), **judged})
+
+
+def batch_figures(results: Sequence[BatchResult], cv_threshold: float) -> tuple[Stats, Stages, list[int]]:
     """Amortised time-per-image statistics, stage medians and generated-token counts of some batches.
 
-    The stages are those every batch timed (a backend times its ``stages``, a subset of ``STAGES``)."""
-    time_per_image = summarize([per_image_ms(r) for r in results], cv_threshold).to_dict()
+    The stages are those every batch timed (a backend times its ``stages``, a subset of ``STAGES``): only
+    those are in the table."""
+    time_per_image = stats([per_image_ms(r) for r in results], cv_threshold)
     timed = [s for s in STAGES if all(s in r.stages_ms for r in results)]
-    stages = {s: statistics.median(r.stages_ms[s] for r in results) for s in timed}
+    stages = Stages.from_dict({s: statistics.median(r.stages_ms[s] for r in results) for s in timed})
     tokens = [c for r in results for c in r.new_tokens]
     return time_per_image, stages, tokens
 
 
-def token_figures(results: Sequence[BatchResult]) -> tuple[dict[str, Any], float | None]:
+def token_figures(results: Sequence[BatchResult]) -> tuple[PerToken, float | None]:
     """The per-token latency distribution (``per_token_ms``) and the decode phase's tokens/s of some
     batches: tokens after each image's first (which ttft makes) over the batches' decode time; None when
     no token came after the first (``max_new_tokens`` 1: there is no decode phase to rate, not a rate of 0)
@@ -236,8 +240,8 @@ def token_figures(results: Sequence[BatchResult]) -> tuple[dict[str, Any], float
     steps = [s for r in results for s in r.step_ms]
     quantiles = np.percentile(steps, [50, 90, 99]).tolist() if steps else [None] * 3
     batch = max((len(r.samples) for r in results), default=1)
-    per_token = {"p50": quantiles[0], "p90": quantiles[1], "p99": quantiles[2], "n": len(steps),
-                 "basis": PER_TOKEN_BASIS.format(n=batch)}
+    per_token = PerToken.from_dict({"p50": quantiles[0], "p90": quantiles[1], "p99": quantiles[2], "n": len(steps),
+                                    "basis": PER_TOKEN_BASIS.format(n=batch)})
     decode_s = sum(r.stages_ms.get("decode", 0.0) * len(r.samples) for r in results) / 1000.0
     tokens = sum(sum(r.new_tokens) - len(r.new_tokens) for r in results)
     return per_token, (tokens / decode_s if decode_s > 0 and tokens > 0 else None)

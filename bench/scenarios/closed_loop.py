@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from bench.accuracy.prefetch import Prefetcher
 from bench.backends.base import BatchResult
-from bench.core.measure import summarize
+from bench.results import Throughput
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,
     ScenarioInput,
     Tracking,
     batch_figures,
+    stats,
     token_figures,
 )
 
@@ -62,8 +63,7 @@ def closed_loop(run: ScenarioInput) -> Measurement:
     busy_s = wall_s if prefetcher is not None else sum(r.batch_ms for r in results) / 1000.0
     time_per_image, stages, tokens = batch_figures(results, policy.cv_threshold)
     request_ms = [(r.finished_s - r.started_s) * 1000.0 if r.overlapped else r.batch_ms for r in results]
-    stats = summarize(request_ms, policy.cv_threshold)
-    latency = stats.to_dict()
+    latency = stats(request_ms, policy.cv_threshold)
     memory, energy = tracking.fields(n_images, run.weights_bytes)
     per_token, decode_tokens_per_s = token_figures(results)
     return Measurement(
@@ -71,8 +71,8 @@ def closed_loop(run: ScenarioInput) -> Measurement:
         latency=latency,
         time_per_image=time_per_image,
         stages_ms=stages,
-        throughput={"images_per_s": n_images / busy_s, "tokens_per_s": sum(tokens) / busy_s, "wall_s": wall_s,
-                    "decode_tokens_per_s": decode_tokens_per_s},
+        throughput=Throughput(images_per_s=n_images / busy_s, tokens_per_s=sum(tokens) / busy_s, wall_s=wall_s,
+                              decode_tokens_per_s=decode_tokens_per_s),
         memory=memory,
         energy=energy,
         gen_tokens_mean=sum(tokens) / len(tokens),
@@ -80,7 +80,7 @@ def closed_loop(run: ScenarioInput) -> Measurement:
         latency_basis=(PREFETCH_LATENCY_BASIS if prefetcher is not None else LATENCY_BASIS).format(n=run.batch_size),
         answers=first.answers,
         texts=first.texts,
-        unstable=stats.unstable,
+        unstable=latency.unstable,
         per_token_ms=per_token,
     )
 

@@ -39,16 +39,16 @@ import numpy as np
 from bench.backends.base import BatchResult
 from bench.core import interrupts
 from bench.core.errors import CellSkipped, UsageError
-from bench.core.measure import summarize
 from bench.core.paths import move_in, private_dir, read_text, remove_file, rename
 from bench.core.stats import queries_needed
-from bench.results import LoadGen
+from bench.results import LoadGen, Throughput
 from bench.scenarios.base import (
     FirstAnswers,
     Measurement,
     ScenarioInput,
     Tracking,
     batch_figures,
+    stats,
     token_figures,
 )
 from bench.scenarios.batcher import Batcher
@@ -198,7 +198,7 @@ class LoadGenRun:
 
     queries: list[Query]
     results: list[BatchResult]
-    summary: dict[str, Any] = field(default_factory=dict)  # the record's ``loadgen`` field
+    summary: LoadGen  # the record's ``loadgen`` table
     loadgen_latencies_ms: list[float] = field(default_factory=list)  # LoadGen's own, one per query
 
     @property
@@ -279,7 +279,7 @@ def run_loadgen(lg: ModuleType, run: ScenarioInput, settings: Any, batcher: Batc
     if len(latencies) != counted.sample_count:
         raise RuntimeError(f"LoadGen's trace holds {len(latencies)} per-query latencies for {counted.sample_count} "
                            f"samples (LoadGen {counted.version}: has its trace format changed?)")
-    return LoadGenRun(sut.queries, sut.results, summary, latencies)
+    return LoadGenRun(sut.queries, sut.results, counted, latencies)
 
 
 def read_trace(trace: Path) -> tuple[list[float], list[float]]:
@@ -400,18 +400,17 @@ def closed_loop(scenario: str, run: ScenarioInput) -> Measurement:
     n_images = sum(len(r.samples) for r in results)
     time_per_image, stages, tokens = batch_figures(results, policy.cv_threshold)
     samples_ms = [r.batch_ms for r in results] if scenario == "offline" else measured.loadgen_latencies_ms
-    stats = summarize(samples_ms, policy.cv_threshold)
-    latency = stats.to_dict()
+    latency = stats(samples_ms, policy.cv_threshold)
     memory, energy = tracking.fields(n_images, run.weights_bytes)
     wall_s = measured.wall_s
     per_token, decode_tokens_per_s = token_figures(results)  # the same token figures as the builtin's
     return Measurement(
         samples_ms=samples_ms, latency=latency, time_per_image=time_per_image, stages_ms=stages,
-        throughput={"images_per_s": n_images / wall_s, "tokens_per_s": sum(tokens) / wall_s, "wall_s": wall_s,
-                    "decode_tokens_per_s": decode_tokens_per_s},
+        throughput=Throughput(images_per_s=n_images / wall_s, tokens_per_s=sum(tokens) / wall_s, wall_s=wall_s,
+                              decode_tokens_per_s=decode_tokens_per_s),
         memory=memory, energy=energy, gen_tokens_mean=sum(tokens) / len(tokens), iterations=len(results),
         latency_basis=LATENCY_BASIS[scenario], answers=first.answers, texts=first.texts,
-        unstable=stats.unstable, loadgen=measured.summary, per_token_ms=per_token)
+        unstable=latency.unstable, loadgen=measured.summary, per_token_ms=per_token)
 
 
 class LoadGenServer(Server):
@@ -452,7 +451,7 @@ class LoadGenServer(Server):
                            run.batch_size, settings.max_queue_delay_ms, settings.latency_bound_ms,
                            settings.latency_percentile, CONFIDENCE)
         served.latencies_ms = measured.loadgen_latencies_ms  # LoadGen's, from its scheduled arrivals
-        verdict = LoadGen.from_dict(measured.summary)
+        verdict = measured.summary
         served.offered_qps = verdict.scheduled_samples_per_s  # what LoadGen offered
         judge(served, settings)
         served.valid = verdict.result_validity == "VALID"  # LoadGen's verdict decides

@@ -45,7 +45,8 @@ from bench.backends.base import BatchResult
 from bench.core.errors import UsageError
 from bench.core.measure import summarize
 from bench.core.stats import early_stopping_estimate, early_stopping_met, percentile_ci, queries_needed
-from bench.results import CurveStep, EarlyStopping, plausibility
+from bench.results import CurveStep, EarlyStopping, LoadGen, Throughput, plausibility
+from bench.results import Server as ServerTable
 from bench.results.server_settings import percentile_name
 from bench.scenarios import capacity, predict
 from bench.scenarios.base import (
@@ -57,6 +58,7 @@ from bench.scenarios.base import (
     batch_figures,
     per_image_ms,
     run_batches,
+    stats,
     token_figures,
 )
 from bench.scenarios.batcher import Batcher
@@ -114,7 +116,7 @@ class ServerRun:
     too_short: str | None = None  # why the run could not be as long as its percentile needs
     valid: bool = True
     invalid_reason: str | None = None
-    loadgen: dict[str, Any] | None = None  # LoadGen's verdict and figures, when it generated the load
+    loadgen: LoadGen | None = None  # LoadGen's verdict and figures, when it generated the load
     # the rate the load generator's schedule offered, when it is not the target by construction (LoadGen's
     # scheduled samples per second: its schedule is its own)
     offered_qps: float | None = None
@@ -240,15 +242,16 @@ class ServerRun:
                          final=self.final, valid=self.valid,
                          invalid_reason=self.invalid_reason)
 
-    def server_field(self, curve: list[CurveStep], bracket: list[float | None] | None = None) -> dict[str, Any]:
-        return {"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
+    def server_field(self, curve: list[CurveStep], bracket: list[float | None] | None = None) -> ServerTable:
+        """The record's ``server`` table (through ``from_dict``: a figure that is not finite is None)."""
+        return ServerTable.from_dict({"target_qps": self.target_qps, "achieved_qps": self.achieved_qps,
                 "scheduled_qps": self.scheduled_qps, "completed_qps": self.completed_qps,
                 "n_requests": self.n_requests, "duration_s": self.duration_s, "max_batch_size": self.max_batch_size,
                 "max_queue_delay_ms": self.max_queue_delay_ms, "batch_size_mean": self.batch_size_mean,
                 "latency_bound_ms": self.latency_bound_ms, "latency_percentile": self.latency_percentile,
                 "percentile_ms": self.percentile_ms, "percentile_ci_ms": self.percentile_ci_ms(),
                 "early_stopping": self.early_stopping().to_dict(), "capacity_bracket": bracket, "valid": self.valid,
-                "invalid_reason": self.invalid_reason, "curve": [step.to_dict() for step in curve]}
+                "invalid_reason": self.invalid_reason, "curve": [step.to_dict() for step in curve]})
 
 
 def judge(run: ServerRun, settings: ServerSettings) -> ServerRun:
@@ -536,9 +539,9 @@ class Server:
             served, curve, capacity_qps = [main], [], None
         n_images = sum(s.n_requests for s in served)
         time_per_image, stages, tokens = batch_figures(main.results, policy.cv_threshold)
-        latency = summarize(main.latencies_ms, policy.cv_threshold).to_dict()
         unstable = _service_unstable(main.results, policy.cv_threshold)
-        latency["unstable"] = unstable  # judged on service times; latency_ms.cv describes the queueing
+        # judged on service times; latency_ms.cv describes the queueing
+        latency = stats(main.latencies_ms, policy.cv_threshold, unstable=unstable)
         memory, energy = tracking.fields(n_images, run.weights_bytes)
         per_token, decode_tokens_per_s = token_figures(main.results)
         return Measurement(
@@ -546,8 +549,8 @@ class Server:
             latency=latency,
             time_per_image=time_per_image,
             stages_ms=stages,
-            throughput={"images_per_s": main.achieved_qps, "tokens_per_s": sum(tokens) / main.duration_s,
-                        "wall_s": main.wall_s, "decode_tokens_per_s": decode_tokens_per_s},
+            throughput=Throughput(images_per_s=main.achieved_qps, tokens_per_s=sum(tokens) / main.duration_s,
+                                  wall_s=main.wall_s, decode_tokens_per_s=decode_tokens_per_s),
             memory=memory,
             energy=energy,
             gen_tokens_mean=sum(tokens) / len(tokens),

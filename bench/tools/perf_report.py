@@ -127,7 +127,7 @@ class PerfReport:
 
     def roofline_of(self, s: SettingResult) -> Roofline:
         reference = self.matmul_gflops.get(s.dtype if s.dtype in self.matmul_gflops else "fp32")
-        return Roofline.from_dict(roofline(s.vision_ms_per_image, self.vision_gflop_per_image * 1e9, reference))
+        return roofline(s.vision_ms_per_image, self.vision_gflop_per_image * 1e9, reference)
 
     def agreement_of(self, s: SettingResult) -> float | None:
         return agreement(self.baseline.texts, s.texts) if self.baseline.texts and s.texts else None
