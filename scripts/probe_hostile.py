@@ -404,7 +404,7 @@ def crash_cases() -> None:
     add(k, "full disk: report.html", lambda w: raises_usage(lambda: report.build_report(
         [run_copy(w / "work")], w / "work" / "run" / "report.html", writer=enospc)), needle="No space left")
     add(k, "full disk: results.jsonl append", lambda w: raises_usage(lambda: store.append(
-        run_copy(w / "work"), store.Record(**store.read_records(BASELINE)[0]), writer=enospc)),
+        run_copy(w / "work"), store.records(BASELINE)[0], writer=enospc)),
         needle="No space left", check=unchanged("run/results.jsonl", BASELINE))
     add(k, "full disk: env.json", lambda w: raises_usage(lambda: paths.write_atomic(
         w / "work" / "env.json", b"{}", writer=enospc)), needle="No space left")
@@ -637,7 +637,7 @@ def loadgen_cases() -> None:
 
 
 def _statuses(out: Path) -> list[str]:
-    return [r["status"] for r in store.read_records(out)] if (out / store.RESULTS).exists() else []
+    return [r.status for r in store.records(out)] if (out / store.RESULTS).exists() else []
 
 
 def _hidden(w: Path) -> Callable[[], int]:

@@ -16,16 +16,18 @@ docs/history.md quotes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 
 from bench.regression.history.entries import Entry, MachineClass, machine_from_env
-from bench.results import store
+from bench.results import Record, store
 
 BASELINE = Path(__file__).resolve().parent / "fixtures" / "schema1-smoke-cpu"
 """A frozen copy of reports/baselines/smoke-cpu as recorded (which a refreshed baseline replaces)."""
@@ -34,7 +36,7 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def templates() -> tuple[list[dict], dict]:
-    records = list(store.latest_by_cell(store.read_records(BASELINE)).values())
+    records = [r.to_dict() for r in store.latest_by_cell(store.records(BASELINE)).values()]  # JSON to vary
     return [{k: v for k, v in r.items() if k != "examples"} for r in records], store.read_env(BASELINE)
 
 
@@ -97,10 +99,25 @@ def history(
                 source={"kind": "run-dir", "path": f"synthetic/{seed}/{i}"},
                 machine=machine,
                 env=env,
-                records=records,
+                records=[typed(r) for r in records],
             )
         )
     return entries
+
+
+def typed(record: dict) -> Record:
+    """A synthetic record's JSON through the one door (every one is well formed)."""
+    found = Record.from_dict(record)
+    assert found is not None, record
+    return found
+
+
+@contextlib.contextmanager
+def as_json(entry: Entry) -> Iterator[list[dict]]:
+    """The entry's records as JSON dicts to change in place (a run made slower, a cell failed); typed again after."""
+    records = [r.to_dict() for r in entry.records]
+    yield records
+    entry.records = [typed(r) for r in records]
 
 
 def write(entries: list[Entry], directory: Path) -> Path:

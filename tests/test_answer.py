@@ -39,7 +39,15 @@ from bench.report.uncertainty import (
 from bench.results import Record, store
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
-from report_factory import GPU, environment, gpu_and_cpu_runs, make_record, make_server_record, write_run  # noqa: E402
+from report_factory import (  # noqa: E402
+    GPU,
+    environment,
+    figures,
+    gpu_and_cpu_runs,
+    make_record,
+    make_server_record,
+    write_run,
+)
 
 BASELINES = Path(__file__).resolve().parents[1] / "reports" / "baselines"
 REQUIRED = {"task", "device", "variant", "backend", "dtype", "quant", "threads", "batch_size", "scenario", "devices",
@@ -69,8 +77,8 @@ def _page_rows(section: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def _records(run_dirs) -> dict[str, dict]:
-    return {cid: rec for d in run_dirs for cid, rec in store.latest_by_cell(store.read_records(d)).items()}
+def _records(run_dirs) -> dict[str, Record]:
+    return {cid: rec for d in run_dirs for cid, rec in store.latest_by_cell(store.records(d)).items()}
 
 
 def _interval_holds(option: dict) -> None:
@@ -100,8 +108,8 @@ def _check_against_page_and_records(text, data, run_dirs, demand, utilisation=0.
             a["usd_per_million_images"])
         # by hand, from the record (a prediction's capacity is the model's: checked in its own tests)
         if a["basis"] == SERVER_BASIS:  # the capacity search's, else a fixed-rate run's achieved rate
-            capacity = rec["capacity_qps"] or rec["server"]["achieved_qps"]
-            samples = sorted(rec["samples_ms"])
+            capacity = rec.capacity_qps or rec.server.achieved_qps
+            samples = sorted(rec.samples_ms)
             assert a["latency_ms"] == pytest.approx(float(np.percentile(samples, 99)))
         else:
             assert a["basis"] == PREDICTED_BASIS and a["predicted_from_batch_sizes"]
@@ -109,13 +117,13 @@ def _check_against_page_and_records(text, data, run_dirs, demand, utilisation=0.
         d = demand if demand is not None else a["demand_qps"]
         assert a["devices"] == math.ceil(d / (capacity * utilisation) - 1e-9)
         assert a["utilisation"] <= utilisation + 1e-9
-        price = prices.gpu_price(a["device"]) if rec["device"].startswith("cuda") else None
+        price = prices.gpu_price(a["device"]) if rec.device.startswith("cuda") else None
         if price is not None:
             assert a["usd_per_month"] == pytest.approx(a["devices"] * price.usd_per_hour * 730)
             assert a["usd_per_million_images"] == pytest.approx(price.usd_per_hour / 3600 / capacity * 1e6)
             assert f"${html.escape(report.format_number(a['usd_per_month']))}" in section
         assert (a["variant"], a["dtype"], a["batch_size"], a["scenario"]) == (
-            rec["variant"], rec["dtype"], rec["batch_size"], rec["scenario"])
+            rec.variant, rec.dtype, rec.batch_size, rec.scenario)
         assert html.escape(a["basis"]) in section and a["percentile"] == "p99"
         assert a["validity"]["stamp"] in ("VALID", "PREDICTED") and a["quality"]["basis"]
         _interval_holds(a)
@@ -234,9 +242,7 @@ def test_the_server_chart_draws_each_capacity_at_the_percentile_its_search_judge
 
 
 def _plot_data(chart) -> list[dict]:
-    page = str(chart.html)
-    start = page.index("[", page.index("Plotly.newPlot("))
-    return json.JSONDecoder().raw_decode(page, start)[0]
+    return figures(str(chart.html))[0][0]
 
 
 def test_flagged_capacities_never_headline_and_the_unflagged_runner_up_does(tmp_path):
@@ -439,9 +445,7 @@ def test_reported_accuracy_is_drawn_only_at_the_setting_it_was_reported_for(tmp_
     drawn = [x for t in _plot_data(chart) for x in t.get("x") or [] if t.get("mode") == "markers"]
     assert len(drawn) == 1  # only the fp32, unquantised, pretrained cell of the card's checkpoint
     assert "drawn only at the setting it was reported for" in chart.note
-    page = str(chart.html)
-    layout_at = page.index("{", json.JSONDecoder().raw_decode(page, page.index("[", page.index("Plotly.newPlot(")))[1])
-    layout = json.JSONDecoder().raw_decode(page, layout_at)[0]
+    layout = figures(str(chart.html))[0][1]
     assert "reported (paper/model card)" in layout["yaxis"]["title"]["text"]
     assert "derived from measured throughput" in layout["xaxis"]["title"]["text"]
 

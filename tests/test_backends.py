@@ -169,10 +169,10 @@ def test_a_missing_openvino_is_a_skipped_cell_with_the_install_hint(tiny_checkpo
                          limit=1, max_new_tokens=2, num_beams=[1], energy_idle_s=0.0, examples=0,
                          repetition={"warmup": 0, "min_iterations": 1, "max_iterations": 1, "min_duration_s": 0.0})
     summary = run_sweep(config, tmp_path / "run", quiet=True)
-    by_backend = {r["backend"]: r for r in summary.records}
-    assert by_backend["transformers"]["status"] == "ok"
+    by_backend = {r.backend: r for r in summary.records}
+    assert by_backend["transformers"].status == "ok"
     skipped = by_backend["openvino"]
-    assert skipped["status"] == "skipped" and "pip install 'florence2-bench[openvino]'" in skipped["error"]
+    assert skipped.status == "skipped" and "pip install 'florence2-bench[openvino]'" in skipped.error
     assert not (tmp_path / "ir").exists()
 
 
@@ -208,19 +208,19 @@ def test_both_backends_run_every_task_and_fp32_texts_agree(tiny_checkpoint, ov_c
                                  repetition={"warmup": 0, "min_iterations": 1, "max_iterations": 1,
                                              "min_duration_s": 0.0})
     run_sweep(config, tmp_path / "run", quiet=True)
-    records = store.read_records(tmp_path / "run")
-    assert {(r["backend"], r["task"]) for r in records} == {(b, t) for b in ("transformers", "openvino") for t in TASKS}
-    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records if r["status"] != "ok"]
-    ov = [r for r in records if r["backend"] == "openvino"]
-    info = ov[0]["extra"]["backend_info"]
+    records = store.records(tmp_path / "run")
+    assert {(r.backend, r.task) for r in records} == {(b, t) for b in ("transformers", "openvino") for t in TASKS}
+    assert all(r.status == "ok" for r in records), [r.error for r in records if r.status != "ok"]
+    ov = [r for r in records if r.backend == "openvino"]
+    info = ov[0].extra.backend_info
     assert [p["part"] for p in info["converted_parts"]] == ["vision_tower", "multi_modal_projector", "encoder",
                                                              "decoder_first", "decoder_step", "lm_head"]
     assert info["pytorch_parts"] == ["embed_tokens"] and info["inference_precision"] == "f32"
     assert info["settings"] == {"cache_dir": str(ov_cache), "threads": None, "streams": 1} and info["streams"] == 1
     assert all(Path(p["ir"]).resolve().is_relative_to(ov_cache.resolve()) for p in info["converted_parts"])
-    assert all(r["stages_ms"]["vision"] > 0 for r in ov)  # the hooks still time the converted parts
+    assert all(r.stages_ms.vision > 0 for r in ov)  # the hooks still time the converted parts
     agreement = agreement_with_fp32(records)
-    assert set(agreement) == {r["cell_id"] for r in ov}  # recorded like any precision change
+    assert set(agreement) == {r.cell_id for r in ov}  # recorded like any precision change
     assert sum(agreement.values()) / len(agreement) >= 0.9
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import json
 import re
 import sys
 from collections import Counter
@@ -20,24 +19,13 @@ from bench.report import report
 from bench.results import Record
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
-from report_factory import failed_run, gpu_and_cpu_runs, random_run, single_run  # noqa: E402
+from report_factory import failed_run, figures, gpu_and_cpu_runs, random_run, single_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = [ROOT / "reports" / "baselines" / n for n in ("smoke-cpu", "gpu-nvidia-h200", "gpu-nvidia-h200-graphs")]
 # the issue's legend entry, as the three committed baselines labelled it before
 LONG = ("gpu-nvidia-h200-graphs base cuda fp16 bs128 cuda-graphs max_new=20 offline cache=static "
         "compile_vision=True prefetch=True preprocess=device")
-
-
-def figures(page: str) -> list[tuple[list[dict], dict]]:
-    """Every plotly figure of a page: (data, layout) as plotly will draw them."""
-    decoder = json.JSONDecoder()
-    out = []
-    for m in re.finditer(r"Plotly\.newPlot\(", page):
-        data, end = decoder.raw_decode(page, page.index("[", m.end()))
-        layout, _ = decoder.raw_decode(page, page.index("{", end))
-        out.append((data, layout))
-    return out
 
 
 def trace_labels(data: list[dict]) -> list[str]:

@@ -32,20 +32,21 @@ def test_run_writes_the_contract_run_directory(pretrained_tiny_checkpoint, tmp_p
     out = tmp_path / "run"
     code, stdout, _ = _run(capsys, "run", "--model-path", str(tiny_checkpoint), "--tasks", "caption,od", "--out", str(out), *FAST)
     assert code == 0
-    records = store.read_records(out)
-    assert [r["task"] for r in records] == ["<CAPTION>", "<OD>"]
+    records = store.records(out)
+    assert [r.task for r in records] == ["<CAPTION>", "<OD>"]
     for r in records:
-        assert r["status"] == "ok" and r["weights"] == "pretrained" and r["checkpoint"] == str(tiny_checkpoint)
-        assert r["variant"] == "custom"
-        assert r["params"] > 1e6 and r["memory"]["peak_rss_bytes"] > 1e7
-        assert set(r["latency_ms"]) >= {"mean", "std", "p50", "p90", "p95", "p99", "n"}
-        assert set(r["stages_ms"]) == {"preprocess", "vision", "ttft", "per_token", "decode", "postprocess"}
-        assert r["throughput"]["images_per_s"] > 0 and r["throughput"]["tokens_per_s"] > 0
-        assert len(r["samples_ms"]) == r["latency_ms"]["n"] >= 2
-        assert r["max_new_tokens"] == 4 and r["gen_tokens_mean"] <= 4
-        assert r["accuracy"] is not None  # pretrained weights are scored (tiny ones score ~0)
-        assert r["energy"]["source"]  # a counter name, or why there is none
-    assert len({r["cell_id"] for r in records}) == 2
+        assert r.status == "ok" and r.weights == "pretrained" and r.checkpoint == str(tiny_checkpoint)
+        assert r.variant == "custom"
+        assert r.params > 1e6 and r.memory.peak_rss_bytes > 1e7
+        latency = r.latency_ms
+        assert None not in (latency.mean, latency.std, latency.p50, latency.p90, latency.p95, latency.p99, latency.n)
+        assert set(r.stages_ms.to_dict()) == {"preprocess", "vision", "ttft", "per_token", "decode", "postprocess"}
+        assert r.throughput.images_per_s > 0 and r.throughput.tokens_per_s > 0
+        assert len(r.samples_ms) == latency.n >= 2
+        assert r.max_new_tokens == 4 and r.gen_tokens_mean <= 4
+        assert r.accuracy is not None  # pretrained weights are scored (tiny ones score ~0)
+        assert r.energy.source  # a counter name, or why there is none
+    assert len({r.cell_id for r in records}) == 2
     env = json.loads((out / "env.json").read_text())
     assert env["cpu"] and env["libraries"]["torch"]
     html = (out / "report.html").read_text()
@@ -58,11 +59,11 @@ def test_random_weights_force_the_tasks_token_count_and_skip_accuracy(tiny_check
     code, _, _ = _run(capsys, "run", "--weights", "random", "--model-path", str(tiny_checkpoint), "--tasks",
                       "region_to_category", "--out", str(out), "--limit", "2", "--num-beams", "1", "--quiet")
     assert code == 0
-    (record,) = store.read_records(out)
-    assert record["weights"] == "random" and record["accuracy"] is None
-    assert record["max_new_tokens"] == get_task("<REGION_TO_CATEGORY>").random_tokens
-    assert record["gen_tokens_mean"] == record["max_new_tokens"]
-    assert "forced" in record["timing"]["generation"]
+    (record,) = store.records(out)
+    assert record.weights == "random" and record.accuracy is None
+    assert record.max_new_tokens == get_task("<REGION_TO_CATEGORY>").random_tokens
+    assert record.gen_tokens_mean == record.max_new_tokens
+    assert "forced" in record.timing.generation
 
 
 def test_stage_medians_add_up_to_the_end_to_end_median(tiny_checkpoint, tmp_path, capsys):
@@ -70,14 +71,14 @@ def test_stage_medians_add_up_to_the_end_to_end_median(tiny_checkpoint, tmp_path
     code, _, _ = _run(capsys, "run", "--model-path", str(tiny_checkpoint), "--tasks", "caption", "--out", str(out),
                       "--max-new-tokens", "8", "--limit", "4", "--num-beams", "1", "--quiet")
     assert code == 0
-    (r,) = store.read_records(out)
+    (r,) = store.records(out)
     # the tiny checkpoint is marked random: recorded so, with forced token counts and no accuracy
-    assert r["weights"] == "random" and r["checkpoint"] == str(tiny_checkpoint) and r["accuracy"] is None
-    assert r["gen_tokens_mean"] == 8 and "florence2_bench.json" in r["extra"]["resolution_note"]
-    s = r["stages_ms"]
-    total = s["preprocess"] + s["ttft"] + s["decode"] + s["postprocess"]
-    assert abs(total - r["latency_ms"]["p50"]) / r["latency_ms"]["p50"] < 0.10
-    assert 0 < s["vision"] < s["ttft"]
+    assert r.weights == "random" and r.checkpoint == str(tiny_checkpoint) and r.accuracy is None
+    assert r.gen_tokens_mean == 8 and "florence2_bench.json" in r.extra.resolution_note
+    s = r.stages_ms
+    total = s.preprocess + s.ttft + s.decode + s.postprocess
+    assert abs(total - r.latency_ms.p50) / r.latency_ms.p50 < 0.10
+    assert 0 < s.vision < s.ttft
 
 
 def test_the_parser_has_each_registered_command_in_the_registry_order():
@@ -162,12 +163,12 @@ def test_bf16_cells_show_agreement_with_fp32_and_a_roofline(tiny_checkpoint, tmp
     code, _, _ = _run(capsys, "run", "--model-path", str(tiny_checkpoint), "--tasks", "caption", "--dtypes",
                       "fp32,bf16", "--out", str(out), *FAST)
     assert code == 0
-    records = {r["dtype"]: r for r in store.read_records(out)}
-    if records["bf16"]["status"] == "skipped":
-        pytest.skip(records["bf16"]["error"])
+    records = {r.dtype: r for r in store.records(out)}
+    if records["bf16"].status == "skipped":
+        pytest.skip(records["bf16"].error)
     for r in records.values():
-        roofline = r["extra"]["roofline"]
-        assert roofline["vision_gflops_per_s"] > 0 and roofline["matmul_gflops_per_s"] > 0
+        roofline = r.extra.roofline
+        assert roofline.vision_gflops_per_s > 0 and roofline.matmul_gflops_per_s > 0
     from bench.report.report import load_prices, load_runs
 
     (run,) = load_runs([out], load_prices())

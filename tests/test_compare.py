@@ -12,7 +12,7 @@ from bench.core.errors import UsageError
 from bench.regression.bootstrap import CI_LEVEL, bootstrap_ratios, sorted_quantiles
 from bench.regression.compare import compare_dirs, run_compare
 from bench.regression.gates import DEFAULT_THRESHOLDS, METRICS, classify, metric_spec, parse_fail_on
-from bench.regression.values import FROM_SAMPLES, sample_values
+from bench.regression.values import SAMPLE_ROWS, sample_values
 from bench.results import store
 
 TASKS = ("<CAPTION>", "<OD>", "<OCR>")
@@ -150,37 +150,40 @@ def test_an_unstable_runs_tail_does_not_gate_but_its_median_does(tmp_path):
     assert verdicts(compare_dirs(base, slow), "latency_p50") == {"regressed"}
 
 
-def bootstrap_ratio(baseline, current, quantiles, rng, n_boot):
+def bootstrap_ratio(baseline, current, quantiles, n_boot, seed=0):
     """One cell's bootstrap: point ratio, low and high per quantile."""
-    point, low, high = bootstrap_ratios([(baseline, current, rng)], quantiles, n_boot)
+    point, low, high = bootstrap_ratios([(baseline, current)], quantiles, n_boot, seed)
     return point[0], low[0], high[0]
 
 
 def test_bootstrap_known_answers():
     rng = np.random.default_rng(0)
     flat = np.full(10, 100.0)
-    point, low, high = bootstrap_ratio(flat, flat * 1.25, (0.5, 0.9), rng, 200)
+    point, low, high = bootstrap_ratio(flat, flat * 1.25, (0.5, 0.9), 200)
     assert np.allclose([point, low, high], 1.25)
     # the interval of a noisy ratio contains the point estimate and is narrower with more samples
-    narrow = bootstrap_ratio(noisy(rng, n=400), noisy(rng, n=400), (0.5,), rng, 500)
-    wide = bootstrap_ratio(noisy(rng, n=10), noisy(rng, n=10), (0.5,), rng, 500)
+    narrow = bootstrap_ratio(noisy(rng, n=400), noisy(rng, n=400), (0.5,), 500)
+    wide = bootstrap_ratio(noisy(rng, n=10), noisy(rng, n=10), (0.5,), 500)
     for point, low, high in (narrow, wide):
         assert low[0] <= point[0] <= high[0]
     assert narrow[2][0] - narrow[1][0] < wide[2][0] - wide[1][0]
 
 
-def _bootstrap_cell_by_cell(baseline, current, quantiles, rng, n_boot, level=CI_LEVEL):
-    """The bootstrap as compare ran it before it was vectorised: one cell, its resamples in chunks of
-    2,000,000 values, numpy quantiles per chunk (the oracle the vectorised one must equal)."""
+def _bootstrap_cell_by_cell(baseline, current, quantiles, seed, n_boot, level=CI_LEVEL):
+    """The textbook bootstrap of one cell (the oracle the vectorised one must equal): each resample drawn
+    whole, as positions in the sorted sample from the generator of the cell's sample counts (the baseline's
+    resamples, then the current run's, in chunks of 2,000,000 values), and numpy's quantiles of each."""
+    rng = np.random.default_rng([seed, len(baseline), len(current)])
+
+    def resamples(x):
+        x, chunk = np.sort(x), max(1, 2_000_000 // len(x))
+        return np.concatenate([x[rng.integers(0, len(x), (min(chunk, n_boot - start), len(x)))]
+                               for start in range(0, n_boot, chunk)])
+
     point = np.quantile(current, quantiles) / np.quantile(baseline, quantiles)
-    chunk = max(1, 2_000_000 // max(len(baseline), len(current)))
-    ratios = []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        b = baseline[rng.integers(0, len(baseline), (size, len(baseline)))]
-        c = current[rng.integers(0, len(current), (size, len(current)))]
-        ratios.append(np.quantile(c, quantiles, axis=1) / np.quantile(b, quantiles, axis=1))
-    low, high = np.quantile(np.concatenate(ratios, axis=1), [(1 - level) / 2, (1 + level) / 2], axis=1)
+    b, c = resamples(baseline), resamples(current)
+    ratios = np.quantile(c, quantiles, axis=1) / np.quantile(b, quantiles, axis=1)
+    low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2], axis=1)
     return point, low, high
 
 
@@ -188,10 +191,9 @@ def test_the_vectorised_bootstrap_equals_the_cell_by_cell_one_draw_for_draw():
     rng = np.random.default_rng(3)
     sizes = [(3, 3), (3, 3), (5, 3), (3, 3), (2, 40), (5, 3), (1200, 900)]  # groups interleaved; one chunked draw
     cells = [(noisy(rng, n=nb), noisy(rng, n=nc) * 1.1) for nb, nc in sizes]
-    pairs = [(b, c, np.random.default_rng([9, i])) for i, (b, c) in enumerate(cells)]
-    point, low, high = bootstrap_ratios(pairs, (0.5, 0.9), 2000)
+    point, low, high = bootstrap_ratios(cells, (0.5, 0.9), 2000, seed=9)
     for i, (b, c) in enumerate(cells):
-        expected = _bootstrap_cell_by_cell(b, c, (0.5, 0.9), np.random.default_rng([9, i]), 2000)
+        expected = _bootstrap_cell_by_cell(b, c, (0.5, 0.9), 9, 2000)
         np.testing.assert_array_equal(point[i], expected[0])
         np.testing.assert_array_equal(low[i], expected[1])
         np.testing.assert_array_equal(high[i], expected[2])
@@ -209,10 +211,10 @@ def test_sorted_quantiles_equal_numpys_bit_for_bit():
 def test_sample_values_equal_each_records_own():
     rng = np.random.default_rng(5)
     samples = [noisy(rng, n=n) for n in (4, 20, 4, 1, 7, 20)]
-    records = [{"batch_size": b} for b in (1, 8, 2, 4, None, 1)]
-    values = sample_values(samples, records)
-    for x, r, got in zip(samples, records, values, strict=True):
-        assert got == {metric: f(x, r) for metric, f in FROM_SAMPLES.items()}
+    batches = (1, 8, 2, 4, 1, 1)
+    values = sample_values(samples, batches)
+    for x, batch, got in zip(samples, batches, values, strict=True):
+        assert got == {metric: float(rows(x, batch)) for metric, rows in SAMPLE_ROWS.items()}
 
 
 def test_seeded_and_independent_of_other_cells(tmp_path):

@@ -67,28 +67,42 @@ def test_ray_sweep_matches_local_cells_contains_a_dead_task_and_resumes(
 
     monkeypatch.setattr(ray_executor, "run_group", dies_on_eager)
     assert cli.main(args) == 1
-    first = store.read_records(out)
-    assert {r["cell_id"] for r in first} == {c.cell_id for c in cells}  # the same cells local execution runs
-    status = {r["cell_id"]: r for r in first}
+    first = store.records(out)
+    assert {r.cell_id for r in first} == {c.cell_id for c in cells}  # the same cells local execution runs
+    status = {r.cell_id: r for r in first}
     for cell_id in cpu:
         record = status[cell_id]
         if cell_id in eager:
-            assert record["status"] == "error"
-            assert "Ray task failed" in record["error"] and "simulated worker failure" in record["error"]
+            assert record.status == "error"
+            assert "Ray task failed" in record.error and "simulated worker failure" in record.error
         else:
-            assert record["status"] == "ok" and record["latency_ms"]["n"] == 2
-            assert record["extra"]["ray"]["num_threads"] == 1
-            assert all((out / e["image_file"]).is_file() for e in record["examples"])
+            assert record.status == "ok" and record.latency_ms.n == 2
+            assert record.extra.ray.num_threads == 1
+            assert all((out / e.image_file).is_file() for e in record.examples)
     for cell in cells:
         if cell.device == "cuda":
-            assert status[cell.cell_id]["status"] == "skipped"
-            assert "no GPU" in status[cell.cell_id]["error"]
+            assert status[cell.cell_id].status == "skipped"
+            assert "no GPU" in status[cell.cell_id].error
 
     monkeypatch.undo()
     assert cli.main([*args, "--resume"]) == 0
-    everything = store.read_records(out)
-    counts = Counter(r["cell_id"] for r in everything if r["status"] == "ok")
+    everything = store.records(out)
+    counts = Counter(r.cell_id for r in everything if r.status == "ok")
     assert set(counts) == set(cpu) and set(counts.values()) == {1}  # done cells were skipped, not re-run
-    assert everything[: len(first)] == first
+    assert [r.to_dict() for r in everything[: len(first)]] == [r.to_dict() for r in first]
     latest = store.latest_by_cell(everything)
-    assert {latest[i]["status"] for i in cpu} == {"ok"}
+    assert {latest[i].status for i in cpu} == {"ok"}
+
+
+def test_a_finished_task_is_read_through_the_record_door(tmp_path):
+    """What a Ray task sends back (``GroupResult``: records as JSON) reaches the run directory as typed records,
+    its progress lines labelled with its host and its example files inside the run."""
+    from bench.results import Record
+
+    sent = {"cell_id": "c1", "status": "ok", "latency_ms": {"p50": 10.0}, "extra": {"ray": {"host": "node-7"}}}
+    result = ray_executor.GroupResult([sent], {"examples/a.png": b"png"}, ["cell 1/1 ok"], "node-7")
+    got: list[Record] = []
+    ray_executor._collect(tmp_path, result, got.append)
+    assert got == [Record.from_dict(sent)] and got[0].latency_ms.p50 == 10.0
+    assert (tmp_path / "examples" / "a.png").read_bytes() == b"png"
+    assert "cell 1/1 ok [ray task on node-7]" in (tmp_path / store.PROGRESS).read_text()

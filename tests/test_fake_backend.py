@@ -36,17 +36,17 @@ def _sweep(path: Path, batch_sizes: str = "[1, 2]") -> Path:
 def test_a_backend_with_its_own_engine_runs_through_sweep_report_and_compare(fake, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["run", "--sweep", str(_sweep(tmp_path / "fake.toml")), "--out", str(out), "--quiet"]) == 0
-    records = store.read_records(out)
-    assert [(r["status"], r["backend"], r["batch_size"], r["scenario"]) for r in records] == [
+    records = store.records(out)
+    assert [(r.status, r.backend, r.batch_size, r.scenario) for r in records] == [
         ("ok", "fake", 1, "single-stream"), ("ok", "fake", 2, "offline")]
     for r in records:
-        assert set(r["stages_ms"]) == set(fake.stages)  # only the stages this backend times
-        assert r["extra"]["backend_info"] == {"engine": "numpy", "vocab": 64}
-        assert r["extra"]["roofline"] is None  # it counts no vision FLOPs: no roofline, never a made-up one
-        assert r["gen_tokens_mean"] == 4 and r["weights"] == "random" and r["checkpoint"] == "fake:base"
-        assert r["latency_ms"]["p50"] > 0 and r["throughput"]["images_per_s"] > 0
-        assert r["timing"]["image_processor"] is None
-        assert all(text.startswith("t") for text in r["extra"]["texts"].values())  # what the engine generated
+        assert set(r.stages_ms.to_dict()) == set(fake.stages)  # only the stages this backend times
+        assert r.extra.backend_info == {"engine": "numpy", "vocab": 64}
+        assert r.extra.roofline is None  # it counts no vision FLOPs: no roofline, never a made-up one
+        assert r.gen_tokens_mean == 4 and r.weights == "random" and r.checkpoint == "fake:base"
+        assert r.latency_ms.p50 > 0 and r.throughput.images_per_s > 0
+        assert r.timing.image_processor is None
+        assert all(text.startswith("t") for text in r.extra.texts.values())  # what the engine generated
 
     assert cli.main(["report", str(out)]) == 0
     assert "fake" in (out / "report.html").read_text()
@@ -67,7 +67,7 @@ def test_a_backend_that_times_other_stages_than_it_declares_fails_its_cell(monke
     monkeypatch.setitem(BACKENDS, backend.name, backend)
     out = tmp_path / "run"
     assert cli.main(["run", "--sweep", str(_sweep(tmp_path / "fake.toml", "[1]")), "--out", str(out), "--quiet"]) == 1
-    [record] = store.read_records(out)
-    assert record["status"] == "error" and record["error"] == (
+    [record] = store.records(out)
+    assert record.status == "error" and record.error == (
         "RuntimeError: backend fake timed stages preprocess, decode, postprocess; it declares "
         "preprocess, vision, ttft, per_token, decode, postprocess")

@@ -225,7 +225,7 @@ def _run(tmp: Path) -> Path:
 
 
 def _record(run: Path) -> store.Record:
-    return store.Record(**store.read_records(BASELINE)[0])
+    return store.records(BASELINE)[0]
 
 
 def _results(tmp):
@@ -483,13 +483,13 @@ def killed_then_resumed(tiny_checkpoint, tmp_path_factory):
         proc.wait()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a torn tail is possible (and repaired)
-        kept = store.read_records(out)
+        kept = [r.to_dict() for r in store.records(out)]
         assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(out), "--resume", "--quiet"]) == 0
     return SimpleNamespace(out=out, cells=cells, killed=killed, kept=kept)
 
 
 def _each_cell_once(run) -> None:
-    records = store.read_records(run.out)
+    records = [r.to_dict() for r in store.records(run.out)]
     assert Counter(r["cell_id"] for r in records) == Counter(c.cell_id for c in run.cells)
     assert records[: len(run.kept)] == run.kept  # what the killed run finished was kept, not run again
 

@@ -50,7 +50,7 @@ def _one_line(capsys) -> str:
 
 
 def _ids(run: Path) -> Counter:
-    return Counter(r["cell_id"] for r in store.read_records(run))
+    return Counter(r.cell_id for r in store.records(run))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_kills_at_random_points_then_resume_record_every_cell_exactly_once(tiny_
     assert kills >= 1, "every run ended before it could be killed"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a torn tail is possible (and repaired)
-        before = store.read_records(out)
+        before = [r.to_dict() for r in store.records(out)]  # the JSON: one is written back torn
     assert 1 <= len(before) < len(expected)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -105,7 +105,7 @@ def test_kills_at_random_points_then_resume_record_every_cell_exactly_once(tiny_
         fh.write(json.dumps(before[0])[:40])
     with pytest.warns(UserWarning, match="torn line"):
         assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(out), "--resume", "--quiet"]) == 0
-    after = store.read_records(out)
+    after = [r.to_dict() for r in store.records(out)]
     counts = Counter(r["cell_id"] for r in after)
     assert set(counts) == expected and set(counts.values()) == {1}
     assert {r["status"] for r in after} == {"ok"}
@@ -142,7 +142,7 @@ def _every_cut(run: Path, head: bytes, last: bytes, ids: list[str], rerun: store
             store.repair_tail(results)  # what a resume does first
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nothing unreadable is left
-            assert [r["cell_id"] for r in store.read_records(run)] == ids, cut
+            assert [r.cell_id for r in store.records(run)] == ids, cut
         if complete:
             assert results.read_bytes() == head + last
 
@@ -223,7 +223,7 @@ def test_repeated_axis_values_make_one_cell_and_resume_appends_nothing(tiny_chec
     assert {str(w.message).split(" ignored")[0] for w in caught if w.category is not host.BusyHostWarning} == {
         "repeated tasks value 'caption'", "repeated devices value 'cpu'"}  # a busy machine may add its own
     first = (out / store.RESULTS).read_bytes()
-    assert sorted(r["status"] for r in store.read_records(out)) == ["ok", "skipped"]
+    assert sorted(r.status for r in store.records(out)) == ["ok", "skipped"]
     for _ in range(2):  # neither the ok nor the skipped cell is appended again
         with pytest.warns(UserWarning, match="repeated"):
             assert cli.main([*args, "--resume"]) == 0
@@ -264,11 +264,11 @@ def test_a_cell_without_usable_data_is_skipped_and_the_sweep_goes_on(sweep_file,
     args = ["run", "--sweep", str(sweep_file), "--dataset", _coco(tmp_path), "--tasks", "caption,od,ocr",
             "--out", str(out), "--quiet"]
     assert cli.main(args) == 0
-    records = {r["task"]: r for r in store.read_records(out)}
-    assert records["<OD>"]["status"] == "ok"
+    records = {r.task: r for r in store.records(out)}
+    assert records["<OD>"].status == "ok"
     for task in ("<CAPTION>", "<OCR>"):
-        assert records[task]["status"] == "skipped"
-        assert f"no image usable for {task}" in records[task]["error"]
+        assert records[task].status == "skipped"
+        assert f"no image usable for {task}" in records[task].error
     assert (out / store.REPORT).is_file()
 
 
@@ -282,8 +282,8 @@ def test_resume_refuses_another_sweep_unless_extending(finished_run, tiny_checkp
     assert "different sweep: tasks" in line and '"<OCR>"' in line and "--extend" in line
     assert (run / store.ENV).read_bytes() == env and (run / store.RESULTS).read_bytes() == results
     assert cli.main([*args, "--extend"]) == 0
-    records = store.read_records(run)
-    assert [r["task"] for r in records] == ["<CAPTION>", "<OD>", "<OCR>"]  # only the new cell ran
+    records = store.records(run)
+    assert [r.task for r in records] == ["<CAPTION>", "<OD>", "<OCR>"]  # only the new cell ran
     recorded = store.read_env(run)
     assert recorded["sweep"]["tasks"] == ["<CAPTION>", "<OD>", "<OCR>"]
     assert recorded["resumes"][-1]["previous_sweep"]["tasks"] == ["<CAPTION>", "<OD>"]
@@ -380,7 +380,7 @@ def test_hostile_record_values_never_crash_report_or_compare(seed, tmp_path, cap
     (run / store.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in records))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert len(store.read_records(run)) == len(records)  # all pass the store's checks: the report sees them
+        assert len(store.records(run)) == len(records)  # all pass the store's checks: the report sees them
         warnings.simplefilter("ignore")
         assert cli.main(["report", str(run)]) == 0
         assert cli.main(["compare", str(run), str(run), "--markdown", str(tmp_path / "c.md")]) == 0
@@ -674,7 +674,7 @@ def test_hostile_input_is_one_line_and_exit_2(case, tiny_checkpoint, finished_ru
 def test_an_image_outside_its_folder_is_read_only_with_the_flag(tiny_checkpoint, tmp_path):
     argv = _coco_outside(tmp_path, tiny_checkpoint, "../secret.png")
     assert cli.main([*argv, "--tasks", "od", "--allow-outside-images", "--weights", "random"]) == 0
-    assert {r["status"] for r in store.read_records(tmp_path / "run")} == {"ok"}
+    assert {r.status for r in store.records(tmp_path / "run")} == {"ok"}
 
 
 @pytest.mark.parametrize("name", ["../../../escaped.txt", "/tmp/abs.txt", "..", ".hidden", "a/b", "a\\b", "x\n"])
@@ -838,7 +838,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_temporary(finishe
     with pytest.raises(cli.UsageError, match=r"cannot write .*report.html: No space left"):
         report.build_report([run], run / "report.html", writer=_enospc)
     with pytest.raises(cli.UsageError, match=r"cannot write .*results.jsonl: No space left"):
-        store.append(run, store.Record(**store.read_records(run)[0]), writer=_enospc)
+        store.append(run, store.records(run)[0], writer=_enospc)
     with pytest.raises(cli.UsageError, match=r"cannot write .*out.bin: No space left"):
         paths.write_atomic(tmp_path / "out.bin", b"x" * 100, writer=_enospc)
 

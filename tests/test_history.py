@@ -97,8 +97,9 @@ def test_a_regression_and_its_fix_are_two_steps_and_the_gate_judges_against_the_
     for seed in range(10):
         entries = synth.history(30, seed, step_at=10)
         for entry in entries[20:]:  # fixed at run 20: back to the old level
-            for record in entry.records:
-                record["samples_ms"] = [x / 1.25 for x in record["samples_ms"]]
+            with synth.as_json(entry) as records:
+                for record in records:
+                    record["samples_ms"] = [x / 1.25 for x in record["samples_ms"]]
         found = [s for s in steps(entries) if s.metric == "latency_p50"]
         assert steps(entries, series=all_series(entries)) == steps(entries)  # the series a caller has
         # never a step that is not there, never the wrong way
@@ -107,7 +108,7 @@ def test_a_regression_and_its_fix_are_two_steps_and_the_gate_judges_against_the_
             or (abs(s.index - 20) <= 1, s.verdict) == (True, "improved")
             for s in found
         ), found
-        for cell in {r["cell_id"] for r in entries[0].records}:
+        for cell in {r.cell_id for r in entries[0].records}:
             both += sorted(s.verdict for s in found if s.cell_id == cell) == ["improved", "regressed"]
         located += sum(s.index in (10, 20) for s in found)
         rows = [r for r in check(entries[:25]).rows if r.metric == "latency_p50"]
@@ -134,9 +135,10 @@ def test_a_step_in_one_metric_of_a_cell_moves_the_baseline_of_all_its_metrics():
     p90s = [300.0, 302.0, 299.0, 301.0, 300.0, 600.0, 603.0, 598.0, 601.0, 600.0]
     for entry, p50, p90 in zip(entries, p50s, p90s, strict=True):
         entry.records = [entry.records[0]]
-        entry.records[0]["samples_ms"] = _two_level_samples(p50, p90)
+        with synth.as_json(entry) as records:
+            records[0]["samples_ms"] = _two_level_samples(p50, p90)
     history, newest = entries[:-1], entries[-1]
-    cell = newest.records[0]["cell_id"]
+    cell = newest.records[0].cell_id
     priors = {m: [p for i, e in enumerate(history) if (p := point(i, e.records[0], m))]
               for m in ("latency_p50", "latency_p90")}
     assert current_level(priors["latency_p50"]) == priors["latency_p50"]  # p50 alone: no step
@@ -265,10 +267,11 @@ def test_adding_a_run_twice_changes_nothing(tmp_path, capsys):
     entries = load(history)
     stored = next(e for e in entries if e.source["kind"] == "run-dir")
     assert stored.commit == "b208a36686f3534c3309be194ca22aa4fae2e8c2" and stored.dirty is False
-    assert {r["cell_id"] for r in stored.records} == {
+    assert {r.cell_id for r in stored.records} == {
         json.loads(line)["cell_id"] for line in (synth.BASELINE / "results.jsonl").read_text().splitlines()
     }
-    assert all("examples" not in r and r["samples_ms"] for r in stored.records)
+    assert all("examples" not in r for e in _snapshot(history).values() for r in json.loads(e)["records"])
+    assert all(len(r.samples_ms) for r in stored.records)
 
 
 def test_commit_and_date_overrides(tmp_path):
@@ -351,9 +354,10 @@ def test_check_exit_code_and_markdown(tmp_path, capsys):
 def test_check_uses_compares_thresholds_and_directions(tmp_path):
     entries = synth.history(12, 2)
     for n, entry in enumerate(entries):  # deterministic accuracy: CER (lower is better) rises by 3 points
-        for record in entry.records:  # measured accuracy: pretrained weights (random ones are never compared)
-            record["weights"] = "pretrained"
-            record["accuracy"] = {"cer": 10.0 if n < 11 else 13.0, "cider": 50.0}
+        with synth.as_json(entry) as records:  # measured accuracy: pretrained weights (random ones are never compared)
+            for record in records:
+                record["weights"] = "pretrained"
+                record["accuracy"] = {"cer": 10.0 if n < 11 else 13.0, "cider": 50.0}
     rows = {(r.label, r.metric): r for r in check(entries).rows}
     cer = [r for (_, metric), r in rows.items() if metric == "accuracy.cer"]
     assert cer and all(r.verdict == "regressed" and r.ratio == pytest.approx(3.0) for r in cer)
@@ -365,26 +369,25 @@ def test_check_uses_compares_thresholds_and_directions(tmp_path):
 def test_offline_batches_and_server_cells_are_judged_as_compare_values_them():
     entries = synth.history(8, 6)
     for n, entry in enumerate(entries):
-        offline, server = entry.records[0], entry.records[1]
-        offline.update(scenario="offline", batch_size=8)
-        server.update(scenario="server")
-        server["throughput"]["images_per_s"] = 2.0 if n < 7 else 1.0  # the achieved rate halves
+        with synth.as_json(entry) as records:
+            offline, server = records[0], records[1]
+            offline.update(scenario="offline", batch_size=8)
+            server.update(scenario="server")
+            server["throughput"]["images_per_s"] = 2.0 if n < 7 else 1.0  # the achieved rate halves
     rows = {(r.cell_id, r.metric): r for r in check(entries).rows}
     offline, server = entries[-1].records[0], entries[-1].records[1]
     # offline: a request waits its batch, so throughput is batch size x 1000 / median request latency
-    assert rows[offline["cell_id"], "throughput"].current == pytest.approx(
-        8 * 1000 / np.median(offline["samples_ms"])
-    )
+    assert rows[offline.cell_id, "throughput"].current == pytest.approx(8 * 1000 / np.median(offline.samples_ms))
     # server: the achieved rate, not 1 / latency (latency includes queueing); it has no sample noise
-    row = rows[server["cell_id"], "throughput"]
+    row = rows[server.cell_id, "throughput"]
     assert (row.baseline, row.current, row.verdict) == (2.0, 1.0, "regressed")
     assert row.ci_high == pytest.approx(1.0)
 
 
 def test_a_cell_that_was_ok_and_now_fails_is_a_regression():
     entries = synth.history(6, 4)
-    failed = entries[-1].records[0]
-    failed.update(status="oom", error="CUDA out of memory", samples_ms=[])
+    with synth.as_json(entries[-1]) as records:
+        records[0].update(status="oom", error="CUDA out of memory", samples_ms=[])
     result = check(entries)
     assert result.regressed and len(result.newly_failed) == 1 and "oom" in result.newly_failed[0]
 
@@ -419,11 +422,11 @@ def _benchmark_files(tmp_path: Path, n: int, slow_last: float) -> list[Path]:
 def test_pytest_benchmark_files_get_the_same_checks(tmp_path, capsys):
     source = read_pytest_benchmark(BENCH_JSON)
     assert len(source.records) == 6
-    assert {r["task"] for r in source.records} >= {"<CAPTION>", "<OD>"}
+    assert {r.task for r in source.records} >= {"<CAPTION>", "<OD>"}
     assert source.machine.cpu == "Intel(R) Xeon(R) Processor" and source.machine.cores == 2
     assert source.commit == "f37868b5695175c36ee27f0510c4e395c1da8cc6"
     record = source.records[0]
-    assert len(record["samples_ms"]) == 10 and 50 < np.median(record["samples_ms"]) < 5000
+    assert len(record.samples_ms) == 10 and 50 < np.median(record.samples_ms) < 5000
     history = tmp_path / "h"
     for path in _benchmark_files(tmp_path, 8, slow_last=1.3):
         assert _main(capsys, "history", "add", str(path), "--history", str(history))[0] == 0
@@ -492,7 +495,7 @@ def _fake_sweep(out: Path, seed: int, factor: float) -> int:
         git={"commit": f"{seed:040x}", "dirty": False},
     )
     (out / "env.json").write_text(json.dumps(env))
-    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in entry.records))
+    (out / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in entry.records))
     return 0
 
 
@@ -539,9 +542,10 @@ def trend_history(directory: Path) -> Path:
     """Two machine classes, a step, a pytest-benchmark series and a hostile label."""
     entries = synth.history(16, 11, step_at=8) + synth.history(5, 12, machine=OTHER, tag="gpu")
     for entry in entries:
-        for record in entry.records:
-            if record["variant"] == "large" and record["task"] == "<OD>":
-                record["variant"] = f"large{HOSTILE}"
+        with synth.as_json(entry) as records:
+            for record in records:
+                if record["variant"] == "large" and record["task"] == "<OD>":
+                    record["variant"] = f"large{HOSTILE}"
     synth.write(entries, directory)
     data = json.loads(BENCH_JSON.read_text())
     for i in range(4):
@@ -562,10 +566,11 @@ def test_trend_report_has_one_chart_per_task_and_metric_and_marks_steps(tmp_path
     page = (tmp_path / "trends.html").read_text()
     entries = load(history)
     # one chart per task, metric and source (run cells: 4 metrics; pytest-benchmark: p50 and p90)
-    charts = {(r["task"], m, source_of(r)) for e in entries for r in e.records for m in metrics_of(r)}
+    charts = {(r.task, m, source_of(r)) for e in entries for r in e.records for m in metrics_of(r)}
     assert len(charts) == 2 * 4 + 6 * 2
     assert page.count('class="plotly-graph-div"') == len(charts)
-    assert "https://" not in page.split("<script>")[0]
+    plotlyjs = page[page.index('<script type="text/x-plotly-js"') :]
+    assert "https://" not in page.replace(plotlyjs[: plotlyjs.index("</script>")], "")  # none outside plotly.js
     assert "triangle-up" in page and 'id="step-table"' in page
     assert entries[8].commit[:12] in page and entries[8].commit[:7] in page
     assert HOSTILE_ESCAPED in page and HOSTILE not in page
@@ -678,9 +683,10 @@ def test_trend_y_axis_is_logarithmic_where_values_span_more_than_30x(tmp_path):
 
     entries = synth.history(6, 4)
     for entry in entries:  # one <CAPTION> cell 1000x slower than the other: a GPU next to a CPU
-        for record in entry.records:
-            if record["task"] == "<CAPTION>" and record["variant"] == "base":
-                record["samples_ms"] = [x * 1000 for x in record["samples_ms"]]
+        with synth.as_json(entry) as records:
+            for record in records:
+                if record["task"] == "<CAPTION>" and record["variant"] == "base":
+                    record["samples_ms"] = [x * 1000 for x in record["samples_ms"]]
     page = build_trends(synth.write(entries, tmp_path / "h"), tmp_path / "trends.html").read_text()
     axes = {html.unescape(layout["title"]["text"]): layout["yaxis"].get("type") for _, layout in figures(page)}
     assert axes["<CAPTION> · latency_p50"] == axes["<CAPTION> · throughput"] == "log"
@@ -691,10 +697,11 @@ def test_trend_y_axis_is_logarithmic_where_values_span_more_than_30x(tmp_path):
 def test_a_loaded_history_holds_only_what_its_commands_read(tmp_path):
     entries = synth.history(8, seed=3)
     for entry in entries:
-        for record in entry.records:
-            record["extra"] = {**(record.get("extra") or {}), "texts": {"1": "x" * 1000}}
+        with synth.as_json(entry) as records:
+            for record in records:
+                record["extra"] = {**(record.get("extra") or {}), "texts": {"1": "x" * 1000}}
     loaded = load(synth.write(entries, tmp_path / "h"))
-    kept = loaded[0].records[0]
+    kept = loaded[0].records[0].to_dict()  # the fields it was typed from
     assert "timing" not in kept and "stages_ms" not in kept and "texts" not in kept.get("extra", {})
     assert {"samples_ms", "latency_ms", "throughput", "memory", "status", "task"} <= set(kept)
     # and the verdicts are those of the whole records

@@ -228,16 +228,16 @@ def test_single_stream_and_offline_through_loadgen_make_ok_records(tiny_checkpoi
 
     out = tmp_path / "run"
     run_sweep(_sweep(tiny_checkpoint), out, quiet=True)
-    records = store.read_records(out)
-    assert [(r["scenario"], r["batch_size"], r["status"]) for r in records] == [
-        ("single-stream", 1, "ok"), ("offline", 1, "ok"), ("offline", 2, "ok")], [r.get("error") for r in records]
+    records = store.records(out)
+    assert [(r.scenario, r.batch_size, r.status) for r in records] == [
+        ("single-stream", 1, "ok"), ("offline", 1, "ok"), ("offline", 2, "ok")], [r.error for r in records]
     for r in records:
-        assert r["settings"]["load_generator"] == "mlperf"
-        assert r["loadgen"]["result_validity"] in ("VALID", "INVALID") and r["samples_ms"]
-        assert "LoadGen" in r["timing"]["load_generator"]
-        assert ("system under test" if r["scenario"] == "offline" else "as LoadGen measured it") in r["timing"]["latency"]
-        logs = out / r["loadgen"]["logs"]
-        assert logs.parent == out / "loadgen" and logs.name == r["cell_id"]
+        assert r.settings.load_generator == "mlperf"
+        assert r.loadgen.result_validity in ("VALID", "INVALID") and len(r.samples_ms)
+        assert "LoadGen" in r.timing.load_generator
+        assert ("system under test" if r.scenario == "offline" else "as LoadGen measured it") in r.timing.latency
+        logs = out / r.loadgen.logs
+        assert logs.parent == out / "loadgen" and logs.name == r.cell_id
         assert (logs / "mlperf_log_detail.txt").exists() and (logs / "mlperf_log_summary.txt").exists()
 
 
@@ -249,8 +249,8 @@ def test_a_missing_loadgen_package_is_a_skipped_record_with_the_install_hint(tin
     monkeypatch.setitem(sys.modules, lg_scenarios.MODULE, None)  # `import mlperf_loadgen` now fails
     out = tmp_path / "run"
     run_sweep(_sweep(tiny_checkpoint, batch_sizes=[1], scenarios=["single-stream"]), out, quiet=True)
-    (record,) = store.read_records(out)
-    assert record["status"] == "skipped" and lg_scenarios.INSTALL_HINT in record["error"]
+    (record,) = store.records(out)
+    assert record.status == "skipped" and lg_scenarios.INSTALL_HINT in record.error
 
 
 def test_the_load_generator_is_in_the_cell_id_only_away_from_its_default():

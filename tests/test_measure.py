@@ -28,6 +28,7 @@ from bench.core.measure import (
 )
 from bench.core.trackers import (
     CudaMemoryTracker,
+    EnergyReading,
     NoEnergyTracker,
     NvmlTracker,
     RaplTracker,
@@ -356,7 +357,7 @@ def _busy_span(fake, tracker):
     outer = time.perf_counter() - outer
     result = tracker.result()
     # the busy span is timed, the idle phase (at least idle_s long, before the span) is not
-    assert fake.busy_s <= result["duration_s"] <= outer - tracker.idle_s
+    assert fake.busy_s <= result.duration_s <= outer - tracker.idle_s
     return result
 
 
@@ -368,17 +369,18 @@ def test_nvml_tracker_energy_peak_and_idle(monkeypatch, counter, source, rel):
     fake = FakeNvml(energy_counter=counter)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     result = _busy_span(fake, NvmlTracker(device_index=0, interval_s=0.002, idle_s=0.05))
-    assert result["reason"] is None
-    assert result["energy_source"] == source
+    assert result.reason is None
+    assert result.energy_source == source
     # true energy of the span: 50 W throughout plus 250 W more while busy
-    assert result["energy_j"] == pytest.approx(50.0 * result["duration_s"] + 250.0 * fake.busy_s, rel=rel)
-    assert result["idle_power_w"] == 50.0
-    assert result["idle_energy_j"] == pytest.approx(50.0 * result["duration_s"])
-    assert result["nvml_peak_used_bytes"] == 7_000_000_000
+    assert result.energy_j == pytest.approx(50.0 * result.duration_s + 250.0 * fake.busy_s, rel=rel)
+    assert result.idle_power_w == 50.0
+    assert result.idle_energy_j == pytest.approx(50.0 * result.duration_s)
+    assert result.nvml_peak_used_bytes == 7_000_000_000
+    assert memory_field([result.memory()], None)["nvml_peak_used_bytes"] == 7_000_000_000
     assert fake.shutdowns == 1
 
     field = energy_field(result, n_images=4)
-    assert field["joules_per_image"] == pytest.approx(result["energy_j"] / 4)
+    assert field["joules_per_image"] == pytest.approx(result.energy_j / 4)
     assert field["joules_per_image_above_idle"] == pytest.approx(250.0 * fake.busy_s / 4, rel=rel)
     assert (field["idle_power_w"], field["source"]) == (50.0, source)
 
@@ -392,8 +394,8 @@ def test_nvml_tracker_without_driver_is_a_clean_null(monkeypatch, module, reason
     with NvmlTracker(idle_s=0.0) as tracker:
         pass
     result = tracker.result()
-    assert reason in result["reason"]
-    assert all(result[key] is None for key in result if key != "reason")
+    assert reason in result.reason
+    assert result == EnergyReading(reason=result.reason)  # every figure None
     field = energy_field(result, n_images=4)
     assert field["joules_per_image"] is None
     assert reason in field["source"]
@@ -422,21 +424,21 @@ def test_rapl_sums_packages_and_handles_wraparound(tmp_path):
     _zone(tmp_path, "intel-rapl:0:0", 100_000_000)
     tracker.stop()
     result = tracker.result()
-    assert result["energy_j"] == pytest.approx(3.5)
-    assert (result["energy_source"], result["reason"]) == ("rapl-package", None)
-    assert (result["idle_power_w"], result["idle_energy_j"]) == (0.0, 0.0)  # counters did not move while idle
+    assert result.energy_j == pytest.approx(3.5)
+    assert (result.energy_source, result.reason) == ("rapl-package", None)
+    assert (result.idle_power_w, result.idle_energy_j) == (0.0, 0.0)  # counters did not move while idle
     assert energy_field(result, n_images=7)["joules_per_image"] == pytest.approx(0.5)
 
 
 def test_rapl_unreadable_gives_reason(tmp_path):
     with RaplTracker(root=tmp_path / "powercap", idle_s=0) as absent:
         pass
-    assert absent.result()["energy_j"] is None
-    assert absent.result()["reason"] == f"RAPL not readable: {tmp_path / 'powercap'} absent"
+    assert absent.result().energy_j is None
+    assert absent.result().reason == f"RAPL not readable: {tmp_path / 'powercap'} absent"
     (tmp_path / "intel-rapl:0").mkdir()  # a zone whose counter cannot be read
     with RaplTracker(root=tmp_path, idle_s=0) as broken:
         pass
-    assert broken.result()["reason"].startswith("RAPL not readable")
+    assert broken.result().reason.startswith("RAPL not readable")
     assert energy_field(broken.result(), 3)["source"].startswith("RAPL not readable")
 
 
@@ -445,7 +447,7 @@ def test_factories_pick_trackers_per_device():
     cuda = energy_tracker("cuda:1")
     assert isinstance(cuda, NvmlTracker) and cuda.device_index == 1
     mps = energy_tracker("mps")
-    assert isinstance(mps, NoEnergyTracker) and "mps" in mps.result()["reason"]
+    assert isinstance(mps, NoEnergyTracker) and "mps" in mps.result().reason
     assert [type(t) for t in memory_trackers("cuda")] == [RSSTracker, CudaMemoryTracker]
 
 

@@ -17,6 +17,7 @@ from bench.backends.transformers.pipeline import TransformersPipeline
 from bench.backends.transformers.settings import apply_model_settings, unsupported_reason, vision_flops
 from bench.core import measure
 from bench.core.variants import get_variant
+from bench.results import Record
 from bench.run import optimize
 from bench.run.optimize import (
     BAD_REFERENCE,
@@ -206,7 +207,7 @@ def _record(cell_id: str, dtype: str, texts: dict[int, str], quant: str = "none"
         "settings": {"quant": quant},
         "extra": {"texts": {str(k): v for k, v in texts.items()}},
     }
-    return {**base, **overrides}
+    return Record.from_dict({**base, **overrides})
 
 
 def test_agreement_with_fp32_pairs_records_doing_the_same_work():
@@ -223,10 +224,10 @@ def test_agreement_with_fp32_pairs_records_doing_the_same_work():
 def test_roofline_for_takes_the_faster_reference_of_the_two_around_the_cell(tiny_loaded):
     achieved = vision_flops(tiny_loaded.model) / 1e9 / 0.01  # GFLOP/s at 10 ms per image
     bf16, flags = roofline_for(vision_flops(tiny_loaded.model), 10.0, "cpu", "bf16", "none", (achieved * 3, achieved * 4))
-    assert bf16["vision_gflops_per_s"] == pytest.approx(achieved)
-    assert bf16["matmul_gflops_before"] == achieved * 3 and bf16["matmul_gflops_after"] == achieved * 4
-    assert bf16["matmul_gflops_per_s"] == achieved * 4 and bf16["fraction"] == pytest.approx(0.25)
-    assert bf16["matmul_dtype"] == "bf16" and flags == []
+    assert bf16.vision_gflops_per_s == pytest.approx(achieved)
+    assert bf16.matmul_gflops_before == achieved * 3 and bf16.matmul_gflops_after == achieved * 4
+    assert bf16.matmul_gflops_per_s == achieved * 4 and bf16.fraction == pytest.approx(0.25)
+    assert bf16.matmul_dtype == "bf16" and flags == []
     assert reference_dtype("bf16", "none") == "bf16" and reference_dtype("fp32", "int8-dynamic") == "fp32"
 
 
@@ -234,9 +235,9 @@ def test_roofline_for_takes_the_faster_reference_of_the_two_around_the_cell(tiny
 def test_a_fraction_above_one_is_flagged_as_a_bad_reference_and_never_reported(tiny_loaded, quant):
     achieved = vision_flops(tiny_loaded.model) / 1e9 / 0.01
     figure, flags = roofline_for(vision_flops(tiny_loaded.model), 10.0, "cpu", "fp32", quant, (achieved / 2, achieved / 1.5))
-    assert figure["fraction"] is None  # never shown as a result
-    assert figure["vision_gflops_per_s"] == pytest.approx(achieved)  # the raw rates are kept
-    assert figure["matmul_gflops_per_s"] == achieved / 1.5 and figure["matmul_gflops_before"] == achieved / 2
+    assert figure.fraction is None  # never shown as a result
+    assert figure.vision_gflops_per_s == pytest.approx(achieved)  # the raw rates are kept
+    assert figure.matmul_gflops_per_s == achieved / 1.5 and figure.matmul_gflops_before == achieved / 2
     assert [f["code"] for f in flags] == [BAD_REFERENCE] and "1.50x" in flags[0]["message"]
     assert ("int8" in flags[0]["message"]) == (quant != "none")
 

@@ -135,20 +135,20 @@ def test_a_node_killed_mid_task_leaves_every_cell_once_and_resume_completes(clus
         driver.kill()
         driver.wait()
     assert driver.returncode in (0, 1), output[-3000:]
-    first = store.read_records(out)
-    counts = Counter(r["cell_id"] for r in first)
+    first = store.records(out)
+    counts = Counter(r.cell_id for r in first)
     assert set(counts) == expected and set(counts.values()) == {1}, output[-3000:]  # each cell exactly once
-    assert {r["status"] for r in first} <= {"ok", "error"}
-    assert (driver.returncode == 1) == any(r["status"] == "error" for r in first)
+    assert {r.status for r in first} <= {"ok", "error"}
+    assert (driver.returncode == 1) == any(r.status == "error" for r in first)
 
     resumed = subprocess.run([*argv, "--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    everything = store.read_records(out)
-    assert everything[: len(first)] == first
+    everything = store.records(out)
+    assert [r.to_dict() for r in everything[: len(first)]] == [r.to_dict() for r in first]
     latest = store.latest_by_cell(everything)
-    assert set(latest) == expected and {r["status"] for r in latest.values()} == {"ok"}
-    ok = Counter(r["cell_id"] for r in everything if r["status"] == "ok")
+    assert set(latest) == expected and {r.status for r in latest.values()} == {"ok"}
+    ok = Counter(r.cell_id for r in everything if r.status == "ok")
     assert set(ok.values()) == {1}  # finished cells were not run again
-    hosts = {json.dumps(r["extra"].get("ray")) for r in everything if r["status"] == "ok"}
+    hosts = {json.dumps(r.extra.to_dict().get("ray")) for r in everything if r.status == "ok"}
     assert hosts, "records carry where they ran"
-    print(f"node killed {killed_at:.1f} s into the run; first run {sorted(Counter(r['status'] for r in first).items())}")
+    print(f"node killed {killed_at:.1f} s into the run; first run {sorted(Counter(r.status for r in first).items())}")

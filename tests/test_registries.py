@@ -16,7 +16,7 @@ from bench.regression import gates, values
 from bench.regression.compare import compare_dirs
 from bench.regression.gates import MetricSpec, parse_fail_on
 from bench.regression.history import detect
-from bench.results import store
+from bench.results import Record, store
 
 SAMPLES = np.linspace(95.0, 105.0, 40)
 
@@ -41,9 +41,9 @@ def test_a_gate_metric_on_a_stored_figure_is_one_metric_spec(monkeypatch, tmp_pa
     [row] = [r for r in compare_dirs(base, cur, parse_fail_on("decode_tokens_per_s=60%")).rows if r.metric == spec.name]
     assert row.verdict == "unchanged"
     # history judges it, and checks its stored figure where every other gate metric's is checked
-    record = store.read_records(cur)[0]
+    record = store.records(cur)[0]
     assert spec.name in detect.metrics_of(record)
-    bad = {**record, "throughput": {"images_per_s": 10.0, "decode_tokens_per_s": -1.0}}
+    bad = Record.from_dict({**record.to_dict(), "throughput": {"images_per_s": 10.0, "decode_tokens_per_s": -1.0}})
     assert detect.invalid_values(bad) == [
         "decode_tokens_per_s is -1.0: not a positive finite number"]
 
@@ -51,7 +51,8 @@ def test_a_gate_metric_on_a_stored_figure_is_one_metric_spec(monkeypatch, tmp_pa
 def test_the_stored_gate_figures_are_where_the_runner_writes_them():
     assert {m: s.stored for m, s in gates.METRICS.items() if s.stored} == {
         "latency_p50": "latency_ms.p50", "latency_p90": "latency_ms.p90", "throughput": "throughput.images_per_s"}
-    record = {"latency_ms": {"p50": 3.0, "p90": 4.0}, "throughput": {"images_per_s": 5.0}}
+    record = store.Record.from_dict({"cell_id": "c", "status": "ok", "latency_ms": {"p50": 3.0, "p90": 4.0},
+                                     "throughput": {"images_per_s": 5.0}})
     assert [values.point_value(record, m) for m in values.LATENCY_METRICS] == [3.0, 4.0, 5.0]
     with pytest.raises(KeyError):
         values.point_value(record, "latency_p99")  # not a gate metric until its MetricSpec says so

@@ -35,11 +35,12 @@ from report_factory import (  # noqa: E402
 
 
 class _Scripts(HTMLParser):
-    """Collects every script element and every element's tag name."""
+    """Collects every script element (its text, and its id and type in ``kinds``) and every element's tag name."""
 
     def __init__(self) -> None:
         super().__init__()
         self.scripts: list[str] = []
+        self.kinds: list[tuple[str, str]] = []
         self.tags: list[str] = []
         self._in_script = False
 
@@ -48,6 +49,10 @@ class _Scripts(HTMLParser):
         if tag == "script":
             self._in_script = True
             self.scripts.append("")
+            self.kinds.append((dict(attrs).get("id") or "", dict(attrs).get("type") or ""))
+
+    def by_id(self, script_id: str) -> str:
+        return self.scripts[[i for i, _ in self.kinds].index(script_id)]
 
     def handle_endtag(self, tag):
         if tag == "script":
@@ -67,7 +72,7 @@ def _render(tmp_path: Path, make, **kwargs) -> tuple[Path, str]:
 def _outside_plotlyjs(text: str) -> str:
     parser = _Scripts()
     parser.feed(text)
-    return text.replace(parser.scripts[0], "")
+    return text.replace(parser.by_id("plotly-js"), "")
 
 
 def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
@@ -77,17 +82,22 @@ def test_failed_cells_render_escaped_with_one_inlined_plotly(tmp_path):
     parser.feed(text)
     charts = text.count('class="plotly-graph-div"')
     assert charts >= 8
-    # plotly.js once, one small script per chart, the cost and all-cells data blocks, the table script last
-    assert len(parser.scripts) == 1 + charts + 3
-    assert "Plotly" in parser.scripts[0] and len(parser.scripts[0]) > 1_000_000
-    blocks = [s for s in parser.scripts[1:-1] if not s.strip().startswith("window.PLOTLYENV")]
-    assert len(blocks) == 2 and blocks[-1] == parser.scripts[-2]
-    assert len(json.loads(blocks[0])["rows"]) == sum(  # the cost table: one row per finished cell
-        r.get("status") == "ok" for r in store.latest_by_cell(store.read_records(tmp_path / "run")).values())
-    cells = json.loads(parser.scripts[-2])["rows"]
-    assert len(cells) == len(store.latest_by_cell(store.read_records(tmp_path / "run")))  # one row per cell
-    assert HOSTILE_ESCAPED in parser.scripts[-2]  # escaped in the block too: drawn as text
-    assert "table.sortable" in parser.scripts[-1] and "http" not in parser.scripts[-1]
+    # plotly.js once (an inert block, last but one), one JSON block per chart, the cost and all-cells data
+    # blocks, and the page's one script last (lazy.js, tables.js, charts.js); none runs before the content
+    assert len(parser.scripts) == charts + 4
+    assert parser.kinds[-2] == ("plotly-js", "text/x-plotly-js") and len(parser.scripts[-2]) > 1_000_000
+    assert "Plotly" in parser.scripts[-2]
+    figures = [json.loads(s) for s, (i, kind) in zip(parser.scripts, parser.kinds, strict=True) if i.endswith("-figure")]
+    assert len(figures) == charts and all(set(f) == {"data", "layout", "config"} for f in figures)
+    assert len(json.loads(parser.by_id("cost-table-data"))["rows"]) == sum(  # the cost table: one row per finished cell
+        r.status == "ok" for r in store.latest_by_cell(store.records(tmp_path / "run")).values())
+    cells = json.loads(parser.by_id("all-cells-data"))["rows"]
+    assert len(cells) == len(store.latest_by_cell(store.records(tmp_path / "run")))  # one row per cell
+    assert HOSTILE_ESCAPED in parser.by_id("all-cells-data")  # escaped in the block too: drawn as text
+    code = [s for s, (_, kind) in zip(parser.scripts, parser.kinds, strict=True) if kind == ""]
+    assert code == parser.scripts[-1:]
+    assert "table.sortable" in code[0] and "IntersectionObserver" in code[0] and "http" not in code[0]
+    assert text.index("<script>") > text.index("</main>")  # no code runs before the page's content is parsed
     assert "<script>alert(1)" not in text
     # the hostile variant name, settings value, error message, env value and example text show as text
     assert text.count(HOSTILE_ESCAPED) >= 5

@@ -1,4 +1,6 @@
-"""The report in headless Chromium: it loads offline with no console message and every chart renders.
+"""The report in headless Chromium: it loads offline with no console message, its first screen holds the
+answer before any chart script runs, and every chart renders once scrolled to (``Browser`` drives the page
+over the DevTools protocol, in real time).
 
 Chromium is Debian's ``chromium`` package. Where it is missing, the test installs it once when the
 environment variable CI is set or FLORENCE2_BENCH_INSTALL_BROWSER=1, and otherwise skips with the
@@ -7,13 +9,17 @@ reason. Screenshots are kept under test-artifacts/ (gitignored) for a person to 
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +45,6 @@ FLAGS = (
     "--host-resolver-rules=MAP * ~NOTFOUND",
     "--enable-logging=stderr",
     "--v=0",
-    "--virtual-time-budget=20000",
 )
 
 
@@ -61,15 +66,6 @@ def chromium() -> str:
             "CI=1 or FLORENCE2_BENCH_INSTALL_BROWSER=1 to let this test apt-get install it"
         )
     return path
-
-
-def _chromium(binary: str, profile: Path, page: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [binary, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def _page_requests(net_log: Path) -> list[str]:
@@ -96,19 +92,110 @@ def _unrendered_charts(dom: str) -> list[str]:
     return missing
 
 
+# The page draws a chart or a data table only when it comes near the screen (bench/templates/lazy.js), after
+# the first screen is drawn. drawAll() scrolls every chart and data table into view in turn, waits until each
+# is drawn (no longer aria-busy; at most 60 s each), then scrolls back to the top; it resolves when done.
+DRAW_ALL = """
+function drawAll() {
+  var parts = Array.prototype.slice.call(document.querySelectorAll(".plotly-graph-div, table.datatable"));
+  return new Promise(function (done) {
+    var i = 0, since = Date.now();
+    (function next() {
+      if (i === parts.length) { window.scrollTo(0, 0); requestAnimationFrame(function () { done(); }); return; }
+      parts[i].scrollIntoView();
+      if (!parts[i].hasAttribute("aria-busy") || Date.now() - since > 60000) { i += 1; since = Date.now(); }
+      setTimeout(next, 20);
+    })();
+  });
+}
+"""
+
+
+class Browser:
+    """Headless Chromium with one page, driven over the DevTools protocol (--remote-debugging-pipe: requests on
+    fd 3, replies and events on fd 4, each a JSON text ended by NUL) in real time: every step waits for an
+    event or a promise the page resolves, never for a fixed delay. Opening returns once the page's load event
+    fired. Chromium's stderr (console messages) is kept in ``log``."""
+
+    def __init__(self, binary: str, profile: Path, page: Path, *extra: str) -> None:
+        to_chrome, self._out = os.pipe()
+        self._in, from_chrome = os.pipe()
+        self.log = profile.with_suffix(".log")
+        profile.mkdir(parents=True, exist_ok=True)
+
+        def pipes() -> None:  # in the child: the pipes as its fds 3 and 4 (copied above 10 first: a pipe may be 3 or 4)
+            read, write = fcntl.fcntl(to_chrome, fcntl.F_DUPFD, 10), fcntl.fcntl(from_chrome, fcntl.F_DUPFD, 10)
+            os.dup2(read, 3)
+            os.dup2(write, 4)
+
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [binary, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", *extra, "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=err, preexec_fn=pipes, close_fds=False)  # noqa: PLW1509
+        os.close(to_chrome)
+        os.close(from_chrome)
+        self._buffer, self._id, self._events = b"", 0, []
+        targets = self.send("Target.getTargets")["targetInfos"]
+        target = next(t["targetId"] for t in targets if t["type"] == "page")
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.send("Page.enable", self.session)
+        self.send("Page.navigate", self.session, url=page.as_uri())
+        while not any(e["method"] == "Page.loadEventFired" for e in self._events):
+            self._events.append(self._message())
+
+    def _message(self) -> dict:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._in], [], [], 180)
+            assert ready, "Chromium sent nothing in 180 s"
+            chunk = os.read(self._in, 1 << 20)
+            assert chunk, f"Chromium closed its pipe: {self.log.read_text()[-2000:]}"
+            self._buffer += chunk
+        text, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(text)
+
+    def send(self, method: str, session: str | None = None, **params: Any) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        os.write(self._out, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._message()
+            if reply.get("id") == self._id:
+                assert "error" not in reply, reply["error"]
+                return reply["result"]
+            if "method" in reply:
+                self._events.append(reply)
+
+    def run(self, script: str) -> Any:
+        """The value of ``script`` (an expression; a promise is waited for) in the page."""
+        result = self.send("Runtime.evaluate", self.session, expression=script, awaitPromise=True, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", self.session)["data"]))
+
+    def close(self) -> list[str]:
+        """Close Chromium; the console messages it logged."""
+        self.send("Browser.close")
+        self.proc.wait(timeout=60)
+        os.close(self._in)
+        os.close(self._out)
+        return [line for line in self.log.read_text().splitlines() if ":CONSOLE" in line]
+
+
 def load_offline(binary: str, tmp_path: Path, page: Path, screenshot: str, charts: int) -> str:
-    """Open ``page`` once (settled DOM + a screenshot under ARTIFACTS), check it made no console message and
-    no network request and that all ``charts`` rendered; returns the DOM."""
+    """Open ``page`` once and scroll through it (settled DOM + a screenshot under ARTIFACTS), check it made no
+    console message and no network request and that all ``charts`` rendered once scrolled to; returns the DOM."""
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / screenshot
     shot.unlink(missing_ok=True)
     net_log = tmp_path / "net-log.json"
-    loaded = _chromium(binary, tmp_path / "profile", page, "--dump-dom", f"--screenshot={shot}",
-                       "--window-size=1400,3000", f"--log-net-log={net_log}")
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    assert [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line] == []
+    browser = Browser(binary, tmp_path / "profile", page, "--window-size=1400,3000", f"--log-net-log={net_log}")
+    browser.run(f"({DRAW_ALL})()")
+    dom = browser.run("document.documentElement.outerHTML")
+    browser.screenshot(shot)
+    assert browser.close() == []
     assert _page_requests(net_log) == []
-    dom = loaded.stdout
     assert dom.count('class="plotly-graph-div') == charts
     assert _unrendered_charts(dom) == []
     assert shot.stat().st_size > 10_000
@@ -147,44 +234,88 @@ def test_report_loads_without_console_errors_and_every_chart_renders(tmp_path, c
     shutil.copy(page, ARTIFACTS / f"report-{name}.html")
 
 
-# Appended to a copy of a report: sort the all-cells table by images/s (twice: descending), then filter it,
-# and write what the page shows into the DOM for --dump-dom to read.
-_DRIVE_TABLE = """
+# Appended to a copy of a report: at its load event, whether plotly.js ran, how many charts are drawn, how many
+# data tables wait to be read, and where the first answer line is.
+_AT_LOAD = """
 <script>
-(function () {
+window.addEventListener("load", function () {
+  var line = document.querySelector(".answer-line").getBoundingClientRect();
+  window.atLoad = {plotly: !!window.Plotly, drawn: document.querySelectorAll(".main-svg").length,
+                   waiting: document.querySelectorAll("table.datatable[aria-busy]").length,
+                   answer: [line.top, line.bottom, window.innerHeight]};
+});
+</script>
+"""
+# Whether each chart is drawn, and how many screens below the top of the view it starts.
+CHARTS = "Array.prototype.slice.call(document.querySelectorAll('.plotly-graph-div'))"
+DRAWN = f"{CHARTS}.map(function (c) {{ return !!c.querySelector('.main-svg'); }})"
+SCREENS = f"{CHARTS}.map(function (c) {{ return c.getBoundingClientRect().top / innerHeight; }})"
+# Unscrolled: once every chart that starts within two screens (the view and one screen below it) is drawn, and
+# two frames later, which charts are drawn.
+SETTLED = f"""new Promise(function (done) {{
+  (function wait() {{
+    if ({CHARTS}.some(function (c) {{ return c.getBoundingClientRect().top < 2 * innerHeight && c.hasAttribute("aria-busy"); }})) {{
+      setTimeout(wait, 20);
+      return;
+    }}
+    requestAnimationFrame(function () {{ requestAnimationFrame(function () {{ setTimeout(function () {{ done({DRAWN}); }}, 0); }}); }});
+  }})();
+}})"""
+
+
+def test_the_first_screen_holds_the_answer_and_a_chart_is_drawn_once_scrolled_to(tmp_path, chromium):
+    runs = list(gpu_and_cpu_runs(tmp_path / "runs"))
+    page = report.build_report(runs, tmp_path / "r.html", latency_bound_ms=300, demand_qps=20)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", _AT_LOAD + "</body>"))
+    browser = Browser(chromium, tmp_path / "profile", probe, "--window-size=1400,900")
+    at_load, screens = browser.run("window.atLoad"), browser.run(SCREENS)
+    settled = browser.run(SETTLED)
+    scrolled = browser.run(f"({DRAW_ALL})().then(function () {{ return {DRAWN}; }})")
+    painted = browser.run("performance.getEntriesByName('first-contentful-paint').length")
+    assert browser.close() == []
+    # the answer's first line is on the first screen; at the load event no chart script had run and no data
+    # table had been read
+    top, bottom, height = at_load["answer"]
+    assert 0 <= top < bottom <= height and painted == 1
+    assert at_load["plotly"] is False and at_load["drawn"] == 0 and at_load["waiting"] == 2
+    # unscrolled, the charts within a screen of the view are drawn, those further down are not
+    assert len(screens) > 5 and max(screens) > 3 and min(screens) < 2
+    assert [s for s, drawn in zip(screens, settled, strict=True) if drawn != (s < 2)] == []
+    # scrolled to, every chart is drawn
+    assert all(scrolled)
+
+
+# Once the all-cells table is drawn, sort it by images/s (twice: descending), then filter it: what the page shows.
+_DRIVE_TABLE = f"""({DRAW_ALL})().then(function () {{
   var table = document.getElementById("all-cells");
   var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
-  var col = heads.findIndex(function (th) { return th.textContent.trim() === "images/s"; });
+  var col = heads.findIndex(function (th) {{ return th.textContent.trim() === "images/s"; }});
   heads[col].click();
-  var up = Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[col].getAttribute("data-v"); });
+  var up = Array.prototype.map.call(table.tBodies[0].rows, function (r) {{ return r.cells[col].getAttribute("data-v"); }});
   heads[col].click();
-  var down = Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[col].getAttribute("data-v"); });
+  var down = Array.prototype.map.call(table.tBodies[0].rows, function (r) {{ return r.cells[col].getAttribute("data-v"); }});
   var input = document.querySelector("input[data-filter=all-cells]");
   input.value = "offline large";
   input.dispatchEvent(new Event("input"));
-  var shown = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return !r.hidden; })
-    .map(function (r) { return r.cells[1].textContent.trim(); });
-  var out = document.createElement("pre");
-  out.id = "table-probe";
-  out.textContent = JSON.stringify({up: up, down: down, shown: shown,
-                                    count: document.getElementById("all-cells-count").textContent});
-  document.body.appendChild(out);
-})();
-</script>
-"""
+  var shown = Array.prototype.filter.call(table.tBodies[0].rows, function (r) {{ return !r.hidden; }})
+    .map(function (r) {{ return r.cells[1].textContent.trim(); }});
+  return {{up: up, down: down, shown: shown, count: document.getElementById("all-cells-count").textContent}};
+}})"""
+
+
+def drive(binary: str, tmp_path: Path, page: Path, script: str) -> Any:
+    """The value of ``script`` in ``page`` (loaded), checking the page logged no console message."""
+    browser = Browser(binary, tmp_path / "profile", page)
+    value = browser.run(script)
+    assert browser.close() == []
+    return value
 
 
 def test_the_all_cells_table_sorts_and_filters_in_the_page(tmp_path, chromium):
     runs = list(gpu_and_cpu_runs(tmp_path / "runs"))
     page = report.build_report(runs, tmp_path / "r.html", latency_bound_ms=100)
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text().replace("</body>", _DRIVE_TABLE + "</body>"))
-    loaded = _chromium(chromium, tmp_path / "profile", probe, "--dump-dom")
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    assert [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line] == []
-    found = re.search(r'<pre id="table-probe">(.*?)</pre>', loaded.stdout, re.S)
-    assert found, "the probe script did not run"
-    result = json.loads(found.group(1).replace("&quot;", '"'))
+    result = drive(chromium, tmp_path, page, _DRIVE_TABLE)
     up = [float(v) for v in result["up"] if v]
     down = [float(v) for v in result["down"] if v]
     assert up == sorted(up) and down == sorted(down, reverse=True) and len(up) == 10
@@ -192,31 +323,41 @@ def test_the_all_cells_table_sorts_and_filters_in_the_page(tmp_path, chromium):
     assert result["count"] == "1 of 10 rows"
 
 
+def test_printing_draws_every_chart_at_once(tmp_path, chromium):
+    page = report.build_report(list(gpu_and_cpu_runs(tmp_path / "runs")), tmp_path / "r.html", latency_bound_ms=300)
+    # unscrolled, some charts wait; the print event draws all of them before it returns (a printed page is not scrolled)
+    drawn = drive(chromium, tmp_path, page, f"""new Promise(function (done) {{ requestAnimationFrame(function () {{
+        var before = {DRAWN};
+        window.dispatchEvent(new Event("beforeprint"));
+        done([before, {DRAWN}]);
+    }}); }})""")
+    assert not all(drawn[0]) and all(drawn[1]) and len(drawn[1]) > 5
+
+
 # Appended to a page shown in an iframe of a given width (headless Chromium's window is at least 500 px
-# wide; an iframe is not): what a reader at that width sees, written into the parent's DOM.
-_LAYOUT_PROBE = """
+# wide; an iframe is not): what a reader at that width sees once every chart is drawn, written into the
+# parent's DOM.
+_LAYOUT_PROBE = f"""
 <script>
-window.addEventListener("load", function () { setTimeout(function () {
-  function box(el) { var r = el.getBoundingClientRect(); return {left: r.left, right: r.right, width: r.width}; }
-  var plots = Array.prototype.map.call(document.querySelectorAll(".plotly-graph-div"), function (gd) {
-    return {chart: (gd.closest("figure") || gd).getAttribute("data-chart"), w: gd._fullLayout._size.w};
-  });
-  var planner = {};
+window.addEventListener("load", function () {{ ({DRAW_ALL})().then(function () {{
+  function box(el) {{ var r = el.getBoundingClientRect(); return {{left: r.left, right: r.right, width: r.width}}; }}
+  var plots = Array.prototype.map.call(document.querySelectorAll(".plotly-graph-div"), function (gd) {{
+    return {{chart: (gd.closest("figure") || gd).getAttribute("data-chart"), w: gd._fullLayout._size.w}};
+  }});
+  var planner = {{}};
   var table = document.querySelector("table.answer");
-  if (table) {
-    Array.prototype.forEach.call(table.tBodies[0].rows[0].cells, function (td) {
+  if (table) {{
+    Array.prototype.forEach.call(table.tBodies[0].rows[0].cells, function (td) {{
       var label = td.getAttribute("data-label");
-      if (label) { planner[label] = box(td); }
-    });
-  }
-  var out = window.parent.document.createElement("pre");
-  out.id = "layout-probe";
-  out.textContent = JSON.stringify({inner: window.innerWidth, scroll: document.documentElement.scrollWidth,
-                                    plots: plots, planner: planner});
-  window.parent.document.body.appendChild(out);
-}, 300); });
+      if (label) {{ planner[label] = box(td); }}
+    }});
+  }}
+  window.parent.layout = {{inner: window.innerWidth, scroll: document.documentElement.scrollWidth,
+                          plots: plots, planner: planner}};
+}}); }});
 </script>
 """
+LAYOUT = "new Promise(function (done) { (function wait() { if (window.layout) { done(window.layout); } else { setTimeout(wait, 20); } })(); })"
 
 
 def layout_at(binary: str, tmp_path: Path, page: Path, width: int) -> dict:
@@ -228,11 +369,10 @@ def layout_at(binary: str, tmp_path: Path, page: Path, width: int) -> dict:
     frame = tmp_path / f"frame-{width}.html"
     frame.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe style="width:{width}px;height:1600px;'
                      f'border:0" srcdoc="{html.escape(inner, quote=True)}"></iframe></body></html>')
-    loaded = _chromium(binary, tmp_path / f"profile-{width}", frame, "--dump-dom", "--window-size=1500,1700")
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', loaded.stdout, re.S)
-    assert found, "the layout probe did not run"
-    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    browser = Browser(binary, tmp_path / f"profile-{width}", frame, "--window-size=1500,1700")
+    layout = browser.run(LAYOUT)
+    browser.close()
+    return layout
 
 
 BASELINES = [Path(__file__).resolve().parent.parent / "reports" / "baselines" / name
@@ -257,36 +397,24 @@ def test_no_plot_is_narrower_than_300_px_at_1400_and_the_page_fits_420_px(tmp_pa
         assert any(k.startswith("USD per month") for k in shown), narrow["planner"]
 
 
-# Sort the all-cells table by images/s ascending, then descending, and read which rows come last.
-_SORT_MISSING = """
-<script>
-(function () {
+# Once the all-cells table is drawn, sort it by images/s ascending, then descending: the sort keys in row order.
+_SORT_MISSING = f"""({DRAW_ALL})().then(function () {{
   var table = document.getElementById("all-cells");
   var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
-  var col = heads.findIndex(function (th) { return th.textContent.trim() === "images/s"; });
-  function order() {
-    return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[col].getAttribute("data-v"); });
-  }
+  var col = heads.findIndex(function (th) {{ return th.textContent.trim() === "images/s"; }});
+  function order() {{
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) {{ return r.cells[col].getAttribute("data-v"); }});
+  }}
   heads[col].click();
   var up = order();
   heads[col].click();
-  var out = document.createElement("pre");
-  out.id = "sort-probe";
-  out.textContent = JSON.stringify({up: up, down: order()});
-  document.body.appendChild(out);
-})();
-</script>
-"""
+  return {{up: up, down: order()}};
+}})"""
 
 
 def test_sorting_puts_cells_without_a_value_last_in_both_directions(tmp_path, chromium):
     page = report.build_report([failed_run(tmp_path / "run")], tmp_path / "r.html")
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text().replace("</body>", _SORT_MISSING + "</body>"))
-    loaded = _chromium(chromium, tmp_path / "profile", probe, "--dump-dom")
-    found = re.search(r'<pre id="sort-probe">(.*?)</pre>', loaded.stdout, re.S)
-    assert found, loaded.stderr[-2000:]
-    result = json.loads(found.group(1).replace("&quot;", '"'))
+    result = drive(chromium, tmp_path, page, _SORT_MISSING)
     for direction in ("up", "down"):
         values = result[direction]
         missing = [n for n, v in enumerate(values) if v in ("", "None")]

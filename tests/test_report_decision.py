@@ -20,6 +20,7 @@ from bench.report.question import Question
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from report_factory import (  # noqa: E402
     HOSTILE,
+    figures,
     gpu_and_cpu_runs,
     make_record,
     make_server_record,
@@ -190,13 +191,7 @@ def test_random_weights_agreement_is_labelled_a_stress_test_never_quality(tmp_pa
 
 def _figures(chart) -> tuple[list[dict], dict]:
     """The data and layout plotly will draw, parsed from the embedded div."""
-    html = str(chart.html)
-    start = html.index("Plotly.newPlot(")
-    start = html.index("[", start)
-    decoder = json.JSONDecoder()
-    data, end = decoder.raw_decode(html, start)
-    layout, _ = decoder.raw_decode(html, html.index("{", end))
-    return data, layout
+    return figures(str(chart.html))[0]
 
 
 def test_every_chart_marks_unstable_or_invalid_cells(rows):

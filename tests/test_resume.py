@@ -32,9 +32,9 @@ def test_resume_reruns_failed_cells_only_and_a_plain_rerun_is_refused(
     assert cli.main(args) == 2
     assert "--resume" in capsys.readouterr().err
     assert cli.main([*args, "--resume"]) == 0
-    history = [(r["task"], r["status"]) for r in store.read_records(out)]
+    history = [(r.task, r.status) for r in store.records(out)]
     assert history == [("<CAPTION>", "ok"), ("<OD>", "error"), ("<OD>", "ok")]
-    assert {r["status"] for r in store.latest_by_cell(store.read_records(out)).values()} == {"ok"}
+    assert {r.status for r in store.latest_by_cell(store.records(out)).values()} == {"ok"}
 
 
 def test_a_run_stopped_mid_cell_keeps_what_it_printed_in_progress_log(tiny_checkpoint, tmp_path, monkeypatch):
@@ -53,7 +53,7 @@ def test_a_run_stopped_mid_cell_keeps_what_it_printed_in_progress_log(tiny_check
 
     monkeypatch.setattr(runner, "run_cell", stopped)
     assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(out), "--quiet"]) == 130
-    assert [r["task"] for r in store.read_records(out)] == ["<CAPTION>"]
+    assert [r.task for r in store.records(out)] == ["<CAPTION>"]
     lines = (out / store.PROGRESS).read_text().splitlines()
     assert len(lines) == 2 and "ok" in lines[0] and "<CAPTION>" in lines[0] and lines[1].endswith(step)
     assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} ", line) for line in lines)

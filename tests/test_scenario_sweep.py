@@ -87,7 +87,7 @@ def test_offline_and_server_cells_on_the_real_pipeline(tiny_checkpoint, tmp_path
     out = tmp_path / "run"
     assert cli.main(["run", "--sweep", str(path), "--out", str(out), "--quiet"]) == 0
     table = capsys.readouterr().out
-    records = {r["scenario"]: r for r in store.read_records(out)}
+    records = {r.scenario: r.to_dict() for r in store.records(out)}  # the JSON: its keys are the contract
     offline, server = records["offline"], records["server"]
     for r in (offline, server):
         assert r["schema"] == 2 and r["status"] == "ok"

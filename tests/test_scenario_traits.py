@@ -177,13 +177,14 @@ def test_a_new_scenario_is_judged_by_its_declaration_alone(monkeypatch):
     assert goals["latency"].value(row, None) == 55.0 and goals["latency"].show(55.0, row, None) == "55 ms p95"
     assert goals["throughput"].value(row, None) == row.ips and row.capacity(100.0) is None
     # compare and history: a closed loop with one sample per batch, so throughput comes from the samples
-    samples = values.samples_of(rec)
-    assert values.point_value(rec, "throughput") == pytest.approx(4 * 1000 / float(np.median(samples)))
-    assert detect.sample_se(rec, "throughput") > 0
+    typed = Record.from_dict(rec)
+    samples = values.samples_of(typed)
+    assert values.point_value(typed, "throughput") == pytest.approx(4 * 1000 / float(np.median(samples)))
+    assert detect.sample_se(typed, "throughput") > 0
     open_loop = dataclasses.replace(_MultiStream.traits, closed_loop=False)
     monkeypatch.setattr(_MultiStream, "traits", open_loop)
-    assert values.point_value(rec, "throughput") == rec["throughput"]["images_per_s"]
-    assert detect.sample_se(rec, "throughput") == 0.0 and goals["throughput"].value(_row(rec), None) is None
+    assert values.point_value(typed, "throughput") == rec["throughput"]["images_per_s"]
+    assert detect.sample_se(typed, "throughput") == 0.0 and goals["throughput"].value(_row(rec), None) is None
 
 
 def test_a_gate_metrics_standard_error_factor_is_on_its_spec():

@@ -45,14 +45,14 @@ def failed_run(tiny_checkpoint, tmp_path_factory):
 def test_failures_become_records_and_the_sweep_goes_on(failed_run):
     code, run, freed = failed_run
     assert code == 1
-    records = {r["task"]: r for r in store.read_records(run)}
+    records = {r.task: r for r in store.records(run)}
     assert len(records) == 4
     for task, (exc, status) in FAILURES.items():
-        assert records[task]["status"] == status
-        assert records[task]["error"] == f"{type(exc).__name__}: {exc}"
-        assert records[task]["latency_ms"] is None
+        assert records[task].status == status
+        assert records[task].error == f"{type(exc).__name__}: {exc}"
+        assert records[task].latency_ms is None
     ok = records["<DETAILED_CAPTION>"]
-    assert ok["status"] == "ok" and ok["error"] is None and ok["latency_ms"]["n"] == 2
+    assert ok.status == "ok" and ok.error is None and ok.latency_ms.n == 2
     assert freed >= len(FAILURES)  # memory is freed after every failed cell
 
 
@@ -108,24 +108,24 @@ def test_unsupported_settings_become_skipped_records_with_the_reason(tiny_checkp
         pytest.skip("this machine runs CUDA or CPU fp16 natively")
     sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, devices=["cpu", "cuda"], dtypes=["fp16"])
     assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    records = {r["device"]: r for r in store.read_records(tmp_path / "run")}
-    assert {r["status"] for r in records.values()} == {"skipped"}
-    assert "CUDA is not available" in records["cuda"]["error"]
-    assert "fp16" in records["cpu"]["error"] and "avx512_fp16" in records["cpu"]["error"]
+    records = {r.device: r for r in store.records(tmp_path / "run")}
+    assert {r.status for r in records.values()} == {"skipped"}
+    assert "CUDA is not available" in records["cuda"].error
+    assert "fp16" in records["cpu"].error and "avx512_fp16" in records["cpu"].error
 
 
 def test_load_flattens_records_into_a_dataframe(failed_run):
     _, run, _ = failed_run
     frame = store.load(run)
-    records = store.read_records(run)
+    records = store.records(run)
     assert len(frame) == len(records)
     assert {"cell_id", "status", "latency_ms.p50", "throughput.images_per_s", "settings.quant"} <= set(
         frame.columns
     )
     by_id = frame.set_index("cell_id")
     for r in records:
-        p50 = by_id.loc[r["cell_id"], "latency_ms.p50"]
-        assert pd.isna(p50) if r["latency_ms"] is None else p50 == r["latency_ms"]["p50"]
+        p50 = by_id.loc[r.cell_id, "latency_ms.p50"]
+        assert pd.isna(p50) if r.latency_ms is None else p50 == r.latency_ms.p50
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -141,6 +141,36 @@ def test_export_round_trips(failed_run, tmp_path, suffix):
         pd.testing.assert_series_equal(back[column], frame[column], check_dtype=False)
     decoded = [json.loads(v) if isinstance(v, str) else None for v in back["samples_ms"]]
     assert decoded == list(frame["samples_ms"])
+
+
+def _hand_made_run(run_dir: Path, cells: list[dict]) -> Path:
+    for i, changes in enumerate(cells):
+        store.append(run_dir, store.Record(**{
+            "cell_id": f"c{i}", "variant": "base", "checkpoint": "tiny", "weights": "random", "task": "<CAPTION>",
+            "dataset": "synthetic-smoke", "n_images": 2, "device": "cpu", "dtype": "fp32", "batch_size": 1,
+            "attn": "sdpa", "compile": False, "num_beams": 1, "max_new_tokens": 4, **changes}))
+    return run_dir
+
+
+def test_a_frame_made_in_chunks_equals_one_made_whole(tmp_path, monkeypatch):
+    """``load`` makes ``LOAD_CHUNK`` rows a frame at a time: columns a later chunk adds, and dtypes that only
+    the whole column settles (ints beside a missing value), come out as one frame of every row gives them."""
+    run = _hand_made_run(tmp_path / "run", [
+        {"samples_ms": [1.0, 2.0]}, {"throughput": {"images_per_s": 3}}, {"status": "error", "error": "boom"},
+        {"accuracy": {"cider": 12.5}, "throughput": {"images_per_s": 2.5}}, {"compile": "graphs"}])
+    whole = store.load(run)
+    monkeypatch.setattr(store, "LOAD_CHUNK", 2)
+    chunked = store.load(run)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert list(chunked.columns) == list(whole.columns) and "accuracy.cider" in chunked.columns
+
+
+def test_parquet_holds_a_column_of_mixed_values_as_the_csv_writes_it(tmp_path):
+    pytest.importorskip("pyarrow")
+    run = _hand_made_run(tmp_path / "run", [{"compile": False}, {"compile": "graphs"}, {"compile": True}])
+    back = pd.read_parquet(store.export(run, tmp_path / "results.parquet"))
+    as_csv = pd.read_csv(store.export(run, tmp_path / "results.csv"), dtype=str)
+    assert list(back["compile"]) == list(as_csv["compile"]) == ["False", "graphs", "True"]
 
 
 def test_export_refuses_an_unknown_suffix(failed_run, tmp_path):
@@ -212,15 +242,15 @@ def test_a_resume_records_its_own_host_load(busy_run, tmp_path):
 
 
 def test_every_ok_record_has_the_token_level_figures_and_the_threads_used(busy_run):
-    (record,) = store.read_records(busy_run[0])
-    assert record["status"] == "ok" and record["settings"]["threads"] == 1
-    assert record["throughput"]["decode_tokens_per_s"] is None or record["throughput"]["decode_tokens_per_s"] > 0
-    per_token = record["per_token_ms"]
-    assert set(per_token) == {"p50", "p90", "p99", "n", "basis"} and per_token["n"] >= 0
-    assert record["timing"]["load_s"] > 0 and record["timing"]["first_call_ms"] > 0
-    roof = record["extra"]["roofline"]
-    assert roof["matmul_gflops_per_s"] == max(roof["matmul_gflops_before"], roof["matmul_gflops_after"])
-    assert isinstance(record["flags"], list)
+    (record,) = store.records(busy_run[0])
+    assert record.status == "ok" and record.settings.threads == 1
+    assert record.throughput.decode_tokens_per_s is None or record.throughput.decode_tokens_per_s > 0
+    per_token = record.per_token_ms
+    assert set(per_token.to_dict()) == {"p50", "p90", "p99", "n", "basis"} and per_token.n >= 0
+    assert record.timing.load_s > 0 and record.timing.first_call_ms > 0
+    roof = record.extra.roofline
+    assert roof.matmul_gflops_per_s == max(roof.matmul_gflops_before, roof.matmul_gflops_after)
+    assert isinstance(record.to_dict()["flags"], list)
     frame = store.load(busy_run[0])  # flattened for notebooks
     assert {"per_token_ms.p50", "throughput.decode_tokens_per_s", "timing.load_s", "timing.first_call_ms",
             "settings.threads", "flags"} <= set(frame.columns)
@@ -233,24 +263,24 @@ def test_the_report_shows_the_busy_run_and_the_token_columns(busy_run, tmp_path)
     assert '<th>host load</th><td class="suspect">1-min load' in html and "(busy)" in html
     assert ">decode tok/s</th>" in html and "load s / first call ms" in html
     assert "bad reference" not in html
-    (record,) = store.read_records(busy_run[0])
+    record = store.records(busy_run[0])[0].to_dict()
     record["flags"] = [{"code": "roofline-bad-reference", "message": "1.36x the reference"}]
     record["extra"]["roofline"]["fraction"] = None
     flagged = tmp_path / "flagged"
-    store.append(flagged, store.Record(**record))
+    store.append(flagged, store.Record.from_dict(record))
     store.write_env(flagged, store.read_env(busy_run[0]))
     assert "bad reference" in build_report([flagged], tmp_path / "f.html").read_text()  # the all-cells data block
 
 
 def test_records_without_the_new_fields_still_load_and_bad_flags_are_skipped(busy_run, tmp_path):
-    (record,) = store.read_records(busy_run[0])
+    record = store.records(busy_run[0])[0].to_dict()
     old = {k: v for k, v in record.items() if k not in ("flags", "per_token_ms")}
     old["throughput"] = {k: v for k, v in record["throughput"].items() if k != "decode_tokens_per_s"}
     old["timing"] = {k: v for k, v in record["timing"].items() if k not in ("load_s", "first_call_ms", "cold")}
     bad = {**record, "cell_id": "bad", "flags": ["not a table"]}
     (tmp_path / store.RESULTS).write_text("\n".join(json.dumps(r) for r in (old, bad)) + "\n")
     with pytest.warns(UserWarning, match="skipped 1 unreadable line"):
-        records = store.read_records(tmp_path)
-    assert [r["cell_id"] for r in records] == [record["cell_id"]]
+        records = store.records(tmp_path)
+    assert [r.cell_id for r in records] == [record["cell_id"]]
     with pytest.warns(UserWarning):
         assert len(store.load(tmp_path)) == 1

@@ -29,13 +29,13 @@ def test_cuda_oom_at_a_batch_size_is_skipped_naming_the_memory(tiny_checkpoint, 
     monkeypatch.setattr(runner, "run_cell", injected)
     monkeypatch.setattr(runner, "cuda_memory", lambda device: (int(1.5 * 2**30), 80 * 2**30))
     assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    records = {r["batch_size"]: r for r in store.read_records(tmp_path / "run")}
-    assert records[1]["status"] == "ok"
-    assert records[2]["status"] == "skipped"
-    assert records[2]["error"] == ("CUDA out of memory at batch size 2: tried to allocate 2.00 GiB more; the device "
+    records = {r.batch_size: r for r in store.records(tmp_path / "run")}
+    assert records[1].status == "ok"
+    assert records[2].status == "skipped"
+    assert records[2].error == ("CUDA out of memory at batch size 2: tried to allocate 2.00 GiB more; the device "
                                    "has 80.0 GiB in all, 1.5 GiB free after the failure")
-    assert records[4]["status"] == "skipped"
-    assert records[4]["error"].startswith("not tried: batch size 4 > 2, which ran out of CUDA memory")
+    assert records[4].status == "skipped"
+    assert records[4].error.startswith("not tried: batch size 4 > 2, which ran out of CUDA memory")
     assert tried == [1, 2]  # a larger batch with the same settings is not attempted
 
 
@@ -52,21 +52,21 @@ def test_device_preprocess_prefetch_and_graphs_on_cpu(tiny_checkpoint, tmp_path)
             "--compile", "false,graphs", "--compile-vision", "false", "--preprocess", "host,device",
             "--prefetch", "true"]
     assert cli.main(args) == 0
-    records = store.read_records(out)
-    assert len({r["cell_id"] for r in records}) == 4
-    skipped = [r for r in records if r["status"] == "skipped"]
-    ok = [r for r in records if r["status"] == "ok"]
-    assert {r["compile"] for r in skipped} == {"graphs"} and len(skipped) == 2
-    assert all("CUDA only" in r["error"] for r in skipped)
-    assert {r["settings"]["preprocess"] for r in ok} == {"host", "device"}
+    records = store.records(out)
+    assert len({r.cell_id for r in records}) == 4
+    skipped = [r for r in records if r.status == "skipped"]
+    ok = [r for r in records if r.status == "ok"]
+    assert {r.compile for r in skipped} == {"graphs"} and len(skipped) == 2
+    assert all("CUDA only" in r.error for r in skipped)
+    assert {r.settings.preprocess for r in ok} == {"host", "device"}
     for r in ok:
-        assert r["settings"]["prefetch"] is True and r["compile"] is False
-        assert "background thread" in r["timing"]["prefetch"]
-        n_images = r["timing"]["iterations"] * r["batch_size"]
-        assert r["throughput"]["images_per_s"] == pytest.approx(n_images / r["throughput"]["wall_s"])
-        assert r["stages_ms"]["preprocess"] > 0
-    device = next(r for r in ok if r["settings"]["preprocess"] == "device")
-    assert device["timing"]["preprocess"].startswith("uint8 images copied")
+        assert r.settings.prefetch is True and r.compile is False
+        assert "background thread" in r.timing.prefetch
+        n_images = r.timing.iterations * r.batch_size
+        assert r.throughput.images_per_s == pytest.approx(n_images / r.throughput.wall_s)
+        assert r.stages_ms.preprocess > 0
+    device = next(r for r in ok if r.settings.preprocess == "device")
+    assert device.timing.preprocess.startswith("uint8 images copied")
 
 
 @pytest.mark.parametrize(
@@ -112,6 +112,6 @@ def test_cell_ids_of_earlier_runs_are_unchanged_by_the_new_axes():
 def test_single_stream_with_prefetch_is_skipped_saying_why(tiny_checkpoint, tmp_path):
     sweep_file = write_sweep(tmp_path / "s.toml", tiny_checkpoint, batch_sizes=[1], prefetch=[True])
     assert cli.main(["run", "--sweep", str(sweep_file), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    (record,) = store.read_records(tmp_path / "run")
-    assert record["scenario"] == "single-stream" and record["status"] == "skipped"
-    assert "single-stream sends a request only when the last completed" in record["error"]
+    (record,) = store.records(tmp_path / "run")
+    assert record.scenario == "single-stream" and record.status == "skipped"
+    assert "single-stream sends a request only when the last completed" in record.error

@@ -120,14 +120,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else confined("runs", f"{config.name}-{_timestamp()}", "run directory")
     summary = sweep.run_sweep(config, out, resume=args.resume, quiet=args.quiet, executor=args.executor,
                               ray_address=args.ray_address, extend=args.extend)
-    records = list(store.latest_by_cell(store.read_records(out)).values())
+    records = list(store.latest_by_cell(store.records(out)).values())
     print(summary_table(records))
     report = _write_report(out, config.server)
     print(f"\nrun directory: {out}\n  results: {out / store.RESULTS}\n  environment: {out / store.ENV}\n"
           f"  report: {report}")
     if summary.skipped_resumed:
         print(f"  resumed: {summary.skipped_resumed} cell(s) already done were skipped")
-    failed = [r for r in records if r["status"] in ("error", "oom")]
+    failed = [r for r in records if r.status in ("error", "oom")]
     if failed:
         print(f"{len(failed)} cell(s) failed; see the error column above and {out / store.RESULTS}", file=sys.stderr)
     return 1 if failed else 0
@@ -190,10 +190,13 @@ def _timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _write_report(out: Path, server: dict) -> Path:
-    """The run's own report asks the run's own question: its server bound at its percentile, when it has one."""
+def _write_report(out: Path, server: dict[str, Any]) -> Path:
+    """The run's own report asks the run's own question: its [server] bound at its percentile, when it has one
+    (the sweep's settings, plain JSON: read whether or not the run has a server cell, which a bound alone
+    does not make valid ``ServerSettings``)."""
     from bench.report.question import PERCENTILE_DEFAULT
     from bench.report.report import build_report
+    from bench.results import dig
 
-    return build_report([out], out / "report.html", latency_bound_ms=server.get("latency_bound_ms"),
-                        latency_percentile=server.get("latency_percentile") or PERCENTILE_DEFAULT)
+    return build_report([out], out / "report.html", latency_bound_ms=dig(server, "latency_bound_ms"),
+                        latency_percentile=dig(server, "latency_percentile") or PERCENTILE_DEFAULT)

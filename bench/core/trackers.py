@@ -1,8 +1,9 @@
 """Resource trackers: peak memory (RSS, CUDA allocator, NVML) and energy (NVML, RAPL) over a span.
 
-Every tracker has the same tiny protocol (``start()``, ``stop()``, ``result() -> dict``, usable as a
-context manager) and never raises because a counter is missing: it reports ``None`` values with a
-``reason`` instead. Its own module because the trackers sample counters on threads, apart from the
+Every tracker has the same tiny protocol (``start()``, ``stop()``, ``result()``, usable as a context
+manager) and never raises because a counter is missing: it reports ``None`` values with a ``reason``
+instead. A memory tracker's result is a dict of the record's memory figures it measured (merged by
+``memory_field``); an energy tracker's is an ``EnergyReading``. Its own module because the trackers sample counters on threads, apart from the
 clocks and statistics of ``bench.core.measure``, and a record's memory and energy fields come from here.
 """
 
@@ -12,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,11 +23,38 @@ from bench.core.paths import write_proc
 
 
 class Tracker(Protocol):
+    """A memory tracker: its result is the record's memory figures it measured."""
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
     def result(self) -> dict[str, Any]: ...
+
+
+class EnergyTracker(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def result(self) -> EnergyReading: ...
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    """What an energy tracker measured over its span: None where it could not, and ``reason`` says why."""
+
+    energy_j: float | None = None
+    idle_power_w: float | None = None  # sampled before the span
+    idle_energy_j: float | None = None  # idle power x the span's duration
+    energy_source: str | None = None  # the counter, or how the energy was integrated
+    duration_s: float | None = None
+    nvml_peak_used_bytes: int | None = None  # NVML reads the device's memory too (the record's memory field)
+    reason: str | None = None
+
+    def memory(self) -> dict[str, Any]:
+        """Its part of the record's memory field (``memory_field`` merges it with the memory trackers')."""
+        return {"nvml_peak_used_bytes": self.nvml_peak_used_bytes}
 
 
 class _Span:
@@ -155,9 +184,6 @@ class CudaMemoryTracker(_Span):
         return {"cuda_peak_allocated_bytes": self._allocated, "cuda_peak_reserved_bytes": self._reserved}
 
 
-ENERGY_KEYS = ("energy_j", "idle_power_w", "idle_energy_j", "energy_source", "duration_s")
-
-
 def _trapezoid(points: Sequence[tuple[float, float]]) -> float:
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False))
 
@@ -176,7 +202,7 @@ class NvmlTracker(_Span):
         self.device_index, self.interval_s, self.idle_s = device_index, interval_s, idle_s
         self.reason: str | None = None
         self._nvml: Any = None
-        self._values: dict[str, Any] = dict.fromkeys(("nvml_peak_used_bytes", *ENERGY_KEYS))
+        self._reading = EnergyReading()
         self._sampler: _Sampler | None = None
 
     def _open(self) -> bool:
@@ -209,7 +235,7 @@ class NvmlTracker(_Span):
             self._power.append((time.perf_counter(), power_mw / 1000.0))
 
     def start(self) -> None:
-        self.reason, self._values = None, dict.fromkeys(("nvml_peak_used_bytes", *ENERGY_KEYS))
+        self.reason, self._reading = None, EnergyReading()
         if not self._open():
             return
         idle, end = [], time.perf_counter() + self.idle_s
@@ -244,17 +270,12 @@ class NvmlTracker(_Span):
         self._nvml.nvmlShutdown()
         self._nvml = None
         idle = self._idle_power_w
-        self._values = {
-            "nvml_peak_used_bytes": self._peak_used,
-            "energy_j": energy_j,
-            "idle_power_w": idle,
-            "idle_energy_j": None if idle is None else idle * duration,
-            "energy_source": source,
-            "duration_s": duration,
-        }
+        self._reading = EnergyReading(energy_j=energy_j, idle_power_w=idle,
+                                      idle_energy_j=None if idle is None else idle * duration, energy_source=source,
+                                      duration_s=duration, nvml_peak_used_bytes=self._peak_used)
 
-    def result(self) -> dict[str, Any]:
-        return {**self._values, "reason": self.reason}
+    def result(self) -> EnergyReading:
+        return replace(self._reading, reason=self.reason)
 
 
 class RaplTracker(_Span):
@@ -268,7 +289,7 @@ class RaplTracker(_Span):
     def __init__(self, root: str | os.PathLike = "/sys/class/powercap", idle_s: float = 1.0) -> None:
         self.root, self.idle_s = Path(root), idle_s
         self.reason: str | None = None
-        self._values: dict[str, Any] = dict.fromkeys(ENERGY_KEYS)
+        self._reading = EnergyReading()
 
     def _find_zones(self) -> list[Path]:
         if not self.root.is_dir():
@@ -288,7 +309,7 @@ class RaplTracker(_Span):
         return total / 1e6
 
     def start(self) -> None:
-        self.reason, self._values = None, dict.fromkeys(ENERGY_KEYS)
+        self.reason, self._reading = None, EnergyReading()
         try:
             self._zones = self._find_zones()
             self._idle_power_w = None
@@ -310,16 +331,12 @@ class RaplTracker(_Span):
             return
         duration = time.perf_counter() - self._t0
         idle = self._idle_power_w
-        self._values = {
-            "energy_j": energy_j,
-            "idle_power_w": idle,
-            "idle_energy_j": None if idle is None else idle * duration,
-            "energy_source": "rapl-package",
-            "duration_s": duration,
-        }
+        self._reading = EnergyReading(energy_j=energy_j, idle_power_w=idle,
+                                      idle_energy_j=None if idle is None else idle * duration,
+                                      energy_source="rapl-package", duration_s=duration)
 
-    def result(self) -> dict[str, Any]:
-        return {**self._values, "reason": self.reason}
+    def result(self) -> EnergyReading:
+        return replace(self._reading, reason=self.reason)
 
 
 class NoEnergyTracker(_Span):
@@ -334,8 +351,8 @@ class NoEnergyTracker(_Span):
     def stop(self) -> None:
         return None
 
-    def result(self) -> dict[str, Any]:
-        return {**dict.fromkeys(ENERGY_KEYS), "reason": self.reason}
+    def result(self) -> EnergyReading:
+        return EnergyReading(reason=self.reason)
 
 
 def _nvml_index(device: str) -> int:
@@ -349,14 +366,14 @@ def _nvml_index(device: str) -> int:
         return index
 
 
-_ENERGY: dict[str, Callable[[str, float], Tracker]] = {
+_ENERGY: dict[str, Callable[[str, float], EnergyTracker]] = {
     "cpu": lambda device, idle_s: RaplTracker(idle_s=idle_s),
     "cuda": lambda device, idle_s: NvmlTracker(_nvml_index(device), idle_s=idle_s),
     "mps": lambda device, idle_s: NoEnergyTracker("no energy counter is read on mps"),
 }
 
 
-def energy_tracker(device: str, idle_s: float = 1.0) -> Tracker:
+def energy_tracker(device: str, idle_s: float = 1.0) -> EnergyTracker:
     """RAPL on CPU, NVML on CUDA (which also gives ``nvml_peak_used_bytes``)."""
     return _ENERGY[device_kind(device)](device, idle_s)
 
@@ -384,20 +401,19 @@ def memory_field(results: Iterable[dict[str, Any]], weights_bytes: int | None) -
     return {key: merged.get(key) for key in MEMORY_KEYS}
 
 
-def energy_field(result: dict[str, Any], n_images: int) -> dict[str, Any]:
+def energy_field(reading: EnergyReading, n_images: int) -> dict[str, Any]:
     """The record's ``energy`` field; ``source`` names the counter, or the reason when it is null."""
-    energy, idle_energy = result.get("energy_j"), result.get("idle_energy_j")
+    energy, idle_energy = reading.energy_j, reading.idle_energy_j
     if energy is None or n_images <= 0:
-        source = result.get("reason") or f"no images measured (n_images={n_images})"
         return {
             "joules_per_image": None,
             "joules_per_image_above_idle": None,
-            "idle_power_w": result.get("idle_power_w"),
-            "source": source,
+            "idle_power_w": reading.idle_power_w,
+            "source": reading.reason or f"no images measured (n_images={n_images})",
         }
     return {
         "joules_per_image": energy / n_images,
         "joules_per_image_above_idle": None if idle_energy is None else (energy - idle_energy) / n_images,
-        "idle_power_w": result.get("idle_power_w"),
-        "source": result["energy_source"],
+        "idle_power_w": reading.idle_power_w,
+        "source": reading.energy_source,
     }

@@ -6,8 +6,10 @@ Public helpers (``report`` and ``history`` use them):
 
 - ``render(template, **context)``: render a template of ``bench/templates`` with autoescaping on; a
   page template ``{% extends "page.html.j2" %}`` and fills ``title``, ``header`` and ``content``; the
-  shell inlines the CSS and plotly.js once (no network request, ever).
-- ``figure_html(fig, height)``: a plotly figure as an embeddable div (no plotly.js, no MathJax).
+  shell inlines the CSS and plotly.js once (no network request, ever); plotly.js runs only when the first
+  chart is drawn, after the first screen.
+- ``figure_html(fig, height)``: a plotly figure as a placeholder div and an inert JSON block, drawn by the
+  shell's charts.js once it comes near the screen (no plotly.js, no MathJax in it).
 - ``write_html(path, text)``: write atomically (a reader never sees half a page).
 - ``Chart``, ``plot_text``, ``axis_type``, ``Palette``, ``DTYPE_SYMBOLS``, ``DTYPE_DASHES``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import colorsys
 import html
 import math
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,14 +142,20 @@ def figure_html(fig: Any, height: int, top: int = 50) -> Any:
                 "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"},
         showlegend=True,
     )
-    div = fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        include_mathjax=False,
-        config={"displaylogo": False, "responsive": True},
-        default_height=f"{height}px",
-    )
-    return Markup(div)
+    return Markup(_lazy_figure(fig, height, {"displaylogo": False, "responsive": True}))
+
+
+def _lazy_figure(fig: Any, height: int, config: dict[str, Any]) -> str:
+    """A placeholder div of the chart's height and its figure as an inert JSON block: the page's
+    charts.js parses and draws it when it comes near the screen, so no chart delays the first screen."""
+    from plotly.io.json import to_json_plotly
+
+    div_id = f"chart-{uuid.uuid4().hex}"
+    # plotly's JSON escapes <, > and / as \u003c, \u003e, \u002f: no "</script>" can end the block early
+    block = to_json_plotly({**fig.to_dict(), "config": config})
+    return (f'<div id="{div_id}" class="plotly-graph-div" data-figure="{div_id}-figure" aria-busy="true" '
+            f'style="height:{height}px; width:100%;"></div>\n'
+            f'<script type="application/json" id="{div_id}-figure">{block}</script>')
 
 
 def format_number(value: Any, digits: int = 3) -> str:

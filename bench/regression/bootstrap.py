@@ -1,16 +1,23 @@
 """The seeded percentile bootstrap of a cell's latency ratio (current/baseline quantiles), batched over
 cells. Its own module because it is the statistics of the compare, with its own memory bound and seeding
-rules, independent of how rows are labelled or rendered."""
+rules, independent of how rows are labelled or rendered.
+
+How 100,000 cells stay a few numpy calls per metric: a resample of a sorted sample is a sorted draw of
+positions (0 .. n-1), and the resample's quantile is ``np.quantile``'s interpolation between two of its
+order statistics, i.e. between the sample's values at two positions of that sorted draw. The positions
+depend on the sample count alone, not on the values, so every cell with the same sample counts shares one
+seeded draw of ``n_boot`` resamples per run (``_Positions``); each cell's resampled quantiles are then two
+column gathers from its sorted samples and one interpolation, and its interval one ``np.quantile`` per
+batch of cells. The figures equal ``np.quantile`` of each resample bit for bit (tests/test_compare.py)."""
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from bench.regression.values import sample_values, samples_of
+from bench.regression.values import sample_values
 
 CI_LEVEL = 0.90
 """Two-sided level of the percentile interval. Each verdict only looks at one side of it, so a
@@ -20,19 +27,7 @@ MIN_BOOTSTRAP_SAMPLES = 2
 """Below this many samples in either run there is nothing to resample: fall back to single values."""
 
 BOOT_ELEMENTS = 2_000_000
-"""Resampled values drawn per call: bounds the memory of one cell's draw and of one batch of cells."""
-
-
-def _draw(n_base: int, n_cur: int, rng: np.random.Generator, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
-    """One cell's resample indices, drawn from its own generator in chunks of ``BOOT_ELEMENTS`` (the
-    stream a verdict was always drawn from: it depends on the cell alone, never on the other cells)."""
-    chunk = max(1, BOOT_ELEMENTS // max(n_base, n_cur))
-    b, c = [], []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        b.append(rng.integers(0, n_base, (size, n_base)))
-        c.append(rng.integers(0, n_cur, (size, n_cur)))
-    return np.concatenate(b), np.concatenate(c)
+"""Values drawn or resampled per numpy call: bounds the memory of a draw and of one batch of cells."""
 
 
 def sorted_quantiles(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
@@ -40,56 +35,90 @@ def sorted_quantiles(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     statistics and the same interpolation) of values already sorted along their last axis, shape
     (quantiles, ...): no partition per row, so millions of short rows cost a few array operations."""
     n = values.shape[-1]
-    virtual = (n - 1) * quantiles
-    below = np.floor(virtual)
-    gamma = virtual - below
-    below = below.astype(np.intp)
+    below, gamma = _order_statistics(n, quantiles)
     a, b = values[..., below], values[..., np.minimum(below + 1, n - 1)]
+    return np.moveaxis(_lerp(a, b, gamma), -1, 0)
+
+
+def _order_statistics(n: int, quantiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each quantile of n sorted values: the position below it and the weight of the one above
+    (``np.quantile``'s linear method: virtual index (n - 1) q)."""
+    virtual = (n - 1) * np.asarray(quantiles, dtype=float)
+    below = np.floor(virtual)
+    return below.astype(np.intp), virtual - below
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, gamma: np.ndarray | float) -> np.ndarray:
+    """numpy's own interpolation between a and b (from the nearer end), so quantiles match it bit for bit."""
     diff = b - a
     out = a + diff * gamma
-    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)  # numpy's lerp, from the nearer end
-    return np.moveaxis(out, -1, 0)
+    np.subtract(b, diff * (1 - gamma), out=out, where=np.asarray(gamma) >= 0.5)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Positions:
+    """One run's side of a group's resamples: per quantile, the positions (in the sorted sample) of the two
+    order statistics each resample's quantile interpolates between, and the weight of the upper one."""
+
+    below: np.ndarray  # (quantiles, n_boot)
+    above: np.ndarray
+    gamma: np.ndarray  # (quantiles,)
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int, n_boot: int, quantiles: np.ndarray) -> _Positions:
+        """``n_boot`` resamples of n positions with replacement, in chunks of at most ``BOOT_ELEMENTS``
+        values; only the order statistics the quantiles read are kept."""
+        below, gamma = _order_statistics(n, quantiles)
+        columns = np.concatenate([below, np.minimum(below + 1, n - 1)])
+        chunk = max(1, BOOT_ELEMENTS // n)
+        kept = [np.sort(rng.integers(0, n, (min(chunk, n_boot - start), n)), axis=1)[:, columns]
+                for start in range(0, n_boot, chunk)]
+        order = np.concatenate(kept).T
+        return cls(order[: len(below)], order[len(below):], gamma)
+
+    def quantile(self, i: int, values: np.ndarray) -> np.ndarray:
+        """Quantile ``i`` of each resample of each row of ``values`` (sorted rows): (rows, n_boot)."""
+        return _lerp(values[:, self.below[i]], values[:, self.above[i]], self.gamma[i])
 
 
 def bootstrap_ratios(
-    pairs: list[tuple[np.ndarray, np.ndarray, np.random.Generator]],
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     quantiles: tuple[float, ...],
     n_boot: int,
+    seed: int = 0,
     level: float = CI_LEVEL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Point ratio and percentile interval of quantile(current)/quantile(baseline), per cell and quantile
-    (arrays of shape (cells, quantiles)), for (baseline samples, current samples, the cell's generator)
-    pairs.
+    (arrays of shape (cells, quantiles)), for (baseline samples, current samples) pairs.
 
     Both runs are resampled independently with replacement (they are independent runs); the same
-    resample serves all quantiles. Each cell draws its indices from its own generator; the resamples of
-    every cell with the same sample counts are then sorted and their quantiles taken (``sorted_quantiles``)
-    in a few numpy calls per batch (at most ``BOOT_ELEMENTS`` values per run), not per cell, so 100,000
-    cells cost a few thousand calls; the figures equal numpy's quantiles of each resample bit for bit.
+    resample serves all quantiles. The resamples are drawn per group of cells with the same sample
+    counts from ``np.random.default_rng([seed, n_base, n_cur])``: a cell's interval depends on its own
+    samples, the seed and n_boot alone, never on which other cells the runs hold.
     """
     q = np.asarray(quantiles, dtype=float)
     alpha = (1 - level) / 2
     point = np.empty((len(pairs), len(q)))
     low, high = np.empty_like(point), np.empty_like(point)
     groups: dict[tuple[int, int], list[int]] = {}
-    for i, (b, c, _) in enumerate(pairs):
+    for i, (b, c) in enumerate(pairs):
         groups.setdefault((len(b), len(c)), []).append(i)
+    per_batch = max(1, BOOT_ELEMENTS // n_boot)
     for (n_base, n_cur), members in groups.items():
-        per_batch = max(1, BOOT_ELEMENTS // (n_boot * max(n_base, n_cur)))
+        rng = np.random.default_rng([seed, n_base, n_cur])
+        drawn_base = _Positions.draw(rng, n_base, n_boot, q)
+        drawn_cur = _Positions.draw(rng, n_cur, n_boot, q)
         for start in range(0, len(members), per_batch):
             batch = members[start : start + per_batch]
-            drawn = [_draw(n_base, n_cur, pairs[i][2], n_boot) for i in batch]
-            base = np.stack([pairs[i][0] for i in batch])
-            cur = np.stack([pairs[i][1] for i in batch])
-            point[batch] = (sorted_quantiles(np.sort(cur, axis=1), q) / sorted_quantiles(np.sort(base, axis=1), q)).T
-            b = np.take_along_axis(base[:, None, :], np.stack([d[0] for d in drawn]), axis=2)
-            c = np.take_along_axis(cur[:, None, :], np.stack([d[1] for d in drawn]), axis=2)
-            b.sort(axis=2)
-            c.sort(axis=2)
-            ratios = sorted_quantiles(c, q) / sorted_quantiles(b, q)  # (quantiles, cells, n_boot)
-            low[batch], high[batch] = (np.quantile(ratios, [alpha, 1 - alpha], axis=2)).transpose(0, 2, 1)
+            base = np.sort(np.stack([pairs[i][0] for i in batch]), axis=1)
+            cur = np.sort(np.stack([pairs[i][1] for i in batch]), axis=1)
+            point[batch] = (sorted_quantiles(cur, q) / sorted_quantiles(base, q)).T
+            for j in range(len(q)):
+                ratios = drawn_cur.quantile(j, cur)
+                ratios /= drawn_base.quantile(j, base)
+                low[batch, j], high[batch, j] = np.quantile(ratios, [alpha, 1 - alpha], axis=1)
     return point, low, high
-
 
 
 LATENCY_QUANTILES = (0.5, 0.9)
@@ -110,21 +139,15 @@ class Estimate:
     n_cur: int
 
 
-def cell_estimates(matched: list[tuple[str, dict[str, Any], dict[str, Any]]], seed: int, n_boot: int) -> dict[str, Estimate]:
-    """The bootstrap of every matched cell both of whose runs are ok with enough samples, in one
-    ``bootstrap_ratios`` call; each cell's generator is seeded from ``seed`` and its id alone."""
-    pairs, ids, records = [], [], []
-    for cell_id, base, cur in matched:
-        if (base.get("status", "ok"), cur.get("status", "ok")) != ("ok", "ok"):
-            continue
-        b, c = samples_of(base), samples_of(cur)
-        if min(len(b), len(c)) >= MIN_BOOTSTRAP_SAMPLES:
-            pairs.append((b, c, np.random.default_rng([seed, zlib.crc32(cell_id.encode())])))
-            ids.append(cell_id)
-            records.append((base, cur))
-    point, low, high = bootstrap_ratios(pairs, LATENCY_QUANTILES, n_boot)
-    sides = sample_values([b for b, _, _ in pairs] + [c for _, c, _ in pairs],
-                          [b for b, _ in records] + [c for _, c in records])
-    n = len(pairs)
-    return {cell_id: Estimate(point[i], low[i], high[i], sides[i], sides[n + i], len(pairs[i][0]), len(pairs[i][1]))
-            for i, cell_id in enumerate(ids)}
+def cell_estimates(
+    cells: Sequence[tuple[str, np.ndarray, np.ndarray, int, int]], seed: int, n_boot: int
+) -> dict[str, Estimate]:
+    """The bootstrap of every cell given as (cell id, baseline samples, current samples, baseline batch
+    size, current batch size) with enough samples on both sides, in one ``bootstrap_ratios`` call."""
+    cells = [c for c in cells if min(len(c[1]), len(c[2])) >= MIN_BOOTSTRAP_SAMPLES]
+    point, low, high = bootstrap_ratios([(b, c) for _, b, c, _, _ in cells], LATENCY_QUANTILES, n_boot, seed)
+    sides = sample_values([b for _, b, _, _, _ in cells] + [c for _, _, c, _, _ in cells],
+                          [nb for *_, nb, _ in cells] + [nc for *_, nc in cells])
+    n = len(cells)
+    return {cell_id: Estimate(point[i], low[i], high[i], sides[i], sides[n + i], len(b), len(c))
+            for i, (cell_id, b, c, _, _) in enumerate(cells)}

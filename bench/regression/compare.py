@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import UsageError
-from bench.core.numbers import finite_number
 from bench.core.paths import write_output
 from bench.regression.bootstrap import Estimate, cell_estimates
 from bench.regression.comparison import FAILED_STATUSES, Comparison, Row, exit_code
@@ -56,6 +55,8 @@ from bench.regression.gates import (
 )
 from bench.regression.values import (
     LATENCY_METRICS,
+    accuracy_value,
+    batch_of,
     closed_loop,
     memory_key,
     memory_value,
@@ -63,8 +64,7 @@ from bench.regression.values import (
     samples_of,
     stored_metrics,
 )
-from bench.results import store
-from bench.results.schema import converted
+from bench.results import CellAxes, Record, store
 
 
 def _single(
@@ -105,8 +105,8 @@ def _join(*notes: str) -> str:
 
 def _latency_rows(
     row: dict[str, Any],
-    base: dict[str, Any],
-    cur: dict[str, Any],
+    base: Record,
+    cur: Record,
     thresholds: dict[str, float],
     estimate: Estimate | None,
 ) -> list[Row]:
@@ -114,7 +114,7 @@ def _latency_rows(
     (``estimate``: this cell's; None when the samples are too few, see ``LATENCY_QUANTILES``)."""
     metrics = LATENCY_METRICS
     closed = closed_loop(base) and closed_loop(cur)  # else queueing: throughput is not 1 / latency
-    unstable = "run marked unstable (high CV)" if base.get("unstable") or cur.get("unstable") else ""
+    unstable = "run marked unstable (high CV)" if base.unstable or cur.unstable else ""
     if estimate is None:
         note = _join(f"too few samples for an interval (n={len(samples_of(base))}/{len(samples_of(cur))})", unstable)
         return [
@@ -143,8 +143,8 @@ def _bootstrap_row(
     row: dict[str, Any],
     metric: str,
     interval: tuple[float, float, float],
-    base: dict[str, Any],
-    cur: dict[str, Any],
+    base: Record,
+    cur: Record,
     estimate: Estimate,
     threshold: float,
     unstable: str,
@@ -181,43 +181,42 @@ def _bootstrap_row(
     )
 
 
-def accuracy_metrics(*records: dict[str, Any]) -> list[str]:
+def accuracy_metrics(*records: Record) -> list[str]:
     """The accuracy metrics measured on both sides: pretrained weights and a number in each record (random
     weights score noise, and 0.00 against 0.00 is no comparison)."""
-    if any(r.get("weights") != "pretrained" for r in records):
+    if any(r.weights != "pretrained" for r in records):
         return []
-    names = {name for r in records for name in (r.get("accuracy") or {})}
-    return [f"accuracy.{name}" for name in sorted(names)
-            if all(finite_number((r.get("accuracy") or {}).get(name)) is not None for r in records)]
+    names = {name for r in records for name in (r.accuracy or {})}
+    return [f"accuracy.{name}" for name in sorted(names) if all(accuracy_value(r, name) is not None for r in records)]
 
 
-def unmeasured_accuracy(base: dict[str, Any], cur: dict[str, Any]) -> str | None:
+def unmeasured_accuracy(base: Record, cur: Record) -> str | None:
     """Why a matched cell's accuracy is not compared (None when every recorded metric is)."""
-    names = sorted({name for r in (base, cur) for name in (r.get("accuracy") or {})})
+    names = sorted({name for r in (base, cur) for name in (r.accuracy or {})})
     if not names or len(accuracy_metrics(base, cur)) == len(names):
         return None
-    weights = {r.get("weights") for r in (base, cur)}
+    weights = {r.weights for r in (base, cur)}
     if weights != {"pretrained"}:
-        sides = f"{base.get('weights')} (baseline) / {cur.get('weights')} (current)"
+        sides = f"{base.weights} (baseline) / {cur.weights} (current)"
         return f"{', '.join(names)}: weights {sides}, so accuracy was not measured"
     missing = [n for n in names if f"accuracy.{n}" not in accuracy_metrics(base, cur)]
     return f"{', '.join(missing)}: not scored on both sides"
 
 
 def compare_records(
-    base: dict[str, Any],
-    cur: dict[str, Any],
+    base: Record,
+    cur: Record,
     label: str,
     thresholds: dict[str, float],
     estimate: Estimate | None,
 ) -> list[Row]:
     """All rows of one matched cell (``thresholds`` already resolved and ``estimate`` bootstrapped, see
     ``compare_dirs``)."""
-    row = {"cell_id": base["cell_id"], "label": label}
-    statuses = base.get("status", "ok"), cur.get("status", "ok")
+    row = {"cell_id": base.cell_id, "label": label}
+    statuses = base.status, cur.status
     metrics = [*LATENCY_METRICS, "peak_memory", *stored_metrics(), *accuracy_metrics(base, cur)]
     if statuses != ("ok", "ok"):
-        error = cur.get("error") if statuses[1] != "ok" else base.get("error")
+        error = cur.error if statuses[1] != "ok" else base.error
         note = _join(f"baseline {statuses[0]}, current {statuses[1]}", error or "")
         if statuses[0] == "ok" and statuses[1] in FAILED_STATUSES:
             note += " (counts as a regression)"
@@ -257,14 +256,20 @@ def compare_records(
 # Run directories
 
 
-def _load(run_dir: Path, role: str) -> dict[str, dict[str, Any]]:
+# The record fields compare reads (``store.records`` types these alone: 100,000 cells a run).
+READ = (*CellAxes.__dataclass_fields__, "cell_id", "checkpoint", "weights", "max_new_tokens", "status", "error",
+        "scenario", "backend", "samples_ms", "latency_ms", "throughput", "memory", "accuracy", "settings",
+        "unstable")
+
+
+def _load(run_dir: Path, role: str) -> dict[str, Record]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(
             f"{role} run directory {str(run_dir)!r} does not exist; accepted: a directory written by "
             "`florence2-bench run --out DIR`"
         )
-    records = store.latest_by_cell(store.read_records(run_dir))
+    records = store.latest_by_cell(store.records(run_dir, only=READ))
     if not records:
         raise UsageError(
             f"{role} run directory {str(run_dir)!r} has no records in {store.RESULTS}; accepted: a directory "
@@ -273,31 +278,18 @@ def _load(run_dir: Path, role: str) -> dict[str, dict[str, Any]]:
     return records
 
 
-def cell_label(record: dict[str, Any]) -> str:
+def cell_label(r: Record) -> str:
     """A readable name for a cell, such as "base <CAPTION> fp32 bs1 cpu single-stream" (the scenario:
-    one setting measured single-stream and offline is two cells; a record without one omits it)."""
-    return " ".join(
-        str(part)
-        for part in (
-            record.get("variant", "?"),
-            record.get("task", "?"),
-            record.get("dtype", "?"),
-            f"bs{record.get('batch_size', '?')}",
-            record.get("device", "?"),
-            record.get("scenario"),
-        )
-        if part is not None
-    )
+    one setting measured single-stream and offline is two cells)."""
+    known = ["?" if part is None else part for part in (r.variant, r.task, r.dtype, r.batch_size, r.device)]
+    return " ".join(map(str, (*known[:3], f"bs{known[3]}", known[4], *([r.scenario] if r.scenario else []))))
 
 
-def cell_labels(records: Iterable[dict[str, Any]]) -> dict[str, str]:
+def cell_labels(records: Iterable[Record]) -> dict[str, str]:
     """Labels by cell id; cells that share one (other beams, attention...) get their id appended."""
-    records = list(records)
-    counted = Counter(cell_label(r) for r in records)
-    return {
-        r["cell_id"]: cell_label(r) + (f" [{r['cell_id'][:8]}]" if counted[cell_label(r)] > 1 else "")
-        for r in records
-    }
+    named = [(r.cell_id, cell_label(r)) for r in records]
+    counted = Counter(label for _, label in named)
+    return {cell_id: label + (f" [{cell_id[:8]}]" if counted[label] > 1 else "") for cell_id, label in named}
 
 
 # The record fields that make up a cell's identity, in the order a reader scans them.
@@ -307,23 +299,20 @@ CELL_AXES = (
 )
 
 
-def _values(records: Iterable[dict[str, Any]], axis: str) -> list[str]:
-    return sorted({str(r.get(axis)) for r in records})
+def _values(records: Iterable[Record], axis: str) -> list[str]:
+    return sorted({str(getattr(r, axis)) for r in records})
 
 
-def nothing_comparable(
-    base: dict[str, dict[str, Any]], cur: dict[str, dict[str, Any]], env_warnings: list[str]
-) -> str:
+def nothing_comparable(base: dict[str, Record], cur: dict[str, Record], env_warnings: list[str]) -> str:
     """One line: no cell matched, and which axes (and environment facts) differ between the runs."""
     differ = []
     for axis in CELL_AXES:
         a, b = _values(base.values(), axis), _values(cur.values(), axis)
         if a != b:
             differ.append(f"{axis} {', '.join(a)} (baseline) vs {', '.join(b)} (current)")
-    settings = sorted({k for r in (*base.values(), *cur.values()) for k in (r.get("settings") or {})})
-    for key in settings:
-        a = sorted({str((r.get("settings") or {}).get(key)) for r in base.values()})
-        b = sorted({str((r.get("settings") or {}).get(key)) for r in cur.values()})
+    settings = {side: [r.settings.to_dict() for r in records.values()] for side, records in (("a", base), ("b", cur))}
+    for key in sorted({k for side in settings.values() for s in side for k in s}):
+        a, b = (sorted({str(s.get(key)) for s in settings[side]}) for side in ("a", "b"))
         if a != b:
             differ.append(f"settings.{key} {', '.join(a)} (baseline) vs {', '.join(b)} (current)")
     axes = "; ".join(differ) or "no setting differs, yet no cell id matches (records of another schema?)"
@@ -352,12 +341,13 @@ def compare_dirs(
     """Compare two run directories cell by cell (matched by ``cell_id``).
 
     ``thresholds`` overrides ``DEFAULT_THRESHOLDS`` per metric (keys as ``parse_fail_on`` returns).
-    The bootstrap of each cell is seeded from ``seed`` and the cell id, so a verdict does not depend on
-    which other cells are in the runs. Raises UsageError for a missing or empty run directory.
+    The bootstrap of each cell is seeded from ``seed`` and its sample counts (``bootstrap_ratios``), so a
+    verdict does not depend on which other cells are in the runs. Raises UsageError for a missing or empty
+    run directory.
     """
     base_records, cur_records = _load(baseline, "baseline"), _load(current, "current")
     old = [name for name, records in (("baseline", base_records), ("current", cur_records))
-           if converted(list(records.values()))]
+           if any(r.extra.converted_from_schema for r in records.values())]
     if len(old) == 1:
         raise UsageError(
             f"the {old[0]} run directory holds schema-1 records (latency was the amortised per-image time and cell "
@@ -367,15 +357,17 @@ def compare_dirs(
     resolved = resolve_thresholds(thresholds)
     labels = cell_labels({**cur_records, **base_records}.values())
     matched = [(cell_id, base, cur_records[cell_id]) for cell_id, base in base_records.items() if cell_id in cur_records]
-    estimates = cell_estimates(matched, seed, n_boot)
+    estimates = cell_estimates(
+        [(cell_id, samples_of(b), samples_of(c), batch_of(b), batch_of(c)) for cell_id, b, c in matched
+         if (b.status, c.status) == ("ok", "ok")], seed, n_boot)
     rows: list[Row] = []
     newly_failed, accuracy_skipped = [], []
     for cell_id, base, cur in matched:
         if (why := unmeasured_accuracy(base, cur)) is not None:
             accuracy_skipped.append(f"{labels[cell_id]}: {why}")
         rows += compare_records(base, cur, labels[cell_id], resolved, estimates.get(cell_id))
-        if base.get("status", "ok") == "ok" and cur.get("status") in FAILED_STATUSES:
-            newly_failed.append(f"{labels[cell_id]}: {cur.get('status')}: {cur.get('error') or 'no message'}")
+        if base.status == "ok" and cur.status in FAILED_STATUSES:
+            newly_failed.append(f"{labels[cell_id]}: {cur.status}: {cur.error or 'no message'}")
     env_warnings = _env_warnings(Path(baseline), Path(current))
     return Comparison(
         rows=rows,

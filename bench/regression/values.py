@@ -1,46 +1,52 @@
 """A record's single value of a gate metric: from its raw samples where they define it, else the stored
-figure, peak memory or accuracy score. Its own module because compare and ``bench.regression.history``
-both read a run's values this way, and must agree."""
+figure (``MetricSpec.stored``), peak memory or accuracy score. Its own module because compare and
+``bench.regression.history`` both read a run's values this way, and must agree."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from bench.core.numbers import finite_number
 from bench.regression.gates import METRICS
-from bench.results import dig
-from bench.scenarios import traits_for
+from bench.results import Record, figure, samples
+from bench.scenarios import traits_of
 
 MEMORY_KEYS = ("cuda_peak_allocated_bytes", "nvml_peak_used_bytes", "peak_rss_bytes")
 """Which peak to compare: the device's own when measured, else the process RSS (CPU runs)."""
 
 
-def samples_of(record: dict[str, Any]) -> np.ndarray:
-    x = np.asarray(record.get("samples_ms") or [], dtype=float)
+def samples_of(record: Record) -> np.ndarray:
+    """The record's positive finite request latencies (ms)."""
+    x = samples(record)
     return x[np.isfinite(x) & (x > 0)]
 
 
-def memory_value(record: dict[str, Any], key: str) -> float | None:
-    return finite_number((record.get("memory") or {}).get(key))
+def memory_value(record: Record, key: str) -> float | None:
+    return figure(record, f"memory.{key}")
 
 
-def memory_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+def memory_key(a: Record, b: Record) -> str | None:
     """The first peak measured in both runs (one run may have been on a machine without NVML)."""
     return next((k for k in MEMORY_KEYS if memory_value(a, k) is not None and memory_value(b, k) is not None), None)
 
 
-def stored_value(record: dict[str, Any], metric: str) -> float | None:
-    """The single value a record stores for a gate metric with ``MetricSpec.stored`` (None: absent or not a
-    finite number)."""
-    return finite_number(dig(record, *METRICS[metric].stored.split(".")))
+def accuracy_value(record: Record, name: str) -> float | None:
+    """The record's score ``name`` (a task's scores are a dict: their names vary by task)."""
+    return finite_number((record.accuracy or {}).get(name))
+
+
+def stored_value(record: Record, metric: str) -> float | None:
+    """The single value a record stores for a gate metric, at its ``MetricSpec.stored`` path (None: absent or
+    not a finite number)."""
+    return figure(record, METRICS[metric].stored)
 
 
 # Single values of one record that are not stored as such (every ``MetricSpec.stored`` one: ``stored_value``),
 # used when there are no samples and for the side of a failed cell.
-POINT_VALUES: dict[str, Callable[[dict[str, Any]], float | None]] = {
+POINT_VALUES: dict[str, Callable[[Record], float | None]] = {
     "peak_memory": lambda r: next((v for k in MEMORY_KEYS if (v := memory_value(r, k)) is not None), None),
 }
 # The gate metrics read from the latency samples (``_latency_rows``); every other one with a stored figure
@@ -65,47 +71,52 @@ SAMPLE_ROWS: dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {
 }
 
 
-def _of_record(rows: Callable[[np.ndarray, Any], np.ndarray]) -> Callable[[np.ndarray, dict[str, Any]], float]:
-    return lambda x, r: float(rows(x, int(r.get("batch_size") or 1)))
+def batch_of(record: Record) -> int:
+    """The batch size a throughput is counted in (1 where the record has none)."""
+    return int(record.batch_size or 1)
 
 
-FROM_SAMPLES: dict[str, Callable[[np.ndarray, dict[str, Any]], float]] = {
+def _of_record(rows: Callable[[np.ndarray, Any], np.ndarray]) -> Callable[[np.ndarray, Record], float]:
+    return lambda x, r: float(rows(x, batch_of(r)))
+
+
+FROM_SAMPLES: dict[str, Callable[[np.ndarray, Record], float]] = {
     metric: _of_record(rows) for metric, rows in SAMPLE_ROWS.items()
 }
 
 
-def closed_loop(record: dict[str, Any]) -> bool:
-    return traits_for(record.get("scenario"), record.get("batch_size")).throughput_from_latency
+def closed_loop(record: Record) -> bool:
+    return traits_of(record).throughput_from_latency
 
 
-def from_samples(record: dict[str, Any], metric: str) -> bool:
+def from_samples(record: Record, metric: str) -> bool:
     """Whether the record's value of ``metric`` is recomputed from its samples (given it has some)."""
     return metric in FROM_SAMPLES and (metric != "throughput" or closed_loop(record))
 
 
-def point_value(record: dict[str, Any], metric: str, from_rows: dict[str, float] | None = None) -> float | None:
+def point_value(record: Record, metric: str, from_rows: dict[str, float] | None = None) -> float | None:
     """A record's single value of a metric; ``from_rows``: its ``SAMPLE_ROWS`` values when already computed
     (compare computes every cell's in a few calls, ``sample_values``)."""
     if metric.startswith("accuracy."):
-        return finite_number((record.get("accuracy") or {}).get(metric.split(".", 1)[1]))
+        return accuracy_value(record, metric.split(".", 1)[1])
     if from_rows is not None and from_samples(record, metric):
         return from_rows[metric]
-    samples = samples_of(record)
-    if len(samples) and from_samples(record, metric):
-        return FROM_SAMPLES[metric](samples, record)
+    found = samples_of(record)
+    if len(found) and from_samples(record, metric):
+        return FROM_SAMPLES[metric](found, record)
     return stored_value(record, metric) if METRICS[metric].stored else POINT_VALUES[metric](record)
 
 
-def sample_values(samples: list[np.ndarray], records: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Each record's ``SAMPLE_ROWS`` values (equal to ``FROM_SAMPLES``'), one numpy call per metric and sample
-    length, not one per cell. Every sample must hold at least one value."""
+def sample_values(samples: Sequence[np.ndarray], batches: Sequence[int]) -> list[dict[str, float]]:
+    """Each sample's ``SAMPLE_ROWS`` values (equal to ``FROM_SAMPLES``') given its record's batch size, one
+    numpy call per metric and sample length, not one per cell. Every sample must hold at least one value."""
     out: list[dict[str, float]] = [{} for _ in samples]
     groups: dict[int, list[int]] = {}
     for i, x in enumerate(samples):
         groups.setdefault(len(x), []).append(i)
     for members in groups.values():
         rows = np.stack([samples[i] for i in members])
-        batch = np.array([int(records[i].get("batch_size") or 1) for i in members])
+        batch = np.array([batches[i] for i in members])
         for metric, compute in SAMPLE_ROWS.items():
             for i, value in zip(members, compute(rows, batch).tolist(), strict=True):
                 out[i][metric] = value

@@ -516,8 +516,7 @@ def load_runs(run_dirs: list[Path], prices: PriceTable) -> list[Run]:
         env = store.read_env(path)
         rows = []
         by_cell = store.latest_by_cell(store.records(path))
-        # bench.optimize reads JSON records until it is migrated
-        agreement = agreement_with_fp32([r.to_dict() for r in by_cell.values()])
+        agreement = agreement_with_fp32(by_cell.values())
         for rec in map(_without_texts, by_cell.values()):
             kind = device_kind(rec, env)
             rows.append(

@@ -8,7 +8,6 @@ from bench.results.record import (
     SCALAR_TABLES,
     CellAxes,
     Record,
-    cell_id_of,
     is_record,
     jsonable,
     well_formed,
@@ -40,5 +39,5 @@ from bench.results.tables import (
 __all__ = ["EXTRA_TABLES", "NESTED_TABLES", "SCALAR_TABLES", "CellAxes", "CurveStep", "EarlyStopping", "Energy",
            "Example", "Extra", "Flag", "LoadGen", "LoadGenEarlyStopping", "Memory", "PerToken", "RayHost", "Record",
            "ReportedBenchmark", "Roofline", "Server", "ServerRun", "Settings", "Stages", "Stats", "Table",
-           "Throughput", "Timing", "cell_id_of", "columns", "dig", "figure", "is_record", "jsonable", "labels", "samples", "value",
+           "Throughput", "Timing", "columns", "dig", "figure", "is_record", "jsonable", "labels", "samples", "value",
            "well_formed"]

@@ -14,13 +14,14 @@ import json
 import types
 import typing
 from array import array
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.core.numbers import is_number
 from bench.results import tables as t
-from bench.results.schema import SCHEMA_VERSION, upgrade
+from bench.results.schema import CONVERTED, SCHEMA_VERSION, upgrade
 from bench.results.tables import Table, _hidden, _names, read_table
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
@@ -96,10 +97,19 @@ class Record(CellAxes, Table):
         return cls.from_checked(value, where) if is_record(value) else None
 
     @classmethod
-    def from_checked(cls, value: dict[str, Any], where: str | Path = "a record") -> Record:
+    def from_checked(cls, value: dict[str, Any], where: str | Path = "a record",
+                     only: Collection[str] | None = None) -> Record:
         """``from_dict`` of a value ``is_record`` has already accepted (``bench.store.parse_line``): the store
-        checks each line once, not twice."""
-        return read_table(cls, upgrade(value, where))
+        checks each line once, not twice. ``only``: type these fields alone (after the schema upgrade; a converted
+        record keeps ``extra.converted_from_schema``, which says what its figures mean); the others take their
+        defaults, so such a record is for the reader that named them, never written back."""
+        value = upgrade(value, where)
+        if only is None:
+            return read_table(cls, value)
+        kept = {k: v for k, v in value.items() if k in only}
+        if "extra" not in only and isinstance(extra := value.get("extra"), dict) and CONVERTED in extra:
+            kept["extra"] = {CONVERTED: extra[CONVERTED]}
+        return read_table(cls, kept)
 
     def to_json(self) -> str:
         """The record's results.jsonl line (without its newline)."""
@@ -113,11 +123,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def cell_id_of(record: Record | dict[str, Any]) -> str:
-    """A record's cell id, typed or still a dict (``bench.results.store.read_records``, while readers migrate)."""
-    return record["cell_id"] if isinstance(record, dict) else record.cell_id
 
 
 # ------------------------------------------------------------------------------------ well-formedness

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ from bench.core.paths import (
     make_dir,
     open_file,
     open_lock,
+    open_read,
     open_update,
     read_bytes,
     write_atomic,
 )
-from bench.results import EXTRA_TABLES, SCALAR_TABLES, Record, cell_id_of, is_record, jsonable, well_formed
+from bench.results import EXTRA_TABLES, SCALAR_TABLES, Record, is_record, jsonable, well_formed
 
 __all__ = ["EXTRA_TABLES", "SCALAR_TABLES", "Record", "well_formed"]  # their home is bench.results
 
@@ -107,11 +108,13 @@ def repair_tail(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def records(run_dir: Path) -> list[Record]:
+def records(run_dir: Path, only: Collection[str] | None = None) -> list[Record]:
     """All complete records of a run directory, in the order written, typed and in the current schema's meaning.
 
     Lines that are not records (a torn write, bytes that are not UTF-8, JSON that is not a record) are
     skipped with one warning that counts them: a damaged line never makes the directory unreadable.
+    ``only``: the fields a reader reads (``Record.from_checked``): each line is checked whole as always, but
+    only these are typed (compare reads two runs of 100,000 cells).
     """
     path = Path(run_dir) / RESULTS
     if path.is_dir() and not path.is_symlink():
@@ -120,8 +123,8 @@ def records(run_dir: Path) -> list[Record]:
         return []
     typed: list[Record] = []
     bad = []
-    data = read_bytes(path, "results file")
-    for n, line in enumerate(data.splitlines(), 1):
+    only = None if only is None else frozenset(only)
+    for n, line in enumerate(_lines(path), 1):
         if not line.strip():
             continue
         record = parse_line(line)
@@ -129,7 +132,7 @@ def records(run_dir: Path) -> list[Record]:
             bad.append(n)
         else:  # typed as it is read: a run's parsed JSON is never held whole (100k records: gigabytes)
             # older schemas in today's meaning, or one clear refusal (bench.results.schema.upgrade)
-            typed.append(Record.from_checked(record, path))  # parse_line has checked it: once, not twice
+            typed.append(Record.from_checked(record, path, only))  # parse_line has checked it: once, not twice
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
         warnings.warn(
@@ -140,10 +143,17 @@ def records(run_dir: Path) -> list[Record]:
     return typed
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """``records`` as JSON dicts: a temporary adapter for readers not yet migrated to the typed record
-    (tests/test_results_door.py's allowlist); it goes once none is left."""
-    return [r.to_dict() for r in records(run_dir)]
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as ``bytes.splitlines`` cuts them, read a line at a time: a 100,000-cell run is
+    640 MB of JSON, never held whole."""
+    from bench.core.errors import UsageError
+
+    with open_read(path, "results file") as fh:
+        try:
+            for chunk in fh:
+                yield from chunk.splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read results file {path}: {exc.strerror}; accepted: a readable file") from None
 
 
 # A cell whose latest record has one of these statuses is done: --resume appends nothing for it.
@@ -156,10 +166,9 @@ def finished_cells(run_dir: Path) -> set[str]:
     return {cell_id for cell_id, r in latest_by_cell(records(run_dir)).items() if r.status in FINAL_STATUSES}
 
 
-def latest_by_cell(records: list[Any]) -> dict[str, Any]:
-    """The last record of each cell (a resumed run may have retried failed cells); typed records, or the
-    adapter's dicts while readers migrate (``cell_id_of``)."""
-    return {cell_id_of(r): r for r in records}
+def latest_by_cell(records: Iterable[Record]) -> dict[str, Record]:
+    """The last record of each cell (a resumed run may have retried failed cells)."""
+    return {r.cell_id: r for r in records}
 
 
 def _is_dir(path: Path) -> Exception:
@@ -341,17 +350,38 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+LOAD_CHUNK = 5_000
+"""Rows made into one DataFrame at a time by ``load``: only this many records' flattened dicts are held."""
+
+
 def load(run_dir: str | os.PathLike, cell: Any = None):
     """A run directory as a pandas DataFrame with flattened columns (one row per cell); ``cell`` maps each
     flattened value on the way in (``export``: lists as JSON text). Each record's JSON is made from its typed
-    record one at a time, so only the compact typed records and the rows are held, never every record's dict."""
+    record one at a time and ``LOAD_CHUNK`` rows become a frame at once (columns in order of first appearance,
+    as one frame of every row has them), so 100,000 records' dicts are never held together."""
     import pandas as pd
 
-    rows = []
-    for record in latest_by_cell(records(Path(run_dir))).values():
-        row = flatten(record.to_dict())
-        rows.append(row if cell is None else {k: cell(v) for k, v in row.items()})
-    return pd.DataFrame(rows)
+    latest = list(latest_by_cell(records(Path(run_dir))).values())
+    frames = []
+    for start in range(0, len(latest), LOAD_CHUNK):
+        rows = [flatten(record.to_dict()) for record in latest[start : start + LOAD_CHUNK]]
+        frames.append(pd.DataFrame(rows if cell is None else [{k: cell(v) for k, v in row.items()} for row in rows]))
+    if len(frames) < 2:
+        return frames[0] if frames else pd.DataFrame()
+    # a column's type as the whole column settles it (all None in one chunk, NaN for a missing key in another)
+    return pd.concat(frames, ignore_index=True, sort=False).infer_objects()
+
+
+def _one_type_a_column(frame: Any) -> Any:
+    """The frame with each column that mixes text with other values (``compile``: False, True or "graphs")
+    as text, as the CSV writes it: Parquet holds one type per column."""
+    from pandas.api.types import is_object_dtype
+
+    for name in [name for name, dtype in frame.dtypes.items() if is_object_dtype(dtype)]:
+        kinds = {type(v) for v in frame[name] if v is not None and v == v}  # v != v: NaN, a missing value
+        if str in kinds and len(kinds) > 1:
+            frame[name] = [v if v is None or v != v else str(v) for v in frame[name]]
+    return frame
 
 
 def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -377,4 +407,4 @@ def export(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     make_dir(path.parent, "output")
     # written whole to a temporary and renamed: a killed export or a full disk keeps the previous one
     return write_atomic(path, lambda fh: frame.to_csv(fh, index=False) if suffix == ".csv"
-                        else frame.to_parquet(fh, index=False), what="output")
+                        else _one_type_a_column(frame).to_parquet(fh, index=False), what="output")

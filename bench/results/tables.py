@@ -524,5 +524,6 @@ class Extra(Table):
     backend_info: Any = None
     capacity_search: Any = None
     traceback: str | None = None
+    pytest_benchmark: Any = None  # a pytest-benchmark round in a history: its name, fullname, group, params
     _keys: tuple[str, ...] | None = _hidden()
     _other: dict[str, Any] | None = _hidden()

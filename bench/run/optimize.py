@@ -8,8 +8,9 @@ labels). The transformers backend's speed settings themselves: ``bench.backends.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+
+from bench.results import Record, Roofline
 
 # Which settings keep fp32 greedy tokens identical to the naive path (eager, batch 1, dynamic cache):
 # they change the order of floating-point operations at most. tests/test_optimize.py checks the True ones.
@@ -79,7 +80,7 @@ def matmul_reference(device: str, dtype: str) -> float:
 def roofline_for(
     flops_per_image: float | None, vision_ms_per_image: float | None, device: str, dtype: str, quant: str,
     reference: tuple[float, float],
-) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+) -> tuple[Roofline | None, list[dict[str, str]]]:
     """The record's roofline and its flags: vision FLOPs of this architecture against the faster of the
     matrix products measured just before and just after the cell (``reference``: before, after); None
     where the backend counts no vision FLOPs.
@@ -92,18 +93,18 @@ def roofline_for(
     if flops_per_image is None:
         return None, []
     before, after = reference
-    figure = roofline(vision_ms_per_image, flops_per_image, max(before, after))
-    figure = {**figure, "matmul_gflops_before": before, "matmul_gflops_after": after,
-              "matmul_reference": "the faster of the products measured just before and just after the cell",
-              "matmul_dtype": reference_dtype(dtype, quant), "matmul_n": MATMUL_N[device_kind(device)],
-              "flop_convention": "multiply-add = 2 FLOPs"}
-    if not figure["bad_reference"]:
+    figure = Roofline(**roofline(vision_ms_per_image, flops_per_image, max(before, after)),
+                      matmul_gflops_before=before, matmul_gflops_after=after,
+                      matmul_reference="the faster of the products measured just before and just after the cell",
+                      matmul_dtype=reference_dtype(dtype, quant), matmul_n=MATMUL_N[device_kind(device)],
+                      flop_convention="multiply-add = 2 FLOPs")
+    if not figure.bad_reference:
         return figure, []
     why = ("int8 has no reference of its own, only the fp32 product" if quant != "none"
            else "the product under-read this machine (busy or throttled while it was measured)")
-    ratio = figure["vision_gflops_per_s"] / figure["matmul_gflops_per_s"]
+    ratio = figure.vision_gflops_per_s / figure.matmul_gflops_per_s
     return figure, [{"code": BAD_REFERENCE, "message": (
-        f"vision ran at {figure['vision_gflops_per_s']:.1f} GFLOP/s, {ratio:.2f}x the {figure['matmul_dtype']} "
+        f"vision ran at {figure.vision_gflops_per_s:.1f} GFLOP/s, {ratio:.2f}x the {figure.matmul_dtype} "
         f"matrix-product reference ({before:.1f} before, {after:.1f} after the cell): {why}; no roofline "
         "fraction is reported")}]
 
@@ -127,36 +128,39 @@ _SAME_WORK = ("variant", "checkpoint", "weights", "task", "dataset", "num_beams"
 _EAGER_FP32 = ("transformers", "fp32", "none", "host", False, False)
 
 
-def _token_setting(r: Mapping[str, Any]) -> tuple:
-    settings = r.get("settings") or {}
-    return (r.get("backend") or "transformers", r.get("dtype"), settings.get("quant", "none"),
-            settings.get("preprocess", "host"), r.get("compile") or False, settings.get("compile_vision") or False)
+def _token_setting(r: Record) -> tuple:
+    settings = r.settings
+    return (r.backend or "transformers", r.dtype, settings.quant or "none", settings.preprocess or "host",
+            r.compile or False, settings.compile_vision or False)
 
 
-def agreement_with_fp32(records: list[Mapping[str, Any]]) -> dict[str, float]:
+def _texts(r: Record) -> dict[int, str]:
+    """The record's generated texts by image id (``extra.texts``); records are untrusted: what is not id -> text
+    is skipped."""
+    found = r.extra.texts
+    items = found.items() if isinstance(found, dict) else ()
+    return {int(k): v for k, v in items if isinstance(k, str) and k.isdigit() and isinstance(v, str)}
+
+
+def agreement_with_fp32(records: Iterable[Record]) -> dict[str, float]:
     """For each ok record that may change tokens (fp16/bf16, int8, device pixels, compiled, another backend),
     exact-match agreement with an eager fp32 transformers record of the same work.
 
-    Texts are read from ``record["extra"]["texts"]`` (image id -> generated text). Returns
-    cell_id -> agreement; records with no eager fp32 counterpart are left out.
+    Texts are read from ``extra.texts`` (image id -> generated text). Returns cell_id -> agreement; records
+    with no eager fp32 counterpart are left out.
     """
 
-    def texts(r: Mapping[str, Any]) -> dict[int, str]:  # records are untrusted: skip what is not id -> text
-        found = (r.get("extra") or {}).get("texts")
-        items = found.items() if isinstance(found, dict) else ()
-        return {int(k): v for k, v in items if isinstance(k, str) and k.isdigit() and isinstance(v, str)}
+    def key(r: Record) -> tuple:
+        return tuple(getattr(r, f) for f in _SAME_WORK)
 
-    def key(r: Mapping[str, Any]) -> tuple:
-        return tuple(r.get(f) for f in _SAME_WORK)
-
-    ok = [r for r in records if r.get("status") == "ok" and texts(r)]
+    ok = [(r, texts) for r in records if r.status == "ok" and (texts := _texts(r))]
     references: dict[tuple, dict[int, str]] = {}
-    for r in ok:
+    for r, texts in ok:
         if _token_setting(r) == _EAGER_FP32:
-            references.setdefault(key(r), texts(r))
+            references.setdefault(key(r), texts)
     out = {}
-    for r in ok:
+    for r, texts in ok:
         reference = references.get(key(r))
-        if _token_setting(r) != _EAGER_FP32 and reference and reference.keys() & texts(r).keys():
-            out[r["cell_id"]] = agreement(reference, texts(r))
+        if _token_setting(r) != _EAGER_FP32 and reference and reference.keys() & texts.keys():
+            out[r.cell_id] = agreement(reference, texts)
     return out

@@ -273,19 +273,19 @@ def _refusal(cell: Cell, setting: Cell, gate: Callable[[Cell], str | None] | Non
 
 
 def run_cells(config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool = False,
-              gate: Callable[[Cell], str | None] | None = None) -> list[dict[str, Any]]:
+              gate: Callable[[Cell], str | None] | None = None) -> list[Record]:
     """Run cells locally, loading each group's model once; every record is appended as it ends.
 
     ``gate(cell)`` may refuse a cell before it starts (a time budget, say): its reason becomes the
     ``skipped`` record's error.
     """
     progress = Progress(len(cells), quiet, out)
-    written: list[dict[str, Any]] = []
+    written: list[Record] = []
     oom_at: dict[Cell, int] = {}  # a setting (batch size left out) -> the smallest batch that ran out of memory
 
     def emit(cell: Cell, record: Record) -> None:
         store.append(out, record)
-        written.append(record.to_dict())  # JSON, as the executors return it (bench.run.executors.Executor.run)
+        written.append(record)
         progress.done(cell, record)
 
     try:
@@ -420,7 +420,7 @@ def run_cell(config: RunConfig, cell: Cell, loaded: LoadedModel, out: Path,
     variant = get_variant(cell.variant)
     extra = {"reported": dict(variant.reported),  # paper/model-card numbers, always labelled "reported"
              "reported_source": variant.reported_source, "reported_benchmark": _benchmark(cell),
-             "texts": {str(k): v for k, v in m.texts.items()}, "roofline": roofline,
+             "texts": {str(k): v for k, v in m.texts.items()}, "roofline": roofline and roofline.to_dict(),
              "resolution_note": loaded.ref.note, "model_settings": loaded.notes,
              "backend_info": backend.record_extra(loaded), **m.extra}
     measured = tuple(map(Flag.from_dict, m.flags))

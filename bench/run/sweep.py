@@ -30,9 +30,8 @@ from bench.core.errors import UsageError, choice_error
 from bench.core.measure import DEVICE_KINDS, RepetitionPolicy, device_kind
 from bench.core.paths import refuse_link
 from bench.core.variants import get_variant
-from bench.results import store
+from bench.results import Record, store
 from bench.results.cell import Cell
-from bench.results.schema import converted
 from bench.run.executors import ExecutorOptions, get_executor
 from bench.run.runner import LOADGEN_LOGS
 from bench.scenarios import (
@@ -304,12 +303,12 @@ def expand(config: SweepConfig) -> list[Cell]:
 
 @dataclass
 class RunSummary:
-    records: list[dict[str, Any]]
+    records: list[Record]
     skipped_resumed: int
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["status"] in ("error", "oom")]
+    def failed(self) -> list[Record]:
+        return [r for r in self.records if r.status in ("error", "oom")]
 
 
 def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bool = False,
@@ -328,7 +327,7 @@ def run_sweep(config: SweepConfig, out: Path, *, resume: bool = False, quiet: bo
     config = inputs.dedupe_axes(config, AXES, {"tasks": lambda t: get_task(t).token})
     cells = expand(config)
     with store.run_lock(out):
-        if resume and converted(store.read_records(out)):
+        if resume and any(r.extra.converted_from_schema for r in store.records(out)):
             raise UsageError(f"{out} holds schema-1 records (amortised latency, cell ids without the scenario); "
                              "accepted: a new --out directory")
         if not resume and (out / store.RESULTS).exists() and (out / store.RESULTS).stat().st_size:
@@ -376,7 +375,7 @@ def _env(out: Path, config: SweepConfig, resume: bool, extend: bool, load: dict[
 
     current, sweep_now = fingerprint(), dataclasses.asdict(config)
     env = store.read_env(out) if resume else {}
-    if resume and not extend and store.read_records(out) and not isinstance(env.get("sweep"), dict):
+    if resume and not extend and store.records(out) and not isinstance(env.get("sweep"), dict):
         raise UsageError(f"--resume of {out}: {out / store.ENV} is missing or unreadable, so the sweep these records "
                          "came from is unknown; accepted: --resume --extend to add this sweep's cells anyway, or a "
                          "new --out directory")

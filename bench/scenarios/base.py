@@ -26,7 +26,14 @@ from bench.accuracy.data import Sample
 from bench.accuracy.prefetch import Prefetcher
 from bench.backends.base import STAGES, BatchResult
 from bench.core.measure import RepetitionPolicy, summarize
-from bench.core.trackers import Tracker, energy_field, energy_tracker, memory_field, memory_trackers
+from bench.core.trackers import (
+    EnergyTracker,
+    Tracker,
+    energy_field,
+    energy_tracker,
+    memory_field,
+    memory_trackers,
+)
 from bench.results import Energy, Memory, PerToken, Server, Stages, Stats, Throughput
 from bench.results.server_settings import ServerSettings
 from bench.scenarios.traits import ScenarioTraits
@@ -167,7 +174,7 @@ class Tracking:
 
     def __init__(self, device: str, idle_s: float) -> None:
         self.memory: list[Tracker] = memory_trackers(device)
-        self.energy: Tracker = energy_tracker(device, idle_s=idle_s)
+        self.energy: EnergyTracker = energy_tracker(device, idle_s=idle_s)
 
     def __enter__(self) -> Tracking:
         self.energy.start()  # measures idle power first, before the memory spans start
@@ -183,7 +190,7 @@ class Tracking:
     def fields(self, n_images: int, weights_bytes: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
         """The record's ``memory`` and ``energy`` fields."""
         energy = self.energy.result()
-        return (memory_field([t.result() for t in self.memory] + [energy], weights_bytes),
+        return (memory_field([t.result() for t in self.memory] + [energy.memory()], weights_bytes),
                 energy_field(energy, n_images))
 
 

@@ -72,7 +72,8 @@
 /* Tables drawn from a data block (class "datatable", data-rows="ID of the block"): the block holds
    {"page": N, "titles": [...], "rows": [[row class, cell, ...], ...]} as JSON, or deflated and base64-encoded
    (type application/x-deflate-base64) for a large table. A cell is its HTML (its sort key is its text), or
-   [html, key] or [html, key, index of its title]. N rows are drawn at a time, with a pager. Sorting (a click
+   [html, key] or [html, key, index of its title]. N rows are drawn at a time, with a pager, once the table
+   comes near the screen (until then the table is aria-busy). Sorting (a click
    on a header) and the filter (data-filter="TABLE_ID") work on every row, with the same rules as above:
    numbers as numbers, text as text, cells without a value (key null) last either way. */
 (function () {
@@ -88,7 +89,8 @@
     return text === "" || text === "–" ? null : text;
   }
   function inflate(block) {
-    var bytes = Uint8Array.from(atob(block.textContent.trim()), function (c) { return c.charCodeAt(0); });
+    var text = atob(block.textContent.trim()), bytes = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i += 1) { bytes[i] = text.charCodeAt(i); }
     var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
     return new Response(stream).text().then(JSON.parse);
   }
@@ -118,6 +120,7 @@
         body.appendChild(tr);
       });
       table.replaceChild(body, table.tBodies[0]);
+      table.removeAttribute("aria-busy");
       if (pager) {
         pager.hidden = shown.length <= size;
         pager.querySelector("span").textContent = "rows " + (shown.length ? first + 1 : 0) + "–" +
@@ -178,7 +181,9 @@
     }
     draw();
   }
-  document.querySelectorAll("table.datatable").forEach(function (table) {
+  // a table's block is read and its rows drawn when it comes near the screen (lazy.js), never before the
+  // first screen is drawn
+  lazy.near(document.querySelectorAll("table.datatable"), function (table) {
     var block = document.getElementById(table.getAttribute("data-rows"));
     if (!block) { return; }
     if (block.type === "application/x-deflate-base64") {

@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 from bench.accuracy.tasks import TASKS
 from bench.core.paths import read_bytes, remove_tree, write_atomic, write_output
 from bench.core.variants import VARIANTS
-from bench.regression.history.entries import DROPPED_FIELDS, Entry, machine_from_env
+from bench.regression.history.entries import Entry, machine_from_env
 from bench.results import Record, Table, store
 
 SCENARIOS = ("single-stream", "offline", "server")
@@ -205,11 +205,7 @@ def write_history(templates_: dict[str, Record], env: dict[str, Any], runs: int,
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for i in range(runs):
         level = math.exp(rng.gauss(0, 0.03))
-        records = [
-            {k: v for k, v in synth_record(templates_[c.scenario], c, _factor(c, rng) * level).to_dict().items()
-             if k not in DROPPED_FIELDS}
-            for c in chosen
-        ]
+        records = [synth_record(templates_[c.scenario], c, _factor(c, rng) * level) for c in chosen]
         commit = hashlib.sha1(f"scale-{i}".encode()).hexdigest()
         entry = Entry(run_id=hashlib.sha256(f"scale-{i}".encode()).hexdigest(), commit=commit,
                       date=(start + timedelta(hours=i)).isoformat(), dirty=False,

@@ -28,8 +28,8 @@ def _run(checkpoint, out):
                          tasks=["<CAPTION>"], num_beams=[1], max_new_tokens=4, limit=4, energy_idle_s=0.0,
                          repetition={"warmup": 2, "min_iterations": SAMPLES, "max_iterations": SAMPLES})
     run_cells(config, expand(config), out, quiet=True)
-    (record,) = store.read_records(out)
-    assert record["status"] == "ok"
+    (record,) = store.records(out)
+    assert record.status == "ok"
     return record
 
 
@@ -62,7 +62,7 @@ def test_aa_never_regresses_and_a_25_percent_slowdown_always_does(pretrained_tin
         assert not comparison.regressed, comparison.to_table()
 
         with pytest.MonkeyPatch.context() as patch:
-            _slower_preprocessing(patch, 0.25 * statistics.median(a["samples_ms"]) / 1000.0)
+            _slower_preprocessing(patch, 0.25 * statistics.median(a.samples_ms) / 1000.0)
             _run(pretrained_tiny_checkpoint, tmp_path / f"slow{attempt}")
         comparison = compare_dirs(tmp_path / f"a{attempt}", tmp_path / f"slow{attempt}")
         print(f"A/slow {attempt}: {_p50_ratio(comparison)}")

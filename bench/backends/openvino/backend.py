@@ -64,6 +64,67 @@ KEY_FILE = "key.json"
 PER_TOKEN = ("decoder_step", "lm_head")  # run once per generated token, on a batch's beam rows
 
 
+@dataclass
+class CompiledParts:
+    """The converted parts of a model, compiled: by part name, the compiled model and its streams; a row per
+    part for ``backend_info``; the IR's weight bytes; why a part ran uncached."""
+
+    compiled: dict[str, Any] = dataclasses.field(default_factory=dict)
+    streams: dict[str, int] = dataclasses.field(default_factory=dict)
+    parts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    ir_bytes: int = 0
+    uncached: list[str] = dataclasses.field(default_factory=list)
+
+
+def part_specs(loaded: LoadedModel) -> list[tuple]:
+    """The parts OpenVINO runs, traced once on example inputs: (name, module, example inputs, how many leading
+    axes of each are dynamic)."""
+    import torch
+
+    from bench.backends.openvino.traced import DecoderStep, EncoderOutput, TowerOutput
+
+    inner = loaded.model.model
+    text = inner.language_model
+    size = loaded.processor.image_processor.size
+    pixels = torch.zeros(1, 3, size["height"], size["width"])
+    tower = TowerOutput(inner.vision_tower)
+    encoder = EncoderOutput(text.encoder)
+    first, step = DecoderStep(text.decoder, past=False), DecoderStep(text.decoder, past=True)
+    with torch.no_grad():
+        features = tower(pixels)
+        embeds = inner.multi_modal_projector(features)[:, :8]  # any length: the sequence axis is dynamic
+        mask = torch.ones(1, embeds.shape[1], dtype=torch.int64)
+        mask[0, -1] = 0  # a padded row, so that the traced encoder and decoder keep the attention mask
+        encoded = encoder(embeds, mask)
+        ids, position = torch.full((1, 1), text.config.decoder_start_token_id), torch.zeros(1, dtype=torch.int64)
+        states = first(ids, position, mask, encoded)[1:]  # this token's keys and values, then the cross ones
+        layers = len(text.decoder.layers)
+        # the cached step's example: two beams (rows) of one image, so the traced step groups rows
+        beams = [t.repeat(2, *([1] * (t.dim() - 1))) for t in (ids, *states[:2 * layers])]
+    return [("vision_tower", tower, (pixels,), (1,)),
+            ("multi_modal_projector", inner.multi_modal_projector, (features,), (1,)),
+            ("encoder", encoder, (embeds, mask), (2, 2)),  # rows, tokens
+            ("decoder_first", first, (ids, position, mask, encoded), (1, 0, 2, 2)),
+            ("decoder_step", step, (beams[0], position + 1, mask, *beams[1:], *states[2 * layers:]),
+             (1, 0, 2) + (3,) * len(states)),  # rows (images for the mask and cross keys), tokens, heads
+            ("lm_head", loaded.model.lm_head, (torch.zeros(1, 1, loaded.model.lm_head.in_features),), (2,))]
+
+
+def install_parts(loaded: LoadedModel, compiled: dict[str, Any], streams: dict[str, int], dtype: Any) -> None:
+    """Put the compiled parts in the model's place; they hand back ``dtype``."""
+    from bench.backends.openvino.runtime import OVDecoder, OVPart
+
+    inner = loaded.model.model
+    text = inner.language_model
+    inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype, streams["vision_tower"])
+    inner.multi_modal_projector = OVPart(compiled["multi_modal_projector"], "multi_modal_projector", dtype,
+                                         streams["multi_modal_projector"])
+    text.encoder = OVPart(compiled["encoder"], "encoder", dtype, streams["encoder"])
+    text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype,
+                             streams["decoder_first"])
+    loaded.model.lm_head = OVPart(compiled["lm_head"], "lm_head", dtype, streams["lm_head"])
+
+
 class OpenVINOBackend(CheckpointBackend):
     name = "openvino"
     axes = {"dtype": tuple(PRECISIONS), "attn": ATTN, "cache": ("dynamic",), "quant": tuple(QUANT), "compile": (False,),
@@ -115,72 +176,47 @@ class OpenVINOBackend(CheckpointBackend):
         """Convert (or read from the cache) and compile the vision tower, projector, text encoder, decoder
         (its first step and its cached steps) and lm_head, and put them in place; the prompt's token
         embeddings stay in PyTorch, in the cell's dtype."""
-        import torch
-
-        from bench.backends.openvino.runtime import OVDecoder, OVPart
-        from bench.backends.openvino.traced import DecoderStep, EncoderOutput, TowerOutput
         from bench.backends.transformers.checkpoints import torch_dtype
 
         loaded.model.generation_config.disable_compile = True
         ov = self.importer("openvino")
-        inner = loaded.model.model
-        text = inner.language_model
-        size = loaded.processor.image_processor.size
-        pixels = torch.zeros(1, 3, size["height"], size["width"])
-        threads, streams = self.threads(cell), self.streams(cell)
-        group = QUANT[cell.quant]
+        threads, group = self.threads(cell), QUANT[cell.quant]
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[cell.dtype], "INFERENCE_NUM_THREADS": threads}
         if group is not None:  # with int8 weights OpenVINO would pick its own group size: the cell states it
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
-        core = ov.Core()
+        built = self._compile_parts(ov, loaded, cell, part_specs(loaded), config)
         dtype = torch_dtype(cell.dtype)  # the token embeddings', and what the converted parts hand back
-        tower = TowerOutput(inner.vision_tower)
-        encoder = EncoderOutput(text.encoder)
-        first, step = DecoderStep(text.decoder, past=False), DecoderStep(text.decoder, past=True)
-        with torch.no_grad():
-            features = tower(pixels)
-            embeds = inner.multi_modal_projector(features)[:, :8]  # any length: the sequence axis is dynamic
-            mask = torch.ones(1, embeds.shape[1], dtype=torch.int64)
-            mask[0, -1] = 0  # a padded row, so that the traced encoder and decoder keep the attention mask
-            encoded = encoder(embeds, mask)
-            ids, position = torch.full((1, 1), text.config.decoder_start_token_id), torch.zeros(1, dtype=torch.int64)
-            states = first(ids, position, mask, encoded)[1:]  # this token's keys and values, then the cross ones
-            layers = len(text.decoder.layers)
-            # the cached step's example: two beams (rows) of one image, so the traced step groups rows
-            beams = [t.repeat(2, *([1] * (t.dim() - 1))) for t in (ids, *states[:2 * layers])]
-        # (name, module, example inputs, how many leading axes of each are dynamic)
-        specs = [("vision_tower", tower, (pixels,), (1,)),
-                 ("multi_modal_projector", inner.multi_modal_projector, (features,), (1,)),
-                 ("encoder", encoder, (embeds, mask), (2, 2)),  # rows, tokens
-                 ("decoder_first", first, (ids, position, mask, encoded), (1, 0, 2, 2)),
-                 ("decoder_step", step, (beams[0], position + 1, mask, *beams[1:], *states[2 * layers:]),
-                  (1, 0, 2) + (3,) * len(states)),  # rows (images for the mask and cross keys), tokens, heads
-                 ("lm_head", loaded.model.lm_head, (torch.zeros(1, 1, loaded.model.lm_head.in_features),), (2,))]
-        parts, compiled, split, ir_bytes, uncached = [], {}, {}, 0, []
-        digests = checkpoint_digests(loaded)
+        install_parts(loaded, built.compiled, built.streams, dtype)
+        loaded.model.to(dtype)  # the prompt's token embeddings (what the encoder reads) in the cell's dtype
+        loaded.weights_bytes = weights_bytes(loaded.model) + built.ir_bytes
+        self._describe(loaded, ov, cell, built)
+
+    def _compile_parts(self, ov: ModuleType, loaded: LoadedModel, cell: Any, specs: list[tuple],
+                       config: dict[str, Any]) -> CompiledParts:
+        """Each part's IR (cached or converted now), compiled for the CPU with the cell's settings and streams."""
+        core, streams, digests = ov.Core(), self.streams(cell), checkpoint_digests(loaded)
+        built = CompiledParts()
         for name, module, example, dynamic in specs:
             started = time.perf_counter()
             # the parts that run once per token read all their weights for a few rows: split across streams,
             # each stream would read them again, so they keep one stream with every thread
-            split[name] = 1 if name in PER_TOKEN else streams
+            built.streams[name] = split = 1 if name in PER_TOKEN else streams
             entry = self.ir(ov, loaded, name, module, example, dynamic, weight_precision(cell.quant), digests)
             if entry.note:
-                uncached.append(entry.note)
-            compiled[name] = core.compile_model(entry.model, "CPU", {**config, **(
-                {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": split[name]} if split[name] > 1 else
+                built.uncached.append(entry.note)
+            built.compiled[name] = core.compile_model(entry.model, "CPU", {**config, **(
+                {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": split} if split > 1 else
                 {"PERFORMANCE_HINT": "LATENCY"})})
-            parts.append({"part": name, "ir": str(entry.path) if entry.path else None, "converted": entry.converted,
-                          "streams": split[name], "load_s": round(time.perf_counter() - started, 3)})
-            ir_bytes += entry.bin_bytes
-        inner.vision_tower = OVPart(compiled["vision_tower"], "vision_tower", dtype, split["vision_tower"])
-        inner.multi_modal_projector = OVPart(compiled["multi_modal_projector"], "multi_modal_projector", dtype,
-                                             split["multi_modal_projector"])
-        text.encoder = OVPart(compiled["encoder"], "encoder", dtype, split["encoder"])
-        text.decoder = OVDecoder(compiled["decoder_first"], compiled["decoder_step"], text.decoder, dtype,
-                                 split["decoder_first"])
-        loaded.model.lm_head = OVPart(compiled["lm_head"], "lm_head", dtype, split["lm_head"])
-        loaded.model.to(dtype)  # the prompt's token embeddings (what the encoder reads) in the cell's dtype
-        loaded.weights_bytes = weights_bytes(loaded.model) + ir_bytes
+            built.parts.append({"part": name, "ir": str(entry.path) if entry.path else None,
+                                "converted": entry.converted, "streams": split,
+                                "load_s": round(time.perf_counter() - started, 3)})
+            built.ir_bytes += entry.bin_bytes
+        return built
+
+    def _describe(self, loaded: LoadedModel, ov: ModuleType, cell: Any, built: CompiledParts) -> None:
+        """The loaded model's notes and the record's ``backend_info``: what runs where, at which precision."""
+        threads, streams, group = self.threads(cell), self.streams(cell), QUANT[cell.quant]
+        uncached = built.uncached
         loaded.notes = [f"vision tower, projector, text encoder, decoder and lm_head in OpenVINO {ov.__version__} (IR cached "
                         f"in {self.settings.cache_dir}), INFERENCE_PRECISION_HINT {PRECISIONS[cell.dtype]}, "
                         f"{threads} threads in {streams} stream(s), a batch's images split across them (the "
@@ -194,7 +230,7 @@ class OpenVINOBackend(CheckpointBackend):
         loaded.backend_info = {"openvino": ov.__version__, "inference_precision": PRECISIONS[cell.dtype],
                                "weight_precision": weight_precision(cell.quant),
                                "dynamic_quantization_group_size": group, "threads": threads, "streams": streams,
-                               "converted_parts": parts, "pytorch_parts": ["embed_tokens"],
+                               "converted_parts": built.parts, "pytorch_parts": ["embed_tokens"],
                                "ir_cache": "; ".join(uncached) if uncached else "used"}
 
     def ir(self, ov: ModuleType, loaded: LoadedModel, part: str, module: Any, example: tuple, dynamic: tuple,

@@ -10,7 +10,12 @@ The functions ``run_*`` are the ``florence2-bench history`` commands; they retur
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from bench.core.errors import UsageError
 from bench.core.inputs import check_bound
@@ -66,6 +71,29 @@ def steps_table(found: list[Step], entries: list[Entry]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def _no_cycle_scans() -> Iterator[None]:
+    """The cyclic garbage collector off while a command runs, on again after. A history's records are plain
+    JSON (no reference cycle); a 1,000-run history of 100 cells is millions of objects, which the collector
+    would scan again each time the heap grows by a quarter: about a third of the commands' CPU time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _without_cycle_scans(command: Callable[..., int]) -> Callable[..., int]:
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> int:
+        with _no_cycle_scans():
+            return command(*args, **kwargs)
+
+    return run
+
+
 def _thresholds(fail_on: str | None) -> dict[str, float] | None:
     return gates.parse_fail_on(fail_on) if fail_on else None
 
@@ -83,6 +111,7 @@ def run_add(source: Path, history: Path, commit: str | None = None, date: str | 
     return 0
 
 
+@_without_cycle_scans
 def run_check(
     history: Path,
     fail_on: str | None = None,
@@ -105,12 +134,14 @@ def run_check(
     return comparison.exit_code(result, fail_on_inconclusive)
 
 
+@_without_cycle_scans
 def run_steps(history: Path, fail_on: str | None = None) -> int:
     entries = load(Path(history))
     print(steps_table(steps(entries, _thresholds(fail_on)), entries), end="")
     return 0
 
 
+@_without_cycle_scans
 def run_report(history: Path, out: Path, fail_on: str | None = None, title: str | None = None) -> int:
     from bench.regression.history.trends import build_trends
 

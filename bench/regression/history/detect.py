@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from bench.core.inputs import BOUNDS
-from bench.core.numbers import finite_number
 from bench.regression import compare, comparison, gates, values
 from bench.regression.history.entries import Entry, MachineClass
 from bench.regression.history.levels import (
@@ -50,14 +49,13 @@ from bench.regression.history.levels import (
     Z_CHECK,
     Z_STEP,
     Point,
-    cell_level_start,
+    cell_level_starts,
     noise_band,
-    segment,
+    segments,
     series_sigma,
     step_z,
 )
-from bench.results import dig
-from bench.scenarios import traits_for
+from bench.results import Record, dig, figure
 
 MIN_BASELINE = int(BOUNDS["baseline_runs"].low)
 
@@ -65,23 +63,23 @@ BENCHMARK_METRICS = ("latency_p50", "latency_p90")
 """A pytest-benchmark cell's values are round times: no images, memory or accuracy to judge."""
 
 
-def source_of(record: dict[str, Any]) -> str:
-    return "pytest-benchmark" if (record.get("extra") or {}).get("pytest_benchmark") else "run"
+def source_of(record: Record) -> str:
+    return "pytest-benchmark" if record.extra.pytest_benchmark else "run"
 
 
-def metrics_of(record: dict[str, Any]) -> list[str]:
+def metrics_of(record: Record) -> list[str]:
     if source_of(record) == "pytest-benchmark":
         return list(BENCHMARK_METRICS)
     return [*(m for m in gates.METRICS if m != "accuracy"), *compare.accuracy_metrics(record)]
 
 
-def labels(records: list[dict[str, Any]]) -> dict[str, str]:
+def labels(records: list[Record]) -> dict[str, str]:
     """Readable names by cell id; run cells as compare names them, benchmarks by their test name."""
     out = compare.cell_labels([r for r in records if source_of(r) == "run"])
     for r in records:
         if source_of(r) == "pytest-benchmark":
-            bench = r["extra"]["pytest_benchmark"]
-            out[r["cell_id"]] = str(bench.get("name") or bench.get("fullname"))
+            bench = r.extra.pytest_benchmark  # pytest-benchmark's own JSON (entries._benchmark_record)
+            out[r.cell_id] = str(dig(bench, "name") or dig(bench, "fullname"))
     return out
 
 
@@ -100,7 +98,7 @@ def unscale(kind: str, x: float) -> float:
     return math.exp(x) if kind == "ratio" else x
 
 
-def sample_se(record: dict[str, Any], metric: str) -> float:
+def sample_se(record: Record, metric: str) -> float:
     return _Figures(record).se(metric)
 
 
@@ -108,7 +106,7 @@ class _Figures:
     """One record's judged values, each figure computed once: its samples and their log spread are shared by
     its metrics (a 1,000-run history of 100 cells holds 100,000 records, each read by check and steps)."""
 
-    def __init__(self, record: dict[str, Any]) -> None:
+    def __init__(self, record: Record) -> None:
         self.record = record
         self.points: dict[str, tuple[float, float] | None] = {}
         self._samples: np.ndarray | None = None
@@ -125,8 +123,7 @@ class _Figures:
         factor = gates.metric_spec(metric).se_factor if factor is None else factor
         if factor is None or len(samples) < 2:
             return 0.0
-        traits = traits_for(self.record.get("scenario"), self.record.get("batch_size"))
-        if metric == "throughput" and not traits.throughput_from_latency:
+        if metric == "throughput" and not values.closed_loop(self.record):
             return 0.0  # an open-loop (server) cell's throughput is its achieved rate, not 1 / its latency
         if self._log_sd is None:
             self._log_sd = float(np.std(np.log(samples), ddof=1))
@@ -139,7 +136,7 @@ class _Figures:
         return self.points[metric]
 
     def _point(self, metric: str) -> tuple[float, float] | None:
-        if self.record.get("status", "ok") != "ok":
+        if self.record.status != "ok":
             return None
         value = values.point_value(self.record, metric)
         kind = gates.metric_spec(metric).kind
@@ -152,8 +149,8 @@ def figures(entry: Entry) -> dict[str, _Figures]:
     """Each record's figures by cell id, computed once per entry and kept with it (``Entry.derived``): the
     trend page's check and steps read the same values."""
     if "figures" not in entry.derived:
-        found = {r["cell_id"]: _Figures(r) for r in entry.records}
-        _from_sample_rows([f for f in found.values() if f.record.get("status", "ok") == "ok"])
+        found = {r.cell_id: _Figures(r) for r in entry.records}
+        _from_sample_rows([f for f in found.values() if f.record.status == "ok"])
         entry.derived["figures"] = found
     return entry.derived["figures"]
 
@@ -172,7 +169,7 @@ def _from_sample_rows(figs: list[_Figures]) -> None:
             mine = [i for i, f in enumerate(group) if values.from_samples(f.record, metric)]
             if not mine:
                 continue
-            batch = np.array([int(group[i].record.get("batch_size") or 1) for i in mine])
+            batch = np.array([values.batch_of(group[i].record) for i in mine])
             computed = compute(rows[mine], batch)
             spec = gates.metric_spec(metric)
             factor = spec.se_factor
@@ -184,26 +181,24 @@ def _from_sample_rows(figs: list[_Figures]) -> None:
                 f.points[metric] = (scale(spec.kind, value), f.se(metric, factor)) if ok else None
 
 
-def invalid_values(record: dict[str, Any]) -> list[str]:
-    """Why an ok record's stored figures cannot be judged: a value present that is not a positive finite
-    number, or round times of which none is; [] when every present value is judgeable."""
-    if record.get("status", "ok") != "ok":
+def invalid_values(record: Record) -> list[str]:
+    """Why an ok record's stored figures cannot be judged: a stored figure at or below zero, or round times that
+    are not positive finite numbers; [] when every present value is judgeable. (A figure that is not a finite
+    number is None once typed, as if not measured: ``bench.results.Record.from_dict``.)"""
+    if record.status != "ok":
         return []
     out = []
     for metric, spec in gates.METRICS.items():  # where each is stored: MetricSpec.stored, stated once
-        if spec.stored is None:
-            continue
-        value = dig(record, *spec.stored.split("."))
-        if value is not None and not (finite_number(value) is not None and value > 0):
+        value = None if spec.stored is None else figure(record, spec.stored)
+        if value is not None and not value > 0:
             out.append(f"{metric} is {value!r}: not a positive finite number")
-    samples = record.get("samples_ms") or []
-    good = len(values.samples_of(record))
-    if samples and good < len(samples):
-        out.append(f"samples_ms: {len(samples) - good} of {len(samples)} value(s) not positive finite numbers")
+    taken, good = len(record.samples_ms), len(values.samples_of(record))
+    if taken and good < taken:
+        out.append(f"samples_ms: {taken - good} of {taken} value(s): not a positive finite number")
     return out
 
 
-def point(index: int, record: dict[str, Any] | None, metric: str) -> Point | None:
+def point(index: int, record: Record | None, metric: str) -> Point | None:
     """The run's value, or None where the cell did not run ok or the metric was not measured."""
     found = None if record is None else _Figures(record).point(metric)
     return None if found is None else Point(index, *found)
@@ -279,31 +274,33 @@ def check(
     resolved = gates.resolve_thresholds(thresholds)
     newest = entries[-1]
     same = [(i, e) for i, e in enumerate(entries[:-1]) if e.machine == newest.machine]
-    current = {r["cell_id"]: r for r in newest.records}
+    current = {r.cell_id: r for r in newest.records}
     names = labels(newest.records)
     rows: list[comparison.Row] = []
     newly_failed, short, unjudgeable = [], [], []
     previous = same[-1][1].records if same else []
-    gone = [r for r in previous if r["cell_id"] not in current]
+    gone = [r for r in previous if r.cell_id not in current]
     earlier = [(i, figures(e)) for i, e in same]
     mine = figures(newest)
+    judged: list[tuple[str, list[str], dict[str, Point], dict[str, list[Point]]]] = []
     for cell_id, record in current.items():
         history = [(i, cells[cell_id]) for i, cells in earlier if cell_id in cells]
-        was_ok = bool(history) and history[-1][1].record.get("status", "ok") == "ok"
-        if record.get("status", "ok") in comparison.FAILED_STATUSES and was_ok:
-            newly_failed.append(
-                f"{names[cell_id]}: {record.get('status')}: {record.get('error') or 'no message'}"
-            )
+        was_ok = bool(history) and history[-1][1].record.status == "ok"
+        if record.status in comparison.FAILED_STATUSES and was_ok:
+            newly_failed.append(f"{names[cell_id]}: {record.status}: {record.error or 'no message'}")
         invalid = invalid_values(record)
         unjudgeable += [f"{names[cell_id]}: {why}" for why in invalid]
-        earlier_ok = sum(f.record.get("status", "ok") == "ok" for _, f in history)
-        if record.get("status", "ok") == "ok" and earlier_ok < MIN_BASELINE:
-            short.append(
-                f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed"
-            )
+        earlier_ok = sum(f.record.status == "ok" for _, f in history)
+        own: list[str] = []  # the cell's "too few" lines, kept in cell order
+        if record.status == "ok" and earlier_ok < MIN_BASELINE:
+            own.append(f"{names[cell_id]}: {earlier_ok} earlier ok run(s) of this class, {MIN_BASELINE} needed")
+            judged.append((cell_id, own, {}, {}))
             continue
-        news, priors = _cell_points(names[cell_id], mine[cell_id], history, len(entries) - 1, short)
-        start, found_in = cell_level_start(priors)
+        news, priors = _cell_points(names[cell_id], mine[cell_id], history, len(entries) - 1, own)
+        judged.append((cell_id, own, news, priors))
+    starts = cell_level_starts([priors for *_, priors in judged])  # every cell's series segmented at once
+    for (cell_id, own, news, priors), (start, found_in) in zip(judged, starts, strict=True):
+        short += own
         for metric, prior in priors.items():
             level = prior if start is None else [p for p in prior if p.index >= start]
             since = None
@@ -446,9 +443,9 @@ def all_series(entries: list[Entry]) -> list[Series]:
                 if key not in out:
                     out[key] = Series(
                         entry.machine,
-                        record["cell_id"],
-                        names[record["cell_id"]],
-                        str(record.get("task")),
+                        record.cell_id,
+                        names[record.cell_id],
+                        str(record.task),
                         metric,
                         gates.metric_spec(metric).kind,
                         source_of(record),
@@ -470,17 +467,17 @@ def steps(
     """
     resolved = gates.resolve_thresholds(thresholds)
     found = []
-    for s in all_series(entries) if series is None else series:
-        found += series_steps(s, entries, resolved, z)
+    series = all_series(entries) if series is None else series
+    xs = [(np.array([p.x for p in s.points]), series_sigma(s.points)) for s in series]
+    for s, (x, sigma), breaks in zip(series, xs, segments(xs, z), strict=True):  # every series segmented at once
+        found += series_steps(s, entries, resolved, breaks, x, sigma)
     return sorted(found, key=lambda st: (st.index, st.label, st.metric))
 
 
 def series_steps(
-    s: Series, entries: list[Entry], thresholds: dict[str, float], z: float = Z_STEP
+    s: Series, entries: list[Entry], thresholds: dict[str, float], breaks: list[int], x: np.ndarray, sigma: float
 ) -> list[Step]:
-    x = np.array([p.x for p in s.points])
-    sigma = series_sigma(s.points)
-    breaks = segment(x, sigma, z)
+    """The steps of one series, given where ``segments`` cut it (``x``: its values, ``sigma``: its noise)."""
     bounds = [0, *breaks, len(x)]
     spec, threshold = gates.metric_spec(s.metric), gates.threshold_for(s.metric, thresholds)
     out = []

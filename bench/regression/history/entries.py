@@ -30,7 +30,7 @@ from bench.core.errors import UsageError
 from bench.core.inputs import conforms, parse_json
 from bench.core.numbers import is_finite
 from bench.core.paths import inside, locked, open_input, read_text, write_atomic
-from bench.results import cell_id_of, dig, store
+from bench.results import Record, dig, store
 
 FORMAT = "florence2-bench-history/1"
 ENTRY_GLOB = "run-*.json"
@@ -38,21 +38,25 @@ DROPPED_FIELDS = ("examples",)
 """Record fields not kept: ``examples`` points at image files of the run directory, which a history does
 not copy."""
 
-UNREAD_FIELDS = ("examples", "timing", "per_token_ms", "stages_ms", "energy", "time_per_image_ms", "loadgen")
+READ_FIELDS = frozenset((
+    "cell_id", "status", "error", "schema", "variant", "checkpoint", "weights", "task", "dataset", "n_images", "device",
+    "dtype", "batch_size", "attn", "compile", "num_beams", "max_new_tokens", "scenario", "backend", "samples_ms",
+    "latency_ms", "throughput", "memory", "accuracy", "extra",
+))
 READ_EXTRA = ("pytest_benchmark",)
-"""What a loaded entry keeps of ``extra``: the checks, steps and trend page read a record's judged figures,
-samples, axes, status and server table, never its stage times, energy, LoadGen logs or output texts; a
-1,000-run history of 100 cells holds them in memory only once (``load``). Only what is held must be well formed:
-a field no command reads is dropped unchecked."""
+"""What a loaded entry types of a stored record, and of its ``extra``: the checks, steps and trend page read a
+record's judged figures, samples, axes, status and error, never its stage times, energy, server curve, LoadGen logs
+or output texts; a 1,000-run history of 100 cells holds 100,000 records (``load``). Only what is held must be well
+formed: a field no command reads is dropped unchecked."""
 
 
 EXTRA = "extra"
 
 
 def _held(record: dict[str, Any]) -> dict[str, Any]:
-    """A stored record's JSON as a loaded entry holds it (``UNREAD_FIELDS`` dropped, ``extra`` cut to
-    ``READ_EXTRA``): what stays is then checked as every record is (``store.well_formed``)."""
-    return {k: _read_extra(v) if k == EXTRA else v for k, v in record.items() if k not in UNREAD_FIELDS}
+    """A stored record's JSON as a loaded entry types it (``READ_FIELDS``, ``extra`` cut to ``READ_EXTRA``): what
+    stays is then checked as every record is (``store.well_formed``)."""
+    return {k: _read_extra(v) if k == EXTRA else v for k, v in record.items() if k in READ_FIELDS}
 
 
 def _read_extra(extra: Any) -> Any:
@@ -102,7 +106,7 @@ class Entry:
     source: dict[str, str]  # {"kind": "run-dir" | "pytest-benchmark", "path": ...}
     machine: MachineClass
     env: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[Record]  # a loaded entry's hold ``READ_FIELDS`` alone (``load``); ``add`` writes whole ones
     path: Path | None = field(default=None, compare=False)
     derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """What the commands compute from ``records`` once per run and share (``detect.figures``); records are
@@ -123,7 +127,7 @@ class Entry:
             "source": self.source,
             "machine": asdict(self.machine),
             "env": self.env,
-            "records": self.records,
+            "records": [_slim(r.to_dict()) for r in self.records],
         }
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
@@ -141,7 +145,7 @@ class Source:
     """What a source file or directory yields before the history adds commit/date overrides."""
 
     kind: str
-    records: list[dict[str, Any]]
+    records: list[Record]
     env: dict[str, Any]
     machine: MachineClass
     commit: str | None
@@ -183,11 +187,12 @@ def read_run_dir(path: Path) -> Source:
             f"run directory {str(path)!r} has no records in {store.RESULTS}; accepted: {ACCEPTED_SOURCE}"
         )
     env = store.read_env(path)
-    records = [r.to_dict() for r in sorted(typed, key=lambda r: r.cell_id)]  # as stored: the entry keeps the JSON
+    typed.sort(key=lambda r: r.cell_id)
+    records = [r.to_dict() for r in typed]  # as stored: the run's identity
     git = env.get("git") or {}
     return Source(
         kind="run-dir",
-        records=[_slim(r) for r in records],
+        records=typed,
         env=env,
         machine=machine_from_env(env),
         commit=git.get("commit"),
@@ -240,6 +245,14 @@ def _benchmark_record(bench: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _typed(record: dict[str, Any], source: Path) -> Record:
+    """A benchmark's record through the one door (its figures checked above: a bad one is never None here)."""
+    typed = Record.from_dict(record, source)
+    if typed is None:
+        raise ValueError("a benchmark that is not a well-formed record")
+    return typed
+
+
 def read_pytest_benchmark(path: Path) -> Source:
     try:
         with open_input(path) as fh:  # the user's file: a link is fine, a FIFO is refused, never a wait
@@ -260,7 +273,7 @@ def read_pytest_benchmark(path: Path) -> Source:
         if count is not None and not (isinstance(count, int) and not isinstance(count, bool)):
             raise ValueError(f"machine_info.cpu.count is {count!r}, not an integer")
         env = store.checked_env(machine_info.get(PYTEST_BENCHMARK_ENV) or {}, path)
-        records = sorted((_benchmark_record(b) for b in benchmarks), key=cell_id_of)
+        records = sorted((_typed(_benchmark_record(b), path) for b in benchmarks), key=lambda r: r.cell_id)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"{str(path)!r} is not a pytest-benchmark JSON file ({_one(exc)}); accepted: {ACCEPTED_SOURCE}"
@@ -411,7 +424,7 @@ def _read_entry(path: Path) -> Entry:
             source={str(k): str(v) for k, v in source.items()},
             machine=MachineClass(**machine),
             env=store.checked_env(env, path),
-            records=held,
+            records=[Record.from_checked(r, path) for r in held],  # well formed: checked above
             path=path,
         )
     except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:

@@ -6,6 +6,7 @@ module because these are the statistics of a series alone, apart from how runs b
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,12 +93,38 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
     3. Each boundary is kept only while the *medians* of the raw runs on either side differ by more
        than ``z`` standard errors; the weakest is merged away first.
     """
+    return segments([(x, sigma)], z, min_segment)[0]
+
+
+def segments(
+    series: Sequence[tuple[np.ndarray, float]], z: float = Z_STEP, min_segment: int = MIN_SEGMENT
+) -> list[list[int]]:
+    """``segment`` of each (values, sigma): the series of one length at once, a row each (a 1,000-run history
+    of 100 cells has hundreds of series; one dynamic programme per series is a Python loop per run each)."""
+    out: list[list[int]] = [[] for _ in series]
+    groups: dict[int, list[int]] = {}
+    for i, (x, sigma) in enumerate(series):
+        if len(x) >= 2 * min_segment and sigma > 0:
+            groups.setdefault(len(x), []).append(i)
+    for members in groups.values():
+        for chunk in (members[c : c + ROWS_AT_ONCE] for c in range(0, len(members), ROWS_AT_ONCE)):
+            x = np.stack([series[i][0] for i in chunk])
+            sigma = np.array([series[i][1] for i in chunk], dtype=float)[:, None]
+            running = running_median(x, min_segment - 1)
+            y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
+            for i, breaks in zip(chunk, partition_rows(y, z**2, min_segment), strict=True):
+                out[i] = _merged(series[i][0], breaks, series[i][1], z)
+    return out
+
+
+ROWS_AT_ONCE = 64
+"""Series per dynamic programme: enough to share each step's numpy calls, few enough that its arrays stay in
+the CPU's cache."""
+
+
+def _merged(x: np.ndarray, breaks: list[int], sigma: float, z: float) -> list[int]:
+    """The boundaries whose raw medians differ by more than ``z`` standard errors, the weakest merged first."""
     n = len(x)
-    if n < 2 * min_segment or sigma <= 0:
-        return []
-    running = running_median(x, min_segment - 1)
-    y = np.clip(x, running - CLIP * sigma, running + CLIP * sigma) / sigma
-    breaks = partition(y, z**2, min_segment)
     while breaks:
         bounds = [0, *breaks, n]
         zs = [
@@ -112,14 +139,14 @@ def segment(x: np.ndarray, sigma: float, z: float = Z_STEP, min_segment: int = M
 
 
 def running_median(x: np.ndarray, half: int) -> np.ndarray:
-    """The median of each value's window ``x[i - half : i + half + 1]`` (cut at the ends): the full windows
-    in one numpy call, a 1,000-run series being 1,000 windows."""
-    n, width = len(x), 2 * half + 1
-    out = np.empty(n)
+    """The median of each value's window ``x[i - half : i + half + 1]`` (cut at the ends), along the last axis
+    (a row per series): the full windows in one numpy call, a 1,000-run series being 1,000 windows."""
+    n, width = x.shape[-1], 2 * half + 1
+    out = np.empty(x.shape)
     if n >= width:
-        out[half : n - half] = np.median(np.lib.stride_tricks.sliding_window_view(x, width), axis=1)
+        out[..., half : n - half] = np.median(np.lib.stride_tricks.sliding_window_view(x, width, axis=-1), axis=-1)
     for i in [*range(min(half, n)), *range(max(half, n - half), n)]:
-        out[i] = np.median(x[max(0, i - half) : i + half + 1])
+        out[..., i] = np.median(x[..., max(0, i - half) : i + half + 1], axis=-1)
     return out
 
 
@@ -128,23 +155,33 @@ def partition(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> 
     the sum of squared deviations of ``y`` from each segment's mean plus ``penalty`` per segment: the
     exact optimum, by dynamic programming over every partition (cumulative sums make a segment's cost
     sum(y^2) - sum(y)^2 / n)."""
-    n = len(y)
-    s1, s2 = np.r_[0, np.cumsum(y)], np.r_[0, np.cumsum(y**2)]
-    best = np.full(n + 1, np.inf)
-    best[0] = -penalty
-    start = np.zeros(n + 1, dtype=int)
-    index = np.arange(n + 1)
+    return partition_rows(np.asarray(y, dtype=float)[None, :], penalty, min_segment)[0]
+
+
+def partition_rows(y: np.ndarray, penalty: float, min_segment: int = MIN_SEGMENT) -> list[list[int]]:
+    """``partition`` of each row of ``y`` (series of one length), the rows' programmes run side by side."""
+    rows, n = y.shape
+    s1, s2 = np.zeros((rows, n + 1)), np.zeros((rows, n + 1))
+    np.cumsum(y, axis=1, out=s1[:, 1:])
+    np.cumsum(y**2, axis=1, out=s2[:, 1:])
+    best = np.full((rows, n + 1), np.inf)
+    best[:, 0] = -penalty
+    start = np.zeros((rows, n + 1), dtype=int)
+    index, every = np.arange(n + 1), np.arange(rows)
     for j in range(min_segment, n + 1):
         k = j - min_segment + 1  # the segment ending at j may start at 0 .. k - 1 (slices, not index arrays)
-        total = best[:k] + (s2[j] - s2[:k]) - (s1[j] - s1[:k]) ** 2 / (j - index[:k]) + penalty
-        m = int(np.argmin(total))
-        best[j], start[j] = total[m], m
-    breaks, j = [], n
-    while j > 0:
-        j = int(start[j])
-        if j > 0:
-            breaks.append(j)
-    return sorted(breaks)
+        total = best[:, :k] + (s2[:, j, None] - s2[:, :k]) - (s1[:, j, None] - s1[:, :k]) ** 2 / (j - index[:k]) + penalty
+        m = np.argmin(total, axis=1)
+        best[:, j], start[:, j] = total[every, m], m
+    out = []
+    for row in start.tolist():
+        breaks, j = [], n
+        while j > 0:
+            j = row[j]
+            if j > 0:
+                breaks.append(j)
+        out.append(sorted(breaks))
+    return out
 
 
 def steps_method_text(min_segment: int = MIN_SEGMENT, z: float = Z_STEP) -> str:
@@ -172,12 +209,19 @@ def cell_level_start(priors: dict[str, list[Point]], z: float = Z_STEP) -> tuple
     """(the run where the cell's current level starts, the metric whose step put it there); (None, None)
     when no metric of the cell has a step. The runs before a step ran another configuration of the cell
     (code, driver, machine state), whichever of its metrics showed it; see CELL_LEVEL_RULE."""
-    start, where = None, None
-    for metric, prior in priors.items():
-        level = current_level(prior, z)
-        if len(level) < len(prior) and (start is None or level[0].index > start):
-            start, where = level[0].index, metric
-    return start, where
+    return cell_level_starts([priors], z)[0]
+
+
+def cell_level_starts(cells: list[dict[str, list[Point]]], z: float = Z_STEP) -> list[tuple[int | None, str | None]]:
+    """``cell_level_start`` of each cell, every metric's series segmented at once (``segments``)."""
+    flat = [(c, metric, prior) for c, priors in enumerate(cells) for metric, prior in priors.items()]
+    found = segments([(np.array([p.x for p in prior]), series_sigma(prior)) for _, _, prior in flat], z)
+    out: list[tuple[int | None, str | None]] = [(None, None)] * len(cells)
+    for (c, metric, prior), breaks in zip(flat, found, strict=True):
+        start = out[c][0]
+        if breaks and (start is None or prior[breaks[-1]].index > start):  # the level since the latest step
+            out[c] = (prior[breaks[-1]].index, metric)
+    return out
 
 
 def step_z(left: np.ndarray, right: np.ndarray, sigma: float) -> float:

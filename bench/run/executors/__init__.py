@@ -7,7 +7,7 @@ the same whichever executor ran. Both run cells with ``bench.run.runner``.
 - ``local``: in this process, group by group (``bench.run.executors.local``);
 - ``ray``: one Ray task per model group, on a cluster (``bench.run.executors.ray``).
 
-To add one: a class with ``run(config, cells, out, *, quiet) -> list[record dicts]`` and an entry in
+To add one: a class with ``run(config, cells, out, *, quiet) -> list[Record]`` and an entry in
 ``EXECUTORS``; ``--executor NAME`` then accepts it.
 """
 
@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from bench.core.errors import choice_error
+from bench.results import Record
 from bench.results.cell import Cell
 from bench.run.executors.local import LocalExecutor
 from bench.run.executors.ray import RayExecutor
@@ -26,7 +27,7 @@ from bench.run.runner import RunConfig
 
 
 class Executor(Protocol):
-    def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[dict[str, Any]]:
+    def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[Record]:
         """Run ``cells``, appending each record to ``out`` as it ends; return the records written."""
         ...
 

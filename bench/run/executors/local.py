@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from bench.results import Record
 from bench.results.cell import Cell
 from bench.run.runner import RunConfig, run_cells
 
 
 class LocalExecutor:
-    def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[dict[str, Any]]:
+    def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[Record]:
         return run_cells(config, cells, out, quiet=quiet)

@@ -16,6 +16,8 @@ import contextlib
 import io
 import re
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,11 +38,23 @@ class RayExecutor:
         probe(ray_address)  # an address nobody answers at is refused before the run writes anything
         self.ray_address = ray_address
 
-    def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[dict[str, Any]]:
+    def run(self, config: RunConfig, cells: list[Cell], out: Path, *, quiet: bool) -> list[Record]:
         return run_with_ray(config, cells, out, ray_address=self.ray_address, quiet=quiet)
 
 
-def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> dict[str, Any]:
+@dataclass
+class GroupResult:
+    """What one Ray task sends back: its records as JSON (``Record.to_dict``; the driver reads them through
+    ``Record.from_dict``), the example files, its progress lines and host, or the usage error that stopped it."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    progress: list[str] = field(default_factory=list)
+    host: str = ""
+    usage_error: str | None = None
+
+
+def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> GroupResult:
     """What one Ray task runs: a group's cells in a scratch directory; records and example files back."""
     if num_threads:
         import torch
@@ -51,7 +65,7 @@ def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> 
             with contextlib.redirect_stdout(io.StringIO()):  # the driver prints the progress lines
                 records = run_cells(config, cells, scratch, quiet=True)
         except UsageError as exc:
-            return {"usage_error": str(exc)}
+            return GroupResult(usage_error=str(exc))
         files = {
             str(p.relative_to(scratch)): p.read_bytes()
             for p in (scratch / "examples").rglob("*")
@@ -60,9 +74,9 @@ def run_group(config: RunConfig, cells: list[Cell], num_threads: int | None) -> 
         log = scratch / store.PROGRESS
         progress = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
     host = socket.gethostname()
-    for record in records:
-        record["extra"]["ray"] = {"host": host, "num_threads": num_threads}
-    return {"records": records, "files": files, "progress": progress, "host": host}
+    where = {"ray": {"host": host, "num_threads": num_threads}}  # extra.ray (bench.results.RayHost)
+    return GroupResult([{**r.to_dict(), "extra": {**r.extra.to_dict(), **where}} for r in records], files, progress,
+                       host)
 
 
 def run_with_ray(
@@ -74,45 +88,23 @@ def run_with_ray(
     quiet: bool = False,
     num_cpus: int = 1,
     max_retries: int = 1,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Run ``cells`` as Ray tasks (one per model group); returns the records written to ``out``."""
-    try:
-        import ray
-    except ImportError:
-        raise UsageError(RAY_MISSING) from None
-    for cell in cells:
-        if device_kind(cell.device) == "cuda" and cell.device != "cuda":
-            raise UsageError(
-                f"device {cell.device!r} with --executor ray; accepted: cuda (Ray assigns the GPU)"
-            )
+    ray = _ray_for(cells)
     owned = not ray.is_initialized()
     if owned:
         connect(ray, ray_address)
     progress = Progress(len(cells), quiet, out)
     by_id = {c.cell_id: c for c in cells}
-    written: list[dict[str, Any]] = []
+    written: list[Record] = []
 
     def emit(record: Record) -> None:
         store.append(out, record)
-        written.append(record.to_dict())
+        written.append(record)
         progress.done(by_id[record.cell_id], record)
 
     try:
-        has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-        remote = ray.remote(run_group)
-        pending: dict[Any, list[Cell]] = {}
-        for group in groups(cells, config):
-            if device_kind(group[0].device) == "cuda":
-                if not has_gpu:
-                    for cell in group:
-                        emit(marked_record(cell, "skipped", "the Ray cluster has no GPU"))
-                    continue
-                task = remote.options(num_gpus=1, num_cpus=1, max_retries=max_retries)
-                ref = task.remote(config, group, None)
-            else:
-                task = remote.options(num_cpus=num_cpus, max_retries=max_retries)
-                ref = task.remote(config, group, num_cpus)
-            pending[ref] = group
+        pending = _submit(ray, config, cells, emit, num_cpus, max_retries)
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             group = pending.pop(ref)
@@ -122,25 +114,66 @@ def run_with_ray(
                 for cell in group:
                     emit(marked_record(cell, "error", _ray_failure(exc)))
                 continue
-            if "usage_error" in result:
+            if result.usage_error is not None:
                 for other in pending:
                     ray.cancel(other)
-                raise UsageError(result["usage_error"])
-            for line in result["progress"]:  # the task's own lines (a search's steps), as it ended
-                store.append_progress(out, f"{line} [ray task on {result['host']}]")
-            for rel, data in result["files"].items():
-                path = out / rel
-                if not path.exists():
-                    inside(out, rel, "example image")  # a name from the task never leads outside the run
-                    make_dir(path.parent, "example image")
-                    write_atomic(path, data, what="example image")
-            for fields in result["records"]:
-                emit(cast(Record, Record.from_dict(fields)))  # written by run_cells: a record
+                raise UsageError(result.usage_error)
+            _collect(out, result, emit)
     finally:
         progress.close()
         if owned:
             ray.shutdown()
     return written
+
+
+def _ray_for(cells: list[Cell]) -> Any:
+    """The ray module, once the cells are known to suit it (a CUDA cell names no GPU: Ray assigns one)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(RAY_MISSING) from None
+    for cell in cells:
+        if device_kind(cell.device) == "cuda" and cell.device != "cuda":
+            raise UsageError(
+                f"device {cell.device!r} with --executor ray; accepted: cuda (Ray assigns the GPU)"
+            )
+    return ray
+
+
+def _submit(ray: Any, config: RunConfig, cells: list[Cell], emit: Callable[[Record], None], num_cpus: int,
+            max_retries: int) -> dict[Any, list[Cell]]:
+    """One task per model group, declaring what it uses (a GPU, or ``num_cpus`` cores); a CUDA group on a
+    cluster without a GPU is skipped at once. Returns each task's reference with its group."""
+    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    remote = ray.remote(run_group)
+    pending: dict[Any, list[Cell]] = {}
+    for group in groups(cells, config):
+        if device_kind(group[0].device) == "cuda":
+            if not has_gpu:
+                for cell in group:
+                    emit(marked_record(cell, "skipped", "the Ray cluster has no GPU"))
+                continue
+            task = remote.options(num_gpus=1, num_cpus=1, max_retries=max_retries)
+            ref = task.remote(config, group, None)
+        else:
+            task = remote.options(num_cpus=num_cpus, max_retries=max_retries)
+            ref = task.remote(config, group, num_cpus)
+        pending[ref] = group
+    return pending
+
+
+def _collect(out: Path, result: GroupResult, emit: Callable[[Record], None]) -> None:
+    """A finished task's progress lines, example files and records, into the run directory."""
+    for line in result.progress:  # the task's own lines (a search's steps), as it ended
+        store.append_progress(out, f"{line} [ray task on {result.host}]")
+    for rel, data in result.files.items():
+        path = out / rel
+        if not path.exists():
+            inside(out, rel, "example image")  # a name from the task never leads outside the run
+            make_dir(path.parent, "example image")
+            write_atomic(path, data, what="example image")
+    for fields in result.records:
+        emit(cast(Record, Record.from_dict(fields)))  # written by run_cells: a record
 
 
 RAY_ACCEPTED = ("accepted: the address of a running cluster (`ray start --head` prints it), "
