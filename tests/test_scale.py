@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,20 @@ def test_unknown_commands_are_refused(capsys):
     with pytest.raises(SystemExit) as exc:
         scale.main(["--commands", "report,plot"])
     assert exc.value.code == 2 and "accepted: a comma-separated subset of report" in capsys.readouterr().err
+
+
+def test_a_command_s_peak_memory_is_its_own_not_the_tool_s(tmp_path):
+    """The tool holds large synthetic runs while it times commands: a command's peak RSS must not count them."""
+    held = bytearray(300 * 2**20)
+    held[::4096] = b"x" * len(held[::4096])  # touched: resident in this process
+    small = scale.timed([sys.executable, "-c", "pass"], tmp_path)
+    big = scale.timed([sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+                      tmp_path)
+    assert small["exit_code"] == 0 and big["exit_code"] == 0
+    assert small["peak_rss_mib"] < 100 < 200 <= big["peak_rss_mib"] < 300
+    assert big["cpu_seconds"] >= 0 and big["seconds"] > 0
+    failed = scale.timed([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path)
+    assert failed["exit_code"] == 3
+    with pytest.raises(RuntimeError, match="could not run"):
+        scale.timed(["/nonexistent/command"], tmp_path)
+    del held

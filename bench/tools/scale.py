@@ -214,18 +214,36 @@ def write_history(templates_: dict[str, Record], env: dict[str, Any], runs: int,
     return out
 
 
+# A command runs from a small interpreter of its own: on Linux a child's peak RSS (``ru_maxrss``) counts the
+# memory of the process it was forked from (exec keeps the old image's high-water mark), so a command forked
+# straight from this tool, which holds 100k synthetic cells, would read as large as the tool.
+_LAUNCHER = ("import json, os, sys\n"
+             "fd, argv = int(sys.argv[1]), sys.argv[2:]\n"
+             "pid = os.posix_spawnp(argv[0], argv, os.environ)\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "os.write(fd, json.dumps([usage.ru_utime + usage.ru_stime, usage.ru_maxrss]).encode())\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
 def timed(argv: list[str], cwd: Path) -> dict[str, Any]:
-    """Wall time, peak RSS (this child alone, ``os.wait4``) and exit code of one command."""
+    """Wall time, CPU time, peak RSS (the command alone, ``os.wait4`` in a small launcher) and exit code."""
     before = load_average()
+    read_end, write_end = os.pipe()
     start = time.perf_counter()
-    child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(write_end), *argv], cwd=cwd,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_end,))
+    os.close(write_end)
     assert child.stderr is not None
     err = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
+    child.wait()
     seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "exit_code": child.returncode,
+    with os.fdopen(read_end, "rb") as report:
+        measured = report.read()
+    if not measured:
+        raise RuntimeError(f"could not run {shlex.join(argv)}: {err.decode(errors='replace')[-300:]}")
+    cpu, maxrss_kib = json.loads(measured)
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "peak_rss_mib": round(maxrss_kib / 1024, 1), "exit_code": child.returncode,
             "load_before": before, "load_after": load_average(),
             "stderr_tail": err.decode(errors="replace")[-300:] if child.returncode not in (0, 1) else ""}
 

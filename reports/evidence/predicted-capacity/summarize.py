@@ -21,6 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from scenario_fakes import scenario_input  # noqa: E402
 
+from bench.results.record import Record  # noqa: E402
 from bench.scenarios import ServerSettings, get_scenario  # noqa: E402
 from bench.scenarios.predict import (  # noqa: E402
     Prediction,
@@ -36,6 +37,11 @@ H200_BOUND_MS, H200_PERCENTILE, H200_DEMAND = 200.0, 0.99, 100.0
 
 def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def typed(recs: list[dict]) -> list[Record]:
+    """The records as the prediction reads them (``bench.results.record.Record``)."""
+    return [r for r in (Record.from_dict(v) for v in recs) if r is not None]
 
 
 def search_fields(record: dict) -> dict:
@@ -59,13 +65,14 @@ def part_a(runs: Path, name: str) -> list[dict]:
     recs = records(runs / name / "results.jsonl")
     judged = next(r["server"] for r in recs if r["scenario"] == "server" and r["status"] == "ok")
     bound_ms, percentile = judged["latency_bound_ms"], judged["latency_percentile"]
-    predicted = predictions(recs, bound_ms=bound_ms, percentile=percentile)
+    predicted = predictions(typed(recs), bound_ms=bound_ms, percentile=percentile)
     rows = []
     for r in recs:
         if r["scenario"] != "server" or r["status"] != "ok":
             continue
-        found = {p.max_batch: p for p in predicted.get(setting_key(r), [])}.get(r["batch_size"])
-        times = batch_times(recs).get(setting_key(r), {})
+        key = setting_key(Record.from_dict(r))
+        found = {p.max_batch: p for p in predicted.get(key, [])}.get(r["batch_size"])
+        times = batch_times(typed(recs)).get(key, {})
         row = {"run": name, "backend": r["backend"], "batch_size": r["batch_size"], "bound_ms": bound_ms,
                "closed_loop_batch_ms_mean": {size: round(statistics.fmean(v), 1) for size, v in times.items()},
                "percentile": percentile, "confidence": r["server"]["early_stopping"]["confidence"],
@@ -186,7 +193,7 @@ def part_d() -> dict:
     recs = [r for d in ("gpu-nvidia-h200", "gpu-nvidia-h200-graphs")
             for r in records(ROOT / "reports" / "baselines" / d / "results.jsonl")]
     rows = []
-    for key, preds in predictions(recs, bound_ms=H200_BOUND_MS, percentile=H200_PERCENTILE).items():
+    for key, preds in predictions(typed(recs), bound_ms=H200_BOUND_MS, percentile=H200_PERCENTILE).items():
         setting = dict(key)
         for p in preds:
             rows.append({"variant": setting["variant"], "dtype": setting["dtype"], "compile": setting["compile"],
@@ -198,7 +205,7 @@ def part_d() -> dict:
     graphs = [r for r in records(ROOT / "reports" / "baselines" / "gpu-nvidia-h200-graphs" / "results.jsonl")
               if r["status"] == "ok" and r["dtype"] == "fp16"]
     merged: dict[int, list[float]] = {}
-    for sizes in batch_times(graphs).values():
+    for sizes in batch_times(typed(graphs)).values():
         merged.update(sizes)
     what_if = []
     for max_batch, instances in ((1, 2), (4, 1), (8, 1), (16, 1)):
