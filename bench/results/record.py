@@ -22,7 +22,7 @@ from typing import Any
 from bench.core.numbers import is_number
 from bench.results import tables as t
 from bench.results.schema import CONVERTED, SCHEMA_VERSION, upgrade
-from bench.results.tables import Table, _hidden, _names, read_table
+from bench.results.tables import Table, _names, read_table
 
 # Tables that report and compare read: their values are scalars (a number, or None where not
 # measurable; a few labels and flags), never nested containers. EXTRA_TABLES are such tables in ``extra``.
@@ -88,8 +88,6 @@ class Record(CellAxes, Table):
     examples: tuple[t.Example, ...] = ()
     extra: t.Extra = field(default_factory=lambda: t.Extra.from_dict({}))
     schema: int = SCHEMA_VERSION
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
     @classmethod
     def from_dict(cls, value: Any, where: str | Path = "a record") -> Record | None:  # type: ignore[override]

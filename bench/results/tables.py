@@ -25,12 +25,17 @@ Convert = Callable[[Any], Any]
 _KEYSETS: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct key set (43k records share few)
 
 
+@dataclass(frozen=True)
 class Table:
-    """Base of every record table: the conversion from and to JSON, driven by the fields' type hints."""
+    """Base of every record table: the conversion from and to JSON, driven by the fields' type hints.
+
+    ``_keys`` and ``_other`` (how the table was read, not a figure: left out of ``repr``, keyword-only) are declared
+    here once; each table's own ``slots=True`` gives them a slot (this base has none, so ``Record`` can also be a
+    ``CellAxes``)."""
 
     __slots__ = ()
-    _keys: tuple[str, ...] | None
-    _other: dict[str, Any] | None
+    _keys: tuple[str, ...] | None = field(default=None, repr=False, kw_only=True)
+    _other: dict[str, Any] | None = field(default=None, repr=False, kw_only=True)
 
     @classmethod
     def from_dict(cls, value: Any) -> Any:
@@ -197,11 +202,6 @@ def converter(hint: Any) -> Convert:
 
 # ------------------------------------------------------------------------------------ the tables
 
-def _hidden() -> Any:
-    """``_keys`` and ``_other``: how the table was read, not a figure (left out of ``repr``)."""
-    return field(default=None, repr=False)
-
-
 @dataclass(frozen=True, slots=True)
 class Stats(Table):
     """A distribution's statistics in ms (``latency_ms``, ``time_per_image_ms``; bench.core.measure.summarize)."""
@@ -218,8 +218,6 @@ class Stats(Table):
     cv: float | None = None
     unstable: bool | None = None
     ci_method: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +230,6 @@ class Stages(Table):
     per_token: float | None = None
     decode: float | None = None
     postprocess: float | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +238,6 @@ class Throughput(Table):
     tokens_per_s: float | None = None
     wall_s: float | None = None
     decode_tokens_per_s: float | None = None  # None: no decode phase to rate (max_new_tokens 1) or not timed
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +249,6 @@ class Memory(Table):
     cuda_peak_reserved_bytes: int | None = None
     nvml_peak_used_bytes: int | None = None
     weights_bytes: int | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +257,6 @@ class Energy(Table):
     joules_per_image_above_idle: float | None = None
     idle_power_w: float | None = None
     source: str | None = None  # the counter, or why there is no figure
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,8 +268,6 @@ class PerToken(Table):
     p99: float | None = None
     n: int | None = None
     basis: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +281,6 @@ class EarlyStopping(Table):
     queries_needed: int | None = None
     estimate_ms: float | None = None
     met: bool | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,8 +306,6 @@ class CurveStep(Table):
     final: bool | None = None
     valid: bool | None = None
     invalid_reason: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,8 +330,6 @@ class Server(Table):
     valid: bool | None = None
     invalid_reason: str | None = None
     curve: tuple[CurveStep, ...] = ()
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +338,6 @@ class LoadGenEarlyStopping(Table):
     overlatency: int | None = None
     estimate_ms: float | None = None
     result: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,8 +362,6 @@ class LoadGen(Table):
     early_stopping: LoadGenEarlyStopping | None = None
     logs: str | None = None  # relative to the run directory
     issue_delay_ms: dict[str, float | None] | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,8 +375,6 @@ class ServerRun(Table):
     max_requests: int | None = None
     confidence: float | None = None
     seed: int | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,8 +399,6 @@ class Timing(Table):
     cold: str | None = None
     load_generator: str | None = None
     server_run: ServerRun | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,8 +414,6 @@ class Settings(Table):
     prefetch: bool | None = None
     threads: int | str | None = None  # the threads used; None: the default
     load_generator: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,8 +422,6 @@ class Flag(Table):
 
     code: str | None = None
     message: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,8 +434,6 @@ class Example(Table):
     height: float | None = None
     text: str | None = None
     answer: Any = None  # the task's parsed answer, as the task wrote it
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,8 +452,6 @@ class Roofline(Table):
     matmul_dtype: str | None = None
     matmul_n: int | None = None
     flop_convention: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,8 +460,6 @@ class ReportedBenchmark(Table):
 
     key: str | None = None
     metric: str | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,8 +468,6 @@ class RayHost(Table):
 
     host: str | None = None
     num_threads: int | None = None
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,5 +487,3 @@ class Extra(Table):
     capacity_search: Any = None
     traceback: str | None = None
     pytest_benchmark: Any = None  # a pytest-benchmark round in a history: its name, fullname, group, params
-    _keys: tuple[str, ...] | None = _hidden()
-    _other: dict[str, Any] | None = _hidden()
