@@ -146,7 +146,7 @@ def test_a_damaged_host_load_is_not_read_as_busy_or_shown(load):
 
 def test_describe_load_names_start_end_and_a_busy_machine():
     text = host.describe_load({"cores": 4, "start": [0.5, 0, 0], "end": [3.5, 0, 0]})
-    assert text == "1-min load 0.50 at start, 3.50 at end, on 4 cores (busy)"
+    assert text == "1-min load 0.50 at start, 3.50 at end, on 4 cores (busy at end)"
 
 
 @pytest.mark.parametrize(("value", "parsed"), [("auto", "auto"), ("3", 3), (2, 2)])

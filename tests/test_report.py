@@ -462,7 +462,7 @@ def test_the_comparability_panel_shows_each_runs_load_and_differs_only_when_one_
     assert not calm.differs and calm.suspect == [False, False]  # two idle loads are never equal, and never matter
     busy = host_load([run(0.3), run(2.5), SimpleNamespace(env={})])
     assert busy.differs and busy.suspect == [False, True, False]
-    assert busy.values[1].endswith("(busy)") and busy.values[2] == "not recorded"
+    assert busy.values[1].endswith("(busy at start and end)") and busy.values[2] == "not recorded"
 
 
 def test_the_all_cells_block_holds_every_cell_once_with_its_sort_keys(tmp_path):

@@ -260,7 +260,7 @@ def test_the_report_shows_the_busy_run_and_the_token_columns(busy_run, tmp_path)
     from bench.report.report import build_report
 
     html = build_report([busy_run[0]], tmp_path / "r.html").read_text()
-    assert '<th>host load</th><td class="suspect">1-min load' in html and "(busy)" in html
+    assert '<th>host load</th><td class="suspect">1-min load' in html and "(busy at start" in html
     assert ">decode tok/s</th>" in html and "load s / first call ms" in html
     assert "bad reference" not in html
     record = store.records(busy_run[0])[0].to_dict()

@@ -83,7 +83,7 @@ def test_a_target_is_met_only_when_judged_and_its_interval_clears_it():
     busy = {"cores": 16, "start": [12.0, 9.0, 8.0], "end": None}
     results = _by_key(_evaluate(RECORDS, perf, host_load=busy))
     assert results["base_offline"]["verdict"] == "not judged"
-    assert results["base_offline"]["why"] == ["the host was busy (1-min load 12.00 at start, on 16 cores (busy))"]
+    assert results["base_offline"]["why"] == ["the host was busy (1-min load 12.00 at start, on 16 cores (busy at start))"]
     assert results["perf_speedup"]["verdict"] == "met"  # perf read its own load
     assert results["large_offline"]["verdict"] == "not measured"
     few = _by_key(_evaluate([dataclasses.replace(RECORDS[0], samples_ms=array("d", [400.0, 401.0]))],

@@ -115,7 +115,8 @@ def describe_load(load: Any) -> str | None:
         return None
     end = one_minute("end")
     text = f"1-min load {start:.2f} at start" + (f", {end:.2f} at end" if end is not None else "")
-    return f"{text}, on {load.get('cores')} cores" + (" (busy)" if busy(load) or busy(load, "end") else "")
+    when = [w for w in ("start", "end") if busy(load, w)]
+    return f"{text}, on {load.get('cores')} cores" + (f" (busy at {' and '.join(when)})" if when else "")
 
 
 def governor(root: Path = CPUFREQ) -> dict[str, Any]:

@@ -102,7 +102,8 @@ class PerfReport:
         load = self.host_load or {}
         rounds = ", ".join(f"{r[0]:.2f}" for r in load.get("rounds") or [] if r)
         start = host.describe_load(load) or "not readable"
-        return f"host load: {start}" + (f"; after each round {rounds}" if rounds else "")
+        return (f"host load: {start}" + (f"; after each round {rounds}" if rounds else "")
+                + "; readings after the start count this run's own threads")
 
     def judgement(self) -> selfcheck.Judgement | None:
         """The verdict on this device's target (None when there is none): ``bench.run.selfcheck.judge`` of the
