@@ -276,8 +276,7 @@ def check(
     same = [(i, e) for i, e in enumerate(entries[:-1]) if e.machine == newest.machine]
     current = {r.cell_id: r for r in newest.records}
     names = labels(newest.records)
-    rows: list[comparison.Row] = []
-    newly_failed, short, unjudgeable = [], [], []
+    newly_failed, unjudgeable = [], []
     previous = same[-1][1].records if same else []
     gone = [r for r in previous if r.cell_id not in current]
     earlier = [(i, figures(e)) for i, e in same]
@@ -298,7 +297,29 @@ def check(
             continue
         news, priors = _cell_points(names[cell_id], mine[cell_id], history, len(entries) - 1, own)
         judged.append((cell_id, own, news, priors))
-    starts = cell_level_starts([priors for *_, priors in judged])  # every cell's series segmented at once
+    rows, short = _level_rows(judged, entries, names, resolved, k, z)
+    return HistoryCheck(
+        rows=rows,
+        unmatched_baseline=sorted(labels(gone).values()),
+        unmatched_current=short,
+        unjudgeable=unjudgeable,
+        env_warnings=sorted({e.machine.label for e in entries if e.machine != newest.machine}),
+        newly_failed=newly_failed,
+        thresholds=resolved,
+        run=newest,
+        k=k,
+        z=z,
+    )
+
+
+def _level_rows(judged: list[tuple[str, list[str], dict[str, Point], dict[str, list[Point]]]], entries: list[Entry],
+                names: dict[str, str], resolved: dict[str, float], k: int, z: float,
+                ) -> tuple[list[comparison.Row], list[str]]:
+    """Each cell's metrics judged on its level, the values since its step (every cell's series segmented at
+    once): the rows, and the cells and metrics with too few values, in cell order."""
+    rows: list[comparison.Row] = []
+    short: list[str] = []
+    starts = cell_level_starts([priors for *_, priors in judged])
     for (cell_id, own, news, priors), (start, found_in) in zip(judged, starts, strict=True):
         short += own
         for metric, prior in priors.items():
@@ -313,18 +334,7 @@ def check(
                 )
                 continue
             rows.append(_row(cell_id, names[cell_id], metric, level, news[metric], resolved, k, z, since))
-    return HistoryCheck(
-        rows=rows,
-        unmatched_baseline=sorted(labels(gone).values()),
-        unmatched_current=short,
-        unjudgeable=unjudgeable,
-        env_warnings=sorted({e.machine.label for e in entries if e.machine != newest.machine}),
-        newly_failed=newly_failed,
-        thresholds=resolved,
-        run=newest,
-        k=k,
-        z=z,
-    )
+    return rows, short
 
 
 def _cell_points(
